@@ -1,0 +1,58 @@
+//! Memory follows view state: a count()/sum() per key view over 10M rows and 1k keys keeps
+//! the process's memory near the size of 1k groups, not of 10M rows.
+//!
+//! `cargo bench --bench view_memory` (env: ROWS, KEYS).
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Instant;
+
+use petrel_value::Value;
+
+fn main() {
+    let rows: usize = std::env::var("ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
+    let keys: usize = std::env::var("KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("petrel-bench-memory-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("pipes")).unwrap();
+        std::fs::write(dir.join("t.datasource"), "SCHEMA >\n    `k` UInt32,\n    `v` Int64\n").unwrap();
+        std::fs::write(
+            dir.join("pipes/per_key.pipe"),
+            "NODE n\nSQL >\n    SELECT k, count() AS c, sum(v) AS s FROM t GROUP BY k\n\nTYPE endpoint\n",
+        )
+        .unwrap();
+        let (_, runtime) = support::start(&dir, Default::default()).await;
+        let before = support::rss_bytes();
+        let started = Instant::now();
+        let batch = 100_000;
+        let mut ts = 0;
+        for b in 0..rows.div_ceil(batch) {
+            let updates = (0..batch)
+                .map(|i| {
+                    let n = b * batch + i;
+                    (vec![Value::UInt((n % keys) as u64), Value::Int((n % 100) as i64)], 1isize)
+                })
+                .collect();
+            ts = runtime.engine().insert("t", updates).unwrap();
+            if b % 10 == 9 {
+                runtime.wait_durable_and_visible("t", ts).await.unwrap();
+            }
+        }
+        runtime.wait_durable_and_visible("t", ts).await.unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let result = runtime.query_pipe("per_key", &Default::default()).await.unwrap();
+        let after = support::rss_bytes();
+        println!(
+            "view memory: {rows} rows into {} groups in {secs:.1}s ({:.0} rows/s); RSS {:.1} MB before, {:.1} MB after: {:.1} bytes per input row",
+            result.rows.len(),
+            rows as f64 / secs,
+            before as f64 / 1e6,
+            after as f64 / 1e6,
+            after.saturating_sub(before) as f64 / rows as f64
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -1,0 +1,351 @@
+//! Petrel's engine: plans compiled to differential dataflow on a pool of timely workers, fed
+//! by datasource inputs and driven by one clock.
+//!
+//! - **Time** (Principle 2): one clock ticks every `tick` (milliseconds since the Unix epoch).
+//!   Each ingested batch is stamped with the open tick; when the clock ticks, every input
+//!   advances, and each view publishes the consolidated changes of the closed times.
+//! - **Views**: each maintained result is its own dataflow, installed on every worker in the
+//!   same order (timely's rule). It starts at the open tick with the datasources' history
+//!   replayed from their [`SourceLog`]s, then follows live inserts. Its output is exchanged to
+//!   worker 0, which publishes [`petrel_view::ChangeBatch`]es into the [`petrel_view::View`];
+//!   serving reads the view, never the workers.
+//! - **Many processes later**: inputs enter on any worker and are exchanged by key inside the
+//!   dataflow, and the clock reaches workers only as input frontiers, so timely's cluster mode
+//!   is a configuration change, not a rewrite.
+
+mod accum;
+mod aggregate;
+mod render;
+mod sink;
+mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::Thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use petrel_sql::{Plan, PlanNode};
+use petrel_value::Row;
+use petrel_view::{Ts, View};
+
+pub use render::compare_sort_keys;
+
+/// The durable history of one datasource, as the engine needs it: appends in ingest order,
+/// and a replay of a prefix for views installed later. Storage implements it.
+pub trait SourceLog: Send + Sync + 'static {
+    /// Appends a batch of row updates; returns the log's length in batches afterwards.
+    fn append(&self, updates: &[(Row, isize)]) -> std::io::Result<u64>;
+    /// The log's length in batches.
+    fn len(&self) -> u64;
+    /// True when nothing was ever appended.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Calls `f` for every update of the first `upto` batches whose batch index modulo
+    /// `peers` is `worker` (so workers replay disjoint shares).
+    fn replay(
+        &self,
+        upto: u64,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, isize),
+    ) -> std::io::Result<()>;
+}
+
+/// Engine failures a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The plan reads a datasource that is not registered.
+    #[error("unknown datasource '{0}'")]
+    UnknownDatasource(String),
+    /// Writing to a datasource's log failed; nothing was inserted.
+    #[error("storage error on datasource '{datasource}': {source}")]
+    Storage {
+        /// The datasource.
+        datasource: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The worker pool could not start or has stopped.
+    #[error("engine is not running: {0}")]
+    Stopped(String),
+}
+
+/// Identifies an installed view's dataflow.
+pub type ViewId = u64;
+
+/// How the worker pool and the clock run.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The clock's tick (the flush interval): how often inputs advance and views publish.
+    pub tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 1,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What a worker is told to do, in the same order on every worker.
+pub(crate) enum Command {
+    Install(Arc<InstallSpec>),
+    Drop(ViewId),
+    Insert {
+        datasource: Arc<str>,
+        updates: Arc<Vec<(Row, isize)>>,
+        ts: Ts,
+    },
+    Advance(Ts),
+    Shutdown,
+}
+
+/// A view to build on every worker.
+pub(crate) struct InstallSpec {
+    pub id: ViewId,
+    pub plan: Plan,
+    pub view: Arc<View>,
+    pub as_of: Ts,
+    /// Each scanned datasource with its log and the log length at install time.
+    pub history: Vec<(String, Arc<dyn SourceLog>, u64)>,
+}
+
+struct Clock {
+    open: Ts,
+    next_worker: usize,
+    next_view: ViewId,
+    senders: Vec<Sender<Command>>,
+    sources: HashMap<String, Arc<dyn SourceLog>>,
+    views: HashMap<ViewId, BTreeSet<String>>,
+}
+
+/// The running engine: a timely worker pool and its clock. Cheap to share behind an `Arc`.
+pub struct Engine {
+    clock: Mutex<Clock>,
+    threads: Arc<Mutex<Vec<Thread>>>,
+    guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
+}
+
+fn wall_ms() -> Ts {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Ts)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Starts the workers and the clock.
+    pub fn start(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
+        let workers = config.workers.max(1);
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = std::sync::mpsc::channel();
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let worker_threads = threads.clone();
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let rx = lock(&receivers)[index].take();
+            lock(&worker_threads).push(std::thread::current());
+            if let Some(rx) = rx {
+                worker::run(worker, rx);
+            }
+        })
+        .map_err(EngineError::Stopped)?;
+        let engine = Arc::new(Engine {
+            clock: Mutex::new(Clock {
+                open: wall_ms(),
+                next_worker: 0,
+                next_view: 1,
+                senders,
+                sources: HashMap::new(),
+                views: HashMap::new(),
+            }),
+            threads,
+            guards: Mutex::new(Some(guards)),
+        });
+        let weak = Arc::downgrade(&engine);
+        std::thread::Builder::new()
+            .name("petrel-clock".into())
+            .spawn(move || run_clock(weak, config.tick))
+            .map_err(|e| EngineError::Stopped(e.to_string()))?;
+        Ok(engine)
+    }
+
+    fn wake(&self) {
+        for t in lock(&self.threads).iter() {
+            t.unpark();
+        }
+    }
+
+    /// Closes the open tick and opens the next: every input advances, views publish.
+    fn tick(&self) {
+        let mut clock = lock(&self.clock);
+        let next = wall_ms().max(clock.open + 1);
+        clock.open = next;
+        for tx in &clock.senders {
+            let _ = tx.send(Command::Advance(next));
+        }
+        drop(clock);
+        self.wake();
+    }
+
+    /// The open tick: the timestamp the next inserted batch gets.
+    pub fn open_ts(&self) -> Ts {
+        lock(&self.clock).open
+    }
+
+    /// Registers a datasource and its log; views installed afterwards may scan it.
+    pub fn register_source(&self, name: &str, log: Arc<dyn SourceLog>) {
+        lock(&self.clock).sources.insert(name.to_string(), log);
+    }
+
+    /// Forgets a source registered for a short-lived query; views already installed keep
+    /// the history they replayed.
+    pub fn unregister_source(&self, name: &str) {
+        lock(&self.clock).sources.remove(name);
+    }
+
+    /// Appends row updates to a datasource: written to its log, then sent to one worker at the
+    /// open tick, all under the clock's lock so that installs see a consistent history.
+    /// Returns the timestamp the rows land at.
+    pub fn insert(&self, datasource: &str, updates: Vec<(Row, isize)>) -> Result<Ts, EngineError> {
+        let mut clock = lock(&self.clock);
+        let log = clock
+            .sources
+            .get(datasource)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownDatasource(datasource.to_string()))?;
+        log.append(&updates).map_err(|source| EngineError::Storage {
+            datasource: datasource.to_string(),
+            source,
+        })?;
+        let ts = clock.open;
+        let worker = clock.next_worker % clock.senders.len();
+        clock.next_worker = clock.next_worker.wrapping_add(1);
+        let sent = clock.senders[worker].send(Command::Insert {
+            datasource: Arc::from(datasource),
+            updates: Arc::new(updates),
+            ts,
+        });
+        drop(clock);
+        self.wake();
+        sent.map_err(|e| EngineError::Stopped(e.to_string()))?;
+        Ok(ts)
+    }
+
+    /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
+    /// result over all data inserted before this call.
+    pub fn install(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
+        let mut tables = BTreeSet::new();
+        scanned_tables(&plan, &mut tables);
+        let mut clock = lock(&self.clock);
+        let mut history = Vec::new();
+        for t in &tables {
+            let log = clock
+                .sources
+                .get(t)
+                .cloned()
+                .ok_or_else(|| EngineError::UnknownDatasource(t.clone()))?;
+            let upto = log.len();
+            history.push((t.clone(), log, upto));
+        }
+        let id = clock.next_view;
+        clock.next_view += 1;
+        let spec = Arc::new(InstallSpec {
+            id,
+            plan,
+            view,
+            as_of: clock.open,
+            history,
+        });
+        for tx in &clock.senders {
+            tx.send(Command::Install(spec.clone()))
+                .map_err(|e| EngineError::Stopped(e.to_string()))?;
+        }
+        clock.views.insert(id, tables);
+        drop(clock);
+        self.wake();
+        Ok(id)
+    }
+
+    /// Stops maintaining a view and frees its dataflow on every worker.
+    pub fn drop_view(&self, id: ViewId) {
+        let mut clock = lock(&self.clock);
+        if clock.views.remove(&id).is_some() {
+            for tx in &clock.senders {
+                let _ = tx.send(Command::Drop(id));
+            }
+        }
+        drop(clock);
+        self.wake();
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn shutdown(&self) {
+        {
+            let clock = lock(&self.clock);
+            for tx in &clock.senders {
+                let _ = tx.send(Command::Shutdown);
+            }
+        }
+        self.wake();
+        if let Some(guards) = lock(&self.guards).take() {
+            drop(guards.join());
+        }
+    }
+}
+
+fn run_clock(engine: Weak<Engine>, tick: Duration) {
+    loop {
+        std::thread::sleep(tick);
+        match engine.upgrade() {
+            Some(engine) => engine.tick(),
+            None => return,
+        }
+    }
+}
+
+/// Locks a mutex, recovering from poisoning (a panicked holder leaves consistent data here:
+/// every critical section only pushes to channels or swaps whole values).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The datasources a plan scans.
+pub fn scanned_tables(plan: &Plan, out: &mut BTreeSet<String>) {
+    match &plan.node {
+        PlanNode::Scan { table } => {
+            out.insert(table.clone());
+        }
+        PlanNode::Values { .. } => {}
+        PlanNode::Filter { input, .. }
+        | PlanNode::TemporalFilter { input, .. }
+        | PlanNode::Project { input, .. }
+        | PlanNode::Aggregate { input, .. }
+        | PlanNode::Distinct { input }
+        | PlanNode::TopK { input, .. }
+        | PlanNode::ArrayJoin { input, .. } => scanned_tables(input, out),
+        PlanNode::Join { left, right, .. } => {
+            scanned_tables(left, out);
+            scanned_tables(right, out);
+        }
+        PlanNode::Union { inputs } => inputs.iter().for_each(|p| scanned_tables(p, out)),
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

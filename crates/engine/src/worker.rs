@@ -1,0 +1,100 @@
+//! One timely worker's loop: apply commands in order, then step the dataflows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
+
+use differential_dataflow::input::{Input, InputSession};
+use petrel_value::Row;
+use timely::worker::Worker;
+
+use crate::render::{render, Sources};
+use crate::{Command, InstallSpec, ViewId};
+
+/// An installed view's inputs on this worker.
+struct Installed {
+    inputs: BTreeMap<String, InputSession<u64, Row, isize>>,
+    dataflow: usize,
+}
+
+/// Runs until told to shut down (or until the engine is gone).
+pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
+    let mut installed: HashMap<ViewId, Installed> = HashMap::new();
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Install(spec)) => {
+                    let inst = install(worker, &spec);
+                    installed.insert(spec.id, inst);
+                }
+                Ok(Command::Insert {
+                    datasource,
+                    updates,
+                    ts,
+                }) => {
+                    for inst in installed.values_mut() {
+                        if let Some(input) = inst.inputs.get_mut(&*datasource) {
+                            for (row, diff) in updates.iter() {
+                                input.update_at(row.clone(), ts, *diff);
+                            }
+                        }
+                    }
+                }
+                Ok(Command::Advance(ts)) => {
+                    for inst in installed.values_mut() {
+                        for input in inst.inputs.values_mut() {
+                            input.advance_to(ts);
+                            input.flush();
+                        }
+                    }
+                }
+                Ok(Command::Drop(id)) => {
+                    if let Some(inst) = installed.remove(&id) {
+                        drop(inst.inputs);
+                        worker.drop_dataflow(inst.dataflow);
+                    }
+                }
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        worker.step_or_park(Some(Duration::from_millis(20)));
+    }
+}
+
+/// Builds the view's dataflow, then replays this worker's share of the datasources' history
+/// at the install time.
+fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
+    let index = worker.index();
+    let peers = worker.peers();
+    let dataflow = worker.next_dataflow_index();
+    let (mut inputs, mut unit_input) = worker.dataflow::<u64, _, _>(|scope| {
+        let mut inputs = BTreeMap::new();
+        let mut tables = BTreeMap::new();
+        for (name, _, _) in &spec.history {
+            let (input, collection) = scope.new_collection::<Row, isize>();
+            inputs.insert(name.clone(), input);
+            tables.insert(name.clone(), collection);
+        }
+        let (unit_input, unit) = scope.new_collection::<Row, isize>();
+        let output = render(&spec.plan, &Sources { tables, unit });
+        crate::sink::publish(output, spec.view.clone(), index == 0);
+        (inputs, unit_input)
+    });
+    unit_input.advance_to(spec.as_of);
+    if index == 0 {
+        unit_input.insert(Vec::new());
+    }
+    drop(unit_input);
+    for (name, log, upto) in &spec.history {
+        if let Some(input) = inputs.get_mut(name) {
+            input.advance_to(spec.as_of);
+            let replayed = log.replay(*upto, index, peers, &mut |row, diff| input.update(row, diff));
+            if let Err(e) = replayed {
+                spec.view.fail(format!("replaying datasource '{name}' failed: {e}"));
+            }
+            input.flush();
+        }
+    }
+    Installed { inputs, dataflow }
+}

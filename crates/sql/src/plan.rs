@@ -1,0 +1,397 @@
+//! The typed relational plan: what SQL text becomes, and what the engine compiles to
+//! differential dataflow. Every node knows its output columns (names and ClickHouse types),
+//! so results carry `meta` and the engine never guesses a type.
+
+use petrel_value::{Column, ColumnType, Row, Value};
+
+use crate::expr::Expr;
+
+/// A relational plan node with its output columns.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// What the node computes.
+    pub node: PlanNode,
+    /// The node's output columns, in row order.
+    pub columns: Vec<Column>,
+}
+
+/// The relational operators Petrel maintains incrementally.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum PlanNode {
+    /// All rows of a datasource; the output columns are the datasource's schema.
+    Scan {
+        /// The datasource's name.
+        table: String,
+    },
+    /// Constant rows (`SELECT 1`, `VALUES`, a table function with literal input).
+    Values {
+        /// The rows.
+        rows: Vec<Row>,
+    },
+    /// Keeps the rows for which `predicate` is true.
+    Filter {
+        /// The input.
+        input: Box<Plan>,
+        /// A boolean expression over the input's columns.
+        predicate: Expr,
+    },
+    /// Keeps each row while `bound.expr  op  now() + offset` holds: a temporal filter, whose
+    /// rows enter and leave the result as the clock ticks (see the engine's temporal module).
+    TemporalFilter {
+        /// The input.
+        input: Box<Plan>,
+        /// All bounds must hold.
+        bounds: Vec<TemporalBound>,
+    },
+    /// Computes one output column per expression.
+    Project {
+        /// The input.
+        input: Box<Plan>,
+        /// One expression per output column, over the input's columns.
+        exprs: Vec<Expr>,
+    },
+    /// `GROUP BY keys` with aggregates. Output columns: the keys, then the aggregates.
+    /// With no keys, the result has exactly one row, even over no input (as in SQL).
+    Aggregate {
+        /// The input.
+        input: Box<Plan>,
+        /// Grouping expressions over the input's columns.
+        keys: Vec<Expr>,
+        /// The aggregates.
+        aggregates: Vec<Aggregate>,
+    },
+    /// `SELECT DISTINCT`: each distinct row once.
+    Distinct {
+        /// The input.
+        input: Box<Plan>,
+    },
+    /// An equi-join. Output columns: the left's, then the right's.
+    Join {
+        /// The left input.
+        left: Box<Plan>,
+        /// The right input.
+        right: Box<Plan>,
+        /// Inner, left outer or cross.
+        kind: JoinKind,
+        /// Key expressions over the left's columns, pairwise equal to `right_keys`.
+        left_keys: Vec<Expr>,
+        /// Key expressions over the right's columns.
+        right_keys: Vec<Expr>,
+        /// A further condition over the joined row (left columns, then right columns), applied
+        /// to matching pairs.
+        residual: Option<Expr>,
+    },
+    /// `UNION ALL`: every row of every input (inputs have the same column count).
+    Union {
+        /// The inputs.
+        inputs: Vec<Plan>,
+    },
+    /// `ORDER BY .. LIMIT n [OFFSET m] [BY partition]` inside a query (a subquery or an
+    /// earlier node read as a table): the top rows, per partition when `partition_by` is set.
+    TopK {
+        /// The input.
+        input: Box<Plan>,
+        /// Sort order over the input's columns.
+        order_by: Vec<SortKey>,
+        /// How many rows to keep (after `offset`); `None` keeps all.
+        limit: Option<u64>,
+        /// How many leading rows to skip.
+        offset: u64,
+        /// `LIMIT n BY exprs`: the limit applies per distinct value of these expressions.
+        partition_by: Vec<Expr>,
+    },
+    /// `ARRAY JOIN` / `arrayJoin(x)`: one output row per element of an array column; the output
+    /// is the input's columns with column `column` replaced by the element.
+    ArrayJoin {
+        /// The input.
+        input: Box<Plan>,
+        /// Index of the array column in the input.
+        column: usize,
+    },
+}
+
+/// The join kinds Petrel maintains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum JoinKind {
+    /// Matching pairs only.
+    Inner,
+    /// Every left row; a left row without a match gets the right columns' default values
+    /// (ClickHouse's `join_use_nulls = 0`), or NULL where the right column is Nullable.
+    Left,
+    /// Every pair.
+    Cross,
+}
+
+/// A comparison against the clock: `expr op now() + offset_ms`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TemporalBound {
+    /// An expression over the input's columns giving a Date, DateTime or DateTime64.
+    pub expr: Expr,
+    /// How `expr` compares to the shifted clock.
+    pub op: CmpOp,
+    /// Added to `now()`, in milliseconds (negative for `now() - INTERVAL ..`).
+    pub offset_ms: i64,
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CmpOp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// One aggregate of an [`PlanNode::Aggregate`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Aggregate {
+    /// Which aggregate.
+    pub func: AggFunc,
+    /// Argument expressions over the input's columns (`count()` has none).
+    pub args: Vec<Expr>,
+    /// Constant parameters, e.g. the level of `quantile(0.9)(x)`.
+    pub params: Vec<Value>,
+    /// The `-If` combinator's condition: only rows where it holds contribute.
+    pub filter: Option<Expr>,
+    /// The output type.
+    pub ty: ColumnType,
+}
+
+/// The aggregate functions. `count(DISTINCT x)` is planned as [`AggFunc::UniqExact`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum AggFunc {
+    /// `count()`, `count(x)` (non-NULL x).
+    Count,
+    /// `sum(x)`.
+    Sum,
+    /// `avg(x)`.
+    Avg,
+    /// `min(x)`.
+    Min,
+    /// `max(x)`.
+    Max,
+    /// `uniq(x)`: approximate distinct count (Petrel computes it exactly).
+    Uniq,
+    /// `uniqExact(x)`, `count(DISTINCT x)`.
+    UniqExact,
+    /// `quantile(p)(x)`: params[0] is p.
+    Quantile,
+    /// `argMax(arg, val)`.
+    ArgMax,
+    /// `argMin(arg, val)`.
+    ArgMin,
+    /// `any(x)`: some value of the group (Petrel: the smallest).
+    Any,
+    /// `anyLast(x)`: some value of the group (Petrel: the largest).
+    AnyLast,
+    /// `groupArray(x)`: the group's values (Petrel: sorted).
+    GroupArray,
+    /// `groupUniqArray(x)`: the group's distinct values, sorted.
+    GroupUniqArray,
+}
+
+impl AggFunc {
+    /// True when the aggregate accumulates in the difference type (count, sum, avg): its
+    /// state per group is a few numbers, whatever the group's row count, and retractions
+    /// subtract exactly.
+    pub fn is_accumulable(self) -> bool {
+        matches!(self, AggFunc::Count | AggFunc::Sum | AggFunc::Avg)
+    }
+}
+
+/// One `ORDER BY` item.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SortKey {
+    /// What to sort by, over the input's columns.
+    pub expr: Expr,
+    /// `DESC`.
+    pub desc: bool,
+    /// `NULLS FIRST` (ClickHouse's default is NULLS LAST).
+    pub nulls_first: bool,
+}
+
+/// A whole query: a plan to maintain, plus the top-level `ORDER BY`, `LIMIT` and `OFFSET`,
+/// which a maintained view applies when it is read rather than maintaining them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Query {
+    /// The maintained part. Its first `visible` columns are the result; any further ones
+    /// exist only for `order_by`.
+    pub plan: Plan,
+    /// How many leading columns of `plan` are the query's result.
+    pub visible: usize,
+    /// The top-level sort, over `plan`'s columns.
+    pub order_by: Vec<SortKey>,
+    /// The top-level limit: a literal or a parameter.
+    pub limit: Option<Expr>,
+    /// The top-level offset: a literal or a parameter.
+    pub offset: Option<Expr>,
+}
+
+/// What a plan may read: datasources by name and earlier nodes of the same pipe (or other
+/// pipes) as already-planned relations.
+pub trait Catalog {
+    /// The table called `name`, if any.
+    fn table(&self, name: &str) -> Option<TableRef>;
+    /// The type of the template parameter `name` (written `$name` in the SQL), if any.
+    fn param_type(&self, name: &str) -> Option<ColumnType>;
+}
+
+/// A table as the catalog describes it.
+#[derive(Clone, Debug)]
+pub enum TableRef {
+    /// A datasource with its columns: planned as a [`PlanNode::Scan`].
+    Datasource(Vec<Column>),
+    /// An earlier node or pipe: its plan is inlined.
+    Plan(Plan),
+}
+
+impl Plan {
+    /// The plan with every parameter replaced by its value.
+    pub fn bind(&self, values: &std::collections::BTreeMap<String, Value>) -> Result<Plan, crate::SqlError> {
+        let b = |e: &Expr| e.bind(values);
+        let bs = |es: &[Expr]| es.iter().map(|e| e.bind(values)).collect::<Result<Vec<_>, _>>();
+        let bp = |p: &Plan| p.bind(values).map(Box::new);
+        let node = match &self.node {
+            PlanNode::Scan { .. } | PlanNode::Values { .. } => self.node.clone(),
+            PlanNode::Filter { input, predicate } => PlanNode::Filter { input: bp(input)?, predicate: b(predicate)? },
+            PlanNode::TemporalFilter { input, bounds } => PlanNode::TemporalFilter {
+                input: bp(input)?,
+                bounds: bounds
+                    .iter()
+                    .map(|t| Ok(TemporalBound { expr: b(&t.expr)?, ..t.clone() }))
+                    .collect::<Result<_, crate::SqlError>>()?,
+            },
+            PlanNode::Project { input, exprs } => PlanNode::Project { input: bp(input)?, exprs: bs(exprs)? },
+            PlanNode::Aggregate { input, keys, aggregates } => PlanNode::Aggregate {
+                input: bp(input)?,
+                keys: bs(keys)?,
+                aggregates: aggregates
+                    .iter()
+                    .map(|a| {
+                        Ok(Aggregate {
+                            args: bs(&a.args)?,
+                            filter: a.filter.as_ref().map(b).transpose()?,
+                            ..a.clone()
+                        })
+                    })
+                    .collect::<Result<_, crate::SqlError>>()?,
+            },
+            PlanNode::Distinct { input } => PlanNode::Distinct { input: bp(input)? },
+            PlanNode::Join { left, right, kind, left_keys, right_keys, residual } => PlanNode::Join {
+                left: bp(left)?,
+                right: bp(right)?,
+                kind: *kind,
+                left_keys: bs(left_keys)?,
+                right_keys: bs(right_keys)?,
+                residual: residual.as_ref().map(b).transpose()?,
+            },
+            PlanNode::Union { inputs } => PlanNode::Union {
+                inputs: inputs.iter().map(|p| p.bind(values)).collect::<Result<_, _>>()?,
+            },
+            PlanNode::TopK { input, order_by, limit, offset, partition_by } => PlanNode::TopK {
+                input: bp(input)?,
+                order_by: order_by
+                    .iter()
+                    .map(|k| Ok(SortKey { expr: b(&k.expr)?, ..k.clone() }))
+                    .collect::<Result<_, crate::SqlError>>()?,
+                limit: *limit,
+                offset: *offset,
+                partition_by: bs(partition_by)?,
+            },
+            PlanNode::ArrayJoin { input, column } => PlanNode::ArrayJoin { input: bp(input)?, column: *column },
+        };
+        Ok(Plan { node, columns: self.columns.clone() })
+    }
+
+    /// Adds the names of the parameters the plan reads.
+    pub fn params(&self, out: &mut std::collections::BTreeSet<String>) {
+        match &self.node {
+            PlanNode::Scan { .. } | PlanNode::Values { .. } => {}
+            PlanNode::Filter { input, predicate } => {
+                predicate.params(out);
+                input.params(out);
+            }
+            PlanNode::TemporalFilter { input, bounds } => {
+                bounds.iter().for_each(|b| b.expr.params(out));
+                input.params(out);
+            }
+            PlanNode::Project { input, exprs } => {
+                exprs.iter().for_each(|e| e.params(out));
+                input.params(out);
+            }
+            PlanNode::Aggregate { input, keys, aggregates } => {
+                keys.iter().for_each(|e| e.params(out));
+                for a in aggregates {
+                    a.args.iter().for_each(|e| e.params(out));
+                    if let Some(f) = &a.filter {
+                        f.params(out);
+                    }
+                }
+                input.params(out);
+            }
+            PlanNode::Distinct { input } | PlanNode::ArrayJoin { input, .. } => input.params(out),
+            PlanNode::Join { left, right, left_keys, right_keys, residual, .. } => {
+                left_keys.iter().chain(right_keys).for_each(|e| e.params(out));
+                if let Some(r) = residual {
+                    r.params(out);
+                }
+                left.params(out);
+                right.params(out);
+            }
+            PlanNode::Union { inputs } => inputs.iter().for_each(|p| p.params(out)),
+            PlanNode::TopK { input, order_by, partition_by, .. } => {
+                order_by.iter().for_each(|k| k.expr.params(out));
+                partition_by.iter().for_each(|e| e.params(out));
+                input.params(out);
+            }
+        }
+    }
+}
+
+impl Query {
+    /// The query as a relation, for when it is read as a table (a subquery, a CTE, an earlier
+    /// node): a top-level LIMIT becomes a top-k (its ORDER BY decides which rows), ORDER BY
+    /// alone is dropped, and hidden columns are projected away. A LIMIT or OFFSET that is
+    /// still an unbound parameter is bound with [`Query::bind_limits`] first; left unbound it
+    /// is ignored.
+    pub fn into_plan(self) -> Plan {
+        let Query { mut plan, visible, order_by, limit, offset } = self;
+        let constant = |e: &Option<Expr>| match e {
+            Some(Expr::Literal(v)) => v.as_i64().map(|n| n.max(0) as u64),
+            _ => None,
+        };
+        let (limit, offset) = (constant(&limit), constant(&offset));
+        if limit.is_some() || offset.is_some_and(|o| o > 0) {
+            let columns = plan.columns.clone();
+            plan = Plan {
+                node: PlanNode::TopK {
+                    input: Box::new(plan),
+                    order_by,
+                    limit,
+                    offset: offset.unwrap_or(0),
+                    partition_by: Vec::new(),
+                },
+                columns,
+            };
+        }
+        if plan.columns.len() > visible {
+            let columns = plan.columns[..visible].to_vec();
+            plan = Plan {
+                node: PlanNode::Project { input: Box::new(plan), exprs: (0..visible).map(Expr::Column).collect() },
+                columns,
+            };
+        }
+        plan
+    }
+
+    /// Binds parameters in LIMIT and OFFSET only.
+    pub fn bind_limits(mut self, values: &std::collections::BTreeMap<String, Value>) -> Result<Query, crate::SqlError> {
+        self.limit = self.limit.map(|e| e.bind(values)).transpose()?;
+        self.offset = self.offset.map(|e| e.bind(values)).transpose()?;
+        Ok(self)
+    }
+}

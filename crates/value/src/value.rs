@@ -1,0 +1,417 @@
+//! [`Value`]: one typed cell of a row.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+
+use smol_str::SmolStr;
+
+use crate::time;
+
+/// An `f64` with a total order and hashing by bits, so rows holding floats can be sorted,
+/// consolidated and used as keys. `-0.0` equals `0.0`; all NaNs are equal and sort last.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct F64(pub f64);
+
+impl F64 {
+    fn key(self) -> u64 {
+        if self.0.is_nan() {
+            return u64::MAX;
+        }
+        let f = if self.0 == 0.0 { 0.0 } else { self.0 };
+        let bits = f.to_bits();
+        if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        }
+    }
+}
+
+impl PartialEq for F64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for F64 {}
+impl PartialOrd for F64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for F64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+impl Hash for F64 {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+/// One cell. Integers widen to 64 bits (the column's [`crate::ColumnType`] keeps the width),
+/// strings are small-string-optimised and cheap to clone, and times are integers in UTC.
+///
+/// The derived order (variant first) is what differential dataflow sorts by; SQL comparisons
+/// across numeric variants use [`Value::sql_cmp`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// `Bool`.
+    Bool(bool),
+    /// Signed integers up to 64 bits.
+    Int(i64),
+    /// Unsigned integers up to 64 bits.
+    UInt(u64),
+    /// `Float32` and `Float64`.
+    Float(F64),
+    /// `String`.
+    String(SmolStr),
+    /// `UUID`.
+    Uuid(u128),
+    /// `Date`: days since 1970-01-01.
+    Date(i32),
+    /// `DateTime`: seconds since the epoch.
+    DateTime(i64),
+    /// `DateTime64(p)`: ticks of 10^-p seconds since the epoch, and p.
+    DateTime64(i64, u8),
+    /// `Array(T)`.
+    Array(Vec<Value>),
+    /// `Tuple(..)`, also the state of multi-part aggregates.
+    Tuple(Vec<Value>),
+    /// `Map(K, V)`, as ordered pairs.
+    Map(Vec<(Value, Value)>),
+}
+
+impl Value {
+    /// A string value.
+    pub fn str(s: &str) -> Value {
+        Value::String(SmolStr::new(s))
+    }
+
+    /// True for NULL.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The value as a float, for numbers and booleans.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::UInt(u) => Some(*u as f64),
+            Value::Float(f) => Some(f.0),
+            Value::Bool(b) => Some(*b as i64 as f64),
+            _ => None,
+        }
+    }
+
+    /// The value as a signed integer, for integers, booleans and (truncated) floats.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::UInt(u) => i64::try_from(*u).ok(),
+            Value::Bool(b) => Some(*b as i64),
+            Value::Float(f) if f.0.is_finite() => Some(f.0 as i64),
+            Value::Date(d) => Some(*d as i64),
+            Value::DateTime(s) => Some(*s),
+            Value::DateTime64(t, _) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// The string, when this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Truthiness as ClickHouse's `WHERE` sees it: non-zero numbers and `true`.
+    pub fn is_true(&self) -> bool {
+        match self {
+            Value::Bool(b) => *b,
+            Value::Int(i) => *i != 0,
+            Value::UInt(u) => *u != 0,
+            Value::Float(f) => f.0 != 0.0,
+            _ => false,
+        }
+    }
+
+    /// Seconds since the epoch for date and time values, as a float (sub-second precision kept).
+    pub fn epoch_seconds(&self) -> Option<f64> {
+        match self {
+            Value::Date(d) => Some(*d as f64 * 86_400.0),
+            Value::DateTime(s) => Some(*s as f64),
+            Value::DateTime64(t, p) => Some(*t as f64 / 10f64.powi(*p as i32)),
+            _ => None,
+        }
+    }
+
+    /// SQL comparison: numbers compare by value across integer and float variants, dates and
+    /// times by instant, everything else by the total order. NULL compares as `None`.
+    pub fn sql_cmp(&self, other: &Value) -> Option<Ordering> {
+        use Value::*;
+        match (self, other) {
+            (Null, _) | (_, Null) => None,
+            (Int(a), Int(b)) => Some(a.cmp(b)),
+            (UInt(a), UInt(b)) => Some(a.cmp(b)),
+            (Int(a), UInt(b)) => Some((*a as i128).cmp(&(*b as i128))),
+            (UInt(a), Int(b)) => Some((*a as i128).cmp(&(*b as i128))),
+            (String(a), String(b)) => Some(a.as_str().cmp(b.as_str())),
+            (Date(_) | DateTime(_) | DateTime64(..), Date(_) | DateTime(_) | DateTime64(..)) => {
+                self.epoch_seconds()?.partial_cmp(&other.epoch_seconds()?)
+            }
+            (Date(_) | DateTime(_) | DateTime64(..), String(s)) => {
+                let t = time::parse_datetime(s, 6)? as f64 / 1e6;
+                self.epoch_seconds()?.partial_cmp(&t)
+            }
+            (String(_), Date(_) | DateTime(_) | DateTime64(..)) => {
+                other.sql_cmp(self).map(Ordering::reverse)
+            }
+            (Array(a), Array(b)) | (Tuple(a), Tuple(b)) => {
+                for (x, y) in a.iter().zip(b.iter()) {
+                    match x.sql_cmp(y)? {
+                        Ordering::Equal => continue,
+                        o => return Some(o),
+                    }
+                }
+                Some(a.len().cmp(&b.len()))
+            }
+            _ => match (self.as_f64(), other.as_f64()) {
+                (Some(a), Some(b)) => F64(a).partial_cmp(&F64(b)),
+                _ => Some(self.cmp(other)),
+            },
+        }
+    }
+
+    /// The value's text form as ClickHouse prints it in CSV and `toString` (no quotes).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        self.write_text(&mut s);
+        s
+    }
+
+    /// Appends the text form (see [`Value::to_text`]).
+    pub fn write_text(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("\\N"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::UInt(u) => {
+                let _ = write!(out, "{u}");
+            }
+            Value::Float(f) => write_float(f.0, out),
+            Value::String(s) => out.push_str(s),
+            Value::Uuid(u) => {
+                let h = format!("{u:032x}");
+                let _ = write!(
+                    out,
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                );
+            }
+            Value::Date(d) => out.push_str(&time::format_date(*d as i64)),
+            Value::DateTime(s) => out.push_str(&time::format_datetime(*s)),
+            Value::DateTime64(t, p) => out.push_str(&time::format_datetime64(*t, *p)),
+            Value::Array(items) | Value::Tuple(items) => {
+                let (open, close) = if matches!(self, Value::Array(_)) {
+                    ('[', ']')
+                } else {
+                    ('(', ')')
+                };
+                out.push(open);
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_sql_literal(out);
+                }
+                out.push(close);
+            }
+            Value::Map(pairs) => {
+                out.push('{');
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    k.write_sql_literal(out);
+                    out.push(':');
+                    v.write_sql_literal(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// Appends the value as a SQL literal: strings quoted and escaped, numbers bare.
+    pub fn write_sql_literal(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("NULL"),
+            Value::String(_)
+            | Value::Uuid(_)
+            | Value::Date(_)
+            | Value::DateTime(_)
+            | Value::DateTime64(..) => {
+                out.push('\'');
+                for c in self.to_text().chars() {
+                    if c == '\'' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('\'');
+            }
+            other => other.write_text(out),
+        }
+    }
+
+    /// Appends the value as JSON the way ClickHouse's JSON formats print it: numbers bare,
+    /// dates and times as strings, NULL as `null`, non-finite floats as `null`.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(_) | Value::UInt(_) => self.write_text(out),
+            Value::Float(f) if !f.0.is_finite() => out.push_str("null"),
+            Value::Float(f) => write_float(f.0, out),
+            Value::Array(items) | Value::Tuple(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(']');
+            }
+            Value::Map(pairs) => {
+                out.push('{');
+                for (i, (k, v)) in pairs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(&k.to_text(), out);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+            other => write_json_string(&other.to_text(), out),
+        }
+    }
+
+    /// The value as a `serde_json::Value` (for APIs that build JSON documents).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut s = String::new();
+        self.write_json(&mut s);
+        serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Writes a float the way ClickHouse prints it: integral values without a fraction.
+fn write_float(f: f64, out: &mut String) {
+    if f.is_nan() {
+        out.push_str("nan");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { "inf" } else { "-inf" });
+    } else if f == f.trunc() && f.abs() < 1e15 {
+        let _ = write!(out, "{}", f as i64);
+    } else {
+        let _ = write!(out, "{f}");
+    }
+}
+
+/// Appends `s` as a quoted, escaped JSON string.
+pub fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::str(s)
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(SmolStr::from(s))
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<u64> for Value {
+    fn from(u: u64) -> Self {
+        Value::UInt(u)
+    }
+}
+impl From<f64> for Value {
+    fn from(f: f64) -> Self {
+        Value::Float(F64(f))
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_order_totally() {
+        let mut v = [F64(1.0), F64(f64::NAN), F64(-2.0), F64(-0.0), F64(0.0)];
+        v.sort();
+        assert_eq!(v[0].0, -2.0);
+        assert_eq!(v[1], F64(0.0));
+        assert!(v[4].0.is_nan());
+    }
+
+    #[test]
+    fn sql_compare_across_numeric_variants() {
+        assert_eq!(Value::Int(3).sql_cmp(&Value::UInt(3)), Some(Ordering::Equal));
+        assert_eq!(Value::Int(-1).sql_cmp(&Value::UInt(0)), Some(Ordering::Less));
+        assert_eq!(Value::from(2.5).sql_cmp(&Value::Int(2)), Some(Ordering::Greater));
+        assert_eq!(Value::Null.sql_cmp(&Value::Int(2)), None);
+        assert_eq!(
+            Value::DateTime(86_400).sql_cmp(&Value::str("1970-01-02 00:00:00")),
+            Some(Ordering::Equal)
+        );
+    }
+
+    #[test]
+    fn json_and_text_forms() {
+        let mut s = String::new();
+        Value::str("a\"b").write_json(&mut s);
+        assert_eq!(s, "\"a\\\"b\"");
+        assert_eq!(Value::from(2.0).to_text(), "2");
+        assert_eq!(Value::from(2.5).to_text(), "2.5");
+        assert_eq!(Value::DateTime(0).to_text(), "1970-01-01 00:00:00");
+    }
+}

@@ -1,0 +1,302 @@
+//! Maintained results outside the dataflow.
+//!
+//! The engine's workers publish each view's consolidated changes here, one [`ChangeBatch`]
+//! per advance of the view's frontier. This crate folds them into an index that HTTP handlers
+//! read concurrently (a pull request never waits on the dataflow), keeps a bounded log of recent
+//! batches that subscriptions resume from, and wakes everyone who waits for a timestamp.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use petrel_value::{Column, Row, Value};
+use tokio::sync::{broadcast, watch};
+
+/// Milliseconds since the Unix epoch: Petrel's one clock (see the engine's clock).
+pub type Ts = u64;
+
+/// The consolidated changes of one view for all times in `[lower, upper)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeBatch {
+    /// Inclusive lower bound of the changes' times.
+    pub lower: Ts,
+    /// Exclusive upper bound: the view is complete for every time below it.
+    pub upper: Ts,
+    /// Rows with their signed multiplicity change, consolidated (no zero, no duplicates).
+    pub changes: Vec<(Row, i64)>,
+}
+
+/// Where a view's rows are grouped: the columns that lifted equality parameters read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyColumns(pub Vec<usize>);
+
+/// A view's rows for one key at one timestamp.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// The view holds every change below this time (the result is "as of" `upper - 1`).
+    pub upper: Ts,
+    /// The rows, each repeated by its multiplicity, in no particular order.
+    pub rows: Vec<Row>,
+}
+
+/// A maintained result: index by key, recent change log, and notifications.
+pub struct View {
+    columns: Vec<Column>,
+    keys: KeyColumns,
+    retention_ms: u64,
+    state: RwLock<State>,
+    upper_tx: watch::Sender<Ts>,
+    changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
+}
+
+#[derive(Default)]
+struct State {
+    upper: Ts,
+    groups: HashMap<Row, HashMap<Row, i64>>,
+    log: VecDeque<Arc<ChangeBatch>>,
+    /// Changes below this time may have left the log.
+    trimmed_upto: Ts,
+    failed: Option<String>,
+}
+
+/// The outcome of asking for the changes after a timestamp.
+#[derive(Debug)]
+pub enum Resume {
+    /// The log still covers the time: these batches follow it, in order.
+    Changes(Vec<Arc<ChangeBatch>>),
+    /// The time is older than the retained log: the caller needs a fresh snapshot.
+    TooOld,
+}
+
+impl View {
+    /// Creates an empty view with the given output columns, grouped by `keys`, keeping at
+    /// least `retention_ms` of change history for resuming subscribers.
+    pub fn new(columns: Vec<Column>, keys: KeyColumns, retention_ms: u64) -> Arc<View> {
+        let (upper_tx, _) = watch::channel(0);
+        let (changes_tx, _) = broadcast::channel(1024);
+        Arc::new(View {
+            columns,
+            keys,
+            retention_ms,
+            state: RwLock::new(State::default()),
+            upper_tx,
+            changes_tx,
+        })
+    }
+
+    /// The view's output columns (including key columns).
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The columns the view is grouped by.
+    pub fn keys(&self) -> &KeyColumns {
+        &self.keys
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies one batch of changes published by the engine. Batches arrive in time order;
+    /// an empty batch only advances the frontier.
+    pub fn apply(&self, batch: ChangeBatch) {
+        let upper = batch.upper;
+        let batch = Arc::new(batch);
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for (row, diff) in &batch.changes {
+                let key: Row = self.keys.0.iter().map(|&i| row[i].clone()).collect();
+                let group = state.groups.entry(key.clone()).or_default();
+                let count = group.entry(row.clone()).or_insert(0);
+                *count += diff;
+                if *count == 0 {
+                    group.remove(row);
+                    if group.is_empty() {
+                        state.groups.remove(&key);
+                    }
+                }
+            }
+            state.upper = state.upper.max(upper);
+            if !batch.changes.is_empty() {
+                state.log.push_back(batch.clone());
+                let horizon = upper.saturating_sub(self.retention_ms);
+                while state.log.len() > 1 && state.log.front().is_some_and(|b| b.upper < horizon) {
+                    if let Some(old) = state.log.pop_front() {
+                        state.trimmed_upto = old.upper;
+                    }
+                }
+                // Sent under the lock so that a subscriber that snapshots under the read lock
+                // receives exactly the batches after its snapshot.
+                let _ = self.changes_tx.send(batch);
+            }
+        }
+        self.upper_tx.send_if_modified(|u| {
+            let advanced = upper > *u;
+            *u = (*u).max(upper);
+            advanced
+        });
+    }
+
+    /// Marks the view as failed: reads return the error from now on.
+    pub fn fail(&self, error: String) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.failed = Some(error);
+    }
+
+    /// The error that stopped the view, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.read().failed.clone()
+    }
+
+    /// The rows for one key value (one value per key column; empty for an unkeyed view).
+    pub fn snapshot(&self, key: &[Value]) -> Snapshot {
+        let state = self.read();
+        Snapshot {
+            upper: state.upper,
+            rows: rows_of(state.groups.get(key)),
+        }
+    }
+
+    /// Every row of the view, whatever its key.
+    pub fn snapshot_all(&self) -> Snapshot {
+        let state = self.read();
+        let mut rows = Vec::new();
+        for group in state.groups.values() {
+            rows.extend(rows_of(Some(group)));
+        }
+        Snapshot {
+            upper: state.upper,
+            rows,
+        }
+    }
+
+    /// A consistent snapshot of one key plus a receiver for every batch published after it.
+    pub fn subscribe(&self, key: &[Value]) -> (Snapshot, broadcast::Receiver<Arc<ChangeBatch>>) {
+        let state = self.read();
+        let rx = self.changes_tx.subscribe();
+        (
+            Snapshot {
+                upper: state.upper,
+                rows: rows_of(state.groups.get(key)),
+            },
+            rx,
+        )
+    }
+
+    /// For a client that holds every change below `since` (a frontier it was sent): the
+    /// retained batches after it, and a receiver for the ones published later; `TooOld` when
+    /// the log no longer reaches back to `since`.
+    pub fn resume(&self, since: Ts) -> (Resume, Ts, broadcast::Receiver<Arc<ChangeBatch>>) {
+        let state = self.read();
+        let rx = self.changes_tx.subscribe();
+        let resume = if since < state.trimmed_upto || since > state.upper {
+            Resume::TooOld
+        } else {
+            Resume::Changes(
+                state
+                    .log
+                    .iter()
+                    .filter(|b| b.upper > since)
+                    .cloned()
+                    .collect(),
+            )
+        };
+        (resume, state.upper, rx)
+    }
+
+    /// The frontier: every change at a time below it has been applied.
+    pub fn upper(&self) -> Ts {
+        *self.upper_tx.borrow()
+    }
+
+    /// A receiver that changes whenever the frontier advances.
+    pub fn watch_upper(&self) -> watch::Receiver<Ts> {
+        self.upper_tx.subscribe()
+    }
+
+    /// Waits until the view holds every change at or before `ts`.
+    pub async fn wait_for(&self, ts: Ts) {
+        let mut rx = self.upper_tx.subscribe();
+        let _ = rx.wait_for(|u| *u > ts).await;
+    }
+
+    /// Number of distinct rows held, for metrics.
+    pub fn distinct_rows(&self) -> usize {
+        self.read().groups.values().map(|g| g.len()).sum()
+    }
+}
+
+fn rows_of(group: Option<&HashMap<Row, i64>>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(group) = group {
+        for (row, &count) in group {
+            for _ in 0..count.max(0) {
+                rows.push(row.clone());
+            }
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petrel_value::ColumnType;
+
+    fn view() -> Arc<View> {
+        View::new(
+            vec![
+                Column {
+                    name: "k".into(),
+                    ty: ColumnType::String,
+                },
+                Column {
+                    name: "n".into(),
+                    ty: ColumnType::Int(64),
+                },
+            ],
+            KeyColumns(vec![0]),
+            1_000,
+        )
+    }
+
+    fn row(k: &str, n: i64) -> Row {
+        vec![Value::str(k), Value::Int(n)]
+    }
+
+    #[test]
+    fn folds_changes_by_key() {
+        let v = view();
+        v.apply(ChangeBatch {
+            lower: 0,
+            upper: 10,
+            changes: vec![(row("a", 1), 1), (row("b", 2), 2)],
+        });
+        v.apply(ChangeBatch {
+            lower: 10,
+            upper: 20,
+            changes: vec![(row("a", 1), -1), (row("a", 5), 1)],
+        });
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
+        assert_eq!(v.snapshot(&[Value::str("b")]).rows.len(), 2);
+        assert_eq!(v.snapshot(&[Value::str("zz")]).rows, Vec::<Row>::new());
+        assert_eq!(v.upper(), 20);
+    }
+
+    #[test]
+    fn resume_within_and_beyond_retention() {
+        let v = view();
+        for i in 0..100u64 {
+            v.apply(ChangeBatch {
+                lower: i * 100,
+                upper: (i + 1) * 100,
+                changes: vec![(row("a", i as i64), 1)],
+            });
+        }
+        match v.resume(9_900).0 {
+            Resume::Changes(b) => assert_eq!(b.len(), 1),
+            Resume::TooOld => panic!("recent time must resume"),
+        }
+        assert!(matches!(v.resume(100).0, Resume::TooOld));
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs the whole test suite.
+#
+# - Builds into $CARGO_TARGET_DIR (default: ~/.cache/petrel/target, outside the checkout, so
+#   repeated runs on one machine rebuild incrementally).
+# - Installs chdb (ClickHouse in-process, from PyPI) into a private virtualenv: the SQL oracle
+#   tests compare Petrel's maintained results with ClickHouse's own answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/petrel/target}"
+export PETREL_TOOLS="${PETREL_TOOLS:-$HOME/.cache/petrel/tools}"
+mkdir -p "$CARGO_TARGET_DIR" "$PETREL_TOOLS"
+
+# Python with chdb for the oracle tests.
+if [ ! -x "$PETREL_TOOLS/venv/bin/python" ]; then
+  python3 -m venv "$PETREL_TOOLS/venv"
+fi
+if ! "$PETREL_TOOLS/venv/bin/python" -c 'import chdb' 2>/dev/null; then
+  "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'chdb>=3'
+fi
+export PETREL_PYTHON="$PETREL_TOOLS/venv/bin/python"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --quiet

@@ -1,0 +1,151 @@
+//! `petrel local start`: a server for a project folder, on embedded defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{project_dir, CliError};
+use crate::project::Project;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::serve::{self, AppState, Tokens};
+
+/// Options of `petrel local start`.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// The project folder (datasources, pipes, fixtures).
+    #[arg(long, short = 'p')]
+    project: Option<PathBuf>,
+    /// The port to listen on.
+    #[arg(long, default_value_t = 7181)]
+    port: u16,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// The clock's tick (flush interval) in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// Where datasource data lives (default: PROJECT/.petrel/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// How much change history views keep for resuming subscribers, in milliseconds.
+    #[arg(long, default_value_t = 300_000)]
+    retention_ms: u64,
+    /// Load `fixtures/NAME.ndjson` into datasources that are empty.
+    #[arg(long)]
+    fixtures: bool,
+}
+
+/// The admin token: `PETREL_ADMIN_TOKEN`, else the one saved in `.petrel/admin_token`, else a
+/// new one (saved, so it survives restarts).
+fn admin_token(state_dir: &std::path::Path) -> Result<String, CliError> {
+    if let Ok(t) = std::env::var("PETREL_ADMIN_TOKEN") {
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let file = state_dir.join("admin_token");
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let t = serve::new_token_value("admin");
+    std::fs::create_dir_all(state_dir)
+        .and_then(|_| std::fs::write(&file, &t))
+        .map_err(|e| CliError::Failed(format!("cannot save the admin token: {e}")))?;
+    Ok(t)
+}
+
+/// Starts the server and serves until the process is stopped.
+pub fn start(args: StartArgs) -> Result<(), CliError> {
+    let dir = project_dir(args.project);
+    let project = Project::load(&dir).map_err(|errors| {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        CliError::Project(errors.len())
+    })?;
+    for w in &project.warnings {
+        eprintln!("warning: {w}");
+    }
+    let state_dir = dir.join(".petrel");
+    let data_dir = args.data.unwrap_or_else(|| state_dir.join("data"));
+    let admin = admin_token(&state_dir)?;
+    let wanted = project
+        .declared_tokens()
+        .into_iter()
+        .map(|(name, grants)| (name, grants.into_iter().map(Into::into).collect()))
+        .collect();
+    let tokens = Tokens::load(&state_dir.join("tokens.json"), &admin, wanted)
+        .map_err(|e| CliError::Failed(format!("cannot save tokens: {e}")))?;
+    let fixtures = args.fixtures.then(|| project.fixtures());
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(|e| CliError::Failed(format!("bad listen address: {e}")))?;
+    let config = RuntimeConfig {
+        engine: petrel_engine::EngineConfig {
+            workers: args.workers.max(1),
+            tick: Duration::from_millis(args.tick_ms.max(1)),
+        },
+        retention_ms: args.retention_ms,
+    };
+    let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
+    rt.block_on(async move {
+        let runtime = Runtime::start(project, &data_dir, config)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        if let Some(fixtures) = fixtures {
+            load_fixtures(&runtime, fixtures).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!("Petrel is listening on http://{local}");
+        println!("admin token: {admin}");
+        for pipe in runtime.describe_pipes().iter().filter(|p| p.endpoint) {
+            println!("endpoint: http://{local}/v0/pipes/{}.json", pipe.name);
+        }
+        let state = AppState {
+            runtime,
+            tokens: Arc::new(tokens),
+            admin_token: admin,
+        };
+        serve::serve(listener, state)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))
+    })
+}
+
+/// Appends each fixture to its datasource when the datasource is empty.
+async fn load_fixtures(runtime: &Arc<Runtime>, fixtures: Vec<(String, PathBuf)>) -> Result<(), CliError> {
+    for (ds, path) in fixtures {
+        if runtime.row_count(&ds).unwrap_or(1) > 0 {
+            continue;
+        }
+        let body = std::fs::read(&path)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?;
+        let report = runtime
+            .ingest_ndjson(&ds, &body)
+            .map_err(|e| CliError::Failed(format!("fixture {}: {e}", path.display())))?;
+        runtime
+            .wait_durable_and_visible(&ds, report.ts)
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!(
+            "fixture {}: {} rows, {} quarantined",
+            path.display(),
+            report.successful_rows,
+            report.quarantined_rows
+        );
+    }
+    Ok(())
+}

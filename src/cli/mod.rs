@@ -1,0 +1,77 @@
+//! The `petrel` commands.
+
+mod build;
+mod local;
+mod sql;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A command failure: printed as `error: ...`, exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The project has errors (already printed).
+    #[error("the project has {0} error(s)")]
+    Project(usize),
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Parser)]
+#[command(name = "petrel", version, about = "Real-time analytics: Tinybird-style pipes kept incrementally up to date")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a local server.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Run SQL on a running server.
+    Sql(sql::SqlArgs),
+    /// Check a project: parse every file, plan every pipe, report errors with locations.
+    Build(build::BuildArgs),
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Start a server for a project folder.
+    Start(local::StartArgs),
+}
+
+/// Where a project folder is, defaulting to the current directory.
+fn project_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs the command line; returns the process exit code (0 ok, 1 error, 2 usage).
+pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let outcome = match cli.command {
+        Command::Local {
+            command: LocalCommand::Start(args),
+        } => local::start(args),
+        Command::Sql(args) => sql::run(args),
+        Command::Build(args) => build::run(args),
+    };
+    match outcome {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Schema-driven NDJSON decoding: each line is read once, straight into a typed row.
+//!
+//! A trie of the schema's JSON paths drives a serde visitor: keys that no column reads are
+//! skipped without being built, and each column's value is captured as a borrowed raw JSON
+//! slice and converted by the column's type. No generic JSON tree is built per line.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use petrel_value::{ColumnType, Row, Value};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::project::{ColumnDefault, ColumnSpec};
+
+/// One column's failure to decode, as the quarantine table records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnError {
+    /// The column's name (empty when the whole line is bad).
+    pub column: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A line that did not fit the schema: the errors and each column's raw text, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Why.
+    pub errors: Vec<ColumnError>,
+    /// The raw JSON text of each column, by schema position.
+    pub raw: Vec<Option<String>>,
+}
+
+/// Where a JSON path leads in the trie.
+#[derive(Default, Debug)]
+struct Trie {
+    children: Vec<(String, Trie)>,
+    /// Columns whose value is the object at this node.
+    columns: Vec<usize>,
+}
+
+impl Trie {
+    fn child(&mut self, key: &str) -> &mut Trie {
+        let pos = match self.children.iter().position(|(k, _)| k == key) {
+            Some(p) => p,
+            None => {
+                self.children.push((key.to_string(), Trie::default()));
+                self.children.len() - 1
+            }
+        };
+        &mut self.children[pos].1
+    }
+}
+
+/// Decodes NDJSON lines into rows of one datasource's schema.
+pub struct RowDecoder {
+    columns: Vec<ColumnSpec>,
+    trie: Trie,
+    /// Columns that store the whole line (`json:$`).
+    whole: Vec<usize>,
+}
+
+/// Splits `$.a.b[:]` into `["a", "b"]`; `$` is the empty path.
+fn path_segments(path: &str) -> Vec<String> {
+    let p = path.trim().trim_start_matches('$');
+    p.split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim_end_matches("[:]")
+                .trim_start_matches("['")
+                .trim_end_matches("']")
+                .to_string()
+        })
+        .collect()
+}
+
+impl RowDecoder {
+    /// Builds the decoder for `columns` (each read at its JSON path, or at its name).
+    pub fn new(columns: &[ColumnSpec]) -> RowDecoder {
+        let mut trie = Trie::default();
+        let mut whole = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
+            let segs = match &c.json_path {
+                Some(p) => path_segments(p),
+                None => vec![c.column.name.clone()],
+            };
+            if segs.is_empty() {
+                whole.push(i);
+                continue;
+            }
+            let mut node = &mut trie;
+            for s in &segs {
+                node = node.child(s);
+            }
+            node.columns.push(i);
+        }
+        RowDecoder {
+            columns: columns.to_vec(),
+            trie,
+            whole,
+        }
+    }
+
+    /// Decodes one line into a row, or says why it does not fit.
+    pub fn decode(&self, line: &str, now_secs: i64) -> Result<Row, Rejected> {
+        let mut slots: Vec<Option<&RawValue>> = vec![None; self.columns.len()];
+        let mut de = serde_json::Deserializer::from_str(line);
+        let parsed = ObjectSeed {
+            trie: &self.trie,
+            slots: &mut slots,
+        }
+        .deserialize(&mut de)
+        .and_then(|_| de.end());
+        if let Err(e) = parsed {
+            return Err(Rejected {
+                errors: vec![ColumnError {
+                    column: String::new(),
+                    message: format!("invalid JSON object: {e}"),
+                }],
+                raw: vec![None; self.columns.len()],
+            });
+        }
+        let mut row = Vec::with_capacity(self.columns.len());
+        let mut errors = Vec::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            let raw = if self.whole.contains(&i) {
+                Some(line.trim())
+            } else {
+                slots[i].map(RawValue::get)
+            };
+            match raw {
+                None | Some("null") if !c.column.ty.is_nullable() => row.push(match &c.default {
+                    Some(ColumnDefault::Value(v)) => v.clone(),
+                    Some(ColumnDefault::Now) => {
+                        ColumnType::DateTime
+                            .coerce(&Value::DateTime(now_secs))
+                            .and_then(|v| c.column.ty.coerce(&v))
+                            .unwrap_or_else(|| c.column.ty.default_value())
+                    }
+                    None => c.column.ty.default_value(),
+                }),
+                None => row.push(Value::Null),
+                Some(text) => match convert(&c.column.ty, text) {
+                    Some(v) => row.push(v),
+                    None => {
+                        errors.push(ColumnError {
+                            column: c.column.name.clone(),
+                            message: format!(
+                                "value {} on column '{}' is not {}",
+                                text,
+                                c.column.name,
+                                c.column.ty.name()
+                            ),
+                        });
+                        row.push(Value::Null);
+                    }
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(row)
+        } else {
+            Err(Rejected {
+                errors,
+                raw: (0..self.columns.len())
+                    .map(|i| slots[i].map(|r| r.get().to_string()))
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// Converts one raw JSON value to a column type.
+fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
+    let text = text.trim();
+    if text == "null" {
+        return ty.is_nullable().then_some(Value::Null);
+    }
+    if text.starts_with('"') {
+        let s: Cow<str> = serde_json::from_str(text).ok()?;
+        return match ty.base() {
+            ColumnType::String => Some(Value::from(s.as_ref())),
+            _ => ty.parse_text(&s),
+        };
+    }
+    match ty.base() {
+        ColumnType::String => Some(Value::from(text)),
+        ColumnType::Array(inner) => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+            items
+                .iter()
+                .map(|i| convert(inner, i.get()))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Array)
+        }
+        ColumnType::Bool => match text {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            t => ty.parse_text(t),
+        },
+        ColumnType::Map(_, _) | ColumnType::Tuple(_) => None,
+        _ if text == "true" || text == "false" => ty.coerce(&Value::Bool(text == "true")),
+        _ => ty.parse_text(text),
+    }
+}
+
+/// Visits one JSON object, capturing the raw values the trie asks for.
+struct ObjectSeed<'a, 'de> {
+    trie: &'a Trie,
+    slots: &'a mut Vec<Option<&'de RawValue>>,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.trie.children.iter().find(|(k, _)| *k == key) {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some((_, child)) if child.children.is_empty() => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    for &c in &child.columns {
+                        self.slots[c] = Some(raw);
+                    }
+                }
+                Some((_, child)) => {
+                    // Nested paths read inside this value; a column may also want it whole.
+                    let raw: &'de RawValue = map.next_value()?;
+                    for &c in &child.columns {
+                        self.slots[c] = Some(raw);
+                    }
+                    let mut de = serde_json::Deserializer::from_str(raw.get());
+                    let _ = ObjectSeed {
+                        trie: child,
+                        slots: self.slots,
+                    }
+                    .deserialize(&mut de);
+                }
+            }
+        }
+        Ok(())
+    }
+}

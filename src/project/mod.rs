@@ -1,0 +1,674 @@
+//! A loaded project: every datafile parsed, column types resolved, templates parsed, and
+//! each pipe planned once with its default parameters so that unsupported SQL is reported at
+//! load time with its file and line.
+//!
+//! A pipe that fails to plan is kept out of service with its error (a failing pipe fails
+//! alone); `petrel build` reports it as an error.
+
+mod lift;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use petrel_datafile::{Datafile, PipeKind, SqlMap, TokenScope};
+use petrel_sql::{plan_query, Catalog, Plan, Query, SqlError, TableRef};
+use petrel_template::{ParamDecl, ParamType, Params, Template, TemplateError};
+use petrel_value::{Column, ColumnType, Value};
+
+pub use lift::{lift_keys, LiftedKey};
+
+use crate::ingest::quarantine_columns;
+
+/// Failures of rendering or planning a pipe or query for a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// An unknown pipe, node or table.
+    #[error("{0}")]
+    NotFound(String),
+    /// A template error (bad or missing parameter, syntax).
+    #[error("{0}")]
+    Template(String),
+    /// A template's `error()`/`custom_error()`.
+    #[error("{message}")]
+    Custom {
+        /// The HTTP status it asks for.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+    /// SQL that does not plan.
+    #[error("{0}")]
+    Sql(String),
+}
+
+impl From<TemplateError> for ProjectError {
+    fn from(e: TemplateError) -> ProjectError {
+        match e {
+            TemplateError::Custom { status, .. } => ProjectError::Custom {
+                status,
+                message: e.to_string(),
+            },
+            other => ProjectError::Template(other.to_string()),
+        }
+    }
+}
+
+/// How a datasource column gets a value when a row leaves it out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ColumnDefault {
+    /// A constant.
+    Value(Value),
+    /// `now()`: the ingest time.
+    Now,
+}
+
+/// A datasource column as ingestion reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnSpec {
+    /// Name and type.
+    pub column: Column,
+    /// Where in each JSON line the value is (`$.a.b`); `None` reads the key named as the column.
+    pub json_path: Option<String>,
+    /// The value for rows that leave it out.
+    pub default: Option<ColumnDefault>,
+}
+
+/// A datasource of the project.
+#[derive(Clone, Debug)]
+pub struct Datasource {
+    /// Its name.
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<ColumnSpec>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+impl Datasource {
+    /// The columns as a schema.
+    pub fn schema(&self) -> Vec<Column> {
+        self.columns.iter().map(|c| c.column.clone()).collect()
+    }
+}
+
+/// One node of a pipe.
+#[derive(Clone, Debug)]
+pub struct PipeNode {
+    /// The node's name (later nodes read it as a table).
+    pub name: String,
+    /// Its SQL template.
+    pub template: Template,
+    /// Maps SQL lines to file lines.
+    pub sql_map: SqlMap,
+}
+
+/// A pipe of the project.
+#[derive(Clone, Debug)]
+pub struct Pipe {
+    /// Its name.
+    pub name: String,
+    /// `DESCRIPTION`.
+    pub description: Option<String>,
+    /// The nodes, in order.
+    pub nodes: Vec<PipeNode>,
+    /// The index of the endpoint node, when the pipe is published.
+    pub endpoint: Option<usize>,
+    /// Every typed parameter its templates declare.
+    pub params: Vec<ParamDecl>,
+    /// The error that keeps it out of service, if any.
+    pub broken: Option<String>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+/// What `GET /v0/pipes` and the CLI show of a pipe.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PipeDescription {
+    /// The name.
+    pub name: String,
+    /// The description.
+    pub description: Option<String>,
+    /// True when it is served as an endpoint.
+    pub endpoint: bool,
+    /// Its parameters.
+    pub params: Vec<ParamDescription>,
+    /// Why it is not served, if it is broken.
+    pub error: Option<String>,
+}
+
+/// A parameter as users see it documented.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ParamDescription {
+    /// The name.
+    pub name: String,
+    /// The template type (`String`, `Int32`, ..).
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// The default, as text.
+    pub default: Option<String>,
+    /// True when a request must give it.
+    pub required: bool,
+    /// `description=`.
+    pub description: Option<String>,
+}
+
+impl Pipe {
+    /// True when the pipe is served as an endpoint (and is not broken).
+    pub fn is_endpoint(&self) -> bool {
+        self.endpoint.is_some() && self.broken.is_none()
+    }
+
+    /// The pipe as `GET /v0/pipes` lists it.
+    pub fn describe(&self) -> PipeDescription {
+        PipeDescription {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            endpoint: self.is_endpoint(),
+            params: self
+                .params
+                .iter()
+                .map(|p| ParamDescription {
+                    name: p.name.clone(),
+                    ty: p.ty.name(),
+                    default: p.default.as_ref().map(Value::to_text),
+                    required: p.required,
+                    description: p.description.clone(),
+                })
+                .collect(),
+            error: self.broken.clone(),
+        }
+    }
+}
+
+/// A resource-scoped permission a datafile `TOKEN` line grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// `TOKEN name READ` in a pipe.
+    ReadPipe(String),
+    /// `TOKEN name READ` in a datasource.
+    ReadDatasource(String),
+    /// `TOKEN name APPEND` in a datasource.
+    AppendDatasource(String),
+}
+
+/// A pipe rendered for one request: the shape (rendered SQL of every node) and the typed
+/// values of its placeholders.
+#[derive(Clone, Debug)]
+pub struct RenderedPipe {
+    /// The rendered SQL of all nodes, joined: what plans are cached by.
+    pub shape: String,
+    /// Placeholder values.
+    pub values: BTreeMap<String, Value>,
+    /// Each node's rendered SQL.
+    nodes: Vec<String>,
+    /// Placeholder types.
+    types: BTreeMap<String, ColumnType>,
+}
+
+/// A loaded project.
+#[derive(Clone, Debug, Default)]
+pub struct Project {
+    /// The project folder.
+    pub root: PathBuf,
+    /// Datasources by name.
+    pub datasources: BTreeMap<String, Datasource>,
+    /// Pipes by name.
+    pub pipes: BTreeMap<String, Pipe>,
+    /// `TOKEN` lines: token name and what it grants.
+    pub tokens: BTreeMap<String, Vec<Grant>>,
+    /// Non-fatal findings, `file:line:column: message`.
+    pub warnings: Vec<String>,
+}
+
+/// Every datafile under `dir`, recursively, skipping hidden folders.
+fn datafiles(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let path = e.path();
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if path.is_dir() && !hidden {
+            datafiles(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|x| x.to_str()),
+            Some("datasource" | "pipe" | "connection")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn located(file: &Path, line: usize, column: usize, message: impl std::fmt::Display) -> String {
+    format!("{}:{}:{}: {}", file.display(), line, column, message)
+}
+
+/// Parses a column's `DEFAULT` text.
+fn column_default(ty: &ColumnType, text: &str) -> Option<ColumnDefault> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("now()") || t.eq_ignore_ascii_case("now64()") {
+        return Some(ColumnDefault::Now);
+    }
+    let unquoted = t
+        .strip_prefix('\'')
+        .and_then(|s| s.strip_suffix('\''))
+        .unwrap_or(t);
+    ty.parse_text(unquoted).map(ColumnDefault::Value)
+}
+
+/// Values to render a template with when checking it at load time: the defaults, and a
+/// placeholder for each required parameter (as Tinybird's build check does).
+fn check_params(decls: &[ParamDecl]) -> Params {
+    let mut p = Params::new();
+    for d in decls.iter().filter(|d| d.required) {
+        let v = match &d.ty {
+            ParamType::String => "__no_value__",
+            ParamType::Date => "2019-01-01",
+            ParamType::DateTime | ParamType::DateTime64 => "2019-01-01 00:00:00",
+            ParamType::Json => "{}",
+            _ => "0",
+        };
+        p.insert(d.name.clone(), v);
+    }
+    p
+}
+
+impl Project {
+    /// Loads every datafile under `dir`. Errors (unparsable files, unknown types, pipes whose
+    /// SQL cannot be planned) come back together, each `file:line:column: message`; the
+    /// project is returned alongside when it can still run without the broken pipes.
+    pub fn load_with_errors(dir: &Path) -> (Project, Vec<String>) {
+        let mut project = Project {
+            root: dir.to_path_buf(),
+            ..Project::default()
+        };
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        if let Err(e) = datafiles(dir, &mut files) {
+            errors.push(format!("{}: cannot read the project folder: {e}", dir.display()));
+            return (project, errors);
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        let mut parsed_pipes = Vec::new();
+        for path in &files {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!("{}: cannot read: {e}", path.display()));
+                    continue;
+                }
+            };
+            let text = match petrel_datafile::render_secrets(&text, &env) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(located(path, e.line, e.column, &e.message));
+                    continue;
+                }
+            };
+            match petrel_datafile::parse_file_with_env(path, &text, &env) {
+                Err(es) => errors.extend(es.iter().map(|e| located(path, e.line, e.column, &e.message))),
+                Ok(Datafile::Datasource(ds)) => project.add_datasource(path, *ds, &mut errors),
+                Ok(Datafile::Pipe(pipe)) => parsed_pipes.push((path.clone(), *pipe)),
+                Ok(Datafile::Connection(c)) => project.warnings.push(located(
+                    path,
+                    c.kind_loc.line,
+                    c.kind_loc.column,
+                    "connections are not used yet (Kafka and S3 arrive in a later release)",
+                )),
+            }
+        }
+        for (path, pipe) in parsed_pipes {
+            project.add_pipe(&path, pipe, &mut errors);
+        }
+        project.check_pipes(&mut errors);
+        (project, errors)
+    }
+
+    /// Loads a project, failing on any error.
+    pub fn load(dir: &Path) -> Result<Project, Vec<String>> {
+        let (project, errors) = Project::load_with_errors(dir);
+        if errors.is_empty() {
+            Ok(project)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn add_datasource(&mut self, path: &Path, ds: petrel_datafile::Datasource, errors: &mut Vec<String>) {
+        for w in &ds.warnings {
+            self.warnings.push(located(path, w.loc.line, w.loc.column, &w.message));
+        }
+        let mut columns = Vec::new();
+        for c in &ds.columns {
+            let Some(type_text) = &c.type_text else {
+                errors.push(located(path, c.loc.line, c.loc.column, format!("column '{}' needs a type", c.name)));
+                continue;
+            };
+            let ty = match ColumnType::parse(type_text) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(located(path, c.loc.line, c.loc.column, e));
+                    continue;
+                }
+            };
+            let default = match &c.default {
+                None => None,
+                Some(text) => {
+                    let d = column_default(&ty, text);
+                    if d.is_none() {
+                        self.warnings.push(located(
+                            path,
+                            c.loc.line,
+                            c.loc.column,
+                            format!("DEFAULT {text} is not supported yet: missing values get the type's default"),
+                        ));
+                    }
+                    d
+                }
+            };
+            columns.push(ColumnSpec {
+                column: Column { name: c.name.clone(), ty },
+                json_path: c.json_path.clone(),
+                default,
+            });
+        }
+        let engine = &ds.engine;
+        if let Some(loc) = engine.loc {
+            let name = format!("{:?}", engine.engine);
+            if name != "MergeTree" {
+                self.warnings.push(located(
+                    path,
+                    loc.line,
+                    loc.column,
+                    format!("ENGINE {name} is maintained as MergeTree for now: rows are neither replaced nor merged"),
+                ));
+            }
+        }
+        if let Some(ttl) = &engine.ttl {
+            self.warnings.push(located(path, ttl.loc.line, ttl.loc.column, "ENGINE_TTL is not applied yet"));
+        }
+        if let Some((_, s)) = ds.kafka.iter().next() {
+            self.warnings.push(located(path, s.loc.line, s.loc.column, "Kafka datasources are not consumed yet"));
+        }
+        for t in &ds.tokens {
+            let grant = match t.scope {
+                TokenScope::Append => Grant::AppendDatasource(ds.name.clone()),
+                _ => Grant::ReadDatasource(ds.name.clone()),
+            };
+            self.tokens.entry(t.name.clone()).or_default().push(grant);
+        }
+        self.datasources.insert(
+            ds.name.clone(),
+            Datasource {
+                name: ds.name.clone(),
+                columns,
+                file: path.to_path_buf(),
+            },
+        );
+    }
+
+    fn add_pipe(&mut self, path: &Path, pipe: petrel_datafile::Pipe, errors: &mut Vec<String>) {
+        for w in &pipe.warnings {
+            self.warnings.push(located(path, w.loc.line, w.loc.column, &w.message));
+        }
+        let mut nodes = Vec::new();
+        let mut params: Vec<ParamDecl> = Vec::new();
+        let mut broken = None;
+        for n in &pipe.nodes {
+            match Template::parse(&n.sql) {
+                Ok(template) => {
+                    for d in template.declared_params() {
+                        if !params.iter().any(|p| p.name == d.name) {
+                            params.push(d);
+                        }
+                    }
+                    nodes.push(PipeNode {
+                        name: n.name.clone(),
+                        template,
+                        sql_map: n.sql_map.clone(),
+                    });
+                }
+                Err(e) => {
+                    let line = match &e {
+                        TemplateError::Syntax { line, .. }
+                        | TemplateError::UnknownFunction { line, .. }
+                        | TemplateError::Eval { line, .. } => *line,
+                        _ => 1,
+                    };
+                    let loc = n.sql_map.file_loc(line, 1);
+                    let msg = located(path, loc.line, loc.column, &e);
+                    errors.push(msg.clone());
+                    broken = Some(msg);
+                }
+            }
+        }
+        let endpoint = match &pipe.kind {
+            PipeKind::Endpoint { node } => nodes.iter().position(|n| &n.name == node),
+            PipeKind::Standard => None,
+            other => {
+                let what = match other {
+                    PipeKind::Materialized { .. } => "TYPE materialized",
+                    PipeKind::Copy { .. } => "TYPE copy",
+                    PipeKind::Sink { .. } => "TYPE sink",
+                    _ => "TYPE stream",
+                };
+                self.warnings.push(located(path, 1, 1, format!("{what} pipes are not run yet")));
+                None
+            }
+        };
+        for t in &pipe.tokens {
+            self.tokens
+                .entry(t.name.clone())
+                .or_default()
+                .push(Grant::ReadPipe(pipe.name.clone()));
+        }
+        self.pipes.insert(
+            pipe.name.clone(),
+            Pipe {
+                name: pipe.name.clone(),
+                description: pipe.description.clone(),
+                nodes,
+                endpoint,
+                params,
+                broken,
+                file: path.to_path_buf(),
+            },
+        );
+    }
+
+    /// Plans every endpoint with its defaults (or placeholders for required parameters).
+    fn check_pipes(&mut self, errors: &mut Vec<String>) {
+        let names: Vec<String> = self
+            .pipes
+            .values()
+            .filter(|p| p.endpoint.is_some() && p.broken.is_none())
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            let params = check_params(&self.pipes[&name].params);
+            let outcome = self
+                .render_with(&name, &params)
+                .and_then(|r| self.plan_rendered(&name, &r));
+            if let Err(e) = outcome {
+                let file = self.pipes[&name].file.display().to_string();
+                let msg = match e {
+                    ProjectError::Custom { .. } => continue,
+                    ProjectError::Sql(m) | ProjectError::Template(m) | ProjectError::NotFound(m) => {
+                        if m.starts_with(&file) {
+                            m
+                        } else {
+                            format!("{file}: {m}")
+                        }
+                    }
+                };
+                errors.push(msg.clone());
+                if let Some(p) = self.pipes.get_mut(&name) {
+                    p.broken = Some(msg);
+                }
+            }
+        }
+    }
+
+    /// The tokens datafiles declare, with their grants.
+    pub fn declared_tokens(&self) -> Vec<(String, Vec<Grant>)> {
+        self.tokens.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// `fixtures/NAME.ndjson` files whose NAME is a datasource.
+    pub fn fixtures(&self) -> Vec<(String, PathBuf)> {
+        self.datasources
+            .keys()
+            .map(|n| (n.clone(), self.root.join("fixtures").join(format!("{n}.ndjson"))))
+            .filter(|(_, p)| p.is_file())
+            .collect()
+    }
+
+    /// Renders every node of a pipe for a request.
+    pub fn render_pipe(&self, pipe: &str, params: &BTreeMap<String, String>) -> Result<RenderedPipe, ProjectError> {
+        self.render_with(pipe, &Params::from(params.clone()))
+    }
+
+    fn render_with(&self, pipe: &str, params: &Params) -> Result<RenderedPipe, ProjectError> {
+        let p = self
+            .pipes
+            .get(pipe)
+            .ok_or_else(|| ProjectError::NotFound(format!("The pipe '{pipe}' does not exist")))?;
+        let mut out = RenderedPipe {
+            shape: String::new(),
+            values: BTreeMap::new(),
+            nodes: Vec::new(),
+            types: BTreeMap::new(),
+        };
+        let last = p.endpoint.unwrap_or(p.nodes.len().saturating_sub(1));
+        for node in p.nodes.iter().take(last + 1) {
+            let r = node.template.render(params)?;
+            out.shape.push_str(&r.sql);
+            out.shape.push('\u{0}');
+            for (k, v) in r.values {
+                out.values.insert(k, v);
+            }
+            for (k, t) in r.types {
+                if let Some(ct) = t.column_type() {
+                    out.types.insert(k, ct);
+                }
+            }
+            out.nodes.push(r.sql);
+        }
+        Ok(out)
+    }
+
+    /// Plans a rendered pipe: each node in turn, later nodes reading earlier ones.
+    pub fn plan_rendered(&self, pipe: &str, rendered: &RenderedPipe) -> Result<Query, ProjectError> {
+        let p = self
+            .pipes
+            .get(pipe)
+            .ok_or_else(|| ProjectError::NotFound(format!("The pipe '{pipe}' does not exist")))?;
+        let mut catalog = ProjectCatalog {
+            project: self,
+            nodes: HashMap::new(),
+            types: &rendered.types,
+            extra: None,
+        };
+        let mut last = None;
+        for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
+            let query = plan_query(sql, &catalog).map_err(|e| sql_error(&p.file, &node.sql_map, &e))?;
+            let as_table = query
+                .clone()
+                .bind_limits(&rendered.values)
+                .map_err(|e| ProjectError::Sql(e.to_string()))?
+                .into_plan();
+            catalog.nodes.insert(node.name.clone(), as_table);
+            last = Some(query);
+        }
+        last.ok_or_else(|| ProjectError::Sql(format!("pipe '{pipe}' has no nodes")))
+    }
+
+    /// Plans an ad-hoc query (`/v0/sql`, `petrel sql`) over datasources and endpoint pipes.
+    /// A query starting with `%` is a template over `params`.
+    pub fn plan_sql(
+        &self,
+        sql: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<(Query, BTreeMap<String, Value>), ProjectError> {
+        let template = Template::parse(sql)?;
+        let rendered = template.render(&Params::from(params.clone()))?;
+        let types = rendered
+            .types
+            .iter()
+            .filter_map(|(k, t)| t.column_type().map(|c| (k.clone(), c)))
+            .collect();
+        let catalog = ProjectCatalog {
+            project: self,
+            nodes: HashMap::new(),
+            types: &types,
+            extra: None,
+        };
+        let query = plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
+        Ok((query, rendered.values))
+    }
+
+    /// Plans `sql` over a result that it reads as the table `_` (an endpoint's `q=`).
+    pub fn plan_sql_over(
+        &self,
+        sql: &str,
+        columns: &[Column],
+    ) -> Result<(Query, BTreeMap<String, Value>), ProjectError> {
+        let types = BTreeMap::new();
+        let catalog = ProjectCatalog {
+            project: self,
+            nodes: HashMap::new(),
+            types: &types,
+            extra: Some(("_", columns)),
+        };
+        let query = plan_query(sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
+        Ok((query, BTreeMap::new()))
+    }
+}
+
+fn sql_error(file: &Path, map: &SqlMap, e: &SqlError) -> ProjectError {
+    if e.line == 0 {
+        return ProjectError::Sql(format!("{}: {}", file.display(), e.message));
+    }
+    let loc = map.file_loc(e.line as usize, e.column.max(1) as usize);
+    ProjectError::Sql(located(file, loc.line, loc.column, &e.message))
+}
+
+/// What a query may read: earlier nodes, datasources, quarantine tables, endpoint pipes
+/// (with their default parameters), and an extra table (`_` for `q=`).
+struct ProjectCatalog<'a> {
+    project: &'a Project,
+    nodes: HashMap<String, Plan>,
+    types: &'a BTreeMap<String, ColumnType>,
+    extra: Option<(&'a str, &'a [Column])>,
+}
+
+impl Catalog for ProjectCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        if let Some((extra, columns)) = self.extra {
+            if extra == name {
+                return Some(TableRef::Datasource(columns.to_vec()));
+            }
+        }
+        if let Some(plan) = self.nodes.get(name) {
+            return Some(TableRef::Plan(plan.clone()));
+        }
+        if let Some(ds) = self.project.datasources.get(name) {
+            return Some(TableRef::Datasource(ds.schema()));
+        }
+        if let Some(ds) = name
+            .strip_suffix("_quarantine")
+            .and_then(|n| self.project.datasources.get(n))
+        {
+            return Some(TableRef::Datasource(quarantine_columns(&ds.schema())));
+        }
+        let pipe = self.project.pipes.get(name).filter(|p| p.is_endpoint())?;
+        let rendered = self.project.render_with(&pipe.name, &Params::new()).ok()?;
+        let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
+        let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
+        Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+    }
+
+    fn param_type(&self, name: &str) -> Option<ColumnType> {
+        self.types.get(name).cloned()
+    }
+}

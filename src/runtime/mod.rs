@@ -1,0 +1,374 @@
+//! The running project: datasource logs and decoders, and the maintained views behind every
+//! endpoint, installed per query shape and parameter binding and shared by everyone who asks
+//! for the same one. Serving (and later sinks) read results here; this is where Principle 4
+//! happens:
+//!
+//! - a pipe's templates render to SQL with `$param` placeholders; each distinct rendered text
+//!   (the *shape*) is planned once and cached;
+//! - equality parameters are lifted into lookup keys of the view (see `project::lift`), so
+//!   one view serves every value;
+//! - the other parameters inside the plan are bound, and each distinct binding is its own view,
+//!   installed on first use;
+//! - top-level `ORDER BY`, `LIMIT` and `OFFSET` are applied when the view is read.
+
+mod views;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use petrel_engine::{Engine, EngineConfig, SourceLog};
+use petrel_sql::{Plan, PlanNode};
+use petrel_value::{Column, Row};
+use petrel_view::Ts;
+
+use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
+use crate::project::{PipeDescription, Project, ProjectError};
+use crate::storage::{FileLog, MemoryLog};
+
+pub use views::{PreparedSql, QueryResult, Subscription};
+
+/// Failures of runtime operations, as the API maps them to statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// An unknown pipe or datasource (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A bad parameter, template or query (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A template's `error()`/`custom_error()` with its own status.
+    #[error("{message}")]
+    Custom {
+        /// The HTTP status the template asked for.
+        status: u16,
+        /// The message.
+        message: String,
+    },
+    /// Something broke on the server (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ProjectError> for RuntimeError {
+    fn from(e: ProjectError) -> RuntimeError {
+        match e {
+            ProjectError::NotFound(m) => RuntimeError::NotFound(m),
+            ProjectError::Custom { status, message } => RuntimeError::Custom { status, message },
+            other => RuntimeError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// How to run a project.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Engine workers and tick.
+    pub engine: EngineConfig,
+    /// How much change history each view keeps for resuming subscribers, in milliseconds.
+    pub retention_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            engine: EngineConfig::default(),
+            retention_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// What one ingest request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Rows that landed in the datasource.
+    pub successful_rows: usize,
+    /// Rows that went to `NAME_quarantine`.
+    pub quarantined_rows: usize,
+    /// The timestamp the rows landed at.
+    pub ts: Ts,
+}
+
+struct Source {
+    log: Arc<FileLog>,
+    decoder: Option<RowDecoder>,
+    columns: Vec<Column>,
+}
+
+/// A loaded project running on an engine.
+pub struct Runtime {
+    project: Project,
+    engine: Arc<Engine>,
+    sources: BTreeMap<String, Source>,
+    views: views::Views,
+    ready: AtomicBool,
+    next_import: AtomicU64,
+}
+
+impl Runtime {
+    /// Opens the datasource logs under `data_dir`, starts the engine and installs the default
+    /// view of every endpoint whose parameters all have defaults.
+    pub async fn start(
+        project: Project,
+        data_dir: &Path,
+        config: RuntimeConfig,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let engine = Engine::start(config.engine.clone())
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let mut sources = BTreeMap::new();
+        for (name, ds) in &project.datasources {
+            let open = |file: String| {
+                FileLog::open(&data_dir.join(file)).map(Arc::new).map_err(|e| {
+                    RuntimeError::Internal(format!("cannot open the log of '{name}': {e}"))
+                })
+            };
+            let log = open(format!("{name}.log"))?;
+            engine.register_source(name, log.clone());
+            sources.insert(
+                name.clone(),
+                Source {
+                    log,
+                    decoder: Some(RowDecoder::new(&ds.columns)),
+                    columns: ds.schema(),
+                },
+            );
+            let qname = format!("{name}_quarantine");
+            let qlog = open(format!("{qname}.log"))?;
+            engine.register_source(&qname, qlog.clone());
+            sources.insert(
+                qname,
+                Source {
+                    log: qlog,
+                    decoder: None,
+                    columns: quarantine_columns(&ds.schema()),
+                },
+            );
+        }
+        let runtime = Arc::new(Runtime {
+            project,
+            engine: engine.clone(),
+            sources,
+            views: views::Views::new(engine, config.retention_ms),
+            ready: AtomicBool::new(false),
+            next_import: AtomicU64::new(1),
+        });
+        for pipe in runtime.project.pipes.values().filter(|p| p.is_endpoint()) {
+            // Warm the default view; pipes with required parameters wait for a request.
+            if let Err(e) = runtime.query_pipe(&pipe.name, &BTreeMap::new()).await {
+                tracing::debug!(pipe = %pipe.name, error = %e, "no default view installed");
+            }
+        }
+        runtime.ready.store(true, Ordering::SeqCst);
+        Ok(runtime)
+    }
+
+    /// The loaded project.
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// True once start-up has installed the default views.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// True when `name` is a pipe with an endpoint.
+    pub fn has_endpoint(&self, name: &str) -> bool {
+        self.project.pipes.get(name).is_some_and(|p| p.is_endpoint())
+    }
+
+    /// Every pipe with its endpoint flag and parameters.
+    pub fn describe_pipes(&self) -> Vec<PipeDescription> {
+        self.project.pipes.values().map(|p| p.describe()).collect()
+    }
+
+    /// The columns of a datasource or quarantine table.
+    pub fn table_columns(&self, name: &str) -> Option<&[Column]> {
+        self.sources.get(name).map(|s| s.columns.as_slice())
+    }
+
+    /// Rows stored in a datasource.
+    pub fn row_count(&self, name: &str) -> Option<u64> {
+        self.sources.get(name).map(|s| s.log.row_count())
+    }
+
+    /// Decodes an NDJSON body into `datasource`: good rows land, rows that do not fit go to
+    /// `datasource_quarantine` with the reason. Blocking (decoding and the log write).
+    pub fn ingest_ndjson(&self, datasource: &str, body: &[u8]) -> Result<IngestReport, RuntimeError> {
+        let source = self
+            .sources
+            .get(datasource)
+            .filter(|s| s.decoder.is_some())
+            .ok_or_else(|| RuntimeError::NotFound(format!("Data Source '{datasource}' not found")))?;
+        let Some(decoder) = &source.decoder else {
+            return Err(RuntimeError::NotFound(format!("Data Source '{datasource}' not found")));
+        };
+        let text = std::str::from_utf8(body)
+            .map_err(|_| RuntimeError::BadRequest("the body is not UTF-8 NDJSON".into()))?;
+        let now = wall_secs();
+        let import_id = format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed));
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for line in text.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match decoder.decode(line, now) {
+                Ok(row) => good.push((row, 1isize)),
+                Err(rejected) => bad.push((quarantine_row(&rejected, &import_id, now), 1isize)),
+            }
+        }
+        let mut report = IngestReport {
+            successful_rows: good.len(),
+            quarantined_rows: bad.len(),
+            ts: self.engine.open_ts(),
+        };
+        if !bad.is_empty() {
+            report.ts = self
+                .engine
+                .insert(&format!("{datasource}_quarantine"), bad)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
+        if !good.is_empty() {
+            report.ts = self
+                .engine
+                .insert(datasource, good)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
+        Ok(report)
+    }
+
+    /// Waits until rows ingested into `datasource` at `ts` are on stable storage and visible
+    /// in every view that reads the datasource (or its quarantine table).
+    pub async fn wait_durable_and_visible(&self, datasource: &str, ts: Ts) -> Result<(), RuntimeError> {
+        for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
+            if let Some(source) = self.sources.get(&name) {
+                let log = source.log.clone();
+                tokio::task::spawn_blocking(move || log.sync())
+                    .await
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                    .map_err(|e| RuntimeError::Internal(format!("sync failed: {e}")))?;
+            }
+            self.views.wait_for_readers(&name, ts).await;
+        }
+        Ok(())
+    }
+
+    /// Answers an endpoint request: renders the pipe with `params`, finds (or installs) its
+    /// view, and reads the key the parameters select.
+    pub async fn query_pipe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<QueryResult, RuntimeError> {
+        let rendered = self.project.render_pipe(pipe, params)?;
+        let prepared = self
+            .views
+            .prepare(&rendered.shape, || self.project.plan_rendered(pipe, &rendered))?;
+        self.views.read(&prepared, &rendered.values).await
+    }
+
+    /// Subscribes to an endpoint with the request's parameters (validated as for a pull).
+    pub async fn subscribe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Subscription, RuntimeError> {
+        let rendered = self.project.render_pipe(pipe, params)?;
+        let prepared = self
+            .views
+            .prepare(&rendered.shape, || self.project.plan_rendered(pipe, &rendered))?;
+        self.views.subscribe(&prepared, &rendered.values).await
+    }
+
+    /// Plans an ad-hoc query over datasources and endpoint pipes (Principle 1: it will run as a
+    /// short-lived dataflow).
+    pub fn prepare_sql(
+        &self,
+        sql: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<PreparedSql, RuntimeError> {
+        let (query, values) = self.project.plan_sql(sql, params)?;
+        let mut tables = BTreeSet::new();
+        petrel_engine::scanned_tables(&query.plan, &mut tables);
+        Ok(PreparedSql::new(query, values, tables))
+    }
+
+    /// Runs a prepared ad-hoc query: installs its dataflow, reads the result once it has
+    /// caught up, and drops it.
+    pub async fn run_sql(&self, prepared: PreparedSql) -> Result<QueryResult, RuntimeError> {
+        self.views.run_once(prepared).await
+    }
+
+    /// Runs `sql` over a result, which it reads as the table `_` (the endpoints' `q=`).
+    pub async fn query_over(&self, result: QueryResult, sql: &str) -> Result<QueryResult, RuntimeError> {
+        let name = format!("__q{}", self.next_import.fetch_add(1, Ordering::Relaxed));
+        let (mut query, values) = self
+            .project
+            .plan_sql_over(sql, &result.columns)
+            .map_err(RuntimeError::from)?;
+        rename_scans(&mut query.plan, "_", &name);
+        self.engine
+            .register_source(&name, Arc::new(MemoryLog::with_rows(result.rows)));
+        let mut tables = BTreeSet::new();
+        tables.insert(name.clone());
+        let out = self
+            .views
+            .run_once(PreparedSql::new(query, values, tables))
+            .await;
+        self.engine.unregister_source(&name);
+        out
+    }
+
+    /// The engine, for components that install their own views.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The rows of a table read straight from its log (for tests and tools).
+    pub fn read_table(&self, name: &str) -> Option<Vec<Row>> {
+        let source = self.sources.get(name)?;
+        let mut rows = Vec::new();
+        source
+            .log
+            .replay(source.log.len(), 0, 1, &mut |r, d| {
+                for _ in 0..d.max(0) {
+                    rows.push(r.clone());
+                }
+            })
+            .ok()?;
+        Some(rows)
+    }
+}
+
+fn wall_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Renames every scan of `from` to `to` (used to give a `q=` input a private source name).
+fn rename_scans(plan: &mut Plan, from: &str, to: &str) {
+    match &mut plan.node {
+        PlanNode::Scan { table } => {
+            if table == from {
+                *table = to.to_string();
+            }
+        }
+        PlanNode::Values { .. } => {}
+        PlanNode::Filter { input, .. }
+        | PlanNode::TemporalFilter { input, .. }
+        | PlanNode::Project { input, .. }
+        | PlanNode::Aggregate { input, .. }
+        | PlanNode::Distinct { input }
+        | PlanNode::TopK { input, .. }
+        | PlanNode::ArrayJoin { input, .. } => rename_scans(input, from, to),
+        PlanNode::Join { left, right, .. } => {
+            rename_scans(left, from, to);
+            rename_scans(right, from, to);
+        }
+        PlanNode::Union { inputs } => inputs.iter_mut().for_each(|p| rename_scans(p, from, to)),
+    }
+}

@@ -1,0 +1,421 @@
+//! The maintained views of a running project: planned shapes, installed bindings, reads.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use petrel_engine::{compare_sort_keys, Engine, ViewId};
+use petrel_sql::{Expr, Query};
+use petrel_value::{Column, Row, Value};
+use petrel_view::{KeyColumns, Ts, View};
+
+use super::RuntimeError;
+use crate::project::{lift_keys, LiftedKey, ProjectError};
+
+/// A planned query shape: the maintained plan with its equality parameters lifted into keys.
+pub struct Prepared {
+    shape: String,
+    query: Query,
+    keys: Vec<LiftedKey>,
+    /// Parameters the maintained plan still reads: each binding is its own view.
+    bound: Vec<String>,
+    tables: BTreeSet<String>,
+}
+
+/// The answer to a read: visible columns and rows, sorted and limited.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    /// The result's columns.
+    pub columns: Vec<Column>,
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// How many rows there were before LIMIT and OFFSET.
+    pub rows_before_limit: usize,
+    /// How many rows were read from the view.
+    pub rows_read: usize,
+    /// The result is consistent as of every change below this time.
+    pub upper: Ts,
+}
+
+/// An ad-hoc query ready to run, with the tables it reads (for token checks).
+pub struct PreparedSql {
+    query: Query,
+    values: BTreeMap<String, Value>,
+    tables: BTreeSet<String>,
+}
+
+impl PreparedSql {
+    /// Bundles a planned query with its parameter values and the tables it reads.
+    pub fn new(query: Query, values: BTreeMap<String, Value>, tables: BTreeSet<String>) -> Self {
+        PreparedSql {
+            query,
+            values,
+            tables,
+        }
+    }
+
+    /// The datasources and pipes the query reads.
+    pub fn tables(&self) -> &BTreeSet<String> {
+        &self.tables
+    }
+}
+
+/// A subscriber's window on a view: the key it reads and how to show its rows.
+pub struct Subscription {
+    /// The maintained view.
+    pub view: Arc<View>,
+    key: Row,
+    key_columns: Vec<usize>,
+    /// The visible columns.
+    pub columns: Vec<Column>,
+    order_by: Vec<petrel_sql::SortKey>,
+}
+
+impl Subscription {
+    fn visible(&self, row: &Row) -> Row {
+        row[..self.columns.len()].to_vec()
+    }
+
+    fn selected(&self, row: &Row) -> bool {
+        self.key_columns.iter().zip(&self.key).all(|(&c, k)| &row[c] == k)
+    }
+
+    /// The subscriber's rows of a snapshot, sorted by the pipe's ORDER BY.
+    pub fn rows(&self, snapshot: Vec<Row>) -> Vec<Row> {
+        let mut keyed: Vec<(Row, Row)> = snapshot
+            .iter()
+            .map(|r| (self.order_by.iter().map(|k| k.expr.eval(r)).collect(), self.visible(r)))
+            .collect();
+        keyed.sort_by(|a, b| compare_sort_keys(&self.order_by, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        keyed.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The subscriber's share of a change batch: its key's rows, visible columns, consolidated.
+    pub fn changes(&self, batch: &petrel_view::ChangeBatch) -> Vec<(Row, i64)> {
+        let mut out: Vec<(Row, i64)> = batch
+            .changes
+            .iter()
+            .filter(|(r, _)| self.selected(r))
+            .map(|(r, d)| (self.visible(r), *d))
+            .collect();
+        out.sort();
+        out.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        out.retain(|(_, d)| *d != 0);
+        out
+    }
+
+    /// The key the subscriber reads.
+    pub fn key(&self) -> &[Value] {
+        &self.key
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ViewKey {
+    shape: String,
+    bound: Vec<(String, Value)>,
+}
+
+struct Live {
+    id: ViewId,
+    view: Arc<View>,
+    as_of: Ts,
+    tables: BTreeSet<String>,
+}
+
+/// Shapes planned so far and the views installed for them.
+pub struct Views {
+    engine: Arc<Engine>,
+    retention_ms: u64,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    live: Mutex<HashMap<ViewKey, Arc<Live>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bad(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::BadRequest(e.to_string())
+}
+
+impl Views {
+    pub(super) fn new(engine: Arc<Engine>, retention_ms: u64) -> Views {
+        Views {
+            engine,
+            retention_ms,
+            prepared: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The prepared form of a shape, planning it with `plan` the first time.
+    pub(super) fn prepare(
+        &self,
+        shape: &str,
+        plan: impl FnOnce() -> Result<Query, ProjectError>,
+    ) -> Result<Arc<Prepared>, RuntimeError> {
+        if let Some(p) = lock(&self.prepared).get(shape) {
+            return Ok(p.clone());
+        }
+        let (query, keys) = lift_keys(plan()?);
+        let mut params = BTreeSet::new();
+        query.plan.params(&mut params);
+        let mut tables = BTreeSet::new();
+        petrel_engine::scanned_tables(&query.plan, &mut tables);
+        let prepared = Arc::new(Prepared {
+            shape: shape.to_string(),
+            query,
+            keys,
+            bound: params.into_iter().collect(),
+            tables,
+        });
+        lock(&self.prepared).insert(shape.to_string(), prepared.clone());
+        Ok(prepared)
+    }
+
+    fn get_or_install(&self, prepared: &Prepared, values: &BTreeMap<String, Value>) -> Result<Arc<Live>, RuntimeError> {
+        let bound: Vec<(String, Value)> = prepared
+            .bound
+            .iter()
+            .map(|p| {
+                values
+                    .get(p)
+                    .map(|v| (p.clone(), v.clone()))
+                    .ok_or_else(|| bad(format!("parameter '{p}' has no value")))
+            })
+            .collect::<Result<_, _>>()?;
+        let key = ViewKey {
+            shape: prepared.shape.clone(),
+            bound,
+        };
+        let mut live = lock(&self.live);
+        if let Some(l) = live.get(&key) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(self.install(
+            &prepared.query,
+            values,
+            prepared.keys.iter().map(|k| k.column).collect(),
+            prepared.tables.clone(),
+        )?);
+        live.insert(key, l.clone());
+        Ok(l)
+    }
+
+    fn install(
+        &self,
+        query: &Query,
+        values: &BTreeMap<String, Value>,
+        keys: Vec<usize>,
+        tables: BTreeSet<String>,
+    ) -> Result<Live, RuntimeError> {
+        let plan = query.plan.bind(values).map_err(bad)?;
+        let view = View::new(plan.columns.clone(), KeyColumns(keys), self.retention_ms);
+        let as_of = self.engine.open_ts();
+        let id = self
+            .engine
+            .install(plan, view.clone())
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok(Live {
+            id,
+            view,
+            as_of,
+            tables,
+        })
+    }
+
+    /// Reads a prepared shape for a request's parameter values.
+    pub(super) async fn read(
+        &self,
+        prepared: &Prepared,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<QueryResult, RuntimeError> {
+        let live = self.get_or_install(prepared, values)?;
+        live.view.wait_for(live.as_of).await;
+        if let Some(e) = live.view.failure() {
+            return Err(RuntimeError::Internal(e));
+        }
+        let key: Row = prepared
+            .keys
+            .iter()
+            .map(|k| {
+                let v = values.get(&k.param).cloned().unwrap_or(Value::Null);
+                k.ty.coerce(&v).unwrap_or(v)
+            })
+            .collect();
+        let snapshot = live.view.snapshot(&key);
+        finish(&prepared.query, snapshot.rows, snapshot.upper, values)
+    }
+
+    /// A subscription to a prepared shape for a request's parameter values. A top-level
+    /// LIMIT/OFFSET becomes part of the maintained plan (a top-k per key), so pushed changes
+    /// keep the result limited; each limit value is then its own view.
+    pub(super) async fn subscribe(
+        &self,
+        prepared: &Prepared,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<Subscription, RuntimeError> {
+        let key_columns: Vec<usize> = prepared.keys.iter().map(|k| k.column).collect();
+        let live = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
+            self.get_or_install(prepared, values)?
+        } else {
+            let number = |e: &Option<Expr>| -> Result<Option<u64>, RuntimeError> {
+                e.as_ref()
+                    .map(|e| {
+                        let v = e.bind(values).map_err(bad)?.eval(&[]);
+                        v.as_i64().filter(|n| *n >= 0).map(|n| n as u64).ok_or_else(|| {
+                            bad(format!("LIMIT/OFFSET must be a non-negative integer, got {}", v.to_text()))
+                        })
+                    })
+                    .transpose()
+            };
+            let (limit, offset) = (number(&prepared.query.limit)?, number(&prepared.query.offset)?);
+            let plan = &prepared.query.plan;
+            let top = petrel_sql::Plan {
+                columns: plan.columns.clone(),
+                node: petrel_sql::PlanNode::TopK {
+                    input: Box::new(plan.clone()),
+                    order_by: prepared.query.order_by.clone(),
+                    limit,
+                    offset: offset.unwrap_or(0),
+                    partition_by: key_columns.iter().map(|&c| Expr::Column(c)).collect(),
+                },
+            };
+            let query = Query { plan: top, ..prepared.query.clone() };
+            let mut bound: Vec<(String, Value)> = prepared
+                .bound
+                .iter()
+                .filter_map(|p| values.get(p).map(|v| (p.clone(), v.clone())))
+                .collect();
+            bound.push(("__limit".into(), Value::UInt(limit.unwrap_or(u64::MAX))));
+            bound.push(("__offset".into(), Value::UInt(offset.unwrap_or(0))));
+            let key = ViewKey { shape: prepared.shape.clone(), bound };
+            let mut live = lock(&self.live);
+            match live.get(&key) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(self.install(&query, values, key_columns.clone(), prepared.tables.clone())?);
+                    live.insert(key, l.clone());
+                    l
+                }
+            }
+        };
+        live.view.wait_for(live.as_of).await;
+        let key: Row = prepared
+            .keys
+            .iter()
+            .map(|k| {
+                let v = values.get(&k.param).cloned().unwrap_or(Value::Null);
+                k.ty.coerce(&v).unwrap_or(v)
+            })
+            .collect();
+        let order_by = prepared
+            .query
+            .order_by
+            .iter()
+            .map(|k| {
+                Ok(petrel_sql::SortKey { expr: k.expr.bind(values).map_err(bad)?, desc: k.desc, nulls_first: k.nulls_first })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        Ok(Subscription {
+            view: live.view.clone(),
+            key,
+            key_columns,
+            columns: prepared.query.plan.columns[..prepared.query.visible].to_vec(),
+            order_by,
+        })
+    }
+
+    /// Installs an ad-hoc query, reads it once caught up, and drops it.
+    pub(super) async fn run_once(&self, prepared: PreparedSql) -> Result<QueryResult, RuntimeError> {
+        let live = self.install(&prepared.query, &prepared.values, Vec::new(), prepared.tables)?;
+        live.view.wait_for(live.as_of).await;
+        let snapshot = live.view.snapshot_all();
+        let failure = live.view.failure();
+        self.engine.drop_view(live.id);
+        if let Some(e) = failure {
+            return Err(RuntimeError::Internal(e));
+        }
+        finish(&prepared.query, snapshot.rows, snapshot.upper, &prepared.values)
+    }
+
+    /// Waits until every live view reading `table` holds the changes at `ts`.
+    pub(super) async fn wait_for_readers(&self, table: &str, ts: Ts) {
+        let readers: Vec<Arc<Live>> = lock(&self.live)
+            .values()
+            .filter(|l| l.tables.contains(table))
+            .cloned()
+            .collect();
+        for l in readers {
+            l.view.wait_for(ts).await;
+        }
+    }
+}
+
+/// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns.
+fn finish(
+    query: &Query,
+    mut rows: Vec<Row>,
+    upper: Ts,
+    values: &BTreeMap<String, Value>,
+) -> Result<QueryResult, RuntimeError> {
+    let rows_read = rows.len();
+    if !query.order_by.is_empty() {
+        let order: Vec<petrel_sql::SortKey> = query
+            .order_by
+            .iter()
+            .map(|k| {
+                Ok(petrel_sql::SortKey {
+                    expr: k.expr.bind(values).map_err(bad)?,
+                    desc: k.desc,
+                    nulls_first: k.nulls_first,
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        let mut keyed: Vec<(Row, Row)> = rows
+            .into_iter()
+            .map(|r| (order.iter().map(|k| k.expr.eval(&r)).collect(), r))
+            .collect();
+        keyed.sort_by(|a, b| compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        rows = keyed.into_iter().map(|(_, r)| r).collect();
+    }
+    let total = rows.len();
+    let number = |e: &Option<Expr>, what: &str| -> Result<Option<usize>, RuntimeError> {
+        match e {
+            None => Ok(None),
+            Some(e) => {
+                let v = e.bind(values).map_err(bad)?.eval(&[]);
+                v.as_i64()
+                    .filter(|n| *n >= 0)
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| bad(format!("{what} must be a non-negative integer, got {}", v.to_text())))
+            }
+        }
+    };
+    let offset = number(&query.offset, "OFFSET")?.unwrap_or(0);
+    let limit = number(&query.limit, "LIMIT")?;
+    let end = limit.map(|l| offset.saturating_add(l)).unwrap_or(total).min(total);
+    let start = offset.min(total);
+    let visible = query.visible;
+    let rows: Vec<Row> = rows
+        .drain(start..end)
+        .map(|mut r| {
+            r.truncate(visible);
+            r
+        })
+        .collect();
+    Ok(QueryResult {
+        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
+        rows,
+        rows_before_limit: total,
+        rows_read,
+        upper,
+    })
+}

@@ -1,0 +1,387 @@
+//! The HTTP API (axum): events in, endpoints and SQL out, health and tokens.
+//!
+//! Handlers only parse requests, check tokens and format answers; everything else is the
+//! runtime's. Pull requests read maintained views and never wait on the dataflow, except the
+//! first request for a new parameter binding, which installs its view and waits for it.
+
+mod error;
+mod format;
+mod subscribe;
+mod tokens;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::decompression::RequestDecompressionLayer;
+
+pub use error::{ApiError, DOCUMENTATION};
+pub use format::{render, Format, ResultSet};
+pub use tokens::{new_token_value, Scope, Token, Tokens};
+
+use crate::runtime::{QueryResult, Runtime};
+
+/// The largest request body the Events API takes (Tinybird's paid-plan limit); larger ones
+/// get 413.
+pub const MAX_BODY_BYTES: usize = 100 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running project.
+    pub runtime: Arc<Runtime>,
+    /// The tokens.
+    pub tokens: Arc<Tokens>,
+    /// The admin token (returned by `GET /tokens` on loopback).
+    pub admin_token: String,
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v0/events", post(events))
+        .route("/v0/pipes", get(list_pipes))
+        .route("/v0/pipes/{file}", get(pipe))
+        .route("/v0/sql", get(sql_get).post(sql_post))
+        .route("/v0/health", get(health))
+        .route("/v0/tokens", get(list_tokens))
+        .route("/tokens", get(local_tokens))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestDecompressionLayer::new())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// The token of a request: `Authorization: Bearer T`, else `?token=T`.
+fn request_token<'a>(headers: &'a HeaderMap, params: &'a BTreeMap<String, String>) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .or_else(|| params.get("token").map(String::as_str))
+}
+
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+    scope: &Scope,
+) -> Result<(), ApiError> {
+    let Some(token) = request_token(headers, params) else {
+        return Err(ApiError::forbidden(
+            "token is missing: send it as 'Authorization: Bearer <token>' or '?token=<token>'",
+        ));
+    };
+    if state.tokens.find(token).is_none() {
+        return Err(ApiError::forbidden("invalid token"));
+    }
+    if !state.tokens.allows(token, scope) {
+        return Err(ApiError::forbidden(format!(
+            "token has no {} scope for this resource",
+            scope_name(scope)
+        )));
+    }
+    Ok(())
+}
+
+fn scope_name(scope: &Scope) -> &'static str {
+    match scope {
+        Scope::Admin => "ADMIN",
+        Scope::PipesRead(_) => "PIPES:READ",
+        Scope::DatasourcesAppend(_) => "DATASOURCES:APPEND",
+        Scope::DatasourcesRead(_) => "DATASOURCES:READ",
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = params
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("the 'name' parameter (the datasource) is required"))?;
+    authorize(&state, &headers, &params, &Scope::DatasourcesAppend(name.clone()))?;
+    let wait = params
+        .get("wait")
+        .is_some_and(|w| w == "true" || w == "1");
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson(&ds, &body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let status = if wait {
+        state.runtime.wait_durable_and_visible(name, report.ts).await?;
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = serde_json::json!({
+        "successful_rows": report.successful_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "ts": report.ts,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+async fn list_pipes(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = request_token(&headers, &params)
+        .ok_or_else(|| ApiError::forbidden("token is missing"))?;
+    if state.tokens.find(token).is_none() {
+        return Err(ApiError::forbidden("invalid token"));
+    }
+    let pipes: Vec<serde_json::Value> = state
+        .runtime
+        .describe_pipes()
+        .into_iter()
+        .filter(|p| state.tokens.allows(token, &Scope::PipesRead(p.name.clone())))
+        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .collect();
+    Ok(Json(serde_json::json!({ "pipes": pipes })).into_response())
+}
+
+/// How an endpoint request wants its answer.
+enum Answer {
+    /// Pulled once, in a format.
+    Pull(Format),
+    /// Pushed over a WebSocket.
+    WebSocket,
+    /// Pushed as Server-Sent Events.
+    Sse,
+}
+
+/// Splits `name.ext` into the pipe name and how to answer.
+fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
+    match file.rsplit_once('.') {
+        None => Ok((file, Answer::Pull(Format::Json))),
+        Some((name, "ws")) => Ok((name, Answer::WebSocket)),
+        Some((name, "sse")) => Ok((name, Answer::Sse)),
+        Some((name, ext)) => Format::from_extension(ext)
+            .map(|f| (name, Answer::Pull(f)))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("unsupported format '{ext}': use json, csv, ndjson, ws or sse"))
+            }),
+    }
+}
+
+/// Request parameters that are not the pipe's own.
+const RESERVED_PARAMS: [&str; 4] = ["token", "q", "since", "snapshot"];
+
+async fn pipe(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (name, answer) = pipe_file(&file)?;
+    if !state.runtime.has_endpoint(name) {
+        authorize(&state, &headers, &params, &Scope::Admin)?;
+        return Err(ApiError::not_found(format!(
+            "The pipe '{name}' does not exist or does not have an endpoint"
+        )));
+    }
+    authorize(&state, &headers, &params, &Scope::PipesRead(name.to_string()))?;
+    let pipe_params: BTreeMap<String, String> = params
+        .iter()
+        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let format = match answer {
+        Answer::Pull(format) => format,
+        Answer::WebSocket | Answer::Sse => {
+            let options = subscribe_options(&params, &headers)?;
+            let sub = state.runtime.subscribe(name, &pipe_params).await?;
+            if let Answer::Sse = answer {
+                return Ok(subscribe::sse(subscribe::start(sub, options)));
+            }
+            let (mut parts, _) = request.into_parts();
+            let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
+            return Ok(upgrade.on_upgrade(move |socket| subscribe::websocket(socket, subscribe::start(sub, options))));
+        }
+    };
+    let mut result = state.runtime.query_pipe(name, &pipe_params).await?;
+    if let Some(q) = params.get("q") {
+        result = state.runtime.query_over(result, q).await?;
+    }
+    Ok(respond(format, &result, started))
+}
+
+/// `since=T` (or SSE's `Last-Event-ID`) and `snapshot=false`.
+fn subscribe_options(
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<subscribe::Options, ApiError> {
+    let since_text = params.get("since").map(String::as_str).or_else(|| {
+        headers.get("last-event-id").and_then(|v| v.to_str().ok())
+    });
+    let since = since_text
+        .map(|t| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("since must be a timestamp in milliseconds, got '{t}'")))
+        })
+        .transpose()?;
+    let snapshot = match params.get("snapshot").map(String::as_str) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => return Err(ApiError::bad_request(format!("snapshot must be true or false, got '{other}'"))),
+    };
+    Ok(subscribe::Options { since, snapshot })
+}
+
+fn respond(format: Format, result: &QueryResult, started: Instant) -> Response {
+    let body = render(
+        format,
+        &ResultSet {
+            columns: &result.columns,
+            rows: &result.rows,
+            rows_before_limit: result.rows_before_limit,
+            elapsed: started.elapsed().as_secs_f64(),
+            rows_read: result.rows_read,
+        },
+    );
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// Strips a trailing `FORMAT X` clause and returns the format it asks for.
+fn split_format_clause(sql: &str) -> Result<(&str, Format), ApiError> {
+    let trimmed = sql.trim().trim_end_matches(';').trim_end();
+    let upper = trimmed.to_ascii_uppercase();
+    if let Some(pos) = upper.rfind(" FORMAT ") {
+        let name = trimmed[pos + 8..].trim();
+        if !name.contains(char::is_whitespace) {
+            let format = match name.to_ascii_lowercase().as_str() {
+                "json" => Format::Json,
+                "csv" | "csvwithnames" => Format::Csv,
+                "jsoneachrow" | "ndjson" => Format::Ndjson,
+                other => return Err(ApiError::bad_request(format!("unsupported FORMAT '{other}'"))),
+            };
+            return Ok((&trimmed[..pos], format));
+        }
+    }
+    Ok((trimmed, Format::Json))
+}
+
+async fn run_sql(
+    state: AppState,
+    sql: String,
+    params: BTreeMap<String, String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (query, format) = split_format_clause(&sql)?;
+    let pipe_params: BTreeMap<String, String> = params
+        .iter()
+        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let prepared = state.runtime.prepare_sql(query, &pipe_params)?;
+    for table in prepared.tables() {
+        let scope = if state.runtime.has_endpoint(table) {
+            Scope::PipesRead(table.clone())
+        } else {
+            Scope::DatasourcesRead(table.clone())
+        };
+        authorize(&state, &headers, &params, &scope)?;
+    }
+    if prepared.tables().is_empty() {
+        authorize(&state, &headers, &params, &Scope::Admin)?;
+    }
+    let result = state.runtime.run_sql(prepared).await?;
+    Ok(respond(format, &result, started))
+}
+
+async fn sql_get(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = params
+        .get("q")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("the 'q' parameter (the SQL) is required"))?;
+    run_sql(state, q, params, headers).await
+}
+
+async fn sql_post(
+    State(state): State<AppState>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let form: BTreeMap<String, String> = serde_urlencoded::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        params.extend(form);
+    } else if !text.trim().is_empty() {
+        params.insert("q".into(), text.to_string());
+    }
+    let q = params
+        .get("q")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("the SQL is required, as 'q' or as the body"))?;
+    run_sql(state, q, params, headers).await
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let ready = state.runtime.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({"status": if ready {"ok"} else {"starting"}}))).into_response()
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let tokens: Vec<&Token> = state.tokens.all().collect();
+    Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
+}
+
+/// Tinybird Local's `GET /tokens`: the admin token, to clients on this machine only.
+async fn local_tokens(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Response, ApiError> {
+    if !peer.ip().is_loopback() {
+        return Err(ApiError::forbidden("GET /tokens answers only on loopback"));
+    }
+    Ok(Json(serde_json::json!({
+        "user_token": state.admin_token,
+        "admin_token": state.admin_token,
+        "workspace_admin_token": state.admin_token,
+    }))
+    .into_response())
+}

@@ -1,0 +1,247 @@
+//! Push: WebSocket (`NAME.ws`) and Server-Sent Events (`NAME.sse`) subscriptions to an
+//! endpoint. The full contract is in `docs/subscriptions.md`.
+//!
+//! A driver task turns one view's published batches into frames for one subscriber:
+//! a snapshot at the view's frontier, then each batch's changes for the subscriber's key, and
+//! a progress frame at least once a second. Frames go through a small bounded channel to the
+//! transport; when the subscriber falls so far behind that the view's broadcast ring overwrites
+//! batches it has not taken, its pending changes collapse into a fresh snapshot marked
+//! `"resync": true`. Memory per subscriber stays bounded and the engine never waits for one.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use petrel_value::Row;
+use petrel_view::{Resume, Ts};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
+
+use super::format::write_object;
+use crate::runtime::Subscription;
+
+/// How often a quiet subscription gets a progress frame.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Frames buffered between the driver and a slow transport.
+const FRAME_BUFFER: usize = 64;
+
+/// One message to a subscriber.
+#[derive(Debug)]
+pub struct Frame {
+    /// `snapshot`, `changes`, `progress` or `error`.
+    pub kind: &'static str,
+    /// The frontier the frame brings the subscriber to (the SSE `id:`).
+    pub upper: Ts,
+    /// The JSON text.
+    pub json: String,
+}
+
+/// What the subscriber asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Resume after this frontier instead of starting with a snapshot.
+    pub since: Option<Ts>,
+    /// Send the initial snapshot.
+    pub snapshot: bool,
+}
+
+fn rows_json(sub: &Subscription, rows: &[Row]) -> String {
+    let mut out = String::from("[");
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_object(&sub.columns, r, &mut out);
+    }
+    out.push(']');
+    out
+}
+
+fn snapshot_frame(sub: &Subscription, upper: Ts, rows: Vec<Row>, resync: bool) -> Frame {
+    let rows = sub.rows(rows);
+    let meta: Vec<serde_json::Value> = sub
+        .columns
+        .iter()
+        .map(|c| serde_json::json!({"name": c.name, "type": c.ty.name()}))
+        .collect();
+    let json = format!(
+        "{{\"type\":\"snapshot\",\"ts\":{upper},{}\"meta\":{},\"data\":{}}}",
+        if resync { "\"resync\":true," } else { "" },
+        serde_json::Value::Array(meta),
+        rows_json(sub, &rows)
+    );
+    Frame { kind: "snapshot", upper, json }
+}
+
+fn changes_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)]) -> Frame {
+    let mut json = format!("{{\"type\":\"changes\",\"lower\":{lower},\"upper\":{upper},\"data\":[");
+    for (i, (row, diff)) in changes.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("{{\"diff\":{diff},\"row\":"));
+        write_object(&sub.columns, row, &mut json);
+        json.push('}');
+    }
+    json.push_str("]}");
+    Frame { kind: "changes", upper, json }
+}
+
+fn progress_frame(upper: Ts) -> Frame {
+    Frame {
+        kind: "progress",
+        upper,
+        json: format!("{{\"type\":\"progress\",\"ts\":{upper}}}"),
+    }
+}
+
+/// Starts the driver for `sub`; frames arrive on the returned receiver until the subscriber
+/// goes away (the receiver is dropped).
+pub fn start(sub: Subscription, options: Options) -> mpsc::Receiver<Frame> {
+    let (tx, rx) = mpsc::channel(FRAME_BUFFER);
+    tokio::spawn(drive(sub, options, tx));
+    rx
+}
+
+async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
+    let view = sub.view.clone();
+    let mut upper_rx = view.watch_upper();
+    let (mut batches, mut sent_upper) = match options.since {
+        Some(since) => {
+            let (resume, upper, rx) = view.resume(since);
+            match resume {
+                Resume::Changes(batches) => {
+                    let mut at = since;
+                    for b in batches {
+                        let changes = sub.changes(&b);
+                        if !changes.is_empty()
+                            && tx.send(changes_frame(&sub, b.lower.max(since), b.upper, &changes)).await.is_err()
+                        {
+                            return;
+                        }
+                        at = b.upper;
+                    }
+                    (rx, at.max(since))
+                }
+                Resume::TooOld => {
+                    drop(rx);
+                    let (snap, rx) = view.subscribe(sub.key());
+                    if tx.send(snapshot_frame(&sub, snap.upper, snap.rows, true)).await.is_err() {
+                        return;
+                    }
+                    let _ = upper;
+                    (rx, snap.upper)
+                }
+            }
+        }
+        None => {
+            let (snap, rx) = view.subscribe(sub.key());
+            if options.snapshot && tx.send(snapshot_frame(&sub, snap.upper, snap.rows, false)).await.is_err() {
+                return;
+            }
+            if !options.snapshot && tx.send(progress_frame(snap.upper)).await.is_err() {
+                return;
+            }
+            (rx, snap.upper)
+        }
+    };
+    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            batch = batches.recv() => match batch {
+                Ok(b) => {
+                    if b.upper <= sent_upper {
+                        continue;
+                    }
+                    let changes = sub.changes(&b);
+                    if !changes.is_empty() {
+                        if tx.send(changes_frame(&sub, b.lower.max(sent_upper), b.upper, &changes)).await.is_err() {
+                            return;
+                        }
+                        sent_upper = b.upper;
+                        last_sent = tokio::time::Instant::now();
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow: what it missed collapses into a fresh snapshot.
+                    let (snap, rx) = view.subscribe(sub.key());
+                    batches = rx;
+                    if tx.send(snapshot_frame(&sub, snap.upper, snap.rows, true)).await.is_err() {
+                        return;
+                    }
+                    sent_upper = snap.upper;
+                    last_sent = tokio::time::Instant::now();
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = tx.send(error_frame("the view was dropped")).await;
+                    return;
+                }
+            },
+            _ = ticker.tick() => {
+                if last_sent.elapsed() >= PROGRESS_EVERY {
+                    let upper = *upper_rx.borrow_and_update();
+                    // Changes below `upper` may still be queued in `batches`; progress only
+                    // claims what has been sent.
+                    let claim = if batches.is_empty() { upper.max(sent_upper) } else { sent_upper };
+                    if tx.send(progress_frame(claim)).await.is_err() {
+                        return;
+                    }
+                    sent_upper = claim;
+                    last_sent = tokio::time::Instant::now();
+                }
+                if let Some(e) = view.failure() {
+                    let _ = tx.send(error_frame(&e)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn error_frame(message: &str) -> Frame {
+    Frame {
+        kind: "error",
+        upper: 0,
+        json: serde_json::json!({"type": "error", "error": message}).to_string(),
+    }
+}
+
+/// Serves a subscription over an upgraded WebSocket. Client messages are ignored; a close
+/// or a failed send ends it.
+pub async fn websocket(mut socket: WebSocket, mut frames: mpsc::Receiver<Frame>) {
+    loop {
+        tokio::select! {
+            frame = frames.recv() => {
+                let Some(frame) = frame else { break };
+                if socket.send(Message::Text(frame.json.into())).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// Serves a subscription as Server-Sent Events: `event:` is the frame type, `id:` its
+/// frontier (so `Last-Event-ID` resumes).
+pub fn sse(frames: mpsc::Receiver<Frame>) -> Response {
+    let stream = ReceiverStream::new(frames).map(|f| {
+        let mut event = Event::default().event(f.kind).data(f.json);
+        if f.kind != "error" {
+            event = event.id(f.upper.to_string());
+        }
+        Ok::<_, Infallible>(event)
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,53 @@
+//! [`MemoryLog`]: batches held in memory, for short-lived inputs such as the result a `q=`
+//! query runs over.
+
+use std::io;
+use std::sync::Mutex;
+
+use petrel_engine::SourceLog;
+use petrel_value::Row;
+
+/// An in-memory log of row batches.
+#[derive(Default)]
+pub struct MemoryLog {
+    batches: Mutex<Vec<Vec<(Row, isize)>>>,
+}
+
+impl MemoryLog {
+    /// A log holding one batch of rows, each inserted once.
+    pub fn with_rows(rows: Vec<Row>) -> MemoryLog {
+        MemoryLog {
+            batches: Mutex::new(vec![rows.into_iter().map(|r| (r, 1)).collect()]),
+        }
+    }
+}
+
+impl SourceLog for MemoryLog {
+    fn append(&self, updates: &[(Row, isize)]) -> io::Result<u64> {
+        let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        b.push(updates.to_vec());
+        Ok(b.len() as u64)
+    }
+
+    fn len(&self) -> u64 {
+        self.batches.lock().unwrap_or_else(|e| e.into_inner()).len() as u64
+    }
+
+    fn replay(
+        &self,
+        upto: u64,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, isize),
+    ) -> io::Result<()> {
+        let b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, batch) in b.iter().take(upto as usize).enumerate() {
+            if i % peers == worker {
+                for (row, diff) in batch {
+                    f(row.clone(), *diff);
+                }
+            }
+        }
+        Ok(())
+    }
+}

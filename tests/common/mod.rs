@@ -1,0 +1,114 @@
+//! Test support: a real `petrel` server process on a free loopback port, over a private copy
+//! of a project folder, stopped when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The admin token every test server uses.
+pub const ADMIN: &str = "test-admin-token";
+
+/// A running server.
+pub struct Server {
+    pub url: String,
+    pub dir: PathBuf,
+    child: Child,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            if e.file_name() != ".petrel" {
+                copy_dir(&e.path(), &target);
+            }
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A fresh temporary folder.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "petrel-test-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Server {
+    /// Starts a server over a copy of `project` (relative to the repository root).
+    pub fn start(project: &str, extra: &[&str]) -> Server {
+        let dir = temp_dir(&project.replace('/', "_"));
+        copy_dir(&repo().join(project), &dir);
+        Server::start_in(dir, extra)
+    }
+
+    /// Starts a server over the project folder `dir` (data kept in `dir/.petrel`).
+    pub fn start_in(dir: PathBuf, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(["local", "start", "--port", "0", "--project"])
+            .arg(&dir)
+            .args(extra)
+            .env("PETREL_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("petrel starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.expect("server output");
+            if let Some(rest) = line.strip_prefix("Petrel is listening on ") {
+                url = Some(rest.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.expect("the server printed its address");
+        Server { url, dir, child }
+    }
+
+    /// Stops the server, keeping its data folder.
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP client with a timeout.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}

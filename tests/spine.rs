@@ -1,0 +1,269 @@
+//! The spine end to end, against a real server process: ingest over the Events API, pull
+//! every format, parameters, quarantine, tokens, `q=` and `/v0/sql`.
+
+mod common;
+
+use common::{client, Server, ADMIN};
+use serde_json::{json, Value};
+
+const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
+
+fn ingest(server: &Server, ds: &str, body: &str) -> Value {
+    let r = client()
+        .post(format!("{}/v0/events?name={ds}&wait=true", server.url))
+        .bearer_auth(ADMIN)
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "ingest answered {:?}", r.text());
+    r.json().unwrap()
+}
+
+fn get_json(server: &Server, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn seed_demo_gives_the_seed_numbers() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let report = ingest(&server, "clicks", SEED);
+    assert_eq!(report["successful_rows"], 8);
+    assert_eq!(report["quarantined_rows"], 0);
+
+    for (country, user, clicks) in [("US", 1, 5), ("DE", 2, 22), ("VN", 3, 10)] {
+        let (status, body) = get_json(&server, &format!("/v0/pipes/clicks_by_user.json?country={country}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"], json!([{"user_id": user, "clicks": clicks}]), "{country}");
+        assert_eq!(body["rows"], 1);
+        assert_eq!(body["meta"], json!([{"name":"user_id","type":"UInt32"},{"name":"clicks","type":"UInt64"}]));
+        assert!(body["statistics"]["elapsed"].is_number());
+        assert!(body["rows_before_limit_at_least"].is_number());
+    }
+    // The default country is US.
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json");
+    assert_eq!(body["data"], json!([{"user_id": 1, "clicks": 5}]));
+
+    // The top-N and the time bucket.
+    let (_, body) = get_json(&server, "/v0/pipes/top_countries.json?limit=2");
+    assert_eq!(
+        body["data"],
+        json!([{"country":"DE","clicks":22,"users":1},{"country":"VN","clicks":10,"users":1}])
+    );
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_per_minute.json?country=DE");
+    assert_eq!(body["rows"], 1);
+    assert_eq!(body["data"][0]["clicks"], 22);
+    assert_eq!(body["data"][0]["events"], 4);
+}
+
+#[test]
+fn formats_csv_and_ndjson() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let text = |path: &str| {
+        client()
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    assert_eq!(
+        text("/v0/pipes/top_countries.csv"),
+        "\"country\",\"clicks\",\"users\"\n\"DE\",22,1\n\"VN\",10,1\n\"US\",5,1\n"
+    );
+    assert_eq!(
+        text("/v0/pipes/clicks_by_user.ndjson?country=DE"),
+        "{\"user_id\":2,\"clicks\":22}\n"
+    );
+}
+
+#[test]
+fn parameters_keys_ranges_and_errors() {
+    let server = Server::start("tests/projects/shop", &[]);
+    let orders = [
+        json!({"id": 1, "customer": {"name": "ann", "country": "ES"}, "amount": 10.5, "items": ["a", "b"], "created_at": "2024-01-01 10:00:00"}),
+        json!({"id": 2, "customer": {"name": "bob", "country": "FR"}, "amount": 20.0, "items": ["c"], "created_at": "2024-02-01 10:00:00"}),
+        json!({"id": 3, "customer": {"name": "ann", "country": "ES"}, "amount": 5.25, "items": [], "created_at": "2024-03-01 10:00:00", "note": "gift"}),
+    ];
+    let body: String = orders.iter().map(|o| format!("{o}\n")).collect();
+    assert_eq!(ingest(&server, "orders", &body)["successful_rows"], 3);
+
+    // An equality parameter is a key: each customer reads its own rows.
+    let (status, body) = get_json(&server, "/v0/pipes/customer_orders.json?customer=ann");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!([{"order_id":1,"amount":10.5,"item_count":2},{"order_id":3,"amount":5.25,"item_count":0}])
+    );
+    // LIMIT applies when the view is read.
+    let (_, body) = get_json(&server, "/v0/pipes/customer_orders.json?customer=ann&limit=1");
+    assert_eq!(body["rows"], 1);
+    assert_eq!(body["rows_before_limit_at_least"], 2);
+
+    // A range parameter below the aggregation gets its own view per value.
+    let (_, all) = get_json(&server, "/v0/pipes/sales_by_country.json");
+    assert_eq!(all["data"][0], json!({"country":"FR","orders":1,"revenue":20,"avg_amount":20,"biggest":20}));
+    assert_eq!(all["data"][1]["orders"], 2);
+    let (_, since) = get_json(&server, "/v0/pipes/sales_by_country.json?since=2024-01-15%2000:00:00");
+    assert_eq!(
+        since["data"],
+        json!([{"country":"FR","orders":1,"revenue":20,"avg_amount":20,"biggest":20},
+               {"country":"ES","orders":1,"revenue":5.25,"avg_amount":5.25,"biggest":5.25}])
+    );
+
+    // Wrong type and missing required parameters are 400 with an error body.
+    let (status, body) = get_json(&server, "/v0/pipes/customer_orders.json?customer=ann&limit=abc");
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("Error validating 'abc' to type Int32"), "{body}");
+    assert!(body["documentation"].is_string());
+    let (status, body) = get_json(&server, "/v0/pipes/customer_orders.json");
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("Required parameter is not defined"), "{body}");
+    let (status, _) = get_json(&server, "/v0/pipes/sales_by_country.json?since=yesterday");
+    assert_eq!(status, 400);
+
+    // Unknown pipes are 404.
+    let (status, body) = get_json(&server, "/v0/pipes/nope.json");
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string());
+}
+
+#[test]
+fn bad_rows_go_to_quarantine_and_good_rows_land() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let body = concat!(
+        "{\"user_id\":7,\"click_count\":1,\"country\":\"FR\"}\n",
+        "{\"user_id\":\"seven\",\"click_count\":1,\"country\":\"FR\"}\n",
+        "this is not json\n",
+        "{\"user_id\":8,\"click_count\":-3,\"country\":\"FR\"}\n",
+        "{\"user_id\":9,\"click_count\":2,\"country\":\"FR\"}\n",
+    );
+    let report = ingest(&server, "clicks", body);
+    assert_eq!(report["successful_rows"], 2);
+    assert_eq!(report["quarantined_rows"], 3);
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=FR");
+    assert_eq!(body["data"], json!([{"user_id":9,"clicks":2},{"user_id":7,"clicks":1}]));
+    let (status, q) = get_json(
+        &server,
+        "/v0/sql?q=SELECT%20c__error_column,%20c__error,%20user_id%20FROM%20clicks_quarantine%20ORDER%20BY%20user_id",
+    );
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["rows"], 3);
+    let errors: Vec<String> = q["data"].as_array().unwrap().iter().map(|r| r["c__error"].to_string()).collect();
+    assert!(errors.iter().any(|e| e.contains("user_id")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("click_count")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("invalid JSON")), "{errors:?}");
+}
+
+#[test]
+fn tokens_guard_every_route() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let (_, tokens) = get_json(&server, "/v0/tokens");
+    let find = |name: &str| {
+        tokens["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (dashboard, append) = (find("dashboard"), find("clicks_append"));
+    let c = client();
+    let post = |token: Option<&str>| {
+        let mut r = c.post(format!("{}/v0/events?name=clicks", server.url)).body(SEED);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(post(None), 403);
+    assert_eq!(post(Some("wrong")), 403);
+    assert_eq!(post(Some(&dashboard)), 403);
+    assert_eq!(post(Some(&append)), 202);
+    let read = |token: &str| {
+        c.get(format!("{}/v0/pipes/clicks_by_user.json?token={token}", server.url))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(read(&dashboard), 200);
+    assert_eq!(read(&append), 403);
+    let r = c.get(format!("{}/v0/pipes/clicks_by_user.json", server.url)).send().unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert!(body["error"].as_str().unwrap().contains("token"));
+    // GET /tokens answers on loopback with the admin token.
+    let local: Value = c.get(format!("{}/tokens", server.url)).send().unwrap().json().unwrap();
+    assert_eq!(local["admin_token"], ADMIN);
+}
+
+#[test]
+fn q_runs_sql_over_the_endpoint_result_and_sql_runs_ad_hoc() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let (status, body) = get_json(
+        &server,
+        "/v0/pipes/top_countries.json?limit=10&q=SELECT%20sum(clicks)%20AS%20total%20FROM%20_",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([{"total": 37}]));
+    let (status, body) = get_json(
+        &server,
+        "/v0/sql?q=SELECT%20country,%20count()%20AS%20n%20FROM%20clicks%20GROUP%20BY%20country%20ORDER%20BY%20country",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!([{"country":"DE","n":4},{"country":"US","n":2},{"country":"VN","n":2}])
+    );
+    let (status, body) = get_json(&server, "/v0/sql?q=SELECT%20nope%20FROM%20clicks");
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+
+    // `petrel sql` runs on the same server.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["sql", "SELECT sum(click_count) AS total FROM clicks", "--host", &server.url, "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\"total\"\n37\n");
+}
+
+#[test]
+fn gzip_bodies_are_accepted() {
+    use std::io::Write;
+    let server = Server::start("dataflows/clicks", &[]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(SEED.as_bytes()).unwrap();
+    let r = client()
+        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
+        .bearer_auth(ADMIN)
+        .header("Content-Encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["successful_rows"], 8);
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let dir = server.stop();
+    let server = Server::start_in(dir, &[]);
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 22}]));
+}
