@@ -44,8 +44,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add("order_offset", one("SELECT k, g, x FROM t ORDER BY x, k, g LIMIT 3 OFFSET 2"), true);
     add("subquery_topk", one("SELECT g, s FROM (SELECT g, sum(x) AS s FROM t GROUP BY g ORDER BY s DESC, g LIMIT 2)"), false);
     add("limit_by", one("SELECT k, x FROM (SELECT k, x FROM t ORDER BY x DESC, k LIMIT 2 BY k)"), false);
-    add("inner_join", one("SELECT t.g, u.name, t.x FROM t INNER JOIN u ON t.k = u.k WHERE u.w > 0"), false);
-    add("left_join", one("SELECT t.k, t.x, u.name, u.w FROM t LEFT JOIN u ON t.k = u.k"), false);
+    add("inner_join", one("SELECT t.g AS g, u.name AS name, t.x AS x FROM t INNER JOIN u ON t.k = u.k WHERE u.w > 0"), false);
+    add("left_join", one("SELECT t.k AS k, t.x AS x, u.name AS name, u.w AS w FROM t LEFT JOIN u ON t.k = u.k"), false);
     add("join_using", one("SELECT k, count() AS c, sum(w) AS sw FROM t JOIN u USING (k) GROUP BY k"), false);
     add("cross_join", one("SELECT count() AS c FROM t CROSS JOIN u"), false);
     add("union_all", one("SELECT g AS v FROM t WHERE x > 40 UNION ALL SELECT name AS v FROM u WHERE w < 0"), false);

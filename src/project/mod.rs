@@ -298,7 +298,10 @@ impl Project {
                     continue;
                 }
             };
-            let text = match petrel_datafile::render_secrets(&text, &env) {
+            // Pipes use tb_secret() in their templates; other files are rendered first.
+            let is_pipe = path.extension().is_some_and(|x| x == "pipe");
+            let rendered = if is_pipe { Ok(text) } else { petrel_datafile::render_secrets(&text, &env) };
+            let text = match rendered {
                 Ok(t) => t,
                 Err(e) => {
                     errors.push(located(path, e.line, e.column, &e.message));

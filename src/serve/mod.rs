@@ -186,7 +186,10 @@ fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
 }
 
 /// Request parameters that are not the pipe's own.
-const RESERVED_PARAMS: [&str; 4] = ["token", "q", "since", "snapshot"];
+const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
+
+/// Further parameters a subscription reserves for itself.
+const SUBSCRIPTION_PARAMS: [&str; 2] = ["since", "snapshot"];
 
 async fn pipe(
     State(state): State<AppState>,
@@ -204,9 +207,12 @@ async fn pipe(
         )));
     }
     authorize(&state, &headers, &params, &Scope::PipesRead(name.to_string()))?;
+    let subscribing = !matches!(answer, Answer::Pull(_));
     let pipe_params: BTreeMap<String, String> = params
         .iter()
-        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !RESERVED_PARAMS.contains(&k.as_str()) && !(subscribing && SUBSCRIPTION_PARAMS.contains(&k.as_str()))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let format = match answer {
