@@ -9,7 +9,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let seconds: u64 = std::env::var("SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let seconds: u64 = std::env::var("SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let dir = support::project_copy("dataflows/clicks");

@@ -27,20 +27,33 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A temporary copy of a project folder of the repository.
 pub fn project_copy(project: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("petrel-bench-{}-{}", project.replace('/', "_"), std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "petrel-bench-{}-{}",
+        project.replace('/', "_"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(project), &dir);
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(project),
+        &dir,
+    );
     dir
 }
 
 /// Starts the runtime and the HTTP API on a free port; returns the base URL.
 pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) {
     let project = Project::load(dir).expect("project loads");
-    let runtime = Runtime::start(project, &dir.join(".petrel/data"), config).await.expect("runtime starts");
+    let runtime = Runtime::start(project, &dir.join(".petrel/data"), config)
+        .await
+        .expect("runtime starts");
     let tokens = Tokens::load(&dir.join(".petrel/tokens.json"), ADMIN, Vec::new()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState { runtime: runtime.clone(), tokens: Arc::new(tokens), admin_token: ADMIN.into() };
+    let state = AppState {
+        runtime: runtime.clone(),
+        tokens: Arc::new(tokens),
+        admin_token: ADMIN.into(),
+    };
     tokio::spawn(serve::serve(listener, state));
     (url, runtime)
 }
@@ -49,7 +62,11 @@ pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) 
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }

@@ -11,8 +11,14 @@ use std::time::Instant;
 use petrel_value::Value;
 
 fn main() {
-    let rows: usize = std::env::var("ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000);
-    let keys: usize = std::env::var("KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let rows: usize = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let keys: usize = std::env::var("KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let dir = std::env::temp_dir().join(format!("petrel-bench-memory-{}", std::process::id()));

@@ -37,11 +37,21 @@ fn seed_demo_gives_the_seed_numbers() {
     assert_eq!(report["quarantined_rows"], 0);
 
     for (country, user, clicks) in [("US", 1, 5), ("DE", 2, 22), ("VN", 3, 10)] {
-        let (status, body) = get_json(&server, &format!("/v0/pipes/clicks_by_user.json?country={country}"));
+        let (status, body) = get_json(
+            &server,
+            &format!("/v0/pipes/clicks_by_user.json?country={country}"),
+        );
         assert_eq!(status, 200, "{body}");
-        assert_eq!(body["data"], json!([{"user_id": user, "clicks": clicks}]), "{country}");
+        assert_eq!(
+            body["data"],
+            json!([{"user_id": user, "clicks": clicks}]),
+            "{country}"
+        );
         assert_eq!(body["rows"], 1);
-        assert_eq!(body["meta"], json!([{"name":"user_id","type":"UInt32"},{"name":"clicks","type":"UInt64"}]));
+        assert_eq!(
+            body["meta"],
+            json!([{"name":"user_id","type":"UInt32"},{"name":"clicks","type":"UInt64"}])
+        );
         assert!(body["statistics"]["elapsed"].is_number());
         assert!(body["rows_before_limit_at_least"].is_number());
     }
@@ -103,15 +113,24 @@ fn parameters_keys_ranges_and_errors() {
         json!([{"order_id":1,"amount":10.5,"item_count":2},{"order_id":3,"amount":5.25,"item_count":0}])
     );
     // LIMIT applies when the view is read.
-    let (_, body) = get_json(&server, "/v0/pipes/customer_orders.json?customer=ann&limit=1");
+    let (_, body) = get_json(
+        &server,
+        "/v0/pipes/customer_orders.json?customer=ann&limit=1",
+    );
     assert_eq!(body["rows"], 1);
     assert_eq!(body["rows_before_limit_at_least"], 2);
 
     // A range parameter below the aggregation gets its own view per value.
     let (_, all) = get_json(&server, "/v0/pipes/sales_by_country.json");
-    assert_eq!(all["data"][0], json!({"country":"FR","orders":1,"revenue":20,"avg_amount":20,"biggest":20}));
+    assert_eq!(
+        all["data"][0],
+        json!({"country":"FR","orders":1,"revenue":20,"avg_amount":20,"biggest":20})
+    );
     assert_eq!(all["data"][1]["orders"], 2);
-    let (_, since) = get_json(&server, "/v0/pipes/sales_by_country.json?since=2024-01-15%2000:00:00");
+    let (_, since) = get_json(
+        &server,
+        "/v0/pipes/sales_by_country.json?since=2024-01-15%2000:00:00",
+    );
     assert_eq!(
         since["data"],
         json!([{"country":"FR","orders":1,"revenue":20,"avg_amount":20,"biggest":20},
@@ -119,13 +138,28 @@ fn parameters_keys_ranges_and_errors() {
     );
 
     // Wrong type and missing required parameters are 400 with an error body.
-    let (status, body) = get_json(&server, "/v0/pipes/customer_orders.json?customer=ann&limit=abc");
+    let (status, body) = get_json(
+        &server,
+        "/v0/pipes/customer_orders.json?customer=ann&limit=abc",
+    );
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("Error validating 'abc' to type Int32"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Error validating 'abc' to type Int32"),
+        "{body}"
+    );
     assert!(body["documentation"].is_string());
     let (status, body) = get_json(&server, "/v0/pipes/customer_orders.json");
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("Required parameter is not defined"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Required parameter is not defined"),
+        "{body}"
+    );
     let (status, _) = get_json(&server, "/v0/pipes/sales_by_country.json?since=yesterday");
     assert_eq!(status, 400);
 
@@ -149,17 +183,31 @@ fn bad_rows_go_to_quarantine_and_good_rows_land() {
     assert_eq!(report["successful_rows"], 2);
     assert_eq!(report["quarantined_rows"], 3);
     let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=FR");
-    assert_eq!(body["data"], json!([{"user_id":9,"clicks":2},{"user_id":7,"clicks":1}]));
+    assert_eq!(
+        body["data"],
+        json!([{"user_id":9,"clicks":2},{"user_id":7,"clicks":1}])
+    );
     let (status, q) = get_json(
         &server,
         "/v0/sql?q=SELECT%20c__error_column,%20c__error,%20user_id%20FROM%20clicks_quarantine%20ORDER%20BY%20user_id",
     );
     assert_eq!(status, 200, "{q}");
     assert_eq!(q["rows"], 3);
-    let errors: Vec<String> = q["data"].as_array().unwrap().iter().map(|r| r["c__error"].to_string()).collect();
+    let errors: Vec<String> = q["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["c__error"].to_string())
+        .collect();
     assert!(errors.iter().any(|e| e.contains("user_id")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("click_count")), "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("invalid JSON")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("click_count")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("invalid JSON")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -180,7 +228,9 @@ fn tokens_guard_every_route() {
     let (dashboard, append) = (find("dashboard"), find("clicks_append"));
     let c = client();
     let post = |token: Option<&str>| {
-        let mut r = c.post(format!("{}/v0/events?name=clicks", server.url)).body(SEED);
+        let mut r = c
+            .post(format!("{}/v0/events?name=clicks", server.url))
+            .body(SEED);
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -191,20 +241,31 @@ fn tokens_guard_every_route() {
     assert_eq!(post(Some(&dashboard)), 403);
     assert_eq!(post(Some(&append)), 202);
     let read = |token: &str| {
-        c.get(format!("{}/v0/pipes/clicks_by_user.json?token={token}", server.url))
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
+        c.get(format!(
+            "{}/v0/pipes/clicks_by_user.json?token={token}",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
     };
     assert_eq!(read(&dashboard), 200);
     assert_eq!(read(&append), 403);
-    let r = c.get(format!("{}/v0/pipes/clicks_by_user.json", server.url)).send().unwrap();
+    let r = c
+        .get(format!("{}/v0/pipes/clicks_by_user.json", server.url))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 403);
     let body: Value = r.json().unwrap();
     assert!(body["error"].as_str().unwrap().contains("token"));
     // GET /tokens answers on loopback with the admin token.
-    let local: Value = c.get(format!("{}/tokens", server.url)).send().unwrap().json().unwrap();
+    let local: Value = c
+        .get(format!("{}/tokens", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(local["admin_token"], ADMIN);
 }
 
@@ -233,10 +294,21 @@ fn q_runs_sql_over_the_endpoint_result_and_sql_runs_ad_hoc() {
 
     // `petrel sql` runs on the same server.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(["sql", "SELECT sum(click_count) AS total FROM clicks", "--host", &server.url, "--format", "csv"])
+        .args([
+            "sql",
+            "SELECT sum(click_count) AS total FROM clicks",
+            "--host",
+            &server.url,
+            "--format",
+            "csv",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "\"total\"\n37\n");
 }
 

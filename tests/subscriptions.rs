@@ -23,11 +23,18 @@ fn ingest(server: &Server, body: &str) -> u64 {
     r.json::<Value>().unwrap()["ts"].as_u64().unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server, query: &str) -> Ws {
-    let url = format!("{}/v0/pipes/clicks_by_user.ws?token={ADMIN}&{query}", server.url.replace("http", "ws"));
-    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
+    let url = format!(
+        "{}/v0/pipes/clicks_by_user.ws?token={ADMIN}&{query}",
+        server.url.replace("http", "ws")
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
 }
 
 async fn next_json(ws: &mut Ws) -> Value {
@@ -56,7 +63,9 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_snapshot_changes_progress_and_parameters() {
-    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[])).await.unwrap();
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
     let s = &server;
     let seed_ts = tokio::task::block_in_place(|| ingest(s, SEED));
     let mut de = connect(&server, "country=DE").await;
@@ -71,11 +80,19 @@ async fn websocket_snapshot_changes_progress_and_parameters() {
     assert_eq!(p["type"], "progress");
 
     // Ingest: the change arrives, and only for the subscribed key.
-    let ts = tokio::task::block_in_place(|| ingest(s, "{\"user_id\":2,\"click_count\":3,\"country\":\"DE\"}\n{\"user_id\":5,\"click_count\":1,\"country\":\"US\"}\n"));
+    let ts = tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":2,\"click_count\":3,\"country\":\"DE\"}\n{\"user_id\":5,\"click_count\":1,\"country\":\"US\"}\n")
+    });
     let ch = next_of(&mut de, "changes").await;
     let mut data = ch["data"].as_array().unwrap().clone();
     data.sort_by_key(|c| c["diff"].as_i64());
-    assert_eq!(data, vec![json!({"diff": -1, "row": {"user_id": 2, "clicks": 22}}), json!({"diff": 1, "row": {"user_id": 2, "clicks": 25}})]);
+    assert_eq!(
+        data,
+        vec![
+            json!({"diff": -1, "row": {"user_id": 2, "clicks": 22}}),
+            json!({"diff": 1, "row": {"user_id": 2, "clicks": 25}})
+        ]
+    );
     assert!(ch["upper"].as_u64().unwrap() > ts);
     assert!(ch["lower"].as_u64().unwrap() < ch["upper"].as_u64().unwrap());
 
@@ -86,7 +103,11 @@ async fn websocket_snapshot_changes_progress_and_parameters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_by_since_retained_and_resync() {
-    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &["--retention-ms", "3000"])).await.unwrap();
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start("dataflows/clicks", &["--retention-ms", "3000"])
+    })
+    .await
+    .unwrap();
     let s = &server;
     tokio::task::block_in_place(|| ingest(s, SEED));
     let mut ws = connect(&server, "country=US").await;
@@ -94,15 +115,25 @@ async fn resume_by_since_retained_and_resync() {
     let since = snap["ts"].as_u64().unwrap();
     drop(ws);
     // Missed while disconnected.
-    tokio::task::block_in_place(|| ingest(s, "{\"user_id\":1,\"click_count\":10,\"country\":\"US\"}\n"));
+    tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":1,\"click_count\":10,\"country\":\"US\"}\n")
+    });
     let mut ws = connect(&server, &format!("country=US&since={since}")).await;
     let ch = next_of(&mut ws, "changes").await;
     let rows: Vec<Value> = ch["data"].as_array().unwrap().clone();
-    assert!(rows.contains(&json!({"diff": 1, "row": {"user_id": 1, "clicks": 15}})), "{ch}");
-    assert!(rows.contains(&json!({"diff": -1, "row": {"user_id": 1, "clicks": 5}})), "{ch}");
+    assert!(
+        rows.contains(&json!({"diff": 1, "row": {"user_id": 1, "clicks": 15}})),
+        "{ch}"
+    );
+    assert!(
+        rows.contains(&json!({"diff": -1, "row": {"user_id": 1, "clicks": 5}})),
+        "{ch}"
+    );
     // A time older than the retained log resyncs with a snapshot.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    tokio::task::block_in_place(|| ingest(s, "{\"user_id\":1,\"click_count\":1,\"country\":\"US\"}\n"));
+    tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":1,\"click_count\":1,\"country\":\"US\"}\n")
+    });
     let mut ws = connect(&server, &format!("country=US&since={since}")).await;
     let v = next_json(&mut ws).await;
     assert_eq!(v["type"], "snapshot");
@@ -112,13 +143,18 @@ async fn resume_by_since_retained_and_resync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_and_resumes_with_last_event_id() {
-    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[])).await.unwrap();
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
     let s = &server;
     tokio::task::block_in_place(|| ingest(s, SEED));
     let http = reqwest::Client::new();
     let open = |last: Option<String>| {
         let mut r = http
-            .get(format!("{}/v0/pipes/clicks_by_user.sse?country=VN", server.url))
+            .get(format!(
+                "{}/v0/pipes/clicks_by_user.sse?country=VN",
+                server.url
+            ))
             .bearer_auth(ADMIN);
         if let Some(id) = last {
             r = r.header("Last-Event-ID", id);
@@ -128,23 +164,36 @@ async fn sse_streams_and_resumes_with_last_event_id() {
     let resp = open(None).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
-    let first = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.event, "snapshot");
     let data: Value = serde_json::from_str(&first.data).unwrap();
     assert_eq!(data["data"], json!([{"user_id": 3, "clicks": 10}]));
     let last_id = first.id.clone();
     drop(events);
-    tokio::task::block_in_place(|| ingest(s, "{\"user_id\":3,\"click_count\":5,\"country\":\"VN\"}\n"));
+    tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":3,\"click_count\":5,\"country\":\"VN\"}\n")
+    });
     let resp = open(Some(last_id)).await.unwrap();
     let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
     loop {
-        let e = tokio::time::timeout(Duration::from_secs(20), events.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if e.event == "progress" {
             continue;
         }
         assert_eq!(e.event, "changes");
         let v: Value = serde_json::from_str(&e.data).unwrap();
-        assert!(v["data"].as_array().unwrap().contains(&json!({"diff": 1, "row": {"user_id": 3, "clicks": 15}})));
+        assert!(v["data"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"diff": 1, "row": {"user_id": 3, "clicks": 15}})));
         assert_eq!(e.id, v["upper"].to_string());
         break;
     }
@@ -152,20 +201,32 @@ async fn sse_streams_and_resumes_with_last_event_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_check_tokens_and_parameters_before_upgrading() {
-    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[])).await.unwrap();
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
     let base = server.url.replace("http", "ws");
-    let err = tokio_tungstenite::connect_async(format!("{base}/v0/pipes/clicks_by_user.ws?country=DE")).await.unwrap_err();
+    let err =
+        tokio_tungstenite::connect_async(format!("{base}/v0/pipes/clicks_by_user.ws?country=DE"))
+            .await
+            .unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 403),
         other => panic!("expected 403, got {other}"),
     }
-    let err = tokio_tungstenite::connect_async(format!("{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&limit=x")).await.unwrap_err();
+    let err = tokio_tungstenite::connect_async(format!(
+        "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&limit=x"
+    ))
+    .await
+    .unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 400),
         other => panic!("expected 400, got {other}"),
     }
     let r = reqwest::Client::new()
-        .get(format!("{}/v0/pipes/clicks_by_user.sse?token=bad", server.url))
+        .get(format!(
+            "{}/v0/pipes/clicks_by_user.sse?token=bad",
+            server.url
+        ))
         .send()
         .await
         .unwrap();

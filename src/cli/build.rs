@@ -32,7 +32,11 @@ pub fn run(args: BuildArgs) -> Result<(), CliError> {
             println!("✓ pipe {} (not an endpoint)", pipe.name);
             continue;
         }
-        println!("✓ endpoint {}{}", pipe.name, describe_params(&project, &pipe.name));
+        println!(
+            "✓ endpoint {}{}",
+            pipe.name,
+            describe_params(&project, &pipe.name)
+        );
     }
     for e in &errors {
         eprintln!("✗ {e}");
@@ -61,13 +65,25 @@ fn describe_params(project: &Project, pipe: &str) -> String {
     }
     let mut parts = Vec::new();
     if !keys.is_empty() {
-        parts.push(format!("keys {}", keys.iter().map(|k| k.param.as_str()).collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "keys {}",
+            keys.iter()
+                .map(|k| k.param.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !read_time.is_empty() {
-        parts.push(format!("read-time {}", read_time.into_iter().collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "read-time {}",
+            read_time.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !bound.is_empty() {
-        parts.push(format!("one view per value of {}", bound.into_iter().collect::<Vec<_>>().join(", ")));
+        parts.push(format!(
+            "one view per value of {}",
+            bound.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     if parts.is_empty() {
         String::new()

@@ -126,7 +126,10 @@ pub fn start(args: StartArgs) -> Result<(), CliError> {
 }
 
 /// Appends each fixture to its datasource when the datasource is empty.
-async fn load_fixtures(runtime: &Arc<Runtime>, fixtures: Vec<(String, PathBuf)>) -> Result<(), CliError> {
+async fn load_fixtures(
+    runtime: &Arc<Runtime>,
+    fixtures: Vec<(String, PathBuf)>,
+) -> Result<(), CliError> {
     for (ds, path) in fixtures {
         if runtime.row_count(&ds).unwrap_or(1) > 0 {
             continue;

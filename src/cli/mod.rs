@@ -21,7 +21,11 @@ pub enum CliError {
 }
 
 #[derive(Parser)]
-#[command(name = "petrel", version, about = "Real-time analytics: Tinybird-style pipes kept incrementally up to date")]
+#[command(
+    name = "petrel",
+    version,
+    about = "Real-time analytics: Tinybird-style pipes kept incrementally up to date"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

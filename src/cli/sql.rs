@@ -46,7 +46,11 @@ pub fn run(args: SqlArgs) -> Result<(), CliError> {
                     .to_string()
             }
         };
-        let format = if args.format == "csv" { "CSVWithNames" } else { "JSON" };
+        let format = if args.format == "csv" {
+            "CSVWithNames"
+        } else {
+            "JSON"
+        };
         let response = client
             .get(format!("{host}/v0/sql"))
             .bearer_auth(token)
@@ -82,7 +86,11 @@ pub fn run(args: SqlArgs) -> Result<(), CliError> {
 fn table(v: &serde_json::Value) -> String {
     let names: Vec<String> = v["meta"]
         .as_array()
-        .map(|m| m.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+        .map(|m| {
+            m.iter()
+                .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default();
     let rows: Vec<Vec<String>> = v["data"]
         .as_array()
@@ -103,7 +111,13 @@ fn table(v: &serde_json::Value) -> String {
     let widths: Vec<usize> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| rows.iter().map(|r| r[i].chars().count()).chain([n.len()]).max().unwrap_or(0))
+        .map(|(i, n)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([n.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: &[String]| -> String {
         cells
@@ -117,7 +131,9 @@ fn table(v: &serde_json::Value) -> String {
             + "\n"
     };
     let mut out = line(&names);
-    out.push_str(&line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()));
+    out.push_str(&line(
+        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+    ));
     for r in &rows {
         out.push_str(&line(r));
     }

@@ -12,10 +12,22 @@ use petrel_value::{Column, ColumnType, Row, Value};
 pub fn quarantine_columns(schema: &[Column]) -> Vec<Column> {
     let string_array = ColumnType::Array(Box::new(ColumnType::String));
     let mut columns = vec![
-        Column { name: "c__error_column".into(), ty: string_array.clone() },
-        Column { name: "c__error".into(), ty: string_array },
-        Column { name: "c__import_id".into(), ty: ColumnType::String },
-        Column { name: "insertion_date".into(), ty: ColumnType::DateTime },
+        Column {
+            name: "c__error_column".into(),
+            ty: string_array.clone(),
+        },
+        Column {
+            name: "c__error".into(),
+            ty: string_array,
+        },
+        Column {
+            name: "c__import_id".into(),
+            ty: ColumnType::String,
+        },
+        Column {
+            name: "insertion_date".into(),
+            ty: ColumnType::DateTime,
+        },
     ];
     columns.extend(schema.iter().map(|c| Column {
         name: c.name.clone(),
@@ -27,8 +39,20 @@ pub fn quarantine_columns(schema: &[Column]) -> Vec<Column> {
 /// The quarantine row for a rejected line.
 pub fn quarantine_row(rejected: &Rejected, import_id: &str, now_secs: i64) -> Row {
     let mut row = vec![
-        Value::Array(rejected.errors.iter().map(|e| Value::from(e.column.as_str())).collect()),
-        Value::Array(rejected.errors.iter().map(|e| Value::from(e.message.as_str())).collect()),
+        Value::Array(
+            rejected
+                .errors
+                .iter()
+                .map(|e| Value::from(e.column.as_str()))
+                .collect(),
+        ),
+        Value::Array(
+            rejected
+                .errors
+                .iter()
+                .map(|e| Value::from(e.message.as_str()))
+                .collect(),
+        ),
         Value::from(import_id),
         Value::DateTime(now_secs),
     ];

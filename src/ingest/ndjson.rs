@@ -131,12 +131,10 @@ impl RowDecoder {
             match raw {
                 None | Some("null") if !c.column.ty.is_nullable() => row.push(match &c.default {
                     Some(ColumnDefault::Value(v)) => v.clone(),
-                    Some(ColumnDefault::Now) => {
-                        ColumnType::DateTime
-                            .coerce(&Value::DateTime(now_secs))
-                            .and_then(|v| c.column.ty.coerce(&v))
-                            .unwrap_or_else(|| c.column.ty.default_value())
-                    }
+                    Some(ColumnDefault::Now) => ColumnType::DateTime
+                        .coerce(&Value::DateTime(now_secs))
+                        .and_then(|v| c.column.ty.coerce(&v))
+                        .unwrap_or_else(|| c.column.ty.default_value()),
                     None => c.column.ty.default_value(),
                 }),
                 None => row.push(Value::Null),

@@ -32,7 +32,10 @@ pub fn lift_keys(mut query: Query) -> (Query, Vec<LiftedKey>) {
 /// Splits an expression into its AND-ed conjuncts.
 fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     match e {
-        Expr::Call { func, args } if func == petrel_sql::functions::Func::And => {
+        Expr::Call {
+            func: petrel_sql::functions::Func::And,
+            args,
+        } => {
             for a in args {
                 conjuncts(a, out);
             }
@@ -44,11 +47,12 @@ fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
 /// `Column(c) = Param(p)` (either way round).
 fn column_equals_param(e: &Expr) -> Option<(usize, String)> {
     match e {
-        Expr::Call { func, args } if *func == petrel_sql::functions::Func::Eq && args.len() == 2 => {
+        Expr::Call { func, args }
+            if *func == petrel_sql::functions::Func::Eq && args.len() == 2 =>
+        {
             match (&args[0], &args[1]) {
-                (Expr::Column(c), Expr::Param { name, .. }) | (Expr::Param { name, .. }, Expr::Column(c)) => {
-                    Some((*c, name.clone()))
-                }
+                (Expr::Column(c), Expr::Param { name, .. })
+                | (Expr::Param { name, .. }, Expr::Column(c)) => Some((*c, name.clone())),
                 _ => None,
             }
         }

@@ -285,7 +285,10 @@ impl Project {
         let mut errors = Vec::new();
         let mut files = Vec::new();
         if let Err(e) = datafiles(dir, &mut files) {
-            errors.push(format!("{}: cannot read the project folder: {e}", dir.display()));
+            errors.push(format!(
+                "{}: cannot read the project folder: {e}",
+                dir.display()
+            ));
             return (project, errors);
         }
         let env = |name: &str| std::env::var(name).ok();
@@ -300,7 +303,11 @@ impl Project {
             };
             // Pipes use tb_secret() in their templates; other files are rendered first.
             let is_pipe = path.extension().is_some_and(|x| x == "pipe");
-            let rendered = if is_pipe { Ok(text) } else { petrel_datafile::render_secrets(&text, &env) };
+            let rendered = if is_pipe {
+                Ok(text)
+            } else {
+                petrel_datafile::render_secrets(&text, &env)
+            };
             let text = match rendered {
                 Ok(t) => t,
                 Err(e) => {
@@ -309,7 +316,10 @@ impl Project {
                 }
             };
             match petrel_datafile::parse_file_with_env(path, &text, &env) {
-                Err(es) => errors.extend(es.iter().map(|e| located(path, e.line, e.column, &e.message))),
+                Err(es) => errors.extend(
+                    es.iter()
+                        .map(|e| located(path, e.line, e.column, &e.message)),
+                ),
                 Ok(Datafile::Datasource(ds)) => project.add_datasource(path, *ds, &mut errors),
                 Ok(Datafile::Pipe(pipe)) => parsed_pipes.push((path.clone(), *pipe)),
                 Ok(Datafile::Connection(c)) => project.warnings.push(located(
@@ -337,14 +347,25 @@ impl Project {
         }
     }
 
-    fn add_datasource(&mut self, path: &Path, ds: petrel_datafile::Datasource, errors: &mut Vec<String>) {
+    fn add_datasource(
+        &mut self,
+        path: &Path,
+        ds: petrel_datafile::Datasource,
+        errors: &mut Vec<String>,
+    ) {
         for w in &ds.warnings {
-            self.warnings.push(located(path, w.loc.line, w.loc.column, &w.message));
+            self.warnings
+                .push(located(path, w.loc.line, w.loc.column, &w.message));
         }
         let mut columns = Vec::new();
         for c in &ds.columns {
             let Some(type_text) = &c.type_text else {
-                errors.push(located(path, c.loc.line, c.loc.column, format!("column '{}' needs a type", c.name)));
+                errors.push(located(
+                    path,
+                    c.loc.line,
+                    c.loc.column,
+                    format!("column '{}' needs a type", c.name),
+                ));
                 continue;
             };
             let ty = match ColumnType::parse(type_text) {
@@ -370,7 +391,10 @@ impl Project {
                 }
             };
             columns.push(ColumnSpec {
-                column: Column { name: c.name.clone(), ty },
+                column: Column {
+                    name: c.name.clone(),
+                    ty,
+                },
                 json_path: c.json_path.clone(),
                 default,
             });
@@ -388,10 +412,20 @@ impl Project {
             }
         }
         if let Some(ttl) = &engine.ttl {
-            self.warnings.push(located(path, ttl.loc.line, ttl.loc.column, "ENGINE_TTL is not applied yet"));
+            self.warnings.push(located(
+                path,
+                ttl.loc.line,
+                ttl.loc.column,
+                "ENGINE_TTL is not applied yet",
+            ));
         }
         if let Some((_, s)) = ds.kafka.iter().next() {
-            self.warnings.push(located(path, s.loc.line, s.loc.column, "Kafka datasources are not consumed yet"));
+            self.warnings.push(located(
+                path,
+                s.loc.line,
+                s.loc.column,
+                "Kafka datasources are not consumed yet",
+            ));
         }
         for t in &ds.tokens {
             let grant = match t.scope {
@@ -412,7 +446,8 @@ impl Project {
 
     fn add_pipe(&mut self, path: &Path, pipe: petrel_datafile::Pipe, errors: &mut Vec<String>) {
         for w in &pipe.warnings {
-            self.warnings.push(located(path, w.loc.line, w.loc.column, &w.message));
+            self.warnings
+                .push(located(path, w.loc.line, w.loc.column, &w.message));
         }
         let mut nodes = Vec::new();
         let mut params: Vec<ParamDecl> = Vec::new();
@@ -455,7 +490,8 @@ impl Project {
                     PipeKind::Sink { .. } => "TYPE sink",
                     _ => "TYPE stream",
                 };
-                self.warnings.push(located(path, 1, 1, format!("{what} pipes are not run yet")));
+                self.warnings
+                    .push(located(path, 1, 1, format!("{what} pipes are not run yet")));
                 None
             }
         };
@@ -496,7 +532,9 @@ impl Project {
                 let file = self.pipes[&name].file.display().to_string();
                 let msg = match e {
                     ProjectError::Custom { .. } => continue,
-                    ProjectError::Sql(m) | ProjectError::Template(m) | ProjectError::NotFound(m) => {
+                    ProjectError::Sql(m)
+                    | ProjectError::Template(m)
+                    | ProjectError::NotFound(m) => {
                         if m.starts_with(&file) {
                             m
                         } else {
@@ -514,20 +552,32 @@ impl Project {
 
     /// The tokens datafiles declare, with their grants.
     pub fn declared_tokens(&self) -> Vec<(String, Vec<Grant>)> {
-        self.tokens.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.tokens
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// `fixtures/NAME.ndjson` files whose NAME is a datasource.
     pub fn fixtures(&self) -> Vec<(String, PathBuf)> {
         self.datasources
             .keys()
-            .map(|n| (n.clone(), self.root.join("fixtures").join(format!("{n}.ndjson"))))
+            .map(|n| {
+                (
+                    n.clone(),
+                    self.root.join("fixtures").join(format!("{n}.ndjson")),
+                )
+            })
             .filter(|(_, p)| p.is_file())
             .collect()
     }
 
     /// Renders every node of a pipe for a request.
-    pub fn render_pipe(&self, pipe: &str, params: &BTreeMap<String, String>) -> Result<RenderedPipe, ProjectError> {
+    pub fn render_pipe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<RenderedPipe, ProjectError> {
         self.render_with(pipe, &Params::from(params.clone()))
     }
 
@@ -561,7 +611,11 @@ impl Project {
     }
 
     /// Plans a rendered pipe: each node in turn, later nodes reading earlier ones.
-    pub fn plan_rendered(&self, pipe: &str, rendered: &RenderedPipe) -> Result<Query, ProjectError> {
+    pub fn plan_rendered(
+        &self,
+        pipe: &str,
+        rendered: &RenderedPipe,
+    ) -> Result<Query, ProjectError> {
         let p = self
             .pipes
             .get(pipe)
@@ -574,7 +628,8 @@ impl Project {
         };
         let mut last = None;
         for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
-            let query = plan_query(sql, &catalog).map_err(|e| sql_error(&p.file, &node.sql_map, &e))?;
+            let query =
+                plan_query(sql, &catalog).map_err(|e| sql_error(&p.file, &node.sql_map, &e))?;
             let as_table = query
                 .clone()
                 .bind_limits(&rendered.values)
@@ -606,7 +661,8 @@ impl Project {
             types: &types,
             extra: None,
         };
-        let query = plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
+        let query =
+            plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
         Ok((query, rendered.values))
     }
 

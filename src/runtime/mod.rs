@@ -119,9 +119,11 @@ impl Runtime {
         let mut sources = BTreeMap::new();
         for (name, ds) in &project.datasources {
             let open = |file: String| {
-                FileLog::open(&data_dir.join(file)).map(Arc::new).map_err(|e| {
-                    RuntimeError::Internal(format!("cannot open the log of '{name}': {e}"))
-                })
+                FileLog::open(&data_dir.join(file))
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        RuntimeError::Internal(format!("cannot open the log of '{name}': {e}"))
+                    })
             };
             let log = open(format!("{name}.log"))?;
             engine.register_source(name, log.clone());
@@ -175,7 +177,10 @@ impl Runtime {
 
     /// True when `name` is a pipe with an endpoint.
     pub fn has_endpoint(&self, name: &str) -> bool {
-        self.project.pipes.get(name).is_some_and(|p| p.is_endpoint())
+        self.project
+            .pipes
+            .get(name)
+            .is_some_and(|p| p.is_endpoint())
     }
 
     /// Every pipe with its endpoint flag and parameters.
@@ -195,14 +200,22 @@ impl Runtime {
 
     /// Decodes an NDJSON body into `datasource`: good rows land, rows that do not fit go to
     /// `datasource_quarantine` with the reason. Blocking (decoding and the log write).
-    pub fn ingest_ndjson(&self, datasource: &str, body: &[u8]) -> Result<IngestReport, RuntimeError> {
+    pub fn ingest_ndjson(
+        &self,
+        datasource: &str,
+        body: &[u8],
+    ) -> Result<IngestReport, RuntimeError> {
         let source = self
             .sources
             .get(datasource)
             .filter(|s| s.decoder.is_some())
-            .ok_or_else(|| RuntimeError::NotFound(format!("Data Source '{datasource}' not found")))?;
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("Data Source '{datasource}' not found"))
+            })?;
         let Some(decoder) = &source.decoder else {
-            return Err(RuntimeError::NotFound(format!("Data Source '{datasource}' not found")));
+            return Err(RuntimeError::NotFound(format!(
+                "Data Source '{datasource}' not found"
+            )));
         };
         let text = std::str::from_utf8(body)
             .map_err(|_| RuntimeError::BadRequest("the body is not UTF-8 NDJSON".into()))?;
@@ -241,7 +254,11 @@ impl Runtime {
 
     /// Waits until rows ingested into `datasource` at `ts` are on stable storage and visible
     /// in every view that reads the datasource (or its quarantine table).
-    pub async fn wait_durable_and_visible(&self, datasource: &str, ts: Ts) -> Result<(), RuntimeError> {
+    pub async fn wait_durable_and_visible(
+        &self,
+        datasource: &str,
+        ts: Ts,
+    ) -> Result<(), RuntimeError> {
         for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
             if let Some(source) = self.sources.get(&name) {
                 let log = source.log.clone();
@@ -263,9 +280,9 @@ impl Runtime {
         params: &BTreeMap<String, String>,
     ) -> Result<QueryResult, RuntimeError> {
         let rendered = self.project.render_pipe(pipe, params)?;
-        let prepared = self
-            .views
-            .prepare(&rendered.shape, || self.project.plan_rendered(pipe, &rendered))?;
+        let prepared = self.views.prepare(&rendered.shape, || {
+            self.project.plan_rendered(pipe, &rendered)
+        })?;
         self.views.read(&prepared, &rendered.values).await
     }
 
@@ -276,9 +293,9 @@ impl Runtime {
         params: &BTreeMap<String, String>,
     ) -> Result<Subscription, RuntimeError> {
         let rendered = self.project.render_pipe(pipe, params)?;
-        let prepared = self
-            .views
-            .prepare(&rendered.shape, || self.project.plan_rendered(pipe, &rendered))?;
+        let prepared = self.views.prepare(&rendered.shape, || {
+            self.project.plan_rendered(pipe, &rendered)
+        })?;
         self.views.subscribe(&prepared, &rendered.values).await
     }
 
@@ -302,7 +319,11 @@ impl Runtime {
     }
 
     /// Runs `sql` over a result, which it reads as the table `_` (the endpoints' `q=`).
-    pub async fn query_over(&self, result: QueryResult, sql: &str) -> Result<QueryResult, RuntimeError> {
+    pub async fn query_over(
+        &self,
+        result: QueryResult,
+        sql: &str,
+    ) -> Result<QueryResult, RuntimeError> {
         let name = format!("__q{}", self.next_import.fetch_add(1, Ordering::Relaxed));
         let (mut query, values) = self
             .project

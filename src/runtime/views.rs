@@ -76,16 +76,26 @@ impl Subscription {
     }
 
     fn selected(&self, row: &Row) -> bool {
-        self.key_columns.iter().zip(&self.key).all(|(&c, k)| &row[c] == k)
+        self.key_columns
+            .iter()
+            .zip(&self.key)
+            .all(|(&c, k)| &row[c] == k)
     }
 
     /// The subscriber's rows of a snapshot, sorted by the pipe's ORDER BY.
     pub fn rows(&self, snapshot: Vec<Row>) -> Vec<Row> {
         let mut keyed: Vec<(Row, Row)> = snapshot
             .iter()
-            .map(|r| (self.order_by.iter().map(|k| k.expr.eval(r)).collect(), self.visible(r)))
+            .map(|r| {
+                (
+                    self.order_by.iter().map(|k| k.expr.eval(r)).collect(),
+                    self.visible(r),
+                )
+            })
             .collect();
-        keyed.sort_by(|a, b| compare_sort_keys(&self.order_by, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        keyed.sort_by(|a, b| {
+            compare_sort_keys(&self.order_by, &a.0, &b.0).then_with(|| a.1.cmp(&b.1))
+        });
         keyed.into_iter().map(|(_, r)| r).collect()
     }
 
@@ -180,7 +190,11 @@ impl Views {
         Ok(prepared)
     }
 
-    fn get_or_install(&self, prepared: &Prepared, values: &BTreeMap<String, Value>) -> Result<Arc<Live>, RuntimeError> {
+    fn get_or_install(
+        &self,
+        prepared: &Prepared,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<Arc<Live>, RuntimeError> {
         let bound: Vec<(String, Value)> = prepared
             .bound
             .iter()
@@ -270,13 +284,22 @@ impl Views {
                 e.as_ref()
                     .map(|e| {
                         let v = e.bind(values).map_err(bad)?.eval(&[]);
-                        v.as_i64().filter(|n| *n >= 0).map(|n| n as u64).ok_or_else(|| {
-                            bad(format!("LIMIT/OFFSET must be a non-negative integer, got {}", v.to_text()))
-                        })
+                        v.as_i64()
+                            .filter(|n| *n >= 0)
+                            .map(|n| n as u64)
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "LIMIT/OFFSET must be a non-negative integer, got {}",
+                                    v.to_text()
+                                ))
+                            })
                     })
                     .transpose()
             };
-            let (limit, offset) = (number(&prepared.query.limit)?, number(&prepared.query.offset)?);
+            let (limit, offset) = (
+                number(&prepared.query.limit)?,
+                number(&prepared.query.offset)?,
+            );
             let plan = &prepared.query.plan;
             let top = petrel_sql::Plan {
                 columns: plan.columns.clone(),
@@ -288,7 +311,10 @@ impl Views {
                     partition_by: key_columns.iter().map(|&c| Expr::Column(c)).collect(),
                 },
             };
-            let query = Query { plan: top, ..prepared.query.clone() };
+            let query = Query {
+                plan: top,
+                ..prepared.query.clone()
+            };
             let mut bound: Vec<(String, Value)> = prepared
                 .bound
                 .iter()
@@ -296,12 +322,20 @@ impl Views {
                 .collect();
             bound.push(("__limit".into(), Value::UInt(limit.unwrap_or(u64::MAX))));
             bound.push(("__offset".into(), Value::UInt(offset.unwrap_or(0))));
-            let key = ViewKey { shape: prepared.shape.clone(), bound };
+            let key = ViewKey {
+                shape: prepared.shape.clone(),
+                bound,
+            };
             let mut live = lock(&self.live);
             match live.get(&key) {
                 Some(l) => l.clone(),
                 None => {
-                    let l = Arc::new(self.install(&query, values, key_columns.clone(), prepared.tables.clone())?);
+                    let l = Arc::new(self.install(
+                        &query,
+                        values,
+                        key_columns.clone(),
+                        prepared.tables.clone(),
+                    )?);
                     live.insert(key, l.clone());
                     l
                 }
@@ -321,7 +355,11 @@ impl Views {
             .order_by
             .iter()
             .map(|k| {
-                Ok(petrel_sql::SortKey { expr: k.expr.bind(values).map_err(bad)?, desc: k.desc, nulls_first: k.nulls_first })
+                Ok(petrel_sql::SortKey {
+                    expr: k.expr.bind(values).map_err(bad)?,
+                    desc: k.desc,
+                    nulls_first: k.nulls_first,
+                })
             })
             .collect::<Result<_, RuntimeError>>()?;
         Ok(Subscription {
@@ -334,8 +372,16 @@ impl Views {
     }
 
     /// Installs an ad-hoc query, reads it once caught up, and drops it.
-    pub(super) async fn run_once(&self, prepared: PreparedSql) -> Result<QueryResult, RuntimeError> {
-        let live = self.install(&prepared.query, &prepared.values, Vec::new(), prepared.tables)?;
+    pub(super) async fn run_once(
+        &self,
+        prepared: PreparedSql,
+    ) -> Result<QueryResult, RuntimeError> {
+        let live = self.install(
+            &prepared.query,
+            &prepared.values,
+            Vec::new(),
+            prepared.tables,
+        )?;
         live.view.wait_for(live.as_of).await;
         let snapshot = live.view.snapshot_all();
         let failure = live.view.failure();
@@ -343,7 +389,12 @@ impl Views {
         if let Some(e) = failure {
             return Err(RuntimeError::Internal(e));
         }
-        finish(&prepared.query, snapshot.rows, snapshot.upper, &prepared.values)
+        finish(
+            &prepared.query,
+            snapshot.rows,
+            snapshot.upper,
+            &prepared.values,
+        )
     }
 
     /// Waits until every live view reading `table` holds the changes at `ts`.
@@ -395,13 +446,21 @@ fn finish(
                 v.as_i64()
                     .filter(|n| *n >= 0)
                     .map(|n| Some(n as usize))
-                    .ok_or_else(|| bad(format!("{what} must be a non-negative integer, got {}", v.to_text())))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "{what} must be a non-negative integer, got {}",
+                            v.to_text()
+                        ))
+                    })
             }
         }
     };
     let offset = number(&query.offset, "OFFSET")?.unwrap_or(0);
     let limit = number(&query.limit, "LIMIT")?;
-    let end = limit.map(|l| offset.saturating_add(l)).unwrap_or(total).min(total);
+    let end = limit
+        .map(|l| offset.saturating_add(l))
+        .unwrap_or(total)
+        .min(total);
     let start = offset.min(total);
     let visible = query.visible;
     let rows: Vec<Row> = rows

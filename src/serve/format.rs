@@ -147,16 +147,34 @@ mod tests {
     #[test]
     fn formats_match_tinybird_shapes() {
         let columns = vec![
-            Column { name: "user_id".into(), ty: ColumnType::UInt(32) },
-            Column { name: "country".into(), ty: ColumnType::String },
+            Column {
+                name: "user_id".into(),
+                ty: ColumnType::UInt(32),
+            },
+            Column {
+                name: "country".into(),
+                ty: ColumnType::String,
+            },
         ];
         let rows = vec![vec![Value::UInt(1), Value::str("U\"S")]];
-        let rs = ResultSet { columns: &columns, rows: &rows, rows_before_limit: 1, elapsed: 0.001, rows_read: 1 };
+        let rs = ResultSet {
+            columns: &columns,
+            rows: &rows,
+            rows_before_limit: 1,
+            elapsed: 0.001,
+            rows_read: 1,
+        };
         let json: serde_json::Value = serde_json::from_str(&render(Format::Json, &rs)).unwrap();
         assert_eq!(json["meta"][0]["type"], "UInt32");
         assert_eq!(json["data"][0]["country"], "U\"S");
         assert_eq!(json["rows"], 1);
-        assert_eq!(render(Format::Ndjson, &rs), "{\"user_id\":1,\"country\":\"U\\\"S\"}\n");
-        assert_eq!(render(Format::Csv, &rs), "\"user_id\",\"country\"\n1,\"U\"\"S\"\n");
+        assert_eq!(
+            render(Format::Ndjson, &rs),
+            "{\"user_id\":1,\"country\":\"U\\\"S\"}\n"
+        );
+        assert_eq!(
+            render(Format::Csv, &rs),
+            "\"user_id\",\"country\"\n1,\"U\"\"S\"\n"
+        );
     }
 }

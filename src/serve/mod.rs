@@ -68,11 +68,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
 }
 
 /// The token of a request: `Authorization: Bearer T`, else `?token=T`.
-fn request_token<'a>(headers: &'a HeaderMap, params: &'a BTreeMap<String, String>) -> Option<&'a str> {
+fn request_token<'a>(
+    headers: &'a HeaderMap,
+    params: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or_else(|| params.get("token").map(String::as_str))
 }
@@ -115,20 +121,26 @@ async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let name = params
-        .get("name")
-        .ok_or_else(|| ApiError::bad_request("the 'name' parameter (the datasource) is required"))?;
-    authorize(&state, &headers, &params, &Scope::DatasourcesAppend(name.clone()))?;
-    let wait = params
-        .get("wait")
-        .is_some_and(|w| w == "true" || w == "1");
+    let name = params.get("name").ok_or_else(|| {
+        ApiError::bad_request("the 'name' parameter (the datasource) is required")
+    })?;
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesAppend(name.clone()),
+    )?;
+    let wait = params.get("wait").is_some_and(|w| w == "true" || w == "1");
     let runtime = state.runtime.clone();
     let ds = name.clone();
     let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson(&ds, &body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let status = if wait {
-        state.runtime.wait_durable_and_visible(name, report.ts).await?;
+        state
+            .runtime
+            .wait_durable_and_visible(name, report.ts)
+            .await?;
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -146,8 +158,8 @@ async fn list_pipes(
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = request_token(&headers, &params)
-        .ok_or_else(|| ApiError::forbidden("token is missing"))?;
+    let token =
+        request_token(&headers, &params).ok_or_else(|| ApiError::forbidden("token is missing"))?;
     if state.tokens.find(token).is_none() {
         return Err(ApiError::forbidden("invalid token"));
     }
@@ -155,7 +167,11 @@ async fn list_pipes(
         .runtime
         .describe_pipes()
         .into_iter()
-        .filter(|p| state.tokens.allows(token, &Scope::PipesRead(p.name.clone())))
+        .filter(|p| {
+            state
+                .tokens
+                .allows(token, &Scope::PipesRead(p.name.clone()))
+        })
         .map(|p| serde_json::to_value(p).unwrap_or_default())
         .collect();
     Ok(Json(serde_json::json!({ "pipes": pipes })).into_response())
@@ -180,7 +196,9 @@ fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
         Some((name, ext)) => Format::from_extension(ext)
             .map(|f| (name, Answer::Pull(f)))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("unsupported format '{ext}': use json, csv, ndjson, ws or sse"))
+                ApiError::bad_request(format!(
+                    "unsupported format '{ext}': use json, csv, ndjson, ws or sse"
+                ))
             }),
     }
 }
@@ -206,12 +224,20 @@ async fn pipe(
             "The pipe '{name}' does not exist or does not have an endpoint"
         )));
     }
-    authorize(&state, &headers, &params, &Scope::PipesRead(name.to_string()))?;
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::PipesRead(name.to_string()),
+    )?;
     let subscribing = !matches!(answer, Answer::Pull(_));
     let pipe_params: BTreeMap<String, String> = params
         .iter()
         .filter(|(k, _)| {
-            !RESERVED_PARAMS.contains(&k.as_str()) && !(subscribing && SUBSCRIPTION_PARAMS.contains(&k.as_str()))
+            let k = k.as_str();
+            let reserved =
+                RESERVED_PARAMS.contains(&k) || (subscribing && SUBSCRIPTION_PARAMS.contains(&k));
+            !reserved
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -224,10 +250,13 @@ async fn pipe(
                 return Ok(subscribe::sse(subscribe::start(sub, options)));
             }
             let (mut parts, _) = request.into_parts();
-            let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
-                .await
-                .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
-            return Ok(upgrade.on_upgrade(move |socket| subscribe::websocket(socket, subscribe::start(sub, options))));
+            let upgrade =
+                axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
+                    .await
+                    .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
+            return Ok(upgrade.on_upgrade(move |socket| {
+                subscribe::websocket(socket, subscribe::start(sub, options))
+            }));
         }
     };
     let mut result = state.runtime.query_pipe(name, &pipe_params).await?;
@@ -242,20 +271,27 @@ fn subscribe_options(
     params: &BTreeMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<subscribe::Options, ApiError> {
-    let since_text = params.get("since").map(String::as_str).or_else(|| {
-        headers.get("last-event-id").and_then(|v| v.to_str().ok())
-    });
+    let since_text = params
+        .get("since")
+        .map(String::as_str)
+        .or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()));
     let since = since_text
         .map(|t| {
-            t.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("since must be a timestamp in milliseconds, got '{t}'")))
+            t.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "since must be a timestamp in milliseconds, got '{t}'"
+                ))
+            })
         })
         .transpose()?;
     let snapshot = match params.get("snapshot").map(String::as_str) {
         None | Some("true") | Some("1") => true,
         Some("false") | Some("0") => false,
-        Some(other) => return Err(ApiError::bad_request(format!("snapshot must be true or false, got '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "snapshot must be true or false, got '{other}'"
+            )))
+        }
     };
     Ok(subscribe::Options { since, snapshot })
 }
@@ -285,7 +321,11 @@ fn split_format_clause(sql: &str) -> Result<(&str, Format), ApiError> {
                 "json" => Format::Json,
                 "csv" | "csvwithnames" => Format::Csv,
                 "jsoneachrow" | "ndjson" => Format::Ndjson,
-                other => return Err(ApiError::bad_request(format!("unsupported FORMAT '{other}'"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported FORMAT '{other}'"
+                    )))
+                }
             };
             return Ok((&trimmed[..pos], format));
         }
@@ -362,8 +402,16 @@ async fn sql_post(
 
 async fn health(State(state): State<AppState>) -> Response {
     let ready = state.runtime.is_ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({"status": if ready {"ok"} else {"starting"}}))).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({"status": if ready {"ok"} else {"starting"}})),
+    )
+        .into_response()
 }
 
 async fn list_tokens(

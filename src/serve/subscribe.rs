@@ -74,7 +74,11 @@ fn snapshot_frame(sub: &Subscription, upper: Ts, rows: Vec<Row>, resync: bool) -
         serde_json::Value::Array(meta),
         rows_json(sub, &rows)
     );
-    Frame { kind: "snapshot", upper, json }
+    Frame {
+        kind: "snapshot",
+        upper,
+        json,
+    }
 }
 
 fn changes_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)]) -> Frame {
@@ -88,7 +92,11 @@ fn changes_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)
         json.push('}');
     }
     json.push_str("]}");
-    Frame { kind: "changes", upper, json }
+    Frame {
+        kind: "changes",
+        upper,
+        json,
+    }
 }
 
 fn progress_frame(upper: Ts) -> Frame {
@@ -119,7 +127,10 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
                     for b in batches {
                         let changes = sub.changes(&b);
                         if !changes.is_empty()
-                            && tx.send(changes_frame(&sub, b.lower.max(since), b.upper, &changes)).await.is_err()
+                            && tx
+                                .send(changes_frame(&sub, b.lower.max(since), b.upper, &changes))
+                                .await
+                                .is_err()
                         {
                             return;
                         }
@@ -130,7 +141,11 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
                 Resume::TooOld => {
                     drop(rx);
                     let (snap, rx) = view.subscribe(sub.key());
-                    if tx.send(snapshot_frame(&sub, snap.upper, snap.rows, true)).await.is_err() {
+                    if tx
+                        .send(snapshot_frame(&sub, snap.upper, snap.rows, true))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let _ = upper;
@@ -140,7 +155,12 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
         }
         None => {
             let (snap, rx) = view.subscribe(sub.key());
-            if options.snapshot && tx.send(snapshot_frame(&sub, snap.upper, snap.rows, false)).await.is_err() {
+            if options.snapshot
+                && tx
+                    .send(snapshot_frame(&sub, snap.upper, snap.rows, false))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             if !options.snapshot && tx.send(progress_frame(snap.upper)).await.is_err() {

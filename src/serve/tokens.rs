@@ -56,7 +56,10 @@ pub fn new_token_value(id: &str) -> String {
     format!(
         "p.{}.{}",
         URL_SAFE_NO_PAD.encode(meta.as_bytes()),
-        secret.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        secret
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 
@@ -95,7 +98,11 @@ impl Tokens {
                 .find(|t| t.name == name)
                 .map(|t| t.token.clone())
                 .unwrap_or_else(|| new_token_value(&name));
-            tokens.push(Token { name, token, scopes });
+            tokens.push(Token {
+                name,
+                token,
+                scopes,
+            });
         }
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;

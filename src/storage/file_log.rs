@@ -164,7 +164,8 @@ mod tests {
         log.replay(3, 0, 1, &mut |r, d| seen.push((r, d))).unwrap();
         assert_eq!(seen.len(), 3);
         let mut odd = Vec::new();
-        log.replay(5, 1, 2, &mut |r, _| odd.push(r[0].clone())).unwrap();
+        log.replay(5, 1, 2, &mut |r, _| odd.push(r[0].clone()))
+            .unwrap();
         assert_eq!(odd, vec![Value::Int(1), Value::Int(3)]);
         drop(log);
         // A torn tail is cut off on reopen.

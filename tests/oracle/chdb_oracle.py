@@ -19,7 +19,7 @@ sess.query("SET output_format_json_quote_denormals = 0")
 for cp in spec["checkpoints"]:
     for name, schema in spec["tables"].items():
         sess.query(f"DROP TABLE IF EXISTS {name}")
-        sess.query(f"CREATE TABLE {name} ({schema}) ENGINE = Memory")
+        sess.query(f"CREATE TABLE {name} ({schema}) ENGINE = MergeTree ORDER BY tuple()")
         path = cp["files"][name]
         sess.query(f"INSERT INTO {name} SELECT * FROM file('{path}', JSONEachRow, '{schema}')")
     results = []

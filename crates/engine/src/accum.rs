@@ -102,7 +102,11 @@ impl AccumLayout {
                 },
                 _ => Slot::Avg { at: width },
             };
-            width += if matches!(slot, Slot::Avg { .. }) { 2 } else { 1 };
+            width += if matches!(slot, Slot::Avg { .. }) {
+                2
+            } else {
+                1
+            };
             out.push((agg.clone(), slot));
         }
         AccumLayout {

@@ -49,9 +49,9 @@ impl ValuesLayout {
     /// appends the results to `out`. Rows of length zero are presence markers and skipped.
     pub fn finish(&self, group: &[(&Row, isize)], out: &mut Row) {
         for (agg, args_at, flag_at) in &self.aggregates {
-            let rows = group.iter().filter(|(r, n)| {
-                *n > 0 && !r.is_empty() && flag_at.is_none_or(|f| r[f].is_true())
-            });
+            let rows = group
+                .iter()
+                .filter(|(r, n)| *n > 0 && !r.is_empty() && flag_at.is_none_or(|f| r[f].is_true()));
             let arg = |r: &Row, i: usize| r[args_at + i].clone();
             let non_null = || {
                 rows.clone()
@@ -139,11 +139,9 @@ impl ValuesLayout {
 fn sum(values: impl Iterator<Item = (Value, isize)>, ty: &petrel_value::ColumnType) -> Value {
     use petrel_value::ColumnType;
     match ty.base() {
-        ColumnType::Float32 | ColumnType::Float64 => Value::Float(F64(
-            values
-                .map(|(v, n)| v.as_f64().unwrap_or(0.0) * n as f64)
-                .sum(),
-        )),
+        ColumnType::Float32 | ColumnType::Float64 => Value::Float(F64(values
+            .map(|(v, n)| v.as_f64().unwrap_or(0.0) * n as f64)
+            .sum())),
         ColumnType::UInt(_) => Value::UInt(
             values
                 .map(|(v, n)| v.as_f64().unwrap_or(0.0) as i128 * n as i128)

@@ -226,10 +226,11 @@ impl Engine {
             .get(datasource)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDatasource(datasource.to_string()))?;
-        log.append(&updates).map_err(|source| EngineError::Storage {
-            datasource: datasource.to_string(),
-            source,
-        })?;
+        log.append(&updates)
+            .map_err(|source| EngineError::Storage {
+                datasource: datasource.to_string(),
+                source,
+            })?;
         let ts = clock.open;
         let worker = clock.next_worker % clock.senders.len();
         clock.next_worker = clock.next_worker.wrapping_add(1);

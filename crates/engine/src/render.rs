@@ -122,10 +122,16 @@ fn accumulate<'s>(
 ) -> Rows<'s> {
     let layout = AccumLayout::new(aggregates);
     let (k, l) = (keys.to_vec(), layout.clone());
-    let mut contributions = input.explode(move |row| Some((eval_all(&k, &row), l.contribution(&row))));
+    let mut contributions =
+        input.explode(move |row| Some((eval_all(&k, &row), l.contribution(&row))));
     if keys.is_empty() {
         let l = layout.clone();
-        contributions = contributions.concat(sources.unit.clone().explode(move |_| Some((Vec::new(), l.presence()))));
+        contributions = contributions.concat(
+            sources
+                .unit
+                .clone()
+                .explode(move |_| Some((Vec::new(), l.presence()))),
+        );
     }
     contributions.count_total().map(move |(mut key, acc)| {
         layout.finish(&acc, &mut key);
@@ -147,11 +153,13 @@ fn reduce<'s>(
         pairs = pairs.concat(sources.unit.clone().map(|_| (Vec::new(), Vec::new())));
     }
     pairs
-        .reduce(move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-            let mut values = Vec::new();
-            layout.finish(group, &mut values);
-            out.push((values, 1));
-        })
+        .reduce(
+            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                let mut values = Vec::new();
+                layout.finish(group, &mut values);
+                out.push((values, 1));
+            },
+        )
         .map(|(mut key, values)| {
             key.extend(values);
             key
@@ -176,11 +184,13 @@ fn join<'s>(
     let keyed_right = right
         .map(move |row| (eval_all(&rk, &row), row))
         .filter(|(k, _)| !k.iter().any(Value::is_null));
-    let mut matched = keyed_left.clone().join_map(keyed_right.clone(), |_k, l, r| {
-        let mut row = l.clone();
-        row.extend(r.iter().cloned());
-        row
-    });
+    let mut matched = keyed_left
+        .clone()
+        .join_map(keyed_right.clone(), |_k, l, r| {
+            let mut row = l.clone();
+            row.extend(r.iter().cloned());
+            row
+        });
     if let Some(residual) = residual {
         let residual = residual.clone();
         matched = matched.filter(move |row| residual.eval(row).is_true());
@@ -229,28 +239,32 @@ fn top_k<'s>(
     let order_exprs: Vec<Expr> = order.iter().map(|s| s.expr.clone()).collect();
     input
         .map(move |row| (eval_all(&part, &row), row))
-        .reduce(move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-            let mut rows: Vec<(Row, &Row, isize)> = group
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| (eval_all(&order_exprs, r), *r, *n))
-                .collect();
-            rows.sort_by(|a, b| compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(b.1)));
-            let mut skip = offset as isize;
-            let mut take = limit.map(|l| l as isize).unwrap_or(isize::MAX);
-            for (_, row, n) in rows {
-                let skipped = skip.min(n);
-                skip -= skipped;
-                let keep = (n - skipped).min(take);
-                if keep > 0 {
-                    out.push((row.clone(), keep));
-                    take -= keep;
+        .reduce(
+            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                let mut rows: Vec<(Row, &Row, isize)> = group
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| (eval_all(&order_exprs, r), *r, *n))
+                    .collect();
+                rows.sort_by(|a, b| {
+                    compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(b.1))
+                });
+                let mut skip = offset as isize;
+                let mut take = limit.map(|l| l as isize).unwrap_or(isize::MAX);
+                for (_, row, n) in rows {
+                    let skipped = skip.min(n);
+                    skip -= skipped;
+                    let keep = (n - skipped).min(take);
+                    if keep > 0 {
+                        out.push((row.clone(), keep));
+                        take -= keep;
+                    }
+                    if take == 0 {
+                        break;
+                    }
                 }
-                if take == 0 {
-                    break;
-                }
-            }
-        })
+            },
+        )
         .map(|(_, row)| row)
 }
 

@@ -89,9 +89,12 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
     for (name, log, upto) in &spec.history {
         if let Some(input) = inputs.get_mut(name) {
             input.advance_to(spec.as_of);
-            let replayed = log.replay(*upto, index, peers, &mut |row, diff| input.update(row, diff));
+            let replayed = log.replay(*upto, index, peers, &mut |row, diff| {
+                input.update(row, diff)
+            });
             if let Err(e) = replayed {
-                spec.view.fail(format!("replaying datasource '{name}' failed: {e}"));
+                spec.view
+                    .fail(format!("replaying datasource '{name}' failed: {e}"));
             }
             input.flush();
         }

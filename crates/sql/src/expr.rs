@@ -77,7 +77,9 @@ impl Expr {
     pub fn bind(&self, values: &BTreeMap<String, Value>) -> Result<Expr, SqlError> {
         Ok(match self {
             Expr::Param { name, ty } => {
-                let v = values.get(name).ok_or_else(|| SqlError::new(format!("parameter '{name}' has no value")))?;
+                let v = values
+                    .get(name)
+                    .ok_or_else(|| SqlError::new(format!("parameter '{name}' has no value")))?;
                 let v = match (ty, v) {
                     (ColumnType::Array(_), _) | (_, Value::Array(_)) => v.clone(),
                     _ => ty.coerce(v).unwrap_or_else(|| v.clone()),
@@ -86,7 +88,10 @@ impl Expr {
             }
             Expr::Call { func, args } => Expr::Call {
                 func: func.clone(),
-                args: args.iter().map(|a| a.bind(values)).collect::<Result<_, _>>()?,
+                args: args
+                    .iter()
+                    .map(|a| a.bind(values))
+                    .collect::<Result<_, _>>()?,
             },
             other => other.clone(),
         })

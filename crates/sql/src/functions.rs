@@ -237,9 +237,15 @@ pub enum Func {
 pub fn common_type(types: &[ColumnType]) -> ColumnType {
     let nullable = types.iter().any(|t| t.is_nullable());
     let bases: Vec<&ColumnType> = types.iter().map(|t| t.base()).collect();
-    let mut out = bases.first().map(|t| (*t).clone()).unwrap_or(ColumnType::String);
+    let mut out = bases
+        .first()
+        .map(|t| (*t).clone())
+        .unwrap_or(ColumnType::String);
     if bases.iter().all(|t| t.is_numeric()) && bases.iter().any(|t| **t != out) {
-        out = if bases.iter().any(|t| matches!(t, ColumnType::Float32 | ColumnType::Float64)) {
+        out = if bases
+            .iter()
+            .any(|t| matches!(t, ColumnType::Float32 | ColumnType::Float64))
+        {
             ColumnType::Float64
         } else if bases.iter().any(|t| matches!(t, ColumnType::Int(_))) {
             ColumnType::Int(64)
@@ -263,7 +269,10 @@ fn is_unsigned(t: &ColumnType) -> bool {
 }
 
 fn is_time(t: &ColumnType) -> bool {
-    matches!(t.base(), ColumnType::Date | ColumnType::DateTime | ColumnType::DateTime64(_))
+    matches!(
+        t.base(),
+        ColumnType::Date | ColumnType::DateTime | ColumnType::DateTime64(_)
+    )
 }
 
 fn wrap_nullable(ty: ColumnType, args: &[ColumnType]) -> ColumnType {
@@ -293,21 +302,30 @@ impl Func {
             if args.len() == n {
                 Ok(())
             } else {
-                Err(format!("{self:?} takes {n} argument(s), got {}", args.len()))
+                Err(format!(
+                    "{self:?} takes {n} argument(s), got {}",
+                    args.len()
+                ))
             }
         };
         let first = || args.first().cloned().unwrap_or(T::String);
         Ok(match self {
             Func::Plus | Func::Minus | Func::Multiply | Func::Modulo | Func::IntDiv => {
                 arity(2)?;
-                if is_time(&args[0]) && matches!(self, Func::Plus | Func::Minus) && !is_time(&args[1]) {
+                if is_time(&args[0])
+                    && matches!(self, Func::Plus | Func::Minus)
+                    && !is_time(&args[1])
+                {
                     return Ok(args[0].clone());
                 }
                 if is_time(&args[0]) && is_time(&args[1]) && *self == Func::Minus {
                     return Ok(T::Int(64));
                 }
                 if *self == Func::IntDiv && !(is_float(&args[0]) || is_float(&args[1])) {
-                    return Ok(wrap_nullable(arithmetic_type(self, &args[0], &args[1]), args));
+                    return Ok(wrap_nullable(
+                        arithmetic_type(self, &args[0], &args[1]),
+                        args,
+                    ));
                 }
                 wrap_nullable(arithmetic_type(self, &args[0], &args[1]), args)
             }
@@ -317,7 +335,11 @@ impl Func {
             }
             Func::Negate => {
                 arity(1)?;
-                if is_float(&args[0]) { T::Float64 } else { wrap_nullable(T::Int(64), args) }
+                if is_float(&args[0]) {
+                    T::Float64
+                } else {
+                    wrap_nullable(T::Int(64), args)
+                }
             }
             Func::Abs | Func::Floor | Func::Ceil | Func::AssumeNotNull => first().base().clone(),
             Func::Round => first().base().clone(),
@@ -337,7 +359,11 @@ impl Func {
             Func::Coalesce => {
                 let all_nullable = args.iter().all(|a| a.is_nullable());
                 let base = common_type(&args.iter().map(|a| a.base().clone()).collect::<Vec<_>>());
-                if all_nullable { T::Nullable(Box::new(base)) } else { base }
+                if all_nullable {
+                    T::Nullable(Box::new(base))
+                } else {
+                    base
+                }
             }
             Func::IfNull => {
                 arity(2)?;
@@ -349,8 +375,10 @@ impl Func {
                 common_type(&args[1..])
             }
             Func::MultiIf => {
-                if args.len() < 3 || args.len() % 2 == 0 {
-                    return Err("multiIf takes pairs of condition and value, then an else value".into());
+                if args.len() < 3 || args.len().is_multiple_of(2) {
+                    return Err(
+                        "multiIf takes pairs of condition and value, then an else value".into(),
+                    );
                 }
                 let values: Vec<ColumnType> = args
                     .iter()
@@ -384,16 +412,26 @@ impl Func {
             Func::ToYYYYMM | Func::ToUnixTimestamp => T::UInt(32),
             Func::ToYYYYMMDD => T::UInt(32),
             Func::ToYear => T::UInt(16),
-            Func::ToMonth | Func::ToDayOfMonth | Func::ToDayOfWeek | Func::ToHour | Func::ToMinute => T::UInt(8),
+            Func::ToMonth
+            | Func::ToDayOfMonth
+            | Func::ToDayOfWeek
+            | Func::ToHour
+            | Func::ToMinute => T::UInt(8),
             Func::ToUnixTimestamp64Milli => T::Int(64),
             Func::DateDiff(_) => T::Int(64),
             Func::AddInterval(u) | Func::SubtractInterval(u) => match (first().base(), u) {
-                (T::Date, Unit::Day | Unit::Week | Unit::Month | Unit::Quarter | Unit::Year) => T::Date,
+                (T::Date, Unit::Day | Unit::Week | Unit::Month | Unit::Quarter | Unit::Year) => {
+                    T::Date
+                }
                 (T::Date, _) => T::DateTime,
                 (t, _) => t.clone(),
             },
             Func::Cast(t) => t.clone(),
-            Func::Array => T::Array(Box::new(if args.is_empty() { T::String } else { common_type(args) })),
+            Func::Array => T::Array(Box::new(if args.is_empty() {
+                T::String
+            } else {
+                common_type(args)
+            })),
             Func::Tuple => T::Tuple(args.to_vec()),
             Func::ArrayElement => match first().base() {
                 T::Array(inner) => (**inner).clone(),
@@ -408,9 +446,12 @@ impl Func {
     pub fn apply(&self, args: &[Value]) -> Value {
         let arg = |i: usize| args.get(i).unwrap_or(&Value::Null);
         match self {
-            Func::Plus | Func::Minus | Func::Multiply | Func::Modulo | Func::IntDiv | Func::Divide => {
-                arithmetic(self, arg(0), arg(1))
-            }
+            Func::Plus
+            | Func::Minus
+            | Func::Multiply
+            | Func::Modulo
+            | Func::IntDiv
+            | Func::Divide => arithmetic(self, arg(0), arg(1)),
             Func::Negate => match arg(0) {
                 Value::Int(i) => Value::Int(i.wrapping_neg()),
                 Value::UInt(u) => Value::Int((*u as i64).wrapping_neg()),
@@ -441,7 +482,11 @@ impl Func {
                 other => other.clone(),
             },
             Func::Greatest | Func::Least => {
-                let want = if *self == Func::Greatest { Ordering::Greater } else { Ordering::Less };
+                let want = if *self == Func::Greatest {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
                 let mut best: Option<&Value> = None;
                 for v in args {
                     if v.is_null() {
@@ -478,7 +523,11 @@ impl Func {
             Func::Xor => bool_value(arg(0).is_true() != arg(1).is_true()),
             Func::IsNull => bool_value(arg(0).is_null()),
             Func::IsNotNull => bool_value(!arg(0).is_null()),
-            Func::Coalesce => args.iter().find(|v| !v.is_null()).cloned().unwrap_or(Value::Null),
+            Func::Coalesce => args
+                .iter()
+                .find(|v| !v.is_null())
+                .cloned()
+                .unwrap_or(Value::Null),
             Func::IfNull => {
                 if arg(0).is_null() {
                     arg(1).clone()
@@ -525,7 +574,11 @@ impl Func {
                 bool_value(found == (*self == Func::In))
             }
             Func::Has => match arg(0) {
-                Value::Array(items) => bool_value(items.iter().any(|i| compare(arg(1), i) == Some(Ordering::Equal))),
+                Value::Array(items) => bool_value(
+                    items
+                        .iter()
+                        .any(|i| compare(arg(1), i) == Some(Ordering::Equal)),
+                ),
                 _ => Value::UInt(0),
             },
             Func::Lower => map_str(arg(0), |s| s.to_ascii_lowercase()),
@@ -594,7 +647,9 @@ impl Func {
                 let (s, n) = (arg(0).to_text(), arg(1).to_text());
                 Value::UInt(s.find(&n).map(|p| p as u64 + 1).unwrap_or(0))
             }
-            Func::ReplaceAll => map_str(arg(0), |s| s.replace(&arg(1).to_text(), &arg(2).to_text())),
+            Func::ReplaceAll => {
+                map_str(arg(0), |s| s.replace(&arg(1).to_text(), &arg(2).to_text()))
+            }
             Func::Trim => map_str(arg(0), |s| s.trim().to_string()),
             Func::TrimLeft => map_str(arg(0), |s| s.trim_start().to_string()),
             Func::TrimRight => map_str(arg(0), |s| s.trim_end().to_string()),
@@ -618,7 +673,11 @@ impl Func {
             Func::ToDateTime => cast(&ColumnType::DateTime, arg(0)),
             Func::ToDateTime64(p) => cast(&ColumnType::DateTime64(*p), arg(0)),
             Func::ToStartOf(unit) => start_of(*unit, arg(0), arg(1).as_i64().unwrap_or(1).max(1)),
-            Func::ToYYYYMM | Func::ToYYYYMMDD | Func::ToYear | Func::ToMonth | Func::ToDayOfMonth => {
+            Func::ToYYYYMM
+            | Func::ToYYYYMMDD
+            | Func::ToYear
+            | Func::ToMonth
+            | Func::ToDayOfMonth => {
                 let Some(secs) = arg(0).epoch_seconds() else {
                     return Value::Null;
                 };
@@ -632,19 +691,30 @@ impl Func {
                 })
             }
             Func::ToDayOfWeek => match arg(0).epoch_seconds() {
-                Some(secs) => Value::UInt(((secs as i64).div_euclid(86_400) + 3).rem_euclid(7) as u64 + 1),
+                Some(secs) => {
+                    Value::UInt(((secs as i64).div_euclid(86_400) + 3).rem_euclid(7) as u64 + 1)
+                }
                 None => Value::Null,
             },
             Func::ToHour | Func::ToMinute => match arg(0).epoch_seconds() {
                 Some(secs) => {
                     let s = (secs as i64).rem_euclid(86_400);
-                    Value::UInt(if *self == Func::ToHour { s / 3600 } else { (s % 3600) / 60 } as u64)
+                    Value::UInt(if *self == Func::ToHour {
+                        s / 3600
+                    } else {
+                        (s % 3600) / 60
+                    } as u64)
                 }
                 None => Value::Null,
             },
             Func::ToUnixTimestamp => match arg(0) {
-                Value::String(s) => time::parse_datetime(s, 0).map(|t| Value::UInt(t as u64)).unwrap_or(Value::Null),
-                v => v.epoch_seconds().map(|s| Value::UInt(s as u64)).unwrap_or(Value::Null),
+                Value::String(s) => time::parse_datetime(s, 0)
+                    .map(|t| Value::UInt(t as u64))
+                    .unwrap_or(Value::Null),
+                v => v
+                    .epoch_seconds()
+                    .map(|s| Value::UInt(s as u64))
+                    .unwrap_or(Value::Null),
             },
             Func::FromUnixTimestamp64Milli => match arg(0).as_i64() {
                 Some(ms) => Value::DateTime64(ms, 3),
@@ -656,7 +726,9 @@ impl Func {
             },
             Func::DateDiff(unit) => date_diff(*unit, arg(0), arg(1)),
             Func::AddInterval(unit) => add_interval(*unit, arg(0), arg(1).as_i64().unwrap_or(0)),
-            Func::SubtractInterval(unit) => add_interval(*unit, arg(0), -arg(1).as_i64().unwrap_or(0)),
+            Func::SubtractInterval(unit) => {
+                add_interval(*unit, arg(0), -arg(1).as_i64().unwrap_or(0))
+            }
             Func::Cast(t) => cast(t, arg(0)),
             Func::Array => Value::Array(args.to_vec()),
             Func::Tuple => Value::Tuple(args.to_vec()),
@@ -697,7 +769,9 @@ impl Func {
             }
             Func::JsonExtractString => {
                 let key = arg(1).to_text();
-                serde_json_extract(&arg(0).to_text(), &key).map(Value::from).unwrap_or_else(|| Value::str(""))
+                serde_json_extract(&arg(0).to_text(), &key)
+                    .map(Value::from)
+                    .unwrap_or_else(|| Value::str(""))
             }
         }
     }
@@ -761,16 +835,22 @@ fn arithmetic(op: &Func, a: &Value, b: &Value) -> Value {
     }
     // Date and time arithmetic with plain numbers: seconds (or days for Date).
     match (op, a, b) {
-        (Func::Plus | Func::Minus, Date(d), n) if n.as_i64().is_some() && !matches!(n, Date(_) | DateTime(_) | DateTime64(..)) => {
+        (Func::Plus | Func::Minus, Date(d), n)
+            if n.as_i64().is_some() && !matches!(n, Date(_) | DateTime(_) | DateTime64(..)) =>
+        {
             let n = n.as_i64().unwrap_or(0);
             return Date((*d as i64 + if *op == Func::Plus { n } else { -n }) as i32);
         }
-        (Func::Plus | Func::Minus, DateTime(t), n) if n.as_i64().is_some() && !matches!(n, Date(_) | DateTime(_) | DateTime64(..)) => {
+        (Func::Plus | Func::Minus, DateTime(t), n)
+            if n.as_i64().is_some() && !matches!(n, Date(_) | DateTime(_) | DateTime64(..)) =>
+        {
             let n = n.as_i64().unwrap_or(0);
             return DateTime(t + if *op == Func::Plus { n } else { -n });
         }
         (Func::Minus, x, y) if x.epoch_seconds().is_some() && y.epoch_seconds().is_some() => {
-            return Int((x.epoch_seconds().unwrap_or(0.0) - y.epoch_seconds().unwrap_or(0.0)) as i64);
+            return Int(
+                (x.epoch_seconds().unwrap_or(0.0) - y.epoch_seconds().unwrap_or(0.0)) as i64,
+            );
         }
         _ => {}
     }
@@ -805,7 +885,8 @@ fn arithmetic(op: &Func, a: &Value, b: &Value) -> Value {
     let (Some(x), Some(y)) = (to_i(a), to_i(b)) else {
         return Null;
     };
-    let unsigned = matches!(a, UInt(_) | Bool(_)) && matches!(b, UInt(_) | Bool(_)) && *op != Func::Minus;
+    let unsigned =
+        matches!(a, UInt(_) | Bool(_)) && matches!(b, UInt(_) | Bool(_)) && *op != Func::Minus;
     let r = match op {
         Func::Plus => x + y,
         Func::Minus => x - y,
@@ -838,9 +919,9 @@ pub fn cast(ty: &ColumnType, v: &Value) -> Value {
     }
     match (ty.base(), v) {
         (ColumnType::String, v) => Value::from(v.to_text()),
-        (ColumnType::DateTime, Value::String(s)) => {
-            time::parse_datetime(s, 0).map(Value::DateTime).unwrap_or(Value::Null)
-        }
+        (ColumnType::DateTime, Value::String(s)) => time::parse_datetime(s, 0)
+            .map(Value::DateTime)
+            .unwrap_or(Value::Null),
         _ => ty.coerce(v).unwrap_or(Value::Null),
     }
 }
@@ -865,7 +946,7 @@ fn start_of(unit: Unit, v: &Value, n: i64) -> Value {
             let (y, m) = (months.div_euclid(12), months.rem_euclid(12) as u32 + 1);
             Value::Date(time::days_from_civil(y, m, 1) as i32)
         }
-        Unit::Day if is_date || n > 1 && is_date => Value::Date((days - days.rem_euclid(n)) as i32),
+        Unit::Day if is_date => Value::Date((days - days.rem_euclid(n)) as i32),
         _ => {
             let step = unit.seconds().unwrap_or(1) * n;
             let start = secs - secs.rem_euclid(step);
@@ -936,7 +1017,10 @@ fn add_interval(unit: Unit, v: &Value, n: i64) -> Value {
             let scale = 10i64.pow(*p as u32);
             let secs = t.div_euclid(scale);
             let days = secs.div_euclid(86_400);
-            Value::DateTime64((shift(days) * 86_400 + secs.rem_euclid(86_400)) * scale + t.rem_euclid(scale), *p)
+            Value::DateTime64(
+                (shift(days) * 86_400 + secs.rem_euclid(86_400)) * scale + t.rem_euclid(scale),
+                *p,
+            )
         }
         _ => Value::Null,
     }
@@ -953,26 +1037,73 @@ mod tests {
     #[test]
     fn date_functions() {
         let t = dt("2024-03-15 13:47:12");
-        assert_eq!(Func::ToStartOf(Unit::Hour).apply(&[t.clone()]), dt("2024-03-15 13:00:00"));
-        assert_eq!(Func::ToStartOf(Unit::Minute).apply(&[t.clone(), Value::Int(15)]), dt("2024-03-15 13:45:00"));
-        assert_eq!(Func::ToStartOf(Unit::Month).apply(&[t.clone()]), Value::Date(time::parse_date("2024-03-01").unwrap() as i32));
+        assert_eq!(
+            Func::ToStartOf(Unit::Hour).apply(std::slice::from_ref(&t)),
+            dt("2024-03-15 13:00:00")
+        );
+        assert_eq!(
+            Func::ToStartOf(Unit::Minute).apply(&[t.clone(), Value::Int(15)]),
+            dt("2024-03-15 13:45:00")
+        );
+        assert_eq!(
+            Func::ToStartOf(Unit::Month).apply(std::slice::from_ref(&t)),
+            Value::Date(time::parse_date("2024-03-01").unwrap() as i32)
+        );
         // 2024-03-15 is a Friday; ClickHouse weeks start on Sunday.
-        assert_eq!(Func::ToStartOf(Unit::Week).apply(&[t.clone()]), Value::Date(time::parse_date("2024-03-10").unwrap() as i32));
-        assert_eq!(Func::ToYYYYMM.apply(&[t.clone()]), Value::UInt(202403));
-        assert_eq!(Func::AddInterval(Unit::Month).apply(&[dt("2024-01-31 10:00:00"), Value::Int(1)]), dt("2024-02-29 10:00:00"));
-        assert_eq!(Func::SubtractInterval(Unit::Hour).apply(&[t.clone(), Value::Int(2)]), dt("2024-03-15 11:47:12"));
-        assert_eq!(Func::DateDiff(Unit::Hour).apply(&[dt("2024-01-01 10:59:00"), dt("2024-01-01 11:01:00")]), Value::Int(1));
-        assert_eq!(Func::DateDiff(Unit::Month).apply(&[dt("2024-01-31 00:00:00"), dt("2024-03-01 00:00:00")]), Value::Int(2));
+        assert_eq!(
+            Func::ToStartOf(Unit::Week).apply(std::slice::from_ref(&t)),
+            Value::Date(time::parse_date("2024-03-10").unwrap() as i32)
+        );
+        assert_eq!(
+            Func::ToYYYYMM.apply(std::slice::from_ref(&t)),
+            Value::UInt(202403)
+        );
+        assert_eq!(
+            Func::AddInterval(Unit::Month).apply(&[dt("2024-01-31 10:00:00"), Value::Int(1)]),
+            dt("2024-02-29 10:00:00")
+        );
+        assert_eq!(
+            Func::SubtractInterval(Unit::Hour).apply(&[t.clone(), Value::Int(2)]),
+            dt("2024-03-15 11:47:12")
+        );
+        assert_eq!(
+            Func::DateDiff(Unit::Hour)
+                .apply(&[dt("2024-01-01 10:59:00"), dt("2024-01-01 11:01:00")]),
+            Value::Int(1)
+        );
+        assert_eq!(
+            Func::DateDiff(Unit::Month)
+                .apply(&[dt("2024-01-31 00:00:00"), dt("2024-03-01 00:00:00")]),
+            Value::Int(2)
+        );
     }
 
     #[test]
     fn arithmetic_and_strings() {
-        assert_eq!(Func::Divide.apply(&[Value::Int(1), Value::Int(2)]), Value::Float(F64(0.5)));
-        assert_eq!(Func::IntDiv.apply(&[Value::Int(-7), Value::Int(2)]), Value::Int(-3));
-        assert_eq!(Func::IntDiv.apply(&[Value::Int(7), Value::Int(0)]), Value::Null);
-        assert_eq!(Func::Modulo.apply(&[Value::Int(-7), Value::Int(3)]), Value::Int(-1));
-        assert_eq!(Func::Minus.apply(&[Value::UInt(1), Value::UInt(3)]), Value::Int(-2));
-        assert_eq!(Func::Round.apply(&[Value::Float(F64(2.5))]), Value::Float(F64(2.0)));
+        assert_eq!(
+            Func::Divide.apply(&[Value::Int(1), Value::Int(2)]),
+            Value::Float(F64(0.5))
+        );
+        assert_eq!(
+            Func::IntDiv.apply(&[Value::Int(-7), Value::Int(2)]),
+            Value::Int(-3)
+        );
+        assert_eq!(
+            Func::IntDiv.apply(&[Value::Int(7), Value::Int(0)]),
+            Value::Null
+        );
+        assert_eq!(
+            Func::Modulo.apply(&[Value::Int(-7), Value::Int(3)]),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            Func::Minus.apply(&[Value::UInt(1), Value::UInt(3)]),
+            Value::Int(-2)
+        );
+        assert_eq!(
+            Func::Round.apply(&[Value::Float(F64(2.5))]),
+            Value::Float(F64(2.0))
+        );
         assert!(like("abc", "a%"));
         assert!(like("abc", "_b_"));
         assert!(!like("abc", "b%"));
@@ -981,6 +1112,9 @@ mod tests {
             Value::Array(vec![Value::str("a"), Value::str("b")])
         );
         assert_eq!(Func::Eq.apply(&[Value::Int(1), Value::Null]), Value::Null);
-        assert_eq!(Func::In.apply(&[Value::Int(2), Value::Int(1), Value::UInt(2)]), Value::UInt(1));
+        assert_eq!(
+            Func::In.apply(&[Value::Int(2), Value::Int(1), Value::UInt(2)]),
+            Value::UInt(1)
+        );
     }
 }

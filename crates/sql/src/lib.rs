@@ -30,6 +30,10 @@ pub struct SqlError {
 impl SqlError {
     /// An error without a location.
     pub fn new(message: impl Into<String>) -> SqlError {
-        SqlError { message: message.into(), line: 0, column: 0 }
+        SqlError {
+            message: message.into(),
+            line: 0,
+            column: 0,
+        }
     }
 }

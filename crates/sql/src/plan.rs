@@ -251,22 +251,44 @@ pub enum TableRef {
 
 impl Plan {
     /// The plan with every parameter replaced by its value.
-    pub fn bind(&self, values: &std::collections::BTreeMap<String, Value>) -> Result<Plan, crate::SqlError> {
+    pub fn bind(
+        &self,
+        values: &std::collections::BTreeMap<String, Value>,
+    ) -> Result<Plan, crate::SqlError> {
         let b = |e: &Expr| e.bind(values);
-        let bs = |es: &[Expr]| es.iter().map(|e| e.bind(values)).collect::<Result<Vec<_>, _>>();
+        let bs = |es: &[Expr]| {
+            es.iter()
+                .map(|e| e.bind(values))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let bp = |p: &Plan| p.bind(values).map(Box::new);
         let node = match &self.node {
             PlanNode::Scan { .. } | PlanNode::Values { .. } => self.node.clone(),
-            PlanNode::Filter { input, predicate } => PlanNode::Filter { input: bp(input)?, predicate: b(predicate)? },
+            PlanNode::Filter { input, predicate } => PlanNode::Filter {
+                input: bp(input)?,
+                predicate: b(predicate)?,
+            },
             PlanNode::TemporalFilter { input, bounds } => PlanNode::TemporalFilter {
                 input: bp(input)?,
                 bounds: bounds
                     .iter()
-                    .map(|t| Ok(TemporalBound { expr: b(&t.expr)?, ..t.clone() }))
+                    .map(|t| {
+                        Ok(TemporalBound {
+                            expr: b(&t.expr)?,
+                            ..t.clone()
+                        })
+                    })
                     .collect::<Result<_, crate::SqlError>>()?,
             },
-            PlanNode::Project { input, exprs } => PlanNode::Project { input: bp(input)?, exprs: bs(exprs)? },
-            PlanNode::Aggregate { input, keys, aggregates } => PlanNode::Aggregate {
+            PlanNode::Project { input, exprs } => PlanNode::Project {
+                input: bp(input)?,
+                exprs: bs(exprs)?,
+            },
+            PlanNode::Aggregate {
+                input,
+                keys,
+                aggregates,
+            } => PlanNode::Aggregate {
                 input: bp(input)?,
                 keys: bs(keys)?,
                 aggregates: aggregates
@@ -281,7 +303,14 @@ impl Plan {
                     .collect::<Result<_, crate::SqlError>>()?,
             },
             PlanNode::Distinct { input } => PlanNode::Distinct { input: bp(input)? },
-            PlanNode::Join { left, right, kind, left_keys, right_keys, residual } => PlanNode::Join {
+            PlanNode::Join {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                residual,
+            } => PlanNode::Join {
                 left: bp(left)?,
                 right: bp(right)?,
                 kind: *kind,
@@ -290,21 +319,41 @@ impl Plan {
                 residual: residual.as_ref().map(b).transpose()?,
             },
             PlanNode::Union { inputs } => PlanNode::Union {
-                inputs: inputs.iter().map(|p| p.bind(values)).collect::<Result<_, _>>()?,
+                inputs: inputs
+                    .iter()
+                    .map(|p| p.bind(values))
+                    .collect::<Result<_, _>>()?,
             },
-            PlanNode::TopK { input, order_by, limit, offset, partition_by } => PlanNode::TopK {
+            PlanNode::TopK {
+                input,
+                order_by,
+                limit,
+                offset,
+                partition_by,
+            } => PlanNode::TopK {
                 input: bp(input)?,
                 order_by: order_by
                     .iter()
-                    .map(|k| Ok(SortKey { expr: b(&k.expr)?, ..k.clone() }))
+                    .map(|k| {
+                        Ok(SortKey {
+                            expr: b(&k.expr)?,
+                            ..k.clone()
+                        })
+                    })
                     .collect::<Result<_, crate::SqlError>>()?,
                 limit: *limit,
                 offset: *offset,
                 partition_by: bs(partition_by)?,
             },
-            PlanNode::ArrayJoin { input, column } => PlanNode::ArrayJoin { input: bp(input)?, column: *column },
+            PlanNode::ArrayJoin { input, column } => PlanNode::ArrayJoin {
+                input: bp(input)?,
+                column: *column,
+            },
         };
-        Ok(Plan { node, columns: self.columns.clone() })
+        Ok(Plan {
+            node,
+            columns: self.columns.clone(),
+        })
     }
 
     /// Adds the names of the parameters the plan reads.
@@ -323,7 +372,11 @@ impl Plan {
                 exprs.iter().for_each(|e| e.params(out));
                 input.params(out);
             }
-            PlanNode::Aggregate { input, keys, aggregates } => {
+            PlanNode::Aggregate {
+                input,
+                keys,
+                aggregates,
+            } => {
                 keys.iter().for_each(|e| e.params(out));
                 for a in aggregates {
                     a.args.iter().for_each(|e| e.params(out));
@@ -334,8 +387,18 @@ impl Plan {
                 input.params(out);
             }
             PlanNode::Distinct { input } | PlanNode::ArrayJoin { input, .. } => input.params(out),
-            PlanNode::Join { left, right, left_keys, right_keys, residual, .. } => {
-                left_keys.iter().chain(right_keys).for_each(|e| e.params(out));
+            PlanNode::Join {
+                left,
+                right,
+                left_keys,
+                right_keys,
+                residual,
+                ..
+            } => {
+                left_keys
+                    .iter()
+                    .chain(right_keys)
+                    .for_each(|e| e.params(out));
                 if let Some(r) = residual {
                     r.params(out);
                 }
@@ -343,7 +406,12 @@ impl Plan {
                 right.params(out);
             }
             PlanNode::Union { inputs } => inputs.iter().for_each(|p| p.params(out)),
-            PlanNode::TopK { input, order_by, partition_by, .. } => {
+            PlanNode::TopK {
+                input,
+                order_by,
+                partition_by,
+                ..
+            } => {
                 order_by.iter().for_each(|k| k.expr.params(out));
                 partition_by.iter().for_each(|e| e.params(out));
                 input.params(out);
@@ -359,7 +427,13 @@ impl Query {
     /// still an unbound parameter is bound with [`Query::bind_limits`] first; left unbound it
     /// is ignored.
     pub fn into_plan(self) -> Plan {
-        let Query { mut plan, visible, order_by, limit, offset } = self;
+        let Query {
+            mut plan,
+            visible,
+            order_by,
+            limit,
+            offset,
+        } = self;
         let constant = |e: &Option<Expr>| match e {
             Some(Expr::Literal(v)) => v.as_i64().map(|n| n.max(0) as u64),
             _ => None,
@@ -381,7 +455,10 @@ impl Query {
         if plan.columns.len() > visible {
             let columns = plan.columns[..visible].to_vec();
             plan = Plan {
-                node: PlanNode::Project { input: Box::new(plan), exprs: (0..visible).map(Expr::Column).collect() },
+                node: PlanNode::Project {
+                    input: Box::new(plan),
+                    exprs: (0..visible).map(Expr::Column).collect(),
+                },
                 columns,
             };
         }
@@ -389,7 +466,10 @@ impl Query {
     }
 
     /// Binds parameters in LIMIT and OFFSET only.
-    pub fn bind_limits(mut self, values: &std::collections::BTreeMap<String, Value>) -> Result<Query, crate::SqlError> {
+    pub fn bind_limits(
+        mut self,
+        values: &std::collections::BTreeMap<String, Value>,
+    ) -> Result<Query, crate::SqlError> {
         self.limit = self.limit.map(|e| e.bind(values)).transpose()?;
         self.offset = self.offset.map(|e| e.bind(values)).transpose()?;
         Ok(self)

@@ -60,7 +60,10 @@ fn parse_error(e: &sqlparser::parser::ParserError) -> SqlError {
 fn split_scalar_with(sql: &str) -> Result<(String, Vec<(String, String)>), SqlError> {
     let trimmed = sql.trim_start();
     let offset = sql.len() - trimmed.len();
-    if !trimmed.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("with ")) {
+    if !trimmed
+        .get(..5)
+        .is_some_and(|w| w.eq_ignore_ascii_case("with "))
+    {
         return Ok((sql.to_string(), Vec::new()));
     }
     // Split the WITH list at top-level commas, up to the top-level SELECT.
@@ -91,7 +94,8 @@ fn split_scalar_with(sql: &str) -> Result<(String, Vec<(String, String)>), SqlEr
                 _ if depth == 0
                     && body[i..].len() >= 6
                     && body[i..i + 6].eq_ignore_ascii_case("select")
-                    && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'_') =>
+                    && (i == 0
+                        || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'_') =>
                 {
                     items.push(&body[start..i]);
                     end = Some(i);
@@ -144,7 +148,10 @@ fn unsupported(what: &str, node: &impl Spanned) -> SqlError {
     let span = node.span();
     let mut e = at(format!("unsupported: {what}"), node);
     if span.start.line > 0 {
-        e.message = format!("unsupported: {what} at {}:{}", span.start.line, span.start.column);
+        e.message = format!(
+            "unsupported: {what} at {}:{}",
+            span.start.line, span.start.column
+        );
     }
     e
 }
@@ -185,9 +192,16 @@ impl Scope {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| {
-                    let name_ok = if exact { c.name == name } else { c.name.eq_ignore_ascii_case(name) };
+                    let name_ok = if exact {
+                        c.name == name
+                    } else {
+                        c.name.eq_ignore_ascii_case(name)
+                    };
                     let table_ok = match table {
-                        Some(t) => c.table.as_deref().is_some_and(|ct| ct == t || ct.eq_ignore_ascii_case(t)),
+                        Some(t) => c
+                            .table
+                            .as_deref()
+                            .is_some_and(|ct| ct == t || ct.eq_ignore_ascii_case(t)),
                         None => !c.hidden,
                     };
                     name_ok && table_ok
@@ -202,7 +216,9 @@ impl Scope {
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
-            _ => Err(format!("column '{name}' is ambiguous: qualify it with its table")),
+            _ => Err(format!(
+                "column '{name}' is ambiguous: qualify it with its table"
+            )),
         }
     }
 }
@@ -256,7 +272,10 @@ fn aggregate_of(name: &str) -> Option<(AggFunc, bool)> {
         return Some((*f, false));
     }
     let base = lower.strip_suffix("if")?;
-    AGGREGATES.iter().find(|(n, _)| *n == base).map(|(_, f)| (*f, true))
+    AGGREGATES
+        .iter()
+        .find(|(n, _)| *n == base)
+        .map(|(_, f)| (*f, true))
 }
 
 fn function_name(f: &ast::Function) -> String {
@@ -303,8 +322,12 @@ fn any_call(e: &ast::Expr, pred: &dyn Fn(&ast::Function) -> bool) -> bool {
         | ast::Expr::IsNull(expr)
         | ast::Expr::IsNotNull(expr)
         | ast::Expr::Cast { expr, .. } => any(expr),
-        ast::Expr::Between { expr, low, high, .. } => any(expr) || any(low) || any(high),
-        ast::Expr::Like { expr, pattern, .. } | ast::Expr::ILike { expr, pattern, .. } => any(expr) || any(pattern),
+        ast::Expr::Between {
+            expr, low, high, ..
+        } => any(expr) || any(low) || any(high),
+        ast::Expr::Like { expr, pattern, .. } | ast::Expr::ILike { expr, pattern, .. } => {
+            any(expr) || any(pattern)
+        }
         ast::Expr::In { expr, target, .. } => {
             any(expr)
                 || match target {
@@ -312,9 +335,16 @@ fn any_call(e: &ast::Expr, pred: &dyn Fn(&ast::Function) -> bool) -> bool {
                     _ => false,
                 }
         }
-        ast::Expr::Case { operand, conditions, else_result, .. } => {
+        ast::Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
             operand.as_deref().is_some_and(any)
-                || conditions.iter().any(|c| any(&c.condition) || any(&c.result))
+                || conditions
+                    .iter()
+                    .any(|c| any(&c.condition) || any(&c.result))
                 || else_result.as_deref().is_some_and(any)
         }
         ast::Expr::Array(a) => a.elem.iter().any(any),
@@ -326,7 +356,9 @@ fn any_call(e: &ast::Expr, pred: &dyn Fn(&ast::Function) -> bool) -> bool {
 }
 
 fn contains_aggregate(e: &ast::Expr) -> bool {
-    any_call(e, &|f| aggregate_of(&function_name(f)).is_some() && f.over.is_none())
+    any_call(e, &|f| {
+        aggregate_of(&function_name(f)).is_some() && f.over.is_none()
+    })
 }
 
 fn mentions_now(e: &ast::Expr) -> bool {
@@ -338,11 +370,23 @@ fn mentions_now(e: &ast::Expr) -> bool {
 
 fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     match e {
-        ast::Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        ast::Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             conjuncts(left, out);
             conjuncts(right, out);
         }
-        ast::Expr::Nested(inner) if matches!(**inner, ast::Expr::BinaryOp { op: BinaryOperator::And, .. }) => {
+        ast::Expr::Nested(inner)
+            if matches!(
+                **inner,
+                ast::Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
             conjuncts(inner, out)
         }
         other => out.push(other),
@@ -368,7 +412,12 @@ fn literal_type(v: &Value) -> ColumnType {
         Value::DateTime(_) => ColumnType::DateTime,
         Value::DateTime64(_, p) => ColumnType::DateTime64(*p),
         Value::Uuid(_) => ColumnType::Uuid,
-        Value::Array(items) => ColumnType::Array(Box::new(items.first().map(literal_type).unwrap_or(ColumnType::String))),
+        Value::Array(items) => ColumnType::Array(Box::new(
+            items
+                .first()
+                .map(literal_type)
+                .unwrap_or(ColumnType::String),
+        )),
         Value::Tuple(items) => ColumnType::Tuple(items.iter().map(literal_type).collect()),
         _ => ColumnType::String,
     }
@@ -379,7 +428,9 @@ fn interval_of(e: &ast::Expr) -> Option<(&ast::Expr, Result<Unit, String>)> {
         return None;
     };
     let unit = match &iv.leading_field {
-        Some(f) => Unit::parse(&f.to_string()).ok_or_else(|| format!("unknown interval unit '{f}'")),
+        Some(f) => {
+            Unit::parse(&f.to_string()).ok_or_else(|| format!("unknown interval unit '{f}'"))
+        }
         None => {
             // `INTERVAL '1 day'` or `INTERVAL 1 DAY` parsed as a string.
             Err("INTERVAL needs a unit, e.g. INTERVAL 1 DAY".to_string())
@@ -423,10 +474,18 @@ impl Planner<'_> {
         }
         let (limit, offset, limit_by) = match &q.limit_clause {
             None => (None, None, Vec::new()),
-            Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
-                (limit.clone(), offset.as_ref().map(|o| o.value.clone()), limit_by.clone())
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => (
+                limit.clone(),
+                offset.as_ref().map(|o| o.value.clone()),
+                limit_by.clone(),
+            ),
+            Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+                (Some(limit.clone()), Some(offset.clone()), Vec::new())
             }
-            Some(LimitClause::OffsetCommaLimit { offset, limit }) => (Some(limit.clone()), Some(offset.clone()), Vec::new()),
         };
         let order: Vec<ast::OrderByExpr> = match &q.order_by {
             None => Vec::new(),
@@ -449,7 +508,13 @@ impl Planner<'_> {
                     let (expr, _) = self.expr(&o.expr, &scope, &Aliases::new(), &mut Mode::Rows)?;
                     order_by.push(sort_key(expr, o));
                 }
-                Query { plan, visible, order_by, limit: None, offset: None }
+                Query {
+                    plan,
+                    visible,
+                    order_by,
+                    limit: None,
+                    offset: None,
+                }
             }
         };
         let limit = limit.map(|e| self.limit_expr(&e)).transpose()?;
@@ -471,7 +536,9 @@ impl Planner<'_> {
                         .as_i64()
                         .filter(|n| *n >= 0)
                         .map(|n| Some(n as u64))
-                        .ok_or_else(|| SqlError::new(format!("{what} must be a non-negative integer"))),
+                        .ok_or_else(|| {
+                            SqlError::new(format!("{what} must be a non-negative integer"))
+                        }),
                     Some(_) => Err(SqlError::new(format!("LIMIT BY needs a constant {what}"))),
                 }
             };
@@ -502,7 +569,12 @@ impl Planner<'_> {
         match s {
             SetExpr::Select(select) => Ok(self.select(select, &[])?.into_plan()),
             SetExpr::Query(q) => Ok(self.query(q)?.into_plan()),
-            SetExpr::SetOperation { op: SetOperator::Union, set_quantifier, left, right } => {
+            SetExpr::SetOperation {
+                op: SetOperator::Union,
+                set_quantifier,
+                left,
+                right,
+            } => {
                 if !matches!(set_quantifier, SetQuantifier::All) {
                     return Err(SqlError::new("unsupported: UNION without ALL (write UNION ALL, or SELECT DISTINCT over it)"));
                 }
@@ -519,32 +591,53 @@ impl Planner<'_> {
                     .columns
                     .iter()
                     .zip(&r.columns)
-                    .map(|(a, b)| Column { name: a.name.clone(), ty: common_type(&[a.ty.clone(), b.ty.clone()]) })
+                    .map(|(a, b)| Column {
+                        name: a.name.clone(),
+                        ty: common_type(&[a.ty.clone(), b.ty.clone()]),
+                    })
                     .collect();
                 let mut inputs = Vec::new();
                 for p in [l, r] {
                     match p.node {
                         PlanNode::Union { inputs: inner } => inputs.extend(inner),
-                        node => inputs.push(Plan { node, columns: p.columns }),
+                        node => inputs.push(Plan {
+                            node,
+                            columns: p.columns,
+                        }),
                     }
                 }
-                Ok(Plan { node: PlanNode::Union { inputs }, columns })
+                Ok(Plan {
+                    node: PlanNode::Union { inputs },
+                    columns,
+                })
             }
             SetExpr::SetOperation { op, .. } => Err(SqlError::new(format!("unsupported: {op}"))),
             SetExpr::Values(_) => Err(SqlError::new("unsupported: VALUES")),
-            other => Err(unsupported("this statement (only SELECT is allowed)", other)),
+            other => Err(unsupported(
+                "this statement (only SELECT is allowed)",
+                other,
+            )),
         }
     }
 
     fn table(&mut self, factor: &TableFactor) -> Result<(Plan, Scope), SqlError> {
         match factor {
-            TableFactor::Table { name, alias, args, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 if args.is_some() {
                     return Err(unsupported(&format!("table function {name}"), factor));
                 }
-                let parts: Vec<String> = name.0.iter().map(|p| p.to_string().trim_matches('`').to_string()).collect();
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|p| p.to_string().trim_matches('`').to_string())
+                    .collect();
                 let table_name = parts.last().cloned().unwrap_or_default();
-                let qualifier = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or_else(|| table_name.clone());
+                let qualifier = alias
+                    .as_ref()
+                    .map(|a| a.name.value.clone())
+                    .unwrap_or_else(|| table_name.clone());
                 if let Some((_, plan)) = self.ctes.iter().rev().find(|(n, _)| *n == table_name) {
                     let scope = Scope::of(Some(&qualifier), &plan.columns);
                     return Ok((plan.clone(), scope));
@@ -552,7 +645,13 @@ impl Planner<'_> {
                 match self.catalog.table(&table_name) {
                     Some(TableRef::Datasource(columns)) => {
                         let scope = Scope::of(Some(&qualifier), &columns);
-                        Ok((Plan { node: PlanNode::Scan { table: table_name }, columns }, scope))
+                        Ok((
+                            Plan {
+                                node: PlanNode::Scan { table: table_name },
+                                columns,
+                            },
+                            scope,
+                        ))
                     }
                     Some(TableRef::Plan(plan)) => {
                         let scope = Scope::of(Some(&qualifier), &plan.columns);
@@ -561,7 +660,12 @@ impl Planner<'_> {
                     None => Err(at(format!("unknown table '{table_name}'"), factor)),
                 }
             }
-            TableFactor::Derived { subquery, alias, lateral, .. } => {
+            TableFactor::Derived {
+                subquery,
+                alias,
+                lateral,
+                ..
+            } => {
                 if *lateral {
                     return Err(unsupported("LATERAL", factor));
                 }
@@ -583,11 +687,24 @@ impl Planner<'_> {
             }
             current = Some(match current {
                 None => acc,
-                Some(left) => self.join(left, acc, &JoinOperator::CrossJoin(JoinConstraint::None), &twj.relation)?,
+                Some(left) => self.join(
+                    left,
+                    acc,
+                    &JoinOperator::CrossJoin(JoinConstraint::None),
+                    &twj.relation,
+                )?,
             });
         }
         Ok(current.unwrap_or_else(|| {
-            (Plan { node: PlanNode::Values { rows: vec![Vec::new()] }, columns: Vec::new() }, Scope::default())
+            (
+                Plan {
+                    node: PlanNode::Values {
+                        rows: vec![Vec::new()],
+                    },
+                    columns: Vec::new(),
+                },
+                Scope::default(),
+            )
         }))
     }
 
@@ -602,10 +719,17 @@ impl Planner<'_> {
             JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
             JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
             JoinOperator::CrossJoin(c) => (JoinKind::Cross, c),
-            JoinOperator::Right(_) | JoinOperator::RightOuter(_) => return Err(unsupported("RIGHT JOIN", node)),
+            JoinOperator::Right(_) | JoinOperator::RightOuter(_) => {
+                return Err(unsupported("RIGHT JOIN", node))
+            }
             JoinOperator::FullOuter(_) => return Err(unsupported("FULL JOIN", node)),
-            JoinOperator::ArrayJoin | JoinOperator::LeftArrayJoin | JoinOperator::InnerArrayJoin => {
-                return Err(unsupported("ARRAY JOIN (use arrayJoin() in the select list)", node))
+            JoinOperator::ArrayJoin
+            | JoinOperator::LeftArrayJoin
+            | JoinOperator::InnerArrayJoin => {
+                return Err(unsupported(
+                    "ARRAY JOIN (use arrayJoin() in the select list)",
+                    node,
+                ))
             }
             _ => return Err(unsupported("this join kind", node)),
         };
@@ -620,14 +744,25 @@ impl Planner<'_> {
                 let mut parts = Vec::new();
                 conjuncts(on, &mut parts);
                 for p in parts {
-                    if let ast::Expr::BinaryOp { left: a, op: BinaryOperator::Eq, right: b } = p {
-                        let side = |e: &ast::Expr, s: &Scope, me: &mut Self| me.expr(e, s, &Aliases::new(), &mut Mode::Rows).ok();
-                        if let (Some((la, _)), Some((rb, _))) = (side(a, &lscope, self), side(b, &rscope, self)) {
+                    if let ast::Expr::BinaryOp {
+                        left: a,
+                        op: BinaryOperator::Eq,
+                        right: b,
+                    } = p
+                    {
+                        let side = |e: &ast::Expr, s: &Scope, me: &mut Self| {
+                            me.expr(e, s, &Aliases::new(), &mut Mode::Rows).ok()
+                        };
+                        if let (Some((la, _)), Some((rb, _))) =
+                            (side(a, &lscope, self), side(b, &rscope, self))
+                        {
                             left_keys.push(la);
                             right_keys.push(rb);
                             continue;
                         }
-                        if let (Some((lb, _)), Some((ra, _))) = (side(b, &lscope, self), side(a, &rscope, self)) {
+                        if let (Some((lb, _)), Some((ra, _))) =
+                            (side(b, &lscope, self), side(a, &rscope, self))
+                        {
                             left_keys.push(lb);
                             right_keys.push(ra);
                             continue;
@@ -642,7 +777,10 @@ impl Planner<'_> {
                     let l = lscope.resolve(None, &name).map_err(|e| at(e, node))?;
                     let r = rscope.resolve(None, &name).map_err(|e| at(e, node))?;
                     let (Some(l), Some(r)) = (l, r) else {
-                        return Err(at(format!("USING column '{name}' is not on both sides"), node));
+                        return Err(at(
+                            format!("USING column '{name}' is not on both sides"),
+                            node,
+                        ));
                     };
                     left_keys.push(Expr::Column(l));
                     right_keys.push(Expr::Column(r));
@@ -654,9 +792,16 @@ impl Planner<'_> {
             JoinConstraint::UsingAlias(..) => return Err(unsupported("USING ... AS", node)),
         }
         if kind != JoinKind::Cross && left_keys.is_empty() {
-            return Err(at("a join needs an equality between the two sides (or use CROSS JOIN)", node));
+            return Err(at(
+                "a join needs an equality between the two sides (or use CROSS JOIN)",
+                node,
+            ));
         }
-        let kind = if left_keys.is_empty() { JoinKind::Cross } else { kind };
+        let kind = if left_keys.is_empty() {
+            JoinKind::Cross
+        } else {
+            kind
+        };
         let mut columns: Vec<Column> = left.columns.clone();
         columns.extend(right.columns.iter().cloned());
         let plan = Plan {
@@ -674,13 +819,25 @@ impl Planner<'_> {
     }
 
     /// WHERE/PREWHERE: temporal bounds, IN-subquery semi/anti joins, then a filter.
-    fn filter(&mut self, mut plan: Plan, scope: &mut Scope, cond: &ast::Expr, aliases: &Aliases) -> Result<Plan, SqlError> {
+    fn filter(
+        &mut self,
+        mut plan: Plan,
+        scope: &mut Scope,
+        cond: &ast::Expr,
+        aliases: &Aliases,
+    ) -> Result<Plan, SqlError> {
         let mut parts = Vec::new();
         conjuncts(cond, &mut parts);
         let mut predicates = Vec::new();
         let mut bounds = Vec::new();
         for p in parts {
-            if let ast::Expr::In { expr, target: ast::InTarget::Subquery(subquery), negated, .. } = p {
+            if let ast::Expr::In {
+                expr,
+                target: ast::InTarget::Subquery(subquery),
+                negated,
+                ..
+            } = p
+            {
                 plan = self.in_subquery(plan, scope, expr, subquery, *negated, aliases)?;
                 continue;
             }
@@ -692,11 +849,23 @@ impl Planner<'_> {
         }
         if let Some(predicate) = and_all(predicates) {
             let columns = plan.columns.clone();
-            plan = Plan { node: PlanNode::Filter { input: Box::new(plan), predicate }, columns };
+            plan = Plan {
+                node: PlanNode::Filter {
+                    input: Box::new(plan),
+                    predicate,
+                },
+                columns,
+            };
         }
         if !bounds.is_empty() {
             let columns = plan.columns.clone();
-            plan = Plan { node: PlanNode::TemporalFilter { input: Box::new(plan), bounds }, columns };
+            plan = Plan {
+                node: PlanNode::TemporalFilter {
+                    input: Box::new(plan),
+                    bounds,
+                },
+                columns,
+            };
         }
         Ok(plan)
     }
@@ -719,10 +888,18 @@ impl Planner<'_> {
         }
         let width = plan.columns.len();
         let sub_columns = sub.columns.clone();
-        let distinct = Plan { node: PlanNode::Distinct { input: Box::new(sub) }, columns: sub_columns.clone() };
+        let distinct = Plan {
+            node: PlanNode::Distinct {
+                input: Box::new(sub),
+            },
+            columns: sub_columns.clone(),
+        };
         // A marker column: 1 on the right side, so unmatched left rows read the default 0.
         let mut marked_columns = sub_columns.clone();
-        marked_columns.push(Column { name: "__matched".into(), ty: ColumnType::UInt(8) });
+        marked_columns.push(Column {
+            name: "__matched".into(),
+            ty: ColumnType::UInt(8),
+        });
         let marked = Plan {
             node: PlanNode::Project {
                 input: Box::new(distinct),
@@ -736,7 +913,11 @@ impl Planner<'_> {
             node: PlanNode::Join {
                 left: Box::new(plan.clone()),
                 right: Box::new(marked),
-                kind: if negated { JoinKind::Left } else { JoinKind::Inner },
+                kind: if negated {
+                    JoinKind::Left
+                } else {
+                    JoinKind::Inner
+                },
                 left_keys: vec![key],
                 right_keys: vec![Expr::Column(0)],
                 residual: None,
@@ -747,7 +928,10 @@ impl Planner<'_> {
             Plan {
                 node: PlanNode::Filter {
                     input: Box::new(joined),
-                    predicate: Expr::call(Func::Eq, vec![Expr::Column(width + 1), Expr::Literal(Value::UInt(0))]),
+                    predicate: Expr::call(
+                        Func::Eq,
+                        vec![Expr::Column(width + 1), Expr::Literal(Value::UInt(0))],
+                    ),
                 },
                 columns: joined_columns,
             }
@@ -755,14 +939,24 @@ impl Planner<'_> {
             joined
         };
         Ok(Plan {
-            node: PlanNode::Project { input: Box::new(kept), exprs: (0..width).map(Expr::Column).collect() },
+            node: PlanNode::Project {
+                input: Box::new(kept),
+                exprs: (0..width).map(Expr::Column).collect(),
+            },
             columns: plan.columns,
         })
     }
 
     /// `expr CMP now() [± INTERVAL]` and `expr BETWEEN now() - .. AND now()` as bounds.
-    fn temporal(&mut self, p: &ast::Expr, scope: &Scope, aliases: &Aliases) -> Result<Vec<TemporalBound>, SqlError> {
-        let refuse = || at("now() is only supported in WHERE comparisons of a column with now() [± INTERVAL] (temporal filters)", p);
+    fn temporal(
+        &mut self,
+        p: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+    ) -> Result<Vec<TemporalBound>, SqlError> {
+        let refuse = || {
+            at("now() is only supported in WHERE comparisons of a column with now() [± INTERVAL] (temporal filters)", p)
+        };
         match p {
             ast::Expr::BinaryOp { left, op, right } => {
                 let op = match op {
@@ -787,18 +981,41 @@ impl Planner<'_> {
                 };
                 let offset_ms = self.now_offset(now_side).ok_or_else(refuse)?;
                 let (expr, ty) = self.expr(row_side, scope, aliases, &mut Mode::Rows)?;
-                if !matches!(ty.base(), ColumnType::Date | ColumnType::DateTime | ColumnType::DateTime64(_)) {
-                    return Err(at("a temporal filter compares a Date or DateTime with now()", &**row_side));
+                if !matches!(
+                    ty.base(),
+                    ColumnType::Date | ColumnType::DateTime | ColumnType::DateTime64(_)
+                ) {
+                    return Err(at(
+                        "a temporal filter compares a Date or DateTime with now()",
+                        &**row_side,
+                    ));
                 }
-                Ok(vec![TemporalBound { expr, op, offset_ms }])
+                Ok(vec![TemporalBound {
+                    expr,
+                    op,
+                    offset_ms,
+                }])
             }
-            ast::Expr::Between { expr, negated: false, low, high } => {
+            ast::Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } => {
                 let (e, _) = self.expr(expr, scope, aliases, &mut Mode::Rows)?;
                 let lo = self.now_offset(low).ok_or_else(refuse)?;
                 let hi = self.now_offset(high).ok_or_else(refuse)?;
                 Ok(vec![
-                    TemporalBound { expr: e.clone(), op: CmpOp::Ge, offset_ms: lo },
-                    TemporalBound { expr: e, op: CmpOp::Le, offset_ms: hi },
+                    TemporalBound {
+                        expr: e.clone(),
+                        op: CmpOp::Ge,
+                        offset_ms: lo,
+                    },
+                    TemporalBound {
+                        expr: e,
+                        op: CmpOp::Le,
+                        offset_ms: hi,
+                    },
                 ])
             }
             ast::Expr::Nested(inner) => self.temporal(inner, scope, aliases),
@@ -814,7 +1031,11 @@ impl Planner<'_> {
                 ((n == "now" || n == "now64") && function_args(f).ok()?.is_empty()).then_some(0)
             }
             ast::Expr::Nested(inner) => self.now_offset(inner),
-            ast::Expr::BinaryOp { left, op: op @ (BinaryOperator::Plus | BinaryOperator::Minus), right } => {
+            ast::Expr::BinaryOp {
+                left,
+                op: op @ (BinaryOperator::Plus | BinaryOperator::Minus),
+                right,
+            } => {
                 let base = self.now_offset(left)?;
                 let sign = if *op == BinaryOperator::Plus { 1 } else { -1 };
                 let amount_ms = match interval_of(right) {
@@ -831,18 +1052,30 @@ impl Planner<'_> {
     }
 
     fn constant_int(&mut self, e: &ast::Expr) -> Option<i64> {
-        match self.expr(e, &Scope::default(), &Aliases::new(), &mut Mode::Rows).ok()?.0 {
+        match self
+            .expr(e, &Scope::default(), &Aliases::new(), &mut Mode::Rows)
+            .ok()?
+            .0
+        {
             Expr::Literal(v) => v.as_i64(),
             _ => None,
         }
     }
 
     /// A SELECT with its query's ORDER BY (which may reference the select list).
-    fn select(&mut self, select: &ast::Select, order: &[ast::OrderByExpr]) -> Result<Query, SqlError> {
+    fn select(
+        &mut self,
+        select: &ast::Select,
+        order: &[ast::OrderByExpr],
+    ) -> Result<Query, SqlError> {
         if let Some(Distinct::On(_)) = &select.distinct {
             return Err(unsupported("DISTINCT ON", select));
         }
-        if select.top.is_some() || select.into.is_some() || !select.lateral_views.is_empty() || select.qualify.is_some() {
+        if select.top.is_some()
+            || select.into.is_some()
+            || !select.lateral_views.is_empty()
+            || select.qualify.is_some()
+        {
             return Err(unsupported("TOP, INTO, LATERAL VIEW or QUALIFY", select));
         }
         let (mut plan, mut scope) = self.from(&select.from)?;
@@ -877,13 +1110,33 @@ impl Planner<'_> {
                     let width = plan.columns.len();
                     let mut columns = plan.columns.clone();
                     let name = alias.clone().unwrap_or_else(|| expr.to_string());
-                    columns.push(Column { name: name.clone(), ty: ty.clone() });
+                    columns.push(Column {
+                        name: name.clone(),
+                        ty: ty.clone(),
+                    });
                     let mut exprs: Vec<Expr> = (0..width).map(Expr::Column).collect();
                     exprs.push(e);
-                    let projected = Plan { node: PlanNode::Project { input: Box::new(plan), exprs }, columns: columns.clone() };
+                    let projected = Plan {
+                        node: PlanNode::Project {
+                            input: Box::new(plan),
+                            exprs,
+                        },
+                        columns: columns.clone(),
+                    };
                     columns[width].ty = *inner.clone();
-                    plan = Plan { node: PlanNode::ArrayJoin { input: Box::new(projected), column: width }, columns };
-                    scope.columns.push(ScopeColumn { table: None, name: format!("__arrayjoin_{width}"), ty: *inner, hidden: true });
+                    plan = Plan {
+                        node: PlanNode::ArrayJoin {
+                            input: Box::new(projected),
+                            column: width,
+                        },
+                        columns,
+                    };
+                    scope.columns.push(ScopeColumn {
+                        table: None,
+                        name: format!("__arrayjoin_{width}"),
+                        ty: *inner,
+                        hidden: true,
+                    });
                     array_joins.push((expr.to_string(), width));
                     if let Some(a) = alias {
                         aliases.remove(&a);
@@ -903,7 +1156,10 @@ impl Planner<'_> {
         let group_exprs: Vec<ast::Expr> = match &select.group_by {
             GroupByExpr::Expressions(e, modifiers) => {
                 if !modifiers.is_empty() {
-                    return Err(unsupported("GROUP BY modifiers (WITH ROLLUP/CUBE/TOTALS)", select));
+                    return Err(unsupported(
+                        "GROUP BY modifiers (WITH ROLLUP/CUBE/TOTALS)",
+                        select,
+                    ));
                 }
                 e.clone()
             }
@@ -912,7 +1168,9 @@ impl Planner<'_> {
         let aggregating = !group_exprs.is_empty()
             || select.having.is_some()
             || select.projection.iter().any(|i| match i {
-                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => contains_aggregate(e),
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    contains_aggregate(e)
+                }
                 _ => false,
             });
         let result = if aggregating {
@@ -935,13 +1193,38 @@ impl Planner<'_> {
     ) -> Result<Query, SqlError> {
         let (mut exprs, mut columns) = self.select_list(select, scope, aliases, &mut Mode::Rows)?;
         let visible = exprs.len();
-        let order_by = self.order_by(order, &mut exprs, &mut columns, scope, aliases, &mut Mode::Rows, select.distinct.is_some())?;
-        let mut plan = Plan { node: PlanNode::Project { input: Box::new(plan), exprs }, columns };
+        let order_by = self.order_by(
+            order,
+            &mut exprs,
+            &mut columns,
+            scope,
+            aliases,
+            &mut Mode::Rows,
+            select.distinct.is_some(),
+        )?;
+        let mut plan = Plan {
+            node: PlanNode::Project {
+                input: Box::new(plan),
+                exprs,
+            },
+            columns,
+        };
         if select.distinct.is_some() {
             let columns = plan.columns.clone();
-            plan = Plan { node: PlanNode::Distinct { input: Box::new(plan) }, columns };
+            plan = Plan {
+                node: PlanNode::Distinct {
+                    input: Box::new(plan),
+                },
+                columns,
+            };
         }
-        Ok(Query { plan, visible, order_by, limit: None, offset: None })
+        Ok(Query {
+            plan,
+            visible,
+            order_by,
+            limit: None,
+            offset: None,
+        })
     }
 
     /// GROUP BY (or aggregates without it): Aggregate, HAVING, then the select list.
@@ -963,7 +1246,8 @@ impl Planner<'_> {
                     ast::Value::Number(n, _) => {
                         let i: usize = n.parse().map_err(|_| at("bad GROUP BY position", g))?;
                         match select.projection.get(i.wrapping_sub(1)) {
-                            Some(SelectItem::UnnamedExpr(e)) | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
+                            Some(SelectItem::UnnamedExpr(e))
+                            | Some(SelectItem::ExprWithAlias { expr: e, .. }) => e.clone(),
                             _ => return Err(at("GROUP BY position out of range", g)),
                         }
                     }
@@ -982,33 +1266,75 @@ impl Planner<'_> {
         let mut aggregates = Vec::new();
         let mut agg_types = Vec::new();
         let (exprs, columns, having, order_by, visible) = {
-            let mut mode = Mode::Groups { keys: &keys, aggregates: &mut aggregates, agg_types: &mut agg_types };
+            let mut mode = Mode::Groups {
+                keys: &keys,
+                aggregates: &mut aggregates,
+                agg_types: &mut agg_types,
+            };
             let (mut exprs, mut columns) = self.select_list(select, scope, aliases, &mut mode)?;
             let visible = exprs.len();
             let having = match &select.having {
                 Some(h) => Some(self.expr(h, scope, aliases, &mut mode)?.0),
                 None => None,
             };
-            let order_by = self.order_by(order, &mut exprs, &mut columns, scope, aliases, &mut mode, select.distinct.is_some())?;
+            let order_by = self.order_by(
+                order,
+                &mut exprs,
+                &mut columns,
+                scope,
+                aliases,
+                &mut mode,
+                select.distinct.is_some(),
+            )?;
             (exprs, columns, having, order_by, visible)
         };
         let mut agg_columns = key_columns;
         for (a, ty) in aggregates.iter().zip(&agg_types) {
-            agg_columns.push(Column { name: format!("{:?}", a.func), ty: ty.clone() });
+            agg_columns.push(Column {
+                name: format!("{:?}", a.func),
+                ty: ty.clone(),
+            });
         }
         let mut plan = Plan {
-            node: PlanNode::Aggregate { input: Box::new(plan), keys, aggregates },
+            node: PlanNode::Aggregate {
+                input: Box::new(plan),
+                keys,
+                aggregates,
+            },
             columns: agg_columns.clone(),
         };
         if let Some(predicate) = having {
-            plan = Plan { node: PlanNode::Filter { input: Box::new(plan), predicate }, columns: agg_columns };
+            plan = Plan {
+                node: PlanNode::Filter {
+                    input: Box::new(plan),
+                    predicate,
+                },
+                columns: agg_columns,
+            };
         }
-        plan = Plan { node: PlanNode::Project { input: Box::new(plan), exprs }, columns };
+        plan = Plan {
+            node: PlanNode::Project {
+                input: Box::new(plan),
+                exprs,
+            },
+            columns,
+        };
         if select.distinct.is_some() {
             let columns = plan.columns.clone();
-            plan = Plan { node: PlanNode::Distinct { input: Box::new(plan) }, columns };
+            plan = Plan {
+                node: PlanNode::Distinct {
+                    input: Box::new(plan),
+                },
+                columns,
+            };
         }
-        Ok(Query { plan, visible, order_by, limit: None, offset: None })
+        Ok(Query {
+            plan,
+            visible,
+            order_by,
+            limit: None,
+            offset: None,
+        })
     }
 
     fn select_list(
@@ -1026,7 +1352,9 @@ impl Planner<'_> {
                     let (x, ty) = self.expr(e, scope, aliases, mode)?;
                     let name = match e {
                         ast::Expr::Identifier(i) => i.value.clone(),
-                        ast::Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()).unwrap_or_default(),
+                        ast::Expr::CompoundIdentifier(parts) => {
+                            parts.last().map(|p| p.value.clone()).unwrap_or_default()
+                        }
                         other => other.to_string(),
                     };
                     exprs.push(x);
@@ -1038,9 +1366,14 @@ impl Planner<'_> {
                     inner.remove(&alias.value);
                     let (x, ty) = self.expr(expr, scope, &inner, mode)?;
                     exprs.push(x);
-                    columns.push(Column { name: alias.value.clone(), ty });
+                    columns.push(Column {
+                        name: alias.value.clone(),
+                        ty,
+                    });
                 }
-                SelectItem::ExprWithAliases { .. } => return Err(unsupported("multiple aliases for one expression", item)),
+                SelectItem::ExprWithAliases { .. } => {
+                    return Err(unsupported("multiple aliases for one expression", item))
+                }
                 SelectItem::Wildcard(opts) | SelectItem::QualifiedWildcard(_, opts) => {
                     let qualifier = match item {
                         SelectItem::QualifiedWildcard(kind, _) => Some(kind.to_string()),
@@ -1059,7 +1392,8 @@ impl Planner<'_> {
                             Some(q) => c.table.as_deref() == Some(q.as_str()),
                             None => !c.hidden,
                         };
-                        if !wanted || except.contains(&c.name) || c.name.starts_with("__arrayjoin_") {
+                        if !wanted || except.contains(&c.name) || c.name.starts_with("__arrayjoin_")
+                        {
                             continue;
                         }
                         let x = match mode {
@@ -1070,7 +1404,10 @@ impl Planner<'_> {
                             },
                         };
                         exprs.push(x);
-                        columns.push(Column { name: c.name.clone(), ty: c.ty.clone() });
+                        columns.push(Column {
+                            name: c.name.clone(),
+                            ty: c.ty.clone(),
+                        });
                     }
                 }
             }
@@ -1102,7 +1439,9 @@ impl Planner<'_> {
             }
             if let ast::Expr::Value(v) = &o.expr {
                 if let ast::Value::Number(n, _) = &v.value {
-                    let i: usize = n.parse().map_err(|_| at("bad ORDER BY position", &o.expr))?;
+                    let i: usize = n
+                        .parse()
+                        .map_err(|_| at("bad ORDER BY position", &o.expr))?;
                     if i == 0 || i > columns.len() {
                         return Err(at("ORDER BY position out of range", &o.expr));
                     }
@@ -1115,10 +1454,16 @@ impl Planner<'_> {
                 Some(i) => i,
                 None => {
                     if distinct {
-                        return Err(at("with DISTINCT, ORDER BY may only use selected columns", &o.expr));
+                        return Err(at(
+                            "with DISTINCT, ORDER BY may only use selected columns",
+                            &o.expr,
+                        ));
                     }
                     exprs.push(e);
-                    columns.push(Column { name: o.expr.to_string(), ty });
+                    columns.push(Column {
+                        name: o.expr.to_string(),
+                        ty,
+                    });
                     exprs.len() - 1
                 }
             };
@@ -1127,7 +1472,15 @@ impl Planner<'_> {
         Ok(keys)
     }
 
-    fn column_ref(&mut self, table: Option<&str>, name: &str, node: &ast::Expr, scope: &Scope, aliases: &Aliases, mode: &mut Mode<'_>) -> Result<(Expr, ColumnType), SqlError> {
+    fn column_ref(
+        &mut self,
+        table: Option<&str>,
+        name: &str,
+        node: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+        mode: &mut Mode<'_>,
+    ) -> Result<(Expr, ColumnType), SqlError> {
         if table.is_none() {
             if let Some(e) = aliases.get(name) {
                 let e = e.clone();
@@ -1137,7 +1490,9 @@ impl Planner<'_> {
             }
         }
         let Some(i) = scope.resolve(table, name).map_err(|e| at(e, node))? else {
-            let full = table.map(|t| format!("{t}.{name}")).unwrap_or_else(|| name.to_string());
+            let full = table
+                .map(|t| format!("{t}.{name}"))
+                .unwrap_or_else(|| name.to_string());
             return Err(at(format!("unknown column '{full}'"), node));
         };
         let ty = scope.columns[i].ty.clone();
@@ -1145,15 +1500,30 @@ impl Planner<'_> {
             Mode::Rows => Ok((Expr::Column(i), ty)),
             Mode::Groups { keys, .. } => match keys.iter().position(|k| *k == Expr::Column(i)) {
                 Some(k) => Ok((Expr::Column(k), ty)),
-                None => Err(at(format!("column '{name}' is not under an aggregate function and not in GROUP BY"), node)),
+                None => Err(at(
+                    format!(
+                        "column '{name}' is not under an aggregate function and not in GROUP BY"
+                    ),
+                    node,
+                )),
             },
         }
     }
 
     /// Plans one expression; in group mode, sub-expressions equal to a GROUP BY key become
     /// that key's column and aggregates are collected.
-    fn expr(&mut self, e: &ast::Expr, scope: &Scope, aliases: &Aliases, mode: &mut Mode<'_>) -> Result<(Expr, ColumnType), SqlError> {
-        if let Some((_, col)) = self.array_joins.iter().find(|(text, _)| *text == e.to_string()) {
+    fn expr(
+        &mut self,
+        e: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+        mode: &mut Mode<'_>,
+    ) -> Result<(Expr, ColumnType), SqlError> {
+        if let Some((_, col)) = self
+            .array_joins
+            .iter()
+            .find(|(text, _)| *text == e.to_string())
+        {
             let col = *col;
             let ty = scope.columns[col].ty.clone();
             return match mode {
@@ -1166,7 +1536,11 @@ impl Planner<'_> {
             };
         }
         if let Mode::Groups { keys, .. } = mode {
-            if !matches!(e, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) && !contains_aggregate(e) {
+            if !matches!(
+                e,
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
+            ) && !contains_aggregate(e)
+            {
                 let keys: Vec<Expr> = keys.to_vec();
                 if let Ok((x, ty)) = self.expr(e, scope, aliases, &mut Mode::Rows) {
                     if let Some(k) = keys.iter().position(|k| *k == x) {
@@ -1196,9 +1570,15 @@ impl Planner<'_> {
                     UnaryOperator::Not => Ok((Expr::call(Func::Not, vec![x]), ColumnType::UInt(8))),
                     UnaryOperator::Plus => Ok((x, ty)),
                     UnaryOperator::Minus => match x {
-                        Expr::Literal(Value::UInt(u)) => Ok((Expr::Literal(Value::Int(-(u as i64))), ColumnType::Int(64))),
-                        Expr::Literal(Value::Int(i)) => Ok((Expr::Literal(Value::Int(-i)), ColumnType::Int(64))),
-                        Expr::Literal(Value::Float(f)) => Ok((Expr::Literal(Value::Float(F64(-f.0))), ColumnType::Float64)),
+                        Expr::Literal(Value::UInt(u)) => {
+                            Ok((Expr::Literal(Value::Int(-(u as i64))), ColumnType::Int(64)))
+                        }
+                        Expr::Literal(Value::Int(i)) => {
+                            Ok((Expr::Literal(Value::Int(-i)), ColumnType::Int(64)))
+                        }
+                        Expr::Literal(Value::Float(f)) => {
+                            Ok((Expr::Literal(Value::Float(F64(-f.0))), ColumnType::Float64))
+                        }
                         x => {
                             let ty = Func::Negate.result_type(&[ty]).map_err(|m| at(m, e))?;
                             Ok((Expr::call(Func::Negate, vec![x]), ty))
@@ -1207,38 +1587,102 @@ impl Planner<'_> {
                     other => Err(unsupported(&format!("operator {other}"), e)),
                 }
             }
-            ast::Expr::BinaryOp { left, op, right } => self.binary(left, op, right, e, scope, aliases, mode),
+            ast::Expr::BinaryOp { left, op, right } => {
+                self.binary(left, op, right, e, scope, aliases, mode)
+            }
             ast::Expr::IsNull(x) | ast::Expr::IsNotNull(x) => {
                 let (a, _) = self.expr(x, scope, aliases, mode)?;
-                let f = if matches!(e, ast::Expr::IsNull(_)) { Func::IsNull } else { Func::IsNotNull };
+                let f = if matches!(e, ast::Expr::IsNull(_)) {
+                    Func::IsNull
+                } else {
+                    Func::IsNotNull
+                };
                 Ok((Expr::call(f, vec![a]), ColumnType::UInt(8)))
             }
-            ast::Expr::In { expr, target: ast::InTarget::List(list), negated, .. } => {
+            ast::Expr::In {
+                expr,
+                target: ast::InTarget::List(list),
+                negated,
+                ..
+            } => {
                 let (x, _) = self.expr(expr, scope, aliases, mode)?;
                 let mut args = vec![x];
                 for item in list {
                     args.push(self.expr(item, scope, aliases, mode)?.0);
                 }
-                Ok((Expr::call(if *negated { Func::NotIn } else { Func::In }, args), ColumnType::UInt(8)))
+                Ok((
+                    Expr::call(if *negated { Func::NotIn } else { Func::In }, args),
+                    ColumnType::UInt(8),
+                ))
             }
-            ast::Expr::In { .. } => Err(unsupported("IN (subquery) outside a WHERE condition joined by AND", e)),
-            ast::Expr::Between { expr, negated, low, high } => {
+            ast::Expr::In { .. } => Err(unsupported(
+                "IN (subquery) outside a WHERE condition joined by AND",
+                e,
+            )),
+            ast::Expr::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
                 let (x, _) = self.expr(expr, scope, aliases, mode)?;
                 let (lo, _) = self.expr(low, scope, aliases, mode)?;
                 let (hi, _) = self.expr(high, scope, aliases, mode)?;
                 let between = Expr::call(
                     Func::And,
-                    vec![Expr::call(Func::GtEq, vec![x.clone(), lo]), Expr::call(Func::LtEq, vec![x, hi])],
+                    vec![
+                        Expr::call(Func::GtEq, vec![x.clone(), lo]),
+                        Expr::call(Func::LtEq, vec![x, hi]),
+                    ],
                 );
-                Ok((if *negated { Expr::call(Func::Not, vec![between]) } else { between }, ColumnType::UInt(8)))
+                Ok((
+                    if *negated {
+                        Expr::call(Func::Not, vec![between])
+                    } else {
+                        between
+                    },
+                    ColumnType::UInt(8),
+                ))
             }
-            ast::Expr::Like { negated, expr, pattern, any: false, .. } | ast::Expr::ILike { negated, expr, pattern, any: false, .. } => {
+            ast::Expr::Like {
+                negated,
+                expr,
+                pattern,
+                any: false,
+                ..
+            }
+            | ast::Expr::ILike {
+                negated,
+                expr,
+                pattern,
+                any: false,
+                ..
+            } => {
                 let (x, _) = self.expr(expr, scope, aliases, mode)?;
                 let (p, _) = self.expr(pattern, scope, aliases, mode)?;
-                let like = Expr::call(if matches!(e, ast::Expr::ILike { .. }) { Func::ILike } else { Func::Like }, vec![x, p]);
-                Ok((if *negated { Expr::call(Func::Not, vec![like]) } else { like }, ColumnType::UInt(8)))
+                let like = Expr::call(
+                    if matches!(e, ast::Expr::ILike { .. }) {
+                        Func::ILike
+                    } else {
+                        Func::Like
+                    },
+                    vec![x, p],
+                );
+                Ok((
+                    if *negated {
+                        Expr::call(Func::Not, vec![like])
+                    } else {
+                        like
+                    },
+                    ColumnType::UInt(8),
+                ))
             }
-            ast::Expr::Case { operand, conditions, else_result, .. } => {
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
                 let mut args = Vec::new();
                 let mut types = Vec::new();
                 let op = match operand {
@@ -1258,15 +1702,22 @@ impl Planner<'_> {
                 }
                 let (els, ty) = match else_result {
                     Some(x) => self.expr(x, scope, aliases, mode)?,
-                    None => (Expr::Literal(Value::Null), ColumnType::Nullable(Box::new(types.first().cloned().unwrap_or(ColumnType::String)))),
+                    None => (
+                        Expr::Literal(Value::Null),
+                        ColumnType::Nullable(Box::new(
+                            types.first().cloned().unwrap_or(ColumnType::String),
+                        )),
+                    ),
                 };
                 args.push(els);
                 types.push(ty);
                 Ok((Expr::call(Func::MultiIf, args), common_type(&types)))
             }
-            ast::Expr::Cast { expr, data_type, .. } => {
+            ast::Expr::Cast {
+                expr, data_type, ..
+            } => {
                 let (x, _) = self.expr(expr, scope, aliases, mode)?;
-                let ty = ColumnType::parse(&data_type.to_string()).map_err(|err| at(err.to_string(), e))?;
+                let ty = cast_type(&data_type.to_string()).map_err(|err| at(err, e))?;
                 Ok((Expr::call(Func::Cast(ty.clone()), vec![x]), ty))
             }
             ast::Expr::Array(arr) => {
@@ -1297,13 +1748,18 @@ impl Planner<'_> {
                         return Err(unsupported("this field access", e));
                     };
                     let (i, _) = self.expr(index, scope, aliases, mode)?;
-                    ty = Func::ArrayElement.result_type(&[ty]).map_err(|m| at(m, e))?;
+                    ty = Func::ArrayElement
+                        .result_type(&[ty])
+                        .map_err(|m| at(m, e))?;
                     x = Expr::call(Func::ArrayElement, vec![x, i]);
                 }
                 Ok((x, ty))
             }
             ast::Expr::Function(f) => self.function(f, e, scope, aliases, mode),
-            ast::Expr::Interval(_) => Err(at("INTERVAL is only supported added to or subtracted from a date", e)),
+            ast::Expr::Interval(_) => Err(at(
+                "INTERVAL is only supported added to or subtracted from a date",
+                e,
+            )),
             ast::Expr::Subquery(_) => Err(unsupported("scalar subqueries", e)),
             ast::Expr::Lambda(_) => Err(unsupported("lambda functions", e)),
             other => Err(unsupported(&format!("expression '{other}'"), other)),
@@ -1318,10 +1774,14 @@ impl Planner<'_> {
                 } else if let Ok(i) = n.parse::<i64>() {
                     Value::Int(i)
                 } else {
-                    Value::Float(F64(n.parse::<f64>().map_err(|_| at(format!("bad number {n}"), node))?))
+                    Value::Float(F64(n
+                        .parse::<f64>()
+                        .map_err(|_| at(format!("bad number {n}"), node))?))
                 }
             }
-            ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Value::from(s.as_str()),
+            ast::Value::SingleQuotedString(s)
+            | ast::Value::DoubleQuotedString(s)
+            | ast::Value::EscapedStringLiteral(s) => Value::from(s.as_str()),
             ast::Value::Boolean(b) => Value::Bool(*b),
             ast::Value::Null => Value::Null,
             ast::Value::Placeholder(p) => {
@@ -1330,7 +1790,13 @@ impl Planner<'_> {
                     .catalog
                     .param_type(&name)
                     .ok_or_else(|| at(format!("unknown parameter '{name}'"), node))?;
-                return Ok((Expr::Param { name, ty: ty.clone() }, ty));
+                return Ok((
+                    Expr::Param {
+                        name,
+                        ty: ty.clone(),
+                    },
+                    ty,
+                ));
             }
             other => return Err(unsupported(&format!("literal {other}"), node)),
         };
@@ -1349,11 +1815,17 @@ impl Planner<'_> {
         aliases: &Aliases,
         mode: &mut Mode<'_>,
     ) -> Result<(Expr, ColumnType), SqlError> {
-        if let (BinaryOperator::Plus | BinaryOperator::Minus, Some((value, unit))) = (op, interval_of(right)) {
+        if let (BinaryOperator::Plus | BinaryOperator::Minus, Some((value, unit))) =
+            (op, interval_of(right))
+        {
             let unit = unit.map_err(|m| at(m, right))?;
             let (t, ty) = self.expr(left, scope, aliases, mode)?;
             let (n, _) = self.expr(value, scope, aliases, mode)?;
-            let f = if *op == BinaryOperator::Plus { Func::AddInterval(unit) } else { Func::SubtractInterval(unit) };
+            let f = if *op == BinaryOperator::Plus {
+                Func::AddInterval(unit)
+            } else {
+                Func::SubtractInterval(unit)
+            };
             let ty = f.result_type(&[ty]).map_err(|m| at(m, node))?;
             return Ok((Expr::call(f, vec![t, n]), ty));
         }
@@ -1381,12 +1853,22 @@ impl Planner<'_> {
         Ok((fold(Expr::call(func, vec![a, b])), ty))
     }
 
-    fn function(&mut self, f: &ast::Function, node: &ast::Expr, scope: &Scope, aliases: &Aliases, mode: &mut Mode<'_>) -> Result<(Expr, ColumnType), SqlError> {
+    fn function(
+        &mut self,
+        f: &ast::Function,
+        node: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+        mode: &mut Mode<'_>,
+    ) -> Result<(Expr, ColumnType), SqlError> {
         if f.over.is_some() {
             return Err(unsupported("window functions (OVER)", node));
         }
         if f.filter.is_some() {
-            return Err(unsupported("FILTER (WHERE ..) on aggregates (use the -If combinator)", node));
+            return Err(unsupported(
+                "FILTER (WHERE ..) on aggregates (use the -If combinator)",
+                node,
+            ));
         }
         let name = function_name(f);
         let lower = name.to_ascii_lowercase();
@@ -1394,10 +1876,16 @@ impl Planner<'_> {
             return self.aggregate(f, agg, with_if, node, scope, aliases, mode);
         }
         if lower.ends_with("state") || lower.ends_with("merge") {
-            return Err(unsupported(&format!("{name}: -State/-Merge aggregates (materialized views)"), node));
+            return Err(unsupported(
+                &format!("{name}: -State/-Merge aggregates (materialized views)"),
+                node,
+            ));
         }
         if lower == "now" || lower == "now64" || lower == "today" || lower == "yesterday" {
-            return Err(at(format!("{name}() is only supported in WHERE comparisons (temporal filters)"), node));
+            return Err(at(
+                format!("{name}() is only supported in WHERE comparisons (temporal filters)"),
+                node,
+            ));
         }
         let args_ast = function_args(f)?;
         // Functions whose first or second argument is a unit or an interval.
@@ -1417,7 +1905,10 @@ impl Planner<'_> {
                 .ok_or_else(|| at("dateDiff needs a unit such as 'hour'", *unit))?;
                 let (x, _) = self.expr(a, scope, aliases, mode)?;
                 let (y, _) = self.expr(b, scope, aliases, mode)?;
-                return Ok((Expr::call(Func::DateDiff(unit), vec![x, y]), ColumnType::Int(64)));
+                return Ok((
+                    Expr::call(Func::DateDiff(unit), vec![x, y]),
+                    ColumnType::Int(64),
+                ));
             }
             "tostartofinterval" => {
                 let [t, iv] = args_ast.as_slice() else {
@@ -1430,7 +1921,9 @@ impl Planner<'_> {
                 let (x, ty) = self.expr(t, scope, aliases, mode)?;
                 let (n, _) = self.expr(value, scope, aliases, mode)?;
                 let func = Func::ToStartOf(unit);
-                let ty = func.result_type(&[ty, ColumnType::UInt(64)]).map_err(|m| at(m, node))?;
+                let ty = func
+                    .result_type(&[ty, ColumnType::UInt(64)])
+                    .map_err(|m| at(m, node))?;
                 return Ok((Expr::call(func, vec![x, n]), ty));
             }
             _ => {}
@@ -1507,16 +2000,31 @@ impl Planner<'_> {
                     Expr::Literal(v) => v.as_i64(),
                     _ => None,
                 });
-                (Func::ToDateTime64(p.unwrap_or(3).clamp(0, 9) as u8), args.into_iter().take(1).collect())
+                (
+                    Func::ToDateTime64(p.unwrap_or(3).clamp(0, 9) as u8),
+                    args.into_iter().take(1).collect(),
+                )
             }
             "tostartofsecond" => (Func::ToStartOf(Unit::Second), args),
             "tostartofminute" => (Func::ToStartOf(Unit::Minute), args),
-            "tostartoffiveminute" | "tostartoffiveminutes" => (Func::ToStartOf(Unit::Minute), vec![args[0].clone(), Expr::Literal(Value::UInt(5))]),
-            "tostartoftenminutes" => (Func::ToStartOf(Unit::Minute), vec![args[0].clone(), Expr::Literal(Value::UInt(10))]),
-            "tostartoffifteenminutes" => (Func::ToStartOf(Unit::Minute), vec![args[0].clone(), Expr::Literal(Value::UInt(15))]),
+            "tostartoffiveminute" | "tostartoffiveminutes" => (
+                Func::ToStartOf(Unit::Minute),
+                vec![args[0].clone(), Expr::Literal(Value::UInt(5))],
+            ),
+            "tostartoftenminutes" => (
+                Func::ToStartOf(Unit::Minute),
+                vec![args[0].clone(), Expr::Literal(Value::UInt(10))],
+            ),
+            "tostartoffifteenminutes" => (
+                Func::ToStartOf(Unit::Minute),
+                vec![args[0].clone(), Expr::Literal(Value::UInt(15))],
+            ),
             "tostartofhour" => (Func::ToStartOf(Unit::Hour), args),
             "tostartofday" => (Func::ToStartOf(Unit::Day), args),
-            "tostartofweek" => (Func::ToStartOf(Unit::Week), args.into_iter().take(1).collect()),
+            "tostartofweek" => (
+                Func::ToStartOf(Unit::Week),
+                args.into_iter().take(1).collect(),
+            ),
             "tostartofmonth" => (Func::ToStartOf(Unit::Month), args),
             "tostartofquarter" => (Func::ToStartOf(Unit::Quarter), args),
             "tostartofyear" => (Func::ToStartOf(Unit::Year), args),
@@ -1554,7 +2062,10 @@ impl Planner<'_> {
             "jsonextractstring" => (Func::JsonExtractString, args),
             "tobool" => (Func::Cast(ColumnType::Bool), args),
             n => {
-                let base = n.trim_end_matches("orzero").trim_end_matches("ornull").trim_end_matches("ordefault");
+                let base = n
+                    .trim_end_matches("orzero")
+                    .trim_end_matches("ornull")
+                    .trim_end_matches("ordefault");
                 let target = match base {
                     "toint8" => cast("Int8"),
                     "toint16" => cast("Int16"),
@@ -1570,7 +2081,9 @@ impl Planner<'_> {
                     _ => None,
                 };
                 match target {
-                    Some(t) if n.ends_with("ornull") => (Func::Cast(ColumnType::Nullable(Box::new(t))), args),
+                    Some(t) if n.ends_with("ornull") => {
+                        (Func::Cast(ColumnType::Nullable(Box::new(t))), args)
+                    }
                     Some(t) => (Func::Cast(t), args),
                     None => return Err(unsupported(&format!("function {name}"), node)),
                 }
@@ -1583,9 +2096,29 @@ impl Planner<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn aggregate(&mut self, f: &ast::Function, agg: AggFunc, with_if: bool, node: &ast::Expr, scope: &Scope, aliases: &Aliases, mode: &mut Mode<'_>) -> Result<(Expr, ColumnType), SqlError> {
-        let Mode::Groups { keys, aggregates, agg_types } = mode else {
-            return Err(at(format!("aggregate function {} is not allowed here", function_name(f)), node));
+    fn aggregate(
+        &mut self,
+        f: &ast::Function,
+        agg: AggFunc,
+        with_if: bool,
+        node: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+        mode: &mut Mode<'_>,
+    ) -> Result<(Expr, ColumnType), SqlError> {
+        let Mode::Groups {
+            keys,
+            aggregates,
+            agg_types,
+        } = mode
+        else {
+            return Err(at(
+                format!(
+                    "aggregate function {} is not allowed here",
+                    function_name(f)
+                ),
+                node,
+            ));
         };
         let nkeys = keys.len();
         let args_ast = function_args(f)?;
@@ -1600,7 +2133,9 @@ impl Planner<'_> {
             types.push(t);
         }
         let filter = if with_if {
-            let cond = args.pop().ok_or_else(|| at("the -If combinator needs a condition argument", node))?;
+            let cond = args
+                .pop()
+                .ok_or_else(|| at("the -If combinator needs a condition argument", node))?;
             types.pop();
             Some(cond)
         } else {
@@ -1610,7 +2145,10 @@ impl Planner<'_> {
         if let FunctionArguments::List(list) = &f.parameters {
             for p in &list.args {
                 if let FunctionArg::Unnamed(FunctionArgExpr::Expr(pe)) = p {
-                    match self.expr(pe, &Scope::default(), &Aliases::new(), &mut Mode::Rows)?.0 {
+                    match self
+                        .expr(pe, &Scope::default(), &Aliases::new(), &mut Mode::Rows)?
+                        .0
+                    {
                         Expr::Literal(v) => params.push(v),
                         _ => return Err(at("aggregate parameters must be constants", pe)),
                     }
@@ -1639,7 +2177,10 @@ impl Planner<'_> {
         };
         if let Some(n) = expected {
             if args.len() != n {
-                return Err(at(format!("{} takes {n} argument(s)", function_name(f)), node));
+                return Err(at(
+                    format!("{} takes {n} argument(s)", function_name(f)),
+                    node,
+                ));
             }
         }
         if func == AggFunc::Count && args.len() > 1 {
@@ -1658,10 +2199,23 @@ impl Planner<'_> {
                 other => return Err(at(format!("sum of {} values", other.name()), node)),
             },
             AggFunc::Avg | AggFunc::Quantile => ColumnType::Float64,
-            AggFunc::Min | AggFunc::Max | AggFunc::Any | AggFunc::AnyLast | AggFunc::ArgMax | AggFunc::ArgMin => arg_ty.clone(),
-            AggFunc::GroupArray | AggFunc::GroupUniqArray => ColumnType::Array(Box::new(arg_ty.base().clone())),
+            AggFunc::Min
+            | AggFunc::Max
+            | AggFunc::Any
+            | AggFunc::AnyLast
+            | AggFunc::ArgMax
+            | AggFunc::ArgMin => arg_ty.clone(),
+            AggFunc::GroupArray | AggFunc::GroupUniqArray => {
+                ColumnType::Array(Box::new(arg_ty.base().clone()))
+            }
         };
-        let aggregate = Aggregate { func, args, params, filter, ty: ty.clone() };
+        let aggregate = Aggregate {
+            func,
+            args,
+            params,
+            filter,
+            ty: ty.clone(),
+        };
         let index = match aggregates.iter().position(|a| *a == aggregate) {
             Some(i) => i,
             None => {
@@ -1676,15 +2230,48 @@ impl Planner<'_> {
 
 use ast::Distinct;
 
+/// The type a `CAST`/`::` names: ClickHouse's names in any case, and the SQL synonyms.
+fn cast_type(text: &str) -> Result<ColumnType, String> {
+    if let Ok(t) = ColumnType::parse(text) {
+        return Ok(t);
+    }
+    let upper = text.trim().to_ascii_uppercase();
+    let name = match upper.as_str() {
+        "STRING" | "TEXT" | "VARCHAR" | "CHAR" => "String",
+        "INT" | "INTEGER" | "INT32" => "Int32",
+        "BIGINT" | "INT64" => "Int64",
+        "SMALLINT" | "INT16" => "Int16",
+        "TINYINT" | "INT8" => "Int8",
+        "UINT8" => "UInt8",
+        "UINT16" => "UInt16",
+        "UINT32" => "UInt32",
+        "UINT64" => "UInt64",
+        "FLOAT" | "FLOAT32" | "REAL" => "Float32",
+        "DOUBLE" | "FLOAT64" => "Float64",
+        "BOOL" | "BOOLEAN" => "Bool",
+        "DATE" | "DATE32" => "Date",
+        "DATETIME" | "TIMESTAMP" => "DateTime",
+        "UUID" => "UUID",
+        _ => return Err(format!("unknown or unsupported type '{text}'")),
+    };
+    ColumnType::parse(name).map_err(|e| e.to_string())
+}
+
 /// Constant-folds a call whose arguments are all literals.
 fn fold(e: Expr) -> Expr {
     match &e {
-        Expr::Call { args, .. } if args.iter().all(|a| matches!(a, Expr::Literal(_))) => Expr::Literal(e.eval(&[])),
+        Expr::Call { args, .. } if args.iter().all(|a| matches!(a, Expr::Literal(_))) => {
+            Expr::Literal(e.eval(&[]))
+        }
         _ => e,
     }
 }
 
 fn sort_key(expr: Expr, o: &ast::OrderByExpr) -> SortKey {
     let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-    SortKey { expr, desc, nulls_first: o.options.nulls_first.unwrap_or(false) }
+    SortKey {
+        expr,
+        desc,
+        nulls_first: o.options.nulls_first.unwrap_or(false),
+    }
 }

@@ -114,9 +114,10 @@ impl ColumnType {
                     .collect::<Result<_, _>>()?,
             ),
             "Map" => match parts.as_slice() {
-                [k, v] => {
-                    ColumnType::Map(Box::new(ColumnType::parse(k)?), Box::new(ColumnType::parse(v)?))
-                }
+                [k, v] => ColumnType::Map(
+                    Box::new(ColumnType::parse(k)?),
+                    Box::new(ColumnType::parse(v)?),
+                ),
                 _ => return Err(TypeError::Malformed(text.to_string())),
             },
             "AggregateFunction" | "SimpleAggregateFunction" => {
@@ -356,7 +357,9 @@ impl ColumnType {
             }
             ColumnType::Date => time::parse_date(s).map(|d| Value::Date(d as i32)),
             ColumnType::DateTime => time::parse_datetime(s, 0).map(Value::DateTime),
-            ColumnType::DateTime64(p) => time::parse_datetime(s, *p).map(|t| Value::DateTime64(t, *p)),
+            ColumnType::DateTime64(p) => {
+                time::parse_datetime(s, *p).map(|t| Value::DateTime64(t, *p))
+            }
             ColumnType::Uuid => parse_uuid(s).map(Value::Uuid),
             ColumnType::Array(inner) => {
                 let t = s.trim();
@@ -451,7 +454,10 @@ mod tests {
         ] {
             assert_eq!(ColumnType::parse(t).unwrap().name(), t);
         }
-        assert_eq!(ColumnType::parse("DateTime('UTC')").unwrap(), ColumnType::DateTime);
+        assert_eq!(
+            ColumnType::parse("DateTime('UTC')").unwrap(),
+            ColumnType::DateTime
+        );
         assert!(ColumnType::parse("Int").is_err());
         assert!(ColumnType::parse("DateTime64").is_err());
     }

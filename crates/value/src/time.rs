@@ -127,7 +127,11 @@ pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
         rest = &f[digits.len()..];
         let mut ticks = 0i64;
         for i in 0..precision as usize {
-            let d = digits.as_bytes().get(i).map(|c| (c - b'0') as i64).unwrap_or(0);
+            let d = digits
+                .as_bytes()
+                .get(i)
+                .map(|c| (c - b'0') as i64)
+                .unwrap_or(0);
             ticks = ticks * 10 + d;
         }
         frac_ticks = ticks;

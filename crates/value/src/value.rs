@@ -55,7 +55,9 @@ impl Hash for F64 {
 ///
 /// The derived order (variant first) is what differential dataflow sorts by; SQL comparisons
 /// across numeric variants use [`Value::sql_cmp`].
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Value {
     /// SQL NULL.
     Null,
@@ -395,9 +397,18 @@ mod tests {
 
     #[test]
     fn sql_compare_across_numeric_variants() {
-        assert_eq!(Value::Int(3).sql_cmp(&Value::UInt(3)), Some(Ordering::Equal));
-        assert_eq!(Value::Int(-1).sql_cmp(&Value::UInt(0)), Some(Ordering::Less));
-        assert_eq!(Value::from(2.5).sql_cmp(&Value::Int(2)), Some(Ordering::Greater));
+        assert_eq!(
+            Value::Int(3).sql_cmp(&Value::UInt(3)),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            Value::Int(-1).sql_cmp(&Value::UInt(0)),
+            Some(Ordering::Less)
+        );
+        assert_eq!(
+            Value::from(2.5).sql_cmp(&Value::Int(2)),
+            Some(Ordering::Greater)
+        );
         assert_eq!(Value::Null.sql_cmp(&Value::Int(2)), None);
         assert_eq!(
             Value::DateTime(86_400).sql_cmp(&Value::str("1970-01-02 00:00:00")),
