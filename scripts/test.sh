@@ -3,6 +3,7 @@
 #
 # - Builds into $CARGO_TARGET_DIR (default: ~/.cache/petrel/target, outside the checkout, so
 #   repeated runs on one machine rebuild incrementally).
+# - Installs Debian's chromium (headless) for the live page test.
 # - Installs chdb (ClickHouse in-process, from PyPI) into a private virtualenv: the SQL oracle
 #   tests compare Petrel's maintained results with ClickHouse's own answers.
 set -euo pipefail
@@ -20,6 +21,14 @@ if ! "$PETREL_TOOLS/venv/bin/python" -c 'import chdb' 2>/dev/null; then
   "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'chdb>=3'
 fi
 export PETREL_PYTHON="$PETREL_TOOLS/venv/bin/python"
+
+# Headless Chromium (Debian's package) for the live page test.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -339,3 +339,37 @@ fn data_survives_a_restart() {
     let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
     assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 22}]));
 }
+
+#[test]
+fn idle_views_are_dropped_and_come_back_on_demand() {
+    let server = Server::start("tests/projects/shop", &["--view-idle-ms", "300"]);
+    let order = json!({"id": 1, "customer": {"name": "ann", "country": "ES"}, "amount": 2.5, "items": [], "created_at": "2024-02-01 10:00:00"});
+    ingest(&server, "orders", &format!("{order}\n"));
+    let path = "/v0/pipes/sales_by_country.json?since=2024-01-15%2000:00:00";
+    let (status, body) = get_json(&server, path);
+    assert_eq!(status, 200, "{body}");
+    let labels = |server: &Server| -> Vec<String> {
+        let (_, v) = get_json(server, "/v0/views");
+        v["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        labels(&server)
+            .iter()
+            .any(|l| l.contains("since=2024-01-15")),
+        "{:?}",
+        labels(&server)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !labels(&server).iter().any(|l| l.contains("since=")),
+        "idle view still there: {:?}",
+        labels(&server)
+    );
+    let (_, again) = get_json(&server, path);
+    assert_eq!(again["data"], body["data"]);
+}

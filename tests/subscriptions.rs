@@ -232,3 +232,77 @@ async fn subscriptions_check_tokens_and_parameters_before_upgrading() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_does_not_hold_back_memory_or_others() {
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    // One subscriber never reads; another reads everything.
+    let stalled = connect(&server, "country=DE").await;
+    let mut live = connect(&server, "country=DE").await;
+    assert_eq!(next_json(&mut live).await["type"], "snapshot");
+    let before = server.rss_bytes();
+    let total_rows = 1_000_000u64;
+    let batch = 50_000u64;
+    let mut expected: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    expected.insert(2, 22);
+    for b in 0..total_rows / batch {
+        let body: String = (0..batch)
+            .map(|i| {
+                let user = (b * batch + i) % 1000;
+                *expected.entry(user).or_insert(0) += 1;
+                format!("{{\"user_id\":{user},\"click_count\":1,\"country\":\"DE\"}}\n")
+            })
+            .collect();
+        let r = reqwest::Client::new()
+            .post(format!("{}/v0/events?name=clicks", server.url))
+            .bearer_auth(ADMIN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        // Keep the live subscriber reading.
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_millis(1), live.next()).await
+        {}
+    }
+    let ts = tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n")
+    });
+    *expected.entry(2).or_insert(0) += 1;
+    // The live subscriber reaches the final state: user 2 has all its clicks.
+    let want = json!({"user_id": 2, "clicks": expected[&2]});
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live subscriber never saw {want}"
+        );
+        let v = next_json(&mut live).await;
+        let seen = match v["type"].as_str() {
+            Some("changes") => v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["diff"] == 1 && c["row"] == want),
+            Some("snapshot") => v["data"].as_array().unwrap().contains(&want),
+            _ => false,
+        };
+        let upper = v["upper"].as_u64().or(v["ts"].as_u64()).unwrap_or(0);
+        if seen && upper > ts {
+            break;
+        }
+    }
+    let after = server.rss_bytes();
+    assert!(
+        after < before + 400 * 1024 * 1024,
+        "server memory grew from {} MB to {} MB with a stalled subscriber",
+        before / 1_000_000,
+        after / 1_000_000
+    );
+    drop(stalled);
+}

@@ -36,6 +36,9 @@ pub struct StartArgs {
     /// How much change history views keep for resuming subscribers, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     retention_ms: u64,
+    /// Drop a view no subscriber holds and no request read for this long (milliseconds).
+    #[arg(long, default_value_t = 600_000)]
+    view_idle_ms: u64,
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
     fixtures: bool,
@@ -94,6 +97,7 @@ pub fn start(args: StartArgs) -> Result<(), CliError> {
             tick: Duration::from_millis(args.tick_ms.max(1)),
         },
         retention_ms: args.retention_ms,
+        view_idle_ms: args.view_idle_ms,
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     rt.block_on(async move {

@@ -27,7 +27,7 @@ use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
 use crate::project::{PipeDescription, Project, ProjectError};
 use crate::storage::{FileLog, MemoryLog};
 
-pub use views::{PreparedSql, QueryResult, Subscription};
+pub use views::{PreparedSql, QueryResult, Subscription, ViewInfo};
 
 /// Failures of runtime operations, as the API maps them to statuses.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,8 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// How much change history each view keeps for resuming subscribers, in milliseconds.
     pub retention_ms: u64,
+    /// A view that no subscriber holds and no request reads for this long is dropped.
+    pub view_idle_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +77,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             engine: EngineConfig::default(),
             retention_ms: 5 * 60 * 1000,
+            view_idle_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -162,6 +165,25 @@ impl Runtime {
             }
         }
         runtime.ready.store(true, Ordering::SeqCst);
+        let weak = Arc::downgrade(&runtime);
+        let idle = config.view_idle_ms;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(
+                (idle / 4).clamp(100, 30_000),
+            ));
+            loop {
+                every.tick().await;
+                match weak.upgrade() {
+                    Some(rt) => {
+                        let dropped = rt.views.evict_idle(idle);
+                        if dropped > 0 {
+                            tracing::info!(dropped, "dropped idle views");
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
         Ok(runtime)
     }
 
@@ -280,7 +302,7 @@ impl Runtime {
         params: &BTreeMap<String, String>,
     ) -> Result<QueryResult, RuntimeError> {
         let rendered = self.project.render_pipe(pipe, params)?;
-        let prepared = self.views.prepare(&rendered.shape, || {
+        let prepared = self.views.prepare(pipe, &rendered.shape, || {
             self.project.plan_rendered(pipe, &rendered)
         })?;
         self.views.read(&prepared, &rendered.values).await
@@ -293,10 +315,15 @@ impl Runtime {
         params: &BTreeMap<String, String>,
     ) -> Result<Subscription, RuntimeError> {
         let rendered = self.project.render_pipe(pipe, params)?;
-        let prepared = self.views.prepare(&rendered.shape, || {
+        let prepared = self.views.prepare(pipe, &rendered.shape, || {
             self.project.plan_rendered(pipe, &rendered)
         })?;
         self.views.subscribe(&prepared, &rendered.values).await
+    }
+
+    /// The maintained views, for operators (`GET /v0/views`).
+    pub fn describe_views(&self) -> Vec<ViewInfo> {
+        self.views.describe()
     }
 
     /// Plans an ad-hoc query over datasources and endpoint pipes (Principle 1: it will run as a

@@ -1,6 +1,7 @@
 //! The maintained views of a running project: planned shapes, installed bindings, reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use petrel_engine::{compare_sort_keys, Engine, ViewId};
@@ -13,6 +14,7 @@ use crate::project::{lift_keys, LiftedKey, ProjectError};
 
 /// A planned query shape: the maintained plan with its equality parameters lifted into keys.
 pub struct Prepared {
+    name: String,
     shape: String,
     query: Query,
     keys: Vec<LiftedKey>,
@@ -63,6 +65,7 @@ impl PreparedSql {
 pub struct Subscription {
     /// The maintained view.
     pub view: Arc<View>,
+    _lease: Lease,
     key: Row,
     key_columns: Vec<usize>,
     /// The visible columns.
@@ -137,6 +140,55 @@ struct Live {
     view: Arc<View>,
     as_of: Ts,
     tables: BTreeSet<String>,
+    /// Who asked for it: the pipe and the bound parameters.
+    label: String,
+    subscribers: AtomicUsize,
+    last_used: AtomicU64,
+}
+
+impl Live {
+    fn touch(&self) {
+        self.last_used.store(wall_ms(), Ordering::Relaxed);
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Keeps a view alive while a subscriber holds it.
+struct Lease(Arc<Live>);
+
+impl Lease {
+    fn new(live: Arc<Live>) -> Lease {
+        live.subscribers.fetch_add(1, Ordering::SeqCst);
+        Lease(live)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// What `GET /v0/views` shows of a maintained view.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ViewInfo {
+    /// The engine's id for its dataflow.
+    pub id: ViewId,
+    /// The pipe (or `sql`) and its bound parameters.
+    pub label: String,
+    /// Distinct rows held.
+    pub rows: usize,
+    /// Open subscriptions.
+    pub subscribers: usize,
+    /// The view's frontier.
+    pub upper: Ts,
 }
 
 /// Shapes planned so far and the views installed for them.
@@ -168,6 +220,7 @@ impl Views {
     /// The prepared form of a shape, planning it with `plan` the first time.
     pub(super) fn prepare(
         &self,
+        name: &str,
         shape: &str,
         plan: impl FnOnce() -> Result<Query, ProjectError>,
     ) -> Result<Arc<Prepared>, RuntimeError> {
@@ -180,6 +233,7 @@ impl Views {
         let mut tables = BTreeSet::new();
         petrel_engine::scanned_tables(&query.plan, &mut tables);
         let prepared = Arc::new(Prepared {
+            name: name.to_string(),
             shape: shape.to_string(),
             query,
             keys,
@@ -209,18 +263,76 @@ impl Views {
             shape: prepared.shape.clone(),
             bound,
         };
+        self.lookup_or_install(prepared, key, &prepared.query, values)
+    }
+
+    /// The live view for `key`, installing `query` for it the first time.
+    fn lookup_or_install(
+        &self,
+        prepared: &Prepared,
+        key: ViewKey,
+        query: &Query,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<Arc<Live>, RuntimeError> {
         let mut live = lock(&self.live);
         if let Some(l) = live.get(&key) {
+            l.touch();
             return Ok(l.clone());
         }
+        let label = std::iter::once(prepared.name.clone())
+            .chain(
+                key.bound
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.to_text())),
+            )
+            .collect::<Vec<_>>()
+            .join(" ");
         let l = Arc::new(self.install(
-            &prepared.query,
+            query,
             values,
             prepared.keys.iter().map(|k| k.column).collect(),
             prepared.tables.clone(),
+            label,
         )?);
         live.insert(key, l.clone());
         Ok(l)
+    }
+
+    /// Drops views that no subscriber holds and no request has read for `idle_ms`; a later
+    /// request installs them again. Returns how many were dropped.
+    pub(super) fn evict_idle(&self, idle_ms: u64) -> usize {
+        let now = wall_ms();
+        let mut live = lock(&self.live);
+        let idle: Vec<ViewKey> = live
+            .iter()
+            .filter(|(_, l)| {
+                l.subscribers.load(Ordering::SeqCst) == 0
+                    && now.saturating_sub(l.last_used.load(Ordering::Relaxed)) > idle_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            if let Some(l) = live.remove(k) {
+                self.engine.drop_view(l.id);
+            }
+        }
+        idle.len()
+    }
+
+    /// The live views, for operators.
+    pub(super) fn describe(&self) -> Vec<ViewInfo> {
+        let mut out: Vec<ViewInfo> = lock(&self.live)
+            .values()
+            .map(|l| ViewInfo {
+                id: l.id,
+                label: l.label.clone(),
+                rows: l.view.distinct_rows(),
+                subscribers: l.subscribers.load(Ordering::SeqCst),
+                upper: l.view.upper(),
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
     }
 
     fn install(
@@ -229,6 +341,7 @@ impl Views {
         values: &BTreeMap<String, Value>,
         keys: Vec<usize>,
         tables: BTreeSet<String>,
+        label: String,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
         let view = View::new(plan.columns.clone(), KeyColumns(keys), self.retention_ms);
@@ -242,6 +355,9 @@ impl Views {
             view,
             as_of,
             tables,
+            label,
+            subscribers: AtomicUsize::new(0),
+            last_used: AtomicU64::new(wall_ms()),
         })
     }
 
@@ -326,20 +442,7 @@ impl Views {
                 shape: prepared.shape.clone(),
                 bound,
             };
-            let mut live = lock(&self.live);
-            match live.get(&key) {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(self.install(
-                        &query,
-                        values,
-                        key_columns.clone(),
-                        prepared.tables.clone(),
-                    )?);
-                    live.insert(key, l.clone());
-                    l
-                }
-            }
+            self.lookup_or_install(prepared, key, &query, values)?
         };
         live.view.wait_for(live.as_of).await;
         let key: Row = prepared
@@ -364,6 +467,7 @@ impl Views {
             .collect::<Result<_, RuntimeError>>()?;
         Ok(Subscription {
             view: live.view.clone(),
+            _lease: Lease::new(live.clone()),
             key,
             key_columns,
             columns: prepared.query.plan.columns[..prepared.query.visible].to_vec(),
@@ -381,6 +485,7 @@ impl Views {
             &prepared.values,
             Vec::new(),
             prepared.tables,
+            "sql".into(),
         )?;
         live.view.wait_for(live.as_of).await;
         let snapshot = live.view.snapshot_all();

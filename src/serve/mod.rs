@@ -52,7 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/sql", get(sql_get).post(sql_post))
         .route("/v0/health", get(health))
         .route("/v0/tokens", get(list_tokens))
+        .route("/v0/views", get(list_views))
         .route("/tokens", get(local_tokens))
+        .route("/", get(live_page))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
         .with_state(state)
@@ -422,6 +424,22 @@ async fn list_tokens(
     authorize(&state, &headers, &params, &Scope::Admin)?;
     let tokens: Vec<&Token> = state.tokens.all().collect();
     Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
+}
+
+/// The live page: lists the pipes and shows one as a table (and a chart) kept current over a
+/// WebSocket subscription. Embedded in the binary; it reads data only with the user's token.
+async fn live_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("ui.html"))
+}
+
+/// `GET /v0/views` (admin): the maintained views, their bindings, sizes and subscribers.
+async fn list_views(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    Ok(Json(serde_json::json!({ "views": state.runtime.describe_views() })).into_response())
 }
 
 /// Tinybird Local's `GET /tokens`: the admin token, to clients on this machine only.

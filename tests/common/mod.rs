@@ -94,6 +94,19 @@ impl Server {
         Server { url, dir, child }
     }
 
+    /// The server's resident memory in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
     /// Stops the server, keeping its data folder.
     pub fn stop(mut self) -> PathBuf {
         let _ = self.child.kill();
