@@ -1,7 +1,7 @@
 //! Events API ingest throughput into the demo project: ~100-byte NDJSON events in batched
 //! requests, until the last rows are visible in the demo endpoint.
 //!
-//! `cargo bench --bench ingest` (env: ROWS, BATCH, CLIENTS).
+//! `cargo bench --bench ingest` (env: ROWS, BATCH, CLIENTS, WORKERS).
 
 #[path = "support.rs"]
 mod support;
@@ -19,10 +19,15 @@ fn main() {
     let rows = env("ROWS", 2_000_000);
     let batch = env("BATCH", 20_000);
     let clients = env("CLIENTS", 2);
+    let workers = env("WORKERS", 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let dir = support::project_copy("dataflows/clicks");
-        let (url, _runtime) = support::start(&dir, Default::default()).await;
+        let config = petrel::runtime::RuntimeConfig {
+            engine: petrel_engine::EngineConfig { workers, ..Default::default() },
+            ..Default::default()
+        };
+        let (url, _runtime) = support::start(&dir, config).await;
         let countries = ["US", "DE", "VN", "FR", "ES", "IT", "JP", "BR"];
         let bodies: Vec<String> = (0..rows.div_ceil(batch))
             .map(|b| {
@@ -76,7 +81,7 @@ fn main() {
         assert_eq!(r.status(), 200);
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "ingest: {rows} rows ({:.0} bytes/row) in {secs:.2}s = {:.0} rows/s, {:.1} MB/s ({clients} clients, {batch} rows/request)",
+            "ingest: {rows} rows ({:.0} bytes/row) in {secs:.2}s = {:.0} rows/s, {:.1} MB/s ({clients} clients, {batch} rows/request, {workers} workers)",
             bytes as f64 / rows as f64,
             rows as f64 / secs,
             bytes as f64 / secs / 1e6

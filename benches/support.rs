@@ -9,6 +9,9 @@ use petrel::project::Project;
 use petrel::runtime::{Runtime, RuntimeConfig};
 use petrel::serve::{self, AppState, Tokens};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const ADMIN: &str = "bench-admin";
 
 fn copy_dir(from: &Path, to: &Path) {

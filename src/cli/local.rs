@@ -25,7 +25,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     /// Timely worker threads.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 2)]
     workers: usize,
     /// The clock's tick (flush interval) in milliseconds.
     #[arg(long, default_value_t = 10)]

@@ -10,13 +10,14 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use petrel_sql::{AggFunc, Aggregate};
 use petrel_value::{ColumnType, Row, Value, F64};
 use serde::{Deserialize, Serialize};
+use smallvec::{smallvec, SmallVec};
 
 /// Fixed-point scale of float sums: values are stored as `round(x * 2^32)`.
 const FIXED_SCALE: f64 = 4_294_967_296.0;
 
 /// A vector of integer accumulators: the difference type of accumulable aggregations.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Accum(pub Vec<i128>);
+pub struct Accum(pub SmallVec<[i128; 4]>);
 
 impl IsZero for Accum {
     fn is_zero(&self) -> bool {
@@ -37,7 +38,7 @@ impl Semigroup for Accum {
 
 impl Monoid for Accum {
     fn zero() -> Self {
-        Accum(Vec::new())
+        Accum(SmallVec::new())
     }
 }
 
@@ -117,7 +118,7 @@ impl AccumLayout {
 
     /// The contribution of one input row.
     pub fn contribution(&self, row: &[Value]) -> Accum {
-        let mut acc = vec![0i128; self.width];
+        let mut acc: SmallVec<[i128; 4]> = smallvec![0i128; self.width];
         acc[0] = 1;
         for (agg, slot) in &self.aggregates {
             if let Some(filter) = &agg.filter {
@@ -158,7 +159,7 @@ impl AccumLayout {
 
     /// The marker that gives a keyless aggregation its row over empty input.
     pub fn presence(&self) -> Accum {
-        let mut acc = vec![0i128; 2];
+        let mut acc: SmallVec<[i128; 4]> = smallvec![0i128; 2];
         acc[1] = 1;
         Accum(acc)
     }
@@ -213,12 +214,12 @@ mod tests {
 
     #[test]
     fn float_sums_cancel_exactly() {
-        let mut total = Accum(vec![0, 0, to_fixed(0.1)]);
-        let mut x = Accum(vec![0, 0, to_fixed(1e-7)]);
+        let mut total = Accum(smallvec![0, 0, to_fixed(0.1)]);
+        let mut x = Accum(smallvec![0, 0, to_fixed(1e-7)]);
         total.plus_equals(&x);
         x.negate();
         total.plus_equals(&x);
-        assert_eq!(total, Accum(vec![0, 0, to_fixed(0.1)]));
+        assert_eq!(total, Accum(smallvec![0, 0, to_fixed(0.1)]));
         assert!((from_fixed(total.0[2]) - 0.1).abs() < 1e-9);
     }
 }

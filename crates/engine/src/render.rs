@@ -5,12 +5,20 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::hash_map::Entry;
+
+use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::operators::CountTotal;
+use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use petrel_sql::{CmpOp, Expr, JoinKind, Plan, PlanNode, SortKey, TemporalBound};
 use petrel_value::{Row, Value};
+use rustc_hash::FxHashMap;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 
-use crate::accum::AccumLayout;
+use crate::accum::{Accum, AccumLayout};
 use crate::aggregate::ValuesLayout;
 
 /// A collection of rows at millisecond timestamps.
@@ -133,10 +141,48 @@ fn accumulate<'s>(
                 .explode(move |_| Some((Vec::new(), l.presence()))),
         );
     }
-    contributions.count_total().map(move |(mut key, acc)| {
-        layout.finish(&acc, &mut key);
-        key
-    })
+    combine(contributions)
+        .count_total()
+        .map(move |(mut key, acc)| {
+            layout.finish(&acc, &mut key);
+            key
+        })
+}
+
+/// Adds up the contributions of each key within each batch before they are exchanged and
+/// arranged, so the arrangement sorts one record per key and batch instead of one per row (a
+/// combiner, as in MapReduce). With a few thousand groups this removes most of ingest's sorting.
+fn combine<'s>(
+    contributions: VecCollection<'s, u64, Row, Accum>,
+) -> VecCollection<'s, u64, Row, Accum> {
+    contributions
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<(Row, u64, Accum)>>, _, _, _>(
+            Pipeline,
+            "Combine",
+            |_, _| {
+                let mut sums: FxHashMap<(Row, u64), Accum> = FxHashMap::default();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for (key, time, acc) in data.drain(..) {
+                            match sums.entry((key, time)) {
+                                Entry::Occupied(mut e) => e.get_mut().plus_equals(&acc),
+                                Entry::Vacant(e) => {
+                                    e.insert(acc);
+                                }
+                            }
+                        }
+                        let mut session = output.session(&cap);
+                        for ((key, time), acc) in sums.drain() {
+                            if !acc.is_zero() {
+                                session.give((key, time, acc));
+                            }
+                        }
+                    });
+                }
+            },
+        )
+        .as_collection()
 }
 
 /// Aggregates that need the group's values: a reduce over the cut-down rows.
