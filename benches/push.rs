@@ -1,0 +1,163 @@
+//! Push latency and fan-out over WebSocket.
+//!
+//! - Latency: at 1k, 10k and 100k rows/s offered (a POST every 10 ms), each POST carries one
+//!   probe row for a new user; the time from the start of that POST to the WebSocket message
+//!   that carries the probe's row, p50/p99/max.
+//! - Fan-out: 1,000 WebSocket subscribers of one pipe; one POST; the time until all of them
+//!   have the change.
+//!
+//! `cargo bench --bench push` (env: SECONDS per rate, SUBSCRIBERS).
+
+#[path = "support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(url: &str, query: &str) -> Ws {
+    let ws_url = format!(
+        "{}/v0/pipes/{query}&token={}",
+        url.replace("http", "ws"),
+        support::ADMIN
+    );
+    tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket")
+        .0
+}
+
+fn main() {
+    let seconds = env("SECONDS", 5);
+    let subscribers = env("SUBSCRIBERS", 1000) as usize;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let dir = support::project_copy("dataflows/clicks");
+        let config = petrel::runtime::RuntimeConfig {
+            engine: petrel_engine::EngineConfig { workers: 2, ..Default::default() },
+            ..Default::default()
+        };
+        let (url, _runtime) = support::start(&dir, config).await;
+        let client = reqwest::Client::new();
+        let mut next_user: u64 = 1_000_000;
+
+        for rate in [1_000u64, 10_000, 100_000] {
+            let mut ws = connect(&url, "clicks_by_user.ws?country=DE&limit=100000000").await;
+            let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+            let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+            let (s2, l2) = (sent.clone(), latencies.clone());
+            let reader = tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let arrived = Instant::now();
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] != "changes" {
+                        continue;
+                    }
+                    for c in v["data"].as_array().unwrap() {
+                        if c["diff"] == 1 {
+                            if let Some(user) = c["row"]["user_id"].as_u64() {
+                                if let Some(t) = s2.lock().unwrap().remove(&user) {
+                                    l2.lock().unwrap().push(arrived.duration_since(t).as_secs_f64() * 1e3);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            let per_request = (rate / 100).max(1);
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            while Instant::now() < deadline {
+                tick.tick().await;
+                next_user += 1;
+                let probe = next_user;
+                let mut body = format!("{{\"user_id\":{probe},\"click_count\":1,\"country\":\"DE\"}}\n");
+                for i in 1..per_request {
+                    body.push_str(&format!("{{\"user_id\":{},\"click_count\":1,\"country\":\"US\"}}\n", i % 5000));
+                }
+                let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+                tokio::spawn(async move {
+                    sent.lock().unwrap().insert(probe, Instant::now());
+                    let _ = client
+                        .post(format!("{url}/v0/events?name=clicks"))
+                        .bearer_auth(support::ADMIN)
+                        .body(body)
+                        .send()
+                        .await;
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            reader.abort();
+            let mut l = latencies.lock().unwrap().clone();
+            l.sort_by(|a, b| a.total_cmp(b));
+            let lost = sent.lock().unwrap().len();
+            println!(
+                "push latency at {rate:>6} rows/s: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms{}",
+                l.len(),
+                support::percentile(&l, 0.5),
+                support::percentile(&l, 0.99),
+                l.last().copied().unwrap_or(0.0),
+                if lost > 0 { format!(" ({lost} not seen within 500 ms of the end)") } else { String::new() }
+            );
+        }
+
+        // Fan-out: many subscribers of one view.
+        let mut clients = Vec::new();
+        for _ in 0..subscribers {
+            let mut ws = connect(&url, "top_countries.ws?limit=10").await;
+            let first = ws.next().await.unwrap().unwrap();
+            assert!(first.to_text().unwrap().contains("snapshot"));
+            clients.push(ws);
+        }
+        let started = Instant::now();
+        let waiters: Vec<_> = clients
+            .into_iter()
+            .map(|mut ws| {
+                tokio::spawn(async move {
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.to_text().is_ok_and(|t| t.contains("\"changes\"")) {
+                            return Instant::now();
+                        }
+                    }
+                    panic!("subscriber closed")
+                })
+            })
+            .collect();
+        client
+            .post(format!("{url}/v0/events?name=clicks"))
+            .bearer_auth(support::ADMIN)
+            .body("{\"user_id\":1,\"click_count\":1000000,\"country\":\"XX\"}\n")
+            .send()
+            .await
+            .unwrap();
+        let mut last = started;
+        let mut times = Vec::new();
+        for w in waiters {
+            let t = w.await.unwrap();
+            times.push(t.duration_since(started).as_secs_f64() * 1e3);
+            last = last.max(t);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "fan-out: {subscribers} WebSocket subscribers all had the change {:.1} ms after the POST started (first {:.1} ms, median {:.1} ms)",
+            last.duration_since(started).as_secs_f64() * 1e3,
+            times.first().copied().unwrap_or(0.0),
+            support::percentile(&times, 0.5)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
