@@ -306,3 +306,27 @@ async fn a_subscriber_that_never_reads_does_not_hold_back_memory_or_others() {
     );
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_envelope_sends_the_new_row_per_key() {
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let mut ws = connect(&server, "country=DE&envelope=upsert").await;
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n{\"user_id\":9,\"click_count\":4,\"country\":\"DE\"}\n")
+    });
+    let ch = next_of(&mut ws, "changes").await;
+    let mut data = ch["data"].as_array().unwrap().clone();
+    data.sort_by_key(|c| c["key"]["user_id"].as_u64());
+    assert_eq!(
+        data,
+        vec![
+            json!({"key": {"user_id": 2}, "row": {"user_id": 2, "clicks": 23}}),
+            json!({"key": {"user_id": 9}, "row": {"user_id": 9, "clicks": 4}}),
+        ]
+    );
+}

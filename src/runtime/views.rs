@@ -71,9 +71,16 @@ pub struct Subscription {
     /// The visible columns.
     pub columns: Vec<Column>,
     order_by: Vec<petrel_sql::SortKey>,
+    upsert_key: Vec<usize>,
 }
 
 impl Subscription {
+    /// The visible columns that identify a row for `envelope=upsert`: the GROUP BY keys
+    /// shown in the result, or every column when the result is not grouped.
+    pub fn upsert_key(&self) -> &[usize] {
+        &self.upsert_key
+    }
+
     fn visible(&self, row: &Row) -> Row {
         row[..self.columns.len()].to_vec()
     }
@@ -472,6 +479,7 @@ impl Views {
             key_columns,
             columns: prepared.query.plan.columns[..prepared.query.visible].to_vec(),
             order_by,
+            upsert_key: upsert_key(&prepared.query),
         })
     }
 
@@ -512,6 +520,36 @@ impl Views {
         for l in readers {
             l.view.wait_for(ts).await;
         }
+    }
+}
+
+/// Where a plan's output column comes from: `Some(i)` when it is the i-th GROUP BY key of
+/// the aggregation under it (through projections and filters).
+fn group_key_origin(plan: &petrel_sql::Plan, column: usize) -> Option<usize> {
+    use petrel_sql::PlanNode;
+    match &plan.node {
+        PlanNode::Project { input, exprs } => match exprs.get(column)? {
+            Expr::Column(c) => group_key_origin(input, *c),
+            _ => None,
+        },
+        PlanNode::Filter { input, .. }
+        | PlanNode::TemporalFilter { input, .. }
+        | PlanNode::Distinct { input }
+        | PlanNode::TopK { input, .. } => group_key_origin(input, column),
+        PlanNode::Aggregate { keys, .. } => (column < keys.len()).then_some(column),
+        _ => None,
+    }
+}
+
+/// The visible columns that key an upsert stream (see [`Subscription::upsert_key`]).
+fn upsert_key(query: &Query) -> Vec<usize> {
+    let keys: Vec<usize> = (0..query.visible)
+        .filter(|&c| group_key_origin(&query.plan, c).is_some())
+        .collect();
+    if keys.is_empty() {
+        (0..query.visible).collect()
+    } else {
+        keys
     }
 }
 

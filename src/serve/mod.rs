@@ -209,7 +209,7 @@ fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
 const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
 
 /// Further parameters a subscription reserves for itself.
-const SUBSCRIPTION_PARAMS: [&str; 2] = ["since", "snapshot"];
+const SUBSCRIPTION_PARAMS: [&str; 3] = ["since", "snapshot", "envelope"];
 
 async fn pipe(
     State(state): State<AppState>,
@@ -295,7 +295,20 @@ fn subscribe_options(
             )))
         }
     };
-    Ok(subscribe::Options { since, snapshot })
+    let upsert = match params.get("envelope").map(String::as_str) {
+        None | Some("diff") => false,
+        Some("upsert") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "envelope must be diff or upsert, got '{other}'"
+            )))
+        }
+    };
+    Ok(subscribe::Options {
+        since,
+        snapshot,
+        upsert,
+    })
 }
 
 fn respond(format: Format, result: &QueryResult, started: Instant) -> Response {

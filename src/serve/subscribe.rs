@@ -47,6 +47,8 @@ pub struct Options {
     pub since: Option<Ts>,
     /// Send the initial snapshot.
     pub snapshot: bool,
+    /// `envelope=upsert`: changes as the new row (or null) per key, not as signed rows.
+    pub upsert: bool,
 }
 
 fn rows_json(sub: &Subscription, rows: &[Row]) -> String {
@@ -81,7 +83,54 @@ fn snapshot_frame(sub: &Subscription, upper: Ts, rows: Vec<Row>, resync: bool) -
     }
 }
 
-fn changes_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)]) -> Frame {
+/// `envelope=upsert`: per changed key, the row it now has, or `null` when it has none.
+fn upsert_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)]) -> Frame {
+    let key_of = |row: &Row| -> Row { sub.upsert_key().iter().map(|&c| row[c].clone()).collect() };
+    let mut latest: std::collections::BTreeMap<Row, Option<&Row>> =
+        std::collections::BTreeMap::new();
+    for (row, diff) in changes {
+        let entry = latest.entry(key_of(row)).or_insert(None);
+        if *diff > 0 {
+            *entry = Some(row);
+        }
+    }
+    let key_columns: Vec<petrel_value::Column> = sub
+        .upsert_key()
+        .iter()
+        .map(|&c| sub.columns[c].clone())
+        .collect();
+    let mut json = format!("{{\"type\":\"changes\",\"lower\":{lower},\"upper\":{upper},\"data\":[");
+    for (i, (key, row)) in latest.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str("{\"key\":");
+        write_object(&key_columns, key, &mut json);
+        json.push_str(",\"row\":");
+        match row {
+            Some(r) => write_object(&sub.columns, r, &mut json),
+            None => json.push_str("null"),
+        }
+        json.push('}');
+    }
+    json.push_str("]}");
+    Frame {
+        kind: "changes",
+        upper,
+        json,
+    }
+}
+
+fn changes_frame(
+    sub: &Subscription,
+    lower: Ts,
+    upper: Ts,
+    changes: &[(Row, i64)],
+    upsert: bool,
+) -> Frame {
+    if upsert {
+        return upsert_frame(sub, lower, upper, changes);
+    }
     let mut json = format!("{{\"type\":\"changes\",\"lower\":{lower},\"upper\":{upper},\"data\":[");
     for (i, (row, diff)) in changes.iter().enumerate() {
         if i > 0 {
@@ -128,7 +177,13 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
                         let changes = sub.changes(&b);
                         if !changes.is_empty()
                             && tx
-                                .send(changes_frame(&sub, b.lower.max(since), b.upper, &changes))
+                                .send(changes_frame(
+                                    &sub,
+                                    b.lower.max(since),
+                                    b.upper,
+                                    &changes,
+                                    options.upsert,
+                                ))
                                 .await
                                 .is_err()
                         {
@@ -181,7 +236,7 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
                     }
                     let changes = sub.changes(&b);
                     if !changes.is_empty() {
-                        if tx.send(changes_frame(&sub, b.lower.max(sent_upper), b.upper, &changes)).await.is_err() {
+                        if tx.send(changes_frame(&sub, b.lower.max(sent_upper), b.upper, &changes, options.upsert)).await.is_err() {
                             return;
                         }
                         sent_upper = b.upper;
