@@ -373,3 +373,32 @@ fn idle_views_are_dropped_and_come_back_on_demand() {
     let (_, again) = get_json(&server, path);
     assert_eq!(again["data"], body["data"]);
 }
+
+#[test]
+fn datasources_list_counts_and_truncate_retracts_from_views() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    ingest(&server, "clicks", "{\"user_id\":\"bad\"}\n");
+    let (status, list) = get_json(&server, "/v0/datasources");
+    assert_eq!(status, 200);
+    let clicks = &list["datasources"][0];
+    assert_eq!(clicks["name"], "clicks");
+    assert_eq!(clicks["row_count"], 8);
+    assert_eq!(clicks["quarantine_rows"], 1);
+    assert_eq!(clicks["columns"][0], json!({"name": "user_id", "type": "UInt32"}));
+    let r = client()
+        .post(format!("{}/v0/datasources/clicks/truncate", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["truncated_rows"], 8);
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(body["rows"], 0);
+    let (_, one) = get_json(&server, "/v0/datasources/clicks");
+    assert_eq!(one["row_count"], 0);
+    // New data after a truncate counts from zero.
+    ingest(&server, "clicks", "{\"user_id\":2,\"click_count\":4,\"country\":\"DE\"}\n");
+    let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 4}]));
+}

@@ -374,20 +374,90 @@ impl Runtime {
         &self.engine
     }
 
-    /// The rows of a table read straight from its log (for tests and tools).
+    /// The rows of a table read straight from its log, consolidated (for tests and tools).
     pub fn read_table(&self, name: &str) -> Option<Vec<Row>> {
         let source = self.sources.get(name)?;
-        let mut rows = Vec::new();
+        let mut counts: std::collections::HashMap<Row, i64> = std::collections::HashMap::new();
         source
             .log
             .replay(source.log.len(), 0, 1, &mut |r, d| {
-                for _ in 0..d.max(0) {
-                    rows.push(r.clone());
-                }
+                *counts.entry(r).or_insert(0) += d as i64
             })
             .ok()?;
+        let mut rows = Vec::new();
+        for (row, n) in counts {
+            for _ in 0..n.max(0) {
+                rows.push(row.clone());
+            }
+        }
         Some(rows)
     }
+
+    /// Removes every row of a datasource: the rows are retracted, so every view that reads
+    /// it updates (and subscribers receive the retractions). Returns the rows removed and the
+    /// timestamp of the retraction.
+    pub fn truncate(&self, datasource: &str) -> Result<(usize, Ts), RuntimeError> {
+        if !self.project.datasources.contains_key(datasource) {
+            return Err(RuntimeError::NotFound(format!(
+                "Data Source '{datasource}' not found"
+            )));
+        }
+        let rows = self
+            .read_table(datasource)
+            .ok_or_else(|| RuntimeError::Internal(format!("cannot read '{datasource}'")))?;
+        let n = rows.len();
+        let ts = self
+            .engine
+            .insert(datasource, rows.into_iter().map(|r| (r, -1)).collect())
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok((n, ts))
+    }
+
+    /// Every datasource with its columns and row counts.
+    pub fn describe_datasources(&self) -> Vec<DatasourceInfo> {
+        self.project
+            .datasources
+            .values()
+            .map(|ds| DatasourceInfo {
+                name: ds.name.clone(),
+                columns: ds
+                    .schema()
+                    .iter()
+                    .map(|c| ColumnInfo {
+                        name: c.name.clone(),
+                        ty: c.ty.name(),
+                    })
+                    .collect(),
+                row_count: self.row_count(&ds.name).unwrap_or(0),
+                quarantine_rows: self
+                    .row_count(&format!("{}_quarantine", ds.name))
+                    .unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
+/// What `GET /v0/datasources` shows of a datasource.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DatasourceInfo {
+    /// The name.
+    pub name: String,
+    /// The columns.
+    pub columns: Vec<ColumnInfo>,
+    /// Rows stored.
+    pub row_count: u64,
+    /// Rows in its quarantine table.
+    pub quarantine_rows: u64,
+}
+
+/// A column as the API lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ColumnInfo {
+    /// The name.
+    pub name: String,
+    /// The ClickHouse type.
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 fn wall_secs() -> i64 {

@@ -53,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/health", get(health))
         .route("/v0/tokens", get(list_tokens))
         .route("/v0/views", get(list_views))
+        .route("/v0/datasources", get(list_datasources))
+        .route("/v0/datasources/{name}", get(get_datasource))
+        .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
         .route("/tokens", get(local_tokens))
         .route("/", get(live_page))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -443,6 +446,72 @@ async fn list_tokens(
 /// WebSocket subscription. Embedded in the binary; it reads data only with the user's token.
 async fn live_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("ui.html"))
+}
+
+/// `GET /v0/datasources`: the datasources the token may read or append to.
+async fn list_datasources(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token =
+        request_token(&headers, &params).ok_or_else(|| ApiError::forbidden("token is missing"))?;
+    if state.tokens.find(token).is_none() {
+        return Err(ApiError::forbidden("invalid token"));
+    }
+    let visible: Vec<_> = state
+        .runtime
+        .describe_datasources()
+        .into_iter()
+        .filter(|d| {
+            state
+                .tokens
+                .allows(token, &Scope::DatasourcesRead(d.name.clone()))
+                || state
+                    .tokens
+                    .allows(token, &Scope::DatasourcesAppend(d.name.clone()))
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "datasources": visible })).into_response())
+}
+
+/// `GET /v0/datasources/NAME`.
+async fn get_datasource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesRead(name.clone()),
+    )?;
+    let ds = state
+        .runtime
+        .describe_datasources()
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("Data Source '{name}' not found")))?;
+    Ok(Json(ds).into_response())
+}
+
+/// `POST /v0/datasources/NAME/truncate` (admin): retracts every row, from every view too.
+async fn truncate_datasource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let (rows, ts) = tokio::task::spawn_blocking(move || runtime.truncate(&ds))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state.runtime.wait_durable_and_visible(&name, ts).await?;
+    Ok(Json(serde_json::json!({ "truncated_rows": rows, "ts": ts })).into_response())
 }
 
 /// `GET /v0/views` (admin): the maintained views, their bindings, sizes and subscribers.

@@ -21,7 +21,8 @@ struct State {
     file: File,
     /// Byte offset where each batch ends.
     ends: Vec<u64>,
-    rows: u64,
+    /// Net rows: insertions minus retractions.
+    rows: i64,
 }
 
 fn encode(updates: &[(Row, isize)]) -> io::Result<Vec<u8>> {
@@ -49,7 +50,7 @@ impl FileLog {
             .write(true)
             .open(path)?;
         let mut ends = Vec::new();
-        let mut rows = 0u64;
+        let mut rows = 0i64;
         let mut reader = BufReader::new(&file);
         let mut at = 0u64;
         loop {
@@ -63,7 +64,7 @@ impl FileLog {
                 break;
             }
             match decode(&buf) {
-                Ok(batch) => rows += batch.len() as u64,
+                Ok(batch) => rows += batch.iter().map(|(_, d)| *d as i64).sum::<i64>(),
                 Err(_) => break,
             }
             at += 4 + len as u64;
@@ -82,9 +83,9 @@ impl FileLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Number of row updates in the log.
+    /// Number of rows the log holds (insertions minus retractions).
     pub fn row_count(&self) -> u64 {
-        self.state().rows
+        self.state().rows.max(0) as u64
     }
 
     /// Flushes appended batches to stable storage.
@@ -104,7 +105,7 @@ impl SourceLog for FileLog {
         state.file.write_all(&record)?;
         let end = state.ends.last().copied().unwrap_or(0) + record.len() as u64;
         state.ends.push(end);
-        state.rows += updates.len() as u64;
+        state.rows += updates.iter().map(|(_, d)| *d as i64).sum::<i64>();
         Ok(state.ends.len() as u64)
     }
 
