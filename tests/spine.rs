@@ -385,7 +385,10 @@ fn datasources_list_counts_and_truncate_retracts_from_views() {
     assert_eq!(clicks["name"], "clicks");
     assert_eq!(clicks["row_count"], 8);
     assert_eq!(clicks["quarantine_rows"], 1);
-    assert_eq!(clicks["columns"][0], json!({"name": "user_id", "type": "UInt32"}));
+    assert_eq!(
+        clicks["columns"][0],
+        json!({"name": "user_id", "type": "UInt32"})
+    );
     let r = client()
         .post(format!("{}/v0/datasources/clicks/truncate", server.url))
         .bearer_auth(ADMIN)
@@ -398,7 +401,57 @@ fn datasources_list_counts_and_truncate_retracts_from_views() {
     let (_, one) = get_json(&server, "/v0/datasources/clicks");
     assert_eq!(one["row_count"], 0);
     // New data after a truncate counts from zero.
-    ingest(&server, "clicks", "{\"user_id\":2,\"click_count\":4,\"country\":\"DE\"}\n");
+    ingest(
+        &server,
+        "clicks",
+        "{\"user_id\":2,\"click_count\":4,\"country\":\"DE\"}\n",
+    );
     let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
     assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 4}]));
+}
+
+fn jwt(key: &str, claims: &Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{header}.{payload}").as_bytes());
+    format!(
+        "{header}.{payload}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+#[test]
+fn jwt_tokens_scope_pipes_and_fix_parameters() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let claims = json!({"workspace_id": "petrel", "name": "vn_only", "exp": 4_000_000_000i64,
+        "scopes": [{"type": "PIPES:READ", "resource": "clicks_by_user", "fixed_params": {"country": "VN"}}]});
+    let token = jwt(ADMIN, &claims);
+    let get = |path: &str, token: &str| {
+        let r = client()
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    // The fixed parameter wins over the request's.
+    let (status, body) = get("/v0/pipes/clicks_by_user.json?country=DE", &token);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([{"user_id": 3, "clicks": 10}]));
+    assert_eq!(get("/v0/pipes/top_countries.json", &token).0, 403);
+    let forged = jwt("not-the-admin-token", &claims);
+    assert_eq!(get("/v0/pipes/clicks_by_user.json", &forged).0, 403);
+    let expired = jwt(
+        ADMIN,
+        &json!({"exp": 1, "scopes": [{"type": "PIPES:READ", "resource": "clicks_by_user"}]}),
+    );
+    assert_eq!(get("/v0/pipes/clicks_by_user.json", &expired).0, 403);
 }

@@ -24,7 +24,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 pub use error::{ApiError, DOCUMENTATION};
 pub use format::{render, Format, ResultSet};
-pub use tokens::{new_token_value, Scope, Token, Tokens};
+pub use tokens::{new_token_value, Grant, Scope, Token, Tokens};
 
 use crate::runtime::{QueryResult, Runtime};
 
@@ -94,21 +94,31 @@ fn authorize(
     params: &BTreeMap<String, String>,
     scope: &Scope,
 ) -> Result<(), ApiError> {
+    grant(state, headers, params, scope).map(|_| ())
+}
+
+/// Checks the request's token for `scope` and returns what it grants.
+fn grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+    scope: &Scope,
+) -> Result<Grant, ApiError> {
     let Some(token) = request_token(headers, params) else {
         return Err(ApiError::forbidden(
             "token is missing: send it as 'Authorization: Bearer <token>' or '?token=<token>'",
         ));
     };
-    if state.tokens.find(token).is_none() {
-        return Err(ApiError::forbidden("invalid token"));
-    }
-    if !state.tokens.allows(token, scope) {
+    let Some(grant) = state.tokens.grant(token) else {
+        return Err(ApiError::forbidden("invalid or expired token"));
+    };
+    if !grant.allows(scope) {
         return Err(ApiError::forbidden(format!(
             "token has no {} scope for this resource",
             scope_name(scope)
         )));
     }
-    Ok(())
+    Ok(grant)
 }
 
 fn scope_name(scope: &Scope) -> &'static str {
@@ -229,14 +239,14 @@ async fn pipe(
             "The pipe '{name}' does not exist or does not have an endpoint"
         )));
     }
-    authorize(
+    let grant = grant(
         &state,
         &headers,
         &params,
         &Scope::PipesRead(name.to_string()),
     )?;
     let subscribing = !matches!(answer, Answer::Pull(_));
-    let pipe_params: BTreeMap<String, String> = params
+    let mut pipe_params: BTreeMap<String, String> = params
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str();
@@ -246,6 +256,10 @@ async fn pipe(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A JWT's fixed_params override what the request says (row-level security).
+    if let Some(fixed) = grant.fixed_params.get(name) {
+        pipe_params.extend(fixed.clone());
+    }
     let format = match answer {
         Answer::Pull(format) => format,
         Answer::WebSocket | Answer::Sse => {

@@ -46,6 +46,68 @@ pub struct Token {
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
     by_value: BTreeMap<String, Token>,
+    /// The key JWTs are signed with: the admin token, as Tinybird signs with the workspace
+    /// admin token.
+    jwt_key: String,
+}
+
+/// What a request's token grants, static or JWT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The scopes.
+    pub scopes: Vec<Scope>,
+    /// JWT `fixed_params` per pipe: they override the request's parameters.
+    pub fixed_params: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Grant {
+    /// True when the grant holds `scope` (or admin).
+    pub fn allows(&self, scope: &Scope) -> bool {
+        self.scopes.iter().any(|s| s == scope || *s == Scope::Admin)
+    }
+}
+
+/// The claims of a Petrel/Tinybird JWT.
+#[derive(Debug, Deserialize)]
+struct JwtClaims {
+    exp: i64,
+    #[serde(default)]
+    scopes: Vec<JwtScope>,
+}
+
+#[derive(Debug, Deserialize)]
+struct JwtScope {
+    #[serde(rename = "type")]
+    kind: String,
+    resource: String,
+    #[serde(default)]
+    fixed_params: BTreeMap<String, serde_json::Value>,
+}
+
+/// Verifies an HS256 JWT signed with `key`; its claims when the signature holds and it has
+/// not expired.
+fn verify_jwt(token: &str, key: &str) -> Option<JwtClaims> {
+    use hmac::{Hmac, Mac};
+    let mut parts = token.split('.');
+    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    if header["alg"] != "HS256" {
+        return None;
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
+    mac.update(format!("{}.{}", token.split('.').next()?, payload).as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?)
+        .ok()?;
+    let claims: JwtClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (claims.exp > now).then_some(claims)
 }
 
 /// Makes a new token value in Tinybird's static-token shape.
@@ -111,7 +173,47 @@ impl Tokens {
         std::fs::write(file, serde_json::to_vec_pretty(&to_save)?)?;
         Ok(Tokens {
             by_value: tokens.into_iter().map(|t| (t.token.clone(), t)).collect(),
+            jwt_key: admin.to_string(),
         })
+    }
+
+    /// What a token value grants: a static token's scopes, or a valid JWT's scopes and
+    /// fixed parameters. `None` for unknown, forged or expired tokens.
+    pub fn grant(&self, value: &str) -> Option<Grant> {
+        if let Some(t) = self.by_value.get(value) {
+            return Some(Grant {
+                scopes: t.scopes.clone(),
+                fixed_params: BTreeMap::new(),
+            });
+        }
+        let claims = verify_jwt(value, &self.jwt_key)?;
+        let mut grant = Grant {
+            scopes: Vec::new(),
+            fixed_params: BTreeMap::new(),
+        };
+        for s in claims.scopes {
+            let scope = match s.kind.as_str() {
+                "PIPES:READ" => Scope::PipesRead(s.resource.clone()),
+                "DATASOURCES:READ" => Scope::DatasourcesRead(s.resource.clone()),
+                _ => continue,
+            };
+            if !s.fixed_params.is_empty() {
+                let fixed = s
+                    .fixed_params
+                    .iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), text)
+                    })
+                    .collect();
+                grant.fixed_params.insert(s.resource.clone(), fixed);
+            }
+            grant.scopes.push(scope);
+        }
+        Some(grant)
     }
 
     /// The token with this value, if any.
@@ -124,10 +226,9 @@ impl Tokens {
         self.by_value.values()
     }
 
-    /// True when `value` is a token holding `scope` (or admin).
+    /// True when `value` is a token (static or JWT) holding `scope` (or admin).
     pub fn allows(&self, value: &str, scope: &Scope) -> bool {
-        self.find(value)
-            .is_some_and(|t| t.scopes.iter().any(|s| s == scope || *s == Scope::Admin))
+        self.grant(value).is_some_and(|g| g.allows(scope))
     }
 }
 
@@ -149,5 +250,39 @@ mod tests {
         assert!(!b.allows("nope", &Scope::PipesRead("p".into())));
         assert!(reader.starts_with("p."));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn jwt(key: &str, claims: &serde_json::Value) -> String {
+        use hmac::{Hmac, Mac};
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(format!("{header}.{payload}").as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{header}.{payload}.{sig}")
+    }
+
+    #[test]
+    fn jwts_signed_with_the_admin_token_grant_their_scopes() {
+        let tokens = Tokens {
+            by_value: BTreeMap::new(),
+            jwt_key: "ADMIN".into(),
+        };
+        let claims = serde_json::json!({"workspace_id": "petrel", "name": "t", "exp": 4_000_000_000i64,
+            "scopes": [{"type": "PIPES:READ", "resource": "p", "fixed_params": {"country": "DE", "n": 3}}]});
+        let grant = tokens.grant(&jwt("ADMIN", &claims)).unwrap();
+        assert!(grant.allows(&Scope::PipesRead("p".into())));
+        assert!(!grant.allows(&Scope::PipesRead("q".into())));
+        assert_eq!(grant.fixed_params["p"]["country"], "DE");
+        assert_eq!(grant.fixed_params["p"]["n"], "3");
+        assert!(
+            tokens.grant(&jwt("OTHER", &claims)).is_none(),
+            "a forged signature is refused"
+        );
+        let expired = serde_json::json!({"exp": 1, "scopes": []});
+        assert!(
+            tokens.grant(&jwt("ADMIN", &expired)).is_none(),
+            "an expired token is refused"
+        );
     }
 }
