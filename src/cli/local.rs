@@ -1,7 +1,7 @@
 //! `petrel local start`: a server for a project folder, on embedded defaults.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub struct StartArgs {
     /// The project folder (datasources, pipes, fixtures).
     #[arg(long, short = 'p')]
     project: Option<PathBuf>,
+    /// The project folder, as a positional argument.
+    #[arg(value_name = "DIR", conflicts_with = "project")]
+    dir: Option<PathBuf>,
     /// The port to listen on.
     #[arg(long, default_value_t = 7181)]
     port: u16,
@@ -41,7 +44,7 @@ pub struct StartArgs {
     view_idle_ms: u64,
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
-    fixtures: bool,
+    pub fixtures: bool,
 }
 
 /// The admin token: `PETREL_ADMIN_TOKEN`, else the one saved in `.petrel/admin_token`, else a
@@ -65,9 +68,10 @@ fn admin_token(state_dir: &std::path::Path) -> Result<String, CliError> {
     Ok(t)
 }
 
-/// Starts the server and serves until the process is stopped.
-pub fn start(args: StartArgs) -> Result<(), CliError> {
-    let dir = project_dir(args.project);
+/// Starts the server and serves until the process is stopped. With `watch` (`petrel dev`),
+/// changes to the project's files are deployed into the running server as they are saved.
+pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
+    let dir = project_dir(args.project.clone().or(args.dir.clone()));
     let project = Project::load(&dir).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
@@ -118,6 +122,10 @@ pub fn start(args: StartArgs) -> Result<(), CliError> {
         for pipe in runtime.describe_pipes().iter().filter(|p| p.endpoint) {
             println!("endpoint: http://{local}/v0/pipes/{}.json", pipe.name);
         }
+        println!("live page: http://{local}/");
+        if watch {
+            tokio::spawn(watch_project(runtime.clone(), dir.clone()));
+        }
         let state = AppState {
             runtime,
             tokens: Arc::new(tokens),
@@ -127,6 +135,73 @@ pub fn start(args: StartArgs) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Failed(e.to_string()))
     })
+}
+
+/// What the watcher compares: every datafile and fixture with its modification time and size.
+fn signature(dir: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(meta) = e.metadata() {
+                out.push((path, meta.modified().ok(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `petrel dev`: polls the project folder and deploys each saved change into the running
+/// server; datasource data is kept (a datasource whose schema changed starts over), and
+/// fixtures load into new empty datasources. A project with errors is reported and the
+/// previous version keeps serving.
+async fn watch_project(runtime: Arc<Runtime>, dir: PathBuf) {
+    let mut last = signature(&dir);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = signature(&dir);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let (project, errors) = Project::load_with_errors(&dir);
+        if !errors.is_empty() {
+            for e in &errors {
+                eprintln!("✗ {e}");
+            }
+            continue;
+        }
+        match runtime.deploy(project, true, false).await {
+            Ok(report) if report.is_empty() => {}
+            Ok(report) => {
+                let list = |what: &str, names: &[String]| {
+                    for n in names {
+                        println!("✓ {what} {n}");
+                    }
+                };
+                list("new datasource", &report.new_datasource_names);
+                list("changed datasource", &report.changed_datasource_names);
+                list("deleted datasource", &report.deleted_datasource_names);
+                list("new pipe", &report.new_pipe_names);
+                list("changed pipe", &report.changed_pipe_names);
+                list("deleted pipe", &report.deleted_pipe_names);
+                if let Err(e) = load_fixtures(&runtime, runtime.project().fixtures()).await {
+                    eprintln!("✗ {e}");
+                }
+            }
+            Err(e) => eprintln!("✗ {e}"),
+        }
+    }
 }
 
 /// Appends each fixture to its datasource when the datasource is empty.

@@ -1,6 +1,7 @@
 //! The `petrel` commands.
 
 mod build;
+mod deploy;
 mod local;
 mod sql;
 
@@ -42,12 +43,20 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Check a project: parse every file, plan every pipe, report errors with locations.
     Build(build::BuildArgs),
+    /// Run a local server for a project, load its fixtures, and deploy every saved change.
+    Dev(local::StartArgs),
+    /// Send a project to a running server, which validates it and swaps changed pipes.
+    Deploy(deploy::DeployArgs),
 }
 
 #[derive(Subcommand)]
 enum LocalCommand {
     /// Start a server for a project folder.
     Start(local::StartArgs),
+    /// Is a server running? (GET /v0/health)
+    Status(deploy::HostArgs),
+    /// Stop a running server on this machine.
+    Stop(deploy::HostArgs),
 }
 
 /// Where a project folder is, defaulting to the current directory.
@@ -67,7 +76,18 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
     let outcome = match cli.command {
         Command::Local {
             command: LocalCommand::Start(args),
-        } => local::start(args),
+        } => local::start(args, false),
+        Command::Local {
+            command: LocalCommand::Status(args),
+        } => deploy::status(args),
+        Command::Local {
+            command: LocalCommand::Stop(args),
+        } => deploy::stop(args),
+        Command::Dev(mut args) => {
+            args.fixtures = true;
+            local::start(args, true)
+        }
+        Command::Deploy(args) => deploy::run(args),
         Command::Sql(args) => sql::run(args),
         Command::Build(args) => build::run(args),
     };

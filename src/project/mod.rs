@@ -153,6 +153,18 @@ pub struct ParamDescription {
 }
 
 impl Pipe {
+    /// True when two versions of a pipe have the same nodes, SQL and endpoint.
+    pub fn same_definition(&self, other: &Pipe) -> bool {
+        self.endpoint == other.endpoint
+            && self.broken == other.broken
+            && self.nodes.len() == other.nodes.len()
+            && self
+                .nodes
+                .iter()
+                .zip(&other.nodes)
+                .all(|(a, b)| a.name == b.name && a.template.source() == b.template.source())
+    }
+
     /// True when the pipe is served as an endpoint (and is not broken).
     pub fn is_endpoint(&self) -> bool {
         self.endpoint.is_some() && self.broken.is_none()

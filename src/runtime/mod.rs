@@ -14,9 +14,9 @@
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use petrel_engine::{Engine, EngineConfig, SourceLog};
 use petrel_sql::{Plan, PlanNode};
@@ -101,12 +101,79 @@ struct Source {
 
 /// A loaded project running on an engine.
 pub struct Runtime {
-    project: Project,
+    project: RwLock<Arc<Project>>,
     engine: Arc<Engine>,
-    sources: BTreeMap<String, Source>,
+    sources: RwLock<BTreeMap<String, Arc<Source>>>,
+    data_dir: PathBuf,
     views: views::Views,
     ready: AtomicBool,
     next_import: AtomicU64,
+}
+
+/// What a deploy changed, by resource kind.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DeployReport {
+    /// Datasources added.
+    pub new_datasource_names: Vec<String>,
+    /// Datasources whose schema changed.
+    pub changed_datasource_names: Vec<String>,
+    /// Datasources removed.
+    pub deleted_datasource_names: Vec<String>,
+    /// Pipes added.
+    pub new_pipe_names: Vec<String>,
+    /// Pipes whose nodes changed.
+    pub changed_pipe_names: Vec<String>,
+    /// Pipes removed.
+    pub deleted_pipe_names: Vec<String>,
+}
+
+impl DeployReport {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.new_datasource_names.is_empty()
+            && self.changed_datasource_names.is_empty()
+            && self.deleted_datasource_names.is_empty()
+            && self.new_pipe_names.is_empty()
+            && self.changed_pipe_names.is_empty()
+            && self.deleted_pipe_names.is_empty()
+    }
+}
+
+/// Opens a datasource's log and its quarantine's, and registers both with the engine.
+fn open_sources(
+    engine: &Engine,
+    data_dir: &Path,
+    ds: &crate::project::Datasource,
+) -> Result<Vec<(String, Arc<Source>)>, RuntimeError> {
+    let name = &ds.name;
+    let open = |file: String| {
+        FileLog::open(&data_dir.join(file))
+            .map(Arc::new)
+            .map_err(|e| RuntimeError::Internal(format!("cannot open the log of '{name}': {e}")))
+    };
+    let log = open(format!("{name}.log"))?;
+    engine.register_source(name, log.clone());
+    let qname = format!("{name}_quarantine");
+    let qlog = open(format!("{qname}.log"))?;
+    engine.register_source(&qname, qlog.clone());
+    Ok(vec![
+        (
+            name.clone(),
+            Arc::new(Source {
+                log,
+                decoder: Some(RowDecoder::new(&ds.columns)),
+                columns: ds.schema(),
+            }),
+        ),
+        (
+            qname,
+            Arc::new(Source {
+                log: qlog,
+                decoder: None,
+                columns: quarantine_columns(&ds.schema()),
+            }),
+        ),
+    ])
 }
 
 impl Runtime {
@@ -120,50 +187,19 @@ impl Runtime {
         let engine = Engine::start(config.engine.clone())
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let mut sources = BTreeMap::new();
-        for (name, ds) in &project.datasources {
-            let open = |file: String| {
-                FileLog::open(&data_dir.join(file))
-                    .map(Arc::new)
-                    .map_err(|e| {
-                        RuntimeError::Internal(format!("cannot open the log of '{name}': {e}"))
-                    })
-            };
-            let log = open(format!("{name}.log"))?;
-            engine.register_source(name, log.clone());
-            sources.insert(
-                name.clone(),
-                Source {
-                    log,
-                    decoder: Some(RowDecoder::new(&ds.columns)),
-                    columns: ds.schema(),
-                },
-            );
-            let qname = format!("{name}_quarantine");
-            let qlog = open(format!("{qname}.log"))?;
-            engine.register_source(&qname, qlog.clone());
-            sources.insert(
-                qname,
-                Source {
-                    log: qlog,
-                    decoder: None,
-                    columns: quarantine_columns(&ds.schema()),
-                },
-            );
+        for ds in project.datasources.values() {
+            sources.extend(open_sources(&engine, data_dir, ds)?);
         }
         let runtime = Arc::new(Runtime {
-            project,
+            project: RwLock::new(Arc::new(project)),
             engine: engine.clone(),
-            sources,
+            sources: RwLock::new(sources),
+            data_dir: data_dir.to_path_buf(),
             views: views::Views::new(engine, config.retention_ms),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
         });
-        for pipe in runtime.project.pipes.values().filter(|p| p.is_endpoint()) {
-            // Warm the default view; pipes with required parameters wait for a request.
-            if let Err(e) = runtime.query_pipe(&pipe.name, &BTreeMap::new()).await {
-                tracing::debug!(pipe = %pipe.name, error = %e, "no default view installed");
-            }
-        }
+        runtime.warm_default_views().await;
         runtime.ready.store(true, Ordering::SeqCst);
         let weak = Arc::downgrade(&runtime);
         let idle = config.view_idle_ms;
@@ -187,9 +223,126 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// The loaded project.
-    pub fn project(&self) -> &Project {
-        &self.project
+    /// Installs the default view of every endpoint; pipes with required parameters wait
+    /// for a request.
+    async fn warm_default_views(&self) {
+        let project = self.project();
+        for pipe in project.pipes.values().filter(|p| p.is_endpoint()) {
+            if let Err(e) = self.query_pipe(&pipe.name, &BTreeMap::new()).await {
+                tracing::debug!(pipe = %pipe.name, error = %e, "no default view installed");
+            }
+        }
+    }
+
+    /// The project as currently deployed.
+    pub fn project(&self) -> Arc<Project> {
+        self.project
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn source(&self, name: &str) -> Option<Arc<Source>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Replaces the running project with `new` (Principle: unchanged views keep their state).
+    /// New datasources start empty; a datasource whose schema changed or that is removed while
+    /// it holds rows is a destructive change, refused unless `allow_destructive` (then its old
+    /// data is set aside as `NAME.log.replaced-<ts>`). With `check`, only reports what would change.
+    pub async fn deploy(
+        &self,
+        new: Project,
+        allow_destructive: bool,
+        check: bool,
+    ) -> Result<DeployReport, RuntimeError> {
+        let old = self.project();
+        let mut report = DeployReport::default();
+        for (name, ds) in &new.datasources {
+            match old.datasources.get(name) {
+                None => report.new_datasource_names.push(name.clone()),
+                Some(o) if o.columns != ds.columns => {
+                    report.changed_datasource_names.push(name.clone())
+                }
+                Some(_) => {}
+            }
+        }
+        for name in old
+            .datasources
+            .keys()
+            .filter(|n| !new.datasources.contains_key(*n))
+        {
+            report.deleted_datasource_names.push(name.clone());
+        }
+        for (name, pipe) in &new.pipes {
+            match old.pipes.get(name) {
+                None => report.new_pipe_names.push(name.clone()),
+                Some(o) if !o.same_definition(pipe) => report.changed_pipe_names.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        for name in old.pipes.keys().filter(|n| !new.pipes.contains_key(*n)) {
+            report.deleted_pipe_names.push(name.clone());
+        }
+        let destructive: Vec<&String> = report
+            .changed_datasource_names
+            .iter()
+            .chain(&report.deleted_datasource_names)
+            .filter(|n| self.row_count(n).unwrap_or(0) > 0)
+            .collect();
+        if !destructive.is_empty() && !allow_destructive {
+            return Err(RuntimeError::BadRequest(format!(
+                "destructive changes to datasources that hold data: {}; deploy with allow_destructive_operations=true to replace their data",
+                destructive.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if check {
+            return Ok(report);
+        }
+        let replaced: Vec<String> = report
+            .changed_datasource_names
+            .iter()
+            .chain(&report.deleted_datasource_names)
+            .cloned()
+            .collect();
+        {
+            let mut sources = self.sources.write().unwrap_or_else(|e| e.into_inner());
+            for name in &replaced {
+                for table in [name.clone(), format!("{name}_quarantine")] {
+                    sources.remove(&table);
+                    self.engine.unregister_source(&table);
+                    self.views.drop_readers(&table);
+                    let log = self.data_dir.join(format!("{table}.log"));
+                    if log.exists() {
+                        let aside = self
+                            .data_dir
+                            .join(format!("{table}.log.replaced-{}", wall_secs()));
+                        std::fs::rename(&log, aside).map_err(|e| {
+                            RuntimeError::Internal(format!("cannot set aside {table}: {e}"))
+                        })?;
+                    }
+                }
+            }
+            for name in report
+                .new_datasource_names
+                .iter()
+                .chain(&report.changed_datasource_names)
+            {
+                if let Some(ds) = new.datasources.get(name) {
+                    sources.extend(open_sources(&self.engine, &self.data_dir, ds)?);
+                }
+            }
+        }
+        *self.project.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        // Plans are re-made from the new project; views whose plan is unchanged are found
+        // again by their shape and keep their state.
+        self.views.forget_plans();
+        self.warm_default_views().await;
+        Ok(report)
     }
 
     /// True once start-up has installed the default views.
@@ -199,7 +352,7 @@ impl Runtime {
 
     /// True when `name` is a pipe with an endpoint.
     pub fn has_endpoint(&self, name: &str) -> bool {
-        self.project
+        self.project()
             .pipes
             .get(name)
             .is_some_and(|p| p.is_endpoint())
@@ -207,17 +360,21 @@ impl Runtime {
 
     /// Every pipe with its endpoint flag and parameters.
     pub fn describe_pipes(&self) -> Vec<PipeDescription> {
-        self.project.pipes.values().map(|p| p.describe()).collect()
+        self.project()
+            .pipes
+            .values()
+            .map(|p| p.describe())
+            .collect()
     }
 
     /// The columns of a datasource or quarantine table.
-    pub fn table_columns(&self, name: &str) -> Option<&[Column]> {
-        self.sources.get(name).map(|s| s.columns.as_slice())
+    pub fn table_columns(&self, name: &str) -> Option<Vec<Column>> {
+        self.source(name).map(|s| s.columns.clone())
     }
 
     /// Rows stored in a datasource.
     pub fn row_count(&self, name: &str) -> Option<u64> {
-        self.sources.get(name).map(|s| s.log.row_count())
+        self.source(name).map(|s| s.log.row_count())
     }
 
     /// Decodes an NDJSON body into `datasource`: good rows land, rows that do not fit go to
@@ -227,14 +384,8 @@ impl Runtime {
         datasource: &str,
         body: &[u8],
     ) -> Result<IngestReport, RuntimeError> {
-        let source = self
-            .sources
-            .get(datasource)
-            .filter(|s| s.decoder.is_some())
-            .ok_or_else(|| {
-                RuntimeError::NotFound(format!("Data Source '{datasource}' not found"))
-            })?;
-        let Some(decoder) = &source.decoder else {
+        let source = self.source(datasource);
+        let Some(decoder) = source.as_ref().and_then(|s| s.decoder.as_ref()) else {
             return Err(RuntimeError::NotFound(format!(
                 "Data Source '{datasource}' not found"
             )));
@@ -282,7 +433,7 @@ impl Runtime {
         ts: Ts,
     ) -> Result<(), RuntimeError> {
         for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
-            if let Some(source) = self.sources.get(&name) {
+            if let Some(source) = self.source(&name) {
                 let log = source.log.clone();
                 tokio::task::spawn_blocking(move || log.sync())
                     .await
@@ -301,9 +452,10 @@ impl Runtime {
         pipe: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<QueryResult, RuntimeError> {
-        let rendered = self.project.render_pipe(pipe, params)?;
+        let project = self.project();
+        let rendered = project.render_pipe(pipe, params)?;
         let prepared = self.views.prepare(pipe, &rendered.shape, || {
-            self.project.plan_rendered(pipe, &rendered)
+            project.plan_rendered(pipe, &rendered)
         })?;
         self.views.read(&prepared, &rendered.values).await
     }
@@ -314,9 +466,10 @@ impl Runtime {
         pipe: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<Subscription, RuntimeError> {
-        let rendered = self.project.render_pipe(pipe, params)?;
+        let project = self.project();
+        let rendered = project.render_pipe(pipe, params)?;
         let prepared = self.views.prepare(pipe, &rendered.shape, || {
-            self.project.plan_rendered(pipe, &rendered)
+            project.plan_rendered(pipe, &rendered)
         })?;
         self.views.subscribe(&prepared, &rendered.values).await
     }
@@ -333,7 +486,7 @@ impl Runtime {
         sql: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<PreparedSql, RuntimeError> {
-        let (query, values) = self.project.plan_sql(sql, params)?;
+        let (query, values) = self.project().plan_sql(sql, params)?;
         let mut tables = BTreeSet::new();
         petrel_engine::scanned_tables(&query.plan, &mut tables);
         Ok(PreparedSql::new(query, values, tables))
@@ -353,7 +506,7 @@ impl Runtime {
     ) -> Result<QueryResult, RuntimeError> {
         let name = format!("__q{}", self.next_import.fetch_add(1, Ordering::Relaxed));
         let (mut query, values) = self
-            .project
+            .project()
             .plan_sql_over(sql, &result.columns)
             .map_err(RuntimeError::from)?;
         rename_scans(&mut query.plan, "_", &name);
@@ -376,7 +529,7 @@ impl Runtime {
 
     /// The rows of a table read straight from its log, consolidated (for tests and tools).
     pub fn read_table(&self, name: &str) -> Option<Vec<Row>> {
-        let source = self.sources.get(name)?;
+        let source = self.source(name)?;
         let mut counts: std::collections::HashMap<Row, i64> = std::collections::HashMap::new();
         source
             .log
@@ -397,7 +550,7 @@ impl Runtime {
     /// it updates (and subscribers receive the retractions). Returns the rows removed and the
     /// timestamp of the retraction.
     pub fn truncate(&self, datasource: &str) -> Result<(usize, Ts), RuntimeError> {
-        if !self.project.datasources.contains_key(datasource) {
+        if !self.project().datasources.contains_key(datasource) {
             return Err(RuntimeError::NotFound(format!(
                 "Data Source '{datasource}' not found"
             )));
@@ -415,7 +568,7 @@ impl Runtime {
 
     /// Every datasource with its columns and row counts.
     pub fn describe_datasources(&self) -> Vec<DatasourceInfo> {
-        self.project
+        self.project()
             .datasources
             .values()
             .map(|ds| DatasourceInfo {

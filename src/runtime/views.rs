@@ -326,6 +326,28 @@ impl Views {
         idle.len()
     }
 
+    /// Drops every view that reads `table` (its data is being replaced).
+    pub(super) fn drop_readers(&self, table: &str) {
+        let mut live = lock(&self.live);
+        let readers: Vec<ViewKey> = live
+            .iter()
+            .filter(|(_, l)| l.tables.contains(table))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in readers {
+            if let Some(l) = live.remove(&k) {
+                l.view
+                    .fail(format!("the datasource '{table}' was replaced by a deploy"));
+                self.engine.drop_view(l.id);
+            }
+        }
+    }
+
+    /// Forgets planned shapes (after a deploy); live views stay and are found again by shape.
+    pub(super) fn forget_plans(&self) {
+        lock(&self.prepared).clear();
+    }
+
     /// The live views, for operators.
     pub(super) fn describe(&self) -> Vec<ViewInfo> {
         let mut out: Vec<ViewInfo> = lock(&self.live)

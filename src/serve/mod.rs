@@ -4,6 +4,7 @@
 //! runtime's. Pull requests read maintained views and never wait on the dataflow, except the
 //! first request for a new parameter binding, which installs its view and waits for it.
 
+mod admin;
 mod error;
 mod format;
 mod subscribe;
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
         .route("/tokens", get(local_tokens))
         .route("/", get(live_page))
+        .route("/v1/deploy", post(admin::deploy))
+        .route("/v0/admin/shutdown", post(admin::shutdown))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
         .with_state(state)

@@ -69,8 +69,15 @@ impl Server {
 
     /// Starts a server over the project folder `dir` (data kept in `dir/.petrel`).
     pub fn start_in(dir: PathBuf, extra: &[&str]) -> Server {
+        Server::run(&["local", "start"], dir, extra)
+    }
+
+    /// Runs `petrel <command> --port 0 --project DIR <extra>` (e.g. `local start` or `dev`)
+    /// and waits until it listens.
+    pub fn run(command: &[&str], dir: PathBuf, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_petrel"))
-            .args(["local", "start", "--port", "0", "--project"])
+            .args(command)
+            .args(["--port", "0", "--project"])
             .arg(&dir)
             .args(extra)
             .env("PETREL_ADMIN_TOKEN", ADMIN)
