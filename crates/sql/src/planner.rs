@@ -841,7 +841,7 @@ impl Planner<'_> {
                 plan = self.in_subquery(plan, scope, expr, subquery, *negated, aliases)?;
                 continue;
             }
-            if mentions_now(p) {
+            if mentions_now(p) || uses_now_alias(p, aliases) {
                 bounds.extend(self.temporal(p, scope, aliases)?);
                 continue;
             }
@@ -966,9 +966,10 @@ impl Planner<'_> {
                     BinaryOperator::GtEq => CmpOp::Ge,
                     _ => return Err(refuse()),
                 };
-                let (row_side, now_side, op) = if mentions_now(right) && !mentions_now(left) {
+                let now_in = |e: &ast::Expr| mentions_now(e) || uses_now_alias(e, aliases);
+                let (row_side, now_side, op) = if now_in(right) && !now_in(left) {
                     (left, right, op)
-                } else if mentions_now(left) && !mentions_now(right) {
+                } else if now_in(left) && !now_in(right) {
                     let flipped = match op {
                         CmpOp::Lt => CmpOp::Gt,
                         CmpOp::Le => CmpOp::Ge,
@@ -979,8 +980,21 @@ impl Planner<'_> {
                 } else {
                     return Err(refuse());
                 };
-                let offset_ms = self.now_offset(now_side).ok_or_else(refuse)?;
+                let (offset_ms, scale) = self.now_offset(now_side, aliases).ok_or_else(refuse)?;
                 let (expr, ty) = self.expr(row_side, scope, aliases, &mut Mode::Rows)?;
+                // Compared with toUnixTimestamp64Milli(now() ..) or toUnixTimestamp(now() ..):
+                // the row side is a number of milliseconds or seconds.
+                let (expr, ty) = match scale {
+                    ClockScale::Time => (expr, ty),
+                    ClockScale::UnixMillis => (
+                        Expr::call(Func::FromUnixTimestamp64Milli, vec![expr]),
+                        ColumnType::DateTime64(3),
+                    ),
+                    ClockScale::UnixSeconds => (
+                        Expr::call(Func::Cast(ColumnType::DateTime), vec![expr]),
+                        ColumnType::DateTime,
+                    ),
+                };
                 if !matches!(
                     ty.base(),
                     ColumnType::Date | ColumnType::DateTime | ColumnType::DateTime64(_)
@@ -1003,8 +1017,8 @@ impl Planner<'_> {
                 high,
             } => {
                 let (e, _) = self.expr(expr, scope, aliases, &mut Mode::Rows)?;
-                let lo = self.now_offset(low).ok_or_else(refuse)?;
-                let hi = self.now_offset(high).ok_or_else(refuse)?;
+                let (lo, _) = self.now_offset(low, aliases).ok_or_else(refuse)?;
+                let (hi, _) = self.now_offset(high, aliases).ok_or_else(refuse)?;
                 Ok(vec![
                     TemporalBound {
                         expr: e.clone(),
@@ -1023,20 +1037,48 @@ impl Planner<'_> {
         }
     }
 
-    /// `now()`, `now() ± INTERVAL n unit`, `now() ± n` (seconds): the offset in ms.
-    fn now_offset(&mut self, e: &ast::Expr) -> Option<i64> {
+    /// `now()`, `now() ± INTERVAL n unit`, `now() ± n` (seconds), through aliases and the
+    /// conversions `toDateTime`, `toDateTime64`, `toUnixTimestamp(64Milli)`: the offset in ms
+    /// and the scale the comparison is made in.
+    fn now_offset(&mut self, e: &ast::Expr, aliases: &Aliases) -> Option<(i64, ClockScale)> {
         match e {
+            ast::Expr::Identifier(id) => {
+                let aliased = aliases.get(&id.value)?.clone();
+                let mut inner = aliases.clone();
+                inner.remove(&id.value);
+                self.now_offset(&aliased, &inner)
+            }
             ast::Expr::Function(f) => {
                 let n = function_name(f).to_ascii_lowercase();
-                ((n == "now" || n == "now64") && function_args(f).ok()?.is_empty()).then_some(0)
+                let args = function_args(f).ok()?;
+                match n.as_str() {
+                    "now" | "now64" => Some((0, ClockScale::Time)),
+                    "todatetime" | "todatetime64" => {
+                        let (off, scale) = self.now_offset(args.first()?, aliases)?;
+                        (scale == ClockScale::Time).then_some((off, scale))
+                    }
+                    "tounixtimestamp64milli" | "tounixtimestamp" => {
+                        let (off, scale) = self.now_offset(args.first()?, aliases)?;
+                        let to = if n == "tounixtimestamp" {
+                            ClockScale::UnixSeconds
+                        } else {
+                            ClockScale::UnixMillis
+                        };
+                        (scale == ClockScale::Time).then_some((off, to))
+                    }
+                    _ => None,
+                }
             }
-            ast::Expr::Nested(inner) => self.now_offset(inner),
+            ast::Expr::Nested(inner) => self.now_offset(inner, aliases),
             ast::Expr::BinaryOp {
                 left,
                 op: op @ (BinaryOperator::Plus | BinaryOperator::Minus),
                 right,
             } => {
-                let base = self.now_offset(left)?;
+                let (base, scale) = self.now_offset(left, aliases)?;
+                if scale != ClockScale::Time {
+                    return None;
+                }
                 let sign = if *op == BinaryOperator::Plus { 1 } else { -1 };
                 let amount_ms = match interval_of(right) {
                     Some((value, unit)) => {
@@ -1045,7 +1087,7 @@ impl Planner<'_> {
                     }
                     None => self.constant_int(right)? * 1000,
                 };
-                Some(base + sign * amount_ms)
+                Some((base + sign * amount_ms, scale))
             }
             _ => None,
         }
@@ -2257,6 +2299,29 @@ fn cast_type(text: &str) -> Result<ColumnType, String> {
     ColumnType::parse(name).map_err(|e| e.to_string())
 }
 
+/// How a temporal comparison reads the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClockScale {
+    /// As a Date/DateTime.
+    Time,
+    /// As `toUnixTimestamp64Milli(..)`: milliseconds.
+    UnixMillis,
+    /// As `toUnixTimestamp(..)`: seconds.
+    UnixSeconds,
+}
+
+/// True when `e` names an alias (select-list or `WITH expr AS name`) whose expression reads
+/// the clock.
+fn uses_now_alias(e: &ast::Expr, aliases: &Aliases) -> bool {
+    let text = e.to_string();
+    aliases.iter().any(|(name, a)| {
+        mentions_now(a)
+            && text
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == name)
+    })
+}
+
 /// Constant-folds a call whose arguments are all literals.
 fn fold(e: Expr) -> Expr {
     match &e {
@@ -2273,5 +2338,98 @@ fn sort_key(expr: Expr, o: &ast::OrderByExpr) -> SortKey {
         expr,
         desc,
         nulls_first: o.options.nulls_first.unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestCatalog;
+
+    impl Catalog for TestCatalog {
+        fn table(&self, name: &str) -> Option<TableRef> {
+            (name == "t").then(|| {
+                TableRef::Datasource(vec![
+                    Column {
+                        name: "ts".into(),
+                        ty: ColumnType::DateTime,
+                    },
+                    Column {
+                        name: "ms".into(),
+                        ty: ColumnType::Int(64),
+                    },
+                    Column {
+                        name: "k".into(),
+                        ty: ColumnType::String,
+                    },
+                ])
+            })
+        }
+        fn param_type(&self, name: &str) -> Option<ColumnType> {
+            (name == "p").then_some(ColumnType::String)
+        }
+    }
+
+    fn bounds(sql: &str) -> Vec<TemporalBound> {
+        fn find(p: &Plan) -> Option<Vec<TemporalBound>> {
+            match &p.node {
+                PlanNode::TemporalFilter { bounds, .. } => Some(bounds.clone()),
+                PlanNode::Project { input, .. } | PlanNode::Filter { input, .. } => find(input),
+                _ => None,
+            }
+        }
+        let q = plan_query(sql, &TestCatalog).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        find(&q.plan).expect("a temporal filter")
+    }
+
+    #[test]
+    fn temporal_filters_through_aliases_and_conversions() {
+        let b =
+            bounds("WITH (now() - interval 30 minute) as start SELECT k FROM t WHERE ts >= start");
+        assert_eq!((b[0].op, b[0].offset_ms), (CmpOp::Ge, -1_800_000));
+        let b = bounds("SELECT k FROM t WHERE ms >= toUnixTimestamp64Milli(toDateTime64(now() - INTERVAL 1 DAY, 3))");
+        assert_eq!(b[0].offset_ms, -86_400_000);
+        assert!(matches!(
+            &b[0].expr,
+            Expr::Call {
+                func: Func::FromUnixTimestamp64Milli,
+                ..
+            }
+        ));
+        let b = bounds("SELECT k FROM t WHERE now() - INTERVAL 2 HOUR < ts");
+        assert_eq!((b[0].op, b[0].offset_ms), (CmpOp::Gt, -7_200_000));
+        let b = bounds("SELECT k FROM t WHERE ts BETWEEN now() - INTERVAL 1 HOUR AND now()");
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_construct_and_place() {
+        let e = plan_query("SELECT k,\n  row_number() OVER () FROM t", &TestCatalog).unwrap_err();
+        assert!(e.message.contains("window functions"), "{e}");
+        assert_eq!(e.line, 2);
+        let e = plan_query("SELECT nope FROM t", &TestCatalog).unwrap_err();
+        assert!(e.message.contains("unknown column 'nope'"), "{e}");
+        let e = plan_query("SELECT k FROM t WHERE k = $q", &TestCatalog).unwrap_err();
+        assert!(e.message.contains("unknown parameter 'q'"), "{e}");
+        let e = plan_query("SELECT toString(now()) FROM t", &TestCatalog).unwrap_err();
+        assert!(e.message.contains("temporal"), "{e}");
+    }
+
+    #[test]
+    fn aggregates_keys_and_hidden_order_columns() {
+        let q = plan_query(
+            "SELECT k, count() AS c FROM t GROUP BY k ORDER BY max(ms) DESC LIMIT 3",
+            &TestCatalog,
+        )
+        .unwrap();
+        assert_eq!(q.visible, 2);
+        assert_eq!(q.plan.columns.len(), 3, "max(ms) is a hidden sort column");
+        assert_eq!(q.plan.columns[1].ty, ColumnType::UInt(64));
+        assert_eq!(q.limit, Some(Expr::Literal(Value::UInt(3))));
+        let q = plan_query("SELECT k FROM t WHERE k = $p", &TestCatalog).unwrap();
+        let mut params = std::collections::BTreeSet::new();
+        q.plan.params(&mut params);
+        assert!(params.contains("p"));
     }
 }
