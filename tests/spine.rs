@@ -455,3 +455,49 @@ fn jwt_tokens_scope_pipes_and_fix_parameters() {
     );
     assert_eq!(get("/v0/pipes/clicks_by_user.json", &expired).0, 403);
 }
+
+#[test]
+fn materialized_views_with_state_and_merge_equal_the_direct_query() {
+    use rand::{Rng, SeedableRng};
+    let server = Server::start("tests/projects/mv", &[]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut body = String::new();
+    for i in 0..2000 {
+        let day = rng.random_range(1..20);
+        body.push_str(&format!(
+            "{{\"ts\":\"2024-01-{day:02} 10:00:00\",\"page\":\"/p{}\",\"session\":\"s{}\",\"ms\":{}}}\n",
+            rng.random_range(0..7),
+            rng.random_range(0..300),
+            // distinct latencies, so argMax has no ties
+            i as f64 + rng.random_range(0..1000) as f64 * 10_000.0
+        ));
+    }
+    assert_eq!(ingest(&server, "hits", &body)["successful_rows"], 2000);
+    for since in ["2024-01-01", "2024-01-10"] {
+        let (s1, mv) = get_json(&server, &format!("/v0/pipes/top_pages.json?since={since}"));
+        let (s2, raw) = get_json(
+            &server,
+            &format!("/v0/pipes/top_pages_raw.json?since={since}"),
+        );
+        assert_eq!((s1, s2), (200, 200), "{mv} {raw}");
+        assert_eq!(mv["rows"], 7);
+        let rows = |v: &Value| -> Vec<String> {
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {} {:.6} {}",
+                        r["page"],
+                        r["hits"],
+                        r["sessions"],
+                        r["avg_ms"].as_f64().unwrap(),
+                        r["slowest"]
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(rows(&mv), rows(&raw), "since {since}");
+    }
+}

@@ -228,6 +228,9 @@ pub struct Project {
     pub pipes: BTreeMap<String, Pipe>,
     /// `TOKEN` lines: token name and what it grants.
     pub tokens: BTreeMap<String, Vec<Grant>>,
+    /// Target datasource of each `TYPE materialized` pipe → the pipe. Reading the target
+    /// reads the pipe's maintained result (see `ProjectCatalog`).
+    pub materialized: BTreeMap<String, String>,
     /// Non-fatal findings, `file:line:column: message`.
     pub warnings: Vec<String>,
 }
@@ -414,7 +417,12 @@ impl Project {
         let engine = &ds.engine;
         if let Some(loc) = engine.loc {
             let name = format!("{:?}", engine.engine);
-            if name != "MergeTree" {
+            // Aggregating and Summing targets of materialized pipes are exact: the view is
+            // maintained whole and -Merge reads its states.
+            if !matches!(
+                name.as_str(),
+                "MergeTree" | "AggregatingMergeTree" | "SummingMergeTree"
+            ) {
                 self.warnings.push(located(
                     path,
                     loc.line,
@@ -495,6 +503,11 @@ impl Project {
         let endpoint = match &pipe.kind {
             PipeKind::Endpoint { node } => nodes.iter().position(|n| &n.name == node),
             PipeKind::Standard => None,
+            PipeKind::Materialized { datasource, .. } => {
+                self.materialized
+                    .insert(datasource.clone(), pipe.name.clone());
+                None
+            }
             other => {
                 let what = match other {
                     PipeKind::Materialized { .. } => "TYPE materialized",
@@ -535,6 +548,9 @@ impl Project {
             .filter(|p| p.endpoint.is_some() && p.broken.is_none())
             .map(|p| p.name.clone())
             .collect();
+        // Materialized pipes first: endpoints read their targets.
+        let mut names: Vec<String> = self.materialized.values().cloned().chain(names).collect();
+        names.dedup();
         for name in names {
             let params = check_params(&self.pipes[&name].params);
             let outcome = self
@@ -713,6 +729,65 @@ struct ProjectCatalog<'a> {
     extra: Option<(&'a str, &'a [Column])>,
 }
 
+thread_local! {
+    /// How deep pipe-as-table resolution is nested: pipes that read each other in a cycle
+    /// stop here instead of recursing forever.
+    static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` one pipe deeper; `None` past 16 levels (a cycle).
+fn nested<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+    let depth = NESTING.with(|n| n.get());
+    if depth >= 16 {
+        return None;
+    }
+    NESTING.with(|n| n.set(depth + 1));
+    let out = f();
+    NESTING.with(|n| n.set(depth));
+    out
+}
+
+impl ProjectCatalog<'_> {
+    /// The target of a materialized pipe, read as the pipe's maintained result with the
+    /// target's column names (columns the pipe does not produce take their defaults).
+    fn materialized_target(&self, name: &str) -> Option<Plan> {
+        let pipe = self.project.materialized.get(name)?;
+        let target = self.project.datasources.get(name)?;
+        let rendered = self.project.render_with(pipe, &Params::new()).ok()?;
+        let query = self.project.plan_rendered(pipe, &rendered).ok()?;
+        let plan = query
+            .bind_limits(&rendered.values)
+            .ok()?
+            .into_plan()
+            .bind(&rendered.values)
+            .ok()?;
+        let mut exprs = Vec::new();
+        let mut columns = Vec::new();
+        for c in &target.columns {
+            match plan.columns.iter().position(|p| p.name == c.column.name) {
+                Some(i) => {
+                    exprs.push(petrel_sql::Expr::Column(i));
+                    columns.push(Column {
+                        name: c.column.name.clone(),
+                        ty: plan.columns[i].ty.clone(),
+                    });
+                }
+                None => {
+                    exprs.push(petrel_sql::Expr::Literal(c.column.ty.default_value()));
+                    columns.push(c.column.clone());
+                }
+            }
+        }
+        Some(Plan {
+            node: petrel_sql::PlanNode::Project {
+                input: Box::new(plan),
+                exprs,
+            },
+            columns,
+        })
+    }
+}
+
 impl Catalog for ProjectCatalog<'_> {
     fn table(&self, name: &str) -> Option<TableRef> {
         if let Some((extra, columns)) = self.extra {
@@ -722,6 +797,9 @@ impl Catalog for ProjectCatalog<'_> {
         }
         if let Some(plan) = self.nodes.get(name) {
             return Some(TableRef::Plan(plan.clone()));
+        }
+        if let Some(plan) = nested(|| self.materialized_target(name)) {
+            return Some(TableRef::Plan(plan));
         }
         if let Some(ds) = self.project.datasources.get(name) {
             return Some(TableRef::Datasource(ds.schema()));
@@ -733,10 +811,12 @@ impl Catalog for ProjectCatalog<'_> {
             return Some(TableRef::Datasource(quarantine_columns(&ds.schema())));
         }
         let pipe = self.project.pipes.get(name).filter(|p| p.is_endpoint())?;
-        let rendered = self.project.render_with(&pipe.name, &Params::new()).ok()?;
-        let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
-        let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
-        Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+        nested(|| {
+            let rendered = self.project.render_with(&pipe.name, &Params::new()).ok()?;
+            let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
+            let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
+            Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+        })
     }
 
     fn param_type(&self, name: &str) -> Option<ColumnType> {

@@ -72,6 +72,15 @@ impl ValuesLayout {
                 AggFunc::Max | AggFunc::AnyLast => {
                     extreme(non_null().map(|(r, _)| arg(r, 0)), true)
                 }
+                AggFunc::UniqExactArray => {
+                    let mut set: HashSet<&Value> = HashSet::new();
+                    for (r, _) in non_null() {
+                        if let Value::Array(items) = &r[*args_at] {
+                            set.extend(items.iter());
+                        }
+                    }
+                    Value::UInt(set.len() as u64)
+                }
                 AggFunc::Uniq | AggFunc::UniqExact => {
                     let set: HashSet<Row> = non_null()
                         .map(|(r, _)| r[*args_at..*args_at + agg.args.len()].to_vec())

@@ -224,6 +224,8 @@ pub enum Func {
     Tuple,
     /// `arr[i]` (1-based).
     ArrayElement,
+    /// `tupleElement(t, i)` (1-based, constant i).
+    TupleElement(usize),
     /// `indexOf(arr, x)`.
     IndexOf,
     /// `cityHash64(..)`: a stable 64-bit hash (not bit-compatible with ClickHouse's CityHash).
@@ -427,6 +429,13 @@ impl Func {
                 (t, _) => t.clone(),
             },
             Func::Cast(t) => t.clone(),
+            Func::TupleElement(i) => match first().base() {
+                T::Tuple(items) => items
+                    .get(i.wrapping_sub(1))
+                    .cloned()
+                    .ok_or_else(|| format!("tuple has no element {i}"))?,
+                other => return Err(format!("tupleElement of a {} value", other.name())),
+            },
             Func::Array => T::Array(Box::new(if args.is_empty() {
                 T::String
             } else {
@@ -732,6 +741,10 @@ impl Func {
             Func::Cast(t) => cast(t, arg(0)),
             Func::Array => Value::Array(args.to_vec()),
             Func::Tuple => Value::Tuple(args.to_vec()),
+            Func::TupleElement(i) => match arg(0) {
+                Value::Tuple(items) => items.get(i.wrapping_sub(1)).cloned().unwrap_or(Value::Null),
+                _ => Value::Null,
+            },
             Func::ArrayElement => match (arg(0), arg(1)) {
                 (Value::Array(items), i) => {
                     let i = i.as_i64().unwrap_or(0);

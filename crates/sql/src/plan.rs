@@ -192,6 +192,9 @@ pub enum AggFunc {
     GroupArray,
     /// `groupUniqArray(x)`: the group's distinct values, sorted.
     GroupUniqArray,
+    /// The number of distinct elements across the group's arrays: how `uniqMerge` reads
+    /// `uniqState`, which Petrel keeps as the set of distinct values.
+    UniqExactArray,
 }
 
 impl AggFunc {

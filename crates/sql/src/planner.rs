@@ -19,7 +19,8 @@ use crate::SqlError;
 
 /// Plans one SELECT query (ClickHouse dialect) against `catalog`.
 pub fn plan_query(sql: &str, catalog: &dyn Catalog) -> Result<Query, SqlError> {
-    let (sql, scalars) = split_scalar_with(sql)?;
+    let sql = parenthesize_interval_params(sql);
+    let (sql, scalars) = split_scalar_with(&sql)?;
     let statements = Parser::parse_sql(&ClickHouseDialect {}, &sql).map_err(|e| parse_error(&e))?;
     let [ast::Statement::Query(query)] = statements.as_slice() else {
         return Err(SqlError::new("expected exactly one SELECT query"));
@@ -55,15 +56,36 @@ fn parse_error(e: &sqlparser::parser::ParserError) -> SqlError {
     err
 }
 
+/// `INTERVAL $n DAY` (a template parameter as the amount) is valid ClickHouse but not for
+/// the parser: write it `INTERVAL ($n) DAY`.
+fn parenthesize_interval_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(pos) = rest.to_ascii_lowercase().find("interval $") {
+        let (before, after) = rest.split_at(pos + "interval ".len());
+        out.push_str(before);
+        let name_len = after[1..]
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len() - 1);
+        out.push('(');
+        out.push_str(&after[..1 + name_len]);
+        out.push(')');
+        rest = &after[1 + name_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// ClickHouse's `WITH <expr> AS <name>` (a scalar alias) is not SQL-standard: lift such items
 /// out of the WITH clause, leaving CTEs (`name AS (SELECT ..)`) for the parser.
 fn split_scalar_with(sql: &str) -> Result<(String, Vec<(String, String)>), SqlError> {
     let trimmed = sql.trim_start();
     let offset = sql.len() - trimmed.len();
-    if !trimmed
-        .get(..5)
-        .is_some_and(|w| w.eq_ignore_ascii_case("with "))
-    {
+    let starts_with_with = trimmed
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("with"))
+        && trimmed[4..].starts_with(char::is_whitespace);
+    if !starts_with_with {
         return Ok((sql.to_string(), Vec::new()));
     }
     // Split the WITH list at top-level commas, up to the top-level SELECT.
@@ -246,7 +268,8 @@ struct Planner<'c> {
 /// Select-list aliases, usable in WHERE, GROUP BY, HAVING and ORDER BY.
 type Aliases = BTreeMap<String, ast::Expr>;
 
-const AGGREGATES: [(&str, AggFunc); 16] = [
+const AGGREGATES: [(&str, AggFunc); 17] = [
+    ("uniqexactarray", AggFunc::UniqExactArray),
     ("count", AggFunc::Count),
     ("sum", AggFunc::Sum),
     ("avg", AggFunc::Avg),
@@ -357,7 +380,55 @@ fn any_call(e: &ast::Expr, pred: &dyn Fn(&ast::Function) -> bool) -> bool {
 
 fn contains_aggregate(e: &ast::Expr) -> bool {
     any_call(e, &|f| {
-        aggregate_of(&function_name(f)).is_some() && f.over.is_none()
+        let name = function_name(f);
+        let two = [String::new(), String::new()];
+        (aggregate_of(&name).is_some() || combinator_sql(&name, &two).is_some()) && f.over.is_none()
+    })
+}
+
+/// ClickHouse's `-State`, `-SimpleState` and `-Merge` combinators (materialized views into
+/// AggregatingMergeTree), as plain SQL over Petrel's state values: a count or sum is its
+/// number, `avgState` is `(sum, count)`, `uniqState` is the set of distinct values,
+/// `argMaxState` is `(arg, max)`. The materialized view is maintained whole, so merging
+/// states is an ordinary aggregation over them.
+fn combinator_sql(name: &str, args: &[String]) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let (base, state) = if let Some(b) = lower.strip_suffix("simplestate") {
+        (b, true)
+    } else if let Some(b) = lower.strip_suffix("state") {
+        (b, true)
+    } else if let Some(b) = lower.strip_suffix("merge") {
+        (b, false)
+    } else {
+        return None;
+    };
+    let all = args.join(", ");
+    let first = args.first().cloned().unwrap_or_default();
+    let second = args.get(1);
+    Some(match (base, state) {
+        ("count" | "countif" | "sum" | "sumif" | "min" | "max" | "any" | "anylast", true) => {
+            format!("{base}({all})")
+        }
+        ("count" | "countif" | "sum" | "sumif", false) => format!("sum({first})"),
+        ("min" | "max" | "any" | "anylast", false) => format!("{base}({first})"),
+        ("avg", true) => format!("tuple(sum({all}), count({all}))"),
+        ("avg", false) => {
+            format!("sum(tupleElement({first}, 1)) / sum(tupleElement({first}, 2))")
+        }
+        ("uniq" | "uniqexact" | "uniqcombined" | "uniqcombined64" | "uniqhll12", true) => {
+            format!("groupUniqArray({all})")
+        }
+        ("uniq" | "uniqexact" | "uniqcombined" | "uniqcombined64" | "uniqhll12", false) => {
+            format!("uniqExactArray({first})")
+        }
+        ("argmax" | "argmin", true) => {
+            let extreme = if base == "argmax" { "max" } else { "min" };
+            format!("tuple({base}({all}), {extreme}({}))", second?)
+        }
+        ("argmax" | "argmin", false) => {
+            format!("tupleElement({base}({first}, tupleElement({first}, 2)), 1)")
+        }
+        _ => return None,
     })
 }
 
@@ -1918,10 +1989,18 @@ impl Planner<'_> {
             return self.aggregate(f, agg, with_if, node, scope, aliases, mode);
         }
         if lower.ends_with("state") || lower.ends_with("merge") {
-            return Err(unsupported(
-                &format!("{name}: -State/-Merge aggregates (materialized views)"),
-                node,
-            ));
+            let args: Vec<String> = function_args(f)?.iter().map(|a| a.to_string()).collect();
+            let Some(sql) = combinator_sql(&name, &args) else {
+                return Err(unsupported(
+                    &format!("{name} (this -State/-Merge combination)"),
+                    node,
+                ));
+            };
+            let rewritten = Parser::new(&ClickHouseDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| at(format!("{name}: {e}"), node))?;
+            return self.expr(&rewritten, scope, aliases, mode);
         }
         if lower == "now" || lower == "now64" || lower == "today" || lower == "yesterday" {
             return Err(at(
@@ -2099,10 +2178,52 @@ impl Planner<'_> {
             "array" => (Func::Array, args),
             "tuple" => (Func::Tuple, args),
             "arrayelement" => (Func::ArrayElement, args),
+            "tupleelement" => {
+                let i = match args.get(1) {
+                    Some(Expr::Literal(v)) => v.as_i64().filter(|i| *i > 0),
+                    _ => None,
+                }
+                .ok_or_else(|| at("tupleElement needs a constant position", node))?;
+                (
+                    Func::TupleElement(i as usize),
+                    args.into_iter().take(1).collect(),
+                )
+            }
             "indexof" => (Func::IndexOf, args),
             "cityhash64" | "sipHash64" | "siphash64" | "xxhash64" => (Func::CityHash64, args),
             "jsonextractstring" => (Func::JsonExtractString, args),
             "tobool" => (Func::Cast(ColumnType::Bool), args),
+            // Times are UTC instants; converting to UTC changes nothing.
+            "totimezone" => match args.get(1) {
+                Some(Expr::Literal(Value::String(tz)))
+                    if matches!(tz.as_str(), "UTC" | "Etc/UTC" | "GMT") =>
+                {
+                    let first = args
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| at("toTimeZone needs a time", node))?;
+                    return Ok((
+                        first,
+                        types.into_iter().next().unwrap_or(ColumnType::DateTime),
+                    ));
+                }
+                _ => {
+                    return Err(unsupported(
+                        "toTimeZone to a zone other than UTC (Petrel computes in UTC)",
+                        node,
+                    ))
+                }
+            },
+            "tolowcardinality" | "identity" => {
+                let first = args
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| at("needs an argument", node))?;
+                return Ok((
+                    first,
+                    types.into_iter().next().unwrap_or(ColumnType::String),
+                ));
+            }
             n => {
                 let base = n
                     .trim_end_matches("orzero")
@@ -2215,6 +2336,7 @@ impl Planner<'_> {
             AggFunc::Count => None,
             AggFunc::ArgMax | AggFunc::ArgMin => Some(2),
             AggFunc::Uniq | AggFunc::UniqExact => None,
+            AggFunc::UniqExactArray => Some(1),
             _ => Some(1),
         };
         if let Some(n) = expected {
@@ -2233,7 +2355,9 @@ impl Planner<'_> {
         }
         let arg_ty = types.first().cloned().unwrap_or(ColumnType::UInt(64));
         let ty = match func {
-            AggFunc::Count | AggFunc::Uniq | AggFunc::UniqExact => ColumnType::UInt(64),
+            AggFunc::Count | AggFunc::Uniq | AggFunc::UniqExact | AggFunc::UniqExactArray => {
+                ColumnType::UInt(64)
+            }
             AggFunc::Sum => match arg_ty.base() {
                 ColumnType::Float32 | ColumnType::Float64 => ColumnType::Float64,
                 ColumnType::UInt(_) | ColumnType::Bool => ColumnType::UInt(64),

@@ -177,6 +177,41 @@ impl ColumnType {
         }
     }
 
+    /// The type of the values Petrel stores for a column: for `AggregateFunction(f, T..)` and
+    /// `SimpleAggregateFunction(f, T)` the state of `f` as Petrel keeps it (a count as UInt64,
+    /// `avg` as `(sum, count)`, `uniq` as the array of distinct values, `argMax(A, B)` as
+    /// `(A, B)`), so `-Merge` reads them; every other type is itself.
+    pub fn stored(&self) -> ColumnType {
+        let ColumnType::AggregateState {
+            simple,
+            function,
+            args,
+        } = self
+        else {
+            return self.clone();
+        };
+        let arg = |i: usize| args.get(i).cloned().unwrap_or(ColumnType::UInt(64));
+        let f = function.to_ascii_lowercase();
+        let f = f.trim_end_matches("if");
+        if *simple {
+            return arg(0);
+        }
+        match f {
+            "count" => ColumnType::UInt(64),
+            "sum" => match arg(0).base() {
+                ColumnType::Float32 | ColumnType::Float64 => ColumnType::Float64,
+                ColumnType::Int(_) => ColumnType::Int(64),
+                _ => ColumnType::UInt(64),
+            },
+            "avg" => ColumnType::Tuple(vec![ColumnType::Float64, ColumnType::UInt(64)]),
+            "uniq" | "uniqexact" | "uniqcombined" | "uniqcombined64" | "uniqhll12" => {
+                ColumnType::Array(Box::new(arg(0)))
+            }
+            "argmax" | "argmin" => ColumnType::Tuple(vec![arg(0), arg(1)]),
+            _ => arg(0),
+        }
+    }
+
     /// The type with `Nullable` and `LowCardinality` wrappers removed.
     pub fn base(&self) -> &ColumnType {
         match self {
