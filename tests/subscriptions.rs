@@ -330,3 +330,134 @@ async fn upsert_envelope_sends_the_new_row_per_key() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_and_ttl_retractions_reach_pull_and_push() {
+    let server = tokio::task::spawn_blocking(|| Server::start("tests/projects/engines", &[]))
+        .await
+        .unwrap();
+    let post = |ds: &str, body: String| {
+        let r = client()
+            .post(format!("{}/v0/events?name={ds}&wait=true", server.url))
+            .bearer_auth(ADMIN)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let pull = |pipe: &str| -> Value {
+        client()
+            .get(format!("{}/v0/pipes/{pipe}.json", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    tokio::task::block_in_place(|| {
+        post(
+            "users",
+            concat!(
+                "{\"id\":1,\"name\":\"ann\",\"plan\":\"free\",\"version\":1,\"deleted\":0}\n",
+                "{\"id\":2,\"name\":\"bob\",\"plan\":\"free\",\"version\":1,\"deleted\":0}\n",
+            )
+            .to_string(),
+        )
+    });
+    let url = format!(
+        "{}/v0/pipes/users_by_plan.ws?token={ADMIN}",
+        server.url.replace("http", "ws")
+    );
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let snap = next_json(&mut ws).await;
+    assert_eq!(
+        snap["data"],
+        json!([{"plan": "free", "users": 2, "names": ["ann", "bob"]}])
+    );
+    // A newer version replaces the old row everywhere; an older one is ignored.
+    tokio::task::block_in_place(|| {
+        post(
+            "users",
+            concat!(
+                "{\"id\":1,\"name\":\"ann\",\"plan\":\"pro\",\"version\":3,\"deleted\":0}\n",
+                "{\"id\":1,\"name\":\"ann\",\"plan\":\"team\",\"version\":2,\"deleted\":0}\n",
+            )
+            .to_string(),
+        )
+    });
+    let ch = next_of(&mut ws, "changes").await;
+    let data = ch["data"].as_array().unwrap();
+    assert!(
+        data.contains(
+            &json!({"diff": -1, "row": {"plan": "free", "users": 2, "names": ["ann", "bob"]}})
+        ),
+        "{ch}"
+    );
+    assert!(
+        data.contains(&json!({"diff": 1, "row": {"plan": "pro", "users": 1, "names": ["ann"]}})),
+        "{ch}"
+    );
+    let mut rows = tokio::task::block_in_place(|| pull("users_by_plan"))["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    rows.sort_by_key(|r| r["plan"].as_str().map(str::to_string));
+    assert_eq!(
+        rows,
+        vec![
+            json!({"plan": "free", "users": 1, "names": ["bob"]}),
+            json!({"plan": "pro", "users": 1, "names": ["ann"]})
+        ]
+    );
+    // A delete marker retracts the row.
+    tokio::task::block_in_place(|| {
+        post(
+            "users",
+            "{\"id\":2,\"name\":\"bob\",\"plan\":\"free\",\"version\":5,\"deleted\":1}\n".into(),
+        )
+    });
+    let ch = next_of(&mut ws, "changes").await;
+    assert_eq!(
+        ch["data"],
+        json!([{"diff": -1, "row": {"plan": "free", "users": 1, "names": ["bob"]}}])
+    );
+
+    // TTL: rows leave the views when the clock passes their TTL.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ts = |secs: i64| petrel_value::time::format_datetime(secs);
+    tokio::task::block_in_place(|| {
+        post("pings", format!(
+            "{{\"ts\":\"{}\",\"host\":\"a\"}}\n{{\"ts\":\"{}\",\"host\":\"b\"}}\n{{\"ts\":\"{}\",\"host\":\"old\"}}\n",
+            ts(now), ts(now + 60), ts(now - 3600)
+        ))
+    });
+    let mut hosts = tokio::task::block_in_place(|| pull("live_hosts"))["data"]
+        .as_array()
+        .unwrap()
+        .clone();
+    hosts.sort_by_key(|r| r["host"].as_str().map(str::to_string));
+    assert_eq!(
+        hosts,
+        vec![
+            json!({"host": "a", "pings": 1}),
+            json!({"host": "b", "pings": 1})
+        ]
+    );
+    let url = format!(
+        "{}/v0/pipes/live_hosts.ws?token={ADMIN}",
+        server.url.replace("http", "ws")
+    );
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let ch = next_of(&mut ws, "changes").await;
+    assert_eq!(
+        ch["data"],
+        json!([{"diff": -1, "row": {"host": "a", "pings": 1}}]),
+        "host a expires after 3 s"
+    );
+    let left = tokio::task::block_in_place(|| pull("live_hosts"));
+    assert_eq!(left["data"], json!([{"host": "b", "pings": 1}]));
+}

@@ -80,8 +80,47 @@ pub struct Datasource {
     pub name: String,
     /// Its columns.
     pub columns: Vec<ColumnSpec>,
+    /// How queries read it, when that is not simply its rows: ReplacingMergeTree keeps the
+    /// latest row per sorting key (FINAL, exactly), ENGINE_TTL keeps rows whose TTL is still
+    /// ahead of the clock (a temporal filter). SQL over the datasource's own name.
+    pub read_sql: Option<String>,
     /// The file it came from.
     pub file: PathBuf,
+}
+
+/// The SQL a datasource is read through (see [`Datasource::read_sql`]).
+fn engine_read_sql(ds: &petrel_datafile::Datasource) -> Option<String> {
+    use petrel_datafile::Engine;
+    let engine = &ds.engine;
+    let name = format!("`{}`", ds.name);
+    let mut sql = None;
+    if engine.engine == Engine::ReplacingMergeTree {
+        let key = engine.sorting_key.as_ref()?.value.clone();
+        let order = match &engine.ver {
+            Some(v) => format!("`{}` DESC", v.value),
+            None => "1".to_string(),
+        };
+        let mut q =
+            format!("SELECT * FROM (SELECT * FROM {name} ORDER BY {order} LIMIT 1 BY {key})");
+        if let Some(d) = &engine.is_deleted {
+            q.push_str(&format!(" WHERE `{}` = 0", d.value));
+        }
+        sql = Some(q);
+    }
+    if let Some(ttl) = engine.ttl.as_ref().filter(|t| !t.value.trim().is_empty()) {
+        // `expr + INTERVAL n unit [DELETE]`: the row lives while that is after now().
+        let expr = ttl
+            .value
+            .trim()
+            .trim_end_matches("DELETE")
+            .trim_end_matches("delete")
+            .trim();
+        let inner = sql
+            .map(|q| format!("({q})"))
+            .unwrap_or_else(|| name.clone());
+        sql = Some(format!("SELECT * FROM {inner} WHERE ({expr}) > now()"));
+    }
+    sql
 }
 
 impl Datasource {
@@ -421,7 +460,7 @@ impl Project {
             // maintained whole and -Merge reads its states.
             if !matches!(
                 name.as_str(),
-                "MergeTree" | "AggregatingMergeTree" | "SummingMergeTree"
+                "MergeTree" | "AggregatingMergeTree" | "SummingMergeTree" | "ReplacingMergeTree"
             ) {
                 self.warnings.push(located(
                     path,
@@ -431,14 +470,7 @@ impl Project {
                 ));
             }
         }
-        if let Some(ttl) = &engine.ttl {
-            self.warnings.push(located(
-                path,
-                ttl.loc.line,
-                ttl.loc.column,
-                "ENGINE_TTL is not applied yet",
-            ));
-        }
+        let read_sql = engine_read_sql(&ds);
         if let Some((_, s)) = ds.kafka.iter().next() {
             self.warnings.push(located(
                 path,
@@ -459,6 +491,7 @@ impl Project {
             Datasource {
                 name: ds.name.clone(),
                 columns,
+                read_sql,
                 file: path.to_path_buf(),
             },
         );
@@ -729,6 +762,21 @@ struct ProjectCatalog<'a> {
     extra: Option<(&'a str, &'a [Column])>,
 }
 
+/// A catalog with only one datasource's stored rows: what its engine's read SQL reads.
+struct RawCatalog<'a> {
+    ds: &'a Datasource,
+}
+
+impl Catalog for RawCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        (name == self.ds.name).then(|| TableRef::Datasource(self.ds.schema()))
+    }
+
+    fn param_type(&self, _name: &str) -> Option<ColumnType> {
+        None
+    }
+}
+
 thread_local! {
     /// How deep pipe-as-table resolution is nested: pipes that read each other in a cycle
     /// stop here instead of recursing forever.
@@ -802,6 +850,12 @@ impl Catalog for ProjectCatalog<'_> {
             return Some(TableRef::Plan(plan));
         }
         if let Some(ds) = self.project.datasources.get(name) {
+            if let Some(sql) = &ds.read_sql {
+                let raw = RawCatalog { ds };
+                return plan_query(sql, &raw)
+                    .ok()
+                    .map(|q| TableRef::Plan(q.into_plan()));
+            }
             return Some(TableRef::Datasource(ds.schema()));
         }
         if let Some(ds) = name
