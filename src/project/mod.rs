@@ -470,7 +470,27 @@ impl Project {
                 ));
             }
         }
-        let read_sql = engine_read_sql(&ds);
+        let read_sql = engine_read_sql(&ds).and_then(|sql| {
+            let probe = Datasource {
+                name: ds.name.clone(),
+                columns: columns.clone(),
+                read_sql: None,
+                file: path.to_path_buf(),
+            };
+            match plan_query(&sql, &RawCatalog { ds: &probe }) {
+                Ok(_) => Some(sql),
+                Err(e) => {
+                    let loc = engine.loc.unwrap_or(petrel_datafile::Loc::new(1, 1));
+                    self.warnings.push(located(
+                        path,
+                        loc.line,
+                        loc.column,
+                        format!("the engine's replacing/TTL rules are not applied: {e}"),
+                    ));
+                    None
+                }
+            }
+        });
         if let Some((_, s)) = ds.kafka.iter().next() {
             self.warnings.push(located(
                 path,

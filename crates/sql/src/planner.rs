@@ -495,19 +495,29 @@ fn literal_type(v: &Value) -> ColumnType {
 }
 
 fn interval_of(e: &ast::Expr) -> Option<(&ast::Expr, Result<Unit, String>)> {
-    let ast::Expr::Interval(iv) = e else {
-        return None;
-    };
-    let unit = match &iv.leading_field {
-        Some(f) => {
-            Unit::parse(&f.to_string()).ok_or_else(|| format!("unknown interval unit '{f}'"))
+    match e {
+        ast::Expr::Interval(iv) => {
+            let unit = match &iv.leading_field {
+                Some(f) => Unit::parse(&f.to_string())
+                    .ok_or_else(|| format!("unknown interval unit '{f}'")),
+                None => Err("INTERVAL needs a unit, e.g. INTERVAL 1 DAY".to_string()),
+            };
+            Some((&iv.value, unit))
         }
-        None => {
-            // `INTERVAL '1 day'` or `INTERVAL 1 DAY` parsed as a string.
-            Err("INTERVAL needs a unit, e.g. INTERVAL 1 DAY".to_string())
+        // toIntervalDay(n), toIntervalHour(n), ..
+        ast::Expr::Function(f) => {
+            let name = function_name(f).to_ascii_lowercase();
+            let unit = Unit::parse(name.strip_prefix("tointerval")?)?;
+            match &f.args {
+                FunctionArguments::List(l) => match l.args.as_slice() {
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(n))] => Some((n, Ok(unit))),
+                    _ => None,
+                },
+                _ => None,
+            }
         }
-    };
-    Some((&iv.value, unit))
+        _ => None,
+    }
 }
 
 fn unit_seconds(unit: Unit) -> Option<i64> {
