@@ -447,7 +447,7 @@ impl Project {
             columns.push(ColumnSpec {
                 column: Column {
                     name: c.name.clone(),
-                    ty,
+                    ty: ty.stored(),
                 },
                 json_path: c.json_path.clone(),
                 default,

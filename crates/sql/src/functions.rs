@@ -232,6 +232,26 @@ pub enum Func {
     CityHash64,
     /// `JSONExtractString(json, key)`.
     JsonExtractString,
+    /// `domain(url)`: the host of a URL.
+    Domain,
+    /// `domainWithoutWWW(url)`: the host without a leading `www.`.
+    DomainWithoutWww,
+    /// `path(url)`: the path of a URL, without query or fragment.
+    UrlPath,
+}
+
+/// Splits a URL into host and the rest (`https://h:1/p?q` → `("h", "/p?q")`).
+fn url_parts(url: &str) -> (&str, &str) {
+    let rest = match url.find("://") {
+        Some(i) => &url[i + 3..],
+        None if url.starts_with("//") => &url[2..],
+        None => return ("", url),
+    };
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let host = host.split(':').next().unwrap_or(host);
+    (host, &rest[end..])
 }
 
 /// The common type of branches (`if`, `multiIf`, `coalesce`): the first non-NULL-literal type,
@@ -398,7 +418,11 @@ impl Func {
             | Func::Trim
             | Func::TrimLeft
             | Func::TrimRight => wrap_nullable(T::String, args),
-            Func::ToString | Func::JsonExtractString => T::String,
+            Func::ToString
+            | Func::JsonExtractString
+            | Func::Domain
+            | Func::DomainWithoutWww
+            | Func::UrlPath => T::String,
             Func::Length | Func::CityHash64 | Func::Position | Func::IndexOf => T::UInt(64),
             Func::SplitByChar | Func::SplitByString => T::Array(Box::new(T::String)),
             Func::ToDate => T::Date,
@@ -780,6 +804,16 @@ impl Func {
                 }
                 Value::UInt(h.finish())
             }
+            Func::Domain => map_str(arg(0), |s| url_parts(s).0.to_string()),
+            Func::DomainWithoutWww => map_str(arg(0), |s| {
+                let host = url_parts(s).0;
+                host.strip_prefix("www.").unwrap_or(host).to_string()
+            }),
+            Func::UrlPath => map_str(arg(0), |s| {
+                let rest = url_parts(s).1;
+                let end = rest.find(['?', '#']).unwrap_or(rest.len());
+                rest[..end].to_string()
+            }),
             Func::JsonExtractString => {
                 let key = arg(1).to_text();
                 serde_json_extract(&arg(0).to_text(), &key)

@@ -2202,6 +2202,9 @@ impl Planner<'_> {
             "indexof" => (Func::IndexOf, args),
             "cityhash64" | "sipHash64" | "siphash64" | "xxhash64" => (Func::CityHash64, args),
             "jsonextractstring" => (Func::JsonExtractString, args),
+            "domain" => (Func::Domain, args),
+            "domainwithoutwww" => (Func::DomainWithoutWww, args),
+            "path" => (Func::UrlPath, args),
             "tobool" => (Func::Cast(ColumnType::Bool), args),
             // Times are UTC instants; converting to UTC changes nothing.
             "totimezone" => match args.get(1) {
