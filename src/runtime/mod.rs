@@ -622,24 +622,12 @@ fn wall_secs() -> i64 {
 
 /// Renames every scan of `from` to `to` (used to give a `q=` input a private source name).
 fn rename_scans(plan: &mut Plan, from: &str, to: &str) {
-    match &mut plan.node {
-        PlanNode::Scan { table } => {
-            if table == from {
-                *table = to.to_string();
-            }
+    if let PlanNode::Scan { table } = &mut plan.node {
+        if table == from {
+            *table = to.to_string();
         }
-        PlanNode::Values { .. } => {}
-        PlanNode::Filter { input, .. }
-        | PlanNode::TemporalFilter { input, .. }
-        | PlanNode::Project { input, .. }
-        | PlanNode::Aggregate { input, .. }
-        | PlanNode::Distinct { input }
-        | PlanNode::TopK { input, .. }
-        | PlanNode::ArrayJoin { input, .. } => rename_scans(input, from, to),
-        PlanNode::Join { left, right, .. } => {
-            rename_scans(left, from, to);
-            rename_scans(right, from, to);
-        }
-        PlanNode::Union { inputs } => inputs.iter_mut().for_each(|p| rename_scans(p, from, to)),
+    }
+    for input in plan.inputs_mut() {
+        rename_scans(input, from, to);
     }
 }

@@ -401,14 +401,7 @@ impl Views {
         if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
         }
-        let key: Row = prepared
-            .keys
-            .iter()
-            .map(|k| {
-                let v = values.get(&k.param).cloned().unwrap_or(Value::Null);
-                k.ty.coerce(&v).unwrap_or(v)
-            })
-            .collect();
+        let key = lookup_key(prepared, values);
         let snapshot = live.view.snapshot(&key);
         finish(&prepared.query, snapshot.rows, snapshot.upper, values)
     }
@@ -474,26 +467,8 @@ impl Views {
             self.lookup_or_install(prepared, key, &query, values)?
         };
         live.view.wait_for(live.as_of).await;
-        let key: Row = prepared
-            .keys
-            .iter()
-            .map(|k| {
-                let v = values.get(&k.param).cloned().unwrap_or(Value::Null);
-                k.ty.coerce(&v).unwrap_or(v)
-            })
-            .collect();
-        let order_by = prepared
-            .query
-            .order_by
-            .iter()
-            .map(|k| {
-                Ok(petrel_sql::SortKey {
-                    expr: k.expr.bind(values).map_err(bad)?,
-                    desc: k.desc,
-                    nulls_first: k.nulls_first,
-                })
-            })
-            .collect::<Result<_, RuntimeError>>()?;
+        let key = lookup_key(prepared, values);
+        let order_by = bind_order(&prepared.query, values)?;
         Ok(Subscription {
             view: live.view.clone(),
             _lease: Lease::new(live.clone()),
@@ -575,6 +550,36 @@ fn upsert_key(query: &Query) -> Vec<usize> {
     }
 }
 
+/// The query's top-level sort keys with parameters bound.
+fn bind_order(
+    query: &Query,
+    values: &BTreeMap<String, Value>,
+) -> Result<Vec<petrel_sql::SortKey>, RuntimeError> {
+    query
+        .order_by
+        .iter()
+        .map(|k| {
+            Ok(petrel_sql::SortKey {
+                expr: k.expr.bind(values).map_err(bad)?,
+                desc: k.desc,
+                nulls_first: k.nulls_first,
+            })
+        })
+        .collect()
+}
+
+/// The view key a request reads: each lifted parameter's value in its column's type.
+fn lookup_key(prepared: &Prepared, values: &BTreeMap<String, Value>) -> Row {
+    prepared
+        .keys
+        .iter()
+        .map(|k| {
+            let v = values.get(&k.param).cloned().unwrap_or(Value::Null);
+            k.ty.coerce(&v).unwrap_or(v)
+        })
+        .collect()
+}
+
 /// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns.
 fn finish(
     query: &Query,
@@ -584,17 +589,7 @@ fn finish(
 ) -> Result<QueryResult, RuntimeError> {
     let rows_read = rows.len();
     if !query.order_by.is_empty() {
-        let order: Vec<petrel_sql::SortKey> = query
-            .order_by
-            .iter()
-            .map(|k| {
-                Ok(petrel_sql::SortKey {
-                    expr: k.expr.bind(values).map_err(bad)?,
-                    desc: k.desc,
-                    nulls_first: k.nulls_first,
-                })
-            })
-            .collect::<Result<_, RuntimeError>>()?;
+        let order = bind_order(query, values)?;
         let mut keyed: Vec<(Row, Row)> = rows
             .into_iter()
             .map(|r| (order.iter().map(|k| k.expr.eval(&r)).collect(), r))

@@ -124,6 +124,20 @@ fn grant(
     Ok(grant)
 }
 
+/// The request's token, when it is one the server knows (static or a valid JWT).
+fn known_token<'a>(
+    state: &AppState,
+    headers: &'a HeaderMap,
+    params: &'a BTreeMap<String, String>,
+) -> Result<&'a str, ApiError> {
+    let token =
+        request_token(headers, params).ok_or_else(|| ApiError::forbidden("token is missing"))?;
+    if state.tokens.grant(token).is_none() {
+        return Err(ApiError::forbidden("invalid or expired token"));
+    }
+    Ok(token)
+}
+
 fn scope_name(scope: &Scope) -> &'static str {
     match scope {
         Scope::Admin => "ADMIN",
@@ -176,11 +190,7 @@ async fn list_pipes(
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token =
-        request_token(&headers, &params).ok_or_else(|| ApiError::forbidden("token is missing"))?;
-    if state.tokens.find(token).is_none() {
-        return Err(ApiError::forbidden("invalid token"));
-    }
+    let token = known_token(&state, &headers, &params)?;
     let pipes: Vec<serde_json::Value> = state
         .runtime
         .describe_pipes()
@@ -471,11 +481,7 @@ async fn list_datasources(
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token =
-        request_token(&headers, &params).ok_or_else(|| ApiError::forbidden("token is missing"))?;
-    if state.tokens.find(token).is_none() {
-        return Err(ApiError::forbidden("invalid token"));
-    }
+    let token = known_token(&state, &headers, &params)?;
     let visible: Vec<_> = state
         .runtime
         .describe_datasources()

@@ -325,23 +325,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The datasources a plan scans.
 pub fn scanned_tables(plan: &Plan, out: &mut BTreeSet<String>) {
-    match &plan.node {
-        PlanNode::Scan { table } => {
-            out.insert(table.clone());
-        }
-        PlanNode::Values { .. } => {}
-        PlanNode::Filter { input, .. }
-        | PlanNode::TemporalFilter { input, .. }
-        | PlanNode::Project { input, .. }
-        | PlanNode::Aggregate { input, .. }
-        | PlanNode::Distinct { input }
-        | PlanNode::TopK { input, .. }
-        | PlanNode::ArrayJoin { input, .. } => scanned_tables(input, out),
-        PlanNode::Join { left, right, .. } => {
-            scanned_tables(left, out);
-            scanned_tables(right, out);
-        }
-        PlanNode::Union { inputs } => inputs.iter().for_each(|p| scanned_tables(p, out)),
+    if let PlanNode::Scan { table } = &plan.node {
+        out.insert(table.clone());
+    }
+    for input in plan.inputs() {
+        scanned_tables(input, out);
     }
 }
 

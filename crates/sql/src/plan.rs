@@ -253,6 +253,38 @@ pub enum TableRef {
 }
 
 impl Plan {
+    /// The node's inputs.
+    pub fn inputs(&self) -> Vec<&Plan> {
+        match &self.node {
+            PlanNode::Scan { .. } | PlanNode::Values { .. } => Vec::new(),
+            PlanNode::Filter { input, .. }
+            | PlanNode::TemporalFilter { input, .. }
+            | PlanNode::Project { input, .. }
+            | PlanNode::Aggregate { input, .. }
+            | PlanNode::Distinct { input }
+            | PlanNode::TopK { input, .. }
+            | PlanNode::ArrayJoin { input, .. } => vec![input],
+            PlanNode::Join { left, right, .. } => vec![left, right],
+            PlanNode::Union { inputs } => inputs.iter().collect(),
+        }
+    }
+
+    /// The node's inputs, to rewrite them.
+    pub fn inputs_mut(&mut self) -> Vec<&mut Plan> {
+        match &mut self.node {
+            PlanNode::Scan { .. } | PlanNode::Values { .. } => Vec::new(),
+            PlanNode::Filter { input, .. }
+            | PlanNode::TemporalFilter { input, .. }
+            | PlanNode::Project { input, .. }
+            | PlanNode::Aggregate { input, .. }
+            | PlanNode::Distinct { input }
+            | PlanNode::TopK { input, .. }
+            | PlanNode::ArrayJoin { input, .. } => vec![input],
+            PlanNode::Join { left, right, .. } => vec![left, right],
+            PlanNode::Union { inputs } => inputs.iter_mut().collect(),
+        }
+    }
+
     /// The plan with every parameter replaced by its value.
     pub fn bind(
         &self,
