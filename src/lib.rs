@@ -10,4 +10,5 @@ pub mod ingest;
 pub mod project;
 pub mod runtime;
 pub mod serve;
+pub mod sink;
 pub mod storage;

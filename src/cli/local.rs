@@ -111,6 +111,8 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         if let Some(fixtures) = fixtures {
             load_fixtures(&runtime, fixtures).await?;
         }
+        crate::ingest::kafka::start_consumers(&runtime);
+        crate::sink::kafka::start_sinks(&runtime);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;

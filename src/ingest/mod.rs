@@ -1,6 +1,7 @@
 //! Ingestion: bytes from the Events API (and later Kafka and files) to validated rows.
 //! Rows that do not fit their datasource's schema go to its quarantine table.
 
+pub mod kafka;
 mod ndjson;
 
 pub use ndjson::{ColumnError, Rejected, RowDecoder};

@@ -84,8 +84,62 @@ pub struct Datasource {
     /// latest row per sorting key (FINAL, exactly), ENGINE_TTL keeps rows whose TTL is still
     /// ahead of the clock (a temporal filter). SQL over the datasource's own name.
     pub read_sql: Option<String>,
+    /// Where its rows come from when it reads a Kafka topic.
+    pub kafka: Option<KafkaSource>,
     /// The file it came from.
     pub file: PathBuf,
+}
+
+/// A `.connection` file of `TYPE kafka`: how to reach the brokers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaConnection {
+    /// The connection's name (the file stem).
+    pub name: String,
+    /// `KAFKA_BOOTSTRAP_SERVERS`.
+    pub bootstrap_servers: String,
+    /// `KAFKA_SECURITY_PROTOCOL` (PLAINTEXT when absent, for local brokers).
+    pub security_protocol: String,
+    /// `KAFKA_SASL_MECHANISM`.
+    pub sasl_mechanism: Option<String>,
+    /// `KAFKA_KEY` (the SASL user).
+    pub key: Option<String>,
+    /// `KAFKA_SECRET` (the SASL password).
+    pub secret: Option<String>,
+    /// `KAFKA_SSL_CA_PEM`.
+    pub ssl_ca_pem: Option<String>,
+}
+
+/// A datasource's Kafka settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSource {
+    /// `KAFKA_CONNECTION_NAME`.
+    pub connection: String,
+    /// `KAFKA_TOPIC`.
+    pub topic: String,
+    /// `KAFKA_GROUP_ID`: offsets are also committed to this group, for monitoring.
+    pub group_id: String,
+    /// `KAFKA_AUTO_OFFSET_RESET`: where to start without stored offsets (`earliest` or `latest`).
+    pub auto_offset_reset: String,
+}
+
+/// A `TYPE sink` pipe writing to a Kafka topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSink {
+    /// `EXPORT_CONNECTION_NAME`.
+    pub connection: String,
+    /// `EXPORT_KAFKA_TOPIC`.
+    pub topic: String,
+}
+
+/// A datasource's Kafka settings, when it names a topic.
+fn kafka_source(ds: &petrel_datafile::Datasource) -> Option<KafkaSource> {
+    let get = |k: &str| ds.kafka.get(k).map(|s| s.value.clone());
+    Some(KafkaSource {
+        connection: get("KAFKA_CONNECTION_NAME")?,
+        topic: get("KAFKA_TOPIC")?,
+        group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| format!("petrel-{}", ds.name)),
+        auto_offset_reset: get("KAFKA_AUTO_OFFSET_RESET").unwrap_or_else(|| "latest".into()),
+    })
 }
 
 /// The SQL a datasource is read through (see [`Datasource::read_sql`]).
@@ -156,6 +210,8 @@ pub struct Pipe {
     pub params: Vec<ParamDecl>,
     /// The error that keeps it out of service, if any.
     pub broken: Option<String>,
+    /// Where a `TYPE sink` pipe writes its changes.
+    pub sink: Option<KafkaSink>,
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -270,6 +326,8 @@ pub struct Project {
     /// Target datasource of each `TYPE materialized` pipe → the pipe. Reading the target
     /// reads the pipe's maintained result (see `ProjectCatalog`).
     pub materialized: BTreeMap<String, String>,
+    /// Kafka connections by name.
+    pub connections: BTreeMap<String, KafkaConnection>,
     /// Non-fatal findings, `file:line:column: message`.
     pub warnings: Vec<String>,
 }
@@ -376,12 +434,7 @@ impl Project {
                 ),
                 Ok(Datafile::Datasource(ds)) => project.add_datasource(path, *ds, &mut errors),
                 Ok(Datafile::Pipe(pipe)) => parsed_pipes.push((path.clone(), *pipe)),
-                Ok(Datafile::Connection(c)) => project.warnings.push(located(
-                    path,
-                    c.kind_loc.line,
-                    c.kind_loc.column,
-                    "connections are not used yet (Kafka and S3 arrive in a later release)",
-                )),
+                Ok(Datafile::Connection(c)) => project.add_connection(path, *c),
             }
         }
         for (path, pipe) in parsed_pipes {
@@ -475,6 +528,7 @@ impl Project {
                 name: ds.name.clone(),
                 columns: columns.clone(),
                 read_sql: None,
+                kafka: None,
                 file: path.to_path_buf(),
             };
             match plan_query(&sql, &RawCatalog { ds: &probe }) {
@@ -491,14 +545,7 @@ impl Project {
                 }
             }
         });
-        if let Some((_, s)) = ds.kafka.iter().next() {
-            self.warnings.push(located(
-                path,
-                s.loc.line,
-                s.loc.column,
-                "Kafka datasources are not consumed yet",
-            ));
-        }
+        let kafka = kafka_source(&ds);
         for t in &ds.tokens {
             let grant = match t.scope {
                 TokenScope::Append => Grant::AppendDatasource(ds.name.clone()),
@@ -512,7 +559,48 @@ impl Project {
                 name: ds.name.clone(),
                 columns,
                 read_sql,
+                kafka,
                 file: path.to_path_buf(),
+            },
+        );
+    }
+
+    fn add_connection(&mut self, path: &Path, c: petrel_datafile::Connection) {
+        for w in &c.warnings {
+            self.warnings
+                .push(located(path, w.loc.line, w.loc.column, &w.message));
+        }
+        if !format!("{:?}", c.kind).eq_ignore_ascii_case("kafka") {
+            self.warnings.push(located(
+                path,
+                c.kind_loc.line,
+                c.kind_loc.column,
+                "only Kafka connections are used; this one is kept but not used",
+            ));
+            return;
+        }
+        let Some(servers) = c.kafka_bootstrap_servers() else {
+            self.warnings.push(located(
+                path,
+                c.kind_loc.line,
+                c.kind_loc.column,
+                "KAFKA_BOOTSTRAP_SERVERS is missing",
+            ));
+            return;
+        };
+        self.connections.insert(
+            c.name.clone(),
+            KafkaConnection {
+                name: c.name.clone(),
+                bootstrap_servers: servers.to_string(),
+                security_protocol: c
+                    .kafka_security_protocol()
+                    .unwrap_or("PLAINTEXT")
+                    .to_string(),
+                sasl_mechanism: c.kafka_sasl_mechanism().map(str::to_string),
+                key: c.kafka_key().map(str::to_string),
+                secret: c.kafka_secret().map(str::to_string),
+                ssl_ca_pem: c.kafka_ssl_ca_pem().map(str::to_string),
             },
         );
     }
@@ -553,6 +641,7 @@ impl Project {
                 }
             }
         }
+        let mut sink = None;
         let endpoint = match &pipe.kind {
             PipeKind::Endpoint { node } => nodes.iter().position(|n| &n.name == node),
             PipeKind::Standard => None,
@@ -561,11 +650,21 @@ impl Project {
                     .insert(datasource.clone(), pipe.name.clone());
                 None
             }
+            PipeKind::Sink {
+                connection,
+                target: petrel_datafile::SinkTarget::Kafka { topic },
+                ..
+            } => {
+                sink = Some(KafkaSink {
+                    connection: connection.clone(),
+                    topic: topic.clone(),
+                });
+                None
+            }
             other => {
                 let what = match other {
-                    PipeKind::Materialized { .. } => "TYPE materialized",
                     PipeKind::Copy { .. } => "TYPE copy",
-                    PipeKind::Sink { .. } => "TYPE sink",
+                    PipeKind::Sink { .. } => "TYPE sink to object storage",
                     _ => "TYPE stream",
                 };
                 self.warnings
@@ -588,6 +687,7 @@ impl Project {
                 endpoint,
                 params,
                 broken,
+                sink,
                 file: path.to_path_buf(),
             },
         );
@@ -598,7 +698,7 @@ impl Project {
         let names: Vec<String> = self
             .pipes
             .values()
-            .filter(|p| p.endpoint.is_some() && p.broken.is_none())
+            .filter(|p| (p.endpoint.is_some() || p.sink.is_some()) && p.broken.is_none())
             .map(|p| p.name.clone())
             .collect();
         // Materialized pipes first: endpoints read their targets.

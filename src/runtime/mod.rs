@@ -425,6 +425,62 @@ impl Runtime {
         Ok(report)
     }
 
+    /// Decodes one JSON document into a row of `datasource`, or says why it does not fit.
+    pub fn decode(&self, datasource: &str, json: &str) -> Result<Row, crate::ingest::Rejected> {
+        let reject = |message: String| crate::ingest::Rejected {
+            errors: vec![crate::ingest::ColumnError {
+                column: String::new(),
+                message,
+            }],
+            raw: Vec::new(),
+        };
+        let source = self
+            .source(datasource)
+            .ok_or_else(|| reject(format!("unknown datasource '{datasource}'")))?;
+        let decoder = source
+            .decoder
+            .as_ref()
+            .ok_or_else(|| reject(format!("'{datasource}' takes no rows")))?;
+        decoder.decode(json, wall_secs())
+    }
+
+    /// Appends decoded rows (and quarantined ones) with `meta` (a source position such as
+    /// Kafka offsets) written atomically with the rows; returns the timestamp they land at.
+    pub fn append_rows(
+        &self,
+        datasource: &str,
+        rows: Vec<Row>,
+        quarantined: Vec<Row>,
+        meta: &[u8],
+    ) -> Result<Ts, RuntimeError> {
+        let internal = |e: petrel_engine::EngineError| RuntimeError::Internal(e.to_string());
+        if !quarantined.is_empty() {
+            self.engine
+                .insert(
+                    &format!("{datasource}_quarantine"),
+                    quarantined.into_iter().map(|r| (r, 1)).collect(),
+                )
+                .map_err(internal)?;
+        }
+        self.engine
+            .insert_with_meta(
+                datasource,
+                rows.into_iter().map(|r| (r, 1)).collect(),
+                Some(meta),
+            )
+            .map_err(internal)
+    }
+
+    /// The metadata last written with a datasource's rows (see [`Runtime::append_rows`]).
+    pub fn source_meta(&self, datasource: &str) -> Option<Vec<u8>> {
+        self.source(datasource).and_then(|s| s.log.last_meta())
+    }
+
+    /// A new import id for quarantined rows.
+    pub fn next_import_id(&self) -> String {
+        format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Waits until rows ingested into `datasource` at `ts` are on stable storage and visible
     /// in every view that reads the datasource (or its quarantine table).
     pub async fn wait_durable_and_visible(

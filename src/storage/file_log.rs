@@ -1,7 +1,9 @@
 //! [`FileLog`]: a datasource's batches in one append-only file.
 //!
-//! Each batch is a record `len: u32 LE` + bincode of `Vec<(Row, isize)>`. Appends are written
-//! through at once (replays open the file separately); `sync` makes them durable.
+//! Each batch is a record `len: u32 LE` + bincode of `(Vec<(Row, isize)>, Option<Vec<u8>>)`:
+//! the rows, and optional metadata written atomically with them (a source's position, e.g.
+//! Kafka offsets). Appends are written through at once (replays open the file separately);
+//! `sync` makes them durable.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -23,14 +25,18 @@ struct State {
     ends: Vec<u64>,
     /// Net rows: insertions minus retractions.
     rows: i64,
+    /// The metadata of the last record that had some.
+    last_meta: Option<Vec<u8>>,
 }
 
-fn encode(updates: &[(Row, isize)]) -> io::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(updates, bincode::config::standard())
+type Record = (Vec<(Row, isize)>, Option<Vec<u8>>);
+
+fn encode(updates: &[(Row, isize)], meta: Option<&[u8]>) -> io::Result<Vec<u8>> {
+    bincode::serde::encode_to_vec((updates, meta), bincode::config::standard())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn decode(bytes: &[u8]) -> io::Result<Vec<(Row, isize)>> {
+fn decode(bytes: &[u8]) -> io::Result<Record> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -51,6 +57,7 @@ impl FileLog {
             .open(path)?;
         let mut ends = Vec::new();
         let mut rows = 0i64;
+        let mut last_meta = None;
         let mut reader = BufReader::new(&file);
         let mut at = 0u64;
         loop {
@@ -64,7 +71,12 @@ impl FileLog {
                 break;
             }
             match decode(&buf) {
-                Ok(batch) => rows += batch.iter().map(|(_, d)| *d as i64).sum::<i64>(),
+                Ok((batch, meta)) => {
+                    rows += batch.iter().map(|(_, d)| *d as i64).sum::<i64>();
+                    if meta.is_some() {
+                        last_meta = meta;
+                    }
+                }
                 Err(_) => break,
             }
             at += 4 + len as u64;
@@ -75,7 +87,12 @@ impl FileLog {
         file.seek(SeekFrom::End(0))?;
         Ok(FileLog {
             path: path.to_path_buf(),
-            state: Mutex::new(State { file, ends, rows }),
+            state: Mutex::new(State {
+                file,
+                ends,
+                rows,
+                last_meta,
+            }),
         })
     }
 
@@ -88,6 +105,27 @@ impl FileLog {
         self.state().rows.max(0) as u64
     }
 
+    /// The metadata of the last record written with some (see [`SourceLog::append_with_meta`]).
+    pub fn last_meta(&self) -> Option<Vec<u8>> {
+        self.state().last_meta.clone()
+    }
+
+    fn write(&self, updates: &[(Row, isize)], meta: Option<&[u8]>) -> io::Result<u64> {
+        let body = encode(updates, meta)?;
+        let mut record = Vec::with_capacity(body.len() + 4);
+        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        record.extend_from_slice(&body);
+        let mut state = self.state();
+        state.file.write_all(&record)?;
+        let end = state.ends.last().copied().unwrap_or(0) + record.len() as u64;
+        state.ends.push(end);
+        state.rows += updates.iter().map(|(_, d)| *d as i64).sum::<i64>();
+        if let Some(m) = meta {
+            state.last_meta = Some(m.to_vec());
+        }
+        Ok(state.ends.len() as u64)
+    }
+
     /// Flushes appended batches to stable storage.
     pub fn sync(&self) -> io::Result<()> {
         let file = self.state().file.try_clone()?;
@@ -97,16 +135,11 @@ impl FileLog {
 
 impl SourceLog for FileLog {
     fn append(&self, updates: &[(Row, isize)]) -> io::Result<u64> {
-        let body = encode(updates)?;
-        let mut record = Vec::with_capacity(body.len() + 4);
-        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        record.extend_from_slice(&body);
-        let mut state = self.state();
-        state.file.write_all(&record)?;
-        let end = state.ends.last().copied().unwrap_or(0) + record.len() as u64;
-        state.ends.push(end);
-        state.rows += updates.iter().map(|(_, d)| *d as i64).sum::<i64>();
-        Ok(state.ends.len() as u64)
+        self.write(updates, None)
+    }
+
+    fn append_with_meta(&self, updates: &[(Row, isize)], meta: &[u8]) -> io::Result<u64> {
+        self.write(updates, Some(meta))
     }
 
     fn len(&self) -> u64 {
@@ -134,7 +167,7 @@ impl SourceLog for FileLog {
             if index % peers == worker {
                 let mut buf = vec![0u8; len];
                 reader.read_exact(&mut buf)?;
-                for (row, diff) in decode(&buf)? {
+                for (row, diff) in decode(&buf)?.0 {
                     f(row, diff);
                 }
             } else {
@@ -161,6 +194,7 @@ mod tests {
         for i in 0..5i64 {
             log.append(&[(vec![Value::Int(i)], 1)]).unwrap();
         }
+        log.append_with_meta(&[], b"offsets").unwrap();
         let mut seen = Vec::new();
         log.replay(3, 0, 1, &mut |r, d| seen.push((r, d))).unwrap();
         assert_eq!(seen.len(), 3);
@@ -173,8 +207,9 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[9, 0, 0, 0, 1]).unwrap();
         let log = FileLog::open(&path).unwrap();
-        assert_eq!(log.len(), 5);
+        assert_eq!(log.len(), 6);
         assert_eq!(log.row_count(), 5);
+        assert_eq!(log.last_meta().as_deref(), Some(&b"offsets"[..]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

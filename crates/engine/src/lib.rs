@@ -36,6 +36,11 @@ pub use render::compare_sort_keys;
 pub trait SourceLog: Send + Sync + 'static {
     /// Appends a batch of row updates; returns the log's length in batches afterwards.
     fn append(&self, updates: &[(Row, isize)]) -> std::io::Result<u64>;
+    /// Appends a batch together with metadata written in the same record (a source's
+    /// position, such as Kafka offsets), so the two are durable together or not at all.
+    fn append_with_meta(&self, updates: &[(Row, isize)], _meta: &[u8]) -> std::io::Result<u64> {
+        self.append(updates)
+    }
     /// The log's length in batches.
     fn len(&self) -> u64;
     /// True when nothing was ever appended.
@@ -220,17 +225,30 @@ impl Engine {
     /// open tick, all under the clock's lock so that installs see a consistent history.
     /// Returns the timestamp the rows land at.
     pub fn insert(&self, datasource: &str, updates: Vec<(Row, isize)>) -> Result<Ts, EngineError> {
+        self.insert_with_meta(datasource, updates, None)
+    }
+
+    /// As [`Engine::insert`], writing `meta` into the same log record as the rows.
+    pub fn insert_with_meta(
+        &self,
+        datasource: &str,
+        updates: Vec<(Row, isize)>,
+        meta: Option<&[u8]>,
+    ) -> Result<Ts, EngineError> {
         let mut clock = lock(&self.clock);
         let log = clock
             .sources
             .get(datasource)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDatasource(datasource.to_string()))?;
-        log.append(&updates)
-            .map_err(|source| EngineError::Storage {
-                datasource: datasource.to_string(),
-                source,
-            })?;
+        match meta {
+            Some(m) => log.append_with_meta(&updates, m),
+            None => log.append(&updates),
+        }
+        .map_err(|source| EngineError::Storage {
+            datasource: datasource.to_string(),
+            source,
+        })?;
         let ts = clock.open;
         let worker = clock.next_worker % clock.senders.len();
         clock.next_worker = clock.next_worker.wrapping_add(1);

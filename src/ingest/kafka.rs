@@ -1,0 +1,227 @@
+//! Kafka datasources: a consumer per datasource turns JSON messages into rows.
+//!
+//! Exactly once into Petrel: each batch of rows is written to the datasource's log in one
+//! record together with the next offset of every partition, and synced, before the offsets
+//! are committed to the consumer group (which is only for monitoring). On start the consumer
+//! resumes from the offsets in the log, so after a crash no message is lost and none counts
+//! twice. A message that does not fit the schema goes to `NAME_quarantine` with its topic,
+//! partition and offset, and consumption goes on. Backpressure: the next batch is read only
+//! once the previous one is visible in every view, so a slow engine slows consumption and
+//! memory does not grow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use petrel_value::{Row, Value};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::ingest::quarantine_row;
+use crate::project::{KafkaConnection, KafkaSource};
+use crate::runtime::Runtime;
+
+/// Most messages read into one batch.
+const BATCH: usize = 10_000;
+
+/// The client settings of a connection (shared by consumers and producers).
+pub fn client_config(c: &KafkaConnection) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &c.bootstrap_servers);
+    config.set(
+        "security.protocol",
+        c.security_protocol.to_ascii_lowercase(),
+    );
+    if let Some(m) = &c.sasl_mechanism {
+        config.set("sasl.mechanisms", m);
+    }
+    if let Some(k) = &c.key {
+        config.set("sasl.username", k);
+    }
+    if let Some(s) = &c.secret {
+        config.set("sasl.password", s);
+    }
+    if let Some(pem) = &c.ssl_ca_pem {
+        config.set("ssl.ca.pem", pem);
+    }
+    config
+}
+
+/// Starts a consumer thread for every Kafka datasource of the project.
+pub fn start_consumers(runtime: &Arc<Runtime>) {
+    let project = runtime.project();
+    for ds in project.datasources.values() {
+        let Some(source) = ds.kafka.clone() else {
+            continue;
+        };
+        let Some(conn) = project.connections.get(&source.connection).cloned() else {
+            tracing::error!(datasource = %ds.name, connection = %source.connection, "unknown Kafka connection");
+            continue;
+        };
+        let (rt, name) = (runtime.clone(), ds.name.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("kafka-{name}"))
+            .spawn(move || loop {
+                if let Err(e) = consume(&rt, &name, &source, &conn) {
+                    tracing::warn!(datasource = %name, error = %e, "Kafka consumer restarting");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(datasource = %ds.name, error = %e, "cannot start the Kafka consumer");
+        }
+    }
+}
+
+/// Offsets as stored in the log: partition → next offset to read.
+type Offsets = BTreeMap<i32, i64>;
+
+fn consume(
+    runtime: &Runtime,
+    datasource: &str,
+    source: &KafkaSource,
+    conn: &KafkaConnection,
+) -> Result<(), String> {
+    // Consumer threads are not the server's: a small runtime of their own waits for views.
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer = client_config(conn)
+        .set("group.id", &source.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let metadata = consumer
+        .fetch_metadata(Some(&source.topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == source.topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!("topic '{}' has no partitions yet", source.topic));
+    }
+    let mut offsets: Offsets = runtime
+        .source_meta(datasource)
+        .and_then(|m| serde_json::from_slice(&m).ok())
+        .unwrap_or_default();
+    let mut assignment = TopicPartitionList::new();
+    for p in &partitions {
+        let start = match offsets.get(p) {
+            Some(o) => Offset::Offset(*o),
+            None if source.auto_offset_reset.eq_ignore_ascii_case("earliest") => Offset::Beginning,
+            None => Offset::End,
+        };
+        assignment
+            .add_partition_offset(&source.topic, *p, start)
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    let columns = runtime.table_columns(datasource).unwrap_or_default();
+    let meta_column = |name: &str| columns.iter().position(|c| c.name == name);
+    let meta_at = [
+        meta_column("__topic"),
+        meta_column("__partition"),
+        meta_column("__offset"),
+        meta_column("__timestamp"),
+        meta_column("__key"),
+        meta_column("__value"),
+        meta_column("__headers"),
+    ];
+    loop {
+        let mut rows: Vec<Row> = Vec::new();
+        let mut bad: Vec<Row> = Vec::new();
+        let import_id = runtime.next_import_id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut wait = Duration::from_millis(100);
+        while rows.len() + bad.len() < BATCH {
+            let Some(result) = consumer.poll(wait) else {
+                break;
+            };
+            wait = Duration::from_millis(5);
+            let msg = result.map_err(|e| e.to_string())?;
+            offsets.insert(msg.partition(), msg.offset() + 1);
+            let payload = msg
+                .payload()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let located = format!(
+                "topic {} partition {} offset {}",
+                msg.topic(),
+                msg.partition(),
+                msg.offset()
+            );
+            match runtime.decode(datasource, &payload) {
+                Ok(mut row) => {
+                    let key = msg
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    let headers: Vec<(Value, Value)> = msg
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| {
+                                    let v = h
+                                        .value
+                                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                                        .unwrap_or_default();
+                                    (Value::from(h.key), Value::from(v))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let values = [
+                        Value::from(msg.topic()),
+                        Value::Int(msg.partition() as i64),
+                        Value::Int(msg.offset()),
+                        Value::DateTime(msg.timestamp().to_millis().unwrap_or(0) / 1000),
+                        Value::from(key),
+                        Value::from(payload.as_ref()),
+                        Value::Map(headers),
+                    ];
+                    for (at, v) in meta_at.iter().zip(values) {
+                        if let Some(i) = at {
+                            row[*i] = columns[*i].ty.coerce(&v).unwrap_or(v);
+                        }
+                    }
+                    rows.push(row);
+                }
+                Err(mut rejected) => {
+                    for e in &mut rejected.errors {
+                        e.message = format!("{} ({located})", e.message);
+                    }
+                    if rejected.raw.len() < columns.len() {
+                        rejected.raw.resize(columns.len(), None);
+                    }
+                    bad.push(quarantine_row(&rejected, &import_id, now));
+                }
+            }
+        }
+        if rows.is_empty() && bad.is_empty() {
+            continue;
+        }
+        let meta = serde_json::to_vec(&offsets).map_err(|e| e.to_string())?;
+        let ts = runtime
+            .append_rows(datasource, rows, bad, &meta)
+            .map_err(|e| e.to_string())?;
+        // Durable and visible before the group hears of it, and before the next batch.
+        waiter
+            .block_on(runtime.wait_durable_and_visible(datasource, ts))
+            .map_err(|e| e.to_string())?;
+        let mut commit = TopicPartitionList::new();
+        for (p, o) in &offsets {
+            let _ = commit.add_partition_offset(&source.topic, *p, Offset::Offset(*o));
+        }
+        let _ = consumer.commit(&commit, CommitMode::Async);
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: maintained results pushed to other systems as they change.
+
+pub mod kafka;

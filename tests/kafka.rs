@@ -1,0 +1,313 @@
+//! Kafka in and out against a real Kafka-protocol broker (Tansu, installed by
+//! scripts/test.sh): a Kafka datasource feeds an endpoint and a WebSocket subscriber,
+//! malformed messages land in quarantine with their partition and offset, a sink pipe's topic
+//! equals the view's changes, and after a crash every message counts exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{client, Server, ADMIN};
+use futures_util::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+struct Broker {
+    child: Child,
+    address: String,
+    bin: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu() -> String {
+    std::env::var("PETREL_TANSU").unwrap_or_else(|_| panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh, which installs the broker"))
+}
+
+fn start_broker() -> Broker {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let bin = tansu();
+    let child = Command::new(&bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker {
+        child,
+        address: format!("127.0.0.1:{port}"),
+        bin,
+    }
+}
+
+impl Broker {
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(&self.bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+                "--broker",
+                &format!("tcp://{}", self.address),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "topic {name} created");
+    }
+}
+
+fn project(broker: &Broker) -> std::path::PathBuf {
+    let dir = common::temp_dir("kafka");
+    for sub in ["connections", "datasources", "endpoints", "sinks"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("connections/local_kafka.connection"),
+        format!(
+            "TYPE kafka\nKAFKA_BOOTSTRAP_SERVERS {}\nKAFKA_SECURITY_PROTOCOL PLAINTEXT\n",
+            broker.address
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("datasources/kclicks.datasource"),
+        "SCHEMA >\n    `user_id` UInt32 `json:$.user_id`,\n    `click_count` UInt32 `json:$.click_count`,\n    `country` String `json:$.country`,\n    `__partition` Int16,\n    `__offset` Int64\n\nKAFKA_CONNECTION_NAME local_kafka\nKAFKA_TOPIC clicks\nKAFKA_GROUP_ID petrel_test\nKAFKA_AUTO_OFFSET_RESET earliest\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("endpoints/by_country.pipe"),
+        "NODE n\nSQL >\n    SELECT country, sum(click_count) AS clicks, count() AS events FROM kclicks GROUP BY country\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sinks/country_sink.pipe"),
+        "NODE n\nSQL >\n    SELECT country, sum(click_count) AS clicks FROM kclicks GROUP BY country\n\nTYPE sink\nEXPORT_CONNECTION_NAME local_kafka\nEXPORT_KAFKA_TOPIC country_changes\nEXPORT_SCHEDULE @on-demand\n",
+    )
+    .unwrap();
+    dir
+}
+
+async fn produce(address: &str, from: u64, n: u64) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in from..from + n {
+        let country = ["DE", "US", "VN"][(i % 3) as usize];
+        let body = json!({"user_id": i, "click_count": i % 3 + 1, "country": country}).to_string();
+        let key = i.to_string();
+        pending.push(
+            producer
+                .send_result(FutureRecord::to("clicks").key(&key).payload(&body))
+                .unwrap(),
+        );
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
+
+fn expected(total: u64) -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for i in 0..total {
+        let e = m
+            .entry(["DE", "US", "VN"][(i % 3) as usize].to_string())
+            .or_insert((0, 0));
+        e.0 += i % 3 + 1;
+        e.1 += 1;
+    }
+    m
+}
+
+fn endpoint(server: &Server) -> BTreeMap<String, (u64, u64)> {
+    let v: Value = client()
+        .get(format!("{}/v0/pipes/by_country.json", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["country"].as_str().unwrap().to_string(),
+                (r["clicks"].as_u64().unwrap(), r["events"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(server: &Server, want: &BTreeMap<String, (u64, u64)>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = endpoint(server);
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint never reached {want:?}; it has {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_in_and_out_exactly_once() {
+    let broker = start_broker();
+    broker.create_topic("clicks", 2);
+    broker.create_topic("country_changes", 1);
+    let dir = project(&broker);
+    let server = tokio::task::spawn_blocking(move || Server::start_in(dir, &[]))
+        .await
+        .unwrap();
+
+    produce(&broker.address, 0, 1000).await;
+    let s = &server;
+    tokio::task::block_in_place(|| wait_for(s, &expected(1000)));
+
+    // A WebSocket subscriber sees the next messages land.
+    let url = format!(
+        "{}/v0/pipes/by_country.ws?token={ADMIN}",
+        server.url.replace("http", "ws")
+    );
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let snapshot: Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    produce(&broker.address, 1000, 3).await;
+    let changes = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        if v["type"] == "changes" {
+            break v;
+        }
+    };
+    assert!(
+        changes["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["diff"] == 1),
+        "{changes}"
+    );
+
+    // A malformed message goes to quarantine with its partition and offset; consumption goes on.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to("clicks")
+                .key("bad")
+                .payload("{\"user_id\":\"x\"}")
+                .partition(0),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    produce(&broker.address, 1003, 1997).await;
+    tokio::task::block_in_place(|| wait_for(s, &expected(3000)));
+    let q: Value = tokio::task::block_in_place(|| {
+        client()
+            .get(format!("{}/v0/sql", server.url))
+            .bearer_auth(ADMIN)
+            .query(&[("q", "SELECT c__error FROM kclicks_quarantine")])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    });
+    let err = q["data"][0]["c__error"].to_string();
+    assert!(err.contains("partition 0") && err.contains("offset"), "{q}");
+
+    // The sink topic, folded as a client would, equals the view.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "sink_reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("country_changes", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let want: BTreeMap<String, u64> = expected(3000).into_iter().map(|(k, v)| (k, v.0)).collect();
+    let mut state: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state != want {
+        assert!(
+            Instant::now() < deadline,
+            "sink topic folds to {state:?}, not {want:?}"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.unwrap();
+        let v: Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+        let country = v["row"]["country"].as_str().unwrap().to_string();
+        assert_eq!(
+            msg.key(),
+            Some(json!({"country": country}).to_string().as_bytes())
+        );
+        if v["diff"].as_i64().unwrap() > 0 {
+            state.insert(country, v["row"]["clicks"].as_u64().unwrap());
+        } else if state.get(&country) == v["row"]["clicks"].as_u64().as_ref() {
+            state.remove(&country);
+        }
+    }
+
+    // Crash during consumption: after the restart every message counts exactly once.
+    let producing = {
+        let address = broker.address.clone();
+        tokio::spawn(async move { produce(&address, 3000, 5000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = tokio::task::block_in_place(|| server.stop());
+    producing.await.unwrap();
+    let server = tokio::task::spawn_blocking(move || Server::start_in(dir, &[]))
+        .await
+        .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| wait_for(s, &expected(8000)));
+}
