@@ -93,6 +93,8 @@ fn consume(
         .set("group.id", &source.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        // Fetches return as soon as data is there: latency, not batching, is the goal here.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|e| e.to_string())?;
     let metadata = consumer

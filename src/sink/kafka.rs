@@ -88,6 +88,7 @@ async fn run(
 ) -> Result<(), String> {
     let producer: FutureProducer = client_config(conn)
         .set("message.timeout.ms", "10000")
+        .set("linger.ms", "1")
         .create()
         .map_err(|e| e.to_string())?;
     let sub = runtime
