@@ -116,6 +116,11 @@ fn project(broker: &Broker) -> std::path::PathBuf {
         "NODE n\nSQL >\n    SELECT country, sum(click_count) AS clicks FROM kclicks GROUP BY country\n\nTYPE sink\nEXPORT_CONNECTION_NAME local_kafka\nEXPORT_KAFKA_TOPIC country_changes\nEXPORT_SCHEDULE @on-demand\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("sinks/country_upserts.pipe"),
+        "NODE n\nSQL >\n    SELECT country, count() AS events FROM kclicks GROUP BY country\n\nTYPE sink\nEXPORT_CONNECTION_NAME local_kafka\nEXPORT_KAFKA_TOPIC country_upserts\nEXPORT_SCHEDULE @on-demand\nEXPORT_KAFKA_ENVELOPE upsert\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -193,6 +198,7 @@ async fn kafka_in_and_out_exactly_once() {
     let broker = start_broker();
     broker.create_topic("clicks", 2);
     broker.create_topic("country_changes", 1);
+    broker.create_topic("country_upserts", 1);
     let dir = project(&broker);
     let server = tokio::task::spawn_blocking(move || Server::start_in(dir, &[]))
         .await
@@ -294,6 +300,36 @@ async fn kafka_in_and_out_exactly_once() {
             state.insert(country, v["row"]["clicks"].as_u64().unwrap());
         } else if state.get(&country) == v["row"]["clicks"].as_u64().as_ref() {
             state.remove(&country);
+        }
+    }
+
+    // The upsert sink, folded by key (a compacted topic's view), also equals the view.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("country_upserts", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let want: BTreeMap<String, u64> = expected(3000).into_iter().map(|(k, v)| (k, v.1)).collect();
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latest != want {
+        assert!(
+            Instant::now() < deadline,
+            "upsert topic folds to {latest:?}, not {want:?}"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let msg = msg.unwrap();
+        let key: Value = serde_json::from_slice(msg.key().unwrap()).unwrap();
+        let country = key["country"].as_str().unwrap().to_string();
+        match msg.payload() {
+            Some(p) => {
+                let row: Value = serde_json::from_slice(p).unwrap();
+                latest.insert(country, row["events"].as_u64().unwrap());
+            }
+            None => {
+                latest.remove(&country);
+            }
         }
     }
 

@@ -129,6 +129,20 @@ pub struct KafkaSink {
     pub connection: String,
     /// `EXPORT_KAFKA_TOPIC`.
     pub topic: String,
+    /// `EXPORT_KAFKA_ENVELOPE` (Petrel's extension): how changes are written.
+    pub envelope: SinkEnvelope,
+}
+
+/// How a Kafka sink writes changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkEnvelope {
+    /// `{"ts", "diff", "row"}` per changed row (the default).
+    Changes,
+    /// One message per changed key with the key's current row, or a tombstone (null value)
+    /// when the key has no row any more: for compacted topics.
+    Upsert,
+    /// Debezium-style `{"before": row|null, "after": row|null, "ts"}` per changed key.
+    Debezium,
 }
 
 /// A datasource's Kafka settings, when it names a topic.
@@ -655,9 +669,32 @@ impl Project {
                 target: petrel_datafile::SinkTarget::Kafka { topic },
                 ..
             } => {
+                let node = pipe
+                    .nodes
+                    .iter()
+                    .find(|n| n.settings.contains_key("EXPORT_KAFKA_ENVELOPE"));
+                let envelope = match node.and_then(|n| n.setting("EXPORT_KAFKA_ENVELOPE")) {
+                    None | Some("changes") => SinkEnvelope::Changes,
+                    Some("upsert") => SinkEnvelope::Upsert,
+                    Some("debezium") => SinkEnvelope::Debezium,
+                    Some(other) => {
+                        let loc = node
+                            .and_then(|n| n.settings.get("EXPORT_KAFKA_ENVELOPE"))
+                            .map(|s| s.loc)
+                            .unwrap_or(petrel_datafile::Loc::new(1, 1));
+                        errors.push(located(
+                            path,
+                            loc.line,
+                            loc.column,
+                            format!("EXPORT_KAFKA_ENVELOPE must be changes, upsert or debezium, not '{other}'"),
+                        ));
+                        SinkEnvelope::Changes
+                    }
+                };
                 sink = Some(KafkaSink {
                     connection: connection.clone(),
                     topic: topic.clone(),
+                    envelope,
                 });
                 None
             }

@@ -1,9 +1,11 @@
 //! Kafka sinks: a `TYPE sink` pipe with `EXPORT_KAFKA_TOPIC` writes its changes to the topic
 //! continuously, as data lands.
 //!
-//! Each message is `{"ts": T, "diff": ±n, "row": {..}}`, keyed by the JSON of the row's
-//! GROUP BY columns (so a compacted topic keeps one message per key's latest change). The
-//! sink starts with the whole current result as `"snapshot": true` messages (`diff` 1), then
+//! Envelopes (`EXPORT_KAFKA_ENVELOPE`, Petrel's extension): `changes` (the default) sends
+//! `{"ts": T, "diff": ±n, "row": {..}}` per changed row; `upsert` sends the key's current row,
+//! or a tombstone when it has none, for compacted topics; `debezium` sends
+//! `{"before", "after", "ts"}`. Messages are keyed by the JSON of the row's GROUP BY columns,
+//! so a key's changes stay in order in one partition. The sink starts with the whole current result as `"snapshot": true` messages (`diff` 1), then
 //! sends changes. Delivery is at least once: each batch is acknowledged by the brokers before
 //! the next one is read; after a restart (or if the sink falls behind the view's change ring)
 //! the whole result is sent again as a snapshot, so consumers that keep state reset on
@@ -18,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::ingest::kafka::client_config;
-use crate::project::{KafkaConnection, KafkaSink};
+use crate::project::{KafkaConnection, KafkaSink, SinkEnvelope};
 use crate::runtime::{Runtime, Subscription};
 
 /// Starts a task for every Kafka sink pipe of the project.
@@ -44,34 +46,88 @@ pub fn start_sinks(runtime: &Arc<Runtime>) {
     }
 }
 
-fn message(sub: &Subscription, ts: u64, row: &Row, diff: i64, snapshot: bool) -> (String, String) {
+fn row_json(sub: &Subscription, row: &Row) -> serde_json::Value {
     let mut obj = serde_json::Map::new();
     for (c, v) in sub.columns.iter().zip(row) {
         obj.insert(c.name.clone(), v.to_json());
     }
+    serde_json::Value::Object(obj)
+}
+
+fn key_json(sub: &Subscription, row: &Row) -> String {
     let mut key = serde_json::Map::new();
     for &i in sub.upsert_key() {
         key.insert(sub.columns[i].name.clone(), row[i].to_json());
     }
-    let mut body = serde_json::json!({"ts": ts, "diff": diff, "row": obj});
-    if snapshot {
-        body["snapshot"] = serde_json::Value::Bool(true);
+    serde_json::Value::Object(key).to_string()
+}
+
+/// A Kafka message: key, and value (`None` is a tombstone).
+type Outgoing = (String, Option<String>);
+
+/// The messages for a batch of changes (or, with `snapshot`, for the whole result).
+fn messages(
+    sub: &Subscription,
+    envelope: SinkEnvelope,
+    ts: u64,
+    changes: &[(Row, i64)],
+    snapshot: bool,
+) -> Vec<Outgoing> {
+    if envelope == SinkEnvelope::Changes {
+        return changes
+            .iter()
+            .map(|(row, diff)| {
+                let mut body =
+                    serde_json::json!({"ts": ts, "diff": diff, "row": row_json(sub, row)});
+                if snapshot {
+                    body["snapshot"] = serde_json::Value::Bool(true);
+                }
+                (key_json(sub, row), Some(body.to_string()))
+            })
+            .collect();
     }
-    (serde_json::Value::Object(key).to_string(), body.to_string())
+    // Per key: the row it had before the batch and the row it has after.
+    let mut per_key: BTreeMap<String, (Option<&Row>, Option<&Row>)> = BTreeMap::new();
+    for (row, diff) in changes {
+        let entry = per_key.entry(key_json(sub, row)).or_insert((None, None));
+        if *diff > 0 {
+            entry.1 = Some(row);
+        } else {
+            entry.0 = Some(row);
+        }
+    }
+    per_key
+        .into_iter()
+        .map(|(key, (before, after))| {
+            let value = match envelope {
+                SinkEnvelope::Upsert => after.map(|r| row_json(sub, r).to_string()),
+                _ => Some(
+                    serde_json::json!({
+                        "before": before.map(|r| row_json(sub, r)),
+                        "after": after.map(|r| row_json(sub, r)),
+                        "ts": ts,
+                    })
+                    .to_string(),
+                ),
+            };
+            (key, value)
+        })
+        .collect()
 }
 
 async fn send(
     producer: &FutureProducer,
     topic: &str,
-    messages: Vec<(String, String)>,
+    messages: Vec<Outgoing>,
 ) -> Result<(), String> {
     let deliveries: Vec<_> = messages
         .iter()
         .map(|(k, v)| {
-            producer.send(
-                FutureRecord::to(topic).key(k).payload(v),
-                Duration::from_secs(10),
-            )
+            let mut record = FutureRecord::to(topic).key(k);
+            if let Some(v) = v {
+                record = record.payload(v);
+            }
+            producer.send(record, Duration::from_secs(10))
         })
         .collect();
     for d in deliveries {
@@ -95,31 +151,24 @@ async fn run(
         .subscribe(pipe, &BTreeMap::new())
         .await
         .map_err(|e| e.to_string())?;
+    let envelope = sink.envelope;
     let snapshot = |sub: &Subscription| {
         let (snap, rx) = sub.view.subscribe(sub.key());
-        let rows = sub.rows(snap.rows);
-        let messages = rows
-            .iter()
-            .map(|r| message(sub, snap.upper, r, 1, true))
-            .collect();
-        (messages, rx)
+        let rows: Vec<(Row, i64)> = sub.rows(snap.rows).into_iter().map(|r| (r, 1)).collect();
+        (messages(sub, envelope, snap.upper, &rows, true), rx)
     };
-    let (messages, mut rx) = snapshot(&sub);
-    send(&producer, &sink.topic, messages).await?;
+    let (first, mut rx) = snapshot(&sub);
+    send(&producer, &sink.topic, first).await?;
     loop {
         match rx.recv().await {
             Ok(batch) => {
-                let messages = sub
-                    .changes(&batch)
-                    .iter()
-                    .map(|(r, d)| message(&sub, batch.upper, r, *d, false))
-                    .collect();
-                send(&producer, &sink.topic, messages).await?;
+                let out = messages(&sub, envelope, batch.upper, &sub.changes(&batch), false);
+                send(&producer, &sink.topic, out).await?;
             }
             Err(RecvError::Lagged(_)) => {
-                let (messages, fresh) = snapshot(&sub);
+                let (again, fresh) = snapshot(&sub);
                 rx = fresh;
-                send(&producer, &sink.topic, messages).await?;
+                send(&producer, &sink.topic, again).await?;
             }
             Err(RecvError::Closed) => return Err("the view was dropped".into()),
         }

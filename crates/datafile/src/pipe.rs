@@ -169,7 +169,7 @@ pub enum PipeKind {
     },
 }
 
-const NODE_KEYS: [&str; 17] = [
+const NODE_KEYS: [&str; 18] = [
     "type",
     "datasource",
     "target_datasource",
@@ -187,6 +187,8 @@ const NODE_KEYS: [&str; 17] = [
     "export_compression",
     "export_write_strategy",
     "export_kafka_topic",
+    // Petrel's extension: the envelope of a Kafka sink's messages.
+    "export_kafka_envelope",
 ];
 const OTHER_KEYS: [&str; 8] = [
     "node",
@@ -657,7 +659,8 @@ fn validate_sink(ctx: &mut Ctx<'_>, node: &Node) -> Option<PipeKind> {
         }
         (true, false) => {
             for (key, setting) in &node.settings {
-                if key != "TYPE" && !KAFKA.contains(&key.as_str()) {
+                if key != "TYPE" && key != "EXPORT_KAFKA_ENVELOPE" && !KAFKA.contains(&key.as_str())
+                {
                     ctx.error(
                         setting.loc,
                         format!("Kafka sink node '{name}' has invalid parameter '{key}'. Only EXPORT_KAFKA_TOPIC, EXPORT_SCHEDULE, and EXPORT_CONNECTION_NAME are allowed for Kafka sinks."),
