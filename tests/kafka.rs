@@ -208,6 +208,51 @@ async fn kafka_in_and_out_exactly_once() {
     let s = &server;
     tokio::task::block_in_place(|| wait_for(s, &expected(1000)));
 
+    // The CLI writes a connection, samples the topic and infers a datasource that builds.
+    let fresh = common::temp_dir("kafka-cli");
+    let petrel = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "petrel {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fresh_dir = fresh.to_str().unwrap();
+    tokio::task::block_in_place(|| {
+        petrel(&[
+            "connection",
+            "create",
+            "kafka",
+            "k2",
+            "--project",
+            fresh_dir,
+            "--bootstrap-servers",
+            &broker.address,
+        ]);
+        let out = petrel(&[
+            "datasource",
+            "create",
+            "--kafka",
+            "--connection",
+            "k2",
+            "--topic",
+            "clicks",
+            "--project",
+            fresh_dir,
+        ]);
+        assert!(out.contains("3 columns"), "{out}");
+        let ds = std::fs::read_to_string(fresh.join("datasources/clicks.datasource")).unwrap();
+        assert!(ds.contains("`user_id` UInt64 `json:$.user_id`"), "{ds}");
+        assert!(ds.contains("`country` String `json:$.country`"), "{ds}");
+        assert!(ds.contains("KAFKA_TOPIC clicks"), "{ds}");
+        petrel(&["build", fresh_dir]);
+    });
+
     // A WebSocket subscriber sees the next messages land.
     let url = format!(
         "{}/v0/pipes/by_country.ws?token={ADMIN}",

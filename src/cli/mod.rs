@@ -2,6 +2,7 @@
 
 mod build;
 mod deploy;
+mod kafka;
 mod local;
 mod sql;
 
@@ -47,6 +48,37 @@ enum Command {
     Dev(local::StartArgs),
     /// Send a project to a running server, which validates it and swaps changed pipes.
     Deploy(deploy::DeployArgs),
+    /// Connections to other systems.
+    Connection {
+        #[command(subcommand)]
+        command: ConnectionCommand,
+    },
+    /// Datasources.
+    Datasource {
+        #[command(subcommand)]
+        command: DatasourceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionCommand {
+    /// Write a connection file.
+    Create {
+        #[command(subcommand)]
+        kind: ConnectionKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionKind {
+    /// A Kafka connection.
+    Kafka(kafka::ConnectionArgs),
+}
+
+#[derive(Subcommand)]
+enum DatasourceCommand {
+    /// Create a datasource file from a Kafka topic's messages (`--kafka`).
+    Create(kafka::DatasourceCreateArgs),
 }
 
 #[derive(Subcommand)]
@@ -88,6 +120,15 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
             local::start(args, true)
         }
         Command::Deploy(args) => deploy::run(args),
+        Command::Connection {
+            command:
+                ConnectionCommand::Create {
+                    kind: ConnectionKind::Kafka(args),
+                },
+        } => kafka::create_connection(args),
+        Command::Datasource {
+            command: DatasourceCommand::Create(args),
+        } => kafka::create_datasource(args),
         Command::Sql(args) => sql::run(args),
         Command::Build(args) => build::run(args),
     };

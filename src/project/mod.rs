@@ -417,7 +417,27 @@ impl Project {
             ));
             return (project, errors);
         }
-        let env = |name: &str| std::env::var(name).ok();
+        // Secrets: the environment first, then the project's `.env.local` and `.env`.
+        let mut dotenv: BTreeMap<String, String> = BTreeMap::new();
+        for file in [".env", ".env.local"] {
+            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                for line in text.lines() {
+                    let line = line.trim();
+                    if line.starts_with('#') {
+                        continue;
+                    }
+                    if let Some((k, v)) = line.split_once('=') {
+                        let v = v.trim().trim_matches('"').trim_matches('\'');
+                        dotenv.insert(k.trim().to_string(), v.to_string());
+                    }
+                }
+            }
+        }
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| dotenv.get(name).cloned())
+        };
         let mut parsed_pipes = Vec::new();
         for path in &files {
             let text = match std::fs::read_to_string(path) {
