@@ -6,18 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::client::{runtime, HostArgs};
 use super::{project_dir, CliError};
-
-/// Which server, and with which token.
-#[derive(Args, Debug)]
-pub struct HostArgs {
-    /// The server.
-    #[arg(long, default_value = "http://127.0.0.1:7181", env = "PETREL_HOST")]
-    host: String,
-    /// The admin token (default: the one a local server hands out on `GET /tokens`).
-    #[arg(long, env = "PETREL_TOKEN")]
-    token: Option<String>,
-}
 
 /// Options of `petrel deploy`.
 #[derive(Args, Debug)]
@@ -32,32 +22,6 @@ pub struct DeployArgs {
     /// Allow replacing the data of datasources whose schema changed or that are removed.
     #[arg(long)]
     allow_destructive_operations: bool,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(e.to_string()))
-}
-
-async fn admin_token(client: &reqwest::Client, args: &HostArgs) -> Result<String, CliError> {
-    if let Some(t) = &args.token {
-        return Ok(t.clone());
-    }
-    let host = args.host.trim_end_matches('/');
-    let tokens: serde_json::Value = client
-        .get(format!("{host}/tokens"))
-        .send()
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot reach {host}: {e}")))?
-        .json()
-        .await
-        .map_err(|e| CliError::Failed(format!("bad answer from {host}/tokens: {e}")))?;
-    tokens["admin_token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| CliError::Failed("no admin token; pass --token".into()))
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<(), CliError> {
@@ -94,8 +58,8 @@ pub fn run(args: DeployArgs) -> Result<(), CliError> {
     collect(&root, &root, &mut files)?;
     runtime()?.block_on(async move {
         let client = reqwest::Client::new();
-        let token = admin_token(&client, &args.host).await?;
-        let host = args.host.host.trim_end_matches('/');
+        let token = args.host.token(&client).await?;
+        let host = args.host.base();
         let response = client
             .post(format!("{host}/v1/deploy"))
             .bearer_auth(token)
@@ -156,7 +120,7 @@ pub fn run(args: DeployArgs) -> Result<(), CliError> {
 /// `petrel local status`: whether a server answers and is ready.
 pub fn status(args: HostArgs) -> Result<(), CliError> {
     runtime()?.block_on(async move {
-        let host = args.host.trim_end_matches('/');
+        let host = args.base();
         let response = reqwest::get(format!("{host}/v0/health"))
             .await
             .map_err(|_| CliError::Failed(format!("no server at {host}")))?;
@@ -170,8 +134,8 @@ pub fn status(args: HostArgs) -> Result<(), CliError> {
 pub fn stop(args: HostArgs) -> Result<(), CliError> {
     runtime()?.block_on(async move {
         let client = reqwest::Client::new();
-        let token = admin_token(&client, &args).await?;
-        let host = args.host.trim_end_matches('/');
+        let token = args.token(&client).await?;
+        let host = args.base();
         let response = client
             .post(format!("{host}/v0/admin/shutdown"))
             .bearer_auth(token)

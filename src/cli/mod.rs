@@ -1,10 +1,16 @@
 //! The `petrel` commands.
 
 mod build;
+mod client;
+mod datasource;
 mod deploy;
+mod endpoint;
+mod init;
 mod kafka;
 mod local;
+mod output;
 mod sql;
+mod testing;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -53,11 +59,36 @@ enum Command {
         #[command(subcommand)]
         command: ConnectionCommand,
     },
+    /// Create a project: folders, a sample datasource, endpoint, fixture and test, CI.
+    Init(init::InitArgs),
+    /// Run (or update) the project's tests/*.yaml against a fresh instance.
+    Test {
+        #[command(subcommand)]
+        command: TestCommand,
+    },
+    /// Endpoints of a running server.
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
+    },
+    /// Tokens of a running server.
+    Token {
+        #[command(subcommand)]
+        command: endpoint::TokenCommand,
+    },
     /// Datasources.
     Datasource {
         #[command(subcommand)]
         command: DatasourceCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run the tests; exit 1 when one fails.
+    Run(testing::TestArgs),
+    /// Rewrite the tests' expected results with what the project answers now.
+    Update(testing::TestArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,6 +110,12 @@ enum ConnectionKind {
 enum DatasourceCommand {
     /// Create a datasource file from a Kafka topic's messages (`--kafka`).
     Create(kafka::DatasourceCreateArgs),
+    /// List a running server's datasources.
+    Ls(datasource::LsArgs),
+    /// Append an NDJSON file to a datasource.
+    Append(datasource::AppendArgs),
+    /// Remove every row of a datasource.
+    Truncate(datasource::TruncateArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,9 +123,9 @@ enum LocalCommand {
     /// Start a server for a project folder.
     Start(local::StartArgs),
     /// Is a server running? (GET /v0/health)
-    Status(deploy::HostArgs),
+    Status(client::HostArgs),
     /// Stop a running server on this machine.
-    Stop(deploy::HostArgs),
+    Stop(client::HostArgs),
 }
 
 /// Where a project folder is, defaulting to the current directory.
@@ -120,15 +157,27 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
             local::start(args, true)
         }
         Command::Deploy(args) => deploy::run(args),
+        Command::Endpoint { command } => endpoint::run(command),
+        Command::Init(args) => init::run(args),
+        Command::Test {
+            command: TestCommand::Run(args),
+        } => testing::run(args, false),
+        Command::Test {
+            command: TestCommand::Update(args),
+        } => testing::run(args, true),
+        Command::Token { command } => endpoint::run_token(command),
         Command::Connection {
             command:
                 ConnectionCommand::Create {
                     kind: ConnectionKind::Kafka(args),
                 },
         } => kafka::create_connection(args),
-        Command::Datasource {
-            command: DatasourceCommand::Create(args),
-        } => kafka::create_datasource(args),
+        Command::Datasource { command } => match command {
+            DatasourceCommand::Create(args) => kafka::create_datasource(args),
+            DatasourceCommand::Ls(args) => datasource::ls(args),
+            DatasourceCommand::Append(args) => datasource::append(args),
+            DatasourceCommand::Truncate(args) => datasource::truncate(args),
+        },
         Command::Sql(args) => sql::run(args),
         Command::Build(args) => build::run(args),
     };

@@ -139,6 +139,19 @@ pub async fn deploy(
     write_files(&root, &files, &body.files).map_err(internal)?;
     let project = Project::load(&root)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.join("\n")))?;
+    // The datafiles' TOKEN lines may have changed.
+    let wanted = project
+        .declared_tokens()
+        .into_iter()
+        .map(|(name, grants)| (name, grants.into_iter().map(Into::into).collect()))
+        .collect();
+    let tokens = super::Tokens::load(
+        &root.join(".petrel").join("tokens.json"),
+        &state.admin_token,
+        wanted,
+    )
+    .map_err(internal)?;
+    state.tokens.replace_with(tokens);
     let report = state.runtime.deploy(project, destructive, false).await?;
     Ok(Json(serde_json::json!({"result": "success", "build": report})).into_response())
 }

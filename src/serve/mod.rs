@@ -465,7 +465,7 @@ async fn list_tokens(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let tokens: Vec<&Token> = state.tokens.all().collect();
+    let tokens: Vec<Token> = state.tokens.all();
     Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
 }
 

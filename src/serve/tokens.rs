@@ -43,9 +43,10 @@ pub struct Token {
 }
 
 /// All tokens of a running server.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Tokens {
-    by_value: BTreeMap<String, Token>,
+    /// Replaced whole when a deploy changes the datafiles' TOKEN lines.
+    by_value: std::sync::RwLock<BTreeMap<String, Token>>,
     /// The key JWTs are signed with: the admin token, as Tinybird signs with the workspace
     /// admin token.
     jwt_key: String,
@@ -172,7 +173,9 @@ impl Tokens {
         let to_save: Vec<&Token> = tokens.iter().filter(|t| t.name != "admin token").collect();
         std::fs::write(file, serde_json::to_vec_pretty(&to_save)?)?;
         Ok(Tokens {
-            by_value: tokens.into_iter().map(|t| (t.token.clone(), t)).collect(),
+            by_value: std::sync::RwLock::new(
+                tokens.into_iter().map(|t| (t.token.clone(), t)).collect(),
+            ),
             jwt_key: admin.to_string(),
         })
     }
@@ -180,7 +183,7 @@ impl Tokens {
     /// What a token value grants: a static token's scopes, or a valid JWT's scopes and
     /// fixed parameters. `None` for unknown, forged or expired tokens.
     pub fn grant(&self, value: &str) -> Option<Grant> {
-        if let Some(t) = self.by_value.get(value) {
+        if let Some(t) = self.read().get(value) {
             return Some(Grant {
                 scopes: t.scopes.clone(),
                 fixed_params: BTreeMap::new(),
@@ -217,13 +220,26 @@ impl Tokens {
     }
 
     /// The token with this value, if any.
-    pub fn find(&self, value: &str) -> Option<&Token> {
-        self.by_value.get(value)
+    pub fn find(&self, value: &str) -> Option<Token> {
+        self.read().get(value).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Token>> {
+        self.by_value.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes over another set's tokens (after a deploy re-read the datafiles' TOKEN lines).
+    pub fn replace_with(&self, other: Tokens) {
+        let new = other
+            .by_value
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.by_value.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 
     /// Every token, for the token API.
-    pub fn all(&self) -> impl Iterator<Item = &Token> {
-        self.by_value.values()
+    pub fn all(&self) -> Vec<Token> {
+        self.read().values().cloned().collect()
     }
 
     /// True when `value` is a token (static or JWT) holding `scope` (or admin).
@@ -243,7 +259,12 @@ mod tests {
         let wanted = vec![("reader".to_string(), vec![Scope::PipesRead("p".into())])];
         let a = Tokens::load(&file, "ADMIN", wanted.clone()).unwrap();
         let b = Tokens::load(&file, "ADMIN", wanted).unwrap();
-        let reader = a.all().find(|t| t.name == "reader").unwrap().token.clone();
+        let reader = a
+            .all()
+            .into_iter()
+            .find(|t| t.name == "reader")
+            .unwrap()
+            .token;
         assert!(b.allows(&reader, &Scope::PipesRead("p".into())));
         assert!(!b.allows(&reader, &Scope::PipesRead("q".into())));
         assert!(b.allows("ADMIN", &Scope::DatasourcesAppend("x".into())));
@@ -265,7 +286,7 @@ mod tests {
     #[test]
     fn jwts_signed_with_the_admin_token_grant_their_scopes() {
         let tokens = Tokens {
-            by_value: BTreeMap::new(),
+            by_value: Default::default(),
             jwt_key: "ADMIN".into(),
         };
         let claims = serde_json::json!({"workspace_id": "petrel", "name": "t", "exp": 4_000_000_000i64,

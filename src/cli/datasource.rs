@@ -1,0 +1,146 @@
+//! `petrel datasource ls|append|truncate` against a running server.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::client::{json, runtime, HostArgs};
+use super::output::{print, Output};
+use super::CliError;
+
+/// Options of `petrel datasource ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[command(flatten)]
+    host: HostArgs,
+    /// human, json or csv.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    output: Output,
+}
+
+/// Options of `petrel datasource append DS FILE`.
+#[derive(Args, Debug)]
+pub struct AppendArgs {
+    /// The datasource.
+    datasource: String,
+    /// An NDJSON file.
+    file: PathBuf,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Options of `petrel datasource truncate DS`.
+#[derive(Args, Debug)]
+pub struct TruncateArgs {
+    /// The datasource.
+    datasource: String,
+    #[command(flatten)]
+    host: HostArgs,
+}
+
+/// Lists the datasources with their row counts.
+pub fn ls(args: LsArgs) -> Result<(), CliError> {
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::new();
+        let token = args.host.token(&client).await?;
+        let v = json(
+            client
+                .get(format!("{}/v0/datasources", args.host.base()))
+                .bearer_auth(token),
+        )
+        .await?;
+        let rows: Vec<Vec<String>> = v["datasources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                vec![
+                    d["name"].as_str().unwrap_or("").to_string(),
+                    d["row_count"].to_string(),
+                    d["quarantine_rows"].to_string(),
+                    d["columns"]
+                        .as_array()
+                        .map(|c| c.len())
+                        .unwrap_or(0)
+                        .to_string(),
+                ]
+            })
+            .collect();
+        print(
+            args.output,
+            &["name", "rows", "quarantined", "columns"],
+            &rows,
+        );
+        Ok(())
+    })
+}
+
+/// Most bytes sent per request.
+const CHUNK: usize = 10 * 1024 * 1024;
+
+/// Sends an NDJSON file in chunks of whole lines, each acknowledged durably (`wait=true`).
+pub fn append(args: AppendArgs) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::new();
+        let token = args.host.token(&client).await?;
+        let progress = std::io::stderr().is_terminal();
+        let (mut ok, mut bad, mut sent) = (0u64, 0u64, 0usize);
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut end = rest.len().min(CHUNK);
+            if end < rest.len() {
+                end = rest[..end].rfind('\n').map(|i| i + 1).unwrap_or(rest.len());
+            }
+            let (chunk, tail) = rest.split_at(end);
+            let v = json(
+                client
+                    .post(format!("{}/v0/events", args.host.base()))
+                    .bearer_auth(&token)
+                    .query(&[("name", args.datasource.as_str()), ("wait", "true")])
+                    .body(chunk.to_string()),
+            )
+            .await?;
+            ok += v["successful_rows"].as_u64().unwrap_or(0);
+            bad += v["quarantined_rows"].as_u64().unwrap_or(0);
+            sent += chunk.len();
+            rest = tail;
+            if progress {
+                eprint!("\r{:>3}% ({ok} rows)", sent * 100 / text.len().max(1));
+            }
+        }
+        if progress {
+            eprintln!();
+        }
+        println!("✓ {ok} rows appended");
+        if bad > 0 {
+            println!("✗ {bad} rows went to quarantine");
+        }
+        Ok(())
+    })
+}
+
+/// Removes every row of a datasource (views update).
+pub fn truncate(args: TruncateArgs) -> Result<(), CliError> {
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::new();
+        let token = args.host.token(&client).await?;
+        let v = json(
+            client
+                .post(format!(
+                    "{}/v0/datasources/{}/truncate",
+                    args.host.base(),
+                    args.datasource
+                ))
+                .bearer_auth(token),
+        )
+        .await?;
+        println!(
+            "✓ {} rows removed from {}",
+            v["truncated_rows"], args.datasource
+        );
+        Ok(())
+    })
+}
