@@ -238,4 +238,53 @@ fn init_build_dev_test_deploy() {
         1
     );
     assert_eq!(petrel(&["no-such-command"]).0, 2);
+
+    // A static token created over the API reads its pipe, survives in the token list, and
+    // nothing else.
+    let (code, token, err) = petrel(
+        &[
+            &[
+                "token",
+                "create",
+                "static",
+                "rev_reader",
+                "--scope",
+                "PIPES:READ",
+                "--resource",
+                "revenue",
+            ],
+            &host[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let read = |pipe: &str| {
+        client()
+            .get(format!("{}/v0/pipes/{pipe}.json", other.url))
+            .bearer_auth(token.trim())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(read("revenue"), 200);
+    assert_eq!(read("actions"), 403);
+    let (code, _, err) = petrel(
+        &[
+            &[
+                "token",
+                "create",
+                "static",
+                "bad",
+                "--scope",
+                "PIPES:WRITE",
+                "--resource",
+                "x",
+            ],
+            &host[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown scope"), "{err}");
 }

@@ -180,9 +180,27 @@ pub enum TokenCommand {
 /// The kinds of token `petrel token create` makes.
 #[derive(Subcommand, Debug)]
 pub enum TokenKind {
+    /// A static token with resource scopes, kept by the server (creating an existing name
+    /// updates its scopes).
+    Static(StaticArgs),
     /// A JWT (HS256, signed with the admin token), never stored: dashboards hand it to
     /// browsers, with parameters fixed per pipe.
     Jwt(JwtArgs),
+}
+
+/// Options of `petrel token create static`.
+#[derive(Args, Debug)]
+pub struct StaticArgs {
+    /// The token's name.
+    name: String,
+    /// Scopes: `PIPES:READ`, `DATASOURCES:APPEND`, `DATASOURCES:READ` (with --resource).
+    #[arg(long, required = true)]
+    scope: Vec<String>,
+    /// The pipe or datasource of each scope, in order.
+    #[arg(long)]
+    resource: Vec<String>,
+    #[command(flatten)]
+    host: HostArgs,
 }
 
 /// Options of `petrel token create jwt`.
@@ -266,6 +284,20 @@ pub fn run_token(command: TokenCommand) -> Result<(), CliError> {
                     })
                     .collect();
                 print(args.output, &["name", "scopes", "token"], &rows);
+                Ok(())
+            }
+            TokenCommand::Create { kind: TokenKind::Static(args) } => {
+                let token = args.host.token(&client).await?;
+                let mut query = vec![("name".to_string(), args.name.clone())];
+                for (i, scope) in args.scope.iter().enumerate() {
+                    let full = match args.resource.get(i) {
+                        Some(r) => format!("{scope}:{r}"),
+                        None => scope.clone(),
+                    };
+                    query.push(("scope".to_string(), full));
+                }
+                let v = json(client.post(format!("{}/v0/tokens", args.host.base())).bearer_auth(token).query(&query)).await?;
+                println!("{}", v["token"].as_str().unwrap_or_default());
                 Ok(())
             }
             TokenCommand::Create { kind: TokenKind::Jwt(args) } => {

@@ -25,7 +25,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 pub use error::{ApiError, DOCUMENTATION};
 pub use format::{render, Format, ResultSet};
-pub use tokens::{new_token_value, Grant, Scope, Token, Tokens};
+pub use tokens::{new_token_value, parse_scope, Grant, Scope, Token, Tokens};
 
 use crate::runtime::{QueryResult, Runtime};
 
@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/pipes/{file}", get(pipe))
         .route("/v0/sql", get(sql_get).post(sql_post))
         .route("/v0/health", get(health))
-        .route("/v0/tokens", get(list_tokens))
+        .route("/v0/tokens", get(list_tokens).post(create_token))
         .route("/v0/views", get(list_views))
         .route("/v0/datasources", get(list_datasources))
         .route("/v0/datasources/{name}", get(get_datasource))
@@ -545,6 +545,37 @@ async fn list_views(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
     Ok(Json(serde_json::json!({ "views": state.runtime.describe_views() })).into_response())
+}
+
+/// `POST /v0/tokens?name=N&scope=PIPES:READ:pipe&scope=..` (admin): creates or updates a
+/// static token, kept across restarts.
+async fn create_token(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("malformed query: {e}")))?;
+    let params: BTreeMap<String, String> = pairs.iter().cloned().collect();
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let name = params
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?;
+    let mut scopes = Vec::new();
+    for (k, v) in pairs.iter().filter(|(k, _)| k == "scope") {
+        let scope = parse_scope(v).ok_or_else(|| {
+            ApiError::bad_request(format!("unknown {k} '{v}': use PIPES:READ:<pipe>, DATASOURCES:APPEND:<ds> or DATASOURCES:READ:<ds>"))
+        })?;
+        scopes.push(scope);
+    }
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request("at least one 'scope' is required"));
+    }
+    let token = state
+        .tokens
+        .create_static(name, scopes)
+        .map_err(ApiError::bad_request)?;
+    Ok(Json(token).into_response())
 }
 
 /// Tinybird Local's `GET /tokens`: the admin token, to clients on this machine only.

@@ -6,7 +6,7 @@
 //! middle part clients read for the host.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -50,6 +50,26 @@ pub struct Tokens {
     /// The key JWTs are signed with: the admin token, as Tinybird signs with the workspace
     /// admin token.
     jwt_key: String,
+    /// Where tokens created over the API are kept.
+    api_file: Option<PathBuf>,
+}
+
+fn api_tokens_file(file: &Path) -> PathBuf {
+    file.with_file_name("api_tokens.json")
+}
+
+/// Parses a scope as the token API writes it: `ADMIN`, `PIPES:READ:pipe`,
+/// `DATASOURCES:APPEND:ds`, `DATASOURCES:READ:ds`.
+pub fn parse_scope(text: &str) -> Option<Scope> {
+    let mut parts = text.splitn(3, ':');
+    let (a, b, c) = (parts.next()?, parts.next(), parts.next());
+    match (a, b, c) {
+        ("ADMIN", None, None) => Some(Scope::Admin),
+        ("PIPES", Some("READ"), Some(r)) => Some(Scope::PipesRead(r.to_string())),
+        ("DATASOURCES", Some("APPEND"), Some(r)) => Some(Scope::DatasourcesAppend(r.to_string())),
+        ("DATASOURCES", Some("READ"), Some(r)) => Some(Scope::DatasourcesRead(r.to_string())),
+        _ => None,
+    }
 }
 
 /// What a request's token grants, static or JWT.
@@ -172,12 +192,56 @@ impl Tokens {
         }
         let to_save: Vec<&Token> = tokens.iter().filter(|t| t.name != "admin token").collect();
         std::fs::write(file, serde_json::to_vec_pretty(&to_save)?)?;
+        // Tokens created over the API live in their own file, next to the datafiles' ones.
+        let api_file = api_tokens_file(file);
+        let api: Vec<Token> = std::fs::read(&api_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let taken: Vec<String> = tokens.iter().map(|t| t.name.clone()).collect();
+        tokens.extend(api.into_iter().filter(|t| !taken.contains(&t.name)));
         Ok(Tokens {
             by_value: std::sync::RwLock::new(
                 tokens.into_iter().map(|t| (t.token.clone(), t)).collect(),
             ),
             jwt_key: admin.to_string(),
+            api_file: Some(api_file),
         })
+    }
+
+    /// Creates (or, for an existing API token of that name, updates) a static token with
+    /// `scopes`, kept across restarts. Datafile tokens and the admin token cannot be replaced.
+    pub fn create_static(&self, name: &str, scopes: Vec<Scope>) -> Result<Token, String> {
+        let Some(api_file) = &self.api_file else {
+            return Err("this server keeps no API tokens".into());
+        };
+        let mut map = self.by_value.write().unwrap_or_else(|e| e.into_inner());
+        let mut api: Vec<Token> = std::fs::read(api_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if map.values().any(|t| t.name == name) && !api.iter().any(|t| t.name == name) {
+            return Err(format!(
+                "the token '{name}' comes from the datafiles or is the admin token"
+            ));
+        }
+        let value = api
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.token.clone())
+            .unwrap_or_else(|| new_token_value(name));
+        let token = Token {
+            name: name.to_string(),
+            token: value,
+            scopes,
+        };
+        api.retain(|t| t.name != name);
+        api.push(token.clone());
+        let bytes = serde_json::to_vec_pretty(&api).map_err(|e| e.to_string())?;
+        std::fs::write(api_file, bytes).map_err(|e| e.to_string())?;
+        map.retain(|_, t| t.name != name);
+        map.insert(token.token.clone(), token.clone());
+        Ok(token)
     }
 
     /// What a token value grants: a static token's scopes, or a valid JWT's scopes and
@@ -288,6 +352,7 @@ mod tests {
         let tokens = Tokens {
             by_value: Default::default(),
             jwt_key: "ADMIN".into(),
+            api_file: None,
         };
         let claims = serde_json::json!({"workspace_id": "petrel", "name": "t", "exp": 4_000_000_000i64,
             "scopes": [{"type": "PIPES:READ", "resource": "p", "fixed_params": {"country": "DE", "n": 3}}]});
