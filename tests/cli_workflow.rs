@@ -288,3 +288,38 @@ fn init_build_dev_test_deploy() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown scope"), "{err}");
 }
+
+#[test]
+fn tests_can_append_events_and_expect_subscription_changes() {
+    // The demo's tests include a case that appends clicks and states the changes a
+    // subscriber to DE must receive.
+    let (code, out, err) = petrel(&[
+        "test",
+        "run",
+        "--project",
+        common::repo().join("dataflows/clicks").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("✓ clicks_by_user/live_update passed"), "{out}");
+    // The same case with a wrong expectation fails and shows what arrived.
+    let dir = common::temp_dir("live-test");
+    for sub in ["datasources", "endpoints", "fixtures", "tests"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(common::repo().join("dataflows/clicks").join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let yaml = dir.join("tests/clicks_by_user.yaml");
+    let text = std::fs::read_to_string(&yaml)
+        .unwrap()
+        .replace("\"clicks\":25", "\"clicks\":26");
+    std::fs::write(&yaml, text).unwrap();
+    let (code, out, _) = petrel(&["test", "run", "--project", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("✗ clicks_by_user/live_update failed")
+            && out.contains("+ {\"diff\":1,\"row\":{\"clicks\":25,\"user_id\":2}}"),
+        "{out}"
+    );
+}

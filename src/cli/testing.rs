@@ -33,6 +33,138 @@ struct Case {
     expected_result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expected_http_status: Option<u16>,
+    /// Petrel's addition: NDJSON rows to append, by datasource, after subscribing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    append: Option<std::collections::BTreeMap<String, String>>,
+    /// Petrel's addition: the changes (`{"diff":..,"row":{..}}` lines, in any order) the
+    /// subscription must receive once the appended rows land.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected_changes: Option<String>,
+}
+
+/// Subscribes over SSE, appends the case's rows, and returns the consolidated changes the
+/// subscription received up to the rows' timestamp, one JSON line each, sorted.
+fn subscription_changes(
+    base: &str,
+    token: &str,
+    pipe: &str,
+    params: &str,
+    append: &std::collections::BTreeMap<String, String>,
+) -> Result<String, CliError> {
+    use std::io::BufRead;
+    let fail = |e: String| CliError::Failed(format!("subscription: {e}"));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut url = format!("{base}/v0/pipes/{pipe}.sse");
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(params);
+    }
+    let response = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("status {}", response.status())));
+    }
+    let mut lines = std::io::BufReader::new(response).lines();
+    let mut next_data = || -> Result<serde_json::Value, CliError> {
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| fail(e.to_string()))?;
+            if let Some(data) = line.strip_prefix("data:") {
+                return serde_json::from_str(data.trim()).map_err(|e| fail(e.to_string()));
+            }
+        }
+        Err(fail("the stream ended".into()))
+    };
+    let first = next_data()?;
+    if first["type"] != "snapshot" {
+        return Err(fail(format!("expected a snapshot first, got {first}")));
+    }
+    let mut ts = 0u64;
+    for (ds, rows) in append {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{base}/v0/events?name={ds}&wait=true"))
+            .bearer_auth(token)
+            .body(rows.clone())
+            .send()
+            .map_err(|e| fail(e.to_string()))?;
+        let v: serde_json::Value = r.json().map_err(|e| fail(e.to_string()))?;
+        ts = ts.max(
+            v["ts"]
+                .as_u64()
+                .ok_or_else(|| fail(format!("append to {ds} failed: {v}")))?,
+        );
+    }
+    let mut changes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    loop {
+        let v = next_data()?;
+        let upper = v["upper"].as_u64().or(v["ts"].as_u64()).unwrap_or(0);
+        if v["type"] == "changes" {
+            for c in v["data"].as_array().into_iter().flatten() {
+                *changes.entry(c["row"].to_string()).or_insert(0) +=
+                    c["diff"].as_i64().unwrap_or(0);
+            }
+        }
+        if upper > ts {
+            break;
+        }
+    }
+    let mut out: Vec<String> = changes
+        .into_iter()
+        .filter(|(_, d)| *d != 0)
+        .map(|(row, diff)| format!("{{\"diff\":{diff},\"row\":{row}}}"))
+        .collect();
+    out.sort();
+    Ok(out.into_iter().map(|l| l + "\n").collect())
+}
+
+/// A JSON document's text with object keys sorted at every level.
+fn canonical(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        canonical(&map[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Sorted lines, each JSON document in a canonical form (keys sorted), for a comparison
+/// that ignores the order of lines and of keys.
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .map(|v| canonical(&v))
+                .unwrap_or_else(|_| l.to_string())
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// A server process for the tests, stopped on drop.
@@ -171,6 +303,35 @@ pub fn run(args: TestArgs, update: bool) -> Result<(), CliError> {
             .map_err(|e| CliError::Failed(format!("{}: {e}", file.display())))?;
         let mut changed = false;
         for case in cases.iter_mut().filter(|c| wanted(&pipe, &c.name)) {
+            if let Some(append) = case.append.clone() {
+                let params = case.parameters.clone().unwrap_or_default();
+                let params = params
+                    .rsplit_once('?')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or(params);
+                let actual = subscription_changes(&instance.url, &token, &pipe, &params, &append)?;
+                if update {
+                    case.expected_changes = Some(actual);
+                    changed = true;
+                    println!("✓ {pipe}/{} updated", case.name);
+                    continue;
+                }
+                let expected = case.expected_changes.clone().unwrap_or_default();
+                if sorted_lines(&expected) == sorted_lines(&actual) {
+                    passed += 1;
+                    println!("✓ {pipe}/{} passed", case.name);
+                } else {
+                    failed += 1;
+                    println!("✗ {pipe}/{} failed: the subscription received", case.name);
+                    for line in sorted_lines(&actual) {
+                        println!("  + {line}");
+                    }
+                    for line in sorted_lines(&expected) {
+                        println!("  - {line}");
+                    }
+                }
+                continue;
+            }
             let (status, actual) = call(&client, &instance.url, &token, &pipe, case)?;
             if update {
                 case.expected_result = Some(actual);
