@@ -66,5 +66,10 @@ fn build_reports_every_error_with_its_location() {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }
     assert!(stdout.contains("✓ endpoint good"), "{stdout}");
+    // Each error shows its line with a caret under the spot.
+    assert!(
+        stderr.contains("    4 |         nope\n                ^"),
+        "{stderr}"
+    );
     assert_eq!(stderr.matches('✗').count(), 5, "{stderr}");
 }

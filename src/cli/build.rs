@@ -40,12 +40,35 @@ pub fn run(args: BuildArgs) -> Result<(), CliError> {
     }
     for e in &errors {
         eprintln!("✗ {e}");
+        if let Some(excerpt) = excerpt(e) {
+            eprintln!("{excerpt}");
+        }
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(CliError::Project(errors.len()))
     }
+}
+
+/// The source line an error points at (`path:line:column: message`), with a caret under the
+/// column.
+fn excerpt(error: &str) -> Option<String> {
+    let mut parts = error.splitn(4, ':');
+    let (path, line, column) = (parts.next()?, parts.next()?, parts.next()?);
+    let (line, column): (usize, usize) = (line.parse().ok()?, column.parse().ok()?);
+    let text = std::fs::read_to_string(path).ok()?;
+    let source = text.lines().nth(line.checked_sub(1)?)?;
+    let gutter = format!("{line:>5} | ");
+    let pad: String = source
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    Some(format!(
+        "{gutter}{source}\n{}{pad}^",
+        " ".repeat(gutter.len())
+    ))
 }
 
 /// `: key country; read-time limit; bound start` for an endpoint planned with its defaults.
