@@ -4,33 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, Server, ADMIN};
+use common::{client, get, petrel, Server, ADMIN};
 use serde_json::{json, Value};
-
-fn petrel(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    client()
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
 
 #[test]
 fn init_build_dev_test_deploy() {
@@ -302,14 +279,7 @@ fn tests_can_append_events_and_expect_subscription_changes() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("✓ clicks_by_user/live_update passed"), "{out}");
     // The same case with a wrong expectation fails and shows what arrived.
-    let dir = common::temp_dir("live-test");
-    for sub in ["datasources", "endpoints", "fixtures", "tests"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(common::repo().join("dataflows/clicks").join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
-        }
-    }
+    let dir = common::copy_project_files("dataflows/clicks", "live-test");
     let yaml = dir.join("tests/clicks_by_user.yaml");
     let text = std::fs::read_to_string(&yaml)
         .unwrap()

@@ -4,47 +4,18 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, Server, ADMIN};
+use common::{client, get, petrel, Server, ADMIN};
+
+/// `petrel` with success as a flag.
+fn run(args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = petrel(args);
+    (code == 0, out, err)
+}
 use serde_json::{json, Value};
 
 const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
-
-fn petrel(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn get(server: &Server, path: &str) -> Value {
-    client()
-        .get(format!("{}{path}", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
-}
-
-fn copy_project(name: &str) -> std::path::PathBuf {
-    let dir = common::temp_dir(name);
-    for sub in ["datasources", "endpoints", "fixtures"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(common::repo().join("dataflows/clicks").join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
-        }
-    }
-    dir
-}
 
 const NEW_PIPE: &str = "NODE n\nSQL >\n    %\n    SELECT user_id, sum(click_count) AS clicks, count() AS events\n    FROM clicks\n    WHERE country = {{ String(country, 'US') }}\n    GROUP BY user_id\n    ORDER BY user_id\n\nTYPE endpoint\n";
 
@@ -68,7 +39,7 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
         .unwrap()["id"]
         .clone();
 
-    let dir = copy_project("deploy");
+    let dir = common::copy_project_files("dataflows/clicks", "deploy");
     std::fs::write(dir.join("endpoints/clicks_by_user.pipe"), NEW_PIPE).unwrap();
     std::fs::write(
         dir.join("endpoints/users.pipe"),
@@ -78,7 +49,7 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
     let d = dir.to_str().unwrap();
 
     // --check reports without changing anything.
-    let (ok, out, err) = petrel(&[
+    let (ok, out, err) = run(&[
         "deploy",
         d,
         "--host",
@@ -100,7 +71,7 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
         2
     );
 
-    let (ok, out, err) = petrel(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
+    let (ok, out, err) = run(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
     assert!(ok, "{out}{err}");
     let changed = get(&server, "/v0/pipes/clicks_by_user.json?country=DE");
     assert_eq!(
@@ -130,11 +101,11 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
         .unwrap()
         .replace("`click_count` UInt32", "`click_count` Int64");
     std::fs::write(&ds, text).unwrap();
-    let (ok, _, err) = petrel(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
+    let (ok, _, err) = run(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
     assert!(!ok, "a destructive deploy needs the flag");
     assert!(err.contains("destructive"), "{err}");
     assert_eq!(get(&server, "/v0/datasources/clicks")["row_count"], 8);
-    let (ok, out, err) = petrel(&[
+    let (ok, out, err) = run(&[
         "deploy",
         d,
         "--host",
@@ -156,18 +127,18 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
         "NODE n\nSQL >\n    SELECT nope FROM clicks\n\nTYPE endpoint\n",
     )
     .unwrap();
-    let (ok, _, err) = petrel(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
+    let (ok, _, err) = run(&["deploy", d, "--host", &server.url, "--token", ADMIN]);
     assert!(!ok);
     assert!(err.contains("broken.pipe") && err.contains("nope"), "{err}");
     assert_eq!(get(&server, "/v0/pipes/users.json")["rows"], 1);
 
     // local status and stop.
-    let (ok, out, _) = petrel(&["local", "status", "--host", &server.url]);
+    let (ok, out, _) = run(&["local", "status", "--host", &server.url]);
     assert!(ok && out.contains("running"), "{out}");
-    let (ok, _, err) = petrel(&["local", "stop", "--host", &server.url, "--token", ADMIN]);
+    let (ok, _, err) = run(&["local", "stop", "--host", &server.url, "--token", ADMIN]);
     assert!(ok, "{err}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while petrel(&["local", "status", "--host", &server.url]).0 {
+    while run(&["local", "status", "--host", &server.url]).0 {
         assert!(Instant::now() < deadline, "the server did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -175,7 +146,7 @@ fn deploy_swaps_changed_pipes_and_keeps_data() {
 
 #[test]
 fn dev_loads_fixtures_and_serves_saved_edits_keeping_data() {
-    let dir = copy_project("dev");
+    let dir = common::copy_project_files("dataflows/clicks", "dev");
     let server = Server::run(&["dev"], dir.clone(), &[]);
     // Fixtures were loaded into the empty datasource.
     assert_eq!(

@@ -136,3 +136,40 @@ pub fn client() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// Runs the `petrel` binary; returns its exit code, stdout and stderr.
+pub fn petrel(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// GETs a path of a server with the admin token, as JSON.
+pub fn get(server: &Server, path: &str) -> serde_json::Value {
+    client()
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Copies the datafile folders and fixtures of a repository project into a fresh folder.
+pub fn copy_project_files(project: &str, name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    let from = repo().join(project);
+    for e in std::fs::read_dir(&from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.') {
+            copy_dir(&e.path(), &dir.join(e.file_name()));
+        }
+    }
+    dir
+}

@@ -277,30 +277,12 @@ impl ColumnType {
             }
             (ColumnType::Bool, _) => v.as_f64().map(|f| Value::Bool(f != 0.0)),
             (ColumnType::Int(bits), _) => {
-                let i = match v {
-                    Value::Float(f) if f.0.is_finite() => f.0.trunc() as i128,
-                    Value::Int(i) => *i as i128,
-                    Value::UInt(u) => *u as i128,
-                    Value::Bool(b) => *b as i128,
-                    Value::Date(d) => *d as i128,
-                    Value::DateTime(s) => *s as i128,
-                    Value::DateTime64(t, _) => *t as i128,
-                    _ => return None,
-                };
+                let i = integer_of(v)?;
                 let (lo, hi) = int_range(*bits);
                 (lo..=hi).contains(&i).then_some(Value::Int(i as i64))
             }
             (ColumnType::UInt(bits), _) => {
-                let i = match v {
-                    Value::Float(f) if f.0.is_finite() => f.0.trunc() as i128,
-                    Value::Int(i) => *i as i128,
-                    Value::UInt(u) => *u as i128,
-                    Value::Bool(b) => *b as i128,
-                    Value::Date(d) => *d as i128,
-                    Value::DateTime(s) => *s as i128,
-                    Value::DateTime64(t, _) => *t as i128,
-                    _ => return None,
-                };
+                let i = integer_of(v)?;
                 let hi = if *bits == 64 {
                     u64::MAX as i128
                 } else {
@@ -413,6 +395,20 @@ impl ColumnType {
             ColumnType::Nullable(_) | ColumnType::LowCardinality(_) => None,
         }
     }
+}
+
+/// A value as a wide integer, for integer casts (floats truncate; times are their ticks).
+fn integer_of(v: &Value) -> Option<i128> {
+    Some(match v {
+        Value::Float(f) if f.0.is_finite() => f.0.trunc() as i128,
+        Value::Int(i) => *i as i128,
+        Value::UInt(u) => *u as i128,
+        Value::Bool(b) => *b as i128,
+        Value::Date(d) => *d as i128,
+        Value::DateTime(s) => *s as i128,
+        Value::DateTime64(t, _) => *t as i128,
+        _ => return None,
+    })
 }
 
 fn rescale(t: i64, from: u8, to: u8) -> i64 {
