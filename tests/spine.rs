@@ -501,3 +501,45 @@ fn materialized_views_with_state_and_merge_equal_the_direct_query() {
         assert_eq!(rows(&mv), rows(&raw), "since {since}");
     }
 }
+
+#[test]
+fn delete_by_condition_retracts_matching_rows_everywhere() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let delete = |query: &str| -> Value {
+        let r = client()
+            .post(format!(
+                "{}/v0/datasources/clicks/delete?{query}",
+                server.url
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().unwrap();
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let dry = delete("delete_condition=click_count%20%3E%205&dry_run=true");
+    assert_eq!(dry["deleted_rows"], 3);
+    assert_eq!(
+        get_json(&server, "/v0/datasources/clicks").1["row_count"],
+        8,
+        "a dry run deletes nothing"
+    );
+    let done = delete("delete_condition=click_count%20%3E%205");
+    assert_eq!(done["deleted_rows"], 3);
+    let (_, de) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(de["data"], json!([{"user_id": 2, "clicks": 2}]));
+    let (_, vn) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=VN");
+    assert_eq!(vn["data"], json!([{"user_id": 3, "clicks": 4}]));
+    let r = client()
+        .post(format!(
+            "{}/v0/datasources/clicks/delete?delete_condition=nope%20%3D%201",
+            server.url
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -904,6 +904,15 @@ impl Project {
         Ok((query, rendered.values))
     }
 
+    /// Plans `sql` over one datasource's stored rows (no engine read rules), for data
+    /// operations such as delete by condition.
+    pub fn plan_raw(&self, datasource: &str, sql: &str) -> Result<Query, ProjectError> {
+        let ds = self.datasources.get(datasource).ok_or_else(|| {
+            ProjectError::NotFound(format!("Data Source '{datasource}' not found"))
+        })?;
+        plan_query(sql, &RawCatalog { ds }).map_err(|e| ProjectError::Sql(e.to_string()))
+    }
+
     /// Plans `sql` over a result that it reads as the table `_` (an endpoint's `q=`).
     pub fn plan_sql_over(
         &self,

@@ -622,6 +622,38 @@ impl Runtime {
         Ok((n, ts))
     }
 
+    /// Removes the rows of a datasource for which `condition` (SQL) holds: they are found by a
+    /// short-lived dataflow over the stored rows and retracted from every view. With
+    /// `dry_run`, only counts them. Returns the count and the retraction's timestamp.
+    pub async fn delete_where(
+        &self,
+        datasource: &str,
+        condition: &str,
+        dry_run: bool,
+    ) -> Result<(usize, Ts), RuntimeError> {
+        let query = self.project().plan_raw(
+            datasource,
+            &format!("SELECT * FROM `{datasource}` WHERE {condition}"),
+        )?;
+        let tables = BTreeSet::from([datasource.to_string()]);
+        let found = self
+            .views
+            .run_once(PreparedSql::new(query, BTreeMap::new(), tables))
+            .await?;
+        let n = found.rows.len();
+        if dry_run || n == 0 {
+            return Ok((n, self.engine.open_ts()));
+        }
+        let ts = self
+            .engine
+            .insert(
+                datasource,
+                found.rows.into_iter().map(|r| (r, -1)).collect(),
+            )
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok((n, ts))
+    }
+
     /// Every datasource with its columns and row counts.
     pub fn describe_datasources(&self) -> Vec<DatasourceInfo> {
         self.project()

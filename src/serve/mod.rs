@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/datasources", get(list_datasources))
         .route("/v0/datasources/{name}", get(get_datasource))
         .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
+        .route("/v0/datasources/{name}/delete", post(delete_rows))
         .route("/tokens", get(local_tokens))
         .route("/", get(live_page))
         .route("/v1/deploy", post(admin::deploy))
@@ -535,6 +536,38 @@ async fn truncate_datasource(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     state.runtime.wait_durable_and_visible(&name, ts).await?;
     Ok(Json(serde_json::json!({ "truncated_rows": rows, "ts": ts })).into_response())
+}
+
+/// `POST /v0/datasources/NAME/delete?delete_condition=SQL[&dry_run=true]` (admin; the
+/// condition may also come as a form field): retracts the matching rows everywhere.
+async fn delete_rows(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if let Ok(form) = serde_urlencoded::from_bytes::<BTreeMap<String, String>>(&body) {
+        params.extend(form);
+    }
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let condition = params
+        .get("delete_condition")
+        .ok_or_else(|| ApiError::bad_request("the 'delete_condition' parameter is required"))?;
+    let dry_run = params
+        .get("dry_run")
+        .is_some_and(|v| v == "true" || v == "1");
+    let (rows, ts) = state
+        .runtime
+        .delete_where(&name, condition, dry_run)
+        .await?;
+    if !dry_run {
+        state.runtime.wait_durable_and_visible(&name, ts).await?;
+    }
+    Ok(
+        Json(serde_json::json!({ "deleted_rows": rows, "dry_run": dry_run, "ts": ts }))
+            .into_response(),
+    )
 }
 
 /// `GET /v0/views` (admin): the maintained views, their bindings, sizes and subscribers.
