@@ -543,3 +543,38 @@ fn delete_by_condition_retracts_matching_rows_everywhere() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[test]
+fn csv_and_ndjson_bodies_append_through_the_datasources_api() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let post = |query: &str, body: &str| -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/v0/datasources?{query}", server.url))
+            .bearer_auth(ADMIN)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    let csv = "user_id,click_count,country,timestamp\n2,5,DE,2024-01-01 10:00:00\n\"2\",\"x\",DE,\n4,1,\"D,E\",2024-01-01 10:00:00\n";
+    let (status, v) = post("name=clicks&mode=append&format=csv", csv);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["successful_rows"].as_u64(),
+            v["quarantined_rows"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let (status, v) = post(
+        "name=clicks&mode=append&format=ndjson",
+        "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n",
+    );
+    assert_eq!((status, v["successful_rows"].as_u64()), (200, Some(1)));
+    let (_, de) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(de["data"], json!([{"user_id": 2, "clicks": 6}]));
+    let (_, quoted) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=D,E");
+    assert_eq!(quoted["data"], json!([{"user_id": 4, "clicks": 1}]));
+    assert_eq!(post("name=clicks&mode=replace", "").0, 400);
+    assert_eq!(post("name=nope&format=csv", "1,2,3\n").0, 404);
+}

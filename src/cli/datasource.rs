@@ -24,7 +24,7 @@ pub struct LsArgs {
 pub struct AppendArgs {
     /// The datasource.
     datasource: String,
-    /// An NDJSON file.
+    /// An NDJSON file, or a `.csv` file (columns in schema order).
     file: PathBuf,
     #[command(flatten)]
     host: HostArgs,
@@ -79,8 +79,9 @@ pub fn ls(args: LsArgs) -> Result<(), CliError> {
 /// Most bytes sent per request.
 const CHUNK: usize = 10 * 1024 * 1024;
 
-/// Sends an NDJSON file in chunks of whole lines, each acknowledged durably (`wait=true`).
+/// Sends an NDJSON (or `.csv`) file in chunks of whole lines, each acknowledged durably.
 pub fn append(args: AppendArgs) -> Result<(), CliError> {
+    let is_csv = args.file.extension().is_some_and(|x| x == "csv");
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
     runtime()?.block_on(async move {
@@ -95,11 +96,16 @@ pub fn append(args: AppendArgs) -> Result<(), CliError> {
                 end = rest[..end].rfind('\n').map(|i| i + 1).unwrap_or(rest.len());
             }
             let (chunk, tail) = rest.split_at(end);
+            let format = if is_csv { "csv" } else { "ndjson" };
             let v = json(
                 client
-                    .post(format!("{}/v0/events", args.host.base()))
+                    .post(format!("{}/v0/datasources", args.host.base()))
                     .bearer_auth(&token)
-                    .query(&[("name", args.datasource.as_str()), ("wait", "true")])
+                    .query(&[
+                        ("name", args.datasource.as_str()),
+                        ("mode", "append"),
+                        ("format", format),
+                    ])
                     .body(chunk.to_string()),
             )
             .await?;

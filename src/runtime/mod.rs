@@ -481,6 +481,78 @@ impl Runtime {
         format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Decodes CSV rows (columns in schema order; a first line naming the columns is skipped)
+    /// into `datasource`; rows that do not fit go to its quarantine table. Blocking.
+    pub fn ingest_csv(&self, datasource: &str, body: &[u8]) -> Result<IngestReport, RuntimeError> {
+        let columns = self
+            .source(datasource)
+            .filter(|s| s.decoder.is_some())
+            .map(|s| s.columns.clone())
+            .ok_or_else(|| {
+                RuntimeError::NotFound(format!("Data Source '{datasource}' not found"))
+            })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(body);
+        let now = wall_secs();
+        let import_id = self.next_import_id();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for (i, record) in reader.records().enumerate() {
+            let record =
+                record.map_err(|e| RuntimeError::BadRequest(format!("malformed CSV: {e}")))?;
+            if i == 0 && record.iter().zip(&columns).all(|(f, c)| f == c.name) {
+                continue;
+            }
+            let mut row = Vec::with_capacity(columns.len());
+            let mut errors = Vec::new();
+            for (j, c) in columns.iter().enumerate() {
+                let field = record.get(j).unwrap_or("");
+                match c.ty.parse_text(field) {
+                    Some(v) => row.push(v),
+                    None if field.is_empty() => row.push(c.ty.default_value()),
+                    None => {
+                        errors.push(crate::ingest::ColumnError {
+                            column: c.name.clone(),
+                            message: format!(
+                                "value '{field}' on column '{}' is not {}",
+                                c.name,
+                                c.ty.name()
+                            ),
+                        });
+                        row.push(petrel_value::Value::Null);
+                    }
+                }
+            }
+            if errors.is_empty() {
+                good.push((row, 1isize));
+            } else {
+                let raw = (0..columns.len())
+                    .map(|j| record.get(j).map(str::to_string))
+                    .collect();
+                let rejected = crate::ingest::Rejected { errors, raw };
+                bad.push((quarantine_row(&rejected, &import_id, now), 1isize));
+            }
+        }
+        let report = IngestReport {
+            successful_rows: good.len(),
+            quarantined_rows: bad.len(),
+            ts: self.engine.open_ts(),
+        };
+        let internal = |e: petrel_engine::EngineError| RuntimeError::Internal(e.to_string());
+        let mut ts = report.ts;
+        if !bad.is_empty() {
+            ts = self
+                .engine
+                .insert(&format!("{datasource}_quarantine"), bad)
+                .map_err(internal)?;
+        }
+        if !good.is_empty() {
+            ts = self.engine.insert(datasource, good).map_err(internal)?;
+        }
+        Ok(IngestReport { ts, ..report })
+    }
+
     /// Waits until rows ingested into `datasource` at `ts` are on stable storage and visible
     /// in every view that reads the datasource (or its quarantine table).
     pub async fn wait_durable_and_visible(

@@ -54,7 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/health", get(health))
         .route("/v0/tokens", get(list_tokens).post(create_token))
         .route("/v0/views", get(list_views))
-        .route("/v0/datasources", get(list_datasources))
+        .route(
+            "/v0/datasources",
+            get(list_datasources).post(append_datasource),
+        )
         .route("/v0/datasources/{name}", get(get_datasource))
         .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
         .route("/v0/datasources/{name}/delete", post(delete_rows))
@@ -497,6 +500,70 @@ async fn list_datasources(
         })
         .collect();
     Ok(Json(serde_json::json!({ "datasources": visible })).into_response())
+}
+
+/// `POST /v0/datasources?name=DS&mode=append&format=csv|ndjson` with the rows as the body
+/// (gzip allowed): appends them durably, answering once they are visible.
+async fn append_datasource(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = params
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?
+        .clone();
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesAppend(name.clone()),
+    )?;
+    match params.get("mode").map(String::as_str) {
+        None | Some("append") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "mode '{other}' is not supported: use append (datasources come from datafiles)"
+            )))
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let csv = match params.get("format").map(String::as_str) {
+        Some("csv") => true,
+        Some("ndjson") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format '{other}' is not supported: use csv or ndjson"
+            )))
+        }
+        None => content_type.starts_with("text/csv"),
+    };
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        if csv {
+            runtime.ingest_csv(&ds, &body)
+        } else {
+            runtime.ingest_ndjson(&ds, &body)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state
+        .runtime
+        .wait_durable_and_visible(&name, report.ts)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "datasource": {"name": name},
+        "successful_rows": report.successful_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "ts": report.ts,
+    }))
+    .into_response())
 }
 
 /// `GET /v0/datasources/NAME`.
