@@ -42,6 +42,10 @@ pub struct StartArgs {
     /// Drop a view no subscriber holds and no request read for this long (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     view_idle_ms: u64,
+    /// Serve as a read-only replica of the server whose data folder is `--data`: follow its
+    /// logs, answer reads and subscriptions, refuse writes.
+    #[arg(long, requires = "data")]
+    replica: bool,
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
     pub fixtures: bool,
@@ -102,6 +106,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         },
         retention_ms: args.retention_ms,
         view_idle_ms: args.view_idle_ms,
+        replica: args.replica,
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     rt.block_on(async move {
@@ -111,8 +116,10 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         if let Some(fixtures) = fixtures {
             load_fixtures(&runtime, fixtures).await?;
         }
-        crate::ingest::kafka::start_consumers(&runtime);
-        crate::sink::kafka::start_sinks(&runtime);
+        if !runtime.is_replica() {
+            crate::ingest::kafka::start_consumers(&runtime);
+            crate::sink::kafka::start_sinks(&runtime);
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;

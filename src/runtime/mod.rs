@@ -70,6 +70,9 @@ pub struct RuntimeConfig {
     pub retention_ms: u64,
     /// A view that no subscriber holds and no request reads for this long is dropped.
     pub view_idle_ms: u64,
+    /// Follow another server's datasource logs read-only (a read replica) instead of
+    /// writing them.
+    pub replica: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -78,6 +81,7 @@ impl Default for RuntimeConfig {
             engine: EngineConfig::default(),
             retention_ms: 5 * 60 * 1000,
             view_idle_ms: 10 * 60 * 1000,
+            replica: false,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct Runtime {
     engine: Arc<Engine>,
     sources: RwLock<BTreeMap<String, Arc<Source>>>,
     data_dir: PathBuf,
+    replica: bool,
     views: views::Views,
     ready: AtomicBool,
     next_import: AtomicU64,
@@ -144,12 +149,18 @@ fn open_sources(
     engine: &Engine,
     data_dir: &Path,
     ds: &crate::project::Datasource,
+    replica: bool,
 ) -> Result<Vec<(String, Arc<Source>)>, RuntimeError> {
     let name = &ds.name;
     let open = |file: String| {
-        FileLog::open(&data_dir.join(file))
-            .map(Arc::new)
-            .map_err(|e| RuntimeError::Internal(format!("cannot open the log of '{name}': {e}")))
+        let path = data_dir.join(file);
+        if replica {
+            FileLog::open_read_only(&path)
+        } else {
+            FileLog::open(&path)
+        }
+        .map(Arc::new)
+        .map_err(|e| RuntimeError::Internal(format!("cannot open the log of '{name}': {e}")))
     };
     let log = open(format!("{name}.log"))?;
     engine.register_source(name, log.clone());
@@ -188,18 +199,22 @@ impl Runtime {
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let mut sources = BTreeMap::new();
         for ds in project.datasources.values() {
-            sources.extend(open_sources(&engine, data_dir, ds)?);
+            sources.extend(open_sources(&engine, data_dir, ds, config.replica)?);
         }
         let runtime = Arc::new(Runtime {
             project: RwLock::new(Arc::new(project)),
             engine: engine.clone(),
             sources: RwLock::new(sources),
             data_dir: data_dir.to_path_buf(),
+            replica: config.replica,
             views: views::Views::new(engine, config.retention_ms),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
         });
         runtime.warm_default_views().await;
+        if config.replica {
+            runtime.follow_logs();
+        }
         runtime.ready.store(true, Ordering::SeqCst);
         let weak = Arc::downgrade(&runtime);
         let idle = config.view_idle_ms;
@@ -234,6 +249,44 @@ impl Runtime {
         }
     }
 
+    /// A replica's tailer: feeds what the primary appends to its logs into the engine.
+    fn follow_logs(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(10));
+            loop {
+                every.tick().await;
+                let Some(rt) = weak.upgrade() else { return };
+                let names: Vec<String> = rt
+                    .sources
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                for name in names {
+                    if let Err(e) = rt.engine.pull(&name) {
+                        tracing::warn!(datasource = %name, error = %e, "replica cannot follow the log");
+                    }
+                }
+            }
+        });
+    }
+
+    /// True when this server follows another's logs and takes no writes.
+    pub fn is_replica(&self) -> bool {
+        self.replica
+    }
+
+    fn refuse_on_replica(&self) -> Result<(), RuntimeError> {
+        if self.replica {
+            return Err(RuntimeError::BadRequest(
+                "this server is a read-only replica: send writes to the primary".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The project as currently deployed.
     pub fn project(&self) -> Arc<Project> {
         self.project
@@ -260,6 +313,7 @@ impl Runtime {
         allow_destructive: bool,
         check: bool,
     ) -> Result<DeployReport, RuntimeError> {
+        self.refuse_on_replica()?;
         let old = self.project();
         let mut report = DeployReport::default();
         for (name, ds) in &new.datasources {
@@ -333,7 +387,12 @@ impl Runtime {
                 .chain(&report.changed_datasource_names)
             {
                 if let Some(ds) = new.datasources.get(name) {
-                    sources.extend(open_sources(&self.engine, &self.data_dir, ds)?);
+                    sources.extend(open_sources(
+                        &self.engine,
+                        &self.data_dir,
+                        ds,
+                        self.replica,
+                    )?);
                 }
             }
         }
@@ -384,6 +443,7 @@ impl Runtime {
         datasource: &str,
         body: &[u8],
     ) -> Result<IngestReport, RuntimeError> {
+        self.refuse_on_replica()?;
         let source = self.source(datasource);
         let Some(decoder) = source.as_ref().and_then(|s| s.decoder.as_ref()) else {
             return Err(RuntimeError::NotFound(format!(
@@ -484,6 +544,7 @@ impl Runtime {
     /// Decodes CSV rows (columns in schema order; a first line naming the columns is skipped)
     /// into `datasource`; rows that do not fit go to its quarantine table. Blocking.
     pub fn ingest_csv(&self, datasource: &str, body: &[u8]) -> Result<IngestReport, RuntimeError> {
+        self.refuse_on_replica()?;
         let columns = self
             .source(datasource)
             .filter(|s| s.decoder.is_some())
@@ -678,6 +739,7 @@ impl Runtime {
     /// it updates (and subscribers receive the retractions). Returns the rows removed and the
     /// timestamp of the retraction.
     pub fn truncate(&self, datasource: &str) -> Result<(usize, Ts), RuntimeError> {
+        self.refuse_on_replica()?;
         if !self.project().datasources.contains_key(datasource) {
             return Err(RuntimeError::NotFound(format!(
                 "Data Source '{datasource}' not found"
@@ -703,6 +765,7 @@ impl Runtime {
         condition: &str,
         dry_run: bool,
     ) -> Result<(usize, Ts), RuntimeError> {
+        self.refuse_on_replica()?;
         let query = self.project().plan_raw(
             datasource,
             &format!("SELECT * FROM `{datasource}` WHERE {condition}"),

@@ -20,7 +20,8 @@ pub struct FileLog {
 }
 
 struct State {
-    file: File,
+    /// `None` for a read-only log (a replica following another server's file).
+    file: Option<File>,
     /// Byte offset where each batch ends.
     ends: Vec<u64>,
     /// Net rows: insertions minus retractions.
@@ -88,12 +89,67 @@ impl FileLog {
         Ok(FileLog {
             path: path.to_path_buf(),
             state: Mutex::new(State {
-                file,
+                file: Some(file),
                 ends,
                 rows,
                 last_meta,
             }),
         })
+    }
+
+    /// Opens another server's log to follow it: nothing is ever written (a torn tail is left
+    /// alone, as the writer may still be writing it); [`SourceLog::poll_new`] reads what the
+    /// writer appends.
+    pub fn open_read_only(path: &Path) -> io::Result<FileLog> {
+        let log = FileLog {
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                file: None,
+                ends: Vec::new(),
+                rows: 0,
+                last_meta: None,
+            }),
+        };
+        log.read_new()?;
+        Ok(log)
+    }
+
+    /// Reads the complete records after the last one indexed; returns their updates.
+    fn read_new(&self) -> io::Result<Vec<(Row, isize)>> {
+        let mut state = self.state();
+        let start = state.ends.last().copied().unwrap_or(0);
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let size = file.metadata()?.len();
+        if size <= start {
+            return Ok(Vec::new());
+        }
+        file.seek(SeekFrom::Start(start))?;
+        let mut reader = BufReader::new(file);
+        let mut at = start;
+        let mut updates = Vec::new();
+        while at + 4 <= size {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len)?;
+            let len = u32::from_le_bytes(len) as u64;
+            if at + 4 + len > size {
+                break; // the writer is still writing this record
+            }
+            let mut buf = vec![0u8; len as usize];
+            reader.read_exact(&mut buf)?;
+            let (batch, meta) = decode(&buf)?;
+            state.rows += batch.iter().map(|(_, d)| *d as i64).sum::<i64>();
+            if meta.is_some() {
+                state.last_meta = meta;
+            }
+            updates.extend(batch);
+            at += 4 + len;
+            state.ends.push(at);
+        }
+        Ok(updates)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -116,7 +172,13 @@ impl FileLog {
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
         record.extend_from_slice(&body);
         let mut state = self.state();
-        state.file.write_all(&record)?;
+        let Some(file) = state.file.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "this log is read-only (a replica)",
+            ));
+        };
+        file.write_all(&record)?;
         let end = state.ends.last().copied().unwrap_or(0) + record.len() as u64;
         state.ends.push(end);
         state.rows += updates.iter().map(|(_, d)| *d as i64).sum::<i64>();
@@ -128,8 +190,10 @@ impl FileLog {
 
     /// Flushes appended batches to stable storage.
     pub fn sync(&self) -> io::Result<()> {
-        let file = self.state().file.try_clone()?;
-        file.sync_data()
+        match &self.state().file {
+            Some(file) => file.try_clone()?.sync_data(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -144,6 +208,13 @@ impl SourceLog for FileLog {
 
     fn len(&self) -> u64 {
         self.state().ends.len() as u64
+    }
+
+    fn poll_new(&self) -> io::Result<Vec<(Row, isize)>> {
+        if self.state().file.is_some() {
+            return Ok(Vec::new());
+        }
+        self.read_new()
     }
 
     fn replay(

@@ -43,6 +43,11 @@ pub trait SourceLog: Send + Sync + 'static {
     }
     /// The log's length in batches.
     fn len(&self) -> u64;
+    /// For a log another process writes (a replica following it): the updates appended since
+    /// the last call, now counted in [`SourceLog::len`]. Logs this process writes return none.
+    fn poll_new(&self) -> std::io::Result<Vec<(Row, isize)>> {
+        Ok(Vec::new())
+    }
     /// True when nothing was ever appended.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -261,6 +266,34 @@ impl Engine {
         self.wake();
         sent.map_err(|e| EngineError::Stopped(e.to_string()))?;
         Ok(ts)
+    }
+
+    /// Feeds a followed log's new records to the workers (a replica), under the clock's lock
+    /// so that installs see a consistent history. Returns their timestamp, if there were any.
+    pub fn pull(&self, datasource: &str) -> Result<Option<Ts>, EngineError> {
+        let mut clock = lock(&self.clock);
+        let Some(log) = clock.sources.get(datasource).cloned() else {
+            return Ok(None);
+        };
+        let updates = log.poll_new().map_err(|source| EngineError::Storage {
+            datasource: datasource.to_string(),
+            source,
+        })?;
+        if updates.is_empty() {
+            return Ok(None);
+        }
+        let ts = clock.open;
+        let worker = clock.next_worker % clock.senders.len();
+        clock.next_worker = clock.next_worker.wrapping_add(1);
+        let sent = clock.senders[worker].send(Command::Insert {
+            datasource: Arc::from(datasource),
+            updates: Arc::new(updates),
+            ts,
+        });
+        drop(clock);
+        self.wake();
+        sent.map_err(|e| EngineError::Stopped(e.to_string()))?;
+        Ok(Some(ts))
     }
 
     /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
