@@ -7,8 +7,10 @@
 
 pub mod expr;
 pub mod functions;
+mod naming;
 pub mod plan;
 mod planner;
+mod preprocess;
 
 pub use expr::Expr;
 pub use plan::*;

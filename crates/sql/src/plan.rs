@@ -500,6 +500,30 @@ impl Query {
         plan
     }
 
+    /// The query with every parameter replaced by its value: in the plan, the ORDER BY, the
+    /// LIMIT and the OFFSET.
+    pub fn bind(
+        &self,
+        values: &std::collections::BTreeMap<String, Value>,
+    ) -> Result<Query, crate::SqlError> {
+        Ok(Query {
+            plan: self.plan.bind(values)?,
+            visible: self.visible,
+            order_by: self
+                .order_by
+                .iter()
+                .map(|k| {
+                    Ok(SortKey {
+                        expr: k.expr.bind(values)?,
+                        ..k.clone()
+                    })
+                })
+                .collect::<Result<_, crate::SqlError>>()?,
+            limit: self.limit.as_ref().map(|e| e.bind(values)).transpose()?,
+            offset: self.offset.as_ref().map(|e| e.bind(values)).transpose()?,
+        })
+    }
+
     /// Binds parameters in LIMIT and OFFSET only.
     pub fn bind_limits(
         mut self,
