@@ -1,5 +1,6 @@
-//! Storage figures: Events API ingest with `wait=true` (durable, fsynced) against without,
-//! restart-to-ready time over a large log, and bytes stored per row against the NDJSON input.
+//! Storage figures: Events API ingest with `wait=true` (durable: group-committed segment
+//! objects, fsynced) against without, bytes stored per row (log segments, then Parquet parts)
+//! against the NDJSON input, and restart-to-ready time over 10M stored rows.
 //!
 //! `cargo bench --bench storage` (env: ROWS for the restart figure, default 10M).
 
@@ -43,10 +44,18 @@ fn main() {
             let secs = started.elapsed().as_secs_f64();
             println!("storage: ingest with wait={wait}: {:.0} rows/s (200k rows, 10k rows/request, 1 client)", 200_000.0 / secs);
             if wait {
-                let log = std::fs::metadata(dir.join(".petrel/data/clicks.log")).map(|m| m.len()).unwrap_or(0);
+                let figures = |rt: &petrel::runtime::Runtime| {
+                    rt.describe_datasources().into_iter().find(|d| d.name == "clicks").unwrap().storage
+                };
+                let before = figures(&_runtime);
+                // Let the compactor turn the segments into a Parquet part.
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                let after = figures(&_runtime);
                 println!(
-                    "storage: {:.1} bytes stored per row against {:.1} bytes of NDJSON input",
-                    log as f64 / 200_000.0,
+                    "storage: bytes stored per row: {:.1} in log segments, {:.1} in Parquet parts ({} part(s)), against {:.1} bytes of NDJSON input",
+                    (before.segment_bytes + before.part_bytes) as f64 / 200_000.0,
+                    after.part_bytes as f64 / 200_000.0,
+                    after.parts,
                     body.len() as f64 / 10_000.0
                 );
             }
@@ -70,18 +79,36 @@ fn main() {
                 ts = runtime.engine().insert("clicks", updates).unwrap();
             }
             runtime.wait_durable_and_visible("clicks", ts).await.unwrap();
+            // Let the compactor catch up, as a server running a while would have.
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            runtime.storage().stop().unwrap();
             runtime.engine().shutdown();
         }
-        let log = std::fs::metadata(dir.join(".petrel/data/clicks.log")).map(|m| m.len()).unwrap_or(0);
+        let stored = dir_size(&dir.join(".petrel/data"));
         let started = Instant::now();
         let (_, runtime) = support::start(&dir, Default::default()).await;
         let ready = started.elapsed().as_secs_f64();
         let result = runtime.query_pipe("top_countries", &Default::default()).await.unwrap();
         println!(
-            "storage: restart to ready over {rows} rows ({:.0} MB log, 3 endpoint views): {ready:.2}s; top country has {} clicks",
-            log as f64 / 1e6,
+            "storage: restart to ready over {rows} rows ({:.0} MB stored, {} part(s), 3 endpoint views): {ready:.2}s; top country has {} clicks",
+            stored as f64 / 1e6,
+            runtime.describe_datasources().iter().find(|d| d.name == "clicks").map(|d| d.storage.parts).unwrap_or(0),
             result.rows.first().map(|r| r[1].to_text()).unwrap_or_default()
         );
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

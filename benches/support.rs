@@ -46,7 +46,7 @@ pub fn project_copy(project: &str) -> PathBuf {
 /// Starts the runtime and the HTTP API on a free port; returns the base URL.
 pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) {
     let project = Project::load(dir).expect("project loads");
-    let runtime = Runtime::start(project, &dir.join(".petrel/data"), config)
+    let runtime = Runtime::start(project, &dir.join(".petrel/data").to_string_lossy(), config)
         .await
         .expect("runtime starts");
     let tokens = Tokens::load(&dir.join(".petrel/tokens.json"), ADMIN, Vec::new()).unwrap();

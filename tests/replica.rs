@@ -1,5 +1,5 @@
-//! A read replica on the primary's data folder serves the same endpoint results, follows new
-//! data (pull and push), and refuses writes.
+//! A read replica on the primary's storage serves the same endpoint results, follows new data
+//! (pull and push) at the primary's own timestamps, and refuses writes.
 
 mod common;
 
@@ -70,8 +70,15 @@ async fn a_replica_follows_the_primary() {
     let snap: Value =
         serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(snap["data"], json!([{"user_id": 2, "clicks": 22}]));
-    tokio::task::block_in_place(|| {
-        ingest(p, "{\"user_id\":2,\"click_count\":8,\"country\":\"DE\"}\n")
+    let landed: u64 = tokio::task::block_in_place(|| {
+        let r = client()
+            .post(format!("{}/v0/events?name=clicks&wait=true", p.url))
+            .bearer_auth(ADMIN)
+            .body("{\"user_id\":2,\"click_count\":8,\"country\":\"DE\"}\n")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()["ts"].as_u64().unwrap()
     });
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
@@ -88,6 +95,8 @@ async fn a_replica_follows_the_primary() {
                     .contains(&json!({"diff": 1, "row": {"user_id": 2, "clicks": 30}})),
                 "{v}"
             );
+            // The replica publishes the change at the timestamp the primary gave it.
+            assert_eq!(v["lower"].as_u64(), Some(landed), "{v}");
             break;
         }
     }

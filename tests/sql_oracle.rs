@@ -252,11 +252,12 @@ fn run_seed(seed: u64) {
     let runtime: Arc<Runtime> = rt
         .block_on(Runtime::start(
             project,
-            &dir.join(".petrel/data"),
+            &dir.join(".petrel/data").to_string_lossy(),
             RuntimeConfig {
                 engine: petrel_engine::EngineConfig {
                     workers: 2,
                     tick: std::time::Duration::from_millis(5),
+                    ..Default::default()
                 },
                 ..RuntimeConfig::default()
             },

@@ -33,8 +33,12 @@ pub struct StartArgs {
     /// The clock's tick (flush interval) in milliseconds.
     #[arg(long, default_value_t = 10)]
     tick_ms: u64,
-    /// Where datasource data lives (default: PROJECT/.petrel/data).
-    #[arg(long)]
+    /// Where datasource data lives: a folder, or `s3://BUCKET/PREFIX` (AWS environment
+    /// variables; `AWS_ENDPOINT_URL` for S3-compatible servers). Default: PROJECT/.petrel/data.
+    #[arg(long, env = "PETREL_STORAGE")]
+    storage: Option<String>,
+    /// A folder to keep datasource data in (the same as `--storage FOLDER`).
+    #[arg(long, conflicts_with = "storage")]
     data: Option<PathBuf>,
     /// How much change history views keep for resuming subscribers, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
@@ -42,9 +46,9 @@ pub struct StartArgs {
     /// Drop a view no subscriber holds and no request read for this long (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     view_idle_ms: u64,
-    /// Serve as a read-only replica of the server whose data folder is `--data`: follow its
-    /// logs, answer reads and subscriptions, refuse writes.
-    #[arg(long, requires = "data")]
+    /// Serve as a read-only replica of the server whose storage is `--storage` (or `--data`):
+    /// follow its writes, answer reads and subscriptions, refuse writes.
+    #[arg(long)]
     replica: bool,
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
@@ -86,7 +90,15 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         eprintln!("warning: {w}");
     }
     let state_dir = dir.join(".petrel");
-    let data_dir = args.data.unwrap_or_else(|| state_dir.join("data"));
+    if args.replica && args.storage.is_none() && args.data.is_none() {
+        return Err(CliError::Failed(
+            "--replica needs the primary's --storage URL (or --data folder)".into(),
+        ));
+    }
+    let storage = args
+        .storage
+        .or_else(|| args.data.map(|d| d.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| state_dir.join("data").to_string_lossy().into_owned());
     let admin = admin_token(&state_dir)?;
     let wanted = project
         .declared_tokens()
@@ -103,14 +115,16 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         engine: petrel_engine::EngineConfig {
             workers: args.workers.max(1),
             tick: Duration::from_millis(args.tick_ms.max(1)),
+            ..Default::default()
         },
         retention_ms: args.retention_ms,
         view_idle_ms: args.view_idle_ms,
         replica: args.replica,
+        ..RuntimeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     rt.block_on(async move {
-        let runtime = Runtime::start(project, &data_dir, config)
+        let runtime = Runtime::start(project, &storage, config)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
         if let Some(fixtures) = fixtures {

@@ -86,6 +86,9 @@ pub struct Datasource {
     pub read_sql: Option<String>,
     /// Where its rows come from when it reads a Kafka topic.
     pub kafka: Option<KafkaSource>,
+    /// The columns of `ENGINE_SORTING_KEY` that are plain columns, as indices: stored parts
+    /// are sorted by them.
+    pub sort_key: Vec<usize>,
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -154,6 +157,26 @@ fn kafka_source(ds: &petrel_datafile::Datasource) -> Option<KafkaSource> {
         group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| format!("petrel-{}", ds.name)),
         auto_offset_reset: get("KAFKA_AUTO_OFFSET_RESET").unwrap_or_else(|| "latest".into()),
     })
+}
+
+/// The indices of the plain columns named in `ENGINE_SORTING_KEY` (`a, b`, `(a, b)` or
+/// `tuple()`); expressions are skipped.
+fn sort_key_columns(ds: &petrel_datafile::Datasource, columns: &[ColumnSpec]) -> Vec<usize> {
+    let Some(key) = ds.engine.sorting_key.as_ref() else {
+        return Vec::new();
+    };
+    let text = key.value.trim();
+    let text = text
+        .strip_prefix("tuple(")
+        .or_else(|| text.strip_prefix('('))
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(text);
+    text.split(',')
+        .filter_map(|name| {
+            let name = name.trim().trim_matches('`');
+            columns.iter().position(|c| c.column.name == name)
+        })
+        .collect()
 }
 
 /// The SQL a datasource is read through (see [`Datasource::read_sql`]).
@@ -563,6 +586,7 @@ impl Project {
                 columns: columns.clone(),
                 read_sql: None,
                 kafka: None,
+                sort_key: Vec::new(),
                 file: path.to_path_buf(),
             };
             match plan_query(&sql, &RawCatalog { ds: &probe }) {
@@ -580,6 +604,7 @@ impl Project {
             }
         });
         let kafka = kafka_source(&ds);
+        let sort_key = sort_key_columns(&ds, &columns);
         for t in &ds.tokens {
             let grant = match t.scope {
                 TokenScope::Append => Grant::AppendDatasource(ds.name.clone()),
@@ -594,6 +619,7 @@ impl Project {
                 columns,
                 read_sql,
                 kafka,
+                sort_key,
                 file: path.to_path_buf(),
             },
         );

@@ -14,7 +14,6 @@
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -25,7 +24,7 @@ use petrel_view::Ts;
 
 use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
 use crate::project::{PipeDescription, Project, ProjectError};
-use crate::storage::{FileLog, MemoryLog};
+use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog};
 
 pub use views::{PreparedSql, QueryResult, Subscription, ViewInfo};
 
@@ -73,6 +72,8 @@ pub struct RuntimeConfig {
     /// Follow another server's datasource logs read-only (a read replica) instead of
     /// writing them.
     pub replica: bool,
+    /// Group commit, compaction and merge settings.
+    pub storage: StorageConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -82,6 +83,7 @@ impl Default for RuntimeConfig {
             retention_ms: 5 * 60 * 1000,
             view_idle_ms: 10 * 60 * 1000,
             replica: false,
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -98,7 +100,7 @@ pub struct IngestReport {
 }
 
 struct Source {
-    log: Arc<FileLog>,
+    log: Arc<TableLog>,
     decoder: Option<RowDecoder>,
     columns: Vec<Column>,
 }
@@ -108,7 +110,7 @@ pub struct Runtime {
     project: RwLock<Arc<Project>>,
     engine: Arc<Engine>,
     sources: RwLock<BTreeMap<String, Arc<Source>>>,
-    data_dir: PathBuf,
+    storage: Arc<Storage>,
     replica: bool,
     views: views::Views,
     ready: AtomicBool,
@@ -144,28 +146,25 @@ impl DeployReport {
     }
 }
 
-/// Opens a datasource's log and its quarantine's, and registers both with the engine.
+/// Opens a datasource's table and its quarantine's, and registers both with the engine.
 fn open_sources(
     engine: &Engine,
-    data_dir: &Path,
+    storage: &Arc<Storage>,
     ds: &crate::project::Datasource,
-    replica: bool,
 ) -> Result<Vec<(String, Arc<Source>)>, RuntimeError> {
     let name = &ds.name;
-    let open = |file: String| {
-        let path = data_dir.join(file);
-        if replica {
-            FileLog::open_read_only(&path)
-        } else {
-            FileLog::open(&path)
-        }
-        .map(Arc::new)
-        .map_err(|e| RuntimeError::Internal(format!("cannot open the log of '{name}': {e}")))
+    let open = |table: &str, columns: &[Column], sort_key: Vec<usize>| {
+        let names = columns.iter().map(|c| c.name.clone()).collect();
+        storage
+            .table(table, names, sort_key)
+            .map_err(|e| RuntimeError::Internal(format!("cannot open the table '{table}': {e}")))
     };
-    let log = open(format!("{name}.log"))?;
+    let columns = ds.schema();
+    let log = open(name, &columns, ds.sort_key.clone())?;
     engine.register_source(name, log.clone());
     let qname = format!("{name}_quarantine");
-    let qlog = open(format!("{qname}.log"))?;
+    let qcolumns = quarantine_columns(&columns);
+    let qlog = open(&qname, &qcolumns, Vec::new())?;
     engine.register_source(&qname, qlog.clone());
     Ok(vec![
         (
@@ -173,7 +172,7 @@ fn open_sources(
             Arc::new(Source {
                 log,
                 decoder: Some(RowDecoder::new(&ds.columns)),
-                columns: ds.schema(),
+                columns,
             }),
         ),
         (
@@ -181,40 +180,68 @@ fn open_sources(
             Arc::new(Source {
                 log: qlog,
                 decoder: None,
-                columns: quarantine_columns(&ds.schema()),
+                columns: qcolumns,
             }),
         ),
     ])
 }
 
 impl Runtime {
-    /// Opens the datasource logs under `data_dir`, starts the engine and installs the default
-    /// view of every endpoint whose parameters all have defaults.
+    /// Opens the storage at `storage_url` (a folder, or `s3://BUCKET/PREFIX`) and every
+    /// datasource's table in it, starts the engine, and installs the default view of every
+    /// endpoint whose parameters all have defaults; returns once those views have caught up
+    /// with the stored history (then [`Runtime::is_ready`]).
     pub async fn start(
         project: Project,
-        data_dir: &Path,
+        storage_url: &str,
         config: RuntimeConfig,
     ) -> Result<Arc<Runtime>, RuntimeError> {
-        let engine = Engine::start(config.engine.clone())
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let engine_config = petrel_engine::EngineConfig {
+            history_ms: config.retention_ms,
+            ..config.engine.clone()
+        };
+        let engine =
+            Engine::start(engine_config).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let (url, replica, storage_config) = (
+            storage_url.to_string(),
+            config.replica,
+            config.storage.clone(),
+        );
+        let storage =
+            tokio::task::spawn_blocking(move || Storage::open(&url, replica, storage_config))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        if config.replica {
+            let frontier = storage
+                .read_frontier()
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+            engine.hold_clock(frontier.unwrap_or(0));
+        }
         let mut sources = BTreeMap::new();
         for ds in project.datasources.values() {
-            sources.extend(open_sources(&engine, data_dir, ds, config.replica)?);
+            let (engine, storage, ds) = (engine.clone(), storage.clone(), ds.clone());
+            let opened = tokio::task::spawn_blocking(move || open_sources(&engine, &storage, &ds))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+            sources.extend(opened);
         }
+        let clock = engine.clone();
+        storage.start_background(Arc::new(move || clock.open_ts()));
         let runtime = Arc::new(Runtime {
             project: RwLock::new(Arc::new(project)),
             engine: engine.clone(),
             sources: RwLock::new(sources),
-            data_dir: data_dir.to_path_buf(),
+            storage,
             replica: config.replica,
             views: views::Views::new(engine, config.retention_ms),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
         });
-        runtime.warm_default_views().await;
         if config.replica {
             runtime.follow_logs();
         }
+        runtime.warm_default_views().await;
         runtime.ready.store(true, Ordering::SeqCst);
         let weak = Arc::downgrade(&runtime);
         let idle = config.view_idle_ms;
@@ -249,28 +276,45 @@ impl Runtime {
         }
     }
 
-    /// A replica's tailer: feeds what the primary appends to its logs into the engine.
+    /// A replica's tailer: reads the writer's durable frontier, then the batches it added
+    /// (all those below the frontier are stored by then), feeds them to the engine at their
+    /// own timestamps and lets the clock advance to the frontier. The replica's views are
+    /// then at every timestamp what the writer's were.
     fn follow_logs(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(10));
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
             loop {
                 every.tick().await;
                 let Some(rt) = weak.upgrade() else { return };
-                let names: Vec<String> = rt
-                    .sources
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect();
-                for name in names {
-                    if let Err(e) = rt.engine.pull(&name) {
-                        tracing::warn!(datasource = %name, error = %e, "replica cannot follow the log");
-                    }
+                let followed = tokio::task::spawn_blocking(move || rt.follow_once()).await;
+                if let Ok(Err(e)) = followed {
+                    tracing::warn!(error = %e, "replica cannot follow the storage");
                 }
             }
         });
+    }
+
+    fn follow_once(&self) -> Result<(), RuntimeError> {
+        let internal = |e: crate::storage::StorageError| RuntimeError::Internal(e.to_string());
+        let frontier = self.storage.read_frontier().map_err(internal)?;
+        let sources: Vec<(String, Arc<Source>)> = self
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        for (name, source) in sources {
+            source.log.prefetch().map_err(internal)?;
+            self.engine
+                .pull(&name)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
+        if let Some(ts) = frontier {
+            self.engine.hold_clock(ts);
+        }
+        Ok(())
     }
 
     /// True when this server follows another's logs and takes no writes.
@@ -370,15 +414,11 @@ impl Runtime {
                     sources.remove(&table);
                     self.engine.unregister_source(&table);
                     self.views.drop_readers(&table);
-                    let log = self.data_dir.join(format!("{table}.log"));
-                    if log.exists() {
-                        let aside = self
-                            .data_dir
-                            .join(format!("{table}.log.replaced-{}", wall_secs()));
-                        std::fs::rename(&log, aside).map_err(|e| {
+                    self.storage
+                        .set_aside(&table, &wall_secs().to_string())
+                        .map_err(|e| {
                             RuntimeError::Internal(format!("cannot set aside {table}: {e}"))
                         })?;
-                    }
                 }
             }
             for name in report
@@ -387,12 +427,7 @@ impl Runtime {
                 .chain(&report.changed_datasource_names)
             {
                 if let Some(ds) = new.datasources.get(name) {
-                    sources.extend(open_sources(
-                        &self.engine,
-                        &self.data_dir,
-                        ds,
-                        self.replica,
-                    )?);
+                    sources.extend(open_sources(&self.engine, &self.storage, ds)?);
                 }
             }
         }
@@ -624,10 +659,10 @@ impl Runtime {
         for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
             if let Some(source) = self.source(&name) {
                 let log = source.log.clone();
-                tokio::task::spawn_blocking(move || log.sync())
+                tokio::task::spawn_blocking(move || log.flush())
                     .await
                     .map_err(|e| RuntimeError::Internal(e.to_string()))?
-                    .map_err(|e| RuntimeError::Internal(format!("sync failed: {e}")))?;
+                    .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))?;
             }
             self.views.wait_for_readers(&name, ts).await;
         }
@@ -711,6 +746,11 @@ impl Runtime {
         out
     }
 
+    /// The storage the datasources live in.
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
     /// The engine, for components that install their own views.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -722,7 +762,7 @@ impl Runtime {
         let mut counts: std::collections::HashMap<Row, i64> = std::collections::HashMap::new();
         source
             .log
-            .replay(source.log.len(), 0, 1, &mut |r, d| {
+            .replay(source.log.len(), 0, 1, &mut |r, _, d| {
                 *counts.entry(r).or_insert(0) += d as i64
             })
             .ok()?;
@@ -808,6 +848,10 @@ impl Runtime {
                 quarantine_rows: self
                     .row_count(&format!("{}_quarantine", ds.name))
                     .unwrap_or(0),
+                storage: self
+                    .source(&ds.name)
+                    .map(|s| s.log.figures())
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -824,6 +868,8 @@ pub struct DatasourceInfo {
     pub row_count: u64,
     /// Rows in its quarantine table.
     pub quarantine_rows: u64,
+    /// How its rows are stored: parts, segments, bytes.
+    pub storage: TableFigures,
 }
 
 /// A column as the API lists it.

@@ -6,26 +6,27 @@ use std::sync::Mutex;
 
 use petrel_engine::SourceLog;
 use petrel_value::Row;
+use petrel_view::Ts;
 
-/// An in-memory log of row batches.
+/// An in-memory log of row batches with their timestamps.
 #[derive(Default)]
 pub struct MemoryLog {
-    batches: Mutex<Vec<Vec<(Row, isize)>>>,
+    batches: Mutex<Vec<petrel_engine::TimedBatch>>,
 }
 
 impl MemoryLog {
     /// A log holding one batch of rows, each inserted once.
     pub fn with_rows(rows: Vec<Row>) -> MemoryLog {
         MemoryLog {
-            batches: Mutex::new(vec![rows.into_iter().map(|r| (r, 1)).collect()]),
+            batches: Mutex::new(vec![(0, rows.into_iter().map(|r| (r, 1)).collect())]),
         }
     }
 }
 
 impl SourceLog for MemoryLog {
-    fn append(&self, updates: &[(Row, isize)]) -> io::Result<u64> {
+    fn append(&self, ts: Ts, updates: &[(Row, isize)], _meta: Option<&[u8]>) -> io::Result<u64> {
         let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
-        b.push(updates.to_vec());
+        b.push((ts, updates.to_vec()));
         Ok(b.len() as u64)
     }
 
@@ -38,13 +39,13 @@ impl SourceLog for MemoryLog {
         upto: u64,
         worker: usize,
         peers: usize,
-        f: &mut dyn FnMut(Row, isize),
+        f: &mut dyn FnMut(Row, Ts, isize),
     ) -> io::Result<()> {
         let b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, batch) in b.iter().take(upto as usize).enumerate() {
+        for (i, (ts, batch)) in b.iter().take(upto as usize).enumerate() {
             if i % peers == worker {
                 for (row, diff) in batch {
-                    f(row.clone(), *diff);
+                    f(row.clone(), *ts, *diff);
                 }
             }
         }

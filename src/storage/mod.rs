@@ -1,12 +1,422 @@
-//! Where datasource rows live: an append-only log per datasource that the engine replays
-//! into views installed later, and a project's data folder.
+//! Where datasource rows live: object storage (`--storage URL`), a local folder by default or
+//! an S3-compatible bucket, through `object_store`.
 //!
-//! Rows are kept on disk, not in memory, so the engine's memory follows view state
-//! (Principle 3). The log is the durable record a later compaction into columnar parts
-//! reads from.
+//! Each datasource is a [`TableLog`]: appended batches wait in memory until a group commit
+//! writes them as one log segment object (so `wait=true` costs one write for every request
+//! that arrived meanwhile); segments compact into Parquet parts listed in a manifest that
+//! changes atomically, and background merges keep the parts few. Replays for views read
+//! parts, segments and the batches not yet written, so the engine's memory follows view state
+//! (Principle 3), not raw rows.
+//!
+//! Layout under the storage's prefix:
+//!
+//! ```text
+//! tables/NAME/manifest/VERSION.json      the parts and where the log continues
+//! tables/NAME/log/FIRST-END.seg          batches FIRST..END (bincode), written once
+//! tables/NAME/parts/FIRST-END.parquet    batches FIRST..END as a sorted Parquet part
+//! frontier                               every batch below this timestamp is durable
+//! ```
 
-mod file_log;
+mod manifest;
 mod memory_log;
+mod part;
+mod table;
 
-pub use file_log::FileLog;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use petrel_view::Ts;
+
+pub use manifest::{Manifest, PartInfo};
 pub use memory_log::MemoryLog;
+pub use part::ColumnStats;
+pub use table::{TableFigures, TableLog};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The storage URL cannot be used.
+    #[error("bad storage URL '{url}': {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The object store failed.
+    #[error("object storage: {0}")]
+    Store(#[from] object_store::Error),
+    /// Stored data cannot be read back.
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+    /// A write to a replica's read-only storage.
+    #[error("this storage is read-only (a replica)")]
+    ReadOnly,
+}
+
+impl From<StorageError> for std::io::Error {
+    fn from(e: StorageError) -> std::io::Error {
+        std::io::Error::other(e.to_string())
+    }
+}
+
+/// How the background work runs.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Batches that nobody waits for are written at least this often.
+    pub flush_interval: Duration,
+    /// Segments compact into a part once they hold this many rows (or are 16 or more).
+    pub compact_rows: u64,
+    /// Background merges keep at most this many parts per table (parts larger than
+    /// `merge_max_rows` are left alone).
+    pub max_parts: usize,
+    /// The largest part a merge writes, in rows.
+    pub merge_max_rows: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            flush_interval: Duration::from_millis(100),
+            compact_rows: 200_000,
+            max_parts: 8,
+            merge_max_rows: 4_000_000,
+        }
+    }
+}
+
+/// An object store with a prefix, and the I/O threads that talk to it.
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    read_only: bool,
+    config: StorageConfig,
+    io: tokio::runtime::Runtime,
+    tables: Mutex<Vec<Weak<TableLog>>>,
+    stopped: AtomicBool,
+}
+
+impl Storage {
+    /// Opens `url`: `s3://BUCKET[/PREFIX]` (credentials, region and `AWS_ENDPOINT_URL` from
+    /// the usual AWS environment variables; plain `http://` endpoints are allowed for
+    /// S3-compatible servers), `file:///PATH`, or a folder path.
+    pub fn open(
+        url: &str,
+        read_only: bool,
+        config: StorageConfig,
+    ) -> Result<Arc<Storage>, StorageError> {
+        let bad = |reason: String| StorageError::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) =
+            url.strip_prefix("s3://")
+        {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket".into()));
+            }
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                .ok();
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_endpoint(endpoint);
+            }
+            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err()
+            {
+                builder = builder.with_region("us-east-1");
+            }
+            let store = builder.build().map_err(|e| bad(e.to_string()))?;
+            (Arc::new(store), Path::from(prefix.trim_matches('/')))
+        } else {
+            let dir = url.strip_prefix("file://").unwrap_or(url);
+            if dir.contains("://") {
+                return Err(bad("use s3://BUCKET/PREFIX or a folder".into()));
+            }
+            if !read_only {
+                std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+            }
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| bad(e.to_string()))?
+                .with_fsync(true);
+            (Arc::new(store), Path::default())
+        };
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("petrel-storage-io")
+            .enable_all()
+            .build()
+            .map_err(|e| bad(format!("cannot start I/O threads: {e}")))?;
+        Ok(Arc::new(Storage {
+            store,
+            prefix,
+            url: url.to_string(),
+            read_only,
+            config,
+            io,
+            tables: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        }))
+    }
+
+    /// The URL this storage was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// True for a replica's storage: nothing is ever written.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Runs an object-store call to completion from any thread (workers, blocking tasks or
+    /// async handlers alike) on the storage's own I/O threads.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.io.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        match rx.recv() {
+            Ok(v) => v,
+            // The I/O runtime only drops the task when it shuts down, with the process.
+            Err(_) => std::process::abort(),
+        }
+    }
+
+    pub(crate) fn path(&self, key: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in key.split('/') {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    pub(crate) fn get(&self, path: &Path) -> Result<bytes::Bytes, StorageError> {
+        let (store, path) = (self.store.clone(), path.clone());
+        self.run(async move { Ok(store.get(&path).await?.bytes().await?) })
+    }
+
+    pub(crate) fn put(&self, path: &Path, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        let (store, path) = (self.store.clone(), path.clone());
+        self.run(async move {
+            store.put(&path, PutPayload::from(bytes)).await?;
+            Ok(())
+        })
+    }
+
+    /// Writes an object that must not exist yet (a manifest version): two writers racing for
+    /// the same version cannot both win.
+    pub(crate) fn put_new(&self, path: &Path, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
+        let (store, path) = (self.store.clone(), path.clone());
+        self.run(async move {
+            store
+                .put_opts(
+                    &path,
+                    PutPayload::from(bytes),
+                    object_store::PutMode::Create.into(),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn delete(&self, path: &Path) -> Result<(), StorageError> {
+        let (store, path) = (self.store.clone(), path.clone());
+        self.run(async move {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// The objects under `dir` (names after the last `/`) with their sizes, sorted, starting
+    /// after `offset` when given.
+    pub(crate) fn list(
+        &self,
+        dir: &Path,
+        offset: Option<&Path>,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        use futures::TryStreamExt;
+        let (store, dir, offset) = (self.store.clone(), dir.clone(), offset.cloned());
+        let mut out: Vec<(String, u64)> = self.run(async move {
+            let stream = match &offset {
+                Some(o) => store.list_with_offset(Some(&dir), o),
+                None => store.list(Some(&dir)),
+            };
+            let metas: Vec<object_store::ObjectMeta> = stream.try_collect().await?;
+            Ok::<_, StorageError>(
+                metas
+                    .into_iter()
+                    .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
+                    .collect(),
+            )
+        })?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens (or creates) the table `name` with its column names; rows of parts are sorted
+    /// by the columns at `sort_key`.
+    pub fn table(
+        self: &Arc<Self>,
+        name: &str,
+        columns: Vec<String>,
+        sort_key: Vec<usize>,
+    ) -> Result<Arc<TableLog>, StorageError> {
+        let table = Arc::new(TableLog::open(self.clone(), name, columns, sort_key)?);
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.retain(|t| t.strong_count() > 0);
+        tables.push(Arc::downgrade(&table));
+        Ok(table)
+    }
+
+    /// Moves a table's objects aside under `replaced/NAME-SUFFIX/` (a destructive deploy keeps
+    /// the old data rather than deleting it).
+    pub fn set_aside(&self, name: &str, suffix: &str) -> Result<(), StorageError> {
+        use futures::TryStreamExt;
+        let from = self.path(&format!("tables/{name}"));
+        let to = self.path(&format!("replaced/{name}-{suffix}"));
+        let store = self.store.clone();
+        self.run(async move {
+            let objects: Vec<object_store::ObjectMeta> =
+                store.list(Some(&from)).try_collect().await?;
+            for o in objects {
+                let rel: Vec<_> = o
+                    .location
+                    .prefix_match(&from)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let mut dest = to.clone();
+                for part in rel {
+                    dest = dest.join(part);
+                }
+                store.rename(&o.location, &dest).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stops the background threads after writing every waiting batch and letting a running
+    /// compaction finish: the storage can then be opened by another writer (a restart within
+    /// the same process, as benchmarks do).
+    pub fn stop(&self) -> Result<(), StorageError> {
+        self.stopped.store(true, Ordering::SeqCst);
+        for table in self.tables() {
+            table.flush()?;
+            table.wait_for_compaction();
+        }
+        Ok(())
+    }
+
+    /// The writer's durable frontier: every batch below it, in every table, is stored.
+    pub fn read_frontier(&self) -> Result<Option<Ts>, StorageError> {
+        match self.get(&self.path("frontier")) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["ts"].as_u64())
+                .map(Some)
+                .ok_or_else(|| StorageError::Corrupt("unreadable frontier".into())),
+            Err(StorageError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tables(&self) -> Vec<Arc<TableLog>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.retain(|t| t.strong_count() > 0);
+        tables.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Starts the writer's background threads: a flusher that writes waiting batches every
+    /// `flush_interval` and then the durable frontier (the clock's open tick read before the
+    /// flush: every batch below it was appended before and is now written), and a compactor
+    /// that turns segments into parts and merges parts. They stop with the storage.
+    pub fn start_background(self: &Arc<Self>, clock: Arc<dyn Fn() -> Ts + Send + Sync>) {
+        if self.read_only {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let every = self.config.flush_interval;
+        let spawned = std::thread::Builder::new()
+            .name("petrel-flush".into())
+            .spawn(move || {
+                let mut last_written = 0;
+                let mut idle = Duration::ZERO;
+                loop {
+                    std::thread::sleep(every);
+                    let Some(storage) = weak.upgrade().filter(|s| !s.is_stopped()) else {
+                        return;
+                    };
+                    let frontier = clock();
+                    let mut ok = true;
+                    let mut wrote = false;
+                    for table in storage.tables() {
+                        match table.flush() {
+                            Ok(n) => wrote |= n > 0,
+                            Err(e) => {
+                                ok = false;
+                                tracing::warn!(table = %table.name(), error = %e, "flush failed; retrying");
+                            }
+                        }
+                    }
+                    idle += every;
+                    if ok && frontier > last_written && (wrote || idle >= Duration::from_secs(1))
+                    {
+                        let body = serde_json::json!({ "ts": frontier }).to_string();
+                        match storage.put(&storage.path("frontier"), body.into()) {
+                            Ok(()) => {
+                                last_written = frontier;
+                                idle = Duration::ZERO;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot write the frontier"),
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the flusher");
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("petrel-compact".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let Some(storage) = weak.upgrade() else {
+                    return;
+                };
+                for table in storage.tables() {
+                    if let Err(e) = table.compact(false) {
+                        tracing::warn!(table = %table.name(), error = %e, "compaction failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the compactor");
+        }
+    }
+}

@@ -75,11 +75,22 @@ impl Server {
     /// Runs `petrel <command> --port 0 --project DIR <extra>` (e.g. `local start` or `dev`)
     /// and waits until it listens.
     pub fn run(command: &[&str], dir: PathBuf, extra: &[&str]) -> Server {
+        Server::run_env(command, dir, extra, &[])
+    }
+
+    /// As [`Server::run`], with extra environment variables.
+    pub fn run_env(
+        command: &[&str],
+        dir: PathBuf,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_petrel"))
             .args(command)
             .args(["--port", "0", "--project"])
             .arg(&dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("PETREL_ADMIN_TOKEN", ADMIN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -172,4 +183,78 @@ pub fn copy_project_files(project: &str, name: &str) -> PathBuf {
         }
     }
     dir
+}
+
+/// A real S3-compatible server (moto, installed by scripts/test.sh) on a free loopback port,
+/// with one bucket; stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub bucket: String,
+    child: Child,
+}
+
+impl S3Server {
+    /// Starts the server and creates `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let bin = std::env::var("PETREL_MOTO").unwrap_or_else(|_| {
+            panic!("PETREL_MOTO is not set: run the tests through scripts/test.sh, which installs the S3 server")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the S3 server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = S3Server {
+            endpoint,
+            bucket: bucket.to_string(),
+            child,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = client()
+                .put(format!("{}/{bucket}", server.endpoint))
+                .send()
+                .map(|r| r.status().is_success());
+            if let Ok(true) = created {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the S3 server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The environment a Petrel process needs to use this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "petrel-test"),
+            ("AWS_SECRET_ACCESS_KEY", "petrel-test-secret"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The storage URL of a prefix in the bucket.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

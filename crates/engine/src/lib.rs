@@ -31,35 +31,45 @@ use petrel_view::{Ts, View};
 
 pub use render::compare_sort_keys;
 
+/// A batch of row updates and the timestamp it landed at.
+pub type TimedBatch = (Ts, Vec<(Row, isize)>);
+
 /// The durable history of one datasource, as the engine needs it: appends in ingest order,
-/// and a replay of a prefix for views installed later. Storage implements it.
+/// each with the timestamp it landed at, and a replay of a prefix for views installed later.
+/// Storage implements it.
 pub trait SourceLog: Send + Sync + 'static {
-    /// Appends a batch of row updates; returns the log's length in batches afterwards.
-    fn append(&self, updates: &[(Row, isize)]) -> std::io::Result<u64>;
-    /// Appends a batch together with metadata written in the same record (a source's
-    /// position, such as Kafka offsets), so the two are durable together or not at all.
-    fn append_with_meta(&self, updates: &[(Row, isize)], _meta: &[u8]) -> std::io::Result<u64> {
-        self.append(updates)
-    }
+    /// Appends a batch of row updates that land at `ts`, with optional metadata written in the
+    /// same record (a source's position, such as Kafka offsets) so the two are durable
+    /// together or not at all. Returns the log's length in batches afterwards.
+    fn append(&self, ts: Ts, updates: &[(Row, isize)], meta: Option<&[u8]>)
+        -> std::io::Result<u64>;
     /// The log's length in batches.
     fn len(&self) -> u64;
-    /// For a log another process writes (a replica following it): the updates appended since
-    /// the last call, now counted in [`SourceLog::len`]. Logs this process writes return none.
-    fn poll_new(&self) -> std::io::Result<Vec<(Row, isize)>> {
+    /// The latest timestamp a batch was appended at (0 for an empty log): after a restart the
+    /// clock starts above it, so timestamps never go backwards.
+    fn last_ts(&self) -> Ts {
+        0
+    }
+    /// For a log another process writes (a replica following it): the batches appended since
+    /// the last call with their timestamps, now counted in [`SourceLog::len`]. Logs this
+    /// process writes return none.
+    fn poll_new(&self) -> std::io::Result<Vec<TimedBatch>> {
         Ok(Vec::new())
     }
     /// True when nothing was ever appended.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Calls `f` for every update of the first `upto` batches whose batch index modulo
-    /// `peers` is `worker` (so workers replay disjoint shares).
+    /// Calls `f` with every update of the first `upto` batches and the timestamp it landed
+    /// at, for this worker's share: storage splits the history into units (batches, parts,
+    /// row groups) and worker `worker` of `peers` replays the units whose index modulo
+    /// `peers` is `worker`.
     fn replay(
         &self,
         upto: u64,
         worker: usize,
         peers: usize,
-        f: &mut dyn FnMut(Row, isize),
+        f: &mut dyn FnMut(Row, Ts, isize),
     ) -> std::io::Result<()>;
 }
 
@@ -92,6 +102,10 @@ pub struct EngineConfig {
     pub workers: usize,
     /// The clock's tick (the flush interval): how often inputs advance and views publish.
     pub tick: Duration,
+    /// How far back a newly installed view keeps the history's own timestamps (older history
+    /// is collapsed at the start of this window). Within it, a view installed after a restart
+    /// publishes the same changes at the same times as before, so subscribers resume exactly.
+    pub history_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +113,7 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: 1,
             tick: Duration::from_millis(10),
+            history_ms: 5 * 60 * 1000,
         }
     }
 }
@@ -121,13 +136,19 @@ pub(crate) struct InstallSpec {
     pub id: ViewId,
     pub plan: Plan,
     pub view: Arc<View>,
+    /// The open tick at install: live inserts come at or after it.
     pub as_of: Ts,
+    /// History before this time is replayed at this time; later history at its own times.
+    pub floor: Ts,
     /// Each scanned datasource with its log and the log length at install time.
     pub history: Vec<(String, Arc<dyn SourceLog>, u64)>,
 }
 
 struct Clock {
     open: Ts,
+    /// A replica's cap on the open tick: the writer's durable frontier.
+    hold: Option<Ts>,
+    history_ms: u64,
     next_worker: usize,
     next_view: ViewId,
     senders: Vec<Sender<Command>>,
@@ -175,6 +196,8 @@ impl Engine {
         let engine = Arc::new(Engine {
             clock: Mutex::new(Clock {
                 open: wall_ms(),
+                hold: None,
+                history_ms: config.history_ms,
                 next_worker: 0,
                 next_view: 1,
                 senders,
@@ -201,7 +224,13 @@ impl Engine {
     /// Closes the open tick and opens the next: every input advances, views publish.
     fn tick(&self) {
         let mut clock = lock(&self.clock);
-        let next = wall_ms().max(clock.open + 1);
+        let mut next = wall_ms().max(clock.open + 1);
+        if let Some(hold) = clock.hold {
+            next = next.min(hold);
+        }
+        if next <= clock.open {
+            return;
+        }
         clock.open = next;
         for tx in &clock.senders {
             let _ = tx.send(Command::Advance(next));
@@ -215,9 +244,13 @@ impl Engine {
         lock(&self.clock).open
     }
 
-    /// Registers a datasource and its log; views installed afterwards may scan it.
+    /// Registers a datasource and its log; views installed afterwards may scan it. The clock
+    /// moves past the log's latest timestamp if it is not there yet (a restart after the wall
+    /// clock went back), so new batches never land before old ones.
     pub fn register_source(&self, name: &str, log: Arc<dyn SourceLog>) {
-        lock(&self.clock).sources.insert(name.to_string(), log);
+        let mut clock = lock(&self.clock);
+        clock.open = clock.open.max(log.last_ts() + 1);
+        clock.sources.insert(name.to_string(), log);
     }
 
     /// Forgets a source registered for a short-lived query; views already installed keep
@@ -246,54 +279,50 @@ impl Engine {
             .get(datasource)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDatasource(datasource.to_string()))?;
-        match meta {
-            Some(m) => log.append_with_meta(&updates, m),
-            None => log.append(&updates),
-        }
-        .map_err(|source| EngineError::Storage {
-            datasource: datasource.to_string(),
-            source,
-        })?;
-        let ts = clock.open;
-        let worker = clock.next_worker % clock.senders.len();
-        clock.next_worker = clock.next_worker.wrapping_add(1);
-        let sent = clock.senders[worker].send(Command::Insert {
-            datasource: Arc::from(datasource),
-            updates: Arc::new(updates),
-            ts,
-        });
+        log.append(clock.open, &updates, meta)
+            .map_err(|source| EngineError::Storage {
+                datasource: datasource.to_string(),
+                source,
+            })?;
+        let open = clock.open;
+        let ts = send_insert(&mut clock, datasource, updates, open);
         drop(clock);
         self.wake();
-        sent.map_err(|e| EngineError::Stopped(e.to_string()))?;
-        Ok(ts)
+        ts
     }
 
-    /// Feeds a followed log's new records to the workers (a replica), under the clock's lock
-    /// so that installs see a consistent history. Returns their timestamp, if there were any.
+    /// Feeds a followed log's new batches to the workers (a replica), under the clock's lock
+    /// so that installs see a consistent history. Each batch lands at the timestamp the
+    /// writer gave it when the clock has not passed it yet, else at the open tick. Returns the
+    /// latest timestamp used, if there were any batches.
     pub fn pull(&self, datasource: &str) -> Result<Option<Ts>, EngineError> {
         let mut clock = lock(&self.clock);
         let Some(log) = clock.sources.get(datasource).cloned() else {
             return Ok(None);
         };
-        let updates = log.poll_new().map_err(|source| EngineError::Storage {
+        let batches = log.poll_new().map_err(|source| EngineError::Storage {
             datasource: datasource.to_string(),
             source,
         })?;
-        if updates.is_empty() {
-            return Ok(None);
+        let mut last = None;
+        for (ts, updates) in batches {
+            last = Some(send_insert(&mut clock, datasource, updates, ts)?);
         }
-        let ts = clock.open;
-        let worker = clock.next_worker % clock.senders.len();
-        clock.next_worker = clock.next_worker.wrapping_add(1);
-        let sent = clock.senders[worker].send(Command::Insert {
-            datasource: Arc::from(datasource),
-            updates: Arc::new(updates),
-            ts,
-        });
         drop(clock);
         self.wake();
-        sent.map_err(|e| EngineError::Stopped(e.to_string()))?;
-        Ok(Some(ts))
+        Ok(last)
+    }
+
+    /// Holds the clock at `ts` at most (a replica following a writer's durable frontier):
+    /// ticks open no time above it until a later call raises it. Before any view is
+    /// installed, the clock also moves back below `ts`, so the writer's batches from `ts` on
+    /// land at their own timestamps.
+    pub fn hold_clock(&self, ts: Ts) {
+        let mut clock = lock(&self.clock);
+        clock.hold = Some(ts);
+        if clock.views.is_empty() {
+            clock.open = clock.open.min(ts.saturating_sub(1));
+        }
     }
 
     /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
@@ -319,6 +348,7 @@ impl Engine {
             plan,
             view,
             as_of: clock.open,
+            floor: clock.open.saturating_sub(clock.history_ms),
             history,
         });
         for tx in &clock.senders {
@@ -356,6 +386,27 @@ impl Engine {
             drop(guards.join());
         }
     }
+}
+
+/// Sends updates to one worker (round robin) at `ts`, or at the open tick if the clock has
+/// passed `ts`; the caller holds the lock. Returns the timestamp used.
+fn send_insert(
+    clock: &mut Clock,
+    datasource: &str,
+    updates: Vec<(Row, isize)>,
+    ts: Ts,
+) -> Result<Ts, EngineError> {
+    let ts = ts.max(clock.open);
+    let worker = clock.next_worker % clock.senders.len();
+    clock.next_worker = clock.next_worker.wrapping_add(1);
+    clock.senders[worker]
+        .send(Command::Insert {
+            datasource: Arc::from(datasource),
+            updates: Arc::new(updates),
+            ts,
+        })
+        .map_err(|e| EngineError::Stopped(e.to_string()))?;
+    Ok(ts)
 }
 
 fn run_clock(engine: Weak<Engine>, tick: Duration) {

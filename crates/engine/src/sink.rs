@@ -30,20 +30,36 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
             if upper <= lower {
                 return;
             }
-            let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
+            let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
                 .into_iter()
                 .partition(|(_, time, _)| *time < upper);
             pending = later;
-            let mut ready: Vec<(Row, i64)> = ready
-                .into_iter()
-                .map(|(row, _, diff)| (row, diff as i64))
-                .collect();
-            consolidate(&mut ready);
-            view.apply(ChangeBatch {
-                lower,
-                upper,
-                changes: ready,
-            });
+            // One batch `[t, t + 1)` per distinct time t, so the change log keeps each time's
+            // changes apart and says exactly when they happened: a view installed again
+            // (after a restart) publishes the same batches, and a subscriber resuming from a
+            // frontier gets exactly the batches at or after it.
+            ready.sort_unstable_by_key(|(_, time, _)| *time);
+            let mut ready = ready.into_iter().peekable();
+            while let Some((row, time, diff)) = ready.next() {
+                let mut changes = vec![(row, diff as i64)];
+                while let Some((row, _, diff)) = ready.next_if(|(_, t, _)| *t == time) {
+                    changes.push((row, diff as i64));
+                }
+                consolidate(&mut changes);
+                view.apply(ChangeBatch {
+                    lower: time,
+                    upper: time + 1,
+                    changes,
+                });
+                lower = time + 1;
+            }
+            if lower < upper {
+                view.apply(ChangeBatch {
+                    lower,
+                    upper,
+                    changes: Vec::new(),
+                });
+            }
             lower = upper;
         },
     );

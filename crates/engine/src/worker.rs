@@ -62,8 +62,8 @@ pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
     }
 }
 
-/// Builds the view's dataflow, then replays this worker's share of the datasources' history
-/// at the install time.
+/// Builds the view's dataflow, then replays this worker's share of the datasources' history:
+/// batches older than the floor at the floor, later ones at their own timestamps.
 fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
     let index = worker.index();
     let peers = worker.peers();
@@ -81,21 +81,23 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
         crate::sink::publish(output, spec.view.clone(), index == 0);
         (inputs, unit_input)
     });
-    unit_input.advance_to(spec.as_of);
+    unit_input.advance_to(spec.floor);
     if index == 0 {
         unit_input.insert(Vec::new());
     }
     drop(unit_input);
     for (name, log, upto) in &spec.history {
         if let Some(input) = inputs.get_mut(name) {
-            input.advance_to(spec.as_of);
-            let replayed = log.replay(*upto, index, peers, &mut |row, diff| {
-                input.update(row, diff)
+            input.advance_to(spec.floor);
+            let floor = spec.floor;
+            let replayed = log.replay(*upto, index, peers, &mut |row, ts, diff| {
+                input.update_at(row, ts.max(floor), diff)
             });
             if let Err(e) = replayed {
                 spec.view
                     .fail(format!("replaying datasource '{name}' failed: {e}"));
             }
+            input.advance_to(spec.as_of);
             input.flush();
         }
     }

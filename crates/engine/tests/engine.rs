@@ -10,12 +10,12 @@ use petrel_value::*;
 use petrel_view::{KeyColumns, View};
 
 #[derive(Default)]
-struct MemoryLog(Mutex<Vec<Vec<(Row, isize)>>>);
+struct MemoryLog(Mutex<Vec<petrel_engine::TimedBatch>>);
 
 impl SourceLog for MemoryLog {
-    fn append(&self, updates: &[(Row, isize)]) -> std::io::Result<u64> {
+    fn append(&self, ts: u64, updates: &[(Row, isize)], _: Option<&[u8]>) -> std::io::Result<u64> {
         let mut b = self.0.lock().unwrap();
-        b.push(updates.to_vec());
+        b.push((ts, updates.to_vec()));
         Ok(b.len() as u64)
     }
     fn len(&self) -> u64 {
@@ -26,9 +26,9 @@ impl SourceLog for MemoryLog {
         upto: u64,
         worker: usize,
         peers: usize,
-        f: &mut dyn FnMut(Row, isize),
+        f: &mut dyn FnMut(Row, u64, isize),
     ) -> std::io::Result<()> {
-        for (i, b) in self
+        for (i, (ts, b)) in self
             .0
             .lock()
             .unwrap()
@@ -38,7 +38,7 @@ impl SourceLog for MemoryLog {
         {
             if i % peers == worker {
                 for (r, d) in b {
-                    f(r.clone(), *d);
+                    f(r.clone(), *ts, *d);
                 }
             }
         }
@@ -80,6 +80,7 @@ fn start() -> Arc<Engine> {
     let engine = Engine::start(EngineConfig {
         workers: 2,
         tick: Duration::from_millis(5),
+        ..Default::default()
     })
     .unwrap();
     engine.register_source("t", Arc::new(MemoryLog::default()));

@@ -104,6 +104,11 @@ impl View {
         let batch = Arc::new(batch);
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.upper == 0 {
+                // The first batch is the view's starting state: the changes below its upper
+                // are not known one by one, so no subscriber can resume from before it.
+                state.trimmed_upto = upper;
+            }
             for (row, diff) in &batch.changes {
                 let key: Row = self.keys.0.iter().map(|&i| row[i].clone()).collect();
                 let group = state.groups.entry(key.clone()).or_default();

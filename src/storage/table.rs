@@ -1,0 +1,834 @@
+//! [`TableLog`]: one datasource's history on object storage.
+//!
+//! - **Appends** go to memory at once (no I/O under the engine's clock lock).
+//! - **Group commit**: [`TableLog::flush`] writes every waiting batch as ONE segment object;
+//!   a `wait=true` request calls it after its append, so requests that arrive together share
+//!   a write. A background flusher writes the rest every `flush_interval`.
+//! - **Compaction**: segments turn into a Parquet part sorted by the sorting key; the
+//!   manifest's new version lists it, and only then are the segments deleted. Merges join
+//!   small adjacent parts so their number stays bounded.
+//! - **Replay** reads parts (by row group), segments and waiting batches as one consistent
+//!   snapshot; objects a snapshot may still read are deleted only once no replay runs.
+//! - **Replicas** open the same objects read-only and follow new segments (and parts, when
+//!   the writer compacted segments before the replica saw them).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use object_store::path::Path;
+use petrel_engine::SourceLog;
+use petrel_value::Row;
+use petrel_view::Ts;
+
+use super::manifest::{Manifest, PartInfo};
+use super::part::{self, PartRow};
+use super::{Storage, StorageError};
+
+/// One appended batch.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    ts: Ts,
+    updates: Vec<(Row, isize)>,
+    meta: Option<Vec<u8>>,
+}
+
+/// A written segment: batches `first..end`.
+#[derive(Clone, Debug)]
+struct Segment {
+    file: String,
+    first: u64,
+    end: u64,
+    bytes: u64,
+}
+
+impl Segment {
+    fn name(first: u64, end: u64) -> String {
+        format!("{first:020}-{end:020}.seg")
+    }
+
+    fn parse(file: &str, bytes: u64) -> Option<Segment> {
+        let (first, end) = file.strip_suffix(".seg")?.split_once('-')?;
+        Some(Segment {
+            file: file.to_string(),
+            first: first.parse().ok()?,
+            end: end.parse().ok()?,
+            bytes,
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    manifest: Manifest,
+    /// Written segments after the manifest's `log_start`, in order, without gaps.
+    segments: Vec<Segment>,
+    /// Batches appended but not written yet: `len - pending.len() .. len`.
+    pending: Vec<Arc<Record>>,
+    pending_rows: u64,
+    len: u64,
+    net_rows: i64,
+    segment_rows: u64,
+    last_meta: Option<Vec<u8>>,
+    last_ts: Ts,
+    /// Replays running now: superseded objects wait for them.
+    readers: usize,
+    /// Objects superseded by a compaction or merge, deleted once no replay runs.
+    garbage: Vec<Path>,
+    /// A replica's segments read by [`TableLog::prefetch`], not yet handed to the engine.
+    fetched: Vec<(Segment, Vec<Record>)>,
+}
+
+/// What a table holds, for `GET /v0/datasources`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TableFigures {
+    /// Net rows.
+    pub rows: u64,
+    /// Parquet parts.
+    pub parts: usize,
+    /// Bytes in parts.
+    pub part_bytes: u64,
+    /// Log segments not compacted yet.
+    pub segments: usize,
+    /// Bytes in those segments.
+    pub segment_bytes: u64,
+    /// Batches appended and not written yet.
+    pub pending_batches: usize,
+}
+
+/// A datasource's history: manifest, parts, log segments and waiting batches.
+pub struct TableLog {
+    storage: Arc<Storage>,
+    name: String,
+    dir: String,
+    columns: Vec<String>,
+    sort_key: Vec<usize>,
+    state: Mutex<State>,
+    /// Held while a segment is written, so segments are written in log order.
+    flushing: Mutex<()>,
+    /// Held while a compaction or merge runs.
+    compacting: Mutex<()>,
+}
+
+fn encode_records(records: &[Arc<Record>]) -> Result<Bytes, StorageError> {
+    let refs: Vec<&Record> = records.iter().map(|r| r.as_ref()).collect();
+    bincode::serde::encode_to_vec(&refs, bincode::config::standard())
+        .map(Bytes::from)
+        .map_err(|e| StorageError::Corrupt(format!("cannot encode a segment: {e}")))
+}
+
+fn decode_records(bytes: &[u8]) -> Result<Vec<Record>, StorageError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| StorageError::Corrupt(format!("unreadable segment: {e}")))
+}
+
+fn net(updates: &[(Row, isize)]) -> i64 {
+    updates.iter().map(|(_, d)| *d as i64).sum()
+}
+
+/// A unit of replay: the work one worker takes.
+enum Unit {
+    PartGroup(usize, usize),
+    Segment(usize),
+    Pending(usize),
+}
+
+impl TableLog {
+    /// Opens the table `name`: reads the latest manifest and the segments after it.
+    pub(crate) fn open(
+        storage: Arc<Storage>,
+        name: &str,
+        columns: Vec<String>,
+        sort_key: Vec<usize>,
+    ) -> Result<TableLog, StorageError> {
+        let table = TableLog {
+            storage,
+            name: name.to_string(),
+            dir: format!("tables/{name}"),
+            columns,
+            sort_key,
+            state: Mutex::new(State::default()),
+            flushing: Mutex::new(()),
+            compacting: Mutex::new(()),
+        };
+        table.reload()?;
+        Ok(table)
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path(&self, rel: &str) -> Path {
+        self.storage.path(&format!("{}/{rel}", self.dir))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn latest_manifest(&self) -> Result<Manifest, StorageError> {
+        let versions = self.storage.list(&self.path("manifest"), None)?;
+        match versions.iter().rev().find(|(f, _)| f.ends_with(".json")) {
+            None => Ok(Manifest::default()),
+            Some((file, _)) => {
+                let bytes = self.storage.get(&self.path(&format!("manifest/{file}")))?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| StorageError::Corrupt(format!("manifest {file}: {e}")))
+            }
+        }
+    }
+
+    /// The written segments from `from` on, in order and without gaps.
+    fn list_segments(&self, from: u64) -> Result<Vec<Segment>, StorageError> {
+        let mut out: Vec<Segment> = Vec::new();
+        for (file, bytes) in self.storage.list(&self.path("log"), None)? {
+            let Some(seg) = Segment::parse(&file, bytes) else {
+                continue;
+            };
+            if seg.end <= from {
+                continue; // compacted already; its deletion did not happen before a crash
+            }
+            let expected = out.last().map_or(from, |s| s.end);
+            if seg.first != expected {
+                return Err(StorageError::Corrupt(format!(
+                    "table '{}': log segment {file} does not follow batch {expected}",
+                    self.name
+                )));
+            }
+            out.push(seg);
+        }
+        Ok(out)
+    }
+
+    /// (Re)reads the manifest and segments: at open, and on a replica that lost track of
+    /// the writer's compactions.
+    fn reload(&self) -> Result<(), StorageError> {
+        let manifest = self.latest_manifest()?;
+        let segments = self.list_segments(manifest.log_start)?;
+        let mut net_rows = manifest.net_rows();
+        let mut last_meta = manifest.last_meta.clone();
+        let mut last_ts = manifest.last_ts;
+        let mut segment_rows = 0u64;
+        for seg in &segments {
+            for rec in self.read_segment(seg)? {
+                net_rows += net(&rec.updates);
+                segment_rows += rec.updates.len() as u64;
+                last_ts = last_ts.max(rec.ts);
+                if rec.meta.is_some() {
+                    last_meta = rec.meta;
+                }
+            }
+        }
+        let len = segments.last().map_or(manifest.log_start, |s| s.end);
+        let mut st = self.state();
+        st.len = len;
+        st.net_rows = net_rows;
+        st.segment_rows = segment_rows;
+        st.last_meta = last_meta;
+        st.last_ts = last_ts;
+        st.manifest = manifest;
+        st.segments = segments;
+        st.pending.clear();
+        st.pending_rows = 0;
+        st.fetched.clear();
+        Ok(())
+    }
+
+    fn read_segment(&self, seg: &Segment) -> Result<Vec<Record>, StorageError> {
+        decode_records(&self.storage.get(&self.path(&format!("log/{}", seg.file)))?)
+    }
+
+    fn read_part(&self, part: &PartInfo) -> Result<Bytes, StorageError> {
+        self.storage
+            .get(&self.path(&format!("parts/{}", part.file)))
+    }
+
+    /// Net rows stored (insertions minus retractions).
+    pub fn row_count(&self) -> u64 {
+        self.state().net_rows.max(0) as u64
+    }
+
+    /// The metadata of the last batch appended with some (a source position).
+    pub fn last_meta(&self) -> Option<Vec<u8>> {
+        self.state().last_meta.clone()
+    }
+
+    /// Parts, segments and sizes.
+    pub fn figures(&self) -> TableFigures {
+        let st = self.state();
+        TableFigures {
+            rows: st.net_rows.max(0) as u64,
+            parts: st.manifest.parts.len(),
+            part_bytes: st.manifest.bytes(),
+            segments: st.segments.len(),
+            segment_bytes: st.segments.iter().map(|s| s.bytes).sum(),
+            pending_batches: st.pending.len(),
+        }
+    }
+
+    /// The current manifest.
+    pub fn manifest(&self) -> Manifest {
+        self.state().manifest.clone()
+    }
+
+    /// Writes every waiting batch as one segment (group commit); returns how many batches it
+    /// wrote. Batches stay waiting if the write fails, and the next flush tries again.
+    pub fn flush(&self) -> Result<usize, StorageError> {
+        let _turn = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let (first, records) = {
+            let st = self.state();
+            if st.pending.is_empty() {
+                return Ok(0);
+            }
+            (st.len - st.pending.len() as u64, st.pending.clone())
+        };
+        let end = first + records.len() as u64;
+        let bytes = encode_records(&records)?;
+        let size = bytes.len() as u64;
+        let file = Segment::name(first, end);
+        self.storage
+            .put(&self.path(&format!("log/{file}")), bytes)?;
+        let mut st = self.state();
+        let rows: u64 = records.iter().map(|r| r.updates.len() as u64).sum();
+        st.pending.drain(..records.len());
+        st.pending_rows = st.pending_rows.saturating_sub(rows);
+        st.segment_rows += rows;
+        st.segments.push(Segment {
+            file,
+            first,
+            end,
+            bytes: size,
+        });
+        Ok(records.len())
+    }
+
+    /// Compacts segments into a part when they hold enough rows (or always, with `force`),
+    /// then merges parts while there are too many, then deletes superseded objects if no
+    /// replay runs.
+    pub fn compact(&self, force: bool) -> Result<(), StorageError> {
+        if self.storage.is_read_only() {
+            return Ok(());
+        }
+        let _turn = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        let (segments, rows) = {
+            let st = self.state();
+            (st.segments.clone(), st.segment_rows)
+        };
+        let config = &self.storage.config;
+        if !segments.is_empty() && (force || rows >= config.compact_rows || segments.len() >= 16) {
+            self.compact_segments(&segments)?;
+        }
+        self.merge_parts()?;
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// Returns once a running compaction or merge has finished.
+    pub(crate) fn wait_for_compaction(&self) {
+        drop(self.compacting.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn sort_rows(&self, rows: &mut [PartRow]) {
+        let key = &self.sort_key;
+        rows.sort_by(|a, b| {
+            key.iter()
+                .map(|&i| a.row.get(i).cmp(&b.row.get(i)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.seq.cmp(&b.seq))
+        });
+    }
+
+    /// Writes `rows` (batches `first..end`) as a part and describes it.
+    fn write_part(
+        &self,
+        first: u64,
+        end: u64,
+        mut rows: Vec<PartRow>,
+    ) -> Result<PartInfo, StorageError> {
+        self.sort_rows(&mut rows);
+        let encoded = part::encode(&self.columns, &rows)?;
+        let file = format!("{first:020}-{end:020}.parquet");
+        let bytes = encoded.bytes.len() as u64;
+        self.storage
+            .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
+        Ok(PartInfo {
+            file,
+            first,
+            end,
+            updates: rows.len() as u64,
+            net_rows: rows.iter().map(|r| r.diff).sum(),
+            bytes,
+            row_groups: encoded.row_groups,
+            min_ts: rows.iter().map(|r| r.ts).min().unwrap_or(0),
+            max_ts: rows.iter().map(|r| r.ts).max().unwrap_or(0),
+            columns: encoded.stats,
+        })
+    }
+
+    /// Writes the next manifest version; on success it is the table's state.
+    fn commit_manifest(&self, next: &Manifest) -> Result<(), StorageError> {
+        let body = serde_json::to_vec_pretty(next)
+            .map_err(|e| StorageError::Corrupt(format!("cannot encode the manifest: {e}")))?;
+        self.storage.put_new(
+            &self.path(&format!("manifest/{}", Manifest::file_name(next.version))),
+            body.into(),
+        )
+    }
+
+    fn compact_segments(&self, segments: &[Segment]) -> Result<(), StorageError> {
+        let (first, end) = (segments[0].first, segments[segments.len() - 1].end);
+        let mut rows = Vec::new();
+        let mut last_meta = None;
+        let mut last_ts = 0;
+        for seg in segments {
+            for (i, rec) in self.read_segment(seg)?.into_iter().enumerate() {
+                let seq = seg.first + i as u64;
+                last_ts = last_ts.max(rec.ts);
+                if rec.meta.is_some() {
+                    last_meta = rec.meta;
+                }
+                rows.extend(rec.updates.into_iter().map(|(row, diff)| PartRow {
+                    seq,
+                    ts: rec.ts,
+                    diff: diff as i64,
+                    row,
+                }));
+            }
+        }
+        let compacted_rows = rows.len() as u64;
+        let info = self.write_part(first, end, rows)?;
+        let old = self.manifest();
+        let mut next = old.clone();
+        next.version += 1;
+        next.parts.push(info);
+        next.log_start = end;
+        next.last_ts = next.last_ts.max(last_ts);
+        if last_meta.is_some() {
+            next.last_meta = last_meta;
+        }
+        self.commit_manifest(&next)?;
+        let mut st = self.state();
+        st.manifest = next;
+        st.segments.retain(|s| s.first >= end);
+        st.segment_rows = st.segment_rows.saturating_sub(compacted_rows);
+        for seg in segments {
+            let p = self.path(&format!("log/{}", seg.file));
+            st.garbage.push(p);
+        }
+        let m = self.path(&format!("manifest/{}", Manifest::file_name(old.version)));
+        if old.version > 0 {
+            st.garbage.push(m);
+        }
+        Ok(())
+    }
+
+    /// Merges the two adjacent parts with the fewest rows together while there are more than
+    /// `max_parts` and the merged part stays under `merge_max_rows`.
+    fn merge_parts(&self) -> Result<(), StorageError> {
+        let config = &self.storage.config;
+        loop {
+            let manifest = self.manifest();
+            if manifest.parts.len() <= config.max_parts {
+                return Ok(());
+            }
+            let best = manifest
+                .parts
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| (w[0].updates + w[1].updates, i))
+                .filter(|(n, _)| *n <= config.merge_max_rows)
+                .min();
+            let Some((_, i)) = best else { return Ok(()) };
+            let (a, b) = (&manifest.parts[i], &manifest.parts[i + 1]);
+            let mut rows = Vec::with_capacity((a.updates + b.updates) as usize);
+            for p in [a, b] {
+                self.read_part_rows(p, &mut rows)?;
+            }
+            let merged = self.write_part(a.first, b.end, rows)?;
+            let mut next = manifest.clone();
+            next.version += 1;
+            next.parts.splice(i..i + 2, [merged]);
+            self.commit_manifest(&next)?;
+            let mut st = self.state();
+            st.manifest = next;
+            for p in [a, b] {
+                let path = self.path(&format!("parts/{}", p.file));
+                st.garbage.push(path);
+            }
+            let m = self.path(&format!(
+                "manifest/{}",
+                Manifest::file_name(manifest.version)
+            ));
+            st.garbage.push(m);
+        }
+    }
+
+    /// Every update of a part, with its log position.
+    fn read_part_rows(&self, p: &PartInfo, out: &mut Vec<PartRow>) -> Result<(), StorageError> {
+        part::decode_with_seq(self.read_part(p)?, &mut |seq, row, ts, diff| {
+            out.push(PartRow {
+                seq,
+                ts,
+                diff: diff as i64,
+                row,
+            })
+        })?;
+        Ok(())
+    }
+
+    fn collect_garbage(&self) {
+        let garbage = {
+            let mut st = self.state();
+            if st.readers > 0 {
+                return;
+            }
+            std::mem::take(&mut st.garbage)
+        };
+        for p in garbage {
+            if let Err(e) = self.storage.delete(&p) {
+                tracing::warn!(object = %p, error = %e, "cannot delete a superseded object");
+            }
+        }
+    }
+
+    /// A replica: reads the segments the writer added since the last call (and, when the
+    /// writer compacted some before this replica saw them, those batches from its parts),
+    /// keeping them until [`SourceLog::poll_new`] hands them to the engine. No I/O happens
+    /// under the engine's lock that way.
+    pub fn prefetch(&self) -> Result<(), StorageError> {
+        let from = {
+            let st = self.state();
+            st.fetched.last().map_or(st.len, |(s, _)| s.end)
+        };
+        let offset = self.path(&format!("log/{from:020}"));
+        let mut found: Vec<Segment> = self
+            .storage
+            .list(&self.path("log"), Some(&offset))?
+            .into_iter()
+            .filter_map(|(f, b)| Segment::parse(&f, b))
+            .filter(|s| s.end > from)
+            .collect();
+        found.sort_by_key(|s| s.first);
+        let mut at = from;
+        let mut fetched = Vec::new();
+        if found.first().is_none_or(|s| s.first > at) {
+            // Batches from `at` may have moved into parts: read them there.
+            let manifest = self.latest_manifest()?;
+            let upto = found
+                .first()
+                .map_or(manifest.log_start, |s| s.first.min(manifest.log_start));
+            if upto > at {
+                let records = self.records_from_parts(&manifest, at, upto)?;
+                fetched.push((
+                    Segment {
+                        file: String::new(),
+                        first: at,
+                        end: upto,
+                        bytes: 0,
+                    },
+                    records,
+                ));
+                at = upto;
+            }
+            self.state().manifest = manifest;
+        }
+        for seg in found {
+            if seg.first != at {
+                break; // a gap the next call fills from the manifest
+            }
+            let records = match self.read_segment(&seg) {
+                Ok(r) => r,
+                Err(StorageError::Store(object_store::Error::NotFound { .. })) => break,
+                Err(e) => return Err(e),
+            };
+            at = seg.end;
+            fetched.push((seg, records));
+        }
+        self.state().fetched.extend(fetched);
+        Ok(())
+    }
+
+    /// Batches `from..upto` rebuilt from the parts that hold them.
+    fn records_from_parts(
+        &self,
+        manifest: &Manifest,
+        from: u64,
+        upto: u64,
+    ) -> Result<Vec<Record>, StorageError> {
+        let mut records: Vec<Record> = (from..upto)
+            .map(|_| Record {
+                ts: 0,
+                updates: Vec::new(),
+                meta: None,
+            })
+            .collect();
+        for p in manifest
+            .parts
+            .iter()
+            .filter(|p| p.end > from && p.first < upto)
+        {
+            part::decode_with_seq(self.read_part(p)?, &mut |seq, row, ts, diff| {
+                if (from..upto).contains(&seq) {
+                    let rec = &mut records[(seq - from) as usize];
+                    rec.ts = ts;
+                    rec.updates.push((row, diff));
+                }
+            })?;
+        }
+        Ok(records)
+    }
+
+    /// Replays one unit of a snapshot.
+    fn replay_unit(
+        &self,
+        snap: &Snapshot,
+        unit: &Unit,
+        upto: u64,
+        cache: &mut Option<(usize, Bytes)>,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> Result<(), StorageError> {
+        match *unit {
+            Unit::PartGroup(p, g) => {
+                let bytes = match cache {
+                    Some((cached, bytes)) if *cached == p => bytes.clone(),
+                    _ => {
+                        let bytes = self.read_part(&snap.parts[p])?;
+                        *cache = Some((p, bytes.clone()));
+                        bytes
+                    }
+                };
+                part::decode(bytes, Some(vec![g]), upto, f)
+            }
+            Unit::Segment(s) => {
+                let seg = &snap.segments[s];
+                let records = match self.read_segment(seg) {
+                    Ok(r) => r,
+                    // A replica's snapshot can lag the writer, who compacted this segment.
+                    Err(StorageError::Store(object_store::Error::NotFound { .. }))
+                        if self.storage.is_read_only() =>
+                    {
+                        let manifest = self.latest_manifest()?;
+                        self.records_from_parts(&manifest, seg.first, seg.end)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                for (i, rec) in records.into_iter().enumerate() {
+                    if seg.first + i as u64 >= upto {
+                        break;
+                    }
+                    for (row, diff) in rec.updates {
+                        f(row, rec.ts, diff);
+                    }
+                }
+                Ok(())
+            }
+            Unit::Pending(i) => {
+                if snap.pending_first + i as u64 >= upto {
+                    return Ok(());
+                }
+                let rec = &snap.pending[i];
+                for (row, diff) in &rec.updates {
+                    f(row.clone(), rec.ts, *diff);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What one replay reads: taken under the lock at once, read without it.
+struct Snapshot {
+    parts: Vec<PartInfo>,
+    segments: Vec<Segment>,
+    pending: Vec<Arc<Record>>,
+    pending_first: u64,
+}
+
+/// Counts a running replay, so superseded objects wait for it.
+struct Reading<'a>(&'a TableLog);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.readers = st.readers.saturating_sub(1);
+    }
+}
+
+impl SourceLog for TableLog {
+    fn append(
+        &self,
+        ts: Ts,
+        updates: &[(Row, isize)],
+        meta: Option<&[u8]>,
+    ) -> std::io::Result<u64> {
+        if self.storage.is_read_only() {
+            return Err(StorageError::ReadOnly.into());
+        }
+        let mut st = self.state();
+        st.net_rows += net(updates);
+        st.pending_rows += updates.len() as u64;
+        st.last_ts = st.last_ts.max(ts);
+        if let Some(m) = meta {
+            st.last_meta = Some(m.to_vec());
+        }
+        st.pending.push(Arc::new(Record {
+            ts,
+            updates: updates.to_vec(),
+            meta: meta.map(<[u8]>::to_vec),
+        }));
+        st.len += 1;
+        Ok(st.len)
+    }
+
+    fn len(&self) -> u64 {
+        self.state().len
+    }
+
+    fn last_ts(&self) -> Ts {
+        self.state().last_ts
+    }
+
+    fn poll_new(&self) -> std::io::Result<Vec<petrel_engine::TimedBatch>> {
+        let mut st = self.state();
+        let fetched = std::mem::take(&mut st.fetched);
+        let mut out = Vec::new();
+        for (seg, records) in fetched {
+            for rec in records {
+                st.net_rows += net(&rec.updates);
+                st.last_ts = st.last_ts.max(rec.ts);
+                if rec.meta.is_some() {
+                    st.last_meta = rec.meta;
+                }
+                out.push((rec.ts, rec.updates));
+            }
+            st.len = seg.end;
+            if !seg.file.is_empty() {
+                st.segments.push(seg);
+            }
+        }
+        Ok(out)
+    }
+
+    fn replay(
+        &self,
+        upto: u64,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> std::io::Result<()> {
+        let snap = {
+            let mut st = self.state();
+            st.readers += 1;
+            Snapshot {
+                parts: st.manifest.parts.clone(),
+                segments: st.segments.clone(),
+                pending_first: st.len - st.pending.len() as u64,
+                pending: st.pending.clone(),
+            }
+        };
+        let _reading = Reading(self);
+        let mut units = Vec::new();
+        for (p, part) in snap.parts.iter().enumerate() {
+            if part.first < upto {
+                units.extend((0..part.row_groups).map(|g| Unit::PartGroup(p, g)));
+            }
+        }
+        units.extend((0..snap.segments.len()).map(Unit::Segment));
+        units.extend((0..snap.pending.len()).map(Unit::Pending));
+        let mut cache = None;
+        for (i, unit) in units.iter().enumerate() {
+            if i % peers.max(1) == worker {
+                self.replay_unit(&snap, unit, upto, &mut cache, f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageConfig;
+    use petrel_value::Value;
+
+    fn storage(dir: &std::path::Path, read_only: bool) -> Arc<Storage> {
+        let config = StorageConfig {
+            compact_rows: 1,
+            max_parts: 2,
+            ..StorageConfig::default()
+        };
+        Storage::open(dir.to_str().unwrap(), read_only, config).unwrap()
+    }
+
+    fn replay_all(t: &TableLog, peers: usize) -> Vec<(Row, Ts, isize)> {
+        let mut out = Vec::new();
+        for w in 0..peers {
+            t.replay(t.len(), w, peers, &mut |r, ts, d| out.push((r, ts, d)))
+                .unwrap();
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn appends_compact_merge_and_survive_reopen() {
+        let dir = std::env::temp_dir().join(format!("petrel-table-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = storage(&dir, false);
+        let cols = vec!["k".to_string(), "v".to_string()];
+        let t = s.table("t", cols.clone(), vec![0]).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..20i64 {
+            let row = vec![Value::str(&format!("k{}", i % 3)), Value::Int(i)];
+            let diff = if i == 7 { -1 } else { 1 };
+            t.append(1_000 + i as u64, &[(row.clone(), diff)], Some(&[i as u8]))
+                .unwrap();
+            expected.push((row, 1_000 + i as Ts, diff));
+            if i % 4 == 3 {
+                t.flush().unwrap();
+                t.compact(false).unwrap();
+            }
+        }
+        expected.sort();
+        // Parts, segments and waiting batches replay together, split between workers.
+        assert!(
+            t.figures().parts >= 1 && t.figures().parts <= 2,
+            "{:?}",
+            t.figures()
+        );
+        assert_eq!(t.figures().pending_batches, 0);
+        assert_eq!(replay_all(&t, 1), expected);
+        assert_eq!(replay_all(&t, 3), expected);
+        // A replay stops at a log position.
+        let mut first = Vec::new();
+        t.replay(5, 0, 1, &mut |r, _, _| first.push(r)).unwrap();
+        assert_eq!(first.len(), 5);
+        assert_eq!(t.row_count(), 18);
+        // A replica follows what the writer adds, including batches compacted meanwhile.
+        let replica = storage(&dir, true)
+            .table("t", cols.clone(), vec![0])
+            .unwrap();
+        assert_eq!(replica.len(), 20);
+        t.append(2_000, &[(vec![Value::str("new"), Value::Int(0)], 1)], None)
+            .unwrap();
+        t.flush().unwrap();
+        t.compact(true).unwrap();
+        replica.prefetch().unwrap();
+        let polled = replica.poll_new().unwrap();
+        assert_eq!(polled.len(), 1);
+        assert_eq!(polled[0].0, 2_000);
+        assert_eq!(replica.len(), 21);
+        drop(t);
+        // Reopened: everything there once, with its timestamps and the last metadata.
+        let t = storage(&dir, false).table("t", cols, vec![0]).unwrap();
+        assert_eq!(t.len(), 21);
+        assert_eq!(t.row_count(), 19);
+        assert_eq!(t.last_ts(), 2_000);
+        assert_eq!(t.last_meta(), Some(vec![19]));
+        assert_eq!(replay_all(&t, 2).len(), 21);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
