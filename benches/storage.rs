@@ -1,14 +1,16 @@
 //! Storage figures: Events API ingest with `wait=true` (durable: group-committed segment
-//! objects, fsynced) against without, bytes stored per row (log segments, then Parquet parts)
-//! against the NDJSON input, and restart-to-ready time over 10M stored rows.
+//! objects, fsynced) against without; bytes stored per row (log segments, then Parquet parts)
+//! against the NDJSON input; restart to ready over 10M stored rows, from view snapshots and
+//! by replaying the parts.
 //!
-//! `cargo bench --bench storage` (env: ROWS for the restart figure, default 10M).
+//! `cargo bench --bench storage` (env: ROWS for the restart figures, default 10M).
 
 #[path = "support.rs"]
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use petrel::runtime::{Runtime, RuntimeConfig};
 use petrel_value::Value;
 
 fn env(name: &str, default: usize) -> usize {
@@ -18,97 +20,139 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+const COUNTRIES: [&str; 12] = [
+    "US", "DE", "VN", "FR", "BR", "IN", "JP", "GB", "ES", "IT", "MX", "CA",
+];
+
+/// A deterministic spread of users, counts, countries and times (a day of clicks).
+fn event(n: u64) -> (u64, u64, &'static str, i64) {
+    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (
+        (h >> 40) % 100_000,
+        1 + (h >> 20) % 9,
+        COUNTRIES[((h >> 8) % COUNTRIES.len() as u64) as usize],
+        1_717_200_000 + (n as i64 * 86_400 / 1_000_000),
+    )
+}
+
+fn ndjson(from: u64, rows: u64) -> String {
+    (from..from + rows)
+        .map(|n| {
+            let (user, clicks, country, ts) = event(n);
+            let t = petrel_value::Value::DateTime(ts).to_text();
+            format!("{{\"user_id\":{user},\"click_count\":{clicks},\"country\":\"{country}\",\"timestamp\":\"{t}\"}}\n")
+        })
+        .collect()
+}
+
+fn figures(rt: &Runtime) -> petrel::storage::TableFigures {
+    rt.describe_datasources()
+        .into_iter()
+        .find(|d| d.name == "clicks")
+        .map(|d| d.storage)
+        .unwrap_or_default()
+}
+
+/// Stops a runtime's background work so the next one owns its storage alone.
+fn stop(rt: &Runtime) {
+    rt.storage().stop().unwrap();
+    rt.engine().shutdown();
+}
+
 fn main() {
-    let rows = env("ROWS", 10_000_000);
+    let rows = env("ROWS", 10_000_000) as u64;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        // wait=true against without, 200k rows in 10k-row requests, one client.
+        // wait=true against without: 1M rows in 10k-row requests, one client.
+        let requests = 100u64;
         for wait in [false, true] {
             let dir = support::project_copy("dataflows/clicks");
-            let (url, _runtime) = support::start(&dir, Default::default()).await;
+            let (url, runtime) = support::start(&dir, Default::default()).await;
             let client = reqwest::Client::new();
-            let body: String = (0..10_000)
-                .map(|i| format!("{{\"user_id\":{},\"click_count\":1,\"country\":\"DE\",\"timestamp\":\"2024-06-01 12:00:00\"}}\n", i % 1000))
-                .collect();
+            let bodies: Vec<String> = (0..requests).map(|r| ndjson(r * 10_000, 10_000)).collect();
+            let input_bytes: usize = bodies.iter().map(String::len).sum();
             let started = Instant::now();
-            for _ in 0..20 {
+            for body in bodies {
                 let r = client
                     .post(format!("{url}/v0/events?name=clicks&wait={wait}"))
                     .bearer_auth(support::ADMIN)
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await
                     .unwrap();
                 assert!(r.status().is_success());
             }
             let secs = started.elapsed().as_secs_f64();
-            println!("storage: ingest with wait={wait}: {:.0} rows/s (200k rows, 10k rows/request, 1 client)", 200_000.0 / secs);
+            let total = requests * 10_000;
+            println!("storage: ingest with wait={wait}: {:.0} rows/s ({total} rows, 10k rows/request, 1 client)", total as f64 / secs);
             if wait {
-                let figures = |rt: &petrel::runtime::Runtime| {
-                    rt.describe_datasources().into_iter().find(|d| d.name == "clicks").unwrap().storage
-                };
-                let before = figures(&_runtime);
-                // Let the compactor turn the segments into a Parquet part.
-                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-                let after = figures(&_runtime);
+                let before = figures(&runtime);
+                let segment_bytes = before.segment_bytes + before.part_bytes;
+                runtime.storage().compact_now().unwrap();
+                let after = figures(&runtime);
+                let parts = after.part_bytes;
                 println!(
-                    "storage: bytes stored per row: {:.1} in log segments, {:.1} in Parquet parts ({} part(s)), against {:.1} bytes of NDJSON input",
-                    (before.segment_bytes + before.part_bytes) as f64 / 200_000.0,
-                    after.part_bytes as f64 / 200_000.0,
+                    "storage: bytes per row: {:.1} as NDJSON input, {:.1} in log segments, {:.1} in Parquet parts ({} part(s) after compaction)",
+                    input_bytes as f64 / total as f64,
+                    segment_bytes as f64 / total as f64,
+                    parts as f64 / total as f64,
                     after.parts,
-                    body.len() as f64 / 10_000.0
                 );
             }
+            stop(&runtime);
             let _ = std::fs::remove_dir_all(&dir);
         }
 
-        // Restart-to-ready over a large log.
+        // Restart to ready over a large table.
         let dir = support::project_copy("dataflows/clicks");
+        let snapshots = RuntimeConfig { snapshot_interval_ms: 1_000, ..Default::default() };
         {
-            let (_, runtime) = support::start(&dir, Default::default()).await;
-            let countries = ["US", "DE", "VN", "FR"];
-            let batch = 100_000;
+            let (_, runtime) = support::start(&dir, snapshots.clone()).await;
+            let batch = 100_000u64;
             let mut ts = 0;
             for b in 0..rows.div_ceil(batch) {
-                let updates = (0..batch)
-                    .map(|i| {
-                        let n = b * batch + i;
-                        (vec![Value::UInt((n % 10_000) as u64), Value::UInt(1), Value::str(countries[n % 4]), Value::DateTime(1_717_243_200)], 1isize)
+                let updates = (b * batch..(b + 1) * batch)
+                    .map(|n| {
+                        let (user, clicks, country, t) = event(n);
+                        (vec![Value::UInt(user), Value::UInt(clicks), Value::str(country), Value::DateTime(t)], 1isize)
                     })
                     .collect();
                 ts = runtime.engine().insert("clicks", updates).unwrap();
             }
             runtime.wait_durable_and_visible("clicks", ts).await.unwrap();
-            // Let the compactor catch up, as a server running a while would have.
-            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            runtime.storage().stop().unwrap();
-            runtime.engine().shutdown();
+            // Let compaction and a round of view snapshots happen, as on a running server.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            stop(&runtime);
         }
-        let stored = dir_size(&dir.join(".petrel/data"));
+        let expected = {
+            let started = Instant::now();
+            let (_, runtime) = support::start(&dir, RuntimeConfig { snapshot_interval_ms: 0, ..Default::default() }).await;
+            let ready = started.elapsed().as_secs_f64();
+            let restored = runtime.describe_views().iter().filter(|v| v.restored_from.is_some()).count();
+            println!(
+                "storage: restart with view snapshots over {} stored rows ({:.0} MB of parts, {} part(s)): serving after {ready:.2}s ({restored} of 3 views restored)",
+                runtime.row_count("clicks").unwrap_or(0),
+                figures(&runtime).part_bytes as f64 / 1e6,
+                figures(&runtime).parts,
+            );
+            let caught_up = Instant::now();
+            while runtime.describe_views().iter().any(|v| v.catching_up) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            println!("storage: ... views caught up with their snapshots {:.2}s later", caught_up.elapsed().as_secs_f64());
+            let result = runtime.query_pipe("top_countries", &Default::default()).await.unwrap();
+            stop(&runtime);
+            result.rows.first().map(|r| r[1].to_text()).unwrap_or_default()
+        };
+        let _ = std::fs::remove_dir_all(dir.join(".petrel/data/views"));
         let started = Instant::now();
-        let (_, runtime) = support::start(&dir, Default::default()).await;
+        let (_, runtime) = support::start(&dir, RuntimeConfig { snapshot_interval_ms: 0, ..Default::default() }).await;
         let ready = started.elapsed().as_secs_f64();
         let result = runtime.query_pipe("top_countries", &Default::default()).await.unwrap();
-        println!(
-            "storage: restart to ready over {rows} rows ({:.0} MB stored, {} part(s), 3 endpoint views): {ready:.2}s; top country has {} clicks",
-            stored as f64 / 1e6,
-            runtime.describe_datasources().iter().find(|d| d.name == "clicks").map(|d| d.storage.parts).unwrap_or(0),
-            result.rows.first().map(|r| r[1].to_text()).unwrap_or_default()
-        );
+        let top = result.rows.first().map(|r| r[1].to_text()).unwrap_or_default();
+        assert_eq!(top, expected, "the replayed view equals the restored one");
+        println!("storage: restart without snapshots (replaying {} rows into 3 endpoint views): ready after {ready:.2}s; top country has {top} clicks", runtime.row_count("clicks").unwrap_or(0));
+        stop(&runtime);
         let _ = std::fs::remove_dir_all(&dir);
     });
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

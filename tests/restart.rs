@@ -140,3 +140,43 @@ async fn a_subscriber_resumes_exactly_across_a_restart() {
     assert_eq!(resync["resync"], true);
     assert_eq!(resync["data"], json!([{"user_id": 2, "clicks": 33}]));
 }
+
+#[test]
+fn a_restarted_server_restores_views_from_their_snapshots() {
+    let server = Server::start("dataflows/clicks", &["--snapshot-interval-ms", "200"]);
+    ingest(&server, SEED);
+    ingest(&server, &de_click(3));
+    let snapshots = server.dir.join(".petrel/data/views");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&snapshots).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no view snapshot was written"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let a snapshot cover the last ingest, then crash.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let before = get(&server, "/v0/pipes/top_countries.json");
+    let dir = server.stop();
+    let server = Server::start_in(dir, &["--snapshot-interval-ms", "200"]);
+    let views = get(&server, "/v0/views");
+    let restored: Vec<&Value> = views["views"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{views}"))
+        .iter()
+        .filter(|v| v["restored_from"].is_u64())
+        .collect();
+    assert!(
+        !restored.is_empty(),
+        "no view was restored from a snapshot: {views}"
+    );
+    assert_eq!(
+        get(&server, "/v0/pipes/top_countries.json")["data"],
+        before["data"]
+    );
+    // Restored views go on maintaining: new rows count on top of the snapshot, once.
+    ingest(&server, &de_click(4));
+    let de = get(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(de["data"], json!([{"user_id": 2, "clicks": 29}]));
+}

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::{client, Server, ADMIN};
 use serde_json::{json, Value};
 
@@ -577,4 +579,137 @@ fn csv_and_ndjson_bodies_append_through_the_datasources_api() {
     assert_eq!(quoted["data"], json!([{"user_id": 4, "clicks": 1}]));
     assert_eq!(post("name=clicks&mode=replace", "").0, 400);
     assert_eq!(post("name=nope&format=csv", "1,2,3\n").0, 404);
+}
+
+/// A Parquet file as other tools write one: Int64 and Utf8 columns, a column the datasource
+/// lacks, and (with `with_ts`) a nanosecond timestamp.
+fn parquet_file(user_ids: &[i64], clicks: &[i64], countries: &[&str], with_ts: bool) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray};
+    use std::sync::Arc;
+    let mut columns: Vec<(&str, ArrayRef)> = vec![
+        ("user_id", Arc::new(Int64Array::from(user_ids.to_vec()))),
+        ("click_count", Arc::new(Int64Array::from(clicks.to_vec()))),
+        ("country", Arc::new(StringArray::from(countries.to_vec()))),
+        ("ignored", Arc::new(StringArray::from(countries.to_vec()))),
+    ];
+    if with_ts {
+        let ts = vec![1_704_103_200_000_000_000i64; user_ids.len()];
+        columns.push(("timestamp", Arc::new(TimestampNanosecondArray::from(ts))));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
+}
+
+#[test]
+fn parquet_bodies_append_through_the_datasources_api() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let post = |query: &str, body: Vec<u8>| -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/v0/datasources?{query}", server.url))
+            .bearer_auth(ADMIN)
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    // A negative user id does not fit UInt32: that row goes to quarantine, the others land.
+    let file = parquet_file(&[2, 2, -1], &[5, 4, 1], &["DE", "DE", "US"], true);
+    let (status, v) = post("name=clicks&mode=append&format=parquet", file);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["successful_rows"].as_u64(),
+            v["quarantined_rows"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let (_, de) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
+    assert_eq!(de["data"], json!([{"user_id": 2, "clicks": 9}]));
+    let (_, stored) = get_json(
+        &server,
+        "/v0/sql?q=SELECT+toString(timestamp)+AS+t+FROM+clicks+LIMIT+1+FORMAT+JSON",
+    );
+    assert_eq!(stored["data"][0]["t"], "2024-01-01 10:00:00");
+    // Found by its magic bytes without `format`; a missing column takes its default.
+    let (status, v) = post("name=clicks", parquet_file(&[7], &[3], &["VN"], false));
+    assert_eq!(
+        (status, v["successful_rows"].as_u64()),
+        (200, Some(1)),
+        "{v}"
+    );
+    let (_, vn) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=VN");
+    assert_eq!(vn["data"], json!([{"user_id": 7, "clicks": 3}]));
+    // Not Parquet at all: a clear 400, nothing stored.
+    let (status, v) = post("name=clicks&format=parquet", b"PAR1 not really".to_vec());
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("Parquet"), "{v}");
+}
+
+#[test]
+fn copy_pipes_append_or_replace_their_result_on_demand() {
+    let server = Server::start("tests/projects/mv", &[]);
+    let mut body = String::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..300u64 {
+        let page = format!("/p{}", i % 4);
+        *expected.entry(page.clone()).or_default() += 1;
+        body.push_str(&format!(
+            "{{\"ts\":\"2024-01-02 10:00:00\",\"page\":\"{page}\",\"session\":\"s{i}\",\"ms\":1}}\n"
+        ));
+    }
+    ingest(&server, "hits", &body);
+    let copy = |pipe: &str| -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/v0/pipes/{pipe}/copy", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    };
+    let stored = || -> BTreeMap<String, Vec<u64>> {
+        let (_, v) = get_json(
+            &server,
+            "/v0/sql?q=SELECT+page,+hits,+note+FROM+page_counts+FORMAT+JSON",
+        );
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for r in v["data"].as_array().unwrap() {
+            assert_eq!(r["note"], "", "a column the copy lacks takes its default");
+            out.entry(r["page"].as_str().unwrap().to_string())
+                .or_default()
+                .push(r["hits"].as_u64().unwrap());
+        }
+        out
+    };
+    let (status, v) = copy("page_counts_copy");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], 4);
+    let once: BTreeMap<String, Vec<u64>> = expected
+        .iter()
+        .map(|(k, n)| (k.clone(), vec![*n]))
+        .collect();
+    assert_eq!(stored(), once);
+    // Append mode appends again; replace mode swaps the target's rows for the result.
+    assert_eq!(copy("page_counts_copy").0, 200);
+    assert!(stored().values().all(|v| v.len() == 2));
+    ingest(
+        &server,
+        "hits",
+        "{\"ts\":\"2024-01-02 10:00:00\",\"page\":\"/p0\",\"session\":\"x\",\"ms\":1}\n",
+    );
+    assert_eq!(copy("page_counts_replace").0, 200);
+    let mut now = once.clone();
+    now.insert("/p0".into(), vec![expected["/p0"] + 1]);
+    assert_eq!(stored(), now);
+    // Not a copy pipe, or no such pipe: clear errors.
+    let (status, v) = copy("top_pages");
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not a copy pipe"),
+        "{v}"
+    );
+    assert_eq!(copy("nope").0, 404);
 }

@@ -79,8 +79,12 @@ pub fn ls(args: LsArgs) -> Result<(), CliError> {
 /// Most bytes sent per request.
 const CHUNK: usize = 10 * 1024 * 1024;
 
-/// Sends an NDJSON (or `.csv`) file in chunks of whole lines, each acknowledged durably.
+/// Sends an NDJSON (or `.csv`) file in chunks of whole lines, each acknowledged durably; a
+/// `.parquet` file goes in one request.
 pub fn append(args: AppendArgs) -> Result<(), CliError> {
+    if args.file.extension().is_some_and(|x| x == "parquet") {
+        return append_parquet(args);
+    }
     let is_csv = args.file.extension().is_some_and(|x| x == "csv");
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
@@ -121,6 +125,33 @@ pub fn append(args: AppendArgs) -> Result<(), CliError> {
             eprintln!();
         }
         println!("✓ {ok} rows appended");
+        if bad > 0 {
+            println!("✗ {bad} rows went to quarantine");
+        }
+        Ok(())
+    })
+}
+
+fn append_parquet(args: AppendArgs) -> Result<(), CliError> {
+    let body = std::fs::read(&args.file)
+        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::new();
+        let token = args.host.token(&client).await?;
+        let v = json(
+            client
+                .post(format!("{}/v0/datasources", args.host.base()))
+                .bearer_auth(&token)
+                .query(&[
+                    ("name", args.datasource.as_str()),
+                    ("mode", "append"),
+                    ("format", "parquet"),
+                ])
+                .body(body),
+        )
+        .await?;
+        println!("✓ {} rows appended", v["successful_rows"]);
+        let bad = v["quarantined_rows"].as_u64().unwrap_or(0);
         if bad > 0 {
             println!("✗ {bad} rows went to quarantine");
         }

@@ -43,6 +43,10 @@ pub struct StartArgs {
     /// How much change history views keep for resuming subscribers, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     retention_ms: u64,
+    /// How often views are snapshotted to storage, in milliseconds (0: never): a restart
+    /// serves reads from the snapshots at once.
+    #[arg(long, default_value_t = 30_000)]
+    snapshot_interval_ms: u64,
     /// Drop a view no subscriber holds and no request read for this long (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     view_idle_ms: u64,
@@ -120,6 +124,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         retention_ms: args.retention_ms,
         view_idle_ms: args.view_idle_ms,
         replica: args.replica,
+        snapshot_interval_ms: args.snapshot_interval_ms,
         ..RuntimeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;

@@ -1,9 +1,13 @@
-//! Ingestion: bytes from the Events API (and later Kafka and files) to validated rows.
+//! Ingestion: bytes from the Events API, Kafka and files (CSV, NDJSON, Parquet) to validated
+//! rows.
 //! Rows that do not fit their datasource's schema go to its quarantine table.
 
+mod cells;
 pub mod kafka;
 mod ndjson;
+pub mod parquet;
 
+pub use cells::{typed_row, Cell};
 pub use ndjson::{ColumnError, Rejected, RowDecoder};
 
 use petrel_value::{Column, ColumnType, Row, Value};

@@ -249,8 +249,37 @@ pub struct Pipe {
     pub broken: Option<String>,
     /// Where a `TYPE sink` pipe writes its changes.
     pub sink: Option<KafkaSink>,
+    /// Where a `TYPE copy` pipe appends its result, and when.
+    pub copy: Option<CopyJob>,
     /// The file it came from.
     pub file: PathBuf,
+}
+
+/// A `TYPE copy` pipe's job: run the pipe's query over the data as it is and append (or, with
+/// `COPY_MODE replace`, swap in) the result into a datasource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CopyJob {
+    /// `TARGET_DATASOURCE`.
+    pub target: String,
+    /// Minutes between runs from `COPY_SCHEDULE` (`*/N * * * *`, `@hourly`, `@daily`); `None`
+    /// runs on demand only (`POST /v0/pipes/NAME/copy`).
+    pub every_minutes: Option<u64>,
+    /// True for `COPY_MODE replace`.
+    pub replace: bool,
+}
+
+/// Minutes between runs of a `COPY_SCHEDULE`, for the forms Petrel runs by itself.
+fn schedule_minutes(schedule: &str) -> Option<u64> {
+    match schedule.trim() {
+        "@hourly" | "0 * * * *" => Some(60),
+        "@daily" | "0 0 * * *" => Some(24 * 60),
+        "* * * * *" => Some(1),
+        other => {
+            let (first, rest) = other.split_once(' ')?;
+            let n = first.strip_prefix("*/")?.parse().ok()?;
+            (rest.split_whitespace().all(|f| f == "*") && n > 0).then_some(n)
+        }
+    }
 }
 
 /// What `GET /v0/pipes` and the CLI show of a pipe.
@@ -702,6 +731,7 @@ impl Project {
             }
         }
         let mut sink = None;
+        let mut copy = None;
         let endpoint = match &pipe.kind {
             PipeKind::Endpoint { node } => nodes.iter().position(|n| &n.name == node),
             PipeKind::Standard => None,
@@ -744,9 +774,31 @@ impl Project {
                 });
                 None
             }
+            PipeKind::Copy {
+                target_datasource,
+                schedule,
+                mode,
+                ..
+            } => {
+                let schedule = schedule.as_deref().filter(|s| s.trim() != "@on-demand");
+                let every_minutes = schedule.and_then(schedule_minutes);
+                if let (Some(s), None) = (schedule, every_minutes) {
+                    self.warnings.push(located(
+                        path,
+                        1,
+                        1,
+                        format!("COPY_SCHEDULE '{s}' is not run by Petrel yet (use */N * * * *, @hourly or @daily): the copy runs on demand only"),
+                    ));
+                }
+                copy = Some(CopyJob {
+                    target: target_datasource.clone(),
+                    every_minutes,
+                    replace: *mode == petrel_datafile::CopyMode::Replace,
+                });
+                None
+            }
             other => {
                 let what = match other {
-                    PipeKind::Copy { .. } => "TYPE copy",
                     PipeKind::Sink { .. } => "TYPE sink to object storage",
                     _ => "TYPE stream",
                 };
@@ -771,6 +823,7 @@ impl Project {
                 params,
                 broken,
                 sink,
+                copy,
                 file: path.to_path_buf(),
             },
         );

@@ -74,6 +74,9 @@ pub struct RuntimeConfig {
     pub replica: bool,
     /// Group commit, compaction and merge settings.
     pub storage: StorageConfig,
+    /// How often views are snapshotted to storage (0: never): a restarted server or a
+    /// replica serves reads from the snapshots while its dataflows replay history.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -84,6 +87,7 @@ impl Default for RuntimeConfig {
             view_idle_ms: 10 * 60 * 1000,
             replica: false,
             storage: StorageConfig::default(),
+            snapshot_interval_ms: 30_000,
         }
     }
 }
@@ -232,9 +236,9 @@ impl Runtime {
             project: RwLock::new(Arc::new(project)),
             engine: engine.clone(),
             sources: RwLock::new(sources),
-            storage,
+            storage: storage.clone(),
             replica: config.replica,
-            views: views::Views::new(engine, config.retention_ms),
+            views: views::Views::new(engine, storage.clone(), config.retention_ms),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
         });
@@ -242,6 +246,12 @@ impl Runtime {
             runtime.follow_logs();
         }
         runtime.warm_default_views().await;
+        if !config.replica {
+            runtime.schedule_copies();
+            if config.snapshot_interval_ms > 0 {
+                runtime.snapshot_views(config.snapshot_interval_ms);
+            }
+        }
         runtime.ready.store(true, Ordering::SeqCst);
         let weak = Arc::downgrade(&runtime);
         let idle = config.view_idle_ms;
@@ -416,6 +426,7 @@ impl Runtime {
                     self.views.drop_readers(&table);
                     self.storage
                         .set_aside(&table, &wall_secs().to_string())
+                        .and_then(|()| self.storage.delete_view_snapshots())
                         .map_err(|e| {
                             RuntimeError::Internal(format!("cannot set aside {table}: {e}"))
                         })?;
@@ -576,58 +587,69 @@ impl Runtime {
         format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// The columns of a datasource that takes rows, or 404.
+    fn ingest_columns(&self, datasource: &str) -> Result<Vec<Column>, RuntimeError> {
+        self.refuse_on_replica()?;
+        self.source(datasource)
+            .filter(|s| s.decoder.is_some())
+            .map(|s| s.columns.clone())
+            .ok_or_else(|| RuntimeError::NotFound(format!("Data Source '{datasource}' not found")))
+    }
+
     /// Decodes CSV rows (columns in schema order; a first line naming the columns is skipped)
     /// into `datasource`; rows that do not fit go to its quarantine table. Blocking.
     pub fn ingest_csv(&self, datasource: &str, body: &[u8]) -> Result<IngestReport, RuntimeError> {
-        self.refuse_on_replica()?;
-        let columns = self
-            .source(datasource)
-            .filter(|s| s.decoder.is_some())
-            .map(|s| s.columns.clone())
-            .ok_or_else(|| {
-                RuntimeError::NotFound(format!("Data Source '{datasource}' not found"))
-            })?;
+        let columns = self.ingest_columns(datasource)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .from_reader(body);
-        let now = wall_secs();
-        let import_id = self.next_import_id();
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let mut rows = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let record =
                 record.map_err(|e| RuntimeError::BadRequest(format!("malformed CSV: {e}")))?;
             if i == 0 && record.iter().zip(&columns).all(|(f, c)| f == c.name) {
                 continue;
             }
-            let mut row = Vec::with_capacity(columns.len());
-            let mut errors = Vec::new();
-            for (j, c) in columns.iter().enumerate() {
-                let field = record.get(j).unwrap_or("");
-                match c.ty.parse_text(field) {
-                    Some(v) => row.push(v),
-                    None if field.is_empty() => row.push(c.ty.default_value()),
-                    None => {
-                        errors.push(crate::ingest::ColumnError {
-                            column: c.name.clone(),
-                            message: format!(
-                                "value '{field}' on column '{}' is not {}",
-                                c.name,
-                                c.ty.name()
-                            ),
-                        });
-                        row.push(petrel_value::Value::Null);
-                    }
-                }
-            }
-            if errors.is_empty() {
-                good.push((row, 1isize));
-            } else {
-                let raw = (0..columns.len())
-                    .map(|j| record.get(j).map(str::to_string))
-                    .collect();
-                let rejected = crate::ingest::Rejected { errors, raw };
-                bad.push((quarantine_row(&rejected, &import_id, now), 1isize));
+            let cells = (0..columns.len())
+                .map(|j| crate::ingest::Cell::Text(record.get(j).unwrap_or("").to_string()))
+                .collect();
+            rows.push(crate::ingest::typed_row(&columns, cells));
+        }
+        self.insert_checked(datasource, rows)
+    }
+
+    /// Reads a Parquet file into `datasource`: its columns are matched to the datasource's by
+    /// name and cast to their types; missing columns take their defaults; rows with a value
+    /// that does not fit go to the quarantine table. Blocking.
+    pub fn ingest_parquet(
+        &self,
+        datasource: &str,
+        body: bytes::Bytes,
+    ) -> Result<IngestReport, RuntimeError> {
+        let columns = self.ingest_columns(datasource)?;
+        let rows = crate::ingest::parquet::read_cells(body, &columns)
+            .map_err(RuntimeError::BadRequest)?
+            .into_iter()
+            .map(|cells| crate::ingest::typed_row(&columns, cells))
+            .collect();
+        self.insert_checked(datasource, rows)
+    }
+
+    /// Inserts checked rows: the good ones into `datasource`, the rejected ones into its
+    /// quarantine table.
+    fn insert_checked(
+        &self,
+        datasource: &str,
+        rows: Vec<Result<Row, crate::ingest::Rejected>>,
+    ) -> Result<IngestReport, RuntimeError> {
+        let now = wall_secs();
+        let import_id = self.next_import_id();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for row in rows {
+            match row {
+                Ok(row) => good.push((row, 1isize)),
+                Err(rejected) => bad.push((quarantine_row(&rejected, &import_id, now), 1isize)),
             }
         }
         let report = IngestReport {
@@ -827,6 +849,132 @@ impl Runtime {
             )
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok((n, ts))
+    }
+
+    /// Runs a `TYPE copy` pipe once: its query over the data as it is now (a short-lived
+    /// dataflow), the result appended to the target datasource (after retracting the target's
+    /// rows, with `COPY_MODE replace`), durably and visibly. Result columns are matched to the
+    /// target's by name; target columns the result lacks take their defaults. Returns the rows
+    /// copied and the timestamp they landed at.
+    pub async fn copy_pipe(&self, pipe: &str) -> Result<(usize, Ts), RuntimeError> {
+        self.refuse_on_replica()?;
+        let project = self.project();
+        let job = project
+            .pipes
+            .get(pipe)
+            .ok_or_else(|| RuntimeError::NotFound(format!("The pipe '{pipe}' does not exist")))?
+            .copy
+            .clone()
+            .ok_or_else(|| {
+                RuntimeError::BadRequest(format!(
+                    "the pipe '{pipe}' is not a copy pipe (TYPE copy)"
+                ))
+            })?;
+        let target = project.datasources.get(&job.target).ok_or_else(|| {
+            RuntimeError::BadRequest(format!(
+                "the copy pipe '{pipe}' targets '{}', which is not a datasource",
+                job.target
+            ))
+        })?;
+        let rendered = project.render_pipe(pipe, &BTreeMap::new())?;
+        let query = project.plan_rendered(pipe, &rendered)?;
+        let mut tables = BTreeSet::new();
+        petrel_engine::scanned_tables(&query.plan, &mut tables);
+        let result = self
+            .views
+            .run_once(PreparedSql::new(query, rendered.values, tables))
+            .await?;
+        let columns = target.schema();
+        let positions: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| result.columns.iter().position(|r| r.name == c.name))
+            .collect();
+        if positions.iter().all(Option::is_none) && !columns.is_empty() {
+            return Err(RuntimeError::BadRequest(format!(
+                "the copy pipe '{pipe}' has no column of '{}'",
+                job.target
+            )));
+        }
+        let rows = result
+            .rows
+            .iter()
+            .map(|r| {
+                let row = columns
+                    .iter()
+                    .zip(&positions)
+                    .map(|(c, p)| match p {
+                        Some(i) => c.ty.coerce(&r[*i]).ok_or_else(|| {
+                            RuntimeError::BadRequest(format!(
+                                "the copy pipe '{pipe}' gives column '{}' a value that is not {}: {}",
+                                c.name,
+                                c.ty.name(),
+                                r[*i].to_text()
+                            ))
+                        }),
+                        None => Ok(c.ty.default_value()),
+                    })
+                    .collect::<Result<Row, RuntimeError>>()?;
+                Ok((row, 1isize))
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let n = rows.len();
+        let mut ts = self.engine.open_ts();
+        if job.replace {
+            ts = tokio::task::block_in_place(|| self.truncate(&job.target))?.1;
+        }
+        if !rows.is_empty() {
+            ts = self
+                .engine
+                .insert(&job.target, rows)
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        }
+        self.wait_durable_and_visible(&job.target, ts).await?;
+        Ok((n, ts))
+    }
+
+    /// Writes view snapshots every `every_ms`, until the runtime goes away.
+    fn snapshot_views(self: &Arc<Self>, every_ms: u64) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(every_ms));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(rt) = weak.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || rt.views.write_snapshots()).await;
+            }
+        });
+    }
+
+    /// Runs each copy pipe with a `COPY_SCHEDULE` every so many minutes, until the runtime
+    /// goes away.
+    fn schedule_copies(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last_run: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                let Some(rt) = weak.upgrade() else { return };
+                let project = rt.project();
+                for pipe in project.pipes.values() {
+                    let Some(minutes) = pipe.copy.as_ref().and_then(|c| c.every_minutes) else {
+                        continue;
+                    };
+                    let due = last_run.get(&pipe.name).is_none_or(|t| {
+                        t.elapsed() >= std::time::Duration::from_secs(minutes * 60)
+                    });
+                    if !due {
+                        continue;
+                    }
+                    last_run.insert(pipe.name.clone(), std::time::Instant::now());
+                    match rt.copy_pipe(&pipe.name).await {
+                        Ok((rows, _)) => tracing::info!(pipe = %pipe.name, rows, "copy ran"),
+                        Err(e) => tracing::warn!(pipe = %pipe.name, error = %e, "copy failed"),
+                    }
+                }
+            }
+        });
     }
 
     /// Every datasource with its columns and row counts.

@@ -11,6 +11,7 @@ use petrel_view::{KeyColumns, Ts, View};
 
 use super::RuntimeError;
 use crate::project::{lift_keys, LiftedKey, ProjectError};
+use crate::storage::Storage;
 
 /// A planned query shape: the maintained plan with its equality parameters lifted into keys.
 pub struct Prepared {
@@ -142,10 +143,26 @@ struct ViewKey {
     bound: Vec<(String, Value)>,
 }
 
+impl ViewKey {
+    /// The name its snapshots are stored under: the same across restarts for the same
+    /// planned shape and bound parameters.
+    fn snapshot_name(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{}\u{0}{:?}", self.shape, self.bound).as_bytes());
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 struct Live {
     id: ViewId,
     view: Arc<View>,
     as_of: Ts,
+    /// Where its snapshots go (ad-hoc queries have none).
+    snapshot: Option<String>,
+    /// The timestamp of the snapshot it was restored from, if any.
+    restored_from: Option<Ts>,
+    /// The frontier of the last snapshot written.
+    snapshotted: AtomicU64,
     tables: BTreeSet<String>,
     /// Who asked for it: the pipe and the bound parameters.
     label: String,
@@ -196,11 +213,16 @@ pub struct ViewInfo {
     pub subscribers: usize,
     /// The view's frontier.
     pub upper: Ts,
+    /// The timestamp of the snapshot it was restored from at install, if any.
+    pub restored_from: Option<Ts>,
+    /// True while a restored view's dataflow has not caught up with its snapshot.
+    pub catching_up: bool,
 }
 
 /// Shapes planned so far and the views installed for them.
 pub struct Views {
     engine: Arc<Engine>,
+    storage: Arc<Storage>,
     retention_ms: u64,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
@@ -215,9 +237,10 @@ fn bad(e: impl std::fmt::Display) -> RuntimeError {
 }
 
 impl Views {
-    pub(super) fn new(engine: Arc<Engine>, retention_ms: u64) -> Views {
+    pub(super) fn new(engine: Arc<Engine>, storage: Arc<Storage>, retention_ms: u64) -> Views {
         Views {
             engine,
+            storage,
             retention_ms,
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
@@ -300,6 +323,7 @@ impl Views {
             prepared.keys.iter().map(|k| k.column).collect(),
             prepared.tables.clone(),
             label,
+            Some(key.snapshot_name()),
         )?);
         live.insert(key, l.clone());
         Ok(l)
@@ -358,6 +382,8 @@ impl Views {
                 rows: l.view.distinct_rows(),
                 subscribers: l.subscribers.load(Ordering::SeqCst),
                 upper: l.view.upper(),
+                restored_from: l.restored_from,
+                catching_up: l.view.is_catching_up(),
             })
             .collect();
         out.sort_by_key(|v| v.id);
@@ -371,10 +397,25 @@ impl Views {
         keys: Vec<usize>,
         tables: BTreeSet<String>,
         label: String,
+        snapshot: Option<String>,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
         let view = View::new(plan.columns.clone(), KeyColumns(keys), self.retention_ms);
-        let as_of = self.engine.open_ts();
+        let mut as_of = self.engine.open_ts();
+        let mut restored_from = None;
+        if let Some(name) = &snapshot {
+            let columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
+            match self.storage.read_view_snapshot(name, &columns) {
+                Ok(Some((rows, upper))) if upper > 0 => {
+                    view.restore(rows, upper);
+                    // Reads are answered from the snapshot at once.
+                    as_of = upper - 1;
+                    restored_from = Some(upper);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(view = %label, error = %e, "view snapshot not read"),
+            }
+        }
         let id = self
             .engine
             .install(plan, view.clone())
@@ -383,11 +424,51 @@ impl Views {
             id,
             view,
             as_of,
+            snapshot,
+            restored_from,
+            snapshotted: AtomicU64::new(restored_from.unwrap_or(0)),
             tables,
             label,
             subscribers: AtomicUsize::new(0),
             last_used: AtomicU64::new(wall_ms()),
         })
+    }
+
+    /// Writes a snapshot of every view whose frontier moved since its last one, once the
+    /// storage holds every batch below those frontiers durably. Blocking (object-store writes).
+    pub(super) fn write_snapshots(&self) {
+        let live: Vec<Arc<Live>> = lock(&self.live).values().cloned().collect();
+        let due: Vec<(Arc<Live>, petrel_view::CountedRows, Ts)> = live
+            .into_iter()
+            .filter(|l| l.snapshot.is_some())
+            .filter(|l| l.view.failure().is_none() && !l.view.is_catching_up())
+            .filter_map(|l| {
+                let (rows, upper) = l.view.counted_rows();
+                (upper > l.snapshotted.load(Ordering::SeqCst)).then_some((l, rows, upper))
+            })
+            .collect();
+        let Some(newest) = due.iter().map(|(_, _, u)| *u).max() else {
+            return;
+        };
+        // The rows may hold batches not yet durable: wait for the flusher to pass them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.storage.durable_frontier() < newest {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for (l, rows, upper) in due {
+            let Some(name) = &l.snapshot else { continue };
+            let columns: Vec<String> = l.view.columns().iter().map(|c| c.name.clone()).collect();
+            match self
+                .storage
+                .write_view_snapshot(name, &columns, rows, upper)
+            {
+                Ok(()) => l.snapshotted.store(upper, Ordering::SeqCst),
+                Err(e) => tracing::warn!(view = %l.label, error = %e, "view snapshot not written"),
+            }
+        }
     }
 
     /// Reads a prepared shape for a request's parameter values.
@@ -491,6 +572,7 @@ impl Views {
             Vec::new(),
             prepared.tables,
             "sql".into(),
+            None,
         )?;
         live.view.wait_for(live.as_of).await;
         let snapshot = live.view.snapshot_all();

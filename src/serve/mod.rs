@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/events", post(events))
         .route("/v0/pipes", get(list_pipes))
         .route("/v0/pipes/{file}", get(pipe))
+        .route("/v0/pipes/{name}/copy", post(copy_pipe))
         .route("/v0/sql", get(sql_get).post(sql_post))
         .route("/v0/health", get(health))
         .route("/v0/tokens", get(list_tokens).post(create_token))
@@ -502,7 +503,7 @@ async fn list_datasources(
     Ok(Json(serde_json::json!({ "datasources": visible })).into_response())
 }
 
-/// `POST /v0/datasources?name=DS&mode=append&format=csv|ndjson` with the rows as the body
+/// `POST /v0/datasources?name=DS&mode=append&format=csv|ndjson|parquet` with the rows as the body
 /// (gzip allowed): appends them durably, answering once they are visible.
 async fn append_datasource(
     State(state): State<AppState>,
@@ -532,24 +533,30 @@ async fn append_datasource(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let csv = match params.get("format").map(String::as_str) {
-        Some("csv") => true,
-        Some("ndjson") => false,
+    enum Format {
+        Csv,
+        Ndjson,
+        Parquet,
+    }
+    let format = match params.get("format").map(String::as_str) {
+        Some("csv") => Format::Csv,
+        Some("ndjson") => Format::Ndjson,
+        Some("parquet") => Format::Parquet,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "format '{other}' is not supported: use csv or ndjson"
+                "format '{other}' is not supported: use csv, ndjson or parquet"
             )))
         }
-        None => content_type.starts_with("text/csv"),
+        None if content_type.starts_with("text/csv") => Format::Csv,
+        None if content_type.contains("parquet") || body.starts_with(b"PAR1") => Format::Parquet,
+        None => Format::Ndjson,
     };
     let runtime = state.runtime.clone();
     let ds = name.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        if csv {
-            runtime.ingest_csv(&ds, &body)
-        } else {
-            runtime.ingest_ndjson(&ds, &body)
-        }
+    let report = tokio::task::spawn_blocking(move || match format {
+        Format::Csv => runtime.ingest_csv(&ds, &body),
+        Format::Ndjson => runtime.ingest_ndjson(&ds, &body),
+        Format::Parquet => runtime.ingest_parquet(&ds, body),
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
@@ -603,6 +610,22 @@ async fn truncate_datasource(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     state.runtime.wait_durable_and_visible(&name, ts).await?;
     Ok(Json(serde_json::json!({ "truncated_rows": rows, "ts": ts })).into_response())
+}
+
+/// `POST /v0/pipes/NAME/copy` (admin): runs a `TYPE copy` pipe now and answers once the
+/// copied rows are stored and visible.
+async fn copy_pipe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let (rows, ts) = state.runtime.copy_pipe(&name).await?;
+    Ok(
+        Json(serde_json::json!({ "pipe": name, "status": "done", "rows": rows, "ts": ts }))
+            .into_response(),
+    )
 }
 
 /// `POST /v0/datasources/NAME/delete?delete_condition=SQL[&dry_run=true]` (admin; the

@@ -24,7 +24,12 @@ impl MemoryLog {
 }
 
 impl SourceLog for MemoryLog {
-    fn append(&self, ts: Ts, updates: &[(Row, isize)], _meta: Option<&[u8]>) -> io::Result<u64> {
+    fn append(
+        &self,
+        ts: Ts,
+        updates: &std::sync::Arc<Vec<(Row, isize)>>,
+        _meta: Option<&[u8]>,
+    ) -> io::Result<u64> {
         let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
         b.push((ts, updates.to_vec()));
         Ok(b.len() as u64)

@@ -15,15 +15,17 @@
 //! tables/NAME/log/FIRST-END.seg          batches FIRST..END (bincode), written once
 //! tables/NAME/parts/FIRST-END.parquet    batches FIRST..END as a sorted Parquet part
 //! frontier                               every batch below this timestamp is durable
+//! views/KEY.json, views/KEY-UPPER.parquet a view's rows at a timestamp (see view_snapshot)
 //! ```
 
 mod manifest;
 mod memory_log;
 mod part;
 mod table;
+mod view_snapshot;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -96,9 +98,21 @@ pub struct Storage {
     url: String,
     read_only: bool,
     config: StorageConfig,
-    io: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    io: Option<tokio::runtime::Runtime>,
     tables: Mutex<Vec<Weak<TableLog>>>,
     stopped: AtomicBool,
+    /// The last frontier the flusher wrote: every batch below it is durable.
+    durable: AtomicU64,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which is not allowed inside async code.
+        if let Some(io) = self.io.take() {
+            io.shutdown_background();
+        }
+    }
 }
 
 impl Storage {
@@ -163,9 +177,10 @@ impl Storage {
             url: url.to_string(),
             read_only,
             config,
-            io,
+            io: Some(io),
             tables: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            durable: AtomicU64::new(0),
         }))
     }
 
@@ -183,17 +198,16 @@ impl Storage {
     /// async handlers alike) on the storage's own I/O threads.
     pub(crate) fn run<T: Send + 'static>(
         &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> T {
+        fut: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+    ) -> Result<T, StorageError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.io.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        match rx.recv() {
-            Ok(v) => v,
-            // The I/O runtime only drops the task when it shuts down, with the process.
-            Err(_) => std::process::abort(),
+        if let Some(io) = &self.io {
+            io.spawn(async move {
+                let _ = tx.send(fut.await);
+            });
         }
+        rx.recv()
+            .map_err(|_| StorageError::Corrupt("the storage's I/O threads have stopped".into()))?
     }
 
     pub(crate) fn path(&self, key: &str) -> Path {
@@ -264,12 +278,10 @@ impl Storage {
                 None => store.list(Some(&dir)),
             };
             let metas: Vec<object_store::ObjectMeta> = stream.try_collect().await?;
-            Ok::<_, StorageError>(
-                metas
-                    .into_iter()
-                    .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
-                    .collect(),
-            )
+            Ok(metas
+                .into_iter()
+                .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
+                .collect())
         })?;
         out.sort();
         Ok(out)
@@ -333,6 +345,21 @@ impl Storage {
         Ok(())
     }
 
+    /// The frontier this writer last stored: every batch below it is durable.
+    pub fn durable_frontier(&self) -> Ts {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// Writes every waiting batch and compacts every table's segments into parts now (then
+    /// merges), instead of waiting for the thresholds.
+    pub fn compact_now(&self) -> Result<(), StorageError> {
+        for table in self.tables() {
+            table.flush()?;
+            table.compact(true)?;
+        }
+        Ok(())
+    }
+
     /// The writer's durable frontier: every batch below it, in every table, is stored.
     pub fn read_frontier(&self) -> Result<Option<Ts>, StorageError> {
         match self.get(&self.path("frontier")) {
@@ -391,6 +418,7 @@ impl Storage {
                         match storage.put(&storage.path("frontier"), body.into()) {
                             Ok(()) => {
                                 last_written = frontier;
+                                storage.durable.store(frontier, Ordering::SeqCst);
                                 idle = Duration::ZERO;
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot write the frontier"),

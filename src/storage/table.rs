@@ -28,7 +28,8 @@ use super::{Storage, StorageError};
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Record {
     ts: Ts,
-    updates: Vec<(Row, isize)>,
+    /// Shared with the engine's workers while it waits in memory.
+    updates: Arc<Vec<(Row, isize)>>,
     meta: Option<Vec<u8>>,
 }
 
@@ -152,7 +153,34 @@ impl TableLog {
             compacting: Mutex::new(()),
         };
         table.reload()?;
+        if !table.storage.is_read_only() {
+            table.remove_orphans()?;
+        }
         Ok(table)
+    }
+
+    /// Deletes what a crash left behind: parts written but never listed in a manifest,
+    /// segments already compacted, superseded manifest versions.
+    fn remove_orphans(&self) -> Result<(), StorageError> {
+        let manifest = self.manifest();
+        for (file, _) in self.storage.list(&self.path("parts"), None)? {
+            if !manifest.parts.iter().any(|p| p.file == file) {
+                self.storage.delete(&self.path(&format!("parts/{file}")))?;
+            }
+        }
+        for (file, bytes) in self.storage.list(&self.path("log"), None)? {
+            if Segment::parse(&file, bytes).is_some_and(|s| s.end <= manifest.log_start) {
+                self.storage.delete(&self.path(&format!("log/{file}")))?;
+            }
+        }
+        let current = Manifest::file_name(manifest.version);
+        for (file, _) in self.storage.list(&self.path("manifest"), None)? {
+            if file < current {
+                self.storage
+                    .delete(&self.path(&format!("manifest/{file}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// The table's name.
@@ -390,12 +418,16 @@ impl TableLog {
                 if rec.meta.is_some() {
                     last_meta = rec.meta;
                 }
-                rows.extend(rec.updates.into_iter().map(|(row, diff)| PartRow {
-                    seq,
-                    ts: rec.ts,
-                    diff: diff as i64,
-                    row,
-                }));
+                rows.extend(
+                    Arc::unwrap_or_clone(rec.updates)
+                        .into_iter()
+                        .map(|(row, diff)| PartRow {
+                            seq,
+                            ts: rec.ts,
+                            diff: diff as i64,
+                            row,
+                        }),
+                );
             }
         }
         let compacted_rows = rows.len() as u64;
@@ -558,13 +590,8 @@ impl TableLog {
         from: u64,
         upto: u64,
     ) -> Result<Vec<Record>, StorageError> {
-        let mut records: Vec<Record> = (from..upto)
-            .map(|_| Record {
-                ts: 0,
-                updates: Vec::new(),
-                meta: None,
-            })
-            .collect();
+        let mut batches: Vec<(Ts, Vec<(Row, isize)>)> =
+            (from..upto).map(|_| (0, Vec::new())).collect();
         for p in manifest
             .parts
             .iter()
@@ -572,13 +599,20 @@ impl TableLog {
         {
             part::decode_with_seq(self.read_part(p)?, &mut |seq, row, ts, diff| {
                 if (from..upto).contains(&seq) {
-                    let rec = &mut records[(seq - from) as usize];
-                    rec.ts = ts;
-                    rec.updates.push((row, diff));
+                    let batch = &mut batches[(seq - from) as usize];
+                    batch.0 = ts;
+                    batch.1.push((row, diff));
                 }
             })?;
         }
-        Ok(records)
+        Ok(batches
+            .into_iter()
+            .map(|(ts, updates)| Record {
+                ts,
+                updates: Arc::new(updates),
+                meta: None,
+            })
+            .collect())
     }
 
     /// Replays one unit of a snapshot.
@@ -619,7 +653,7 @@ impl TableLog {
                     if seg.first + i as u64 >= upto {
                         break;
                     }
-                    for (row, diff) in rec.updates {
+                    for (row, diff) in Arc::unwrap_or_clone(rec.updates) {
                         f(row, rec.ts, diff);
                     }
                 }
@@ -630,7 +664,7 @@ impl TableLog {
                     return Ok(());
                 }
                 let rec = &snap.pending[i];
-                for (row, diff) in &rec.updates {
+                for (row, diff) in rec.updates.iter() {
                     f(row.clone(), rec.ts, *diff);
                 }
                 Ok(())
@@ -661,7 +695,7 @@ impl SourceLog for TableLog {
     fn append(
         &self,
         ts: Ts,
-        updates: &[(Row, isize)],
+        updates: &Arc<Vec<(Row, isize)>>,
         meta: Option<&[u8]>,
     ) -> std::io::Result<u64> {
         if self.storage.is_read_only() {
@@ -676,7 +710,7 @@ impl SourceLog for TableLog {
         }
         st.pending.push(Arc::new(Record {
             ts,
-            updates: updates.to_vec(),
+            updates: updates.clone(),
             meta: meta.map(<[u8]>::to_vec),
         }));
         st.len += 1;
@@ -702,7 +736,7 @@ impl SourceLog for TableLog {
                 if rec.meta.is_some() {
                     st.last_meta = rec.meta;
                 }
-                out.push((rec.ts, rec.updates));
+                out.push((rec.ts, Arc::unwrap_or_clone(rec.updates)));
             }
             st.len = seg.end;
             if !seg.file.is_empty() {
@@ -784,8 +818,12 @@ mod tests {
         for i in 0..20i64 {
             let row = vec![Value::str(&format!("k{}", i % 3)), Value::Int(i)];
             let diff = if i == 7 { -1 } else { 1 };
-            t.append(1_000 + i as u64, &[(row.clone(), diff)], Some(&[i as u8]))
-                .unwrap();
+            t.append(
+                1_000 + i as u64,
+                &Arc::new(vec![(row.clone(), diff)]),
+                Some(&[i as u8]),
+            )
+            .unwrap();
             expected.push((row, 1_000 + i as Ts, diff));
             if i % 4 == 3 {
                 t.flush().unwrap();
@@ -812,8 +850,12 @@ mod tests {
             .table("t", cols.clone(), vec![0])
             .unwrap();
         assert_eq!(replica.len(), 20);
-        t.append(2_000, &[(vec![Value::str("new"), Value::Int(0)], 1)], None)
-            .unwrap();
+        t.append(
+            2_000,
+            &Arc::new(vec![(vec![Value::str("new"), Value::Int(0)], 1)]),
+            None,
+        )
+        .unwrap();
         t.flush().unwrap();
         t.compact(true).unwrap();
         replica.prefetch().unwrap();

@@ -41,8 +41,13 @@ pub trait SourceLog: Send + Sync + 'static {
     /// Appends a batch of row updates that land at `ts`, with optional metadata written in the
     /// same record (a source's position, such as Kafka offsets) so the two are durable
     /// together or not at all. Returns the log's length in batches afterwards.
-    fn append(&self, ts: Ts, updates: &[(Row, isize)], meta: Option<&[u8]>)
-        -> std::io::Result<u64>;
+    /// The batch is shared with the workers, so keeping it costs no copy.
+    fn append(
+        &self,
+        ts: Ts,
+        updates: &Arc<Vec<(Row, isize)>>,
+        meta: Option<&[u8]>,
+    ) -> std::io::Result<u64>;
     /// The log's length in batches.
     fn len(&self) -> u64;
     /// The latest timestamp a batch was appended at (0 for an empty log): after a restart the
@@ -279,6 +284,7 @@ impl Engine {
             .get(datasource)
             .cloned()
             .ok_or_else(|| EngineError::UnknownDatasource(datasource.to_string()))?;
+        let updates = Arc::new(updates);
         log.append(clock.open, &updates, meta)
             .map_err(|source| EngineError::Storage {
                 datasource: datasource.to_string(),
@@ -306,7 +312,7 @@ impl Engine {
         })?;
         let mut last = None;
         for (ts, updates) in batches {
-            last = Some(send_insert(&mut clock, datasource, updates, ts)?);
+            last = Some(send_insert(&mut clock, datasource, Arc::new(updates), ts)?);
         }
         drop(clock);
         self.wake();
@@ -393,7 +399,7 @@ impl Engine {
 fn send_insert(
     clock: &mut Clock,
     datasource: &str,
-    updates: Vec<(Row, isize)>,
+    updates: Arc<Vec<(Row, isize)>>,
     ts: Ts,
 ) -> Result<Ts, EngineError> {
     let ts = ts.max(clock.open);
@@ -402,7 +408,7 @@ fn send_insert(
     clock.senders[worker]
         .send(Command::Insert {
             datasource: Arc::from(datasource),
-            updates: Arc::new(updates),
+            updates,
             ts,
         })
         .map_err(|e| EngineError::Stopped(e.to_string()))?;

@@ -13,7 +13,12 @@ use petrel_view::{KeyColumns, View};
 struct MemoryLog(Mutex<Vec<petrel_engine::TimedBatch>>);
 
 impl SourceLog for MemoryLog {
-    fn append(&self, ts: u64, updates: &[(Row, isize)], _: Option<&[u8]>) -> std::io::Result<u64> {
+    fn append(
+        &self,
+        ts: u64,
+        updates: &Arc<Vec<(Row, isize)>>,
+        _: Option<&[u8]>,
+    ) -> std::io::Result<u64> {
         let mut b = self.0.lock().unwrap();
         b.push((ts, updates.to_vec()));
         Ok(b.len() as u64)

@@ -48,10 +48,21 @@ pub struct View {
     changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
 }
 
+/// Rows with their multiplicities: a view's state, as snapshots store it.
+pub type CountedRows = Vec<(Row, i64)>;
+
+/// Rows by key, each with its multiplicity.
+type Groups = HashMap<Row, HashMap<Row, i64>>;
+
 #[derive(Default)]
 struct State {
     upper: Ts,
-    groups: HashMap<Row, HashMap<Row, i64>>,
+    groups: Groups,
+    /// True once the engine published its first batch.
+    started: bool,
+    /// While a view restored from a snapshot catches up: the engine's batches fold here,
+    /// and readers keep the snapshot, until the engine's frontier passes the snapshot's.
+    catching_up: Option<(Groups, Ts)>,
     log: VecDeque<Arc<ChangeBatch>>,
     /// Changes below this time may have left the log.
     trimmed_upto: Ts,
@@ -102,26 +113,30 @@ impl View {
     pub fn apply(&self, batch: ChangeBatch) {
         let upper = batch.upper;
         let batch = Arc::new(batch);
-        {
+        let published_upper = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if state.upper == 0 {
+            let state = &mut *state;
+            if !state.started {
                 // The first batch is the view's starting state: the changes below its upper
                 // are not known one by one, so no subscriber can resume from before it.
+                state.started = true;
                 state.trimmed_upto = upper;
             }
+            let groups = match &mut state.catching_up {
+                Some((groups, _)) => groups,
+                None => &mut state.groups,
+            };
             for (row, diff) in &batch.changes {
-                let key: Row = self.keys.0.iter().map(|&i| row[i].clone()).collect();
-                let group = state.groups.entry(key.clone()).or_default();
-                let count = group.entry(row.clone()).or_insert(0);
-                *count += diff;
-                if *count == 0 {
-                    group.remove(row);
-                    if group.is_empty() {
-                        state.groups.remove(&key);
-                    }
-                }
+                fold(groups, &self.keys, row, *diff);
             }
-            state.upper = state.upper.max(upper);
+            match state.catching_up.take() {
+                Some((groups, restored)) if upper > restored => {
+                    state.groups = groups;
+                    state.upper = upper;
+                }
+                Some(still) => state.catching_up = Some(still),
+                None => state.upper = state.upper.max(upper),
+            }
             if !batch.changes.is_empty() {
                 state.log.push_back(batch.clone());
                 let horizon = upper.saturating_sub(self.retention_ms);
@@ -134,12 +149,53 @@ impl View {
                 // receives exactly the batches after its snapshot.
                 let _ = self.changes_tx.send(batch);
             }
+            state.upper
+        };
+        self.upper_tx.send_if_modified(|u| {
+            let advanced = published_upper > *u;
+            *u = (*u).max(published_upper);
+            advanced
+        });
+    }
+
+    /// Starts a view from a snapshot of its rows at `upper` (written by an earlier run):
+    /// readers see it at once, while the engine's batches fold aside until its frontier
+    /// passes `upper`; then the view is the engine's, and carries on from there. Batches below
+    /// `upper` are still logged and sent, for subscribers resuming from before the snapshot.
+    pub fn restore(&self, rows: CountedRows, upper: Ts) {
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if state.started || state.upper > 0 {
+                return;
+            }
+            for (row, count) in &rows {
+                fold(&mut state.groups, &self.keys, row, *count);
+            }
+            state.upper = upper;
+            state.catching_up = Some((HashMap::new(), upper));
         }
         self.upper_tx.send_if_modified(|u| {
             let advanced = upper > *u;
             *u = (*u).max(upper);
             advanced
         });
+    }
+
+    /// Every row with its multiplicity and the frontier they are at: what a snapshot of the
+    /// view stores.
+    pub fn counted_rows(&self) -> (CountedRows, Ts) {
+        let state = self.read();
+        let rows = state
+            .groups
+            .values()
+            .flat_map(|g| g.iter().map(|(r, n)| (r.clone(), *n)))
+            .collect();
+        (rows, state.upper)
+    }
+
+    /// True while a view restored from a snapshot has not caught up yet.
+    pub fn is_catching_up(&self) -> bool {
+        self.read().catching_up.is_some()
     }
 
     /// Marks the view as failed: reads return the error from now on.
@@ -231,6 +287,20 @@ impl View {
     }
 }
 
+/// Adds `diff` copies of `row` to its key's group, dropping rows and groups that reach zero.
+fn fold(groups: &mut Groups, keys: &KeyColumns, row: &Row, diff: i64) {
+    let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
+    let group = groups.entry(key.clone()).or_default();
+    let count = group.entry(row.clone()).or_insert(0);
+    *count += diff;
+    if *count == 0 {
+        group.remove(row);
+        if group.is_empty() {
+            groups.remove(&key);
+        }
+    }
+}
+
 fn rows_of(group: Option<&HashMap<Row, i64>>) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(group) = group {
@@ -286,6 +356,42 @@ mod tests {
         assert_eq!(v.snapshot(&[Value::str("b")]).rows.len(), 2);
         assert_eq!(v.snapshot(&[Value::str("zz")]).rows, Vec::<Row>::new());
         assert_eq!(v.upper(), 20);
+    }
+
+    #[test]
+    fn a_restored_view_serves_its_snapshot_until_the_engine_catches_up() {
+        let v = view();
+        v.restore(vec![(row("a", 5), 1)], 50);
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
+        assert_eq!(v.upper(), 50);
+        // The engine replays history below the snapshot: readers keep the snapshot.
+        v.apply(ChangeBatch {
+            lower: 10,
+            upper: 11,
+            changes: vec![(row("a", 1), 1)],
+        });
+        v.apply(ChangeBatch {
+            lower: 30,
+            upper: 31,
+            changes: vec![(row("a", 1), -1), (row("a", 5), 1)],
+        });
+        assert!(v.is_catching_up());
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
+        assert_eq!(v.upper(), 50);
+        // Past the snapshot's frontier the engine's state takes over.
+        v.apply(ChangeBatch {
+            lower: 60,
+            upper: 61,
+            changes: vec![(row("a", 5), -1), (row("a", 7), 1)],
+        });
+        assert!(!v.is_catching_up());
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 7)]);
+        assert_eq!(v.upper(), 61);
+        // Every batch was logged: a subscriber from before the snapshot resumes exactly.
+        match v.resume(20).0 {
+            Resume::Changes(b) => assert_eq!(b.len(), 2),
+            Resume::TooOld => panic!("the log covers 20"),
+        }
     }
 
     #[test]
