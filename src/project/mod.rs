@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use petrel_datafile::{Datafile, PipeKind, SqlMap, TokenScope};
-use petrel_sql::{plan_query, Catalog, Plan, Query, SqlError, TableRef};
+use petrel_sql::{plan_query, Catalog, Expr, Plan, PlanNode, Query, SqlError, TableRef};
 use petrel_template::{ParamDecl, ParamType, Params, Template, TemplateError};
 use petrel_value::{Column, ColumnType, Value};
 
@@ -89,6 +89,10 @@ pub struct Datasource {
     /// The columns of `ENGINE_SORTING_KEY` that are plain columns, as indices: stored parts
     /// are sorted by them.
     pub sort_key: Vec<usize>,
+    /// `ENGINE_PARTITION_KEY` over a row: stored parts hold one partition each.
+    pub partition_key: Option<Expr>,
+    /// `ENGINE_TTL`'s expiry time over a row: storage drops rows once they expired.
+    pub expiry: Option<Expr>,
     /// The file it came from.
     pub file: PathBuf,
 }
@@ -157,6 +161,20 @@ fn kafka_source(ds: &petrel_datafile::Datasource) -> Option<KafkaSource> {
         group_id: get("KAFKA_GROUP_ID").unwrap_or_else(|| format!("petrel-{}", ds.name)),
         auto_offset_reset: get("KAFKA_AUTO_OFFSET_RESET").unwrap_or_else(|| "latest".into()),
     })
+}
+
+/// `expr` planned over one row of `ds` (no read rules): a partition key or TTL expression.
+fn row_expr(ds: &Datasource, expr: &str) -> Result<Expr, String> {
+    let sql = format!("SELECT {expr} FROM `{}`", ds.name);
+    let query = plan_query(&sql, &RawCatalog { ds }).map_err(|e| e.to_string())?;
+    match query.plan.node {
+        PlanNode::Project { input, mut exprs }
+            if exprs.len() == 1 && matches!(input.node, PlanNode::Scan { .. }) =>
+        {
+            Ok(exprs.remove(0))
+        }
+        _ => Err(format!("'{expr}' is not an expression over the row")),
+    }
 }
 
 /// The indices of the plain columns named in `ENGINE_SORTING_KEY` (`a, b`, `(a, b)` or
@@ -616,6 +634,8 @@ impl Project {
                 read_sql: None,
                 kafka: None,
                 sort_key: Vec::new(),
+                partition_key: None,
+                expiry: None,
                 file: path.to_path_buf(),
             };
             match plan_query(&sql, &RawCatalog { ds: &probe }) {
@@ -634,6 +654,40 @@ impl Project {
         });
         let kafka = kafka_source(&ds);
         let sort_key = sort_key_columns(&ds, &columns);
+        let probe = Datasource {
+            name: ds.name.clone(),
+            columns: columns.clone(),
+            read_sql: None,
+            kafka: None,
+            sort_key: Vec::new(),
+            partition_key: None,
+            expiry: None,
+            file: path.to_path_buf(),
+        };
+        let mut storage_rule = |what: &str, setting: Option<&petrel_datafile::Setting>| {
+            let setting =
+                setting.filter(|s| !s.value.trim().is_empty() && s.value.trim() != "tuple()")?;
+            let text = setting.value.trim();
+            let text = text
+                .strip_suffix("DELETE")
+                .or_else(|| text.strip_suffix("delete"))
+                .unwrap_or(text);
+            match row_expr(&probe, text) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    let loc = setting.loc;
+                    self.warnings.push(located(
+                        path,
+                        loc.line,
+                        loc.column,
+                        format!("{what} is not applied to stored parts: {e}"),
+                    ));
+                    None
+                }
+            }
+        };
+        let partition_key = storage_rule("ENGINE_PARTITION_KEY", ds.engine.partition_key.as_ref());
+        let expiry = storage_rule("ENGINE_TTL", ds.engine.ttl.as_ref());
         for t in &ds.tokens {
             let grant = match t.scope {
                 TokenScope::Append => Grant::AppendDatasource(ds.name.clone()),
@@ -649,6 +703,8 @@ impl Project {
                 read_sql,
                 kafka,
                 sort_key,
+                partition_key,
+                expiry,
                 file: path.to_path_buf(),
             },
         );

@@ -24,7 +24,7 @@ use petrel_view::Ts;
 
 use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
 use crate::project::{PipeDescription, Project, ProjectError};
-use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog};
+use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog, TableRules};
 
 pub use views::{PreparedSql, QueryResult, Subscription, ViewInfo};
 
@@ -157,18 +157,27 @@ fn open_sources(
     ds: &crate::project::Datasource,
 ) -> Result<Vec<(String, Arc<Source>)>, RuntimeError> {
     let name = &ds.name;
-    let open = |table: &str, columns: &[Column], sort_key: Vec<usize>| {
+    let open = |table: &str, columns: &[Column], rules: TableRules| {
         let names = columns.iter().map(|c| c.name.clone()).collect();
         storage
-            .table(table, names, sort_key)
+            .table(table, names, rules)
             .map_err(|e| RuntimeError::Internal(format!("cannot open the table '{table}': {e}")))
     };
+    let row_fn = |e: &Option<petrel_sql::Expr>| -> Option<crate::storage::RowFn> {
+        let e = e.clone()?;
+        Some(Arc::new(move |row: &Row| e.eval(row)))
+    };
+    let rules = TableRules {
+        sort_key: ds.sort_key.clone(),
+        partition: row_fn(&ds.partition_key),
+        expiry: row_fn(&ds.expiry),
+    };
     let columns = ds.schema();
-    let log = open(name, &columns, ds.sort_key.clone())?;
+    let log = open(name, &columns, rules)?;
     engine.register_source(name, log.clone());
     let qname = format!("{name}_quarantine");
     let qcolumns = quarantine_columns(&columns);
-    let qlog = open(&qname, &qcolumns, Vec::new())?;
+    let qlog = open(&qname, &qcolumns, TableRules::default())?;
     engine.register_source(&qname, qlog.clone());
     Ok(vec![
         (

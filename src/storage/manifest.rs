@@ -14,6 +14,9 @@ pub struct PartInfo {
     pub first: u64,
     /// One past the last batch.
     pub end: u64,
+    /// The `ENGINE_PARTITION_KEY` value all its rows share, when the table is partitioned.
+    #[serde(default)]
+    pub partition: Option<petrel_value::Value>,
     /// Updates stored (rows of the file).
     pub updates: u64,
     /// Net rows: insertions minus retractions.
@@ -35,7 +38,8 @@ pub struct PartInfo {
 pub struct Manifest {
     /// Increases by one with every change.
     pub version: u64,
-    /// The parts, in log order, covering batches `0..log_start` without gaps.
+    /// The parts, in log order (a partitioned table has one part per partition for a run of
+    /// batches), covering batches `0..log_start` without gaps.
     pub parts: Vec<PartInfo>,
     /// The first batch still in log segments.
     pub log_start: u64,

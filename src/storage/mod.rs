@@ -3,8 +3,9 @@
 //!
 //! Each datasource is a [`TableLog`]: appended batches wait in memory until a group commit
 //! writes them as one log segment object (so `wait=true` costs one write for every request
-//! that arrived meanwhile); segments compact into Parquet parts listed in a manifest that
-//! changes atomically, and background merges keep the parts few. Replays for views read
+//! that arrived meanwhile); segments compact into Parquet parts (one per partition) listed in
+//! a manifest that changes atomically, and background merges keep the parts few and drop rows
+//! whose TTL passed. Replays for views read
 //! parts, segments and the batches not yet written, so the engine's memory follows view state
 //! (Principle 3), not raw rows.
 //!
@@ -36,7 +37,7 @@ use petrel_view::Ts;
 pub use manifest::{Manifest, PartInfo};
 pub use memory_log::MemoryLog;
 pub use part::ColumnStats;
-pub use table::{TableFigures, TableLog};
+pub use table::{RowFn, TableFigures, TableLog, TableRules};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +74,16 @@ pub struct StorageConfig {
     pub flush_interval: Duration,
     /// Segments compact into a part once they hold this many rows (or are 16 or more).
     pub compact_rows: u64,
+    /// The most rows one compaction puts into a part (a backlog compacts run after run).
+    pub compact_max_rows: u64,
     /// Background merges keep at most this many parts per table (parts larger than
     /// `merge_max_rows` are left alone).
     pub max_parts: usize,
     /// The largest part a merge writes, in rows.
     pub merge_max_rows: u64,
+    /// Rows of a table with a TTL stay in parts this long after they expired (so history a
+    /// subscriber may resume from keeps them); compactions and merges drop them afterwards.
+    pub keep_expired: Duration,
 }
 
 impl Default for StorageConfig {
@@ -85,8 +91,10 @@ impl Default for StorageConfig {
         StorageConfig {
             flush_interval: Duration::from_millis(100),
             compact_rows: 200_000,
+            compact_max_rows: 1_000_000,
             max_parts: 8,
-            merge_max_rows: 4_000_000,
+            merge_max_rows: 2_000_000,
+            keep_expired: Duration::from_secs(300),
         }
     }
 }
@@ -287,15 +295,14 @@ impl Storage {
         Ok(out)
     }
 
-    /// Opens (or creates) the table `name` with its column names; rows of parts are sorted
-    /// by the columns at `sort_key`.
+    /// Opens (or creates) the table `name` with its column names and part rules.
     pub fn table(
         self: &Arc<Self>,
         name: &str,
         columns: Vec<String>,
-        sort_key: Vec<usize>,
+        rules: TableRules,
     ) -> Result<Arc<TableLog>, StorageError> {
-        let table = Arc::new(TableLog::open(self.clone(), name, columns, sort_key)?);
+        let table = Arc::new(TableLog::open(self.clone(), name, columns, rules)?);
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.retain(|t| t.strong_count() > 0);
         tables.push(Arc::downgrade(&table));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use object_store::path::Path;
 use petrel_engine::SourceLog;
-use petrel_value::Row;
+use petrel_value::{Row, Value};
 use petrel_view::Ts;
 
 use super::manifest::{Manifest, PartInfo};
@@ -40,6 +40,8 @@ struct Segment {
     first: u64,
     end: u64,
     bytes: u64,
+    /// Updates it holds (known once read or written).
+    rows: u64,
 }
 
 impl Segment {
@@ -54,6 +56,7 @@ impl Segment {
             first: first.parse().ok()?,
             end: end.parse().ok()?,
             bytes,
+            rows: 0,
         })
     }
 }
@@ -68,7 +71,6 @@ struct State {
     pending_rows: u64,
     len: u64,
     net_rows: i64,
-    segment_rows: u64,
     last_meta: Option<Vec<u8>>,
     last_ts: Ts,
     /// Replays running now: superseded objects wait for them.
@@ -77,6 +79,34 @@ struct State {
     garbage: Vec<Path>,
     /// A replica's segments read by [`TableLog::prefetch`], not yet handed to the engine.
     fetched: Vec<(Segment, Vec<Record>)>,
+}
+
+/// A function of a stored row (a partition key, an expiry time), from the datasource's
+/// definition.
+pub type RowFn = Arc<dyn Fn(&Row) -> Value + Send + Sync>;
+
+/// How a table's parts are laid out and pruned.
+#[derive(Clone, Default)]
+pub struct TableRules {
+    /// The columns (indices) parts are sorted by.
+    pub sort_key: Vec<usize>,
+    /// Each part holds the rows of one value of this (`ENGINE_PARTITION_KEY`).
+    pub partition: Option<RowFn>,
+    /// Rows whose expiry (`ENGINE_TTL`, a date or time) is older than the storage's
+    /// `keep_expired` are dropped from parts when they are compacted or merged.
+    pub expiry: Option<RowFn>,
+}
+
+/// Seconds since the epoch of a date or time value.
+fn epoch_secs(v: &Value) -> Option<i64> {
+    match v {
+        Value::Date(d) => Some(*d as i64 * 86_400),
+        Value::DateTime(s) => Some(*s),
+        Value::DateTime64(t, p) => Some(t / 10i64.pow(*p as u32)),
+        Value::Int(i) => Some(*i),
+        Value::UInt(u) => i64::try_from(*u).ok(),
+        _ => None,
+    }
 }
 
 /// What a table holds, for `GET /v0/datasources`.
@@ -102,7 +132,7 @@ pub struct TableLog {
     name: String,
     dir: String,
     columns: Vec<String>,
-    sort_key: Vec<usize>,
+    rules: TableRules,
     state: Mutex<State>,
     /// Held while a segment is written, so segments are written in log order.
     flushing: Mutex<()>,
@@ -123,6 +153,13 @@ fn decode_records(bytes: &[u8]) -> Result<Vec<Record>, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("unreadable segment: {e}")))
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn net(updates: &[(Row, isize)]) -> i64 {
     updates.iter().map(|(_, d)| *d as i64).sum()
 }
@@ -140,14 +177,14 @@ impl TableLog {
         storage: Arc<Storage>,
         name: &str,
         columns: Vec<String>,
-        sort_key: Vec<usize>,
+        rules: TableRules,
     ) -> Result<TableLog, StorageError> {
         let table = TableLog {
             storage,
             name: name.to_string(),
             dir: format!("tables/{name}"),
             columns,
-            sort_key,
+            rules,
             state: Mutex::new(State::default()),
             flushing: Mutex::new(()),
             compacting: Mutex::new(()),
@@ -234,15 +271,14 @@ impl TableLog {
     /// the writer's compactions.
     fn reload(&self) -> Result<(), StorageError> {
         let manifest = self.latest_manifest()?;
-        let segments = self.list_segments(manifest.log_start)?;
+        let mut segments = self.list_segments(manifest.log_start)?;
         let mut net_rows = manifest.net_rows();
         let mut last_meta = manifest.last_meta.clone();
         let mut last_ts = manifest.last_ts;
-        let mut segment_rows = 0u64;
-        for seg in &segments {
+        for seg in &mut segments {
             for rec in self.read_segment(seg)? {
                 net_rows += net(&rec.updates);
-                segment_rows += rec.updates.len() as u64;
+                seg.rows += rec.updates.len() as u64;
                 last_ts = last_ts.max(rec.ts);
                 if rec.meta.is_some() {
                     last_meta = rec.meta;
@@ -253,7 +289,6 @@ impl TableLog {
         let mut st = self.state();
         st.len = len;
         st.net_rows = net_rows;
-        st.segment_rows = segment_rows;
         st.last_meta = last_meta;
         st.last_ts = last_ts;
         st.manifest = manifest;
@@ -322,12 +357,12 @@ impl TableLog {
         let rows: u64 = records.iter().map(|r| r.updates.len() as u64).sum();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
-        st.segment_rows += rows;
         st.segments.push(Segment {
             file,
             first,
             end,
             bytes: size,
+            rows,
         });
         Ok(records.len())
     }
@@ -340,13 +375,27 @@ impl TableLog {
             return Ok(());
         }
         let _turn = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
-        let (segments, rows) = {
-            let st = self.state();
-            (st.segments.clone(), st.segment_rows)
-        };
         let config = &self.storage.config;
-        if !segments.is_empty() && (force || rows >= config.compact_rows || segments.len() >= 16) {
-            self.compact_segments(&segments)?;
+        loop {
+            let segments = self.state().segments.clone();
+            let rows: u64 = segments.iter().map(|s| s.rows).sum();
+            if segments.is_empty()
+                || !(force || rows >= config.compact_rows || segments.len() >= 16)
+            {
+                break;
+            }
+            // At most `compact_max_rows` per part (at least one segment), so a backlog
+            // compacts in bounded memory, run after run.
+            let mut take = 0;
+            let mut total = 0;
+            for seg in &segments {
+                if take > 0 && total + seg.rows > config.compact_max_rows {
+                    break;
+                }
+                total += seg.rows;
+                take += 1;
+            }
+            self.compact_segments(&segments[..take])?;
         }
         self.merge_parts()?;
         self.collect_garbage();
@@ -359,7 +408,7 @@ impl TableLog {
     }
 
     fn sort_rows(&self, rows: &mut [PartRow]) {
-        let key = &self.sort_key;
+        let key = &self.rules.sort_key;
         rows.sort_by(|a, b| {
             key.iter()
                 .map(|&i| a.row.get(i).cmp(&b.row.get(i)))
@@ -369,16 +418,44 @@ impl TableLog {
         });
     }
 
-    /// Writes `rows` (batches `first..end`) as a part and describes it.
+    /// Drops the rows that expired longer ago than the storage keeps expired rows (their
+    /// views retracted them then; replays would filter them); returns the net rows dropped.
+    fn drop_expired(&self, rows: &mut Vec<PartRow>) -> i64 {
+        let Some(expiry) = &self.rules.expiry else {
+            return 0;
+        };
+        let keep_ms = self.storage.config.keep_expired.as_millis() as i64;
+        let horizon = (wall_ms() as i64 - keep_ms) / 1000;
+        let before: i64 = rows.iter().map(|r| r.diff).sum();
+        rows.retain(|r| epoch_secs(&expiry(&r.row)).is_none_or(|t| t >= horizon));
+        before - rows.iter().map(|r| r.diff).sum::<i64>()
+    }
+
+    /// Splits rows by partition (one group when the table has no partition key).
+    fn by_partition(&self, rows: Vec<PartRow>) -> Vec<(Option<Value>, Vec<PartRow>)> {
+        let Some(partition) = &self.rules.partition else {
+            return vec![(None, rows)];
+        };
+        let mut groups: std::collections::BTreeMap<Value, Vec<PartRow>> = Default::default();
+        for r in rows {
+            groups.entry(partition(&r.row)).or_default().push(r);
+        }
+        groups.into_iter().map(|(k, v)| (Some(k), v)).collect()
+    }
+
+    /// Writes `rows` (of batches `first..end`, one partition) as the part `file` (a name
+    /// never used before: compactions name parts by their batches and partition index,
+    /// merges by the manifest version they create) and describes it.
     fn write_part(
         &self,
+        file: String,
         first: u64,
         end: u64,
+        partition: Option<Value>,
         mut rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
         self.sort_rows(&mut rows);
         let encoded = part::encode(&self.columns, &rows)?;
-        let file = format!("{first:020}-{end:020}.parquet");
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
@@ -386,6 +463,7 @@ impl TableLog {
             file,
             first,
             end,
+            partition,
             updates: rows.len() as u64,
             net_rows: rows.iter().map(|r| r.diff).sum(),
             bytes,
@@ -430,12 +508,16 @@ impl TableLog {
                 );
             }
         }
-        let compacted_rows = rows.len() as u64;
-        let info = self.write_part(first, end, rows)?;
+        let dropped = self.drop_expired(&mut rows);
+        let mut infos = Vec::new();
+        for (i, (partition, rows)) in self.by_partition(rows).into_iter().enumerate() {
+            let file = format!("{first:020}-{end:020}-{i:04}.parquet");
+            infos.push(self.write_part(file, first, end, partition, rows)?);
+        }
         let old = self.manifest();
         let mut next = old.clone();
         next.version += 1;
-        next.parts.push(info);
+        next.parts.extend(infos);
         next.log_start = end;
         next.last_ts = next.last_ts.max(last_ts);
         if last_meta.is_some() {
@@ -445,7 +527,7 @@ impl TableLog {
         let mut st = self.state();
         st.manifest = next;
         st.segments.retain(|s| s.first >= end);
-        st.segment_rows = st.segment_rows.saturating_sub(compacted_rows);
+        st.net_rows -= dropped;
         for seg in segments {
             let p = self.path(&format!("log/{}", seg.file));
             st.garbage.push(p);
@@ -457,35 +539,52 @@ impl TableLog {
         Ok(())
     }
 
-    /// Merges the two adjacent parts with the fewest rows together while there are more than
-    /// `max_parts` and the merged part stays under `merge_max_rows`.
+    /// Merges parts while a partition has more than `max_parts`: the two neighbouring parts
+    /// (in log order) of that partition with the fewest rows, as long as the merged part stays
+    /// under `merge_max_rows`. Expired rows are dropped on the way.
     fn merge_parts(&self) -> Result<(), StorageError> {
         let config = &self.storage.config;
         loop {
             let manifest = self.manifest();
-            if manifest.parts.len() <= config.max_parts {
-                return Ok(());
+            let mut by_partition: std::collections::BTreeMap<Option<&Value>, Vec<usize>> =
+                Default::default();
+            for (i, p) in manifest.parts.iter().enumerate() {
+                by_partition
+                    .entry(p.partition.as_ref())
+                    .or_default()
+                    .push(i);
             }
-            let best = manifest
-                .parts
-                .windows(2)
-                .enumerate()
-                .map(|(i, w)| (w[0].updates + w[1].updates, i))
-                .filter(|(n, _)| *n <= config.merge_max_rows)
+            let best = by_partition
+                .values()
+                .filter(|parts| parts.len() > config.max_parts)
+                .flat_map(|parts| parts.windows(2).map(|w| (w[0], w[1])))
+                .map(|(a, b)| (manifest.parts[a].updates + manifest.parts[b].updates, a, b))
+                .filter(|(n, _, _)| *n <= config.merge_max_rows)
                 .min();
-            let Some((_, i)) = best else { return Ok(()) };
-            let (a, b) = (&manifest.parts[i], &manifest.parts[i + 1]);
+            let Some((_, ia, ib)) = best else {
+                return Ok(());
+            };
+            let (a, b) = (&manifest.parts[ia], &manifest.parts[ib]);
             let mut rows = Vec::with_capacity((a.updates + b.updates) as usize);
             for p in [a, b] {
                 self.read_part_rows(p, &mut rows)?;
             }
-            let merged = self.write_part(a.first, b.end, rows)?;
+            let dropped = self.drop_expired(&mut rows);
+            let file = format!(
+                "{:020}-{:020}-m{}.parquet",
+                a.first,
+                b.end,
+                manifest.version + 1
+            );
+            let merged = self.write_part(file, a.first, b.end, a.partition.clone(), rows)?;
             let mut next = manifest.clone();
             next.version += 1;
-            next.parts.splice(i..i + 2, [merged]);
+            next.parts[ia] = merged;
+            next.parts.remove(ib);
             self.commit_manifest(&next)?;
             let mut st = self.state();
             st.manifest = next;
+            st.net_rows -= dropped;
             for p in [a, b] {
                 let path = self.path(&format!("parts/{}", p.file));
                 st.garbage.push(path);
@@ -560,6 +659,7 @@ impl TableLog {
                         first: at,
                         end: upto,
                         bytes: 0,
+                        rows: 0,
                     },
                     records,
                 ));
@@ -577,7 +677,8 @@ impl TableLog {
                 Err(e) => return Err(e),
             };
             at = seg.end;
-            fetched.push((seg, records));
+            let rows = records.iter().map(|r| r.updates.len() as u64).sum();
+            fetched.push((Segment { rows, ..seg }, records));
         }
         self.state().fetched.extend(fetched);
         Ok(())
@@ -813,7 +914,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = storage(&dir, false);
         let cols = vec!["k".to_string(), "v".to_string()];
-        let t = s.table("t", cols.clone(), vec![0]).unwrap();
+        let rules = TableRules {
+            sort_key: vec![0],
+            ..TableRules::default()
+        };
+        let t = s.table("t", cols.clone(), rules.clone()).unwrap();
         let mut expected = Vec::new();
         for i in 0..20i64 {
             let row = vec![Value::str(&format!("k{}", i % 3)), Value::Int(i)];
@@ -847,7 +952,7 @@ mod tests {
         assert_eq!(t.row_count(), 18);
         // A replica follows what the writer adds, including batches compacted meanwhile.
         let replica = storage(&dir, true)
-            .table("t", cols.clone(), vec![0])
+            .table("t", cols.clone(), rules.clone())
             .unwrap();
         assert_eq!(replica.len(), 20);
         t.append(
@@ -865,12 +970,52 @@ mod tests {
         assert_eq!(replica.len(), 21);
         drop(t);
         // Reopened: everything there once, with its timestamps and the last metadata.
-        let t = storage(&dir, false).table("t", cols, vec![0]).unwrap();
+        let t = storage(&dir, false).table("t", cols, rules).unwrap();
         assert_eq!(t.len(), 21);
         assert_eq!(t.row_count(), 19);
         assert_eq!(t.last_ts(), 2_000);
         assert_eq!(t.last_meta(), Some(vec![19]));
         assert_eq!(replay_all(&t, 2).len(), 21);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn parts_split_by_partition_and_drop_expired_rows() {
+        let dir = std::env::temp_dir().join(format!("petrel-table-ttl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = storage(&dir, false);
+        let rules = TableRules {
+            sort_key: vec![1],
+            partition: Some(Arc::new(|r: &Row| r[0].clone())),
+            expiry: Some(Arc::new(|r: &Row| r[1].clone())),
+        };
+        let t = s
+            .table("t", vec!["k".into(), "expires".into()], rules)
+            .unwrap();
+        let mut kept = Vec::new();
+        for i in 0..30i64 {
+            // Every third row expired long ago; the others expire in the far future.
+            let expires = if i % 3 == 0 { 1_000 } else { 4_000_000_000 + i };
+            let row = vec![Value::str(&format!("p{}", i % 2)), Value::DateTime(expires)];
+            t.append(500, &Arc::new(vec![(row.clone(), 1)]), None)
+                .unwrap();
+            if i % 3 != 0 {
+                kept.push((row, 500, 1));
+            }
+        }
+        t.flush().unwrap();
+        t.compact(true).unwrap();
+        let manifest = t.manifest();
+        let partitions: Vec<Option<Value>> =
+            manifest.parts.iter().map(|p| p.partition.clone()).collect();
+        assert_eq!(
+            partitions,
+            vec![Some(Value::str("p0")), Some(Value::str("p1"))]
+        );
+        kept.sort();
+        assert_eq!(replay_all(&t, 2), kept);
+        assert_eq!(t.row_count(), 20);
+        assert_eq!(manifest.net_rows(), 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

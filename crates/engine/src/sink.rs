@@ -1,6 +1,7 @@
 //! The view sink: gathers a view's output on one worker and publishes consolidated change
 //! batches each time the output's frontier advances.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::consolidation::consolidate;
@@ -13,13 +14,19 @@ use crate::render::Rows;
 
 /// Sends all of `output` to worker 0, which publishes into `view` (`publisher` is true there).
 pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
-    let mut pending: Vec<(Row, u64, isize)> = Vec::new();
+    // Updates not yet complete, by time: a frontier advance splits off the complete ones
+    // without touching the rest (a replay can hold many times at once).
+    let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
     let mut lower: u64 = 0;
     output.inner.sink(
         Exchange::new(|_: &(Row, u64, isize)| 0u64),
         "ViewSink",
         move |(input, frontier)| {
-            input.for_each(|_, data| pending.append(data));
+            input.for_each(|_, data| {
+                for (row, time, diff) in data.drain(..) {
+                    pending.entry(time).or_default().push((row, diff as i64));
+                }
+            });
             if !publisher {
                 return;
             }
@@ -30,21 +37,13 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
             if upper <= lower {
                 return;
             }
-            let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
-                .into_iter()
-                .partition(|(_, time, _)| *time < upper);
-            pending = later;
+            let later = pending.split_off(&upper);
+            let ready = std::mem::replace(&mut pending, later);
             // One batch `[t, t + 1)` per distinct time t, so the change log keeps each time's
             // changes apart and says exactly when they happened: a view installed again
             // (after a restart) publishes the same batches, and a subscriber resuming from a
             // frontier gets exactly the batches at or after it.
-            ready.sort_unstable_by_key(|(_, time, _)| *time);
-            let mut ready = ready.into_iter().peekable();
-            while let Some((row, time, diff)) = ready.next() {
-                let mut changes = vec![(row, diff as i64)];
-                while let Some((row, _, diff)) = ready.next_if(|(_, t, _)| *t == time) {
-                    changes.push((row, diff as i64));
-                }
+            for (time, mut changes) in ready {
                 consolidate(&mut changes);
                 view.apply(ChangeBatch {
                     lower: time,
