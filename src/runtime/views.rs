@@ -416,10 +416,11 @@ impl Views {
                 Err(e) => tracing::warn!(view = %label, error = %e, "view snapshot not read"),
             }
         }
-        let id = self
-            .engine
-            .install(plan, view.clone())
-            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let installed = match restored_from {
+            Some(upper) => self.engine.install_restored(plan, view.clone(), upper),
+            None => self.engine.install(plan, view.clone()),
+        };
+        let id = installed.map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok(Live {
             id,
             view,

@@ -72,8 +72,11 @@ impl From<StorageError> for std::io::Error {
 pub struct StorageConfig {
     /// Batches that nobody waits for are written at least this often.
     pub flush_interval: Duration,
-    /// Segments compact into a part once they hold this many rows (or are 16 or more).
+    /// Segments compact into a part once they hold this many rows, or once there are
+    /// `compact_segments` of them.
     pub compact_rows: u64,
+    /// See `compact_rows`.
+    pub compact_segments: usize,
     /// The most rows one compaction puts into a part (a backlog compacts run after run).
     pub compact_max_rows: u64,
     /// Background merges keep at most this many parts per table (parts larger than
@@ -91,6 +94,7 @@ impl Default for StorageConfig {
         StorageConfig {
             flush_interval: Duration::from_millis(100),
             compact_rows: 200_000,
+            compact_segments: 16,
             compact_max_rows: 1_000_000,
             max_parts: 8,
             merge_max_rows: 2_000_000,

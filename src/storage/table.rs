@@ -380,7 +380,9 @@ impl TableLog {
             let segments = self.state().segments.clone();
             let rows: u64 = segments.iter().map(|s| s.rows).sum();
             if segments.is_empty()
-                || !(force || rows >= config.compact_rows || segments.len() >= 16)
+                || !(force
+                    || rows >= config.compact_rows
+                    || segments.len() >= config.compact_segments)
             {
                 break;
             }

@@ -334,6 +334,28 @@ impl Engine {
     /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
     /// result over all data inserted before this call.
     pub fn install(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
+        self.install_from(plan, view, None)
+    }
+
+    /// As [`Engine::install`], for a view restored from a snapshot of its rows at `restored`:
+    /// the history below it is replayed collapsed (the snapshot stands for it; subscribers
+    /// resume from `restored` on), so a restart replays at fine grain only what came after
+    /// the last snapshot.
+    pub fn install_restored(
+        &self,
+        plan: Plan,
+        view: Arc<View>,
+        restored: Ts,
+    ) -> Result<ViewId, EngineError> {
+        self.install_from(plan, view, Some(restored.saturating_sub(1)))
+    }
+
+    fn install_from(
+        &self,
+        plan: Plan,
+        view: Arc<View>,
+        floor: Option<Ts>,
+    ) -> Result<ViewId, EngineError> {
         let mut tables = BTreeSet::new();
         scanned_tables(&plan, &mut tables);
         let mut clock = lock(&self.clock);
@@ -354,7 +376,11 @@ impl Engine {
             plan,
             view,
             as_of: clock.open,
-            floor: clock.open.saturating_sub(clock.history_ms),
+            floor: clock
+                .open
+                .saturating_sub(clock.history_ms)
+                .max(floor.unwrap_or(0))
+                .min(clock.open),
             history,
         });
         for tx in &clock.senders {

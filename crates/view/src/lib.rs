@@ -120,7 +120,7 @@ impl View {
                 // The first batch is the view's starting state: the changes below its upper
                 // are not known one by one, so no subscriber can resume from before it.
                 state.started = true;
-                state.trimmed_upto = upper;
+                state.trimmed_upto = state.trimmed_upto.max(upper);
             }
             let groups = match &mut state.catching_up {
                 Some((groups, _)) => groups,
@@ -160,8 +160,8 @@ impl View {
 
     /// Starts a view from a snapshot of its rows at `upper` (written by an earlier run):
     /// readers see it at once, while the engine's batches fold aside until its frontier
-    /// passes `upper`; then the view is the engine's, and carries on from there. Batches below
-    /// `upper` are still logged and sent, for subscribers resuming from before the snapshot.
+    /// passes `upper`; then the view is the engine's, and carries on from there. Subscribers
+    /// resume from `upper` on (the changes before it are not known one by one).
     pub fn restore(&self, rows: CountedRows, upper: Ts) {
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -172,6 +172,7 @@ impl View {
                 fold(&mut state.groups, &self.keys, row, *count);
             }
             state.upper = upper;
+            state.trimmed_upto = upper;
             state.catching_up = Some((HashMap::new(), upper));
         }
         self.upper_tx.send_if_modified(|u| {
@@ -387,11 +388,12 @@ mod tests {
         assert!(!v.is_catching_up());
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 7)]);
         assert_eq!(v.upper(), 61);
-        // Every batch was logged: a subscriber from before the snapshot resumes exactly.
-        match v.resume(20).0 {
-            Resume::Changes(b) => assert_eq!(b.len(), 2),
-            Resume::TooOld => panic!("the log covers 20"),
+        // Subscribers resume from the snapshot's frontier on, not from before it.
+        match v.resume(50).0 {
+            Resume::Changes(b) => assert_eq!(b.len(), 1),
+            Resume::TooOld => panic!("the log covers 50"),
         }
+        assert!(matches!(v.resume(20).0, Resume::TooOld));
     }
 
     #[test]
