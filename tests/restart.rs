@@ -5,51 +5,25 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, get, Server, ADMIN};
-use futures_util::StreamExt;
+use common::{get, next_json, Server, Ws};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
 
 fn ingest(server: &Server, body: &str) -> u64 {
-    let r = client()
-        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().unwrap()["ts"].as_u64().unwrap()
+    common::ingest_clicks(server, body)
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn connect(server: &Server, query: &str) -> Ws {
-    let url = format!(
-        "{}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE{query}",
-        server.url.replace("http", "ws")
-    );
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects")
-        .0
+    common::connect_clicks_by_user(server, &format!("country=DE{query}")).await
 }
 
 /// The next message that is not a progress frame.
 async fn next_message(ws: &mut Ws) -> Value {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a message within 20 s")
-            .expect("stream open")
-            .expect("no websocket error");
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "progress" {
-                return v;
-            }
+        let v = next_json(ws).await;
+        if v["type"] != "progress" {
+            return v;
         }
     }
 }

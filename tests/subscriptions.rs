@@ -5,49 +5,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, Server, ADMIN};
+use common::{client, next_json, Server, Ws, ADMIN};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
 
 fn ingest(server: &Server, body: &str) -> u64 {
-    let r = client()
-        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
-        .bearer_auth(ADMIN)
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().unwrap()["ts"].as_u64().unwrap()
+    common::ingest_clicks(server, body)
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(server: &Server, query: &str) -> Ws {
-    let url = format!(
-        "{}/v0/pipes/clicks_by_user.ws?token={ADMIN}&{query}",
-        server.url.replace("http", "ws")
-    );
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects")
-        .0
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a message within 20 s")
-            .expect("stream open")
-            .expect("no websocket error");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
+    common::connect_clicks_by_user(server, query).await
 }
 
 /// Reads messages until one of type `kind` (skipping progress frames).

@@ -627,17 +627,18 @@ impl Project {
                 ));
             }
         }
+        // The datasource before its read and storage rules, to plan those over.
+        let probe = Datasource {
+            name: ds.name.clone(),
+            columns,
+            read_sql: None,
+            kafka: None,
+            sort_key: Vec::new(),
+            partition_key: None,
+            expiry: None,
+            file: path.to_path_buf(),
+        };
         let read_sql = engine_read_sql(&ds).and_then(|sql| {
-            let probe = Datasource {
-                name: ds.name.clone(),
-                columns: columns.clone(),
-                read_sql: None,
-                kafka: None,
-                sort_key: Vec::new(),
-                partition_key: None,
-                expiry: None,
-                file: path.to_path_buf(),
-            };
             match plan_query(&sql, &RawCatalog { ds: &probe }) {
                 Ok(_) => Some(sql),
                 Err(e) => {
@@ -653,17 +654,7 @@ impl Project {
             }
         });
         let kafka = kafka_source(&ds);
-        let sort_key = sort_key_columns(&ds, &columns);
-        let probe = Datasource {
-            name: ds.name.clone(),
-            columns: columns.clone(),
-            read_sql: None,
-            kafka: None,
-            sort_key: Vec::new(),
-            partition_key: None,
-            expiry: None,
-            file: path.to_path_buf(),
-        };
+        let sort_key = sort_key_columns(&ds, &probe.columns);
         let mut storage_rule = |what: &str, setting: Option<&petrel_datafile::Setting>| {
             let setting =
                 setting.filter(|s| !s.value.trim().is_empty() && s.value.trim() != "tuple()")?;
@@ -698,14 +689,12 @@ impl Project {
         self.datasources.insert(
             ds.name.clone(),
             Datasource {
-                name: ds.name.clone(),
-                columns,
                 read_sql,
                 kafka,
                 sort_key,
                 partition_key,
                 expiry,
-                file: path.to_path_buf(),
+                ..probe
             },
         );
     }

@@ -258,3 +258,48 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// Sends NDJSON events to `clicks` with `wait=true`; returns the timestamp they landed at.
+pub fn ingest_clicks(server: &Server, body: &str) -> u64 {
+    let r = client()
+        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
+        .bearer_auth(ADMIN)
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<serde_json::Value>().unwrap()["ts"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A WebSocket subscription.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Subscribes to `clicks_by_user` over WebSocket with the admin token and `query`.
+pub async fn connect_clicks_by_user(server: &Server, query: &str) -> Ws {
+    let url = format!(
+        "{}/v0/pipes/clicks_by_user.ws?token={ADMIN}&{query}",
+        server.url.replace("http", "ws")
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
+}
+
+/// The next text message of a subscription, as JSON (within 20 s).
+pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a message within 20 s")
+            .expect("stream open")
+            .expect("no websocket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
