@@ -101,18 +101,7 @@ pub fn append(args: AppendArgs) -> Result<(), CliError> {
             }
             let (chunk, tail) = rest.split_at(end);
             let format = if is_csv { "csv" } else { "ndjson" };
-            let v = json(
-                client
-                    .post(format!("{}/v0/datasources", args.host.base()))
-                    .bearer_auth(&token)
-                    .query(&[
-                        ("name", args.datasource.as_str()),
-                        ("mode", "append"),
-                        ("format", format),
-                    ])
-                    .body(chunk.to_string()),
-            )
-            .await?;
+            let v = post_rows(&client, &args, &token, format, chunk.to_string()).await?;
             ok += v["successful_rows"].as_u64().unwrap_or(0);
             bad += v["quarantined_rows"].as_u64().unwrap_or(0);
             sent += chunk.len();
@@ -132,24 +121,35 @@ pub fn append(args: AppendArgs) -> Result<(), CliError> {
     })
 }
 
+/// One durable append request of `body` in `format`; returns the server's answer.
+async fn post_rows(
+    client: &reqwest::Client,
+    args: &AppendArgs,
+    token: &str,
+    format: &str,
+    body: impl Into<reqwest::Body>,
+) -> Result<serde_json::Value, CliError> {
+    json(
+        client
+            .post(format!("{}/v0/datasources", args.host.base()))
+            .bearer_auth(token)
+            .query(&[
+                ("name", args.datasource.as_str()),
+                ("mode", "append"),
+                ("format", format),
+            ])
+            .body(body),
+    )
+    .await
+}
+
 fn append_parquet(args: AppendArgs) -> Result<(), CliError> {
     let body = std::fs::read(&args.file)
         .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", args.file.display())))?;
     runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         let token = args.host.token(&client).await?;
-        let v = json(
-            client
-                .post(format!("{}/v0/datasources", args.host.base()))
-                .bearer_auth(&token)
-                .query(&[
-                    ("name", args.datasource.as_str()),
-                    ("mode", "append"),
-                    ("format", "parquet"),
-                ])
-                .body(body),
-        )
-        .await?;
+        let v = post_rows(&client, &args, &token, "parquet", body).await?;
         println!("✓ {} rows appended", v["successful_rows"]);
         let bad = v["quarantined_rows"].as_u64().unwrap_or(0);
         if bad > 0 {
