@@ -449,6 +449,32 @@ fn jwt_tokens_scope_pipes_and_fix_parameters() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"], json!([{"user_id": 3, "clicks": 10}]));
     assert_eq!(get("/v0/pipes/top_countries.json", &token).0, 403);
+    // `q=` reads the pipe's own result `_` (with the fixed parameter applied) and no other
+    // table: raw rows, quarantine tables and other pipes stay out of reach.
+    let (status, body) = get(
+        "/v0/pipes/clicks_by_user.json?country=DE&q=SELECT%20*%20FROM%20_",
+        &token,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([{"user_id": 3, "clicks": 10}]));
+    for q in [
+        "SELECT%20*%20FROM%20clicks",
+        "SELECT%20*%20FROM%20clicks_quarantine",
+        "SELECT%20*%20FROM%20top_countries",
+        "SELECT%20*%20FROM%20_%20WHERE%20user_id%20IN%20(SELECT%20user_id%20FROM%20clicks)",
+        "SELECT%20*%20FROM%20_%20UNION%20ALL%20SELECT%20user_id,%20click_count%20FROM%20clicks",
+    ] {
+        let (status, body) = get(&format!("/v0/pipes/clicks_by_user.json?q={q}"), &token);
+        assert_eq!(status, 400, "q={q}: {body}");
+        assert!(body.get("data").is_none(), "q={q} leaked rows: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("reads only the table _"),
+            "{body}"
+        );
+    }
     let forged = jwt("not-the-admin-token", &claims);
     assert_eq!(get("/v0/pipes/clicks_by_user.json", &forged).0, 403);
     let expired = jwt(

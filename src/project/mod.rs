@@ -986,7 +986,6 @@ impl Project {
             project: self,
             nodes: HashMap::new(),
             types: &rendered.types,
-            extra: None,
         };
         let mut last = None;
         for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
@@ -1021,7 +1020,6 @@ impl Project {
             project: self,
             nodes: HashMap::new(),
             types: &types,
-            extra: None,
         };
         let query =
             plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
@@ -1043,14 +1041,14 @@ impl Project {
         sql: &str,
         columns: &[Column],
     ) -> Result<(Query, BTreeMap<String, Value>), ProjectError> {
-        let types = BTreeMap::new();
-        let catalog = ProjectCatalog {
-            project: self,
-            nodes: HashMap::new(),
-            types: &types,
-            extra: Some(("_", columns)),
-        };
-        let query = plan_query(sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
+        let catalog = ResultCatalog { columns };
+        let query = plan_query(sql, &catalog).map_err(|e| {
+            let mut message = e.to_string();
+            if e.message.starts_with("unknown table") {
+                message.push_str(" (q= reads only the table _, the pipe's own result)");
+            }
+            ProjectError::Sql(message)
+        })?;
         Ok((query, BTreeMap::new()))
     }
 }
@@ -1063,13 +1061,29 @@ fn sql_error(file: &Path, map: &SqlMap, e: &SqlError) -> ProjectError {
     ProjectError::Sql(located(file, loc.line, loc.column, &e.message))
 }
 
-/// What a query may read: earlier nodes, datasources, quarantine tables, endpoint pipes
-/// (with their default parameters), and an extra table (`_` for `q=`).
+/// What a query may read: earlier nodes, datasources, quarantine tables and endpoint pipes
+/// (with their default parameters).
 struct ProjectCatalog<'a> {
     project: &'a Project,
     nodes: HashMap<String, Plan>,
     types: &'a BTreeMap<String, ColumnType>,
-    extra: Option<(&'a str, &'a [Column])>,
+}
+
+/// What an endpoint's `q=` may read: the table `_` (the pipe's own result) and nothing
+/// else, so a token scoped to one pipe never reaches raw rows, other pipes or quarantine
+/// tables through it (Tinybird's rule).
+struct ResultCatalog<'a> {
+    columns: &'a [Column],
+}
+
+impl Catalog for ResultCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        (name == "_").then(|| TableRef::Datasource(self.columns.to_vec()))
+    }
+
+    fn param_type(&self, _name: &str) -> Option<ColumnType> {
+        None
+    }
 }
 
 /// A catalog with only one datasource's stored rows: what its engine's read SQL reads.
@@ -1148,11 +1162,6 @@ impl ProjectCatalog<'_> {
 
 impl Catalog for ProjectCatalog<'_> {
     fn table(&self, name: &str) -> Option<TableRef> {
-        if let Some((extra, columns)) = self.extra {
-            if extra == name {
-                return Some(TableRef::Datasource(columns.to_vec()));
-            }
-        }
         if let Some(plan) = self.nodes.get(name) {
             return Some(TableRef::Plan(plan.clone()));
         }
