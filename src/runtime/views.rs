@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use petrel_engine::{compare_sort_keys, Engine, ViewId};
 use petrel_sql::{Expr, Query};
 use petrel_value::{Column, Row, Value};
-use petrel_view::{KeyColumns, Ts, View};
+use petrel_view::{KeyColumns, RowOrder, SortDirection, Ts, View};
 
 use super::RuntimeError;
 use crate::project::{lift_keys, LiftedKey, ProjectError};
@@ -21,6 +21,9 @@ pub struct Prepared {
     keys: Vec<LiftedKey>,
     /// Parameters the maintained plan still reads: each binding is its own view.
     bound: Vec<String>,
+    /// True when the top-level ORDER BY reads only parameters the view is bound to, so each
+    /// view keeps its rows in that order and a read walks only its LIMIT.
+    ordered: bool,
     tables: BTreeSet<String>,
 }
 
@@ -156,6 +159,9 @@ impl ViewKey {
 struct Live {
     id: ViewId,
     view: Arc<View>,
+    /// True when the query has an ORDER BY the view cannot keep (it reads a request
+    /// parameter the view is not bound to): reads sort the key's rows.
+    sorts_on_read: bool,
     as_of: Ts,
     /// Where its snapshots go (ad-hoc queries have none).
     snapshot: Option<String>,
@@ -217,6 +223,10 @@ pub struct ViewInfo {
     pub restored_from: Option<Ts>,
     /// True while a restored view's dataflow has not caught up with its snapshot.
     pub catching_up: bool,
+    /// True when the view keeps its rows in the query's ORDER BY, so a read costs its
+    /// LIMIT; false when the order depends on a request parameter the view is not bound to
+    /// (each read then sorts the key's rows).
+    pub ordered: bool,
 }
 
 /// Shapes planned so far and the views installed for them.
@@ -260,6 +270,11 @@ impl Views {
         let (query, keys) = lift_keys(plan()?);
         let mut params = BTreeSet::new();
         query.plan.params(&mut params);
+        let mut order_params = BTreeSet::new();
+        for k in &query.order_by {
+            k.expr.params(&mut order_params);
+        }
+        let ordered = order_params.is_subset(&params);
         let mut tables = BTreeSet::new();
         petrel_engine::scanned_tables(&query.plan, &mut tables);
         let prepared = Arc::new(Prepared {
@@ -268,6 +283,7 @@ impl Views {
             query,
             keys,
             bound: params.into_iter().collect(),
+            ordered,
             tables,
         });
         lock(&self.prepared).insert(shape.to_string(), prepared.clone());
@@ -321,6 +337,7 @@ impl Views {
             query,
             values,
             prepared.keys.iter().map(|k| k.column).collect(),
+            prepared.ordered,
             prepared.tables.clone(),
             label,
             Some(key.snapshot_name()),
@@ -384,23 +401,51 @@ impl Views {
                 upper: l.view.upper(),
                 restored_from: l.restored_from,
                 catching_up: l.view.is_catching_up(),
+                ordered: !l.sorts_on_read,
             })
             .collect();
         out.sort_by_key(|v| v.id);
         out
     }
 
+    /// Installs `query` bound to `values` as a view grouped by the `keys` columns; with
+    /// `ordered`, each key's rows are kept in the query's ORDER BY.
+    #[allow(clippy::too_many_arguments)]
     fn install(
         &self,
         query: &Query,
         values: &BTreeMap<String, Value>,
         keys: Vec<usize>,
+        ordered: bool,
         tables: BTreeSet<String>,
         label: String,
         snapshot: Option<String>,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
-        let view = View::new(plan.columns.clone(), KeyColumns(keys), self.retention_ms);
+        let order = if ordered && !query.order_by.is_empty() {
+            let sort = bind_order(query, values)?;
+            let directions = sort
+                .iter()
+                .map(|k| SortDirection {
+                    desc: k.desc,
+                    nulls_first: k.nulls_first,
+                })
+                .collect();
+            let exprs: Vec<Expr> = sort.into_iter().map(|k| k.expr).collect();
+            RowOrder::by(
+                directions,
+                Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
+            )
+        } else {
+            RowOrder::natural()
+        };
+        let sorts_on_read = !ordered && !query.order_by.is_empty();
+        let view = View::ordered(
+            plan.columns.clone(),
+            KeyColumns(keys),
+            order,
+            self.retention_ms,
+        );
         let mut as_of = self.engine.open_ts();
         let mut restored_from = None;
         if let Some(name) = &snapshot {
@@ -424,6 +469,7 @@ impl Views {
         Ok(Live {
             id,
             view,
+            sorts_on_read,
             as_of,
             snapshot,
             restored_from,
@@ -484,8 +530,11 @@ impl Views {
             return Err(RuntimeError::Internal(e));
         }
         let key = lookup_key(prepared, values);
-        let snapshot = live.view.snapshot(&key);
-        finish(&prepared.query, snapshot.rows, snapshot.upper, values)
+        if live.sorts_on_read {
+            let snapshot = live.view.snapshot(&key);
+            return finish(&prepared.query, snapshot.rows, snapshot.upper, values);
+        }
+        read_page(&live.view, &key, &prepared.query, values)
     }
 
     /// A subscription to a prepared shape for a request's parameter values. A top-level
@@ -571,23 +620,19 @@ impl Views {
             &prepared.query,
             &prepared.values,
             Vec::new(),
+            true,
             prepared.tables,
             "sql".into(),
             None,
         )?;
         live.view.wait_for(live.as_of).await;
-        let snapshot = live.view.snapshot_all();
         let failure = live.view.failure();
+        let result = read_page(&live.view, &[], &prepared.query, &prepared.values);
         self.engine.drop_view(live.id);
         if let Some(e) = failure {
             return Err(RuntimeError::Internal(e));
         }
-        finish(
-            &prepared.query,
-            snapshot.rows,
-            snapshot.upper,
-            &prepared.values,
-        )
+        result
     }
 
     /// Waits until every live view reading `table` holds the changes at `ts`.
@@ -663,24 +708,11 @@ fn lookup_key(prepared: &Prepared, values: &BTreeMap<String, Value>) -> Row {
         .collect()
 }
 
-/// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns.
-fn finish(
+/// The query's top-level OFFSET and LIMIT for a request's parameter values.
+fn offset_and_limit(
     query: &Query,
-    mut rows: Vec<Row>,
-    upper: Ts,
     values: &BTreeMap<String, Value>,
-) -> Result<QueryResult, RuntimeError> {
-    let rows_read = rows.len();
-    if !query.order_by.is_empty() {
-        let order = bind_order(query, values)?;
-        let mut keyed: Vec<(Row, Row)> = rows
-            .into_iter()
-            .map(|r| (order.iter().map(|k| k.expr.eval(&r)).collect(), r))
-            .collect();
-        keyed.sort_by(|a, b| compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
-        rows = keyed.into_iter().map(|(_, r)| r).collect();
-    }
-    let total = rows.len();
+) -> Result<(usize, Option<usize>), RuntimeError> {
     let number = |e: &Option<Expr>, what: &str| -> Result<Option<usize>, RuntimeError> {
         match e {
             None => Ok(None),
@@ -698,8 +730,61 @@ fn finish(
             }
         }
     };
-    let offset = number(&query.offset, "OFFSET")?.unwrap_or(0);
-    let limit = number(&query.limit, "LIMIT")?;
+    Ok((
+        number(&query.offset, "OFFSET")?.unwrap_or(0),
+        number(&query.limit, "LIMIT")?,
+    ))
+}
+
+/// Reads one key of a view that keeps the query's order: walks OFFSET + LIMIT rows of its
+/// ordered index, nothing more, and keeps the visible columns.
+fn read_page(
+    view: &View,
+    key: &[Value],
+    query: &Query,
+    values: &BTreeMap<String, Value>,
+) -> Result<QueryResult, RuntimeError> {
+    let (offset, limit) = offset_and_limit(query, values)?;
+    let page = view.page(key, offset, limit);
+    let visible = query.visible;
+    let rows_read = offset.min(page.total) + page.rows.len();
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|mut r| {
+            r.truncate(visible);
+            r
+        })
+        .collect();
+    Ok(QueryResult {
+        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
+        rows,
+        rows_before_limit: page.total,
+        rows_read,
+        upper: page.upper,
+    })
+}
+
+/// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns: for
+/// views whose order depends on a parameter they are not bound to.
+fn finish(
+    query: &Query,
+    mut rows: Vec<Row>,
+    upper: Ts,
+    values: &BTreeMap<String, Value>,
+) -> Result<QueryResult, RuntimeError> {
+    let rows_read = rows.len();
+    if !query.order_by.is_empty() {
+        let order = bind_order(query, values)?;
+        let mut keyed: Vec<(Row, Row)> = rows
+            .into_iter()
+            .map(|r| (order.iter().map(|k| k.expr.eval(&r)).collect(), r))
+            .collect();
+        keyed.sort_by(|a, b| compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
+        rows = keyed.into_iter().map(|(_, r)| r).collect();
+    }
+    let total = rows.len();
+    let (offset, limit) = offset_and_limit(query, values)?;
     let end = limit
         .map(|l| offset.saturating_add(l))
         .unwrap_or(total)

@@ -4,9 +4,17 @@
 //! per advance of the view's frontier. This crate folds them into an index that HTTP handlers
 //! read concurrently (a pull request never waits on the dataflow), keeps a bounded log of recent
 //! batches that subscriptions resume from, and wakes everyone who waits for a timestamp.
+//!
+//! The index keeps each key's rows in the order its query reads them (a [`RowOrder`]), so a
+//! request for `LIMIT n` walks n entries instead of copying and sorting the whole group.
 
-use std::collections::{HashMap, VecDeque};
+mod order;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use order::SortedRow;
+pub use order::{RowOrder, SortDirection};
 
 use petrel_value::{Column, Row, Value};
 use tokio::sync::{broadcast, watch};
@@ -34,14 +42,26 @@ pub struct KeyColumns(pub Vec<usize>);
 pub struct Snapshot {
     /// The view holds every change below this time (the result is "as of" `upper - 1`).
     pub upper: Ts,
-    /// The rows, each repeated by its multiplicity, in no particular order.
+    /// The rows, each repeated by its multiplicity, in the view's order.
     pub rows: Vec<Row>,
+}
+
+/// A window of one key's rows in the view's order: what a pull with OFFSET/LIMIT reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    /// The view holds every change below this time.
+    pub upper: Ts,
+    /// The rows of the window, each repeated by its multiplicity.
+    pub rows: Vec<Row>,
+    /// How many rows the key holds in all (before OFFSET and LIMIT).
+    pub total: usize,
 }
 
 /// A maintained result: index by key, recent change log, and notifications.
 pub struct View {
     columns: Vec<Column>,
     keys: KeyColumns,
+    order: RowOrder,
     retention_ms: u64,
     state: RwLock<State>,
     upper_tx: watch::Sender<Ts>,
@@ -51,8 +71,16 @@ pub struct View {
 /// Rows with their multiplicities: a view's state, as snapshots store it.
 pub type CountedRows = Vec<(Row, i64)>;
 
-/// Rows by key, each with its multiplicity.
-type Groups = HashMap<Row, HashMap<Row, i64>>;
+/// One key's rows in the view's order, each with its multiplicity.
+#[derive(Default)]
+struct Group {
+    rows: BTreeMap<SortedRow, i64>,
+    /// The sum of the positive multiplicities: the key's row count.
+    total: i64,
+}
+
+/// Rows by key.
+type Groups = HashMap<Row, Group>;
 
 #[derive(Default)]
 struct State {
@@ -80,13 +108,26 @@ pub enum Resume {
 
 impl View {
     /// Creates an empty view with the given output columns, grouped by `keys`, keeping at
-    /// least `retention_ms` of change history for resuming subscribers.
+    /// least `retention_ms` of change history for resuming subscribers. Rows are kept in
+    /// their natural order; see [`View::ordered`].
     pub fn new(columns: Vec<Column>, keys: KeyColumns, retention_ms: u64) -> Arc<View> {
+        View::ordered(columns, keys, RowOrder::natural(), retention_ms)
+    }
+
+    /// As [`View::new`], keeping each key's rows in `order` (the query's ORDER BY), so reads
+    /// of the first rows cost what they return.
+    pub fn ordered(
+        columns: Vec<Column>,
+        keys: KeyColumns,
+        order: RowOrder,
+        retention_ms: u64,
+    ) -> Arc<View> {
         let (upper_tx, _) = watch::channel(0);
         let (changes_tx, _) = broadcast::channel(1024);
         Arc::new(View {
             columns,
             keys,
+            order,
             retention_ms,
             state: RwLock::new(State::default()),
             upper_tx,
@@ -127,7 +168,7 @@ impl View {
                 None => &mut state.groups,
             };
             for (row, diff) in &batch.changes {
-                fold(groups, &self.keys, row, *diff);
+                fold(groups, &self.keys, &self.order, row, *diff);
             }
             match state.catching_up.take() {
                 Some((groups, restored)) if upper > restored => {
@@ -169,7 +210,7 @@ impl View {
                 return;
             }
             for (row, count) in &rows {
-                fold(&mut state.groups, &self.keys, row, *count);
+                fold(&mut state.groups, &self.keys, &self.order, row, *count);
             }
             state.upper = upper;
             state.trimmed_upto = upper;
@@ -189,7 +230,7 @@ impl View {
         let rows = state
             .groups
             .values()
-            .flat_map(|g| g.iter().map(|(r, n)| (r.clone(), *n)))
+            .flat_map(|g| g.rows.iter().map(|(r, n)| (r.row.clone(), *n)))
             .collect();
         (rows, state.upper)
     }
@@ -219,12 +260,48 @@ impl View {
         }
     }
 
-    /// Every row of the view, whatever its key.
+    /// The rows `offset..offset + limit` of one key in the view's order, and the key's row
+    /// count: the cost is the window's size (plus a walk past `offset`), not the group's.
+    pub fn page(&self, key: &[Value], offset: usize, limit: Option<usize>) -> Page {
+        let state = self.read();
+        let Some(group) = state.groups.get(key) else {
+            return Page {
+                upper: state.upper,
+                rows: Vec::new(),
+                total: 0,
+            };
+        };
+        let total = group.total.max(0) as usize;
+        let want = limit.unwrap_or(usize::MAX);
+        let mut rows = Vec::new();
+        let mut skip = offset;
+        for (entry, &count) in &group.rows {
+            if rows.len() >= want {
+                break;
+            }
+            let mut n = count.max(0) as usize;
+            let skipped = skip.min(n);
+            skip -= skipped;
+            n -= skipped;
+            let n = n.min(want - rows.len());
+            rows.extend(std::iter::repeat_n(&entry.row, n).cloned());
+        }
+        Page {
+            upper: state.upper,
+            rows,
+            total,
+        }
+    }
+
+    /// Every row of the view, whatever its key: keys in their natural order, each key's rows
+    /// in the view's order.
     pub fn snapshot_all(&self) -> Snapshot {
         let state = self.read();
+        let mut keys: Vec<&Row> = state.groups.keys().collect();
+        keys.sort();
         let mut rows = Vec::new();
-        for group in state.groups.values() {
-            rows.extend(rows_of(Some(group)));
+        for key in keys {
+            rows.extend(rows_of(state.groups.get(key)));
         }
         Snapshot {
             upper: state.upper,
@@ -284,31 +361,40 @@ impl View {
 
     /// Number of distinct rows held, for metrics.
     pub fn distinct_rows(&self) -> usize {
-        self.read().groups.values().map(|g| g.len()).sum()
+        self.read().groups.values().map(|g| g.rows.len()).sum()
     }
 }
 
 /// Adds `diff` copies of `row` to its key's group, dropping rows and groups that reach zero.
-fn fold(groups: &mut Groups, keys: &KeyColumns, row: &Row, diff: i64) {
+fn fold(groups: &mut Groups, keys: &KeyColumns, order: &RowOrder, row: &Row, diff: i64) {
     let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
     let group = groups.entry(key.clone()).or_default();
-    let count = group.entry(row.clone()).or_insert(0);
-    *count += diff;
-    if *count == 0 {
-        group.remove(row);
-        if group.is_empty() {
+    let entry = order.entry(row);
+    let (before, after) = match group.rows.get_mut(&entry) {
+        Some(count) => {
+            let before = *count;
+            *count += diff;
+            (before, *count)
+        }
+        None => {
+            group.rows.insert(entry.clone(), diff);
+            (0, diff)
+        }
+    };
+    group.total += after.max(0) - before.max(0);
+    if after == 0 {
+        group.rows.remove(&entry);
+        if group.rows.is_empty() {
             groups.remove(&key);
         }
     }
 }
 
-fn rows_of(group: Option<&HashMap<Row, i64>>) -> Vec<Row> {
+fn rows_of(group: Option<&Group>) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(group) = group {
-        for (row, &count) in group {
-            for _ in 0..count.max(0) {
-                rows.push(row.clone());
-            }
+        for (entry, &count) in &group.rows {
+            rows.extend(std::iter::repeat_n(&entry.row, count.max(0) as usize).cloned());
         }
     }
     rows
@@ -394,6 +480,47 @@ mod tests {
             Resume::TooOld => panic!("the log covers 50"),
         }
         assert!(matches!(v.resume(20).0, Resume::TooOld));
+    }
+
+    #[test]
+    fn pages_walk_the_order_and_count_the_whole_key() {
+        let v = View::ordered(
+            view().columns().to_vec(),
+            KeyColumns(vec![0]),
+            RowOrder::by(
+                vec![SortDirection {
+                    desc: true,
+                    nulls_first: false,
+                }],
+                Arc::new(|r: &Row| vec![r[1].clone()]),
+            ),
+            1_000,
+        );
+        let mut changes: Vec<(Row, i64)> = (0..100).map(|i| (row("a", i), 1)).collect();
+        changes.push((row("a", 50), 1));
+        changes.push((row("b", 1000), 1));
+        v.apply(ChangeBatch {
+            lower: 0,
+            upper: 1,
+            changes,
+        });
+        let page = v.page(&[Value::str("a")], 0, Some(3));
+        assert_eq!(page.rows, vec![row("a", 99), row("a", 98), row("a", 97)]);
+        assert_eq!(page.total, 101);
+        // A row held twice counts twice, and a window may start inside it.
+        let page = v.page(&[Value::str("a")], 49, Some(3));
+        assert_eq!(page.rows, vec![row("a", 50), row("a", 50), row("a", 49)]);
+        v.apply(ChangeBatch {
+            lower: 1,
+            upper: 2,
+            changes: vec![(row("a", 99), -1), (row("a", 50), -1), (row("a", 120), 1)],
+        });
+        let page = v.page(&[Value::str("a")], 0, Some(2));
+        assert_eq!(page.rows, vec![row("a", 120), row("a", 98)]);
+        assert_eq!(page.total, 100);
+        assert_eq!(page.upper, 2);
+        assert_eq!(v.page(&[Value::str("zz")], 0, None).total, 0);
+        assert_eq!(v.page(&[Value::str("b")], 5, None).rows, Vec::<Row>::new());
     }
 
     #[test]
