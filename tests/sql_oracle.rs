@@ -36,6 +36,10 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add("distinct_counts", one("SELECT k, uniqExact(g) AS ug, uniq(x) AS ux, count(DISTINCT g) AS cd FROM t GROUP BY k"), false);
     add("if_combinator", one("SELECT k, countIf(x > 0) AS pos, sumIf(f, g = 'a') AS sa, avgIf(x, g != 'b') AS ab FROM t GROUP BY k"), false);
     add("quantile_argmax", one("SELECT g, quantile(0.5)(x) AS med, quantile(0.9)(f) AS p90, argMax(x, f * 1000 + x) AS am, argMin(g, x * 10 + k) AS an FROM t GROUP BY g"), false);
+    // Every incremental family in one aggregation (accumulable, distinct, extremes,
+    // whole-group), with -If filters that leave some groups without contributions.
+    add("families_mixed", one("SELECT g, count() AS c, uniqExactIf(x, x > 0) AS up, minIf(x, k > 2) AS mk, maxIf(f, x < 0) AS xf, argMaxIf(k, x * 10 + k, f > 0) AS ak, quantile(0.5)(k) AS qk, sum(x) AS sx FROM t GROUP BY g"), false);
+    add("families_keyless", one("SELECT uniqExact(g) AS u, uniqExact(k, g) AS ukg, max(x) AS mx, min(f) AS mf, count() AS c FROM t"), false);
     add("where_expressions", one("SELECT g, x * 2 + 1 AS y, upper(g) AS ug, concat(g, '-', toString(k)) AS c, x % 7 AS m, intDiv(x, 3) AS d FROM t WHERE x > 10 AND g != 'd'"), false);
     add(
         "prewhere",
@@ -68,6 +72,11 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add(
         "limit_by",
         one("SELECT k, x FROM (SELECT k, x FROM t ORDER BY x DESC, k LIMIT 2 BY k)"),
+        false,
+    );
+    add(
+        "limit_by_rows",
+        one("SELECT g, k, x FROM (SELECT g, k, x FROM t ORDER BY x DESC, k, g LIMIT 4 BY g)"),
         false,
     );
     add("inner_join", one("SELECT t.g AS g, u.name AS name, t.x AS x FROM t INNER JOIN u ON t.k = u.k WHERE u.w > 0"), false);

@@ -1,217 +1,329 @@
-//! Aggregates that need a group's values: min, max, uniq, quantile, argMax, any, groupArray.
+//! GROUP BY: each aggregate maintained in time proportional to the change.
 //!
-//! These run as a differential `reduce` over the group's retained argument values, which keeps
-//! them exact under retraction. Each input row is cut down to the values the aggregates read
-//! (and one flag per `-If` condition) before it is arranged, so a group's memory is the
-//! aggregates' arguments, not whole rows.
+//! An aggregation is split into families, each rendered the cheap way for its kind, and
+//! their per-key results are collated into the output row:
+//! - **accumulable** (`count`, `sum`, `avg`, and the group's row count that says whether the
+//!   group exists): contributions added up in the difference type (see `accum`);
+//! - **distinct counts** (`uniq`, `uniqExact`, `count(DISTINCT)`): distinct `(key, value)`
+//!   pairs, then a count per key in the difference type;
+//! - **extremes** (`min`, `max`, `argMin`, `argMax`, `any`, `anyLast`): one hierarchical
+//!   reduction for all of them (see `hierarchical`);
+//! - **whole-group** (`quantile`, `median`, `groupArray`, `groupUniqArray`): a reduce over the
+//!   arguments of these aggregates only.
+//!
+//! The collation is a reduce per key over one record per family, so its cost per changed
+//! key is the number of families, not the group's size.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 
-use petrel_sql::{AggFunc, Aggregate};
-use petrel_value::{Row, Value, F64};
+use differential_dataflow::difference::{IsZero, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
+use petrel_sql::{AggFunc, Aggregate, Expr};
+use petrel_value::{Row, Value};
+use rustc_hash::FxHashMap;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 
-/// Where each aggregate finds its arguments in the cut-down row.
-#[derive(Clone, Debug)]
-pub struct ValuesLayout {
-    aggregates: Vec<(Aggregate, usize, Option<usize>)>,
+use crate::accum::{Accum, AccumLayout};
+use crate::hierarchical::{self, End, Keyed};
+use crate::render::Rows;
+use crate::values::ValuesLayout;
+
+/// The family an aggregate is maintained in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Accumulable,
+    Distinct,
+    Extreme(End),
+    WholeGroup,
 }
 
-impl ValuesLayout {
-    /// Lays out the argument values (and `-If` flags) of `aggregates`.
-    pub fn new(aggregates: &[Aggregate]) -> ValuesLayout {
-        let mut at = 0;
-        let mut out = Vec::new();
-        for agg in aggregates {
-            let args_at = at;
-            at += agg.args.len();
-            let flag_at = agg.filter.as_ref().map(|_| {
-                at += 1;
-                at - 1
-            });
-            out.push((agg.clone(), args_at, flag_at));
-        }
-        ValuesLayout { aggregates: out }
+fn family(func: AggFunc) -> Family {
+    match func {
+        AggFunc::Count | AggFunc::Sum | AggFunc::Avg => Family::Accumulable,
+        AggFunc::Uniq | AggFunc::UniqExact | AggFunc::UniqExactArray => Family::Distinct,
+        AggFunc::Min | AggFunc::Any | AggFunc::ArgMin => Family::Extreme(End::Least),
+        AggFunc::Max | AggFunc::AnyLast | AggFunc::ArgMax => Family::Extreme(End::Greatest),
+        AggFunc::Quantile | AggFunc::GroupArray | AggFunc::GroupUniqArray => Family::WholeGroup,
+    }
+}
+
+/// Tags of the collated records (the first cell of each): accumulable, extremes,
+/// whole-group, then one per distinct-count aggregate.
+const TAG_ACCUMULABLE: u64 = 0;
+const TAG_EXTREMES: u64 = 1;
+const TAG_WHOLE_GROUP: u64 = 2;
+const TAG_DISTINCT: u64 = 3;
+
+fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
+    exprs.iter().map(|e| e.eval(row)).collect()
+}
+
+/// Renders `GROUP BY keys` with `aggregates` over `input`; `unit` holds one empty row, which
+/// gives a keyless aggregation its row over empty input.
+pub fn render<'s>(
+    input: Rows<'s>,
+    keys: &[Expr],
+    aggregates: &[Aggregate],
+    unit: &Rows<'s>,
+) -> Rows<'s> {
+    let of = |f: &dyn Fn(Family) -> bool| -> Vec<usize> {
+        (0..aggregates.len())
+            .filter(|&i| f(family(aggregates[i].func)))
+            .collect()
+    };
+    let accumulable = of(&|f| f == Family::Accumulable);
+    let acc_aggs: Vec<Aggregate> = accumulable.iter().map(|&i| aggregates[i].clone()).collect();
+    if accumulable.len() == aggregates.len() {
+        let layout = AccumLayout::new(&acc_aggs);
+        return accumulate(input, keys, &layout, unit).map(move |(mut key, acc)| {
+            layout.finish(&acc, &mut key);
+            key
+        });
+    }
+    let extremes = of(&|f| matches!(f, Family::Extreme(_)));
+    let whole = of(&|f| f == Family::WholeGroup);
+    let distinct = of(&|f| f == Family::Distinct);
+
+    let layout = AccumLayout::new(&acc_aggs);
+    let acc_layout = layout.clone();
+    let mut parts = accumulate(input.clone(), keys, &layout, unit).map(move |(key, acc)| {
+        let mut values = vec![Value::UInt(TAG_ACCUMULABLE)];
+        acc_layout.finish(&acc, &mut values);
+        (key, values)
+    });
+    if !extremes.is_empty() {
+        let aggs: Vec<Aggregate> = extremes.iter().map(|&i| aggregates[i].clone()).collect();
+        parts = parts.concat(extreme_part(input.clone(), keys, &aggs));
+    }
+    if !whole.is_empty() {
+        let aggs: Vec<Aggregate> = whole.iter().map(|&i| aggregates[i].clone()).collect();
+        parts = parts.concat(whole_group_part(input.clone(), keys, &aggs));
+    }
+    for (j, &i) in distinct.iter().enumerate() {
+        let tag = TAG_DISTINCT + j as u64;
+        parts = parts.concat(distinct_part(input.clone(), keys, &aggregates[i], tag));
     }
 
-    /// The values one input row contributes: arguments, then flags, per aggregate.
-    pub fn cut(&self, row: &[Value]) -> Row {
+    // The value of each aggregate for a group where its family has no record.
+    let empty_whole = {
+        let aggs: Vec<Aggregate> = whole.iter().map(|&i| aggregates[i].clone()).collect();
         let mut out = Vec::new();
-        for (agg, _, _) in &self.aggregates {
-            out.extend(agg.args.iter().map(|a| a.eval(row)));
-            if let Some(f) = &agg.filter {
-                out.push(Value::Bool(f.eval(row).is_true()));
-            }
-        }
+        ValuesLayout::new(&aggs).finish(&[], &mut out);
         out
-    }
+    };
+    let aggregates = aggregates.to_vec();
+    parts
+        .reduce(
+            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                let mut values: Vec<Option<Value>> = vec![None; aggregates.len()];
+                let mut present = false;
+                for (record, n) in group {
+                    if *n <= 0 {
+                        continue;
+                    }
+                    let tag = record[0].as_i64().unwrap_or(-1) as u64;
+                    let cells = &record[1..];
+                    match tag {
+                        TAG_ACCUMULABLE => {
+                            present = true;
+                            for (&i, v) in accumulable.iter().zip(cells) {
+                                values[i] = Some(v.clone());
+                            }
+                        }
+                        TAG_EXTREMES => {
+                            for (&i, v) in extremes.iter().zip(cells.iter().skip(1).step_by(2)) {
+                                values[i] = Some(v.clone());
+                            }
+                        }
+                        TAG_WHOLE_GROUP => {
+                            for (&i, v) in whole.iter().zip(cells) {
+                                values[i] = Some(v.clone());
+                            }
+                        }
+                        t => {
+                            if let Some(&i) = distinct.get((t - TAG_DISTINCT) as usize) {
+                                values[i] = cells.first().cloned();
+                            }
+                        }
+                    }
+                }
+                if !present {
+                    return;
+                }
+                let row: Row = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let agg = &aggregates[i];
+                        let v = v.unwrap_or_else(|| match family(agg.func) {
+                            Family::Distinct => Value::UInt(0),
+                            Family::WholeGroup => whole
+                                .iter()
+                                .position(|&w| w == i)
+                                .and_then(|p| empty_whole.get(p).cloned())
+                                .unwrap_or(Value::Null),
+                            _ => Value::Null,
+                        });
+                        if v.is_null() && !agg.ty.is_nullable() {
+                            agg.ty.default_value()
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                out.push((row, 1));
+            },
+        )
+        .map(|(mut key, values)| {
+            key.extend(values);
+            key
+        })
+}
 
-    /// Computes every aggregate over a group's cut-down rows with their multiplicities, and
-    /// appends the results to `out`. Rows of length zero are presence markers and skipped.
-    pub fn finish(&self, group: &[(&Row, isize)], out: &mut Row) {
-        for (agg, args_at, flag_at) in &self.aggregates {
-            let rows = group
-                .iter()
-                .filter(|(r, n)| *n > 0 && !r.is_empty() && flag_at.is_none_or(|f| r[f].is_true()));
-            let arg = |r: &Row, i: usize| r[args_at + i].clone();
-            let non_null = || {
-                rows.clone()
-                    .filter(|(r, _)| agg.args.is_empty() || !r[*args_at].is_null())
-            };
-            let v = match agg.func {
-                AggFunc::Count => Value::UInt(non_null().map(|(_, n)| *n as u64).sum()),
-                AggFunc::Sum => sum(non_null().map(|(r, n)| (arg(r, 0), *n)), &agg.ty),
-                AggFunc::Avg => {
-                    let (mut s, mut c) = (0f64, 0i64);
-                    for (r, n) in non_null() {
-                        s += r[*args_at].as_f64().unwrap_or(0.0) * *n as f64;
-                        c += *n as i64;
-                    }
-                    Value::Float(F64(if c == 0 { f64::NAN } else { s / c as f64 }))
-                }
-                AggFunc::Min | AggFunc::Any => extreme(non_null().map(|(r, _)| arg(r, 0)), false),
-                AggFunc::Max | AggFunc::AnyLast => {
-                    extreme(non_null().map(|(r, _)| arg(r, 0)), true)
-                }
-                AggFunc::UniqExactArray => {
-                    let mut set: HashSet<&Value> = HashSet::new();
-                    for (r, _) in non_null() {
-                        if let Value::Array(items) = &r[*args_at] {
-                            set.extend(items.iter());
-                        }
-                    }
-                    Value::UInt(set.len() as u64)
-                }
-                AggFunc::Uniq | AggFunc::UniqExact => {
-                    let set: HashSet<Row> = non_null()
-                        .map(|(r, _)| r[*args_at..*args_at + agg.args.len()].to_vec())
-                        .collect();
-                    Value::UInt(set.len() as u64)
-                }
-                AggFunc::Quantile => {
-                    let p = agg.params.first().and_then(Value::as_f64).unwrap_or(0.5);
-                    let mut xs: Vec<f64> = Vec::new();
-                    for (r, n) in non_null() {
-                        if let Some(x) = r[*args_at].as_f64() {
-                            xs.extend(std::iter::repeat_n(x, *n as usize));
-                        }
-                    }
-                    quantile(&mut xs, p)
-                }
-                AggFunc::ArgMax | AggFunc::ArgMin => {
-                    let want_max = agg.func == AggFunc::ArgMax;
-                    let mut best: Option<(Value, Value)> = None;
-                    for (r, _) in rows.clone() {
-                        let (a, v) = (arg(r, 0), arg(r, 1));
-                        if v.is_null() {
-                            continue;
-                        }
-                        let better = match &best {
-                            None => true,
-                            Some((_, bv)) => {
-                                let o = v.sql_cmp(bv).unwrap_or(std::cmp::Ordering::Equal);
-                                if want_max {
-                                    o.is_gt()
-                                } else {
-                                    o.is_lt()
+/// The accumulable family: each key's accumulated contributions (slot 0 counts the group's
+/// rows, so a group with no rows has no record).
+fn accumulate<'s>(
+    input: Rows<'s>,
+    keys: &[Expr],
+    layout: &AccumLayout,
+    unit: &Rows<'s>,
+) -> VecCollection<'s, u64, (Row, Accum), isize> {
+    let (k, l) = (keys.to_vec(), layout.clone());
+    let mut contributions =
+        input.explode(move |row| Some((eval_all(&k, &row), l.contribution(&row))));
+    if keys.is_empty() {
+        let l = layout.clone();
+        contributions = contributions.concat(
+            unit.clone()
+                .explode(move |_| Some((Vec::new(), l.presence()))),
+        );
+    }
+    combine(contributions).count_total()
+}
+
+/// Adds up the contributions of each key within each batch before they are exchanged and
+/// arranged, so the arrangement sorts one record per key and batch instead of one per row (a
+/// combiner, as in MapReduce). With a few thousand groups this removes most of ingest's sorting.
+fn combine<'s>(
+    contributions: VecCollection<'s, u64, Row, Accum>,
+) -> VecCollection<'s, u64, Row, Accum> {
+    contributions
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<(Row, u64, Accum)>>, _, _, _>(
+            Pipeline,
+            "Combine",
+            |_, _| {
+                let mut sums: FxHashMap<(Row, u64), Accum> = FxHashMap::default();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for (key, time, acc) in data.drain(..) {
+                            match sums.entry((key, time)) {
+                                Entry::Occupied(mut e) => e.get_mut().plus_equals(&acc),
+                                Entry::Vacant(e) => {
+                                    e.insert(acc);
                                 }
                             }
-                        };
-                        if better {
-                            best = Some((a, v));
                         }
-                    }
-                    best.map(|(a, _)| a).unwrap_or(Value::Null)
+                        let mut session = output.session(&cap);
+                        for ((key, time), acc) in sums.drain() {
+                            if !acc.is_zero() {
+                                session.give((key, time, acc));
+                            }
+                        }
+                    });
                 }
-                AggFunc::GroupArray => {
-                    let mut items = Vec::new();
-                    for (r, n) in non_null() {
-                        items.extend(std::iter::repeat_n(arg(r, 0), *n as usize));
-                    }
-                    Value::Array(items)
-                }
-                AggFunc::GroupUniqArray => {
-                    let mut items: Vec<Value> = non_null().map(|(r, _)| arg(r, 0)).collect();
-                    items.sort();
-                    items.dedup();
-                    Value::Array(items)
-                }
-            };
-            out.push(if v.is_null() && !agg.ty.is_nullable() {
-                agg.ty.default_value()
-            } else {
-                v
-            });
-        }
-    }
+            },
+        )
+        .as_collection()
 }
 
-fn sum(values: impl Iterator<Item = (Value, isize)>, ty: &petrel_value::ColumnType) -> Value {
-    use petrel_value::ColumnType;
-    match ty.base() {
-        ColumnType::Float32 | ColumnType::Float64 => Value::Float(F64(values
-            .map(|(v, n)| v.as_f64().unwrap_or(0.0) * n as f64)
-            .sum())),
-        ColumnType::UInt(_) => Value::UInt(
-            values
-                .map(|(v, n)| v.as_f64().unwrap_or(0.0) as i128 * n as i128)
-                .sum::<i128>() as u64,
-        ),
-        _ => Value::Int(
-            values
-                .map(|(v, n)| {
-                    let x = match v {
-                        Value::Int(i) => i as i128,
-                        Value::UInt(u) => u as i128,
-                        other => other.as_f64().unwrap_or(0.0) as i128,
-                    };
-                    x * n as i128
-                })
-                .sum::<i128>() as i64,
-        ),
-    }
-}
-
-fn extreme(values: impl Iterator<Item = Value>, max: bool) -> Value {
-    let mut best: Option<Value> = None;
-    for v in values {
-        let replace = match &best {
-            None => true,
-            Some(b) => {
-                let o = v.sql_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
-                if max {
-                    o.is_gt()
+/// A distinct count: the distinct `(key, value)` pairs (array elements for `uniqExactArray`),
+/// then a count per key in the difference type.
+fn distinct_part<'s>(input: Rows<'s>, keys: &[Expr], agg: &Aggregate, tag: u64) -> Keyed<'s> {
+    let (k, args, filter) = (keys.to_vec(), agg.args.clone(), agg.filter.clone());
+    let arrays = agg.func == AggFunc::UniqExactArray;
+    input
+        .flat_map(move |row| {
+            let included = filter.as_ref().is_none_or(|f| f.eval(&row).is_true());
+            let values = eval_all(&args, &row);
+            let key = eval_all(&k, &row);
+            let mut out: Vec<(Row, Row)> = Vec::new();
+            if included && !values.first().is_some_and(Value::is_null) {
+                if arrays {
+                    if let Some(Value::Array(items)) = values.into_iter().next() {
+                        out.extend(items.into_iter().map(|item| (key.clone(), vec![item])));
+                    }
                 } else {
-                    o.is_lt()
+                    out.push((key, values));
                 }
             }
-        };
-        if replace {
-            best = Some(v);
+            out
+        })
+        .distinct()
+        .map(|(key, _)| key)
+        .count_total()
+        .map(move |(key, n)| (key, vec![Value::UInt(tag), Value::UInt(n.max(0) as u64)]))
+}
+
+/// The extremes: per aggregate an ordering value and the value returned (`argMax(a, v)`
+/// orders by v and returns a), reduced hierarchically.
+fn extreme_part<'s>(input: Rows<'s>, keys: &[Expr], aggs: &[Aggregate]) -> Keyed<'s> {
+    let k = keys.to_vec();
+    let aggs_row = aggs.to_vec();
+    let candidates = input.map(move |row| {
+        let mut cells = Vec::with_capacity(aggs_row.len() * 2);
+        for agg in &aggs_row {
+            let included = agg.filter.as_ref().is_none_or(|f| f.eval(&row).is_true());
+            let (order, value) = match (included, agg.func) {
+                (false, _) => (Value::Null, Value::Null),
+                (true, AggFunc::ArgMin | AggFunc::ArgMax) => {
+                    (agg.args[1].eval(&row), agg.args[0].eval(&row))
+                }
+                (true, _) => {
+                    let v = agg.args[0].eval(&row);
+                    (v.clone(), v)
+                }
+            };
+            cells.push(order);
+            cells.push(value);
         }
-    }
-    best.unwrap_or(Value::Null)
+        (eval_all(&k, &row), cells)
+    });
+    let ends: Vec<End> = aggs
+        .iter()
+        .map(|a| match family(a.func) {
+            Family::Extreme(end) => end,
+            _ => End::Least,
+        })
+        .collect();
+    let last_ends = ends.clone();
+    hierarchical::reduce(
+        candidates,
+        move |group, out| hierarchical::best_of(&ends, group, out),
+        move |group, out| hierarchical::best_of(&last_ends, group, out),
+    )
+    .map(|(key, best)| {
+        let mut record = vec![Value::UInt(TAG_EXTREMES)];
+        record.extend(best);
+        (key, record)
+    })
 }
 
-/// ClickHouse's interpolating quantile over all values (exact where ClickHouse samples).
-fn quantile(xs: &mut [f64], p: f64) -> Value {
-    if xs.is_empty() {
-        return Value::Float(F64(f64::NAN));
-    }
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let pos = p.clamp(0.0, 1.0) * (xs.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(xs.len() - 1);
-    let frac = pos - lo as f64;
-    Value::Float(F64(xs[lo] + (xs[hi] - xs[lo]) * frac))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantile_interpolates() {
-        assert_eq!(quantile(&mut [1.0, 2.0], 0.5), Value::Float(F64(1.5)));
-        assert_eq!(quantile(&mut [3.0, 1.0, 2.0], 0.5), Value::Float(F64(2.0)));
-    }
+/// The aggregates that need every value of the group: one reduce over their arguments.
+fn whole_group_part<'s>(input: Rows<'s>, keys: &[Expr], aggs: &[Aggregate]) -> Keyed<'s> {
+    let layout = ValuesLayout::new(aggs);
+    let (k, l) = (keys.to_vec(), layout.clone());
+    input
+        .map(move |row| (eval_all(&k, &row), l.cut(&row)))
+        .reduce(
+            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                let mut values = vec![Value::UInt(TAG_WHOLE_GROUP)];
+                layout.finish(group, &mut values);
+                out.push((values, 1));
+            },
+        )
 }

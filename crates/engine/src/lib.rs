@@ -15,8 +15,10 @@
 
 mod accum;
 mod aggregate;
+mod hierarchical;
 mod render;
 mod sink;
+mod values;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};

@@ -5,21 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use std::collections::hash_map::Entry;
-
-use differential_dataflow::difference::{IsZero, Semigroup};
-use differential_dataflow::operators::CountTotal;
-use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use petrel_sql::{CmpOp, Expr, JoinKind, Plan, PlanNode, SortKey, TemporalBound};
 use petrel_value::{Row, Value};
-use rustc_hash::FxHashMap;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 
-use crate::accum::{Accum, AccumLayout};
-use crate::aggregate::ValuesLayout;
+use crate::{aggregate, hierarchical};
 
 /// A collection of rows at millisecond timestamps.
 pub type Rows<'s> = VecCollection<'s, u64, Row, isize>;
@@ -55,14 +45,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             input,
             keys,
             aggregates,
-        } => {
-            let input = render(input, sources);
-            if aggregates.iter().all(|a| a.func.is_accumulable()) {
-                accumulate(input, keys, aggregates, sources)
-            } else {
-                reduce(input, keys, aggregates, sources)
-            }
-        }
+        } => aggregate::render(render(input, sources), keys, aggregates, &sources.unit),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
             left,
@@ -119,97 +102,6 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
     exprs.iter().map(|e| e.eval(row)).collect()
-}
-
-/// count/sum/avg: contributions accumulate in the difference type (see `accum`).
-fn accumulate<'s>(
-    input: Rows<'s>,
-    keys: &[Expr],
-    aggregates: &[petrel_sql::Aggregate],
-    sources: &Sources<'s>,
-) -> Rows<'s> {
-    let layout = AccumLayout::new(aggregates);
-    let (k, l) = (keys.to_vec(), layout.clone());
-    let mut contributions =
-        input.explode(move |row| Some((eval_all(&k, &row), l.contribution(&row))));
-    if keys.is_empty() {
-        let l = layout.clone();
-        contributions = contributions.concat(
-            sources
-                .unit
-                .clone()
-                .explode(move |_| Some((Vec::new(), l.presence()))),
-        );
-    }
-    combine(contributions)
-        .count_total()
-        .map(move |(mut key, acc)| {
-            layout.finish(&acc, &mut key);
-            key
-        })
-}
-
-/// Adds up the contributions of each key within each batch before they are exchanged and
-/// arranged, so the arrangement sorts one record per key and batch instead of one per row (a
-/// combiner, as in MapReduce). With a few thousand groups this removes most of ingest's sorting.
-fn combine<'s>(
-    contributions: VecCollection<'s, u64, Row, Accum>,
-) -> VecCollection<'s, u64, Row, Accum> {
-    contributions
-        .inner
-        .unary::<CapacityContainerBuilder<Vec<(Row, u64, Accum)>>, _, _, _>(
-            Pipeline,
-            "Combine",
-            |_, _| {
-                let mut sums: FxHashMap<(Row, u64), Accum> = FxHashMap::default();
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        for (key, time, acc) in data.drain(..) {
-                            match sums.entry((key, time)) {
-                                Entry::Occupied(mut e) => e.get_mut().plus_equals(&acc),
-                                Entry::Vacant(e) => {
-                                    e.insert(acc);
-                                }
-                            }
-                        }
-                        let mut session = output.session(&cap);
-                        for ((key, time), acc) in sums.drain() {
-                            if !acc.is_zero() {
-                                session.give((key, time, acc));
-                            }
-                        }
-                    });
-                }
-            },
-        )
-        .as_collection()
-}
-
-/// Aggregates that need the group's values: a reduce over the cut-down rows.
-fn reduce<'s>(
-    input: Rows<'s>,
-    keys: &[Expr],
-    aggregates: &[petrel_sql::Aggregate],
-    sources: &Sources<'s>,
-) -> Rows<'s> {
-    let layout = ValuesLayout::new(aggregates);
-    let (k, l) = (keys.to_vec(), layout.clone());
-    let mut pairs = input.map(move |row| (eval_all(&k, &row), l.cut(&row)));
-    if keys.is_empty() {
-        pairs = pairs.concat(sources.unit.clone().map(|_| (Vec::new(), Vec::new())));
-    }
-    pairs
-        .reduce(
-            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-                let mut values = Vec::new();
-                layout.finish(group, &mut values);
-                out.push((values, 1));
-            },
-        )
-        .map(|(mut key, values)| {
-            key.extend(values);
-            key
-        })
 }
 
 fn join<'s>(
@@ -273,7 +165,9 @@ fn join<'s>(
     matched.concat(unmatched.map(pad))
 }
 
-/// `ORDER BY .. LIMIT n BY ..` inside a query: a reduce per partition that keeps the top rows.
+/// `ORDER BY .. LIMIT n BY ..` inside a query: with a limit, a hierarchical top-k per
+/// partition (each bucket keeps its best `offset + limit` rows, so a change costs a few small
+/// groups, not the partition); without one, a reduce per partition.
 fn top_k<'s>(
     input: Rows<'s>,
     order_by: &[SortKey],
@@ -281,37 +175,31 @@ fn top_k<'s>(
     offset: u64,
     partition_by: &[Expr],
 ) -> Rows<'s> {
-    let (order, part) = (order_by.to_vec(), partition_by.to_vec());
-    let order_exprs: Vec<Expr> = order.iter().map(|s| s.expr.clone()).collect();
-    input
-        .map(move |row| (eval_all(&part, &row), row))
-        .reduce(
+    let part = partition_by.to_vec();
+    let order = order_by.to_vec();
+    let cmp = move |a: &Row, b: &Row| {
+        let ka: Row = order.iter().map(|s| s.expr.eval(a)).collect();
+        let kb: Row = order.iter().map(|s| s.expr.eval(b)).collect();
+        compare_sort_keys(&order, &ka, &kb)
+    };
+    let keyed = input.map(move |row| (eval_all(&part, &row), row));
+    let kept = match limit {
+        Some(limit) => {
+            let inner_cmp = cmp.clone();
+            let first = offset.saturating_add(limit);
+            hierarchical::reduce(
+                keyed,
+                move |group, out| hierarchical::keep_first(group, &inner_cmp, 0, first, out),
+                move |group, out| hierarchical::keep_first(group, &cmp, offset, limit, out),
+            )
+        }
+        None => keyed.reduce(
             move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-                let mut rows: Vec<(Row, &Row, isize)> = group
-                    .iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(r, n)| (eval_all(&order_exprs, r), *r, *n))
-                    .collect();
-                rows.sort_by(|a, b| {
-                    compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(b.1))
-                });
-                let mut skip = offset as isize;
-                let mut take = limit.map(|l| l as isize).unwrap_or(isize::MAX);
-                for (_, row, n) in rows {
-                    let skipped = skip.min(n);
-                    skip -= skipped;
-                    let keep = (n - skipped).min(take);
-                    if keep > 0 {
-                        out.push((row.clone(), keep));
-                        take -= keep;
-                    }
-                    if take == 0 {
-                        break;
-                    }
-                }
+                hierarchical::keep_first(group, &cmp, offset, u64::MAX, out)
             },
-        )
-        .map(|(_, row)| row)
+        ),
+    };
+    kept.map(|(_, row)| row)
 }
 
 /// Compares two rows of evaluated sort keys by `order` (ClickHouse: NULLs last by default).
