@@ -687,6 +687,8 @@ impl Runtime {
         datasource: &str,
         ts: Ts,
     ) -> Result<(), RuntimeError> {
+        // The views start on the rows while the log is flushed.
+        self.engine.close(ts);
         for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
             if let Some(source) = self.source(&name) {
                 let log = source.log.clone();
