@@ -1,0 +1,755 @@
+//! Petrel against ClickHouse on the same work: the same NDJSON batches of realistic web
+//! analytics events are sent to Petrel (`POST /v0/events?wait=true`, one client, sequential)
+//! and inserted into ClickHouse (chdb, ClickHouse in process, `INSERT .. FORMAT JSONEachRow`,
+//! one client, sequential). Both answer the same endpoints; the answers must be equal.
+//!
+//! Workloads (each a project under `benches/projects/vs_clickhouse/`):
+//! - `topk`: top 10 users by `sum(amount)` in one country (a parameterised top-k). ClickHouse
+//!   inserts into a plain MergeTree and recomputes the query on each read. Pull latency at 1
+//!   and 16 clients.
+//! - `mix`: a web-analytics mix of four endpoints: top users per country (parameter),
+//!   `uniqExact(user_id)` and `count()` per country, hits and `max(duration)` per minute, the
+//!   top 20 paths with `count()`, `min(duration)`, `max(duration)`. ClickHouse keeps them the
+//!   way a Tinybird user would: materialized views into SummingMergeTree and
+//!   AggregatingMergeTree targets (`-State` on insert, `-Merge` on read).
+//! - `uniq`: `uniqExact(user_id)` and `count()` per country over a plain MergeTree.
+//!
+//! `cargo bench --bench vs_clickhouse` (env: ROWS default 200000, BATCH default 20000,
+//! WORKLOAD=topk|mix|uniq|all default all, WORKERS default the number of cores, READS pull
+//! requests per client default 200, PETREL_PYTHON a Python with chdb, default
+//! `~/.cache/petrel/tools/venv/bin/python` as installed by `scripts/test.sh`).
+//!
+//! The bench asserts nothing about time. It exits non-zero when an answer differs.
+
+#[path = "support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value as Json};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const WORKLOADS: [&str; 3] = ["topk", "mix", "uniq"];
+
+/// Countries and their share of the traffic.
+const COUNTRIES: [(&str, f64); 8] = [
+    ("US", 0.34),
+    ("DE", 0.14),
+    ("GB", 0.12),
+    ("FR", 0.10),
+    ("BR", 0.10),
+    ("IN", 0.09),
+    ("JP", 0.07),
+    ("VN", 0.04),
+];
+
+const SECTIONS: [&str; 10] = [
+    "blog", "docs", "products", "pricing", "about", "careers", "search", "account", "help", "news",
+];
+
+const USERS: f64 = 100_000.0;
+const PATHS: f64 = 500.0;
+/// Six hours of traffic, starting 2024-06-01 00:00:00 UTC.
+const SPAN_SECONDS: u64 = 6 * 3600;
+
+/// The ClickHouse table the events land in (the same columns and sorting key as
+/// `events.datasource`).
+const CH_EVENTS: &str = "CREATE TABLE events (
+    timestamp DateTime, user_id UInt32, country LowCardinality(String), path String,
+    duration UInt32, amount UInt32
+) ENGINE = MergeTree ORDER BY (country, user_id)";
+
+fn pick_country(x: f64) -> &'static str {
+    let mut acc = 0.0;
+    for (c, share) in COUNTRIES {
+        acc += share;
+        if x < acc {
+            return c;
+        }
+    }
+    COUNTRIES[COUNTRIES.len() - 1].0
+}
+
+/// A user's home country: a fixed function of the user id.
+fn home_country(user: u32) -> &'static str {
+    let h = (user as u64 ^ 0x5bd1_e995).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    pick_country((h >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// One event as an NDJSON line: Zipf-like users (`100000 * u^3`: user 0 is about 2% of the
+/// traffic, most users are seen a few times), a country that is the user's home 85% of the
+/// time, time spread evenly over six hours with a minute of jitter, ~500 paths with a skew,
+/// and heavy-tailed durations.
+fn event(rng: &mut StdRng, n: usize, rows: usize, out: &mut String) {
+    let user = (USERS * rng.random::<f64>().powi(3)) as u32;
+    let country = if rng.random::<f64>() < 0.85 {
+        home_country(user)
+    } else {
+        pick_country(rng.random::<f64>())
+    };
+    let base = (n as u64 * SPAN_SECONDS) / rows.max(1) as u64;
+    let t = (base + rng.random_range(0..60u64))
+        .saturating_sub(30)
+        .min(SPAN_SECONDS - 1);
+    let p = (PATHS * rng.random::<f64>().powi(2)) as usize;
+    let path = if p == 0 {
+        "/".to_string()
+    } else {
+        format!("/{}/page-{p}", SECTIONS[p % SECTIONS.len()])
+    };
+    let (a, b) = (rng.random::<f64>(), rng.random::<f64>());
+    let duration = 5 + (a * a * b * 8_000.0) as u32;
+    let amount = 1 + (rng.random::<f64>().powi(2) * 999.0) as u32;
+    use std::fmt::Write as _;
+    writeln!(
+        out,
+        "{{\"timestamp\":\"2024-06-01 {:02}:{:02}:{:02}\",\"user_id\":{user},\"country\":\"{country}\",\"path\":\"{path}\",\"duration\":{duration},\"amount\":{amount}}}",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+    .unwrap();
+}
+
+/// Writes the batches as NDJSON files; returns their paths and the total bytes.
+fn write_batches(dir: &Path, rows: usize, batch: usize) -> (Vec<PathBuf>, usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = StdRng::seed_from_u64(0x5045_5452_454c);
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    let mut n = 0;
+    while n < rows {
+        let size = batch.min(rows - n);
+        let mut body = String::with_capacity(size * 128);
+        for i in n..n + size {
+            event(&mut rng, i, rows, &mut body);
+        }
+        let path = dir.join(format!("batch-{:05}.ndjson", files.len()));
+        std::fs::write(&path, &body).unwrap();
+        bytes += body.len();
+        files.push(path);
+        n += size;
+    }
+    (files, bytes)
+}
+
+/// One endpoint compared on both sides.
+struct Endpoint {
+    /// What the report calls it.
+    label: String,
+    /// Petrel: pipe name and query string.
+    pipe: &'static str,
+    params: String,
+    /// ClickHouse: the same answer, with the same column names.
+    sql: String,
+    /// Whether the answer's order is defined (a total ORDER BY): then it is compared in order.
+    ordered: bool,
+    /// Pull latency: requests per Petrel client (0: none) and ClickHouse repetitions.
+    reads: usize,
+    ch_repeat: usize,
+    /// Also measured at 16 concurrent Petrel clients.
+    concurrent: bool,
+}
+
+struct Workload {
+    name: &'static str,
+    project: &'static str,
+    /// How ClickHouse keeps it.
+    ch_shape: &'static str,
+    ch_setup: Vec<String>,
+    endpoints: Vec<Endpoint>,
+    /// Figures for the report (the groups the endpoints keep), counted by ClickHouse.
+    stats: Vec<(&'static str, &'static str)>,
+}
+
+const USER_GROUPS: (&str, &str) = (
+    "(country, user) groups",
+    "SELECT count() FROM (SELECT DISTINCT country, user_id FROM events)",
+);
+
+fn top_users_sql(table_sql: &str, country: &str) -> String {
+    format!(
+        "SELECT user_id, {table_sql} AS total FROM {{table}} WHERE country = '{country}' \
+         GROUP BY user_id ORDER BY total DESC, user_id LIMIT 10"
+    )
+}
+
+fn workload(name: &str, reads: usize) -> Workload {
+    let countries = COUNTRIES.iter().map(|c| c.0);
+    match name {
+        "topk" => Workload {
+            name: "topk",
+            project: "benches/projects/vs_clickhouse/topk",
+            ch_shape: "MergeTree, query recomputed per read",
+            ch_setup: vec![CH_EVENTS.into()],
+            endpoints: countries
+                .enumerate()
+                .map(|(i, c)| Endpoint {
+                    label: format!("top_users country={c}"),
+                    pipe: "top_users",
+                    params: format!("country={c}"),
+                    sql: top_users_sql("sum(amount)", c).replace("{table}", "events"),
+                    ordered: true,
+                    reads: if i == 0 { reads } else { 0 },
+                    ch_repeat: if i == 0 { 50 } else { 0 },
+                    concurrent: i == 0,
+                })
+                .collect(),
+            stats: vec![USER_GROUPS],
+        },
+        "mix" => {
+            let mut endpoints: Vec<Endpoint> = countries
+                .enumerate()
+                .map(|(i, c)| Endpoint {
+                    label: format!("top_users country={c}"),
+                    pipe: "top_users",
+                    params: format!("country={c}"),
+                    sql: top_users_sql("sum(total)", c).replace("{table}", "mv_top_users"),
+                    ordered: true,
+                    reads: if i == 0 { reads } else { 0 },
+                    ch_repeat: if i == 0 { 50 } else { 0 },
+                    concurrent: i == 0,
+                })
+                .collect();
+            endpoints.push(Endpoint {
+                label: "country_stats".into(),
+                pipe: "country_stats",
+                params: String::new(),
+                sql: "SELECT country, uniqExactMerge(users) AS users, countMerge(hits) AS hits \
+                      FROM mv_country_stats GROUP BY country ORDER BY country"
+                    .into(),
+                ordered: true,
+                reads,
+                ch_repeat: 50,
+                concurrent: false,
+            });
+            endpoints.push(Endpoint {
+                label: "per_minute".into(),
+                pipe: "per_minute",
+                params: String::new(),
+                sql: "SELECT minute, countMerge(hits) AS hits, maxMerge(max_duration) AS max_duration \
+                      FROM mv_per_minute GROUP BY minute ORDER BY minute"
+                    .into(),
+                ordered: true,
+                reads,
+                ch_repeat: 50,
+                concurrent: false,
+            });
+            endpoints.push(Endpoint {
+                label: "top_paths".into(),
+                pipe: "top_paths",
+                params: String::new(),
+                sql: "SELECT path, countMerge(hits) AS hits, minMerge(min_duration) AS min_duration, \
+                      maxMerge(max_duration) AS max_duration FROM mv_top_paths GROUP BY path \
+                      ORDER BY hits DESC, path LIMIT 20"
+                    .into(),
+                ordered: true,
+                reads,
+                ch_repeat: 50,
+                concurrent: false,
+            });
+            Workload {
+                name: "mix",
+                project: "benches/projects/vs_clickhouse/mix",
+                ch_shape: "MergeTree + 4 materialized views (Summing/AggregatingMergeTree)",
+                ch_setup: vec![
+                    CH_EVENTS.into(),
+                    "CREATE TABLE mv_top_users (country LowCardinality(String), user_id UInt32, \
+                     total UInt64) ENGINE = SummingMergeTree ORDER BY (country, user_id)"
+                        .into(),
+                    "CREATE MATERIALIZED VIEW mv_top_users_mv TO mv_top_users AS SELECT country, \
+                     user_id, sum(amount) AS total FROM events GROUP BY country, user_id"
+                        .into(),
+                    "CREATE TABLE mv_country_stats (country LowCardinality(String), \
+                     users AggregateFunction(uniqExact, UInt32), hits AggregateFunction(count)) \
+                     ENGINE = AggregatingMergeTree ORDER BY country"
+                        .into(),
+                    "CREATE MATERIALIZED VIEW mv_country_stats_mv TO mv_country_stats AS SELECT \
+                     country, uniqExactState(user_id) AS users, countState() AS hits FROM events \
+                     GROUP BY country"
+                        .into(),
+                    "CREATE TABLE mv_per_minute (minute DateTime, hits AggregateFunction(count), \
+                     max_duration AggregateFunction(max, UInt32)) ENGINE = AggregatingMergeTree \
+                     ORDER BY minute"
+                        .into(),
+                    "CREATE MATERIALIZED VIEW mv_per_minute_mv TO mv_per_minute AS SELECT \
+                     toStartOfMinute(timestamp) AS minute, countState() AS hits, \
+                     maxState(duration) AS max_duration FROM events GROUP BY minute"
+                        .into(),
+                    "CREATE TABLE mv_top_paths (path String, hits AggregateFunction(count), \
+                     min_duration AggregateFunction(min, UInt32), \
+                     max_duration AggregateFunction(max, UInt32)) ENGINE = AggregatingMergeTree \
+                     ORDER BY path"
+                        .into(),
+                    "CREATE MATERIALIZED VIEW mv_top_paths_mv TO mv_top_paths AS SELECT path, \
+                     countState() AS hits, minState(duration) AS min_duration, \
+                     maxState(duration) AS max_duration FROM events GROUP BY path"
+                        .into(),
+                ],
+                endpoints,
+                stats: vec![
+                    USER_GROUPS,
+                    (
+                        "minutes",
+                        "SELECT uniqExact(toStartOfMinute(timestamp)) FROM events",
+                    ),
+                    ("paths", "SELECT uniqExact(path) FROM events"),
+                ],
+            }
+        }
+        "uniq" => Workload {
+            name: "uniq",
+            project: "benches/projects/vs_clickhouse/uniq",
+            ch_shape: "MergeTree, query recomputed per read",
+            ch_setup: vec![CH_EVENTS.into()],
+            endpoints: vec![Endpoint {
+                label: "country_uniq".into(),
+                pipe: "country_uniq",
+                params: String::new(),
+                sql: "SELECT country, uniqExact(user_id) AS users, count() AS hits FROM events \
+                      GROUP BY country"
+                    .into(),
+                ordered: false,
+                reads,
+                ch_repeat: 50,
+                concurrent: false,
+            }],
+            stats: vec![
+                USER_GROUPS,
+                ("countries", "SELECT uniqExact(country) FROM events"),
+            ],
+        },
+        other => panic!("unknown WORKLOAD {other:?}: topk, mix, uniq or all"),
+    }
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("PETREL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/petrel/tools/venv/bin/python")
+}
+
+/// Runs the ClickHouse side: setup, timed inserts of the batch files, then the queries.
+fn clickhouse(w: &Workload, files: &[PathBuf]) -> Json {
+    let python = python();
+    let ok = Command::new(&python)
+        .args(["-c", "import chdb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "vs_clickhouse: no Python with chdb at {} (set PETREL_PYTHON, or run scripts/test.sh, \
+             or: python3 -m venv ~/.cache/petrel/tools/venv && \
+             ~/.cache/petrel/tools/venv/bin/pip install 'chdb>=3')",
+            python.display()
+        );
+        std::process::exit(2);
+    }
+    let spec = json!({
+        "setup": w.ch_setup,
+        "table": "events",
+        "files": files.iter().map(|f| f.to_string_lossy()).collect::<Vec<_>>(),
+        "queries": w.endpoints.iter().map(|e| json!({
+            "name": e.label, "sql": e.sql, "repeat": e.ch_repeat,
+        })).collect::<Vec<_>>(),
+        "stats": w.stats.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/clickhouse_driver.py");
+    let mut child = Command::new(&python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the ClickHouse driver starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(spec.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the ClickHouse driver failed");
+    serde_json::from_slice(&out.stdout).expect("the ClickHouse driver prints JSON")
+}
+
+struct PetrelSide {
+    seconds: f64,
+    accepted: u64,
+    rss: u64,
+    results: BTreeMap<String, Json>,
+    /// Per endpoint label: sorted latencies (ms) at 1 client and at 16 clients.
+    read_1: BTreeMap<String, Vec<f64>>,
+    read_16: BTreeMap<String, Vec<f64>>,
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Json {
+    let r = client
+        .get(url)
+        .bearer_auth(support::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn pull_latency(url: &str, clients: usize, requests: usize) -> Vec<f64> {
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let t = Instant::now();
+                let r = client
+                    .get(&url)
+                    .bearer_auth(support::ADMIN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                let body = r.bytes().await.unwrap();
+                assert!(body.starts_with(b"{"), "not a JSON answer");
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    all
+}
+
+fn petrel(w: &Workload, files: &[PathBuf], workers: usize) -> PetrelSide {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let dir = support::project_copy(w.project);
+        let config = petrel::runtime::RuntimeConfig {
+            engine: petrel_engine::EngineConfig {
+                workers,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (url, _runtime) = support::start(&dir, config).await;
+        let client = reqwest::Client::new();
+        // Endpoints are installed before the data arrives, as in production.
+        for e in &w.endpoints {
+            get_json(
+                &client,
+                &format!("{url}/v0/pipes/{}.json?{}", e.pipe, e.params),
+            )
+            .await;
+        }
+        let mut seconds = 0.0;
+        let mut accepted = 0u64;
+        for f in files {
+            let body = std::fs::read(f).unwrap();
+            let started = Instant::now();
+            let r = client
+                .post(format!("{url}/v0/events?name=events&wait=true"))
+                .bearer_auth(support::ADMIN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            seconds += started.elapsed().as_secs_f64();
+            assert!(status.is_success(), "POST /v0/events: {status} {text}");
+            let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+            accepted += answer["successful_rows"].as_u64().unwrap_or(0);
+            let quarantined = answer["quarantined_rows"].as_u64().unwrap_or(0);
+            assert_eq!(quarantined, 0, "rows quarantined: {text}");
+        }
+        let rss = support::rss_bytes();
+        let mut results = BTreeMap::new();
+        for e in &w.endpoints {
+            let answer = get_json(
+                &client,
+                &format!("{url}/v0/pipes/{}.json?{}", e.pipe, e.params),
+            )
+            .await;
+            results.insert(e.label.clone(), answer["data"].clone());
+        }
+        let mut read_1 = BTreeMap::new();
+        let mut read_16 = BTreeMap::new();
+        for e in w.endpoints.iter().filter(|e| e.reads > 0) {
+            let u = format!("{url}/v0/pipes/{}.json?{}", e.pipe, e.params);
+            pull_latency(&u, 1, 20).await; // warm-up
+            read_1.insert(e.label.clone(), pull_latency(&u, 1, e.reads).await);
+            if e.concurrent {
+                read_16.insert(e.label.clone(), pull_latency(&u, 16, e.reads).await);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        PetrelSide {
+            seconds,
+            accepted,
+            rss,
+            results,
+            read_1,
+            read_16,
+        }
+    })
+}
+
+/// A JSON value as a number, when it is one (Petrel may quote 64-bit integers).
+fn number(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn values_equal(a: &Json, b: &Json) -> bool {
+    if a == b {
+        return true;
+    }
+    match (number(a), number(b)) {
+        (Some(x), Some(y)) if a.is_number() || b.is_number() => {
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0)
+        }
+        _ => false,
+    }
+}
+
+fn rows_equal(a: &Json, b: &Json) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => false,
+    }
+}
+
+/// A sort key for order-insensitive comparison: columns by name, numbers normalised.
+fn row_key(row: &Json) -> String {
+    let mut cols: Vec<(String, String)> = row
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        Json::Number(_) => format!("{:.9e}", number(v).unwrap_or(0.0)),
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    cols.sort();
+    format!("{cols:?}")
+}
+
+/// Compares an endpoint's answers; returns a description of the difference.
+fn compare(e: &Endpoint, petrel: &Json, ch: &Json) -> Option<String> {
+    let mut p: Vec<Json> = petrel.as_array().cloned().unwrap_or_default();
+    let mut c: Vec<Json> = ch.as_array().cloned().unwrap_or_default();
+    if !e.ordered {
+        p.sort_by_key(row_key);
+        c.sort_by_key(row_key);
+    }
+    let mut diff = Vec::new();
+    if p.len() != c.len() {
+        diff.push(format!(
+            "  {} rows from Petrel, {} from ClickHouse",
+            p.len(),
+            c.len()
+        ));
+    }
+    for i in 0..p.len().max(c.len()) {
+        let (a, b) = (p.get(i), c.get(i));
+        let same = matches!((a, b), (Some(a), Some(b)) if rows_equal(a, b));
+        if !same && diff.len() < 12 {
+            let show = |r: Option<&Json>| r.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+            diff.push(format!(
+                "  row {i}: Petrel {} | ClickHouse {}",
+                show(a),
+                show(b)
+            ));
+        }
+    }
+    if p.is_empty() && c.is_empty() {
+        diff.push("  both answers are empty".into());
+    }
+    (!diff.is_empty()).then(|| diff.join("\n"))
+}
+
+fn ms_pair(sorted: &[f64]) -> String {
+    format!(
+        "{:.2} / {:.2} ms",
+        support::percentile(sorted, 0.5),
+        support::percentile(sorted, 0.99)
+    )
+}
+
+/// Runs one workload; returns whether every answer was equal.
+fn run(name: &str) -> bool {
+    let rows = env("ROWS", 200_000);
+    let batch = env("BATCH", 20_000).max(1);
+    let reads = env("READS", 200);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let workers = env("WORKERS", cores);
+    let w = workload(name, reads);
+
+    let data = std::env::temp_dir().join(format!(
+        "petrel-vs-clickhouse-{}-{}",
+        w.name,
+        std::process::id()
+    ));
+    let (files, bytes) = write_batches(&data, rows, batch);
+
+    // ClickHouse first, in its own process, so the two never share the cores.
+    let ch = clickhouse(&w, &files);
+    let p = petrel(&w, &files, workers);
+    let _ = std::fs::remove_dir_all(&data);
+
+    let ch_secs = ch["insert_seconds"].as_f64().unwrap_or(f64::NAN);
+    let ch_rows = ch["rows"].as_u64().unwrap_or(0);
+    let p_rate = rows as f64 / p.seconds;
+    let ch_rate = rows as f64 / ch_secs;
+    let ch_reads = |label: &str| -> Vec<f64> {
+        let mut v: Vec<f64> = ch["read_ms"][label]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+
+    println!();
+    println!(
+        "vs_clickhouse: {} — {rows} rows ({:.0} bytes/row NDJSON) in batches of {batch}, one client, sequential",
+        w.name,
+        bytes as f64 / rows.max(1) as f64
+    );
+    println!(
+        "  Petrel: POST /v0/events?wait=true, {workers} worker(s); ClickHouse {} (chdb {}): {}",
+        ch["version"].as_str().unwrap_or("?"),
+        ch["chdb"].as_str().unwrap_or("?"),
+        w.ch_shape
+    );
+    println!(
+        "  {:<40} {:>20} {:>20} {:>14}",
+        "", "Petrel", "ClickHouse", "ratio"
+    );
+    println!(
+        "  {:<40} {:>20} {:>20} {:>14}",
+        "ingest rows/s",
+        format!("{p_rate:.0}"),
+        format!("{ch_rate:.0}"),
+        format!("{:.2}x", p_rate / ch_rate)
+    );
+    println!("  {:<40} {:>20} {:>20}", "rows stored", p.accepted, ch_rows);
+    for e in w.endpoints.iter().filter(|e| e.reads > 0) {
+        let p1 = &p.read_1[&e.label];
+        let c1 = ch_reads(&e.label);
+        let speedup = support::percentile(&c1, 0.5) / support::percentile(p1, 0.5);
+        println!(
+            "  {:<40} {:>20} {:>20} {:>14}",
+            format!("read {} p50/p99, 1 client", e.label),
+            ms_pair(p1),
+            ms_pair(&c1),
+            format!("{speedup:.1}x faster")
+        );
+        if let Some(p16) = p.read_16.get(&e.label) {
+            println!(
+                "  {:<40} {:>20} {:>20}",
+                format!("read {} p50/p99, 16 clients", e.label),
+                ms_pair(p16),
+                "-"
+            );
+        }
+    }
+    println!(
+        "  {:<40} {:>20}",
+        "Petrel RSS after ingest",
+        format!("{:.1} MB", p.rss as f64 / 1e6)
+    );
+    let groups: Vec<String> = w
+        .stats
+        .iter()
+        .map(|(k, _)| format!("{} {k}", ch["stats"][*k]))
+        .collect();
+    println!("  groups: {}", groups.join(", "));
+    println!("  ratio: ingest is Petrel/ClickHouse rows/s (above 1: Petrel faster); reads are ClickHouse p50 / Petrel p50");
+
+    let mut equal = p.accepted == rows as u64 && ch_rows == rows as u64;
+    if !equal {
+        println!(
+            "  rows: sent {rows}, Petrel accepted {}, ClickHouse stored {ch_rows}",
+            p.accepted
+        );
+    }
+    for e in &w.endpoints {
+        let empty = Json::Null;
+        let petrel = p.results.get(&e.label).unwrap_or(&empty);
+        if let Some(d) = compare(e, petrel, &ch["results"][&e.label]) {
+            equal = false;
+            println!("  answers differ: {}\n{d}", e.label);
+        }
+    }
+    println!(
+        "  answers equal: {} ({} endpoint answers compared)",
+        if equal { "yes" } else { "NO" },
+        w.endpoints.len()
+    );
+    equal
+}
+
+fn main() {
+    let which = std::env::var("WORKLOAD").unwrap_or_else(|_| "all".into());
+    let ok = if which == "all" {
+        // Each workload in its own process: a clean heap for the RSS figure, and no
+        // leftover background work from the previous server.
+        let exe = std::env::current_exe().unwrap();
+        let mut ok = true;
+        for w in WORKLOADS {
+            let status = Command::new(&exe)
+                .args(std::env::args().skip(1))
+                .env("WORKLOAD", w)
+                .status()
+                .unwrap();
+            ok &= status.success();
+        }
+        ok
+    } else {
+        run(&which)
+    };
+    if !ok {
+        eprintln!("vs_clickhouse: answers differ (see above)");
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
