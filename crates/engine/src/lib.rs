@@ -15,7 +15,7 @@
 
 mod accum;
 mod aggregate;
-mod hierarchical;
+mod keyed;
 mod render;
 mod sink;
 mod values;

@@ -9,7 +9,12 @@ use differential_dataflow::VecCollection;
 use petrel_sql::{CmpOp, Expr, JoinKind, Plan, PlanNode, SortKey, TemporalBound};
 use petrel_value::{Row, Value};
 
-use crate::{aggregate, hierarchical};
+use std::sync::Arc;
+
+use petrel_view::{RowOrder, SortDirection, SortedRow};
+
+use crate::aggregate;
+use crate::keyed::{fold_by_key, KeyedState};
 
 /// A collection of rows at millisecond timestamps.
 pub type Rows<'s> = VecCollection<'s, u64, Row, isize>;
@@ -165,9 +170,8 @@ fn join<'s>(
     matched.concat(unmatched.map(pad))
 }
 
-/// `ORDER BY .. LIMIT n BY ..` inside a query: with a limit, a hierarchical top-k per
-/// partition (each bucket keeps its best `offset + limit` rows, so a change costs a few small
-/// groups, not the partition); without one, a reduce per partition.
+/// `ORDER BY .. LIMIT n BY ..` inside a query: each partition keeps its rows in order
+/// (see `keyed`), and a change re-emits only the partition's window when it moves.
 fn top_k<'s>(
     input: Rows<'s>,
     order_by: &[SortKey],
@@ -176,30 +180,68 @@ fn top_k<'s>(
     partition_by: &[Expr],
 ) -> Rows<'s> {
     let part = partition_by.to_vec();
-    let order = order_by.to_vec();
-    let cmp = move |a: &Row, b: &Row| {
-        let ka: Row = order.iter().map(|s| s.expr.eval(a)).collect();
-        let kb: Row = order.iter().map(|s| s.expr.eval(b)).collect();
-        compare_sort_keys(&order, &ka, &kb)
-    };
+    let directions = order_by
+        .iter()
+        .map(|k| SortDirection {
+            desc: k.desc,
+            nulls_first: k.nulls_first,
+        })
+        .collect();
+    let exprs: Vec<Expr> = order_by.iter().map(|k| k.expr.clone()).collect();
+    let order = RowOrder::by(
+        directions,
+        Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
+    );
     let keyed = input.map(move |row| (eval_all(&part, &row), row));
-    let kept = match limit {
-        Some(limit) => {
-            let inner_cmp = cmp.clone();
-            let first = offset.saturating_add(limit);
-            hierarchical::reduce(
-                keyed,
-                move |group, out| hierarchical::keep_first(group, &inner_cmp, 0, first, out),
-                move |group, out| hierarchical::keep_first(group, &cmp, offset, limit, out),
-            )
+    fold_by_key(keyed, move || TopState {
+        order: order.clone(),
+        rows: BTreeMap::new(),
+        offset: offset.min(usize::MAX as u64) as usize,
+        limit: limit.map(|l| l.min(usize::MAX as u64) as usize),
+    })
+}
+
+/// One partition of a top-k: its rows in order, with multiplicities.
+struct TopState {
+    order: RowOrder,
+    rows: BTreeMap<SortedRow, isize>,
+    offset: usize,
+    limit: Option<usize>,
+}
+
+impl KeyedState for TopState {
+    type Update = Row;
+
+    fn apply(&mut self, row: Row, diff: isize) {
+        let entry = self.order.entry(&row);
+        let count = self.rows.entry(entry).or_insert(0);
+        *count += diff;
+        if *count == 0 {
+            let entry = self.order.entry(&row);
+            self.rows.remove(&entry);
         }
-        None => keyed.reduce(
-            move |_key, group: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
-                hierarchical::keep_first(group, &cmp, offset, u64::MAX, out)
-            },
-        ),
-    };
-    kept.map(|(_, row)| row)
+    }
+
+    fn output(&self, _key: &Row, out: &mut Vec<Row>) {
+        let mut skip = self.offset;
+        let want = self.limit.unwrap_or(usize::MAX);
+        let mut taken = 0;
+        for (entry, &count) in &self.rows {
+            if taken >= want {
+                break;
+            }
+            let mut n = count.max(0) as usize;
+            let skipped = skip.min(n);
+            skip -= skipped;
+            n = (n - skipped).min(want - taken);
+            out.extend(std::iter::repeat_n(entry.row(), n).cloned());
+            taken += n;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 /// Compares two rows of evaluated sort keys by `order` (ClickHouse: NULLs last by default).

@@ -107,10 +107,15 @@ impl ValuesLayout {
                         if v.is_null() {
                             continue;
                         }
+                        // Ties on the value go to the largest argument for argMax and the
+                        // smallest for argMin, so the result does not depend on row order.
                         let better = match &best {
                             None => true,
-                            Some((_, bv)) => {
-                                let o = v.sql_cmp(bv).unwrap_or(std::cmp::Ordering::Equal);
+                            Some((ba, bv)) => {
+                                let o = v
+                                    .sql_cmp(bv)
+                                    .unwrap_or(std::cmp::Ordering::Equal)
+                                    .then_with(|| a.sql_cmp(ba).unwrap_or_else(|| a.cmp(ba)));
                                 if want_max {
                                     o.is_gt()
                                 } else {

@@ -13,8 +13,7 @@ mod order;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use order::SortedRow;
-pub use order::{RowOrder, SortDirection};
+pub use order::{RowOrder, SortDirection, SortedRow};
 
 use petrel_value::{Column, Row, Value};
 use tokio::sync::{broadcast, watch};
@@ -230,7 +229,7 @@ impl View {
         let rows = state
             .groups
             .values()
-            .flat_map(|g| g.rows.iter().map(|(r, n)| (r.row.clone(), *n)))
+            .flat_map(|g| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
             .collect();
         (rows, state.upper)
     }
@@ -284,7 +283,7 @@ impl View {
             skip -= skipped;
             n -= skipped;
             let n = n.min(want - rows.len());
-            rows.extend(std::iter::repeat_n(&entry.row, n).cloned());
+            rows.extend(std::iter::repeat_n(entry.row(), n).cloned());
         }
         Page {
             upper: state.upper,
@@ -394,7 +393,7 @@ fn rows_of(group: Option<&Group>) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(group) = group {
         for (entry, &count) in &group.rows {
-            rows.extend(std::iter::repeat_n(&entry.row, count.max(0) as usize).cloned());
+            rows.extend(std::iter::repeat_n(entry.row(), count.max(0) as usize).cloned());
         }
     }
     rows

@@ -52,7 +52,8 @@ impl RowOrder {
         }
     }
 
-    pub(crate) fn entry(&self, row: &Row) -> SortedRow {
+    /// The row with its sort values: the key that orders it.
+    pub fn entry(&self, row: &Row) -> SortedRow {
         let sort = match &self.values {
             Some(values) => values(row),
             None => Vec::new(),
@@ -67,10 +68,17 @@ impl RowOrder {
 
 /// A row with its sort values: the key of a group's ordered index.
 #[derive(Clone, Debug)]
-pub(crate) struct SortedRow {
+pub struct SortedRow {
     sort: Row,
     directions: Arc<[SortDirection]>,
-    pub(crate) row: Row,
+    row: Row,
+}
+
+impl SortedRow {
+    /// The row itself.
+    pub fn row(&self) -> &Row {
+        &self.row
+    }
 }
 
 impl PartialEq for SortedRow {
