@@ -43,6 +43,9 @@ fn main() {
             if b == rows.div_ceil(batch) / 10 {
                 at_tenth = support::rss_bytes();
             }
+            if b > 0 && b % (rows.div_ceil(batch) / 10).max(1) == 0 {
+                println!("  after {} rows: RSS {:.1} MB", b * batch, support::rss_bytes() as f64 / 1e6);
+            }
             let updates = (0..batch)
                 .map(|i| {
                     let n = b * batch + i;

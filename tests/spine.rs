@@ -290,6 +290,16 @@ fn q_runs_sql_over_the_endpoint_result_and_sql_runs_ad_hoc() {
         body["data"],
         json!([{"country":"DE","n":4},{"country":"US","n":2},{"country":"VN","n":2}])
     );
+    // Queries that read no table answer at once (their result is final).
+    let (status, body) = get_json(&server, "/v0/sql?q=SELECT%201%20AS%20x");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([{"x": 1}]));
+    let (status, body) = get_json(
+        &server,
+        "/v0/pipes/top_countries.json?q=SELECT%201%20AS%20x",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([{"x": 1}]));
     let (status, body) = get_json(&server, "/v0/sql?q=SELECT%20nope%20FROM%20clicks");
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");

@@ -30,10 +30,15 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
             if !publisher {
                 return;
             }
-            // An empty frontier means the dataflow is shutting down: publish nothing more.
-            let Some(upper) = frontier.frontier().iter().min().copied() else {
-                return;
-            };
+            // An empty frontier: no input will ever change the result again. Either the
+            // dataflow reads no table (a constant query such as `SELECT 1`), whose result is
+            // final, or it is being dropped, and nobody reads its view any more.
+            let upper = frontier
+                .frontier()
+                .iter()
+                .min()
+                .copied()
+                .unwrap_or(u64::MAX);
             if upper <= lower {
                 return;
             }
