@@ -95,7 +95,7 @@ impl Default for StorageConfig {
             flush_interval: Duration::from_millis(100),
             compact_rows: 200_000,
             compact_segments: 16,
-            compact_max_rows: 1_000_000,
+            compact_max_rows: 250_000,
             max_parts: 8,
             merge_max_rows: 2_000_000,
             keep_expired: Duration::from_secs(300),

@@ -218,19 +218,15 @@ pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, 
         Field::new("_ts", DataType::UInt64, false),
         Field::new("_diff", DataType::Int64, false),
     ];
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
-    ];
+    let mut kinds = Vec::with_capacity(width);
     let mut stats = Vec::with_capacity(width);
     for (c, name) in names.iter().enumerate() {
         let kind = column_kind(rows, c);
+        kinds.push(kind);
         fields.push(
             Field::new(name, kind.data_type(), true)
                 .with_metadata(HashMap::from([("petrel".to_string(), kind.tag())])),
         );
-        columns.push(build_column(rows, c, kind)?);
         let values = rows
             .iter()
             .filter_map(|r| r.row.get(c))
@@ -248,18 +244,29 @@ pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, 
         });
     }
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props))
+    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
         .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
-    writer
-        .write(&batch)
-        .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
+    // One row group's columns at a time: the part's Arrow arrays never exist whole.
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.seq))),
+            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.ts))),
+            Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.diff))),
+        ];
+        for (c, kind) in kinds.iter().enumerate() {
+            columns.push(build_column(chunk, c, *kind)?);
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
+        writer
+            .write(&batch)
+            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
+    }
     let meta = writer
         .close()
         .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;

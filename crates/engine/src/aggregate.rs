@@ -18,7 +18,7 @@
 //! of the group, except for the whole-group aggregates.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
@@ -179,7 +179,7 @@ impl PartialOrd for SqlOrdered {
 
 /// The state of one distinct-count or extreme aggregate for one group.
 enum PartState {
-    Distinct(HashMap<Value, isize>),
+    Distinct(FxHashMap<Value, isize>),
     Ordered(BTreeMap<(SqlOrdered, SqlOrdered), isize>),
 }
 
@@ -207,7 +207,7 @@ fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
     }
 }
 
-fn bump_hashed(map: &mut HashMap<Value, isize>, key: Value, diff: isize) {
+fn bump_hashed(map: &mut FxHashMap<Value, isize>, key: Value, diff: isize) {
     match map.entry(key) {
         Entry::Occupied(mut e) => {
             *e.get_mut() += diff;
@@ -235,7 +235,9 @@ impl GroupState {
             .parts
             .iter()
             .map(|(_, p)| match p {
-                Part::Distinct | Part::DistinctElements => PartState::Distinct(HashMap::new()),
+                Part::Distinct | Part::DistinctElements => {
+                    PartState::Distinct(FxHashMap::default())
+                }
                 Part::Least | Part::Greatest => PartState::Ordered(BTreeMap::new()),
             })
             .collect();

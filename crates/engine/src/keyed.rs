@@ -10,12 +10,13 @@
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use petrel_value::Row;
+use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -63,8 +64,8 @@ where
             "FoldByKey",
             move |_, _| {
                 let mut pending: Pending<S::Update> = BTreeMap::new();
-                let mut states: HashMap<Row, S> = HashMap::new();
-                let mut before: HashMap<Row, Vec<Row>> = HashMap::new();
+                let mut states: FxHashMap<Row, S> = FxHashMap::default();
+                let mut before: FxHashMap<Row, Vec<Row>> = FxHashMap::default();
                 let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {

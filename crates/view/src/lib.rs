@@ -10,12 +10,13 @@
 
 mod order;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 pub use order::{RowOrder, SortDirection, SortedRow};
 
 use petrel_value::{Column, Row, Value};
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 /// Milliseconds since the Unix epoch: Petrel's one clock (see the engine's clock).
@@ -79,7 +80,7 @@ struct Group {
 }
 
 /// Rows by key.
-type Groups = HashMap<Row, Group>;
+type Groups = FxHashMap<Row, Group>;
 
 #[derive(Default)]
 struct State {
@@ -213,7 +214,7 @@ impl View {
             }
             state.upper = upper;
             state.trimmed_upto = upper;
-            state.catching_up = Some((HashMap::new(), upper));
+            state.catching_up = Some((FxHashMap::default(), upper));
         }
         self.upper_tx.send_if_modified(|u| {
             let advanced = upper > *u;
