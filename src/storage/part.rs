@@ -212,69 +212,188 @@ fn build_column(rows: &[PartRow], c: usize, kind: Kind) -> Result<ArrayRef, Stor
 /// Writes `rows` (already in the order the part keeps) as a Parquet file with one column per
 /// name, and computes each column's min/max for the manifest.
 pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, StorageError> {
-    let width = names.len();
-    let mut fields = vec![
-        Field::new("_seq", DataType::UInt64, false),
-        Field::new("_ts", DataType::UInt64, false),
-        Field::new("_diff", DataType::Int64, false),
-    ];
-    let mut kinds = Vec::with_capacity(width);
-    let mut stats = Vec::with_capacity(width);
-    for (c, name) in names.iter().enumerate() {
-        let kind = column_kind(rows, c);
-        kinds.push(kind);
-        fields.push(
-            Field::new(name, kind.data_type(), true)
-                .with_metadata(HashMap::from([("petrel".to_string(), kind.tag())])),
-        );
-        let values = rows
-            .iter()
-            .filter_map(|r| r.row.get(c))
-            .filter(|v| !v.is_null());
-        let (min, max) = values.fold((None::<&Value>, None::<&Value>), |(lo, hi), v| {
-            (
-                Some(lo.map_or(v, |l| l.min(v))),
-                Some(hi.map_or(v, |h| h.max(v))),
-            )
-        });
-        stats.push(ColumnStats {
-            name: name.clone(),
-            min: min.cloned(),
-            max: max.cloned(),
-        });
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
-        .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
-    // One row group's columns at a time: the part's Arrow arrays never exist whole.
+    let kinds = (0..names.len()).map(|c| column_kind(rows, c)).collect();
+    let mut writer = PartWriter::new(names, kinds)?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.seq))),
-            Arc::new(UInt64Array::from_iter_values(chunk.iter().map(|r| r.ts))),
-            Arc::new(Int64Array::from_iter_values(chunk.iter().map(|r| r.diff))),
-        ];
-        for (c, kind) in kinds.iter().enumerate() {
-            columns.push(build_column(chunk, c, *kind)?);
-        }
-        let batch = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
-        writer
-            .write(&batch)
-            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
+        writer.write(chunk)?;
     }
-    let meta = writer
-        .close()
-        .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
-    Ok(EncodedPart {
-        bytes: Bytes::from(out),
-        row_groups: meta.num_row_groups(),
-        stats,
-    })
+    writer.finish()
+}
+
+/// How each column of a part is stored, read from its schema.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PartKinds(Vec<Kind>);
+
+impl PartKinds {
+    /// The kinds that store both parts' values: a column's kind where the two agree or one
+    /// part holds only NULLs there (told by `a_has`/`b_has`), else bincode.
+    pub(crate) fn merge(&self, a_has: &[bool], other: &PartKinds, b_has: &[bool]) -> PartKinds {
+        PartKinds(
+            self.0
+                .iter()
+                .zip(&other.0)
+                .enumerate()
+                .map(|(c, (a, b))| {
+                    match (
+                        a_has.get(c).copied().unwrap_or(true),
+                        b_has.get(c).copied().unwrap_or(true),
+                    ) {
+                        (false, _) => *b,
+                        (_, false) => *a,
+                        _ if a == b => *a,
+                        _ => Kind::Encoded,
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Writes a part one row group at a time, so its Arrow arrays never exist whole: a merge
+/// streams its inputs through it in bounded memory.
+pub(crate) struct PartWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    schema: Arc<Schema>,
+    kinds: Vec<Kind>,
+    stats: Vec<ColumnStats>,
+}
+
+impl PartWriter {
+    /// A writer of parts with columns `names` stored as `kinds`.
+    fn new(names: &[String], kinds: Vec<Kind>) -> Result<PartWriter, StorageError> {
+        let mut fields = vec![
+            Field::new("_seq", DataType::UInt64, false),
+            Field::new("_ts", DataType::UInt64, false),
+            Field::new("_diff", DataType::Int64, false),
+        ];
+        for (name, kind) in names.iter().zip(&kinds) {
+            fields.push(
+                Field::new(name, kind.data_type(), true)
+                    .with_metadata(HashMap::from([("petrel".to_string(), kind.tag())])),
+            );
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
+        let stats = names
+            .iter()
+            .map(|name| ColumnStats {
+                name: name.clone(),
+                min: None,
+                max: None,
+            })
+            .collect();
+        Ok(PartWriter {
+            writer,
+            schema,
+            kinds,
+            stats,
+        })
+    }
+
+    /// A writer with the given stored kinds (a merge's, from [`PartKinds::merge`]).
+    pub(crate) fn with_kinds(
+        names: &[String],
+        kinds: PartKinds,
+    ) -> Result<PartWriter, StorageError> {
+        PartWriter::new(names, kinds.0)
+    }
+
+    /// Appends rows (in the part's order).
+    pub(crate) fn write(&mut self, rows: &[PartRow]) -> Result<(), StorageError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
+            Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
+        ];
+        for (c, kind) in self.kinds.iter().enumerate() {
+            columns.push(build_column(rows, c, *kind)?);
+            let stats = &mut self.stats[c];
+            for v in rows
+                .iter()
+                .filter_map(|r| r.row.get(c))
+                .filter(|v| !v.is_null())
+            {
+                if stats.min.as_ref().is_none_or(|m| v < m) {
+                    stats.min = Some(v.clone());
+                }
+                if stats.max.as_ref().is_none_or(|m| v > m) {
+                    stats.max = Some(v.clone());
+                }
+            }
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))
+    }
+
+    /// Closes the file.
+    pub(crate) fn finish(self) -> Result<EncodedPart, StorageError> {
+        let PartWriter {
+            mut writer, stats, ..
+        } = self;
+        let fail = |e: parquet::errors::ParquetError| {
+            StorageError::Corrupt(format!("cannot write a part: {e}"))
+        };
+        writer.flush().map_err(fail)?;
+        let row_groups = writer.flushed_row_groups().len();
+        let out = writer.into_inner().map_err(fail)?;
+        Ok(EncodedPart {
+            bytes: Bytes::from(out),
+            row_groups,
+            stats,
+        })
+    }
+}
+
+/// Reads a part's updates one record batch at a time, in the part's order.
+pub(crate) struct PartReader {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    kinds: Vec<Kind>,
+}
+
+impl PartReader {
+    /// Opens a part.
+    pub(crate) fn open(bytes: Bytes) -> Result<PartReader, StorageError> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
+        let kinds = kinds_of(builder.schema())?;
+        Ok(PartReader {
+            batches: builder.build().map_err(corrupt)?,
+            kinds,
+        })
+    }
+
+    /// How the part stores its columns.
+    pub(crate) fn kinds(&self) -> PartKinds {
+        PartKinds(self.kinds.clone())
+    }
+
+    /// The next updates, or `None` at the end.
+    pub(crate) fn next_rows(&mut self) -> Result<Option<Vec<PartRow>>, StorageError> {
+        let Some(batch) = self.batches.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(corrupt)?;
+        let mut out = Vec::with_capacity(batch.num_rows());
+        rows_of(&batch, &self.kinds, &mut |seq, row, ts, diff| {
+            out.push(PartRow {
+                seq,
+                ts,
+                diff: diff as i64,
+                row,
+            })
+        })?;
+        Ok(Some(out))
+    }
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StorageError {
@@ -365,8 +484,16 @@ fn read(
     if let Some(groups) = row_groups {
         builder = builder.with_row_groups(groups);
     }
-    let schema = builder.schema().clone();
-    let kinds: Vec<Kind> = schema
+    let kinds = kinds_of(builder.schema())?;
+    for batch in builder.build().map_err(corrupt)? {
+        rows_of(&batch.map_err(corrupt)?, &kinds, f)?;
+    }
+    Ok(())
+}
+
+/// How a part's schema says its columns are stored.
+fn kinds_of(schema: &Schema) -> Result<Vec<Kind>, StorageError> {
+    schema
         .fields()
         .iter()
         .skip(3)
@@ -376,21 +503,26 @@ fn read(
                 .and_then(|t| Kind::from_tag(t))
                 .ok_or_else(|| corrupt(format!("column '{}' has no petrel type", f.name())))
         })
-        .collect::<Result<_, _>>()?;
-    for batch in builder.build().map_err(corrupt)? {
-        let batch = batch.map_err(corrupt)?;
-        let seq = downcast::<UInt64Array>(batch.column(0))?;
-        let ts = downcast::<UInt64Array>(batch.column(1))?;
-        let diff = downcast::<Int64Array>(batch.column(2))?;
-        let mut rows: Vec<Row> = (0..batch.num_rows())
-            .map(|_| Vec::with_capacity(kinds.len()))
-            .collect();
-        for (c, kind) in kinds.iter().enumerate() {
-            read_cells(batch.column(c + 3), *kind, &mut rows)?;
-        }
-        for (i, row) in rows.into_iter().enumerate() {
-            f(seq.value(i), row, ts.value(i), diff.value(i) as isize);
-        }
+        .collect()
+}
+
+/// Calls `f` with each update of one record batch of a part.
+fn rows_of(
+    batch: &RecordBatch,
+    kinds: &[Kind],
+    f: &mut dyn FnMut(u64, Row, Ts, isize),
+) -> Result<(), StorageError> {
+    let seq = downcast::<UInt64Array>(batch.column(0))?;
+    let ts = downcast::<UInt64Array>(batch.column(1))?;
+    let diff = downcast::<Int64Array>(batch.column(2))?;
+    let mut rows: Vec<Row> = (0..batch.num_rows())
+        .map(|_| Vec::with_capacity(kinds.len()))
+        .collect();
+    for (c, kind) in kinds.iter().enumerate() {
+        read_cells(batch.column(c + 3), *kind, &mut rows)?;
+    }
+    for (i, row) in rows.into_iter().enumerate() {
+        f(seq.value(i), row, ts.value(i), diff.value(i) as isize);
     }
     Ok(())
 }
