@@ -110,6 +110,50 @@ async fn resume_by_since_retained_and_resync() {
     assert_eq!(v["data"], json!([{"user_id": 1, "clicks": 16}]));
 }
 
+/// A pull says the frontier it was read at (`statistics.upper` and `X-Petrel-Upper`), and a
+/// subscription resuming from it gets exactly the changes after the pulled rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_pairs_with_a_subscription_since_its_frontier() {
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
+    let s = &server;
+    let seed_ts = tokio::task::block_in_place(|| ingest(s, SEED));
+    let (header, body) = tokio::task::block_in_place(|| {
+        let r = client()
+            .get(format!("{}/v0/pipes/clicks_by_user.json?country=US", s.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        let header: u64 = r.headers()["x-petrel-upper"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (header, r.json::<Value>().unwrap())
+    });
+    let upper = body["statistics"]["upper"].as_u64().unwrap();
+    assert_eq!(upper, header);
+    // Read-your-writes: the pull holds the acknowledged batch.
+    assert!(upper > seed_ts, "{upper} <= {seed_ts}");
+    assert_eq!(body["data"], json!([{"user_id": 1, "clicks": 5}]));
+    let ts = tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":1,\"click_count\":4,\"country\":\"US\"}\n")
+    });
+    assert!(ts >= upper);
+    let mut ws = connect(&server, &format!("country=US&since={upper}")).await;
+    let ch = next_of(&mut ws, "changes").await;
+    let mut data = ch["data"].as_array().unwrap().clone();
+    data.sort_by_key(|c| c["diff"].as_i64());
+    assert_eq!(
+        data,
+        vec![
+            json!({"diff": -1, "row": {"user_id": 1, "clicks": 5}}),
+            json!({"diff": 1, "row": {"user_id": 1, "clicks": 9}})
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_and_resumes_with_last_event_id() {
     let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))

@@ -48,6 +48,9 @@ pub struct ResultSet<'a> {
     pub elapsed: f64,
     /// Rows the answer read from the maintained view.
     pub rows_read: usize,
+    /// The frontier the answer is consistent at: it holds every change below this time, so
+    /// a subscription resuming with `since=upper` continues exactly after it.
+    pub upper: u64,
 }
 
 /// Formats `result` in `format`.
@@ -75,12 +78,13 @@ pub fn render(format: Format, result: &ResultSet<'_>) -> String {
             }
             let _ = write!(
                 out,
-                "],\"rows\":{},\"rows_before_limit_at_least\":{},\"statistics\":{{\"elapsed\":{},\"rows_read\":{},\"bytes_read\":{}}}}}",
+                "],\"rows\":{},\"rows_before_limit_at_least\":{},\"statistics\":{{\"elapsed\":{},\"rows_read\":{},\"bytes_read\":{},\"upper\":{}}}}}",
                 result.rows.len(),
                 result.rows_before_limit,
                 result.elapsed,
                 result.rows_read,
-                result.rows_read * 8 * result.columns.len().max(1)
+                result.rows_read * 8 * result.columns.len().max(1),
+                result.upper
             );
         }
         Format::Ndjson => {
@@ -163,11 +167,13 @@ mod tests {
             rows_before_limit: 1,
             elapsed: 0.001,
             rows_read: 1,
+            upper: 42,
         };
         let json: serde_json::Value = serde_json::from_str(&render(Format::Json, &rs)).unwrap();
         assert_eq!(json["meta"][0]["type"], "UInt32");
         assert_eq!(json["data"][0]["country"], "U\"S");
         assert_eq!(json["rows"], 1);
+        assert_eq!(json["statistics"]["upper"], 42);
         assert_eq!(
             render(Format::Ndjson, &rs),
             "{\"user_id\":1,\"country\":\"U\\\"S\"}\n"

@@ -298,7 +298,10 @@ async fn pipe(
     };
     let mut result = state.runtime.query_pipe(name, &pipe_params).await?;
     if let Some(q) = params.get("q") {
+        // Consistent at the pipe result's frontier, whatever the query over it.
+        let upper = result.upper;
         result = state.runtime.query_over(result, q).await?;
+        result.upper = upper;
     }
     Ok(respond(format, &result, started))
 }
@@ -355,9 +358,20 @@ fn respond(format: Format, result: &QueryResult, started: Instant) -> Response {
             rows_before_limit: result.rows_before_limit,
             elapsed: started.elapsed().as_secs_f64(),
             rows_read: result.rows_read,
+            upper: result.upper,
         },
     );
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::HeaderName::from_static("x-petrel-upper"),
+                result.upper.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Strips a trailing `FORMAT X` clause and returns the format it asks for.
