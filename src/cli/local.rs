@@ -50,6 +50,10 @@ pub struct StartArgs {
     /// Drop a view no subscriber holds and no request read for this long (milliseconds).
     #[arg(long, default_value_t = 600_000)]
     view_idle_ms: u64,
+    /// Cancel an ad-hoc query (`/v0/sql`, `q=`) that takes longer than this (milliseconds):
+    /// it answers 408 and its dataflow is dropped.
+    #[arg(long, default_value_t = 10_000)]
+    query_timeout_ms: u64,
     /// Serve as a read-only replica of the server whose storage is `--storage` (or `--data`):
     /// follow its writes, answer reads and subscriptions, refuse writes.
     #[arg(long)]
@@ -125,6 +129,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         view_idle_ms: args.view_idle_ms,
         replica: args.replica,
         snapshot_interval_ms: args.snapshot_interval_ms,
+        query_timeout_ms: args.query_timeout_ms,
         ..RuntimeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;

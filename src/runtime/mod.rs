@@ -48,6 +48,9 @@ pub enum RuntimeError {
     /// Something broke on the server (500).
     #[error("{0}")]
     Internal(String),
+    /// An ad-hoc query ran past its time limit and was dropped (408).
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<ProjectError> for RuntimeError {
@@ -77,6 +80,9 @@ pub struct RuntimeConfig {
     /// How often views are snapshotted to storage (0: never): a restarted server or a
     /// replica serves reads from the snapshots while its dataflows replay history.
     pub snapshot_interval_ms: u64,
+    /// How long an ad-hoc query (`/v0/sql`, `q=`, `petrel sql`) may take before it is
+    /// dropped and answers 408.
+    pub query_timeout_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -88,6 +94,7 @@ impl Default for RuntimeConfig {
             replica: false,
             storage: StorageConfig::default(),
             snapshot_interval_ms: 30_000,
+            query_timeout_ms: 10_000,
         }
     }
 }
@@ -247,7 +254,12 @@ impl Runtime {
             sources: RwLock::new(sources),
             storage: storage.clone(),
             replica: config.replica,
-            views: views::Views::new(engine, storage.clone(), config.retention_ms),
+            views: views::Views::new(
+                engine,
+                storage.clone(),
+                config.retention_ms,
+                std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+            ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
         });

@@ -189,6 +189,19 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Drops an ad-hoc query's dataflow when its request ends, however it ends.
+struct DropView<'a> {
+    views: &'a Views,
+    id: ViewId,
+}
+
+impl Drop for DropView<'_> {
+    fn drop(&mut self) {
+        lock(&self.views.adhoc).remove(&self.id);
+        self.views.engine.drop_view(self.id);
+    }
+}
+
 /// Keeps a view alive while a subscriber holds it.
 struct Lease(Arc<Live>);
 
@@ -234,8 +247,11 @@ pub struct Views {
     engine: Arc<Engine>,
     storage: Arc<Storage>,
     retention_ms: u64,
+    query_timeout: std::time::Duration,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
+    /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
+    adhoc: Mutex<BTreeMap<ViewId, Arc<View>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -247,13 +263,20 @@ fn bad(e: impl std::fmt::Display) -> RuntimeError {
 }
 
 impl Views {
-    pub(super) fn new(engine: Arc<Engine>, storage: Arc<Storage>, retention_ms: u64) -> Views {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        storage: Arc<Storage>,
+        retention_ms: u64,
+        query_timeout: std::time::Duration,
+    ) -> Views {
         Views {
             engine,
             storage,
             retention_ms,
+            query_timeout,
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            adhoc: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -404,6 +427,16 @@ impl Views {
                 ordered: !l.sorts_on_read,
             })
             .collect();
+        out.extend(lock(&self.adhoc).iter().map(|(id, view)| ViewInfo {
+            id: *id,
+            label: "sql".into(),
+            rows: view.distinct_rows(),
+            subscribers: 0,
+            upper: view.upper(),
+            restored_from: None,
+            catching_up: false,
+            ordered: true,
+        }));
         out.sort_by_key(|v| v.id);
         out
     }
@@ -611,7 +644,9 @@ impl Views {
         })
     }
 
-    /// Installs an ad-hoc query, reads it once caught up, and drops it.
+    /// Installs an ad-hoc query, reads it once caught up, and drops it: when it is read,
+    /// when it runs past the query time limit (408), and when the request is abandoned (a
+    /// client that disconnects drops this future, and with it the dataflow).
     pub(super) async fn run_once(
         &self,
         prepared: PreparedSql,
@@ -625,14 +660,24 @@ impl Views {
             "sql".into(),
             None,
         )?;
-        live.view.wait_for(live.as_of).await;
-        let failure = live.view.failure();
-        let result = read_page(&live.view, &[], &prepared.query, &prepared.values);
-        self.engine.drop_view(live.id);
-        if let Some(e) = failure {
+        lock(&self.adhoc).insert(live.id, live.view.clone());
+        let _dropped_at_exit = DropView {
+            views: self,
+            id: live.id,
+        };
+        if tokio::time::timeout(self.query_timeout, live.view.wait_for(live.as_of))
+            .await
+            .is_err()
+        {
+            return Err(RuntimeError::Timeout(format!(
+                "the query did not finish within {} ms (the server's --query-timeout-ms) and was cancelled",
+                self.query_timeout.as_millis()
+            )));
+        }
+        if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
         }
-        result
+        read_page(&live.view, &[], &prepared.query, &prepared.values)
     }
 
     /// Waits until every live view reading `table` holds the changes at `ts`.

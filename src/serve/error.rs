@@ -58,6 +58,7 @@ impl From<RuntimeError> for ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }
             RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RuntimeError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         };
         ApiError::new(status, e.to_string())
     }

@@ -1059,8 +1059,12 @@ mod tests {
         // Part 1: `v` all NULL; part 2: `v` integers; part 3: `v` strings (so the merged
         // column holds mixed kinds). max_parts is 2: the parts merge as they come.
         let batches: Vec<Vec<(Row, isize)>> = vec![
-            (0..300).map(|i| (vec![Value::Int(i % 17), Value::Null], 1)).collect(),
-            (0..300).map(|i| (vec![Value::Int(i % 13), Value::Int(i)], 1)).collect(),
+            (0..300)
+                .map(|i| (vec![Value::Int(i % 17), Value::Null], 1))
+                .collect(),
+            (0..300)
+                .map(|i| (vec![Value::Int(i % 13), Value::Int(i)], 1))
+                .collect(),
             (0..300)
                 .map(|i| (vec![Value::Int(i % 11), Value::str(&format!("s{i}"))], 1))
                 .collect(),
@@ -1081,9 +1085,12 @@ mod tests {
         let manifest = t.manifest();
         let merged = manifest.parts.iter().max_by_key(|p| p.updates).unwrap();
         let mut keys = Vec::new();
-        part::decode(t.read_part(merged).unwrap(), None, u64::MAX, &mut |r, _, _| {
-            keys.push(r[0].clone())
-        })
+        part::decode(
+            t.read_part(merged).unwrap(),
+            None,
+            u64::MAX,
+            &mut |r, _, _| keys.push(r[0].clone()),
+        )
         .unwrap();
         assert!(merged.updates >= 600);
         assert!(keys.windows(2).all(|w| w[0] <= w[1]));
