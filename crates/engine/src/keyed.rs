@@ -69,12 +69,18 @@ where
                 let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
-                        for (d, t, r) in data.drain(..) {
-                            pending
+                        // A container's updates mostly share one time: look the time up
+                        // once per run of equal times, not once per update.
+                        let mut drained = data.drain(..).peekable();
+                        while let Some((d, t, r)) = drained.next() {
+                            let (_, updates) = pending
                                 .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()))
-                                .1
-                                .push((d, r));
+                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                            updates.reserve(drained.size_hint().0 + 1);
+                            updates.push((d, r));
+                            while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
+                                updates.push((d, r));
+                            }
                         }
                     });
                     while let Some(entry) = pending.first_entry() {
@@ -84,7 +90,10 @@ where
                         let time = *entry.key();
                         let (cap, updates) = entry.remove();
                         for ((key, update), diff) in updates {
-                            let state = states.entry(key.clone()).or_insert_with(&fresh);
+                            let state = match states.get_mut(&key) {
+                                Some(state) => state,
+                                None => states.entry(key.clone()).or_insert_with(&fresh),
+                            };
                             if let Entry::Vacant(e) = before.entry(key) {
                                 let mut rows = Vec::new();
                                 state.output(e.key(), &mut rows);

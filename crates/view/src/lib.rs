@@ -368,7 +368,10 @@ impl View {
 /// Adds `diff` copies of `row` to its key's group, dropping rows and groups that reach zero.
 fn fold(groups: &mut Groups, keys: &KeyColumns, order: &RowOrder, row: &Row, diff: i64) {
     let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
-    let group = groups.entry(key.clone()).or_default();
+    let group = match groups.get_mut(&key) {
+        Some(group) => group,
+        None => groups.entry(key.clone()).or_default(),
+    };
     let entry = order.entry(row);
     let (before, after) = match group.rows.get_mut(&entry) {
         Some(count) => {
