@@ -269,6 +269,62 @@ fn tokens_guard_every_route() {
         .json()
         .unwrap();
     assert_eq!(local["admin_token"], ADMIN);
+    // Not to a request that names another host (DNS rebinding, a proxy on this host) or
+    // comes from a page of another origin.
+    for (name, value) in [
+        ("host", "evil.example:7181"),
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+    ] {
+        let r = c
+            .get(format!("{}/tokens", server.url))
+            .header(name, value)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        let body: Value = r.json().unwrap();
+        assert!(body.get("admin_token").is_none(), "{body}");
+    }
+    let r = c
+        .get(format!("{}/tokens", server.url))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Token files are readable by their owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(server.dir.join(".petrel/tokens.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+}
+
+#[test]
+fn ndjson_lines_that_are_not_utf8_are_quarantined_one_by_one() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let mut body = b"{\"user_id\":1,\"click_count\":2,\"country\":\"US\"}\n".to_vec();
+    body.extend_from_slice(b"{\"user_id\":2,\"click_count\":1,\"country\":\"D\xff\"}\n");
+    body.extend_from_slice(b"{\"user_id\":3,\"click_count\":4,\"country\":\"VN\"}\r\n");
+    let r = client()
+        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
+        .bearer_auth(ADMIN)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().unwrap();
+    assert_eq!(report["successful_rows"], 2, "{report}");
+    assert_eq!(report["quarantined_rows"], 1, "{report}");
+    let (_, q) = get_json(
+        &server,
+        "/v0/sql?q=SELECT%20c__error%20FROM%20clicks_quarantine",
+    );
+    let errors = q["data"][0]["c__error"].to_string();
+    assert!(errors.contains("not valid UTF-8"), "{q}");
 }
 
 #[test]

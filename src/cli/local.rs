@@ -79,7 +79,7 @@ fn admin_token(state_dir: &std::path::Path) -> Result<String, CliError> {
     }
     let t = serve::new_token_value("admin");
     std::fs::create_dir_all(state_dir)
-        .and_then(|_| std::fs::write(&file, &t))
+        .and_then(|_| serve::write_private(&file, t.as_bytes()))
         .map_err(|e| CliError::Failed(format!("cannot save the admin token: {e}")))?;
     Ok(t)
 }

@@ -101,6 +101,21 @@ impl RowDecoder {
         }
     }
 
+    /// Decodes one line of raw bytes: a line that is not UTF-8 is rejected on its own,
+    /// like any other line that does not fit, and the other lines of the body still land.
+    pub fn decode_bytes(&self, line: &[u8], now_secs: i64) -> Result<Row, Rejected> {
+        match std::str::from_utf8(line) {
+            Ok(text) => self.decode(text, now_secs),
+            Err(e) => Err(Rejected {
+                errors: vec![ColumnError {
+                    column: String::new(),
+                    message: format!("the line is not valid UTF-8 (at byte {})", e.valid_up_to()),
+                }],
+                raw: vec![None; self.columns.len()],
+            }),
+        }
+    }
+
     /// Decodes one line into a row, or says why it does not fit.
     pub fn decode(&self, line: &str, now_secs: i64) -> Result<Row, Rejected> {
         let mut slots: Vec<Option<&RawValue>> = vec![None; self.columns.len()];

@@ -517,17 +517,16 @@ impl Runtime {
                 "Data Source '{datasource}' not found"
             )));
         };
-        let text = std::str::from_utf8(body)
-            .map_err(|_| RuntimeError::BadRequest("the body is not UTF-8 NDJSON".into()))?;
         let now = wall_secs();
         let import_id = format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed));
         let mut good = Vec::new();
         let mut bad = Vec::new();
-        for line in text.lines() {
-            if line.trim().is_empty() {
+        for line in body.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match decoder.decode(line, now) {
+            match decoder.decode_bytes(line, now) {
                 Ok(row) => good.push((row, 1isize)),
                 Err(rejected) => bad.push((quarantine_row(&rejected, &import_id, now), 1isize)),
             }

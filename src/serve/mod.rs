@@ -25,7 +25,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 pub use error::{ApiError, DOCUMENTATION};
 pub use format::{render, Format, ResultSet};
-pub use tokens::{new_token_value, parse_scope, Grant, Scope, Token, Tokens};
+pub use tokens::{new_token_value, parse_scope, write_private, Grant, Scope, Token, Tokens};
 
 use crate::runtime::{QueryResult, Runtime};
 
@@ -674,6 +674,27 @@ async fn delete_rows(
     )
 }
 
+/// True for `localhost`, `*.localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        })
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `GET /v0/views` (admin): the maintained views, their bindings, sizes and subscribers.
 async fn list_views(
     State(state): State<AppState>,
@@ -719,9 +740,30 @@ async fn create_token(
 async fn local_tokens(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !peer.ip().is_loopback() {
         return Err(ApiError::forbidden("GET /tokens answers only on loopback"));
+    }
+    // A page in a local browser (DNS rebinding) or a reverse proxy on this host connects
+    // from loopback too: it must also name a loopback host, and come from no other origin.
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !host.is_some_and(is_loopback_host) {
+        return Err(ApiError::forbidden(
+            "GET /tokens answers only requests to localhost, 127.0.0.1 or [::1]",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest);
+        if !origin_host.is_some_and(is_loopback_host) {
+            return Err(ApiError::forbidden(
+                "GET /tokens does not answer pages from other origins",
+            ));
+        }
     }
     Ok(Json(serde_json::json!({
         "user_token": state.admin_token,

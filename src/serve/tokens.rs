@@ -191,7 +191,7 @@ impl Tokens {
             std::fs::create_dir_all(dir)?;
         }
         let to_save: Vec<&Token> = tokens.iter().filter(|t| t.name != "admin token").collect();
-        std::fs::write(file, serde_json::to_vec_pretty(&to_save)?)?;
+        write_private(file, &serde_json::to_vec_pretty(&to_save)?)?;
         // Tokens created over the API live in their own file, next to the datafiles' ones.
         let api_file = api_tokens_file(file);
         let api: Vec<Token> = std::fs::read(&api_file)
@@ -238,7 +238,7 @@ impl Tokens {
         api.retain(|t| t.name != name);
         api.push(token.clone());
         let bytes = serde_json::to_vec_pretty(&api).map_err(|e| e.to_string())?;
-        std::fs::write(api_file, bytes).map_err(|e| e.to_string())?;
+        write_private(api_file, &bytes).map_err(|e| e.to_string())?;
         map.retain(|_, t| t.name != name);
         map.insert(token.token.clone(), token.clone());
         Ok(token)
@@ -310,6 +310,27 @@ impl Tokens {
     pub fn allows(&self, value: &str, scope: &Scope) -> bool {
         self.grant(value).is_some_and(|g| g.allows(scope))
     }
+}
+
+/// Writes a file only its owner can read or write (mode 0600 on Unix): token files hold
+/// secrets.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    // A file created earlier with a wider mode is narrowed too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(bytes)
 }
 
 #[cfg(test)]
