@@ -166,3 +166,30 @@ fn dev_loads_fixtures_and_serves_saved_edits_keeping_data() {
     // The data was kept, not reloaded twice.
     assert_eq!(get(&server, "/v0/datasources/clicks")["row_count"], 8);
 }
+
+/// Names become storage paths and table names: a deploy naming a datafile outside Tinybird's
+/// rule (`[A-Za-z_][A-Za-z0-9_]*`) is refused with the reason, and nothing changes.
+#[test]
+fn deploy_refuses_invalid_resource_names() {
+    let server = Server::start("dataflows/clicks", &[]);
+    for path in ["datasources/...datasource", "pipes/top-users.pipe"] {
+        let body = json!({"files": {path: "SCHEMA >\n    `a` String\n"}});
+        let r = client()
+            .post(format!("{}/v1/deploy", server.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let answer: Value = r.json().unwrap();
+        assert!(
+            answer["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("not a valid resource name"),
+            "{answer}"
+        );
+    }
+    let datasources = get(&server, "/v0/datasources");
+    assert!(!datasources.to_string().contains("\"..\""), "{datasources}");
+}

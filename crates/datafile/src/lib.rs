@@ -159,6 +159,17 @@ pub enum Datafile {
     Connection(Box<Connection>),
 }
 
+/// True for a valid datasource, pipe, connection or token name (Tinybird's rule:
+/// `[A-Za-z_][A-Za-z0-9_]*`). Names become storage paths and SQL table names, so nothing
+/// else may enter.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// Parses a datafile, choosing the parser from the path's extension; the resource name is the file stem.
 ///
 /// `text` must already have its `tb_secret(...)` calls rendered (see [`render_secrets`]). `$VAR`
@@ -182,6 +193,15 @@ pub fn parse_file_with_env(
         .extension()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if !is_valid_name(&name) {
+        return Err(vec![DatafileError::new(
+            Loc::new(1, 1),
+            format!(
+                "'{name}' is not a valid resource name (from {}): a name starts with a letter or an underscore and holds only letters, digits and underscores",
+                path.display()
+            ),
+        )]);
+    }
     match extension.as_str() {
         "datasource" => {
             parse_datasource_with_env(&name, text, env).map(|d| Datafile::Datasource(Box::new(d)))
@@ -209,6 +229,21 @@ mod tests {
         let e = DatafileError::new(Loc::new(3, 5), "boom");
         assert_eq!(e.to_string(), "3:5: boom");
         assert_eq!(e.loc(), Loc::new(3, 5));
+    }
+
+    #[test]
+    fn names_follow_tinybirds_rule() {
+        for ok in ["events", "_x", "a1_b2", "Top10"] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "..", "1abc", "a-b", "a.b", "a b", "é", "../etc"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+        let e = parse_file(Path::new("x/...datasource"), "SCHEMA >\n    a String\n").unwrap_err();
+        assert!(
+            e[0].to_string().contains("not a valid resource name"),
+            "{e:?}"
+        );
     }
 
     #[test]
