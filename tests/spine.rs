@@ -805,3 +805,33 @@ fn copy_pipes_append_or_replace_their_result_on_demand() {
     );
     assert_eq!(copy("nope").0, 404);
 }
+
+#[test]
+fn a_short_admin_token_is_refused_unless_insecure_dev() {
+    let dir = common::temp_dir("short_admin");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel"))
+            .args(["local", "start", "--port", "0", "--project"])
+            .arg(common::repo().join("dataflows/clicks"))
+            .args(["--storage"])
+            .arg(&dir)
+            .args(extra)
+            .env("PETREL_ADMIN_TOKEN", "abc")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = run(&[]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 32"), "{err}");
+    // A development server may use one, when it says so.
+    let mut dev = run(&["--insecure-dev-token"]);
+    let stdout = dev.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let _ = dev.kill();
+    let _ = dev.wait();
+    assert!(line.starts_with("Petrel is listening on "), "{line}");
+}

@@ -61,13 +61,28 @@ pub struct StartArgs {
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
     pub fixtures: bool,
+    /// Accept a `PETREL_ADMIN_TOKEN` shorter than 32 characters (development only: the admin
+    /// token signs JWTs, and a short one can be guessed from a JWT).
+    #[arg(long)]
+    pub insecure_dev_token: bool,
 }
 
+/// The shortest admin token accepted without `--insecure-dev-token`: the admin token also
+/// signs JWTs (as in Tinybird), and a short key can be recovered from one issued JWT.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 /// The admin token: `PETREL_ADMIN_TOKEN`, else the one saved in `.petrel/admin_token`, else a
-/// new one (saved, so it survives restarts).
-fn admin_token(state_dir: &std::path::Path) -> Result<String, CliError> {
+/// new one (saved, so it survives restarts). A given token shorter than 32 characters is
+/// refused unless `insecure` (a development server).
+fn admin_token(state_dir: &std::path::Path, insecure: bool) -> Result<String, CliError> {
     if let Ok(t) = std::env::var("PETREL_ADMIN_TOKEN") {
         if !t.is_empty() {
+            if t.chars().count() < MIN_ADMIN_TOKEN_CHARS && !insecure {
+                return Err(CliError::Failed(format!(
+                    "PETREL_ADMIN_TOKEN has {} characters; use at least {MIN_ADMIN_TOKEN_CHARS} (it also signs JWTs), or pass --insecure-dev-token on a development machine",
+                    t.chars().count()
+                )));
+            }
             return Ok(t);
         }
     }
@@ -107,7 +122,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         .storage
         .or_else(|| args.data.map(|d| d.to_string_lossy().into_owned()))
         .unwrap_or_else(|| state_dir.join("data").to_string_lossy().into_owned());
-    let admin = admin_token(&state_dir)?;
+    let admin = admin_token(&state_dir, args.insecure_dev_token)?;
     let wanted = project
         .declared_tokens()
         .into_iter()
