@@ -474,3 +474,70 @@ async fn replacing_and_ttl_retractions_reach_pull_and_push() {
     let left = tokio::task::block_in_place(|| pull("live_hosts"));
     assert_eq!(left["data"], json!([{"host": "b", "pings": 1}]));
 }
+
+/// Views are capped (`--max-views`): distinct-parameter subscriptions past the cap answer 429
+/// before upgrading while subscribers hold every view; once some close, their views make room
+/// (least recently used first) and reads keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_are_capped_and_make_room_least_recently_used_first() {
+    let server =
+        tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &["--max-views", "5"]))
+            .await
+            .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    // Each LIMIT of a subscription is its own view (a maintained top-k).
+    let mut held = Vec::new();
+    for limit in 1..=5 {
+        let mut ws = connect(&server, &format!("country=DE&limit={limit}")).await;
+        assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+        held.push(ws);
+    }
+    let base = server.url.replace("http", "ws");
+    let err = tokio_tungstenite::connect_async(format!(
+        "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit=6"
+    ))
+    .await
+    .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => {
+            assert_eq!(r.status(), 429);
+            let body =
+                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("--max-views"), "{body}");
+        }
+        other => panic!("expected 429, got {other}"),
+    }
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    assert!(views["views"].as_array().unwrap().len() <= 5, "{views}");
+    // Two subscribers leave: their views make room for new ones (once the server has seen
+    // the sockets close, within a progress interval).
+    for mut ws in held.drain(..2) {
+        ws.close(None).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(format!(
+            "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit=7"
+        ))
+        .await
+        {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no room made: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let top = tokio::task::block_in_place(|| common::get(s, "/v0/pipes/top_countries.json"));
+    assert_eq!(top["data"].as_array().map(Vec::len), Some(3), "{top}");
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    assert!(views["views"].as_array().unwrap().len() <= 5, "{views}");
+    // The subscribers that stayed still receive changes.
+    tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n")
+    });
+    let ch = next_of(&mut held[0], "changes").await;
+    assert!(ch["data"].to_string().contains("23"), "{ch}");
+}

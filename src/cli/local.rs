@@ -54,6 +54,10 @@ pub struct StartArgs {
     /// it answers 408 and its dataflow is dropped.
     #[arg(long, default_value_t = 10_000)]
     query_timeout_ms: u64,
+    /// The most views maintained at once: past it the least recently used view without
+    /// subscribers is dropped; when subscribers hold all of them, new ones answer 429.
+    #[arg(long, default_value_t = 256)]
+    max_views: usize,
     /// Serve as a read-only replica of the server whose storage is `--storage` (or `--data`):
     /// follow its writes, answer reads and subscriptions, refuse writes.
     #[arg(long)]
@@ -145,6 +149,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         replica: args.replica,
         snapshot_interval_ms: args.snapshot_interval_ms,
         query_timeout_ms: args.query_timeout_ms,
+        max_views: args.max_views,
         ..RuntimeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;

@@ -51,6 +51,9 @@ pub enum RuntimeError {
     /// An ad-hoc query ran past its time limit and was dropped (408).
     #[error("{0}")]
     Timeout(String),
+    /// A server limit is reached and nothing can be freed now (429).
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl From<ProjectError> for RuntimeError {
@@ -83,6 +86,10 @@ pub struct RuntimeConfig {
     /// How long an ad-hoc query (`/v0/sql`, `q=`, `petrel sql`) may take before it is
     /// dropped and answers 408.
     pub query_timeout_ms: u64,
+    /// The most views maintained at once: past it the least recently used view without
+    /// subscribers is dropped (a later request installs it again); when subscribers hold
+    /// every view, a request that needs a new one answers 429.
+    pub max_views: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -95,6 +102,7 @@ impl Default for RuntimeConfig {
             storage: StorageConfig::default(),
             snapshot_interval_ms: 30_000,
             query_timeout_ms: 10_000,
+            max_views: 256,
         }
     }
 }
@@ -259,6 +267,7 @@ impl Runtime {
                 storage.clone(),
                 config.retention_ms,
                 std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+                config.max_views,
             ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),

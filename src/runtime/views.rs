@@ -248,6 +248,8 @@ pub struct Views {
     storage: Arc<Storage>,
     retention_ms: u64,
     query_timeout: std::time::Duration,
+    /// The most views maintained at once (ad-hoc queries aside).
+    max_views: usize,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
@@ -268,12 +270,14 @@ impl Views {
         storage: Arc<Storage>,
         retention_ms: u64,
         query_timeout: std::time::Duration,
+        max_views: usize,
     ) -> Views {
         Views {
             engine,
             storage,
             retention_ms,
             query_timeout,
+            max_views: max_views.max(1),
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             adhoc: Mutex::new(BTreeMap::new()),
@@ -347,6 +351,28 @@ impl Views {
         if let Some(l) = live.get(&key) {
             l.touch();
             return Ok(l.clone());
+        }
+        if live.len() >= self.max_views {
+            // Make room: drop the least recently used view nobody subscribes to.
+            let lru = live
+                .iter()
+                .filter(|(_, l)| l.subscribers.load(Ordering::SeqCst) == 0)
+                .min_by_key(|(_, l)| l.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            match lru.and_then(|k| live.remove(&k)) {
+                Some(old) => {
+                    // A request still waiting for it gets an error instead of waiting forever.
+                    old.view
+                        .fail("the view was dropped to make room (--max-views); retry".into());
+                    self.engine.drop_view(old.id);
+                }
+                None => {
+                    return Err(RuntimeError::Exhausted(format!(
+                        "the server maintains {} views (--max-views) and subscribers hold all of them; close subscriptions or raise --max-views",
+                        self.max_views
+                    )))
+                }
+            }
         }
         let label = std::iter::once(prepared.name.clone())
             .chain(

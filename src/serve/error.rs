@@ -59,6 +59,7 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RuntimeError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            RuntimeError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         ApiError::new(status, e.to_string())
     }

@@ -242,8 +242,12 @@ impl View {
 
     /// Marks the view as failed: reads return the error from now on.
     pub fn fail(&self, error: String) {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        state.failed = Some(error);
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            state.failed = Some(error);
+        }
+        // Whoever waits for a timestamp wakes up and finds the failure.
+        self.upper_tx.send_modify(|_| {});
     }
 
     /// The error that stopped the view, if any.
@@ -354,9 +358,12 @@ impl View {
     }
 
     /// Waits until the view holds every change at or before `ts`.
+    /// Returns early if the view fails.
     pub async fn wait_for(&self, ts: Ts) {
         let mut rx = self.upper_tx.subscribe();
-        let _ = rx.wait_for(|u| *u > ts).await;
+        let _ = rx
+            .wait_for(|u| *u > ts || self.read().failed.is_some())
+            .await;
     }
 
     /// Number of distinct rows held, for metrics.
