@@ -541,3 +541,138 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
     let ch = next_of(&mut held[0], "changes").await;
     assert!(ch["data"].to_string().contains("23"), "{ch}");
 }
+
+/// Slow subscribers are bounded in bytes: 100 subscribers that never read, each with a 256 KiB
+/// budget, hold a few frames each while 100 batches of changes flow; a reading subscriber
+/// still gets every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_subscribers_are_bounded_in_bytes() {
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start("dataflows/clicks", &["--subscriber-buffer-bytes", "262144"])
+    })
+    .await
+    .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        stalled.push(connect(&server, "country=DE&limit=100000").await);
+    }
+    let mut live = connect(&server, "country=DE&limit=100000").await;
+    assert_eq!(next_json(&mut live).await["type"], "snapshot");
+    let before = server.rss_bytes();
+    let client = reqwest::Client::new();
+    for b in 0..100u64 {
+        // Every batch changes 2,000 users of DE: a frame of about 100 KB per subscriber.
+        let body: String = (0..2_000u64)
+            .map(|u| {
+                format!(
+                    "{{\"user_id\":{},\"click_count\":1,\"country\":\"DE\"}}\n",
+                    10 + u + b % 2
+                )
+            })
+            .collect();
+        let r = client
+            .post(format!("{}/v0/events?name=clicks", server.url))
+            .bearer_auth(ADMIN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(Duration::from_millis(1), live.next()).await
+        {}
+    }
+    let ts = tokio::task::block_in_place(|| {
+        ingest(s, "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n")
+    });
+    let want = json!({"user_id": 2, "clicks": 23});
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "never saw {want}");
+        let v = next_json(&mut live).await;
+        let seen = v["data"].to_string().contains("\"clicks\":23");
+        let upper = v["upper"].as_u64().or(v["ts"].as_u64()).unwrap_or(0);
+        if seen && upper > ts {
+            break;
+        }
+    }
+    // The server's own account: what is queued for subscribers stays within their budgets
+    // (each may exceed its 256 KiB by the one frame it is writing and the one it is making).
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    let queued = views["subscriber_buffers"]["queued_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(queued <= 101 * 262_144, "{queued} bytes queued: {views}");
+    let after = server.rss_bytes();
+    // Without byte budgets, each stalled subscriber queued 64 frames of about 180 KB (over
+    // 1 GB for 100 of them).
+    assert!(
+        after < before + 700 * 1024 * 1024,
+        "server memory grew from {} MB to {} MB with 100 stalled subscribers",
+        before / 1_000_000,
+        after / 1_000_000
+    );
+    drop(stalled);
+}
+
+/// `overflow=close`: a subscriber that falls behind the view's change ring is closed with an
+/// error frame saying the frontier to resume from, instead of getting a resync snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overflow_close_ends_a_lagging_subscriber_with_its_resume_point() {
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start(
+            "dataflows/clicks",
+            &[
+                "--subscriber-buffer-bytes",
+                "4096",
+                "--change-ring-batches",
+                "32",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let mut ws = connect(&server, "country=DE&limit=100000&overflow=close").await;
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    // More batches than the view's change ring keeps (32 here), each changing 2,000 users
+    // (about 180 KB of frame: more than the sockets' buffers absorb in all), while the client
+    // reads nothing.
+    let client = reqwest::Client::new();
+    for i in 0..150u64 {
+        let body: String = (0..2_000u64)
+            .map(|u| {
+                format!(
+                    "{{\"user_id\":{},\"click_count\":1,\"country\":\"DE\"}}\n",
+                    100 + u + i % 2
+                )
+            })
+            .collect();
+        let r = client
+            .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
+            .bearer_auth(ADMIN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no overflow error after {n} frames"
+        );
+        let v = next_json(&mut ws).await;
+        n += 1;
+        assert_ne!(v["type"], "snapshot", "overflow=close must not resync: {v}");
+        if v["type"] == "error" {
+            assert!(v["resume"].as_u64().unwrap() > 0, "{v}");
+            break;
+        }
+    }
+}

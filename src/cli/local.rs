@@ -58,6 +58,17 @@ pub struct StartArgs {
     /// subscribers is dropped; when subscribers hold all of them, new ones answer 429.
     #[arg(long, default_value_t = 256)]
     max_views: usize,
+    /// Bytes of frames one subscriber may have queued and not yet written; past it a slow
+    /// subscriber gets a resync snapshot (or is closed, with `overflow=close`).
+    #[arg(long, default_value_t = 1 << 20)]
+    subscriber_buffer_bytes: usize,
+    /// Bytes of queued frames all subscribers together may hold.
+    #[arg(long, default_value_t = 256 << 20)]
+    subscribers_buffer_bytes: usize,
+    /// How many change batches a live subscriber may fall behind a view before it has to
+    /// catch up (a resync snapshot, or closed with `overflow=close`).
+    #[arg(long, default_value_t = 1024)]
+    change_ring_batches: usize,
     /// Serve as a read-only replica of the server whose storage is `--storage` (or `--data`):
     /// follow its writes, answer reads and subscriptions, refuse writes.
     #[arg(long)]
@@ -150,6 +161,9 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         snapshot_interval_ms: args.snapshot_interval_ms,
         query_timeout_ms: args.query_timeout_ms,
         max_views: args.max_views,
+        subscriber_buffer_bytes: args.subscriber_buffer_bytes,
+        subscribers_buffer_bytes: args.subscribers_buffer_bytes,
+        change_ring_batches: args.change_ring_batches,
         ..RuntimeConfig::default()
     };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;

@@ -90,6 +90,14 @@ pub struct RuntimeConfig {
     /// subscribers is dropped (a later request installs it again); when subscribers hold
     /// every view, a request that needs a new one answers 429.
     pub max_views: usize,
+    /// Bytes of frames one subscriber may have queued and not yet written to its socket;
+    /// past it the subscriber falls behind and gets a resync (or is closed, as it asked).
+    pub subscriber_buffer_bytes: usize,
+    /// Bytes of queued frames all subscribers together may hold.
+    pub subscribers_buffer_bytes: usize,
+    /// How many change batches a live subscriber may fall behind a view before it has to
+    /// catch up (a resync snapshot, or closed with `overflow=close`).
+    pub change_ring_batches: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -103,6 +111,9 @@ impl Default for RuntimeConfig {
             snapshot_interval_ms: 30_000,
             query_timeout_ms: 10_000,
             max_views: 256,
+            subscriber_buffer_bytes: 1 << 20,
+            subscribers_buffer_bytes: 256 << 20,
+            change_ring_batches: petrel_view::CHANGE_RING,
         }
     }
 }
@@ -134,6 +145,25 @@ pub struct Runtime {
     views: views::Views,
     ready: AtomicBool,
     next_import: AtomicU64,
+    buffers: SubscriberBuffers,
+}
+
+/// The byte budgets of subscribers' queued frames: one per subscriber, one for all.
+#[derive(Clone)]
+pub struct SubscriberBuffers {
+    /// Bytes one subscriber may have queued.
+    pub per_subscriber: usize,
+    /// All subscribers' budget, in bytes.
+    pub capacity: usize,
+    /// What all subscribers together may still queue.
+    pub total: Arc<tokio::sync::Semaphore>,
+}
+
+impl SubscriberBuffers {
+    /// Bytes of frames queued for subscribers now (made, not yet written to their sockets).
+    pub fn queued_bytes(&self) -> usize {
+        self.capacity.saturating_sub(self.total.available_permits())
+    }
 }
 
 /// What a deploy changed, by resource kind.
@@ -268,9 +298,20 @@ impl Runtime {
                 config.retention_ms,
                 std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
                 config.max_views,
+                config.change_ring_batches,
             ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
+            buffers: {
+                let capacity = config
+                    .subscribers_buffer_bytes
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+                SubscriberBuffers {
+                    per_subscriber: config.subscriber_buffer_bytes.max(1),
+                    capacity,
+                    total: Arc::new(tokio::sync::Semaphore::new(capacity)),
+                }
+            },
         });
         if config.replica {
             runtime.follow_logs();
@@ -797,6 +838,11 @@ impl Runtime {
             .await;
         self.engine.unregister_source(&name);
         out
+    }
+
+    /// The byte budgets subscribers' queued frames share.
+    pub fn subscriber_buffers(&self) -> &SubscriberBuffers {
+        &self.buffers
     }
 
     /// The storage the datasources live in.

@@ -250,6 +250,8 @@ pub struct Views {
     query_timeout: std::time::Duration,
     /// The most views maintained at once (ad-hoc queries aside).
     max_views: usize,
+    /// How many change batches a live subscriber may fall behind.
+    change_ring: usize,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
@@ -271,6 +273,7 @@ impl Views {
         retention_ms: u64,
         query_timeout: std::time::Duration,
         max_views: usize,
+        change_ring: usize,
     ) -> Views {
         Views {
             engine,
@@ -278,6 +281,7 @@ impl Views {
             retention_ms,
             query_timeout,
             max_views: max_views.max(1),
+            change_ring: change_ring.max(1),
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             adhoc: Mutex::new(BTreeMap::new()),
@@ -504,6 +508,7 @@ impl Views {
             KeyColumns(keys),
             order,
             self.retention_ms,
+            self.change_ring,
         );
         let mut as_of = self.engine.open_ts();
         let mut restored_from = None;

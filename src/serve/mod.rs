@@ -240,7 +240,7 @@ fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
 const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
 
 /// Further parameters a subscription reserves for itself.
-const SUBSCRIPTION_PARAMS: [&str; 3] = ["since", "snapshot", "envelope"];
+const SUBSCRIPTION_PARAMS: [&str; 4] = ["since", "snapshot", "envelope", "overflow"];
 
 async fn pipe(
     State(state): State<AppState>,
@@ -284,16 +284,19 @@ async fn pipe(
             let options = subscribe_options(&params, &headers)?;
             let sub = state.runtime.subscribe(name, &pipe_params).await?;
             if let Answer::Sse = answer {
-                return Ok(subscribe::sse(subscribe::start(sub, options)));
+                return Ok(subscribe::sse(subscribe::start(
+                    sub,
+                    options,
+                    state.runtime.subscriber_buffers(),
+                )));
             }
             let (mut parts, _) = request.into_parts();
             let upgrade =
                 axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
                     .await
                     .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
-            return Ok(upgrade.on_upgrade(move |socket| {
-                subscribe::websocket(socket, subscribe::start(sub, options))
-            }));
+            let frames = subscribe::start(sub, options, state.runtime.subscriber_buffers());
+            return Ok(upgrade.on_upgrade(move |socket| subscribe::websocket(socket, frames)));
         }
     };
     let mut result = state.runtime.query_pipe(name, &pipe_params).await?;
@@ -342,10 +345,20 @@ fn subscribe_options(
             )))
         }
     };
+    let close_on_overflow = match params.get("overflow").map(String::as_str) {
+        None | Some("resync") => false,
+        Some("close") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "overflow must be resync or close, got '{other}'"
+            )))
+        }
+    };
     Ok(subscribe::Options {
         since,
         snapshot,
         upsert,
+        close_on_overflow,
     })
 }
 
@@ -702,7 +715,16 @@ async fn list_views(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    Ok(Json(serde_json::json!({ "views": state.runtime.describe_views() })).into_response())
+    let buffers = state.runtime.subscriber_buffers();
+    Ok(Json(serde_json::json!({
+        "views": state.runtime.describe_views(),
+        "subscriber_buffers": {
+            "queued_bytes": buffers.queued_bytes(),
+            "capacity_bytes": buffers.capacity,
+            "per_subscriber_bytes": buffers.per_subscriber,
+        },
+    }))
+    .into_response())
 }
 
 /// `POST /v0/tokens?name=N&scope=PIPES:READ:pipe&scope=..` (admin): creates or updates a

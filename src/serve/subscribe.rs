@@ -4,9 +4,12 @@
 //! A driver task turns one view's published batches into frames for one subscriber:
 //! a snapshot at the view's frontier, then each batch's changes for the subscriber's key, and
 //! a progress frame at least once a second. Frames go through a small bounded channel to the
-//! transport; when the subscriber falls so far behind that the view's broadcast ring overwrites
-//! batches it has not taken, its pending changes collapse into a fresh snapshot marked
-//! `"resync": true`. Memory per subscriber stays bounded and the engine never waits for one.
+//! transport, and each frame holds its size in bytes from two budgets (the subscriber's and
+//! all subscribers') until the transport has written it. A subscriber that does not drain
+//! makes its driver wait; when the view's broadcast ring then overwrites batches it has not
+//! taken, its pending changes collapse into a fresh snapshot marked `"resync": true` (or, with
+//! `overflow=close`, it gets an error frame with its resume point and is closed). Memory per
+//! subscriber and in all stays bounded in bytes, and the engine never waits for one.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,12 +19,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use petrel_value::Row;
 use petrel_view::{Resume, Ts};
-use tokio::sync::{broadcast, mpsc};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
 use super::format::write_object;
-use crate::runtime::Subscription;
+use crate::runtime::{SubscriberBuffers, Subscription};
 
 /// How often a quiet subscription gets a progress frame.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -38,6 +42,9 @@ pub struct Frame {
     pub upper: Ts,
     /// The JSON text.
     pub json: String,
+    /// The frame's bytes, held from the subscriber's and the global budget until it is
+    /// written (dropping the frame gives them back).
+    budget: Vec<OwnedSemaphorePermit>,
 }
 
 /// What the subscriber asked for.
@@ -49,6 +56,9 @@ pub struct Options {
     pub snapshot: bool,
     /// `envelope=upsert`: changes as the new row (or null) per key, not as signed rows.
     pub upsert: bool,
+    /// `overflow=close`: a subscriber that falls behind is closed with its resume point
+    /// instead of getting a resync snapshot.
+    pub close_on_overflow: bool,
 }
 
 fn rows_json(sub: &Subscription, rows: &[Row]) -> String {
@@ -80,6 +90,7 @@ fn snapshot_frame(sub: &Subscription, upper: Ts, rows: Vec<Row>, resync: bool) -
         kind: "snapshot",
         upper,
         json,
+        budget: Vec::new(),
     }
 }
 
@@ -118,6 +129,7 @@ fn upsert_frame(sub: &Subscription, lower: Ts, upper: Ts, changes: &[(Row, i64)]
         kind: "changes",
         upper,
         json,
+        budget: Vec::new(),
     }
 }
 
@@ -145,6 +157,7 @@ fn changes_frame(
         kind: "changes",
         upper,
         json,
+        budget: Vec::new(),
     }
 }
 
@@ -153,18 +166,63 @@ fn progress_frame(upper: Ts) -> Frame {
         kind: "progress",
         upper,
         json: format!("{{\"type\":\"progress\",\"ts\":{upper}}}"),
+        budget: Vec::new(),
+    }
+}
+
+/// Sends frames to a transport, each holding its bytes from the byte budgets until written.
+struct Outbox {
+    tx: mpsc::Sender<Frame>,
+    own: Arc<Semaphore>,
+    own_bytes: usize,
+    total: Arc<Semaphore>,
+}
+
+impl Outbox {
+    /// Waits for room (in frames and in bytes), then queues the frame. Err: the subscriber
+    /// went away. A frame larger than a whole budget takes the whole budget.
+    async fn send(&self, mut frame: Frame) -> Result<(), ()> {
+        let bytes = frame.json.len().clamp(1, self.own_bytes) as u32;
+        let own = self
+            .own
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| ())?;
+        let total = self
+            .total
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| ())?;
+        frame.budget = vec![own, total];
+        self.tx.send(frame).await.map_err(|_| ())
     }
 }
 
 /// Starts the driver for `sub`; frames arrive on the returned receiver until the subscriber
 /// goes away (the receiver is dropped).
-pub fn start(sub: Subscription, options: Options) -> mpsc::Receiver<Frame> {
+pub fn start(
+    sub: Subscription,
+    options: Options,
+    buffers: &SubscriberBuffers,
+) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-    tokio::spawn(drive(sub, options, tx));
+    let own_bytes = buffers
+        .per_subscriber
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+    let outbox = Outbox {
+        tx,
+        own: Arc::new(Semaphore::new(own_bytes)),
+        own_bytes,
+        total: buffers.total.clone(),
+    };
+    tokio::spawn(drive(sub, options, outbox));
     rx
 }
 
-async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
+async fn drive(sub: Subscription, options: Options, tx: Outbox) {
     let view = sub.view.clone();
     let mut upper_rx = view.watch_upper();
     let (mut batches, mut sent_upper) = match options.since {
@@ -244,6 +302,10 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if options.close_on_overflow {
+                        let _ = tx.send(overflow_frame(sent_upper)).await;
+                        return;
+                    }
                     // Too slow: what it missed collapses into a fresh snapshot.
                     let (snap, rx) = view.subscribe(sub.key());
                     batches = rx;
@@ -279,11 +341,28 @@ async fn drive(sub: Subscription, options: Options, tx: mpsc::Sender<Frame>) {
     }
 }
 
+/// Closes a subscriber that fell behind (`overflow=close`), with the frontier it holds: it
+/// resumes with `since=RESUME`.
+fn overflow_frame(resume: Ts) -> Frame {
+    Frame {
+        kind: "error",
+        upper: 0,
+        json: serde_json::json!({
+            "type": "error",
+            "error": "the subscriber fell behind its buffer; resume with since",
+            "resume": resume,
+        })
+        .to_string(),
+        budget: Vec::new(),
+    }
+}
+
 fn error_frame(message: &str) -> Frame {
     Frame {
         kind: "error",
         upper: 0,
         json: serde_json::json!({"type": "error", "error": message}).to_string(),
+        budget: Vec::new(),
     }
 }
 

@@ -19,6 +19,9 @@ use petrel_value::{Column, Row, Value};
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
+/// How many change batches a live subscriber may fall behind by default.
+pub const CHANGE_RING: usize = 1024;
+
 /// Milliseconds since the Unix epoch: Petrel's one clock (see the engine's clock).
 pub type Ts = u64;
 
@@ -111,19 +114,28 @@ impl View {
     /// least `retention_ms` of change history for resuming subscribers. Rows are kept in
     /// their natural order; see [`View::ordered`].
     pub fn new(columns: Vec<Column>, keys: KeyColumns, retention_ms: u64) -> Arc<View> {
-        View::ordered(columns, keys, RowOrder::natural(), retention_ms)
+        View::ordered(
+            columns,
+            keys,
+            RowOrder::natural(),
+            retention_ms,
+            CHANGE_RING,
+        )
     }
 
     /// As [`View::new`], keeping each key's rows in `order` (the query's ORDER BY), so reads
     /// of the first rows cost what they return.
+    /// `ring` is how many change batches a live subscriber may fall behind before it must
+    /// catch up from a snapshot.
     pub fn ordered(
         columns: Vec<Column>,
         keys: KeyColumns,
         order: RowOrder,
         retention_ms: u64,
+        ring: usize,
     ) -> Arc<View> {
         let (upper_tx, _) = watch::channel(0);
-        let (changes_tx, _) = broadcast::channel(1024);
+        let (changes_tx, _) = broadcast::channel(ring.max(1));
         Arc::new(View {
             columns,
             keys,
@@ -505,6 +517,7 @@ mod tests {
                 Arc::new(|r: &Row| vec![r[1].clone()]),
             ),
             1_000,
+            CHANGE_RING,
         );
         let mut changes: Vec<(Row, i64)> = (0..100).map(|i| (row("a", i), 1)).collect();
         changes.push((row("a", 50), 1));
