@@ -113,3 +113,65 @@ fn a_query_whose_client_disconnects_leaves_no_dataflow() {
     // And the server still answers.
     ingest(&server, 10);
 }
+
+/// A connection that never finishes its request head is closed after the header timeout.
+#[test]
+fn half_open_connections_are_closed() {
+    use std::io::{Read, Write};
+    let server = Server::start("dataflows/clicks", &["--header-timeout-ms", "500"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /v0/health HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // The server ends the connection (EOF, possibly after a 408); a timeout would be an error.
+    let read = stream.read_to_end(&mut buf);
+    assert!(
+        read.is_ok(),
+        "still open after {:?}: {read:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A complete request is served as usual.
+    assert_eq!(common::get(&server, "/v0/health")["status"], "ok");
+}
+
+/// Past `--max-connections`, new connections wait until one ends.
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let server = Server::start(
+        "dataflows/clicks",
+        &["--max-connections", "2", "--header-timeout-ms", "60000"],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let quick = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    assert!(
+        quick
+            .get(format!("{}/v0/health", server.url))
+            .send()
+            .is_err(),
+        "a third connection was served while two held every slot"
+    );
+    drop(idle);
+    wait_until(
+        || {
+            quick
+                .get(format!("{}/v0/health", server.url))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        },
+        "a freed slot serves the next connection",
+    );
+}

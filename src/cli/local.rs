@@ -69,6 +69,13 @@ pub struct StartArgs {
     /// catch up (a resync snapshot, or closed with `overflow=close`).
     #[arg(long, default_value_t = 1024)]
     change_ring_batches: usize,
+    /// Connections served at once; further ones wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection that has not sent a whole request head within this time
+    /// (milliseconds; a new connection, or an idle keep-alive one).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
     /// Serve as a read-only replica of the server whose storage is `--storage` (or `--data`):
     /// follow its writes, answer reads and subscriptions, refuse writes.
     #[arg(long)]
@@ -166,6 +173,10 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         change_ring_batches: args.change_ring_batches,
         ..RuntimeConfig::default()
     };
+    let limits = serve::ConnectionLimits {
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+    };
     let rt = tokio::runtime::Runtime::new().map_err(|e| CliError::Failed(e.to_string()))?;
     rt.block_on(async move {
         let runtime = Runtime::start(project, &storage, config)
@@ -198,7 +209,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             tokens: Arc::new(tokens),
             admin_token: admin,
         };
-        serve::serve(listener, state)
+        serve::serve_with(listener, state, limits)
             .await
             .map_err(|e| CliError::Failed(e.to_string()))
     })
