@@ -175,3 +175,29 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
         "a freed slot serves the next connection",
     );
 }
+
+/// A gzip body that inflates past the body limit (a decompression bomb) answers 413 without
+/// inflating it whole, and lands nothing.
+#[test]
+fn a_decompression_bomb_answers_413() {
+    use std::io::Write;
+    let server = Server::start("dataflows/clicks", &[]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let line = b"{\"user_id\":1,\"click_count\":1,\"country\":\"US\"}\n";
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
+    for _ in 0..150 {
+        gz.write_all(&chunk).unwrap();
+    }
+    let body = gz.finish().unwrap();
+    assert!(body.len() < 2 << 20, "{} bytes compressed", body.len());
+    let r = client()
+        .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
+        .bearer_auth(ADMIN)
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let stats = common::get(&server, "/v0/datasources/clicks");
+    assert_eq!(stats["row_count"].as_u64(), Some(0), "{stats}");
+}
