@@ -56,6 +56,7 @@ pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) 
         runtime: runtime.clone(),
         tokens: Arc::new(tokens),
         admin_token: ADMIN.into(),
+        requests: Default::default(),
     };
     tokio::spawn(serve::serve(listener, state));
     (url, runtime)

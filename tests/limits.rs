@@ -86,6 +86,35 @@ fn a_runaway_query_is_cancelled_and_others_keep_answering() {
         0,
         "the cancelled query's dataflow is gone"
     );
+    // The cancellation and the requests show in GET /metrics (admin only).
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("petrel_queries_cancelled_total{reason=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petrel_http_requests_total{route=\"/v0/sql\",status=\"408\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petrel_datasource_rows{datasource=\"clicks\"} 2010"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petrel_view_lag_milliseconds{"),
+        "{metrics}"
+    );
+    let anonymous = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 403);
 }
 
 #[test]
@@ -109,6 +138,17 @@ fn a_query_whose_client_disconnects_leaves_no_dataflow() {
     wait_until(
         || adhoc_views(&server) == 0,
         "the abandoned query's dataflow is dropped",
+    );
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("petrel_queries_cancelled_total{reason=\"abandoned\"} 1"),
+        "{metrics}"
     );
     // And the server still answers.
     ingest(&server, 10);

@@ -208,6 +208,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             runtime,
             tokens: Arc::new(tokens),
             admin_token: admin,
+            requests: Default::default(),
         };
         serve::serve_with(listener, state, limits)
             .await

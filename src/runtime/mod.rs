@@ -26,7 +26,7 @@ use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
 use crate::project::{PipeDescription, Project, ProjectError};
 use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog, TableRules};
 
-pub use views::{PreparedSql, QueryResult, Subscription, ViewInfo};
+pub use views::{LimitCounters, PreparedSql, QueryResult, Subscription, ViewInfo};
 
 /// Failures of runtime operations, as the API maps them to statuses.
 #[derive(Debug, thiserror::Error)]
@@ -795,6 +795,11 @@ impl Runtime {
     /// The maintained views, for operators (`GET /v0/views`).
     pub fn describe_views(&self) -> Vec<ViewInfo> {
         self.views.describe()
+    }
+
+    /// How often each server limit acted since start (for metrics).
+    pub fn limit_counters(&self) -> LimitCounters {
+        self.views.limit_counters()
     }
 
     /// Plans an ad-hoc query over datasources and endpoint pipes (Principle 1: it will run as a

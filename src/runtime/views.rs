@@ -193,10 +193,18 @@ fn wall_ms() -> u64 {
 struct DropView<'a> {
     views: &'a Views,
     id: ViewId,
+    /// False while the query runs: dropped then, its request was abandoned.
+    ended: bool,
 }
 
 impl Drop for DropView<'_> {
     fn drop(&mut self) {
+        if !self.ended {
+            self.views
+                .counters
+                .queries_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+        }
         lock(&self.views.adhoc).remove(&self.id);
         self.views.engine.drop_view(self.id);
     }
@@ -256,6 +264,29 @@ pub struct Views {
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
     adhoc: Mutex<BTreeMap<ViewId, Arc<View>>>,
+    /// How often each limit acted, for metrics.
+    counters: LimitCountersInner,
+}
+
+#[derive(Default)]
+struct LimitCountersInner {
+    query_timeouts: AtomicU64,
+    queries_abandoned: AtomicU64,
+    views_dropped: AtomicU64,
+    views_refused: AtomicU64,
+}
+
+/// How often each limit acted since the server started.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LimitCounters {
+    /// Ad-hoc queries cancelled by `--query-timeout-ms`.
+    pub query_timeouts: u64,
+    /// Ad-hoc queries dropped because their request went away first.
+    pub queries_abandoned: u64,
+    /// Views dropped to stay within `--max-views`.
+    pub views_dropped: u64,
+    /// Requests refused with 429 because subscribers held every view.
+    pub views_refused: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,6 +316,7 @@ impl Views {
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             adhoc: Mutex::new(BTreeMap::new()),
+            counters: LimitCountersInner::default(),
         }
     }
 
@@ -365,16 +397,18 @@ impl Views {
                 .map(|(k, _)| k.clone());
             match lru.and_then(|k| live.remove(&k)) {
                 Some(old) => {
+                    self.counters.views_dropped.fetch_add(1, Ordering::Relaxed);
                     // A request still waiting for it gets an error instead of waiting forever.
                     old.view
                         .fail("the view was dropped to make room (--max-views); retry".into());
                     self.engine.drop_view(old.id);
                 }
                 None => {
+                    self.counters.views_refused.fetch_add(1, Ordering::Relaxed);
                     return Err(RuntimeError::Exhausted(format!(
                         "the server maintains {} views (--max-views) and subscribers hold all of them; close subscriptions or raise --max-views",
                         self.max_views
-                    )))
+                    )));
                 }
             }
         }
@@ -440,6 +474,17 @@ impl Views {
     /// Forgets planned shapes (after a deploy); live views stay and are found again by shape.
     pub(super) fn forget_plans(&self) {
         lock(&self.prepared).clear();
+    }
+
+    /// How often each limit acted.
+    pub(super) fn limit_counters(&self) -> LimitCounters {
+        let c = &self.counters;
+        LimitCounters {
+            query_timeouts: c.query_timeouts.load(Ordering::Relaxed),
+            queries_abandoned: c.queries_abandoned.load(Ordering::Relaxed),
+            views_dropped: c.views_dropped.load(Ordering::Relaxed),
+            views_refused: c.views_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// The live views, for operators.
@@ -692,14 +737,15 @@ impl Views {
             None,
         )?;
         lock(&self.adhoc).insert(live.id, live.view.clone());
-        let _dropped_at_exit = DropView {
+        let mut dropped_at_exit = DropView {
             views: self,
             id: live.id,
+            ended: false,
         };
-        if tokio::time::timeout(self.query_timeout, live.view.wait_for(live.as_of))
-            .await
-            .is_err()
-        {
+        let waited = tokio::time::timeout(self.query_timeout, live.view.wait_for(live.as_of)).await;
+        dropped_at_exit.ended = true;
+        if waited.is_err() {
+            self.counters.query_timeouts.fetch_add(1, Ordering::Relaxed);
             return Err(RuntimeError::Timeout(format!(
                 "the query did not finish within {} ms (the server's --query-timeout-ms) and was cancelled",
                 self.query_timeout.as_millis()

@@ -7,6 +7,7 @@
 mod admin;
 mod error;
 mod format;
+mod metrics;
 mod subscribe;
 mod tokens;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// The admin token (returned by `GET /tokens` on loopback).
     pub admin_token: String,
+    /// Request counters for `GET /metrics`.
+    pub requests: Arc<metrics::RequestMetrics>,
 }
 
 /// The API's routes.
@@ -66,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(live_page))
         .route("/v1/deploy", post(admin::deploy))
         .route("/v0/admin/shutdown", post(admin::shutdown))
+        .route("/metrics", get(metrics_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
         .with_state(state)
@@ -746,6 +754,16 @@ async fn delete_rows(
         Json(serde_json::json!({ "deleted_rows": rows, "dry_run": dry_run, "ts": ts }))
             .into_response(),
     )
+}
+
+/// `GET /metrics` (admin): Prometheus text.
+async fn metrics_route(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    Ok(metrics::metrics(State(state)).await)
 }
 
 /// True for `localhost`, `*.localhost`, `127.x.y.z` and `[::1]`, with or without a port.
