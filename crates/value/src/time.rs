@@ -68,6 +68,10 @@ pub fn format_datetime64(ticks: i64, precision: u8) -> String {
 /// Parses `YYYY-MM-DD` into a day number.
 pub fn parse_date(s: &str) -> Option<i64> {
     let s = s.trim();
+    // Dates are ASCII; anything else is not one (and must not be sliced by bytes).
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -94,6 +98,10 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// `10^-precision` seconds. Also accepts a plain integer of seconds since the epoch.
 pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
     let s = s.trim();
+    // Times are ASCII; anything else is not one (and must not be sliced by bytes).
+    if !s.is_ascii() {
+        return None;
+    }
     let scale = 10i64.pow(precision as u32);
     if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && s.len() != 10 {
         return s.parse::<i64>().ok().map(|v| v * scale);
@@ -185,5 +193,15 @@ mod tests {
             parse_datetime("2024-01-01 10:00:00", 0)
         );
         assert_eq!(parse_datetime("nonsense", 0), None);
+    }
+
+    /// Found by `tests/fuzz.rs`: a multi-byte character inside a time (here a BOM) made the
+    /// parser slice inside it and panic, taking the ingest request down.
+    #[test]
+    fn non_ascii_times_are_rejected_not_sliced() {
+        assert_eq!(parse_datetime("2024-01-0\u{feff}1 00:00:00", 0), None);
+        assert_eq!(parse_datetime("2023-10-1\u{feff}1T07:58:10.324Z", 3), None);
+        assert_eq!(parse_datetime("2024-01-01 10:00:00+0\u{e9}:00", 0), None);
+        assert_eq!(parse_date("2024-\u{e9}1-01"), None);
     }
 }
