@@ -6,20 +6,15 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::time::Instant;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let rows = env("ROWS", 2_000_000);
-    let batch = env("BATCH", 20_000);
-    let clients = env("CLIENTS", 2);
-    let workers = env("WORKERS", 1);
+    let rows = env::<usize>("ROWS", 2_000_000);
+    let batch = env::<usize>("BATCH", 20_000);
+    let clients = env::<usize>("CLIENTS", 2);
+    let workers = env::<usize>("WORKERS", 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let dir = support::project_copy("dataflows/clicks");

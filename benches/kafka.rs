@@ -7,6 +7,8 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,20 +19,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     let Ok(tansu) = std::env::var("PETREL_TANSU") else {
         eprintln!("kafka bench: set PETREL_TANSU to the Tansu broker binary");
         return;
     };
-    let rows = env("ROWS", 500_000);
-    let probes = env("PROBES", 200);
+    let rows = env::<u64>("ROWS", 500_000);
+    let probes = env::<u64>("PROBES", 200);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -73,6 +73,8 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -82,13 +84,6 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The queries, with Feldera's published events/s per core (16 cores) where there is one.
 const QUERIES: [(&str, Option<&str>); 9] = [
@@ -649,7 +644,7 @@ fn run_query(query: &str, data: &Path) -> bool {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let workers = env("WORKERS", cores);
+    let workers = env::<usize>("WORKERS", cores);
     let feldera = QUERIES
         .iter()
         .find(|q| q.0 == query)
@@ -675,22 +670,9 @@ fn run_query(query: &str, data: &Path) -> bool {
         for b in bodies {
             let body = std::fs::read(b["file"].as_str().unwrap()).unwrap();
             let ds = b["datasource"].as_str().unwrap();
-            let started = Instant::now();
-            let r = client
-                .post(format!("{url}/v0/events?name={ds}&wait=true"))
-                .bearer_auth(support::ADMIN)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let text = r.text().await.unwrap();
-            seconds += started.elapsed().as_secs_f64();
-            assert!(status.is_success(), "POST /v0/events: {status} {text}");
-            let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
-            accepted += answer["successful_rows"].as_u64().unwrap_or(0);
-            let quarantined = answer["quarantined_rows"].as_u64().unwrap_or(0);
-            assert_eq!(quarantined, 0, "{ds} rows quarantined: {text}");
+            let (took, landed) = support::post_batch(&client, &url, ds, body).await;
+            seconds += took;
+            accepted += landed;
         }
         // Before the checks, whose reads copy the result.
         let rss = support::rss_bytes();
@@ -753,8 +735,8 @@ fn main() {
         let data = PathBuf::from(std::env::var("NEXMARK_DATA").expect("NEXMARK_DATA"));
         std::process::exit(if run_query(&query, &data) { 0 } else { 1 });
     }
-    let total = env("EVENTS", 1_000_000) as u64;
-    let batch = env("BATCH", 20_000).max(1) as u64;
+    let total = env::<usize>("EVENTS", 1_000_000) as u64;
+    let batch = env::<usize>("BATCH", 20_000).max(1) as u64;
     let wanted: Vec<String> = std::env::var("QUERIES")
         .map(|q| q.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_else(|_| QUERIES.iter().map(|q| q.0.to_string()).collect());

@@ -11,19 +11,14 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -41,8 +36,8 @@ async fn connect(url: &str, query: &str) -> Ws {
 }
 
 fn main() {
-    let seconds = env("SECONDS", 5);
-    let subscribers = env("SUBSCRIBERS", 1000) as usize;
+    let seconds = env::<u64>("SECONDS", 5);
+    let subscribers = env::<u64>("SUBSCRIBERS", 1000) as usize;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let dir = support::project_copy("dataflows/clicks");

@@ -8,17 +8,12 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::time::{Duration, Instant};
 
 use petrel::runtime::{Runtime, RuntimeConfig};
 use petrel_value::Value;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const COUNTRIES: [&str; 12] = [
     "US", "DE", "VN", "FR", "BR", "IN", "JP", "GB", "ES", "IT", "MX", "CA",
@@ -60,7 +55,7 @@ fn stop(rt: &Runtime) {
 }
 
 fn main() {
-    let rows = env("ROWS", 10_000_000) as u64;
+    let rows = env::<usize>("ROWS", 10_000_000) as u64;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         // wait=true against without: 1M rows in 10k-row requests, one client.

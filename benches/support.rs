@@ -28,6 +28,41 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Posts one NDJSON batch to `datasource` with `wait=true`; returns the seconds the request
+/// took and the rows it landed. Panics on an error or a quarantined row (a bench's data must
+/// fit its schema).
+pub async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    datasource: &str,
+    body: Vec<u8>,
+) -> (f64, u64) {
+    let started = std::time::Instant::now();
+    let r = client
+        .post(format!("{url}/v0/events?name={datasource}&wait=true"))
+        .bearer_auth(ADMIN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(status.is_success(), "POST /v0/events: {status} {text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let quarantined = answer["quarantined_rows"].as_u64().unwrap_or(0);
+    assert_eq!(quarantined, 0, "{datasource} rows quarantined: {text}");
+    (seconds, answer["successful_rows"].as_u64().unwrap_or(0))
+}
+
+/// A setting from the environment, or `default` when it is unset or does not parse.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A temporary copy of a project folder of the repository.
 pub fn project_copy(project: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -24,6 +24,8 @@
 #[path = "support.rs"]
 mod support;
 
+use support::env;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,13 +35,6 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const WORKLOADS: [&str; 3] = ["topk", "mix", "uniq"];
 
@@ -469,22 +464,9 @@ fn petrel(w: &Workload, files: &[PathBuf], workers: usize) -> PetrelSide {
         let mut accepted = 0u64;
         for f in files {
             let body = std::fs::read(f).unwrap();
-            let started = Instant::now();
-            let r = client
-                .post(format!("{url}/v0/events?name=events&wait=true"))
-                .bearer_auth(support::ADMIN)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let text = r.text().await.unwrap();
-            seconds += started.elapsed().as_secs_f64();
-            assert!(status.is_success(), "POST /v0/events: {status} {text}");
-            let answer: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
-            accepted += answer["successful_rows"].as_u64().unwrap_or(0);
-            let quarantined = answer["quarantined_rows"].as_u64().unwrap_or(0);
-            assert_eq!(quarantined, 0, "rows quarantined: {text}");
+            let (took, landed) = support::post_batch(&client, &url, "events", body).await;
+            seconds += took;
+            accepted += landed;
         }
         let rss = support::rss_bytes();
         let mut results = BTreeMap::new();
@@ -615,13 +597,13 @@ fn ms_pair(sorted: &[f64]) -> String {
 
 /// Runs one workload; returns whether every answer was equal.
 fn run(name: &str) -> bool {
-    let rows = env("ROWS", 200_000);
-    let batch = env("BATCH", 20_000).max(1);
-    let reads = env("READS", 200);
+    let rows = env::<usize>("ROWS", 200_000);
+    let batch = env::<usize>("BATCH", 20_000).max(1);
+    let reads = env::<usize>("READS", 200);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let workers = env("WORKERS", cores);
+    let workers = env::<usize>("WORKERS", cores);
     let w = workload(name, reads);
 
     let data = std::env::temp_dir().join(format!(

@@ -46,6 +46,17 @@ fn wait_until(mut ok: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// `GET /metrics` with the admin token.
+fn metrics(server: &Server) -> String {
+    client()
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 const CROSS_JOIN: &str =
     "SELECT count() AS n FROM clicks a CROSS JOIN clicks b CROSS JOIN clicks c";
 
@@ -87,13 +98,7 @@ fn a_runaway_query_is_cancelled_and_others_keep_answering() {
         "the cancelled query's dataflow is gone"
     );
     // The cancellation and the requests show in GET /metrics (admin only).
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = metrics(&server);
     assert!(
         metrics.contains("petrel_queries_cancelled_total{reason=\"timeout\"} 1"),
         "{metrics}"
@@ -139,13 +144,7 @@ fn a_query_whose_client_disconnects_leaves_no_dataflow() {
         || adhoc_views(&server) == 0,
         "the abandoned query's dataflow is dropped",
     );
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .bearer_auth(ADMIN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = metrics(&server);
     assert!(
         metrics.contains("petrel_queries_cancelled_total{reason=\"abandoned\"} 1"),
         "{metrics}"

@@ -564,22 +564,7 @@ async fn stalled_subscribers_are_bounded_in_bytes() {
     let client = reqwest::Client::new();
     for b in 0..100u64 {
         // Every batch changes 2,000 users of DE: a frame of about 100 KB per subscriber.
-        let body: String = (0..2_000u64)
-            .map(|u| {
-                format!(
-                    "{{\"user_id\":{},\"click_count\":1,\"country\":\"DE\"}}\n",
-                    10 + u + b % 2
-                )
-            })
-            .collect();
-        let r = client
-            .post(format!("{}/v0/events?name=clicks", server.url))
-            .bearer_auth(ADMIN)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        post_de_users(&client, &server, 10 + b % 2, false).await;
         while let Ok(Some(Ok(_))) =
             tokio::time::timeout(Duration::from_millis(1), live.next()).await
         {}
@@ -643,22 +628,7 @@ async fn overflow_close_ends_a_lagging_subscriber_with_its_resume_point() {
     // reads nothing.
     let client = reqwest::Client::new();
     for i in 0..150u64 {
-        let body: String = (0..2_000u64)
-            .map(|u| {
-                format!(
-                    "{{\"user_id\":{},\"click_count\":1,\"country\":\"DE\"}}\n",
-                    100 + u + i % 2
-                )
-            })
-            .collect();
-        let r = client
-            .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
-            .bearer_auth(ADMIN)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        post_de_users(&client, &server, 100 + i % 2, true).await;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut n = 0;
@@ -675,4 +645,19 @@ async fn overflow_close_ends_a_lagging_subscriber_with_its_resume_point() {
             break;
         }
     }
+}
+
+/// Posts one click for each of 2,000 DE users from `first` on.
+async fn post_de_users(client: &reqwest::Client, server: &Server, first: u64, wait: bool) {
+    let body: String = (first..first + 2_000)
+        .map(|u| format!("{{\"user_id\":{u},\"click_count\":1,\"country\":\"DE\"}}\n"))
+        .collect();
+    let r = client
+        .post(format!("{}/v0/events?name=clicks&wait={wait}", server.url))
+        .bearer_auth(ADMIN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }

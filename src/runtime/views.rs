@@ -868,23 +868,37 @@ fn read_page(
 ) -> Result<QueryResult, RuntimeError> {
     let (offset, limit) = offset_and_limit(query, values)?;
     let page = view.page(key, offset, limit);
-    let visible = query.visible;
     let rows_read = offset.min(page.total) + page.rows.len();
-    let rows = page
-        .rows
-        .into_iter()
-        .map(|mut r| {
-            r.truncate(visible);
-            r
-        })
-        .collect();
-    Ok(QueryResult {
-        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
-        rows,
-        rows_before_limit: page.total,
+    Ok(visible_result(
+        query,
+        page.rows.into_iter(),
+        page.total,
         rows_read,
-        upper: page.upper,
-    })
+        page.upper,
+    ))
+}
+
+/// The answer of a read: `rows` cut to the query's visible columns.
+fn visible_result(
+    query: &Query,
+    rows: impl Iterator<Item = Row>,
+    rows_before_limit: usize,
+    rows_read: usize,
+    upper: Ts,
+) -> QueryResult {
+    let visible = query.visible;
+    QueryResult {
+        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
+        rows: rows
+            .map(|mut r| {
+                r.truncate(visible);
+                r
+            })
+            .collect(),
+        rows_before_limit,
+        rows_read,
+        upper,
+    }
 }
 
 /// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns: for
@@ -912,19 +926,11 @@ fn finish(
         .unwrap_or(total)
         .min(total);
     let start = offset.min(total);
-    let visible = query.visible;
-    let rows: Vec<Row> = rows
-        .drain(start..end)
-        .map(|mut r| {
-            r.truncate(visible);
-            r
-        })
-        .collect();
-    Ok(QueryResult {
-        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
-        rows,
-        rows_before_limit: total,
+    Ok(visible_result(
+        query,
+        rows.drain(start..end),
+        total,
         rows_read,
         upper,
-    })
+    ))
 }
