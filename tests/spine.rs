@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{client, Server, ADMIN};
+use common::{client, jwt, Server, ADMIN};
 use serde_json::{json, Value};
 
 const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
@@ -476,20 +476,6 @@ fn datasources_list_counts_and_truncate_retracts_from_views() {
     );
     let (_, body) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE");
     assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 4}]));
-}
-
-fn jwt(key: &str, claims: &Value) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(format!("{header}.{payload}").as_bytes());
-    format!(
-        "{header}.{payload}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
 }
 
 #[test]
