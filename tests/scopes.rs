@@ -196,6 +196,34 @@ fn every_route_against_every_token() {
         failures.join("\n")
     );
 
+    // A datasource scope with a row filter Petrel cannot enforce grants nothing (not every
+    // row); without one it reads the datasource.
+    for (scope, status) in [
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks", "fixed_params": {"country": "VN"}}),
+            403,
+        ),
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks", "filter": "country = 'VN'"}),
+            403,
+        ),
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks"}),
+            200,
+        ),
+    ] {
+        let token = jwt(ADMIN, &json!({"exp": 4_000_000_000i64, "scopes": [scope]}));
+        let r = client()
+            .get(format!(
+                "{}/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
+                server.url
+            ))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{scope}");
+    }
+
     // Row-level security: the JWT's fixed parameter wins, in pulls and through q=.
     let fixed = tokens
         .iter()
