@@ -136,7 +136,13 @@ fn every_route_against_every_token() {
             "GET",
             "/v0/sql?q=SELECT%20*%20FROM%20clicks_by_user",
             "",
-            &["admin", "ds_read"],
+            &["admin", "pipe_read", "jwt"],
+        ),
+        (
+            "GET",
+            "/v0/sql?q=SELECT%20*%20FROM%20clicks_quarantine",
+            "",
+            &["admin"],
         ),
         (
             "GET",

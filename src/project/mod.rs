@@ -7,7 +7,7 @@
 
 mod lift;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use petrel_datafile::{Datafile, PipeKind, SqlMap, TokenScope};
@@ -986,6 +986,7 @@ impl Project {
             project: self,
             nodes: HashMap::new(),
             types: &rendered.types,
+            named: Default::default(),
         };
         let mut last = None;
         for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
@@ -1003,12 +1004,13 @@ impl Project {
     }
 
     /// Plans an ad-hoc query (`/v0/sql`, `petrel sql`) over datasources and endpoint pipes.
-    /// A query starting with `%` is a template over `params`.
+    /// A query starting with `%` is a template over `params`. Also returns the datasources,
+    /// quarantine tables and pipes the query names (what a token must be allowed to read).
     pub fn plan_sql(
         &self,
         sql: &str,
         params: &BTreeMap<String, String>,
-    ) -> Result<(Query, BTreeMap<String, Value>), ProjectError> {
+    ) -> Result<PlannedSql, ProjectError> {
         let template = Template::parse(sql)?;
         let rendered = template.render(&Params::from(params.clone()))?;
         let types = rendered
@@ -1020,10 +1022,11 @@ impl Project {
             project: self,
             nodes: HashMap::new(),
             types: &types,
+            named: Default::default(),
         };
         let query =
             plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
-        Ok((query, rendered.values))
+        Ok((query, rendered.values, catalog.named.into_inner()))
     }
 
     /// Plans `sql` over one datasource's stored rows (no engine read rules), for data
@@ -1061,12 +1064,18 @@ fn sql_error(file: &Path, map: &SqlMap, e: &SqlError) -> ProjectError {
     ProjectError::Sql(located(file, loc.line, loc.column, &e.message))
 }
 
+/// An ad-hoc query's plan, its parameter values, and the datasources, quarantine tables and
+/// pipes its SQL names.
+pub type PlannedSql = (Query, BTreeMap<String, Value>, BTreeSet<String>);
+
 /// What a query may read: earlier nodes, datasources, quarantine tables and endpoint pipes
 /// (with their default parameters).
 struct ProjectCatalog<'a> {
     project: &'a Project,
     nodes: HashMap<String, Plan>,
     types: &'a BTreeMap<String, ColumnType>,
+    /// The datasources, quarantine tables and pipes the query named.
+    named: std::cell::RefCell<BTreeSet<String>>,
 }
 
 /// What an endpoint's `q=` may read: the table `_` (the pipe's own result) and nothing
@@ -1165,6 +1174,21 @@ impl Catalog for ProjectCatalog<'_> {
         if let Some(plan) = self.nodes.get(name) {
             return Some(TableRef::Plan(plan.clone()));
         }
+        let found = self.resource(name);
+        if found.is_some() {
+            self.named.borrow_mut().insert(name.to_string());
+        }
+        found
+    }
+
+    fn param_type(&self, name: &str) -> Option<ColumnType> {
+        self.types.get(name).cloned()
+    }
+}
+
+impl ProjectCatalog<'_> {
+    /// A datasource, quarantine table, materialized target or endpoint pipe by name.
+    fn resource(&self, name: &str) -> Option<TableRef> {
         if let Some(plan) = nested(|| self.materialized_target(name)) {
             return Some(TableRef::Plan(plan));
         }
@@ -1190,9 +1214,5 @@ impl Catalog for ProjectCatalog<'_> {
             let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
             Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
         })
-    }
-
-    fn param_type(&self, name: &str) -> Option<ColumnType> {
-        self.types.get(name).cloned()
     }
 }

@@ -809,10 +809,10 @@ impl Runtime {
         sql: &str,
         params: &BTreeMap<String, String>,
     ) -> Result<PreparedSql, RuntimeError> {
-        let (query, values) = self.project().plan_sql(sql, params)?;
+        let (query, values, named) = self.project().plan_sql(sql, params)?;
         let mut tables = BTreeSet::new();
         petrel_engine::scanned_tables(&query.plan, &mut tables);
-        Ok(PreparedSql::new(query, values, tables))
+        Ok(PreparedSql::new(query, values, tables, named))
     }
 
     /// Runs a prepared ad-hoc query: installs its dataflow, reads the result once it has
@@ -839,7 +839,7 @@ impl Runtime {
         tables.insert(name.clone());
         let out = self
             .views
-            .run_once(PreparedSql::new(query, values, tables))
+            .run_once(PreparedSql::new(query, values, tables, BTreeSet::new()))
             .await;
         self.engine.unregister_source(&name);
         out
@@ -917,7 +917,12 @@ impl Runtime {
         let tables = BTreeSet::from([datasource.to_string()]);
         let found = self
             .views
-            .run_once(PreparedSql::new(query, BTreeMap::new(), tables))
+            .run_once(PreparedSql::new(
+                query,
+                BTreeMap::new(),
+                tables,
+                BTreeSet::new(),
+            ))
             .await?;
         let n = found.rows.len();
         if dry_run || n == 0 {
@@ -964,7 +969,12 @@ impl Runtime {
         petrel_engine::scanned_tables(&query.plan, &mut tables);
         let result = self
             .views
-            .run_once(PreparedSql::new(query, rendered.values, tables))
+            .run_once(PreparedSql::new(
+                query,
+                rendered.values,
+                tables,
+                BTreeSet::new(),
+            ))
             .await?;
         let columns = target.schema();
         let positions: Vec<Option<usize>> = columns

@@ -42,26 +42,34 @@ pub struct QueryResult {
     pub upper: Ts,
 }
 
-/// An ad-hoc query ready to run, with the tables it reads (for token checks).
+/// An ad-hoc query ready to run, with what it reads.
 pub struct PreparedSql {
     query: Query,
     values: BTreeMap<String, Value>,
     tables: BTreeSet<String>,
+    named: BTreeSet<String>,
 }
 
 impl PreparedSql {
-    /// Bundles a planned query with its parameter values and the tables it reads.
-    pub fn new(query: Query, values: BTreeMap<String, Value>, tables: BTreeSet<String>) -> Self {
+    /// Bundles a planned query with its parameter values, the datasources its dataflow
+    /// scans, and the datasources and pipes its SQL names (for token checks).
+    pub fn new(
+        query: Query,
+        values: BTreeMap<String, Value>,
+        tables: BTreeSet<String>,
+        named: BTreeSet<String>,
+    ) -> Self {
         PreparedSql {
             query,
             values,
             tables,
+            named,
         }
     }
 
-    /// The datasources and pipes the query reads.
-    pub fn tables(&self) -> &BTreeSet<String> {
-        &self.tables
+    /// The datasources and pipes the query's SQL names: a token needs to read each.
+    pub fn named(&self) -> &BTreeSet<String> {
+        &self.named
     }
 }
 

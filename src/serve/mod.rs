@@ -493,15 +493,28 @@ async fn run_sql(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let prepared = state.runtime.prepare_sql(query, &pipe_params)?;
-    for table in prepared.tables() {
-        let scope = if state.runtime.has_endpoint(table) {
-            Scope::PipesRead(table.clone())
+    // A token needs to read what the SQL names: a pipe by its pipe scope (its result, not
+    // its datasources), a datasource or quarantine table by its datasource scope.
+    for name in prepared.named() {
+        if state.runtime.has_endpoint(name) {
+            let grant = grant(&state, &headers, &params, &Scope::PipesRead(name.clone()))?;
+            // Here the pipe is read with its default parameters: a JWT whose fixed
+            // parameters restrict it must go through the pipe's endpoint instead.
+            if grant.fixed_params.contains_key(name) {
+                return Err(ApiError::forbidden(format!(
+                    "the token fixes parameters of '{name}': read it through /v0/pipes/{name}.json"
+                )));
+            }
         } else {
-            Scope::DatasourcesRead(table.clone())
-        };
-        authorize(&state, &headers, &params, &scope)?;
+            authorize(
+                &state,
+                &headers,
+                &params,
+                &Scope::DatasourcesRead(name.clone()),
+            )?;
+        }
     }
-    if prepared.tables().is_empty() {
+    if prepared.named().is_empty() {
         authorize(&state, &headers, &params, &Scope::Admin)?;
     }
     let result = state.runtime.run_sql(prepared).await?;
