@@ -821,3 +821,79 @@ fn a_short_admin_token_is_refused_unless_insecure_dev() {
     let _ = dev.wait();
     assert!(line.starts_with("Petrel is listening on "), "{line}");
 }
+
+/// Browsers on other origins may call the token-authenticated API (preflight answered, CORS
+/// headers on answers), long parameter lists come as a JSON body in a POST, and routing
+/// errors carry the usual JSON error body.
+#[test]
+fn browsers_and_clients_reach_the_api() {
+    let server = Server::start("dataflows/clicks", &[]);
+    ingest(&server, "clicks", SEED);
+    let c = client();
+    let preflight = c
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v0/events?name=clicks", server.url),
+        )
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(methods.contains("POST"), "{methods}");
+    let r = c
+        .get(format!(
+            "{}/v0/pipes/clicks_by_user.json?country=DE",
+            server.url
+        ))
+        .bearer_auth(ADMIN)
+        .header("origin", "https://shop.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    // The admin token is never handed to another origin.
+    let r = c
+        .get(format!("{}/tokens", server.url))
+        .header("origin", "https://shop.example")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Parameters in a JSON body.
+    let r = c
+        .post(format!("{}/v0/pipes/clicks_by_user.json", server.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"country": "DE", "limit": 5}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 22}]));
+    let r = c
+        .post(format!("{}/v0/pipes/clicks_by_user.json", server.url))
+        .bearer_auth(ADMIN)
+        .body("[1,2]")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Routing errors are JSON too.
+    let (status, body) = get_json(&server, "/v0/nothing-here");
+    assert_eq!(status, 404);
+    assert!(body["error"].is_string(), "{body}");
+    let r = c
+        .delete(format!("{}/v0/events", server.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().unwrap();
+    assert!(body["error"].is_string(), "{body}");
+}

@@ -52,16 +52,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v0/events", post(events))
         .route("/v0/pipes", get(list_pipes))
-        .route("/v0/pipes/{file}", get(pipe))
+        .route("/v0/pipes/{file}", get(pipe).post(pipe_post))
         .route("/v0/pipes/{name}/copy", post(copy_pipe))
         .route("/v0/sql", get(sql_get).post(sql_post))
-        .route("/v0/health", get(health))
-        .route("/v0/tokens", get(list_tokens).post(create_token))
-        .route("/v0/views", get(list_views))
         .route(
             "/v0/datasources",
             get(list_datasources).post(append_datasource),
         )
+        .route("/v0/health", get(health))
+        .route("/v0/tokens", get(list_tokens).post(create_token))
+        .route("/v0/views", get(list_views))
         .route("/v0/datasources/{name}", get(get_datasource))
         .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
         .route("/v0/datasources/{name}/delete", post(delete_rows))
@@ -70,6 +70,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deploy", post(admin::deploy))
         .route("/v0/admin/shutdown", post(admin::shutdown))
         .route("/metrics", get(metrics_route))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
@@ -77,6 +84,18 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
         .with_state(state)
+}
+
+/// Browsers may call the API from any page (as Tinybird allows): the token, not the origin,
+/// is the credential. `/tokens`, the one route without a token, refuses requests from other
+/// origins itself.
+fn cors() -> tower_http::cors::CorsLayer {
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([header::HeaderName::from_static("x-petrel-upper")])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// How many connections the server holds and how long a client may take to send a
@@ -112,8 +131,9 @@ pub async fn serve_with(
     limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use tower::ServiceExt as _;
-    let app = router(state);
+    use tower::{Layer as _, ServiceExt as _};
+    // Around the whole router, so preflight OPTIONS requests are answered on every route.
+    let app = cors().layer(router(state));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -310,6 +330,46 @@ const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
 
 /// Further parameters a subscription reserves for itself.
 const SUBSCRIPTION_PARAMS: [&str; 4] = ["since", "snapshot", "envelope", "overflow"];
+
+/// `POST /v0/pipes/NAME.{json,csv,ndjson}` with the parameters in a JSON object body (what
+/// Tinybird's clients send when a URL would be too long); query-string ones count too.
+async fn pipe_post(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("the body must be a JSON object of parameters: {e}"))
+            })?;
+        for (k, v) in object {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            params.insert(k, text);
+        }
+    }
+    let (_, answer) = pipe_file(&file)?;
+    if !matches!(answer, Answer::Pull(_)) {
+        return Err(ApiError::bad_request(
+            "subscriptions are opened with GET (.ws or .sse)",
+        ));
+    }
+    let request = axum::extract::Request::new(axum::body::Body::empty());
+    pipe(State(state), Path(file), Query(params), headers, request).await
+}
 
 async fn pipe(
     State(state): State<AppState>,
