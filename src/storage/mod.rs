@@ -443,19 +443,40 @@ impl Storage {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("petrel-compact".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(500));
-                let Some(storage) = weak.upgrade() else {
-                    return;
-                };
-                for table in storage.tables() {
-                    if let Err(e) = table.compact(false) {
-                        tracing::warn!(table = %table.name(), error = %e, "compaction failed");
-                    }
-                }
+            .spawn(move || {
+                background_priority();
+                compact_forever(weak)
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the compactor");
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice 10 on Linux): compaction and merges are
+/// background work, and on a busy machine the engine's workers, which decide ingest and push
+/// latency, should get the cores first.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; they only read and set the calling
+    // thread's scheduling priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Compacts every table every half second, until the storage is gone.
+fn compact_forever(weak: std::sync::Weak<Storage>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(storage) = weak.upgrade() else {
+            return;
+        };
+        for table in storage.tables() {
+            if let Err(e) = table.compact(false) {
+                tracing::warn!(table = %table.name(), error = %e, "compaction failed");
+            }
         }
     }
 }
