@@ -231,10 +231,21 @@ fn corpus_dirs() -> Vec<PathBuf> {
 }
 
 fn datafile_seeds(extension: &str) -> Vec<Vec<u8>> {
-    files(&corpus_dirs(), &[extension])
+    let mut seeds: Vec<Vec<u8>> = files(&corpus_dirs(), &[extension])
         .iter()
         .filter_map(|p| std::fs::read(p).ok())
-        .collect()
+        .collect();
+    // One built-in example each, so the target runs even without the corpus.
+    seeds.push(
+        match extension {
+            ".datasource" => "SCHEMA >\n    `a` String `json:$.a`\n\nENGINE \"MergeTree\"\n",
+            ".pipe" => "NODE n\nSQL >\n    %\n    SELECT a FROM t WHERE a = {{String(a, 'x')}}\n\nTYPE endpoint\n",
+            _ => "TYPE kafka\nKAFKA_BOOTSTRAP_SERVERS localhost:9092\n",
+        }
+        .as_bytes()
+        .to_vec(),
+    );
+    seeds
 }
 
 /// The SQL of every node of the seed pipes.
