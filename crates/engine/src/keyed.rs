@@ -1,10 +1,11 @@
 //! Per-key state maintained in time order: the operator behind GROUP BY and top-k.
 //!
 //! Petrel's timestamps are totally ordered milliseconds, so a key's result at time `t` is a
-//! fold of the key's updates up to `t`. This operator exchanges updates by key, holds them
-//! until the input frontier passes their time, applies each complete time's updates to the
-//! key's state in time order, and emits, for every key the time touched, the retraction of
-//! the key's old output rows and the insertion of its new ones (consolidated). The work per
+//! fold of the key's updates up to `t`. This operator exchanges updates by key and applies
+//! them to the key's state in time order: updates at the input frontier's own time are folded
+//! as they arrive (that time is the next to complete), later ones wait for their time. When
+//! a time completes, it emits, for every key the time touched, the retraction of the key's
+//! old output rows and the insertion of its new ones (consolidated). The work per
 //! time is proportional to the updates and the touched keys' outputs, never to the keys'
 //! whole history: there is no arrangement to merge and no group to re-read, only a hash
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
@@ -39,6 +40,27 @@ pub trait KeyedState: 'static {
 /// Updates waiting for their time to complete, by time, with a capability to emit at it.
 type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<((Row, U), isize)>)>;
 
+/// Folds one update into its key's state, first noting the key's output rows before the
+/// time being folded touched it.
+fn fold<S: KeyedState>(
+    states: &mut FxHashMap<Row, S>,
+    before: &mut FxHashMap<Row, Vec<Row>>,
+    fresh: &impl Fn() -> S,
+    (key, update): (Row, S::Update),
+    diff: isize,
+) {
+    let state = match states.get_mut(&key) {
+        Some(state) => state,
+        None => states.entry(key.clone()).or_insert_with(fresh),
+    };
+    if let Entry::Vacant(e) = before.entry(key) {
+        let mut rows = Vec::new();
+        state.output(e.key(), &mut rows);
+        e.insert(rows);
+    }
+    state.apply(update, diff);
+}
+
 /// A key's worker: a hash that is the same on every worker and in every process.
 fn route(key: &Row) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
@@ -65,14 +87,37 @@ where
             move |_, _| {
                 let mut pending: Pending<S::Update> = BTreeMap::new();
                 let mut states: FxHashMap<Row, S> = FxHashMap::default();
+                // The time being folded early, if any (see below), with a capability for it.
+                let mut early: Option<(u64, Capability<u64>)> = None;
+                // The output rows each key had before the time being folded touched it.
                 let mut before: FxHashMap<Row, Vec<Row>> = FxHashMap::default();
                 let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
+                    // The input frontier's time: no update before it can arrive any more.
+                    let at = frontier.frontier().first().copied();
                     input.for_each(|cap, data| {
                         // A container's updates mostly share one time: look the time up
                         // once per run of equal times, not once per update.
                         let mut drained = data.drain(..).peekable();
                         while let Some((d, t, r)) = drained.next() {
+                            // Updates at the frontier's own time, with nothing earlier still
+                            // pending, are folded as they come: their time is the next to
+                            // complete, so the fold's order stays the times' order, and a
+                            // large time (a replay) costs its state, not a buffer of updates.
+                            let first_pending = pending.first_key_value().map(|(k, _)| *k);
+                            let foldable = at == Some(t)
+                                && first_pending.is_none_or(|k| k >= t)
+                                && early.as_ref().is_none_or(|(e, _)| *e == t);
+                            if foldable {
+                                if early.is_none() {
+                                    early = Some((t, cap.delayed(&t, 0)));
+                                }
+                                fold(&mut states, &mut before, &fresh, d, r);
+                                while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
+                                    fold(&mut states, &mut before, &fresh, d, r);
+                                }
+                                continue;
+                            }
                             let (_, updates) = pending
                                 .entry(t)
                                 .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
@@ -83,23 +128,36 @@ where
                             }
                         }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                    // Complete times, in order: the early one (always the earliest), then the
+                    // pending ones.
+                    loop {
+                        let next = match (&early, pending.first_key_value()) {
+                            (Some((t, _)), _) => *t,
+                            (None, Some((t, _))) => *t,
+                            (None, None) => break,
+                        };
+                        if frontier.less_equal(&next) {
                             break;
                         }
-                        let time = *entry.key();
-                        let (cap, updates) = entry.remove();
-                        for ((key, update), diff) in updates {
-                            let state = match states.get_mut(&key) {
-                                Some(state) => state,
-                                None => states.entry(key.clone()).or_insert_with(&fresh),
-                            };
-                            if let Entry::Vacant(e) = before.entry(key) {
-                                let mut rows = Vec::new();
-                                state.output(e.key(), &mut rows);
-                                e.insert(rows);
+                        let cap = match early.take() {
+                            Some((_, cap)) => cap,
+                            None => match pending.pop_first() {
+                                Some((_, (cap, updates))) => {
+                                    for (d, r) in updates {
+                                        fold(&mut states, &mut before, &fresh, d, r);
+                                    }
+                                    cap
+                                }
+                                None => break,
+                            },
+                        };
+                        // Updates at the same time that arrived before it was foldable.
+                        if pending.first_key_value().is_some_and(|(t, _)| *t == next) {
+                            if let Some((_, (_, updates))) = pending.pop_first() {
+                                for (d, r) in updates {
+                                    fold(&mut states, &mut before, &fresh, d, r);
+                                }
                             }
-                            state.apply(update, diff);
                         }
                         let mut session = output.session(&cap);
                         for (key, old) in before.drain() {
@@ -114,7 +172,7 @@ where
                             }
                             consolidate(&mut changes);
                             for (row, diff) in changes.drain(..) {
-                                session.give((row, time, diff));
+                                session.give((row, next, diff));
                             }
                         }
                     }
