@@ -661,3 +661,62 @@ async fn post_de_users(client: &reqwest::Client, server: &Server, first: u64, wa
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
 }
+
+/// One token holds at most `--max-subscriptions-per-token` open subscriptions; others are
+/// unaffected, and a closed subscription gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_token_are_capped() {
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start("dataflows/clicks", &["--max-subscriptions-per-token", "3"])
+    })
+    .await
+    .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(&server, "country=DE").await;
+        assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+        held.push(ws);
+    }
+    let base = server.url.replace("http", "ws");
+    let url = format!("{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE");
+    match tokio_tungstenite::connect_async(url.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+    }
+    // Another token is not affected.
+    let dashboard = tokio::task::block_in_place(|| {
+        common::get(s, "/v0/tokens")["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "dashboard")
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    let (mut other, _) = tokio_tungstenite::connect_async(format!(
+        "{base}/v0/pipes/clicks_by_user.ws?token={dashboard}&country=DE"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut other).await["type"], "snapshot");
+    // A closed subscription gives its slot back (once the server has seen it close).
+    let mut first = held.remove(0);
+    first.close(None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(url.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "slot never freed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

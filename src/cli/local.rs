@@ -69,6 +69,9 @@ pub struct StartArgs {
     /// catch up (a resync snapshot, or closed with `overflow=close`).
     #[arg(long, default_value_t = 1024)]
     change_ring_batches: usize,
+    /// Open WebSocket/SSE subscriptions one token may hold at once; past it, 429.
+    #[arg(long, default_value_t = 1_000)]
+    max_subscriptions_per_token: usize,
     /// Connections served at once; further ones wait in the listen backlog.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -171,6 +174,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         subscriber_buffer_bytes: args.subscriber_buffer_bytes,
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,
         change_ring_batches: args.change_ring_batches,
+        max_subscriptions_per_token: args.max_subscriptions_per_token,
         ..RuntimeConfig::default()
     };
     let limits = serve::ConnectionLimits {

@@ -98,6 +98,8 @@ pub struct RuntimeConfig {
     /// How many change batches a live subscriber may fall behind a view before it has to
     /// catch up (a resync snapshot, or closed with `overflow=close`).
     pub change_ring_batches: usize,
+    /// Open subscriptions one token may hold at once.
+    pub max_subscriptions_per_token: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -114,6 +116,7 @@ impl Default for RuntimeConfig {
             subscriber_buffer_bytes: 1 << 20,
             subscribers_buffer_bytes: 256 << 20,
             change_ring_batches: petrel_view::CHANGE_RING,
+            max_subscriptions_per_token: 1_000,
         }
     }
 }
@@ -146,6 +149,35 @@ pub struct Runtime {
     ready: AtomicBool,
     next_import: AtomicU64,
     buffers: SubscriberBuffers,
+    subscriptions: Arc<SubscriptionCounts>,
+}
+
+/// Open subscriptions by token, within a cap per token.
+struct SubscriptionCounts {
+    max_per_token: usize,
+    by_token: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open subscription of a token: the token's count goes down when it is dropped.
+pub struct SubscriptionSlot {
+    counts: Arc<SubscriptionCounts>,
+    token: String,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut by_token = self
+            .counts
+            .by_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_token.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_token.remove(&self.token);
+            }
+        }
+    }
 }
 
 /// The byte budgets of subscribers' queued frames: one per subscriber, one for all.
@@ -302,6 +334,10 @@ impl Runtime {
             ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
+            subscriptions: Arc::new(SubscriptionCounts {
+                max_per_token: config.max_subscriptions_per_token.max(1),
+                by_token: Default::default(),
+            }),
             buffers: {
                 let capacity = config
                     .subscribers_buffer_bytes
@@ -843,6 +879,25 @@ impl Runtime {
             .await;
         self.engine.unregister_source(&name);
         out
+    }
+
+    /// Takes one of `token`'s subscription slots (429 when it holds its cap): it is given back
+    /// when the returned slot is dropped, that is when the subscription ends.
+    pub fn subscription_slot(&self, token: &str) -> Result<SubscriptionSlot, RuntimeError> {
+        let counts = &self.subscriptions;
+        let mut by_token = counts.by_token.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by_token.entry(token.to_string()).or_insert(0);
+        if *n >= counts.max_per_token {
+            return Err(RuntimeError::Exhausted(format!(
+                "this token holds {} open subscriptions (--max-subscriptions-per-token); close some first",
+                counts.max_per_token
+            )));
+        }
+        *n += 1;
+        Ok(SubscriptionSlot {
+            counts: counts.clone(),
+            token: token.to_string(),
+        })
     }
 
     /// The byte budgets subscribers' queued frames share.

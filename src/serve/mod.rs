@@ -411,12 +411,16 @@ async fn pipe(
         Answer::Pull(format) => format,
         Answer::WebSocket | Answer::Sse => {
             let options = subscribe_options(&params, &headers)?;
+            let slot = state
+                .runtime
+                .subscription_slot(request_token(&headers, &params).unwrap_or_default())?;
             let sub = state.runtime.subscribe(name, &pipe_params).await?;
             if let Answer::Sse = answer {
                 return Ok(subscribe::sse(subscribe::start(
                     sub,
                     options,
                     state.runtime.subscriber_buffers(),
+                    slot,
                 )));
             }
             let (mut parts, _) = request.into_parts();
@@ -424,7 +428,7 @@ async fn pipe(
                 axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &state)
                     .await
                     .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
-            let frames = subscribe::start(sub, options, state.runtime.subscriber_buffers());
+            let frames = subscribe::start(sub, options, state.runtime.subscriber_buffers(), slot);
             return Ok(upgrade.on_upgrade(move |socket| subscribe::websocket(socket, frames)));
         }
     };

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
 use super::format::write_object;
-use crate::runtime::{SubscriberBuffers, Subscription};
+use crate::runtime::{SubscriberBuffers, Subscription, SubscriptionSlot};
 
 /// How often a quiet subscription gets a progress frame.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -201,11 +201,12 @@ impl Outbox {
 }
 
 /// Starts the driver for `sub`; frames arrive on the returned receiver until the subscriber
-/// goes away (the receiver is dropped).
+/// goes away (the receiver is dropped). The driver holds the token's `slot` while it runs.
 pub fn start(
     sub: Subscription,
     options: Options,
     buffers: &SubscriberBuffers,
+    slot: SubscriptionSlot,
 ) -> mpsc::Receiver<Frame> {
     let (tx, rx) = mpsc::channel(FRAME_BUFFER);
     let own_bytes = buffers
@@ -218,7 +219,11 @@ pub fn start(
         own_bytes,
         total: buffers.total.clone(),
     };
-    tokio::spawn(drive(sub, options, outbox));
+    tokio::spawn(async move {
+        drive(sub, options, outbox).await;
+        // The token's subscription slot is free once the subscriber is gone.
+        drop(slot);
+    });
     rx
 }
 
