@@ -43,6 +43,8 @@ fn main() {
         let dir = support::project_copy("dataflows/clicks");
         let config = petrel::runtime::RuntimeConfig {
             engine: petrel_engine::EngineConfig { workers: 2, ..Default::default() },
+            // Every subscriber of the fan-out uses the bench's one token.
+            max_subscriptions_per_token: subscribers + 16,
             ..Default::default()
         };
         let (url, _runtime) = support::start(&dir, config).await;
