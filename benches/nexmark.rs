@@ -73,7 +73,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::env;
+use support::{env, get_json};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -606,19 +606,6 @@ fn number(v: &Json) -> Option<f64> {
         Json::String(s) => s.parse().ok(),
         _ => None,
     }
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Json {
-    let r = client
-        .get(url)
-        .bearer_auth(support::ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 /// A copy of the project with only `query`'s pipe.

@@ -55,6 +55,15 @@ pub async fn post_batch(
     (seconds, answer["successful_rows"].as_u64().unwrap_or(0))
 }
 
+/// `GET url` with the admin token; the JSON answer (panics on an error status).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let r = client.get(url).bearer_auth(ADMIN).send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A setting from the environment, or `default` when it is unset or does not parse.
 pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

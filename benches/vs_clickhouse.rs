@@ -24,7 +24,7 @@
 #[path = "support.rs"]
 mod support;
 
-use support::env;
+use support::{env, get_json};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -393,19 +393,6 @@ struct PetrelSide {
     /// Per endpoint label: sorted latencies (ms) at 1 client and at 16 clients.
     read_1: BTreeMap<String, Vec<f64>>,
     read_16: BTreeMap<String, Vec<f64>>,
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Json {
-    let r = client
-        .get(url)
-        .bearer_auth(support::ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert!(status.is_success(), "GET {url}: {status} {text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 async fn pull_latency(url: &str, clients: usize, requests: usize) -> Vec<f64> {
