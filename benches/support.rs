@@ -106,17 +106,9 @@ pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) 
     (url, runtime)
 }
 
-/// Resident memory of this process in bytes.
+/// Resident memory of this process in bytes (what `GET /metrics` reports for a server).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+    serve::resident_bytes()
 }
 
 /// The p-th percentile of sorted samples.

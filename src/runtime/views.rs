@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use petrel_engine::{compare_sort_keys, Engine, ViewId};
+use petrel_engine::{row_order, Engine, ViewId};
 use petrel_sql::{Expr, Query};
 use petrel_value::{Column, Row, Value};
-use petrel_view::{KeyColumns, RowOrder, SortDirection, Ts, View};
+use petrel_view::{KeyColumns, RowOrder, Ts, View};
 
 use super::RuntimeError;
 use crate::project::{lift_keys, LiftedKey, ProjectError};
@@ -82,7 +82,7 @@ pub struct Subscription {
     key_columns: Vec<usize>,
     /// The visible columns.
     pub columns: Vec<Column>,
-    order_by: Vec<petrel_sql::SortKey>,
+    order: RowOrder,
     upsert_key: Vec<usize>,
 }
 
@@ -106,19 +106,11 @@ impl Subscription {
 
     /// The subscriber's rows of a snapshot, sorted by the pipe's ORDER BY.
     pub fn rows(&self, snapshot: Vec<Row>) -> Vec<Row> {
-        let mut keyed: Vec<(Row, Row)> = snapshot
+        self.order
+            .sort(snapshot)
             .iter()
-            .map(|r| {
-                (
-                    self.order_by.iter().map(|k| k.expr.eval(r)).collect(),
-                    self.visible(r),
-                )
-            })
-            .collect();
-        keyed.sort_by(|a, b| {
-            compare_sort_keys(&self.order_by, &a.0, &b.0).then_with(|| a.1.cmp(&b.1))
-        });
-        keyed.into_iter().map(|(_, r)| r).collect()
+            .map(|r| self.visible(r))
+            .collect()
     }
 
     /// The subscriber's share of a change batch: its key's rows, visible columns, consolidated.
@@ -538,20 +530,8 @@ impl Views {
         snapshot: Option<String>,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
-        let order = if ordered && !query.order_by.is_empty() {
-            let sort = bind_order(query, values)?;
-            let directions = sort
-                .iter()
-                .map(|k| SortDirection {
-                    desc: k.desc,
-                    nulls_first: k.nulls_first,
-                })
-                .collect();
-            let exprs: Vec<Expr> = sort.into_iter().map(|k| k.expr).collect();
-            RowOrder::by(
-                directions,
-                Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
-            )
+        let order = if ordered {
+            row_order(&bind_order(query, values)?)
         } else {
             RowOrder::natural()
         };
@@ -716,14 +696,14 @@ impl Views {
         };
         live.view.wait_for(live.as_of).await;
         let key = lookup_key(prepared, values);
-        let order_by = bind_order(&prepared.query, values)?;
+        let order = row_order(&bind_order(&prepared.query, values)?);
         Ok(Subscription {
             view: live.view.clone(),
             _lease: Lease::new(live.clone()),
             key,
             key_columns,
             columns: prepared.query.plan.columns[..prepared.query.visible].to_vec(),
-            order_by,
+            order,
             upsert_key: upsert_key(&prepared.query),
         })
     }
@@ -919,13 +899,7 @@ fn finish(
 ) -> Result<QueryResult, RuntimeError> {
     let rows_read = rows.len();
     if !query.order_by.is_empty() {
-        let order = bind_order(query, values)?;
-        let mut keyed: Vec<(Row, Row)> = rows
-            .into_iter()
-            .map(|r| (order.iter().map(|k| k.expr.eval(&r)).collect(), r))
-            .collect();
-        keyed.sort_by(|a, b| compare_sort_keys(&order, &a.0, &b.0).then_with(|| a.1.cmp(&b.1)));
-        rows = keyed.into_iter().map(|(_, r)| r).collect();
+        rows = row_order(&bind_order(query, values)?).sort(rows);
     }
     let total = rows.len();
     let (offset, limit) = offset_and_limit(query, values)?;

@@ -53,7 +53,7 @@ pub async fn count_requests(
 }
 
 /// The process's resident memory, from /proc (0 where there is none).
-fn resident_bytes() -> u64 {
+pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {

@@ -26,6 +26,7 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 pub use error::{ApiError, DOCUMENTATION};
 pub use format::{render, Format, ResultSet};
+pub use metrics::resident_bytes;
 pub use tokens::{new_token_value, parse_scope, write_private, Grant, Scope, Token, Tokens};
 
 use crate::runtime::{QueryResult, Runtime};

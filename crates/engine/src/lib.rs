@@ -31,7 +31,7 @@ use petrel_sql::{Plan, PlanNode};
 use petrel_value::Row;
 use petrel_view::{Ts, View};
 
-pub use render::compare_sort_keys;
+pub use render::row_order;
 
 /// A batch of row updates and the timestamp it landed at.
 pub type TimedBatch = (Ts, Vec<(Row, isize)>);

@@ -180,18 +180,7 @@ fn top_k<'s>(
     partition_by: &[Expr],
 ) -> Rows<'s> {
     let part = partition_by.to_vec();
-    let directions = order_by
-        .iter()
-        .map(|k| SortDirection {
-            desc: k.desc,
-            nulls_first: k.nulls_first,
-        })
-        .collect();
-    let exprs: Vec<Expr> = order_by.iter().map(|k| k.expr.clone()).collect();
-    let order = RowOrder::by(
-        directions,
-        Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
-    );
+    let order = row_order(order_by);
     let keyed = input.map(move |row| (eval_all(&part, &row), row));
     fold_by_key(keyed, move || TopState {
         order: order.clone(),
@@ -244,41 +233,24 @@ impl KeyedState for TopState {
     }
 }
 
-/// Compares two rows of evaluated sort keys by `order` (ClickHouse: NULLs last by default).
-pub fn compare_sort_keys(order: &[SortKey], a: &[Value], b: &[Value]) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    for (i, key) in order.iter().enumerate() {
-        let (x, y) = (&a[i], &b[i]);
-        let o = match (x.is_null(), y.is_null()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => {
-                if key.nulls_first {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
-            }
-            (false, true) => {
-                if key.nulls_first {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                }
-            }
-            _ => {
-                let o = x.sql_cmp(y).unwrap_or(Ordering::Equal);
-                if key.desc {
-                    o.reverse()
-                } else {
-                    o
-                }
-            }
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
+/// The order an `ORDER BY` gives rows (ClickHouse's: NULLs last unless asked first), for
+/// top-k partitions, views' ordered indexes and every sort of result rows.
+pub fn row_order(order_by: &[SortKey]) -> RowOrder {
+    if order_by.is_empty() {
+        return RowOrder::natural();
     }
-    Ordering::Equal
+    let directions = order_by
+        .iter()
+        .map(|k| SortDirection {
+            desc: k.desc,
+            nulls_first: k.nulls_first,
+        })
+        .collect();
+    let exprs: Vec<Expr> = order_by.iter().map(|k| k.expr.clone()).collect();
+    RowOrder::by(
+        directions,
+        Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
+    )
 }
 
 /// Temporal filters: a row is valid over a time interval derived from its own values, so it

@@ -52,6 +52,13 @@ impl RowOrder {
         }
     }
 
+    /// `rows` in this order.
+    pub fn sort(&self, rows: Vec<Row>) -> Vec<Row> {
+        let mut entries: Vec<SortedRow> = rows.iter().map(|r| self.entry(r)).collect();
+        entries.sort();
+        entries.into_iter().map(|e| e.row).collect()
+    }
+
     /// The row with its sort values: the key that orders it.
     pub fn entry(&self, row: &Row) -> SortedRow {
         let sort = match &self.values {
