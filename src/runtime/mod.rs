@@ -605,18 +605,8 @@ impl Runtime {
         };
         let now = wall_secs();
         let import_id = format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed));
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        for line in body.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match decoder.decode_bytes(line, now) {
-                Ok(row) => good.push((row, 1isize)),
-                Err(rejected) => bad.push((quarantine_row(&rejected, &import_id, now), 1isize)),
-            }
-        }
+        let crate::ingest::DecodedBody { good, bad } =
+            crate::ingest::decode_ndjson_body(decoder, body, now, &import_id);
         let mut report = IngestReport {
             successful_rows: good.len(),
             quarantined_rows: bad.len(),

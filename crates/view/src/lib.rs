@@ -385,30 +385,34 @@ impl View {
 }
 
 /// Adds `diff` copies of `row` to its key's group, dropping rows and groups that reach zero.
+/// One search of the key's ordered index per change, whether the row is new, counted again
+/// or gone.
 fn fold(groups: &mut Groups, keys: &KeyColumns, order: &RowOrder, row: &Row, diff: i64) {
+    use std::collections::btree_map::Entry;
     let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
-    let group = match groups.get_mut(&key) {
-        Some(group) => group,
-        None => groups.entry(key.clone()).or_default(),
-    };
-    let entry = order.entry(row);
-    let (before, after) = match group.rows.get_mut(&entry) {
-        Some(count) => {
-            let before = *count;
-            *count += diff;
-            (before, *count)
+    let group = groups.entry(key).or_default();
+    let (before, after) = match group.rows.entry(order.entry(row)) {
+        Entry::Occupied(mut o) => {
+            let before = *o.get();
+            let after = before + diff;
+            if after == 0 {
+                o.remove();
+            } else {
+                *o.get_mut() = after;
+            }
+            (before, after)
         }
-        None => {
-            group.rows.insert(entry.clone(), diff);
+        Entry::Vacant(v) => {
+            if diff != 0 {
+                v.insert(diff);
+            }
             (0, diff)
         }
     };
     group.total += after.max(0) - before.max(0);
-    if after == 0 {
-        group.rows.remove(&entry);
-        if group.rows.is_empty() {
-            groups.remove(&key);
-        }
+    if group.rows.is_empty() {
+        let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
+        groups.remove(&key);
     }
 }
 
