@@ -97,8 +97,7 @@ fn main() {
         };
         let (_url, runtime) = support::start(&dir, config).await;
         let consuming = Instant::now();
-        petrel::ingest::kafka::start_consumers(&runtime);
-        petrel::sink::kafka::start_sinks(&runtime);
+        petrel::host::follow_connectors(&runtime);
         loop {
             let total: u64 = runtime.row_count("clicks").unwrap_or(0);
             if total >= rows {

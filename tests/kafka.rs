@@ -392,3 +392,115 @@ async fn kafka_in_and_out_exactly_once() {
     let s = &server;
     tokio::task::block_in_place(|| wait_for(s, &expected(8000)));
 }
+
+/// Every message of partition 0 of `topic` from its beginning (until the topic is quiet).
+fn topic_messages(address: &str, topic: &str) -> Vec<Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("group.id", "topic_counter")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        if let Some(msg) = consumer.poll(Duration::from_millis(100)) {
+            let msg = msg.unwrap();
+            out.push(serde_json::from_slice(msg.payload().unwrap_or(b"null")).unwrap());
+            quiet_since = Instant::now();
+        }
+    }
+    out
+}
+
+/// Deploys follow connectors without a restart: a deploy that adds a Kafka datasource starts
+/// consuming its topic, and one that removes a sink pipe stops producing to its topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_start_consumers_and_stop_sinks() {
+    let broker = start_broker();
+    broker.create_topic("clicks", 2);
+    broker.create_topic("events_changes", 1);
+    let dir = project(&broker);
+    // The first version: an HTTP datasource with a sink, and no Kafka datasource yet.
+    let kafka_ds = std::fs::read_to_string(dir.join("datasources/kclicks.datasource")).unwrap();
+    for f in [
+        "datasources/kclicks.datasource",
+        "endpoints/by_country.pipe",
+        "sinks/country_sink.pipe",
+        "sinks/country_upserts.pipe",
+    ] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("datasources/events.datasource"),
+        "SCHEMA >\n    `country` String `json:$.country`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sinks/events_sink.pipe"),
+        "NODE n\nSQL >\n    SELECT country, count() AS events FROM events GROUP BY country\n\nTYPE sink\nEXPORT_CONNECTION_NAME local_kafka\nEXPORT_KAFKA_TOPIC events_changes\nEXPORT_SCHEDULE @on-demand\n",
+    )
+    .unwrap();
+    let server = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || Server::start_in(dir, &[])
+    })
+    .await
+    .unwrap();
+    let post = |body: &str| {
+        let r = client()
+            .post(format!("{}/v0/events?name=events&wait=true", server.url))
+            .bearer_auth(ADMIN)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap());
+    };
+    let address = broker.address.clone();
+    tokio::task::block_in_place(|| {
+        post("{\"country\": \"DE\"}\n{\"country\": \"US\"}");
+        // The sink is running: its topic gets the result.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while topic_messages(&address, "events_changes").len() < 2 {
+            assert!(Instant::now() < deadline, "the sink never produced");
+        }
+    });
+
+    // The second version adds the Kafka datasource and its endpoint, and removes the sink.
+    std::fs::write(dir.join("datasources/kclicks.datasource"), kafka_ds).unwrap();
+    std::fs::write(
+        dir.join("endpoints/by_country.pipe"),
+        "NODE n\nSQL >\n    SELECT country, sum(click_count) AS clicks, count() AS events FROM kclicks GROUP BY country\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("sinks/events_sink.pipe")).unwrap();
+    tokio::task::block_in_place(|| {
+        let (code, out, err) = common::petrel(&[
+            "deploy",
+            dir.to_str().unwrap(),
+            "--host",
+            &server.url,
+            "--token",
+            ADMIN,
+        ]);
+        assert_eq!(code, 0, "deploy: {out} {err}");
+    });
+
+    // The new datasource consumes its topic without a restart.
+    produce(&broker.address, 0, 300).await;
+    let s = &server;
+    tokio::task::block_in_place(|| wait_for(s, &expected(300)));
+
+    // The removed sink produces no more: new rows change the result it used to publish, and
+    // its topic stays as it was.
+    tokio::task::block_in_place(|| {
+        let before = topic_messages(&address, "events_changes");
+        post("{\"country\": \"VN\"}\n{\"country\": \"DE\"}");
+        std::thread::sleep(Duration::from_secs(1));
+        let after = topic_messages(&address, "events_changes");
+        assert_eq!(after, before, "a removed sink kept producing");
+    });
+}

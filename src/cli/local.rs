@@ -189,10 +189,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         if let Some(fixtures) = fixtures {
             load_fixtures(&runtime, fixtures).await?;
         }
-        if !runtime.is_replica() {
-            crate::ingest::kafka::start_consumers(&runtime);
-            crate::sink::kafka::start_sinks(&runtime);
-        }
+        crate::host::follow_connectors(&runtime);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| CliError::Failed(format!("cannot listen on {addr}: {e}")))?;

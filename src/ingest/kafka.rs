@@ -10,12 +10,13 @@
 //! memory does not grow.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use petrel_value::{Row, Value};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -49,29 +50,46 @@ pub fn client_config(c: &KafkaConnection) -> ClientConfig {
     config
 }
 
-/// Starts a consumer thread for every Kafka datasource of the project.
-pub fn start_consumers(runtime: &Arc<Runtime>) {
-    let project = runtime.project();
-    for ds in project.datasources.values() {
-        let Some(source) = ds.kafka.clone() else {
-            continue;
-        };
-        let Some(conn) = project.connections.get(&source.connection).cloned() else {
-            tracing::error!(datasource = %ds.name, connection = %source.connection, "unknown Kafka connection");
-            continue;
-        };
-        let (rt, name) = (runtime.clone(), ds.name.clone());
-        let spawned = std::thread::Builder::new()
+/// A running consumer: its thread, and the switch that stops it.
+pub struct Consumer {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Consumer {
+    /// Starts a consumer thread for Kafka datasource `datasource`: it reads `source`'s topic
+    /// through `conn` and retries (every second) whatever fails, until stopped.
+    pub fn start(
+        runtime: &Arc<Runtime>,
+        datasource: &str,
+        source: KafkaSource,
+        conn: KafkaConnection,
+    ) -> std::io::Result<Consumer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rt, name, stopped) = (runtime.clone(), datasource.to_string(), stop.clone());
+        let thread = std::thread::Builder::new()
             .name(format!("kafka-{name}"))
-            .spawn(move || loop {
-                if let Err(e) = consume(&rt, &name, &source, &conn) {
-                    tracing::warn!(datasource = %name, error = %e, "Kafka consumer restarting");
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    if let Err(e) = consume(&rt, &name, &source, &conn, &stopped) {
+                        tracing::warn!(datasource = %name, error = %e, "Kafka consumer restarting");
+                    }
+                    for _ in 0..10 {
+                        if stopped.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
-                std::thread::sleep(Duration::from_secs(1));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(datasource = %ds.name, error = %e, "cannot start the Kafka consumer");
-        }
+            })?;
+        Ok(Consumer { stop, thread })
+    }
+
+    /// Stops the consumer and waits for its thread: a batch it was writing is either in the
+    /// log with its offsets or not at all, and no batch follows.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
     }
 }
 
@@ -83,6 +101,7 @@ fn consume(
     datasource: &str,
     source: &KafkaSource,
     conn: &KafkaConnection,
+    stopped: &AtomicBool,
 ) -> Result<(), String> {
     // Consumer threads are not the server's: a small runtime of their own waits for views.
     let waiter = tokio::runtime::Builder::new_current_thread()
@@ -136,7 +155,7 @@ fn consume(
         meta_column("__value"),
         meta_column("__headers"),
     ];
-    loop {
+    while !stopped.load(Ordering::Relaxed) {
         let mut rows: Vec<Row> = Vec::new();
         let mut bad: Vec<Row> = Vec::new();
         let import_id = runtime.next_import_id();
@@ -226,4 +245,5 @@ fn consume(
         }
         let _ = consumer.commit(&commit, CommitMode::Async);
     }
+    Ok(())
 }

@@ -140,7 +140,8 @@ struct Source {
 
 /// A loaded project running on an engine.
 pub struct Runtime {
-    project: RwLock<Arc<Project>>,
+    /// The deployed project; connectors watch it to follow deploys.
+    project: tokio::sync::watch::Sender<Arc<Project>>,
     engine: Arc<Engine>,
     sources: RwLock<BTreeMap<String, Arc<Source>>>,
     storage: Arc<Storage>,
@@ -319,7 +320,7 @@ impl Runtime {
         let clock = engine.clone();
         storage.start_background(Arc::new(move || clock.open_ts()));
         let runtime = Arc::new(Runtime {
-            project: RwLock::new(Arc::new(project)),
+            project: tokio::sync::watch::Sender::new(Arc::new(project)),
             engine: engine.clone(),
             sources: RwLock::new(sources),
             storage: storage.clone(),
@@ -450,10 +451,13 @@ impl Runtime {
 
     /// The project as currently deployed.
     pub fn project(&self) -> Arc<Project> {
-        self.project
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.project.borrow().clone()
+    }
+
+    /// The deployed project now and after every deploy: what connectors (Kafka consumers
+    /// and sinks) follow to start and stop with the datafiles that declare them.
+    pub fn watch_project(&self) -> tokio::sync::watch::Receiver<Arc<Project>> {
+        self.project.subscribe()
     }
 
     fn source(&self, name: &str) -> Option<Arc<Source>> {
@@ -549,7 +553,7 @@ impl Runtime {
                 }
             }
         }
-        *self.project.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        self.project.send_replace(Arc::new(new));
         // Plans are re-made from the new project; views whose plan is unchanged are found
         // again by their shape and keep their state.
         self.views.forget_plans();

@@ -23,27 +23,23 @@ use crate::ingest::kafka::client_config;
 use crate::project::{KafkaConnection, KafkaSink, SinkEnvelope};
 use crate::runtime::{Runtime, Subscription};
 
-/// Starts a task for every Kafka sink pipe of the project.
-pub fn start_sinks(runtime: &Arc<Runtime>) {
-    let project = runtime.project();
-    for pipe in project.pipes.values().filter(|p| p.broken.is_none()) {
-        let Some(sink) = pipe.sink.clone() else {
-            continue;
-        };
-        let Some(conn) = project.connections.get(&sink.connection).cloned() else {
-            tracing::error!(pipe = %pipe.name, connection = %sink.connection, "unknown Kafka connection");
-            continue;
-        };
-        let (rt, name) = (runtime.clone(), pipe.name.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = run(&rt, &name, &sink, &conn).await {
-                    tracing::warn!(pipe = %name, error = %e, "Kafka sink restarting");
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+/// Starts the task that keeps sink pipe `pipe` producing to its topic through `conn`; it
+/// retries (every second) whatever fails. Aborting the task stops the sink.
+pub fn start(
+    runtime: &Arc<Runtime>,
+    pipe: &str,
+    sink: KafkaSink,
+    conn: KafkaConnection,
+) -> tokio::task::JoinHandle<()> {
+    let (rt, name) = (runtime.clone(), pipe.to_string());
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = run(&rt, &name, &sink, &conn).await {
+                tracing::warn!(pipe = %name, error = %e, "Kafka sink restarting");
             }
-        });
-    }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
 }
 
 fn row_json(sub: &Subscription, row: &Row) -> serde_json::Value {
