@@ -6,6 +6,18 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // A query's evaluation error (`throwIf`) unwinds to the engine, which fails that view and
+    // reports the error to its readers; it is not a crash, so it prints no panic message.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload()
+            .downcast_ref::<petrel_sql::EvalError>()
+            .is_none()
+        {
+            report(info);
+        }
+    }));
     let code = petrel::cli::run(std::env::args_os().collect())?;
     std::process::exit(code);
 }

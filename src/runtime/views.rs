@@ -248,6 +248,9 @@ pub struct ViewInfo {
     /// LIMIT; false when the order depends on a request parameter the view is not bound to
     /// (each read then sorts the key's rows).
     pub ordered: bool,
+    /// Why the view stopped (a failed evaluation, a failed replay), if it did: reads of it
+    /// answer 500 with this error and its subscribers get an `error` frame.
+    pub error: Option<String>,
 }
 
 /// Shapes planned so far and the views installed for them.
@@ -500,6 +503,7 @@ impl Views {
                 restored_from: l.restored_from,
                 catching_up: l.view.is_catching_up(),
                 ordered: !l.sorts_on_read,
+                error: l.view.failure(),
             })
             .collect();
         out.extend(lock(&self.adhoc).iter().map(|(id, view)| ViewInfo {
@@ -511,6 +515,7 @@ impl Views {
             restored_from: None,
             catching_up: false,
             ordered: true,
+            error: view.failure(),
         }));
         out.sort_by_key(|v| v.id);
         out

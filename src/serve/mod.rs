@@ -84,6 +84,16 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
+        // A handler that panics (a bug) answers 500 with a JSON body; the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error while answering the request",
+                )
+                .into_response()
+            },
+        ))
         .with_state(state)
 }
 
@@ -624,18 +634,34 @@ async fn sql_post(
     run_sql(state, q, params, headers).await
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// `GET /v0/health`: 503 while starting; then 200, with `"status": "degraded"` when some
+/// view stopped while the rest keep serving. Anyone sees the count of failed views; an admin
+/// token also sees which views and their errors (labels carry parameter values).
+async fn health(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let ready = state.runtime.is_ready();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let failed: Vec<serde_json::Value> = state
+        .runtime
+        .describe_views()
+        .into_iter()
+        .filter_map(|v| {
+            v.error
+                .map(|e| serde_json::json!({"view": v.label, "error": e}))
+        })
+        .collect();
+    let (code, status) = match (ready, failed.is_empty()) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::OK, "degraded"),
     };
-    (
-        status,
-        Json(serde_json::json!({"status": if ready {"ok"} else {"starting"}})),
-    )
-        .into_response()
+    let mut body = serde_json::json!({"status": status, "failed_view_count": failed.len()});
+    if authorize(&state, &headers, &params, &Scope::Admin).is_ok() {
+        body["failed_views"] = serde_json::Value::Array(failed);
+    }
+    (code, Json(body)).into_response()
 }
 
 async fn list_tokens(

@@ -32,6 +32,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::accum::{Accum, AccumLayout};
+use crate::guard::Guard;
 use crate::keyed::{fold_by_key, KeyedState};
 use crate::render::Rows;
 use crate::values::ValuesLayout;
@@ -345,6 +346,7 @@ pub fn render<'s>(
     keys: &[Expr],
     aggregates: &[Aggregate],
     unit: &Rows<'s>,
+    guard: &Guard,
 ) -> Rows<'s> {
     let layout = Arc::new(GroupLayout::new(keys, aggregates));
     let presence = {
@@ -356,24 +358,30 @@ pub fn render<'s>(
     };
     let updates = if layout.only_accumulated() {
         // Pre-summed per key and batch before the exchange (a combiner).
-        let l = layout.clone();
+        let (l, g) = (layout.clone(), guard.clone());
         let contributions = input.explode(move |row| {
-            let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
-            Some((key, l.accumulated.contribution(&row)))
+            g.run(|| {
+                let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
+                (key, l.accumulated.contribution(&row))
+            })
         });
         combine(contributions)
     } else {
-        let l = layout.clone();
-        input.map(move |row| {
-            let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
-            (key, (l.accumulated.contribution(&row), l.cells(&row)))
+        let (l, g) = (layout.clone(), guard.clone());
+        input.flat_map(move |row| {
+            g.run(|| {
+                let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
+                (key, (l.accumulated.contribution(&row), l.cells(&row)))
+            })
         })
     };
     let updates = match presence {
         Some(p) => updates.concat(p),
         None => updates,
     };
-    fold_by_key(updates, move || GroupState::new(layout.clone()))
+    fold_by_key(updates, guard.clone(), move || {
+        GroupState::new(layout.clone())
+    })
 }
 
 /// Adds up the contributions of each key within each batch before they are exchanged, so

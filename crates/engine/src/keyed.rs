@@ -23,6 +23,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
+use crate::guard::Guard;
 use crate::render::Rows;
 
 /// One key's state: updates fold into it, and it says what rows the key outputs.
@@ -72,6 +73,7 @@ fn route(key: &Row) -> u64 {
 /// outputs each key's rows as they change.
 pub fn fold_by_key<'s, S, F>(
     input: VecCollection<'s, u64, (Row, S::Update), isize>,
+    guard: Guard,
     fresh: F,
 ) -> Rows<'s>
 where
@@ -93,89 +95,103 @@ where
                 let mut before: FxHashMap<Row, Vec<Row>> = FxHashMap::default();
                 let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
-                    // The input frontier's time: no update before it can arrive any more.
-                    let at = frontier.frontier().first().copied();
-                    input.for_each(|cap, data| {
-                        // A container's updates mostly share one time: look the time up
-                        // once per run of equal times, not once per update.
-                        let mut drained = data.drain(..).peekable();
-                        while let Some((d, t, r)) = drained.next() {
-                            // Updates at the frontier's own time, with nothing earlier still
-                            // pending, are folded as they come: their time is the next to
-                            // complete, so the fold's order stays the times' order, and a
-                            // large time (a replay) costs its state, not a buffer of updates.
-                            let first_pending = pending.first_key_value().map(|(k, _)| *k);
-                            let foldable = at == Some(t)
-                                && first_pending.is_none_or(|k| k >= t)
-                                && early.as_ref().is_none_or(|(e, _)| *e == t);
-                            if foldable {
-                                if early.is_none() {
-                                    early = Some((t, cap.delayed(&t, 0)));
-                                }
-                                fold(&mut states, &mut before, &fresh, d, r);
-                                while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
+                    // A failed view's fold holds nothing back: its input is dropped and its
+                    // capabilities released, so the dataflow goes quiet.
+                    if guard.failed() {
+                        input.for_each(|_, data| data.clear());
+                        pending.clear();
+                        early = None;
+                        before.clear();
+                        states.clear();
+                        return;
+                    }
+                    let _ = guard.run(|| {
+                        // The input frontier's time: no update before it can arrive any more.
+                        let at = frontier.frontier().first().copied();
+                        input.for_each(|cap, data| {
+                            // A container's updates mostly share one time: look the time up
+                            // once per run of equal times, not once per update.
+                            let mut drained = data.drain(..).peekable();
+                            while let Some((d, t, r)) = drained.next() {
+                                // Updates at the frontier's own time, with nothing earlier still
+                                // pending, are folded as they come: their time is the next to
+                                // complete, so the fold's order stays the times' order, and a
+                                // large time (a replay) costs its state, not a buffer of updates.
+                                let first_pending = pending.first_key_value().map(|(k, _)| *k);
+                                let foldable = at == Some(t)
+                                    && first_pending.is_none_or(|k| k >= t)
+                                    && early.as_ref().is_none_or(|(e, _)| *e == t);
+                                if foldable {
+                                    if early.is_none() {
+                                        early = Some((t, cap.delayed(&t, 0)));
+                                    }
                                     fold(&mut states, &mut before, &fresh, d, r);
+                                    while let Some((d, _, r)) =
+                                        drained.next_if(|(_, t2, _)| *t2 == t)
+                                    {
+                                        fold(&mut states, &mut before, &fresh, d, r);
+                                    }
+                                    continue;
                                 }
-                                continue;
-                            }
-                            let (_, updates) = pending
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
-                            updates.reserve(drained.size_hint().0 + 1);
-                            updates.push((d, r));
-                            while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
+                                let (_, updates) = pending
+                                    .entry(t)
+                                    .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                                updates.reserve(drained.size_hint().0 + 1);
                                 updates.push((d, r));
+                                while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
+                                    updates.push((d, r));
+                                }
                             }
-                        }
-                    });
-                    // Complete times, in order: the early one (always the earliest), then the
-                    // pending ones.
-                    loop {
-                        let next = match (&early, pending.first_key_value()) {
-                            (Some((t, _)), _) => *t,
-                            (None, Some((t, _))) => *t,
-                            (None, None) => break,
-                        };
-                        if frontier.less_equal(&next) {
-                            break;
-                        }
-                        let cap = match early.take() {
-                            Some((_, cap)) => cap,
-                            None => match pending.pop_first() {
-                                Some((_, (cap, updates))) => {
+                        });
+                        // Complete times, in order: the early one (always the earliest), then the
+                        // pending ones.
+                        loop {
+                            let next = match (&early, pending.first_key_value()) {
+                                (Some((t, _)), _) => *t,
+                                (None, Some((t, _))) => *t,
+                                (None, None) => break,
+                            };
+                            if frontier.less_equal(&next) {
+                                break;
+                            }
+                            let cap = match early.take() {
+                                Some((_, cap)) => cap,
+                                None => match pending.pop_first() {
+                                    Some((_, (cap, updates))) => {
+                                        for (d, r) in updates {
+                                            fold(&mut states, &mut before, &fresh, d, r);
+                                        }
+                                        cap
+                                    }
+                                    None => break,
+                                },
+                            };
+                            // Updates at the same time that arrived before it was foldable.
+                            if pending.first_key_value().is_some_and(|(t, _)| *t == next) {
+                                if let Some((_, (_, updates))) = pending.pop_first() {
                                     for (d, r) in updates {
                                         fold(&mut states, &mut before, &fresh, d, r);
                                     }
-                                    cap
                                 }
-                                None => break,
-                            },
-                        };
-                        // Updates at the same time that arrived before it was foldable.
-                        if pending.first_key_value().is_some_and(|(t, _)| *t == next) {
-                            if let Some((_, (_, updates))) = pending.pop_first() {
-                                for (d, r) in updates {
-                                    fold(&mut states, &mut before, &fresh, d, r);
+                            }
+                            let mut session = output.session(&cap);
+                            for (key, old) in before.drain() {
+                                changes.extend(old.into_iter().map(|r| (r, -1)));
+                                if let Some(state) = states.get(&key) {
+                                    let mut rows = Vec::new();
+                                    state.output(&key, &mut rows);
+                                    changes.extend(rows.into_iter().map(|r| (r, 1)));
+                                    if state.is_empty() {
+                                        states.remove(&key);
+                                    }
+                                }
+                                consolidate(&mut changes);
+                                for (row, diff) in changes.drain(..) {
+                                    session.give((row, next, diff));
                                 }
                             }
                         }
-                        let mut session = output.session(&cap);
-                        for (key, old) in before.drain() {
-                            changes.extend(old.into_iter().map(|r| (r, -1)));
-                            if let Some(state) = states.get(&key) {
-                                let mut rows = Vec::new();
-                                state.output(&key, &mut rows);
-                                changes.extend(rows.into_iter().map(|r| (r, 1)));
-                                if state.is_empty() {
-                                    states.remove(&key);
-                                }
-                            }
-                            consolidate(&mut changes);
-                            for (row, diff) in changes.drain(..) {
-                                session.give((row, next, diff));
-                            }
-                        }
-                    }
+                    });
                 }
             },
         )

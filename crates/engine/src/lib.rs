@@ -15,6 +15,7 @@
 
 mod accum;
 mod aggregate;
+mod guard;
 mod keyed;
 mod render;
 mod sink;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use petrel_view::{RowOrder, SortDirection, SortedRow};
 
 use crate::aggregate;
+use crate::guard::Guard;
 use crate::keyed::{fold_by_key, KeyedState};
 
 /// A collection of rows at millisecond timestamps.
@@ -27,6 +28,8 @@ pub struct Sources<'s> {
     /// A collection holding the single empty row once (from worker 0 only); constant rows and
     /// keyless-aggregate markers are derived from it.
     pub unit: Rows<'s>,
+    /// The view's failure switch: every operator that evaluates SQL runs through it.
+    pub(crate) guard: Guard,
 }
 
 /// Renders `plan` over `sources`.
@@ -38,19 +41,28 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             sources.unit.clone().flat_map(move |_| rows.clone())
         }
         PlanNode::Filter { input, predicate } => {
-            let predicate = predicate.clone();
-            render(input, sources).filter(move |row| predicate.eval(row).is_true())
+            let (predicate, guard) = (predicate.clone(), sources.guard.clone());
+            render(input, sources)
+                .filter(move |row| guard.run(|| predicate.eval(row).is_true()) == Some(true))
         }
-        PlanNode::TemporalFilter { input, bounds } => temporal(render(input, sources), bounds),
+        PlanNode::TemporalFilter { input, bounds } => {
+            temporal(render(input, sources), bounds, sources.guard.clone())
+        }
         PlanNode::Project { input, exprs } => {
-            let exprs = exprs.clone();
-            render(input, sources).map(move |row| exprs.iter().map(|e| e.eval(&row)).collect())
+            let (exprs, guard) = (exprs.clone(), sources.guard.clone());
+            render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
         }
         PlanNode::Aggregate {
             input,
             keys,
             aggregates,
-        } => aggregate::render(render(input, sources), keys, aggregates, &sources.unit),
+        } => aggregate::render(
+            render(input, sources),
+            keys,
+            aggregates,
+            &sources.unit,
+            &sources.guard,
+        ),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
             left,
@@ -63,10 +75,10 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             render(left, sources),
             render(right, sources),
             *kind,
-            left_keys,
-            right_keys,
+            (left_keys, right_keys),
             residual.as_ref(),
             right.columns.iter().map(|c| c.ty.default_value()).collect(),
+            &sources.guard,
         ),
         PlanNode::Union { inputs } => {
             let mut parts = inputs.iter().map(|p| render(p, sources));
@@ -87,6 +99,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             *limit,
             *offset,
             partition_by,
+            &sources.guard,
         ),
         PlanNode::ArrayJoin { input, column } => {
             let column = *column;
@@ -113,19 +126,21 @@ fn join<'s>(
     left: Rows<'s>,
     right: Rows<'s>,
     kind: JoinKind,
-    left_keys: &[Expr],
-    right_keys: &[Expr],
+    (left_keys, right_keys): (&[Expr], &[Expr]),
     residual: Option<&Expr>,
     right_defaults: Row,
+    guard: &Guard,
 ) -> Rows<'s> {
     let (lk, rk) = (left_keys.to_vec(), right_keys.to_vec());
     // NULL keys never match (SQL semantics); such left rows still appear in a left join.
+    let g = guard.clone();
     let keyed_left = left
         .clone()
-        .map(move |row| (eval_all(&lk, &row), row))
+        .flat_map(move |row| g.run(|| (eval_all(&lk, &row), row)))
         .filter(|(k, _)| !k.iter().any(Value::is_null));
+    let g = guard.clone();
     let keyed_right = right
-        .map(move |row| (eval_all(&rk, &row), row))
+        .flat_map(move |row| g.run(|| (eval_all(&rk, &row), row)))
         .filter(|(k, _)| !k.iter().any(Value::is_null));
     let mut matched = keyed_left
         .clone()
@@ -135,8 +150,8 @@ fn join<'s>(
             row
         });
     if let Some(residual) = residual {
-        let residual = residual.clone();
-        matched = matched.filter(move |row| residual.eval(row).is_true());
+        let (residual, g) = (residual.clone(), guard.clone());
+        matched = matched.filter(move |row| g.run(|| residual.eval(row).is_true()) == Some(true));
     }
     if kind != JoinKind::Left {
         return matched;
@@ -150,7 +165,8 @@ fn join<'s>(
         None => {
             let lk = left_keys.to_vec();
             let right_keys_present = keyed_right.map(|(k, _)| k).distinct();
-            left.map(move |row| (eval_all(&lk, &row), row))
+            let g = guard.clone();
+            left.flat_map(move |row| g.run(|| (eval_all(&lk, &row), row)))
                 .antijoin(right_keys_present)
                 .map(|(_, row)| row)
         }
@@ -178,11 +194,13 @@ fn top_k<'s>(
     limit: Option<u64>,
     offset: u64,
     partition_by: &[Expr],
+    guard: &Guard,
 ) -> Rows<'s> {
     let part = partition_by.to_vec();
     let order = row_order(order_by);
-    let keyed = input.map(move |row| (eval_all(&part, &row), row));
-    fold_by_key(keyed, move || TopState {
+    let g = guard.clone();
+    let keyed = input.flat_map(move |row| g.run(|| (eval_all(&part, &row), row)));
+    fold_by_key(keyed, guard.clone(), move || TopState {
         order: order.clone(),
         rows: BTreeMap::new(),
         offset: offset.min(usize::MAX as u64) as usize,
@@ -256,36 +274,44 @@ pub fn row_order(order_by: &[SortKey]) -> RowOrder {
 /// Temporal filters: a row is valid over a time interval derived from its own values, so it
 /// is inserted when the interval starts (or when it arrives, if later) and retracted when the
 /// interval ends. The clock's ticks make those future updates happen (Materialize's model).
-fn temporal<'s>(input: Rows<'s>, bounds: &[TemporalBound]) -> Rows<'s> {
+fn temporal<'s>(input: Rows<'s>, bounds: &[TemporalBound], guard: Guard) -> Rows<'s> {
     let bounds = bounds.to_vec();
     input.join_function(move |row| {
-        let mut lower = 0u64;
-        let mut upper = u64::MAX;
-        for b in &bounds {
-            let Some(secs) = b.expr.eval(&row).epoch_seconds() else {
-                return Vec::new();
-            };
-            // expr op now + offset  <=>  now  op'  expr - offset
-            let pivot = (secs * 1000.0).floor() as i64 - b.offset_ms;
-            let pivot = pivot.max(0) as u64;
-            match b.op {
-                // now < expr - off: valid while now <= pivot - 1
-                CmpOp::Gt => upper = upper.min(pivot),
-                // now <= pivot
-                CmpOp::Ge => upper = upper.min(pivot.saturating_add(1)),
-                // now > pivot
-                CmpOp::Lt => lower = lower.max(pivot.saturating_add(1)),
-                // now >= pivot
-                CmpOp::Le => lower = lower.max(pivot),
-            }
-        }
-        if lower >= upper {
-            return Vec::new();
-        }
-        let mut out = vec![(row.clone(), lower, 1isize)];
-        if upper != u64::MAX {
-            out.push((row, upper, -1));
-        }
-        out
+        guard
+            .run(|| valid_interval(&bounds, row))
+            .unwrap_or_default()
     })
+}
+
+/// A row's updates for the interval its temporal bounds give it: an insert when the interval
+/// starts, and a retraction when it ends (none if it is empty).
+fn valid_interval(bounds: &[TemporalBound], row: Row) -> Vec<(Row, u64, isize)> {
+    let mut lower = 0u64;
+    let mut upper = u64::MAX;
+    for b in bounds {
+        let Some(secs) = b.expr.eval(&row).epoch_seconds() else {
+            return Vec::new();
+        };
+        // expr op now + offset  <=>  now  op'  expr - offset
+        let pivot = (secs * 1000.0).floor() as i64 - b.offset_ms;
+        let pivot = pivot.max(0) as u64;
+        match b.op {
+            // now < expr - off: valid while now <= pivot - 1
+            CmpOp::Gt => upper = upper.min(pivot),
+            // now <= pivot
+            CmpOp::Ge => upper = upper.min(pivot.saturating_add(1)),
+            // now > pivot
+            CmpOp::Lt => lower = lower.max(pivot.saturating_add(1)),
+            // now >= pivot
+            CmpOp::Le => lower = lower.max(pivot),
+        }
+    }
+    if lower >= upper {
+        return Vec::new();
+    }
+    let mut out = vec![(row.clone(), lower, 1isize)];
+    if upper != u64::MAX {
+        out.push((row, upper, -1));
+    }
+    out
 }

@@ -10,10 +10,12 @@ use petrel_view::{ChangeBatch, View};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::guard::Guard;
 use crate::render::Rows;
 
 /// Sends all of `output` to worker 0, which publishes into `view` (`publisher` is true there).
-pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
+/// A failure while folding into the view (its ORDER BY is evaluated there) fails the view.
+pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher: bool) {
     // Updates not yet complete, by time: a frontier advance splits off the complete ones
     // without touching the rest (a replay can hold many times at once).
     let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
@@ -27,7 +29,8 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
                     pending.entry(time).or_default().push((row, diff as i64));
                 }
             });
-            if !publisher {
+            if !publisher || guard.failed() {
+                pending.clear();
                 return;
             }
             // An empty frontier: no input will ever change the result again. Either the
@@ -50,11 +53,14 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, publisher: bool) {
             // frontier gets exactly the batches at or after it.
             for (time, mut changes) in ready {
                 consolidate(&mut changes);
-                view.apply(ChangeBatch {
+                let batch = ChangeBatch {
                     lower: time,
                     upper: time + 1,
                     changes,
-                });
+                };
+                if guard.run(|| view.apply(batch)).is_none() {
+                    return;
+                }
                 lower = time + 1;
             }
             if lower < upper {

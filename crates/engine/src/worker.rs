@@ -8,6 +8,7 @@ use differential_dataflow::input::{Input, InputSession};
 use petrel_value::Row;
 use timely::worker::Worker;
 
+use crate::guard::Guard;
 use crate::render::{render, Sources};
 use crate::{Command, InstallSpec, ViewId};
 
@@ -77,8 +78,14 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
             tables.insert(name.clone(), collection);
         }
         let (unit_input, unit) = scope.new_collection::<Row, isize>();
-        let output = render(&spec.plan, &Sources { tables, unit });
-        crate::sink::publish(output, spec.view.clone(), index == 0);
+        let guard = Guard::new(spec.view.clone());
+        let sources = Sources {
+            tables,
+            unit,
+            guard: guard.clone(),
+        };
+        let output = render(&spec.plan, &sources);
+        crate::sink::publish(output, spec.view.clone(), guard, index == 0);
         (inputs, unit_input)
     });
     unit_input.advance_to(spec.floor);

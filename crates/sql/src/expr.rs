@@ -14,6 +14,12 @@ use petrel_value::{ColumnType, Value};
 use crate::functions::{in_list, logic, Func, NULL};
 use crate::SqlError;
 
+/// An error raised while evaluating an expression on a row (ClickHouse's query exceptions,
+/// such as `throwIf`): evaluation unwinds with it as the panic payload, and the engine fails
+/// the view that evaluated it with this message.
+#[derive(Debug, Clone)]
+pub struct EvalError(pub String);
+
 /// A typed scalar expression over the columns of one input row.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
@@ -89,7 +95,10 @@ impl Expr {
     /// The expression with a call whose arguments are all literals replaced by its value.
     pub(crate) fn fold(self) -> Expr {
         match &self {
-            Expr::Call { args, .. } if args.iter().all(|a| matches!(a, Expr::Literal(_))) => {
+            // throwIf stays a call: it raises when a row evaluates it, not when it is planned.
+            Expr::Call { func, args }
+                if *func != Func::ThrowIf && args.iter().all(|a| matches!(a, Expr::Literal(_))) =>
+            {
                 Expr::Literal(self.eval(&[]))
             }
             _ => self,

@@ -166,6 +166,9 @@ pub enum Func {
     NullIf,
     /// `assumeNotNull(a)`.
     AssumeNotNull,
+    /// `throwIf(cond[, message])`: 0, or an evaluation error when `cond` is true (the query
+    /// fails, as in ClickHouse).
+    ThrowIf,
     /// `if(c, a, b)`.
     If,
     /// `multiIf(c1, a1, .., else)`; CASE WHEN plans to it.
@@ -440,6 +443,7 @@ impl Func {
             Func::IfNull => "ifNull",
             Func::NullIf => "nullIf",
             Func::AssumeNotNull => "assumeNotNull",
+            Func::ThrowIf => "throwIf",
             Func::If => "if",
             Func::MultiIf => "multiIf",
             Func::In => "in",
@@ -535,7 +539,7 @@ impl Func {
             | Func::JsonHas => (1, None),
             Func::And | Func::Or | Func::In | Func::NotIn => (2, None),
             Func::MultiIf => (3, None),
-            Func::Round | Func::ToStartOf(_) => (1, Some(2)),
+            Func::Round | Func::ToStartOf(_) | Func::ThrowIf => (1, Some(2)),
             Func::Substring | Func::SubstringUtf8 => (2, Some(3)),
             Func::If | Func::ReplaceAll => (3, Some(3)),
             Func::Plus
@@ -608,6 +612,7 @@ impl Func {
             ),
             Func::Abs | Func::Floor | Func::Ceil | Func::Round => first(),
             Func::AssumeNotNull => first().base().clone(),
+            Func::ThrowIf => T::UInt(8),
             Func::Greatest | Func::Least => common_type(args),
             Func::Eq
             | Func::NotEq
@@ -824,6 +829,16 @@ impl Func {
                 }
             }
             Func::AssumeNotNull => arg(0).clone(),
+            Func::ThrowIf => {
+                if arg(0).is_true() {
+                    let message = match args.get(1) {
+                        Some(Value::String(m)) => m.to_string(),
+                        _ => "Value passed to 'throwIf' function is non-zero".to_string(),
+                    };
+                    std::panic::panic_any(crate::EvalError(message));
+                }
+                Value::UInt(0)
+            }
             Func::If => {
                 if arg(0).is_true() {
                     arg(1).clone()

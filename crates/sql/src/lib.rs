@@ -12,7 +12,7 @@ pub mod plan;
 mod planner;
 mod preprocess;
 
-pub use expr::Expr;
+pub use expr::{EvalError, Expr};
 pub use plan::*;
 pub use planner::plan_query;
 

@@ -423,6 +423,7 @@ fn simple_function(lower: &str) -> Option<Func> {
         "ifnull" => Func::IfNull,
         "nullif" => Func::NullIf,
         "assumenotnull" => Func::AssumeNotNull,
+        "throwif" => Func::ThrowIf,
         "if" => Func::If,
         "multiif" => Func::MultiIf,
         "has" => Func::Has,
