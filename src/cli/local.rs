@@ -40,6 +40,11 @@ pub struct StartArgs {
     /// A folder to keep datasource data in (the same as `--storage FOLDER`).
     #[arg(long, conflicts_with = "storage")]
     data: Option<PathBuf>,
+    /// How often rows written without `wait=true` are stored (group commit), in
+    /// milliseconds: the most such rows a crash can lose. Subscribers may have been sent them;
+    /// after a crash those that resume get a fresh snapshot (docs/subscriptions.md).
+    #[arg(long, default_value_t = 100)]
+    flush_interval_ms: u64,
     /// How much change history views keep for resuming subscribers, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     retention_ms: u64,
@@ -175,7 +180,10 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,
         change_ring_batches: args.change_ring_batches,
         max_subscriptions_per_token: args.max_subscriptions_per_token,
-        ..RuntimeConfig::default()
+        storage: crate::storage::StorageConfig {
+            flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
+            ..Default::default()
+        },
     };
     let limits = serve::ConnectionLimits {
         max_connections: args.max_connections,
@@ -206,15 +214,40 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             tokio::spawn(watch_project(runtime.clone(), dir.clone()));
         }
         let state = AppState {
-            runtime,
+            runtime: runtime.clone(),
             tokens: Arc::new(tokens),
             admin_token: admin,
             requests: Default::default(),
         };
-        serve::serve_with(listener, state, limits)
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))
+        // SIGTERM or Ctrl-C stop cleanly: rows still in memory are written first.
+        tokio::select! {
+            served = serve::serve_with(listener, state, limits) => {
+                served.map_err(|e| CliError::Failed(e.to_string()))
+            }
+            () = stop_signal() => {
+                runtime
+                    .stop_durably()
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))
+            }
+        }
     })
+}
+
+/// Resolves on SIGTERM (how service managers stop a server) or Ctrl-C.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// What the watcher compares: every datafile and fixture with its modification time and size.

@@ -317,6 +317,24 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Internal(e.to_string()))??;
             sources.extend(opened);
         }
+        // Subscribers that resume from a frontier the previous run sent after what survived of
+        // the tables their view reads may hold changes its crash erased: they get a fresh
+        // snapshot instead.
+        let erased = if config.replica {
+            None
+        } else {
+            let frontier = storage
+                .read_frontier()
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                .unwrap_or(0);
+            Some(views::Erased::after_restart(
+                frontier,
+                sources
+                    .iter()
+                    .map(|(name, s)| (name.clone(), s.log.last_ts())),
+                engine.open_ts(),
+            ))
+        };
         let clock = engine.clone();
         storage.start_background(Arc::new(move || clock.open_ts()));
         let runtime = Arc::new(Runtime {
@@ -332,6 +350,7 @@ impl Runtime {
                 std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
                 config.max_views,
                 config.change_ring_batches,
+                erased,
             ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
@@ -447,6 +466,20 @@ impl Runtime {
             ));
         }
         Ok(())
+    }
+
+    /// A clean stop's last step: writes every waiting batch and then the durable frontier,
+    /// so rows acknowledged without `wait=true` survive and resuming subscribers need no
+    /// resync. Appends after it are refused by the storage.
+    pub async fn stop_durably(&self) -> Result<(), RuntimeError> {
+        if self.replica {
+            return Ok(());
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.stop())
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))
     }
 
     /// The project as currently deployed.

@@ -253,8 +253,50 @@ pub struct ViewInfo {
     pub error: Option<String>,
 }
 
+/// What a crash of the previous run may have erased, per table: a batch that was sent to
+/// views but not stored was appended after the table's last stored batch and at or after the
+/// last durable frontier, so every change below the later of the two survived. (The last
+/// stored batch's own tick may have had lost company: it counts as unsafe.)
+pub struct Erased {
+    /// Each table's safe frontier: every change below it survived.
+    durable: BTreeMap<String, Ts>,
+    /// This run's first tick: frontiers from it on were sent by this run.
+    pub restarted: Ts,
+}
+
+impl Erased {
+    /// From the stored durable frontier, each table's last stored timestamp, and this run's
+    /// first tick.
+    pub fn after_restart(
+        frontier: Ts,
+        last_stored: impl IntoIterator<Item = (String, Ts)>,
+        restarted: Ts,
+    ) -> Erased {
+        Erased {
+            durable: last_stored
+                .into_iter()
+                .map(|(t, last)| (t, frontier.max(last)))
+                .collect(),
+            restarted,
+        }
+    }
+
+    /// The frontier below which every change of `tables` survived, if one of them existed
+    /// before this run (tables a deploy added since lost nothing).
+    fn durable_for(&self, tables: &BTreeSet<String>) -> Option<Ts> {
+        tables
+            .iter()
+            .filter_map(|t| self.durable.get(t))
+            .min()
+            .copied()
+            .filter(|d| *d < self.restarted)
+    }
+}
+
 /// Shapes planned so far and the views installed for them.
 pub struct Views {
+    /// What a crash of the previous run may have erased (none on a replica).
+    erased: Option<Erased>,
     engine: Arc<Engine>,
     storage: Arc<Storage>,
     retention_ms: u64,
@@ -308,8 +350,10 @@ impl Views {
         query_timeout: std::time::Duration,
         max_views: usize,
         change_ring: usize,
+        erased: Option<Erased>,
     ) -> Views {
         Views {
+            erased,
             engine,
             storage,
             retention_ms,
@@ -548,6 +592,11 @@ impl Views {
             self.retention_ms,
             self.change_ring,
         );
+        if let Some(erased) = &self.erased {
+            if let Some(durable) = erased.durable_for(&tables) {
+                view.refuse_resume_between(durable, erased.restarted);
+            }
+        }
         let mut as_of = self.engine.open_ts();
         let mut restored_from = None;
         if let Some(name) = &snapshot {

@@ -168,9 +168,17 @@ pub async fn shutdown(
     if !peer.ip().is_loopback() {
         return Err(ApiError::forbidden("shutdown answers only on loopback"));
     }
-    tokio::spawn(async {
+    let runtime = state.runtime.clone();
+    tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        std::process::exit(0);
+        let code = match runtime.stop_durably().await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "stopping: waiting rows were not all written");
+                1
+            }
+        };
+        std::process::exit(code);
     });
     Ok(Json(serde_json::json!({"result": "stopping"})).into_response())
 }

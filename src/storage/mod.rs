@@ -116,7 +116,13 @@ pub struct Storage {
     stopped: AtomicBool,
     /// The last frontier the flusher wrote: every batch below it is durable.
     durable: AtomicU64,
+    /// The engine's open tick, once the writer's background threads run: the frontier a
+    /// flush makes durable is the tick read before it.
+    clock: Mutex<Option<Clock>>,
 }
+
+/// Reads the engine's open tick.
+type Clock = Arc<dyn Fn() -> Ts + Send + Sync>;
 
 impl Drop for Storage {
     fn drop(&mut self) {
@@ -193,6 +199,7 @@ impl Storage {
             tables: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             durable: AtomicU64::new(0),
+            clock: Mutex::new(None),
         }))
     }
 
@@ -347,12 +354,27 @@ impl Storage {
     /// Stops the background threads after writing every waiting batch and letting a running
     /// compaction finish: the storage can then be opened by another writer (a restart within
     /// the same process, as benchmarks do).
+    /// The durable frontier is written last (every batch appended before the stop is then
+    /// stored), so a clean stop leaves no window that resuming subscribers must resync over.
     pub fn stop(&self) -> Result<(), StorageError> {
         self.stopped.store(true, Ordering::SeqCst);
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let frontier = clock.map(|c| c());
         for table in self.tables() {
             table.flush()?;
             table.wait_for_compaction();
         }
+        if let Some(frontier) = frontier.filter(|f| *f > self.durable_frontier()) {
+            self.write_frontier(frontier)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `frontier` as the durable frontier: every batch below it is written.
+    fn write_frontier(&self, frontier: Ts) -> Result<(), StorageError> {
+        let body = serde_json::json!({ "ts": frontier }).to_string();
+        self.put(&self.path("frontier"), body.into())?;
+        self.durable.store(frontier, Ordering::SeqCst);
         Ok(())
     }
 
@@ -394,10 +416,11 @@ impl Storage {
     /// `flush_interval` and then the durable frontier (the clock's open tick read before the
     /// flush: every batch below it was appended before and is now written), and a compactor
     /// that turns segments into parts and merges parts. They stop with the storage.
-    pub fn start_background(self: &Arc<Self>, clock: Arc<dyn Fn() -> Ts + Send + Sync>) {
+    pub fn start_background(self: &Arc<Self>, clock: Clock) {
         if self.read_only {
             return;
         }
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(clock.clone());
         let weak = Arc::downgrade(self);
         let every = self.config.flush_interval;
         let spawned = std::thread::Builder::new()
@@ -425,11 +448,9 @@ impl Storage {
                     idle += every;
                     if ok && frontier > last_written && (wrote || idle >= Duration::from_secs(1))
                     {
-                        let body = serde_json::json!({ "ts": frontier }).to_string();
-                        match storage.put(&storage.path("frontier"), body.into()) {
+                        match storage.write_frontier(frontier) {
                             Ok(()) => {
                                 last_written = frontier;
-                                storage.durable.store(frontier, Ordering::SeqCst);
                                 idle = Duration::ZERO;
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot write the frontier"),

@@ -97,6 +97,9 @@ struct State {
     log: VecDeque<Arc<ChangeBatch>>,
     /// Changes below this time may have left the log.
     trimmed_upto: Ts,
+    /// Frontiers strictly between these two that no subscriber may resume from: a previous
+    /// run of the server may have sent changes there that its crash erased.
+    unresumable: Option<(Ts, Ts)>,
     failed: Option<String>,
 }
 
@@ -344,7 +347,10 @@ impl View {
     pub fn resume(&self, since: Ts) -> (Resume, Ts, broadcast::Receiver<Arc<ChangeBatch>>) {
         let state = self.read();
         let rx = self.changes_tx.subscribe();
-        let resume = if since < state.trimmed_upto || since > state.upper {
+        let erased = state
+            .unresumable
+            .is_some_and(|(durable, restarted)| since > durable && since < restarted);
+        let resume = if erased || since < state.trimmed_upto || since > state.upper {
             Resume::TooOld
         } else {
             Resume::Changes(
@@ -357,6 +363,15 @@ impl View {
             )
         };
         (resume, state.upper, rx)
+    }
+
+    /// Refuses resuming from frontiers strictly between `durable` and `restarted` (they get a
+    /// fresh snapshot instead): after a crash, every batch below `durable` survived, but a
+    /// subscriber that was sent a later frontier by the crashed run may hold changes of
+    /// batches that were lost, and only a snapshot takes them back.
+    pub fn refuse_resume_between(&self, durable: Ts, restarted: Ts) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.unresumable = Some((durable, restarted));
     }
 
     /// The frontier: every change at a time below it has been applied.
