@@ -13,7 +13,6 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{project_dir, CliError};
-use crate::ingest::kafka::client_config;
 use crate::project::{KafkaConnection, Project};
 
 /// Options of `petrel connection create kafka NAME`.
@@ -138,7 +137,8 @@ pub fn create_datasource(args: DatasourceCreateArgs) -> Result<(), CliError> {
             args.connection
         ))
     })?;
-    let consumer: BaseConsumer = client_config(conn)
+    let consumer: BaseConsumer = conn
+        .client_config()
         .set("group.id", "petrel-sample")
         .set("enable.auto.commit", "false")
         .create()

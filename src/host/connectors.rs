@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::ingest::kafka::Consumer;
+use super::kafka_consumer::Consumer;
 use crate::project::{KafkaConnection, KafkaSink, KafkaSource, Pipe, Project};
 use crate::runtime::Runtime;
 

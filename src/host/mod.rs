@@ -3,5 +3,6 @@
 //! the datafiles that declare them.
 
 mod connectors;
+mod kafka_consumer;
 
 pub use connectors::follow_connectors;

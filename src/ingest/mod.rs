@@ -1,45 +1,15 @@
-//! Ingestion: bytes from the Events API, Kafka and files (CSV, NDJSON, Parquet) to validated
-//! rows.
+//! Ingestion: bytes from the Events API, Kafka messages and files (CSV, NDJSON, Parquet) to
+//! validated rows.
 //! Rows that do not fit their datasource's schema go to its quarantine table.
 
 mod cells;
-pub mod kafka;
 mod ndjson;
 pub mod parquet;
 
 pub use cells::{typed_row, Cell};
 pub use ndjson::{ColumnError, Rejected, RowDecoder};
 
-use petrel_value::{Column, ColumnType, Row, Value};
-
-/// The columns of `NAME_quarantine`: the error columns, then every original column as
-/// `Nullable(String)` holding the raw value (reference §4).
-pub fn quarantine_columns(schema: &[Column]) -> Vec<Column> {
-    let string_array = ColumnType::Array(Box::new(ColumnType::String));
-    let mut columns = vec![
-        Column {
-            name: "c__error_column".into(),
-            ty: string_array.clone(),
-        },
-        Column {
-            name: "c__error".into(),
-            ty: string_array,
-        },
-        Column {
-            name: "c__import_id".into(),
-            ty: ColumnType::String,
-        },
-        Column {
-            name: "insertion_date".into(),
-            ty: ColumnType::DateTime,
-        },
-    ];
-    columns.extend(schema.iter().map(|c| Column {
-        name: c.name.clone(),
-        ty: ColumnType::Nullable(Box::new(ColumnType::String)),
-    }));
-    columns
-}
+use petrel_value::{Row, Value};
 
 /// An NDJSON body decoded: the rows that fit, and the quarantine rows of those that did not,
 /// each in the body's order.
@@ -163,6 +133,7 @@ pub fn quarantine_row(rejected: &Rejected, import_id: &str, now_secs: i64) -> Ro
 mod body_tests {
     use super::*;
     use crate::project::ColumnSpec;
+    use petrel_value::{Column, ColumnType};
 
     fn decoder() -> RowDecoder {
         RowDecoder::new(&[ColumnSpec {

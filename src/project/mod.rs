@@ -17,8 +17,6 @@ use petrel_value::{Column, ColumnType, Value};
 
 pub use lift::{lift_keys, LiftedKey};
 
-use crate::ingest::quarantine_columns;
-
 /// Failures of rendering or planning a pipe or query for a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
@@ -1214,5 +1212,59 @@ impl ProjectCatalog<'_> {
             let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
             Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
         })
+    }
+}
+
+/// The columns of `NAME_quarantine`: the error columns, then every original column as
+/// `Nullable(String)` holding the raw value (reference §4).
+pub fn quarantine_columns(schema: &[Column]) -> Vec<Column> {
+    let string_array = ColumnType::Array(Box::new(ColumnType::String));
+    let mut columns = vec![
+        Column {
+            name: "c__error_column".into(),
+            ty: string_array.clone(),
+        },
+        Column {
+            name: "c__error".into(),
+            ty: string_array,
+        },
+        Column {
+            name: "c__import_id".into(),
+            ty: ColumnType::String,
+        },
+        Column {
+            name: "insertion_date".into(),
+            ty: ColumnType::DateTime,
+        },
+    ];
+    columns.extend(schema.iter().map(|c| Column {
+        name: c.name.clone(),
+        ty: ColumnType::Nullable(Box::new(ColumnType::String)),
+    }));
+    columns
+}
+
+impl KafkaConnection {
+    /// The client settings of this connection, shared by consumers and producers.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set(
+            "security.protocol",
+            self.security_protocol.to_ascii_lowercase(),
+        );
+        if let Some(m) = &self.sasl_mechanism {
+            config.set("sasl.mechanisms", m);
+        }
+        if let Some(k) = &self.key {
+            config.set("sasl.username", k);
+        }
+        if let Some(s) = &self.secret {
+            config.set("sasl.password", s);
+        }
+        if let Some(pem) = &self.ssl_ca_pem {
+            config.set("ssl.ca.pem", pem);
+        }
+        config
     }
 }

@@ -22,7 +22,8 @@ use petrel_sql::{Plan, PlanNode};
 use petrel_value::{Column, Row};
 use petrel_view::Ts;
 
-use crate::ingest::{quarantine_columns, quarantine_row, RowDecoder};
+use crate::ingest::{quarantine_row, RowDecoder};
+use crate::project::quarantine_columns;
 use crate::project::{PipeDescription, Project, ProjectError};
 use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog, TableRules};
 

@@ -19,7 +19,6 @@ use petrel_value::Row;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::ingest::kafka::client_config;
 use crate::project::{KafkaConnection, KafkaSink, SinkEnvelope};
 use crate::runtime::{Runtime, Subscription};
 
@@ -138,7 +137,8 @@ async fn run(
     sink: &KafkaSink,
     conn: &KafkaConnection,
 ) -> Result<(), String> {
-    let producer: FutureProducer = client_config(conn)
+    let producer: FutureProducer = conn
+        .client_config()
         .set("message.timeout.ms", "10000")
         .set("linger.ms", "1")
         .create()

@@ -4,14 +4,14 @@
 use std::io;
 use std::sync::Mutex;
 
-use petrel_engine::SourceLog;
+use petrel_log::SourceLog;
 use petrel_value::Row;
 use petrel_view::Ts;
 
 /// An in-memory log of row batches with their timestamps.
 #[derive(Default)]
 pub struct MemoryLog {
-    batches: Mutex<Vec<petrel_engine::TimedBatch>>,
+    batches: Mutex<Vec<petrel_log::TimedBatch>>,
 }
 
 impl MemoryLog {

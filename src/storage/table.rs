@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use object_store::path::Path;
-use petrel_engine::SourceLog;
+use petrel_log::SourceLog;
 use petrel_value::{Row, Value};
 use petrel_view::Ts;
 
@@ -892,7 +892,7 @@ impl SourceLog for TableLog {
         self.state().last_ts
     }
 
-    fn poll_new(&self) -> std::io::Result<Vec<petrel_engine::TimedBatch>> {
+    fn poll_new(&self) -> std::io::Result<Vec<petrel_log::TimedBatch>> {
         let mut st = self.state();
         let fetched = std::mem::take(&mut st.fetched);
         let mut out = Vec::new();

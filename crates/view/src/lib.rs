@@ -22,8 +22,7 @@ use tokio::sync::{broadcast, watch};
 /// How many change batches a live subscriber may fall behind by default.
 pub const CHANGE_RING: usize = 1024;
 
-/// Milliseconds since the Unix epoch: Petrel's one clock (see the engine's clock).
-pub type Ts = u64;
+pub use petrel_log::Ts;
 
 /// The consolidated changes of one view for all times in `[lower, upper)`.
 #[derive(Clone, Debug, PartialEq)]

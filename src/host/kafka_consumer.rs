@@ -1,4 +1,5 @@
-//! Kafka datasources: a consumer per datasource turns JSON messages into rows.
+//! Kafka datasources: a consumer per datasource turns JSON messages into rows and appends
+//! them to the runtime.
 //!
 //! Exactly once into Petrel: each batch of rows is written to the datasource's log in one
 //! record together with the next offset of every partition, and synced, before the offsets
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use petrel_value::{Row, Value};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -26,29 +26,6 @@ use crate::runtime::Runtime;
 
 /// Most messages read into one batch.
 const BATCH: usize = 10_000;
-
-/// The client settings of a connection (shared by consumers and producers).
-pub fn client_config(c: &KafkaConnection) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &c.bootstrap_servers);
-    config.set(
-        "security.protocol",
-        c.security_protocol.to_ascii_lowercase(),
-    );
-    if let Some(m) = &c.sasl_mechanism {
-        config.set("sasl.mechanisms", m);
-    }
-    if let Some(k) = &c.key {
-        config.set("sasl.username", k);
-    }
-    if let Some(s) = &c.secret {
-        config.set("sasl.password", s);
-    }
-    if let Some(pem) = &c.ssl_ca_pem {
-        config.set("ssl.ca.pem", pem);
-    }
-    config
-}
 
 /// A running consumer: its thread, and the switch that stops it.
 pub struct Consumer {
@@ -108,7 +85,8 @@ fn consume(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let consumer: BaseConsumer = client_config(conn)
+    let consumer: BaseConsumer = conn
+        .client_config()
         .set("group.id", &source.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
