@@ -11,6 +11,7 @@
 //!   installed on first use;
 //! - top-level `ORDER BY`, `LIMIT` and `OFFSET` are applied when the view is read.
 
+pub mod stream;
 mod views;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,9 +1,9 @@
 //! Push: WebSocket (`NAME.ws`) and Server-Sent Events (`NAME.sse`) subscriptions to an
 //! endpoint. The full contract is in `docs/subscriptions.md`.
 //!
-//! A driver task turns one view's published batches into frames for one subscriber:
-//! a snapshot at the view's frontier, then each batch's changes for the subscriber's key, and
-//! a progress frame at least once a second. Frames go through a small bounded channel to the
+//! The runtime's one subscription driver (`runtime::stream`) turns one view's published
+//! batches into events for one subscriber; this transport encodes them as JSON frames
+//! (snapshot, changes, progress, error). Frames go through a small bounded channel to the
 //! transport, and each frame holds its size in bytes from two budgets (the subscriber's and
 //! all subscribers') until the transport has written it. A subscriber that does not drain
 //! makes its driver wait; when the view's broadcast ring then overwrites batches it has not
@@ -18,13 +18,14 @@ use axum::extract::ws::{Message, WebSocket};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use petrel_value::Row;
-use petrel_view::{Resume, Ts};
+use petrel_view::Ts;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
 
 use super::format::write_object;
+use crate::runtime::stream::{self, EventSink, StreamEvent, StreamOptions};
 use crate::runtime::{SubscriberBuffers, Subscription, SubscriptionSlot};
 
 /// How often a quiet subscription gets a progress frame.
@@ -74,7 +75,6 @@ fn rows_json(sub: &Subscription, rows: &[Row]) -> String {
 }
 
 fn snapshot_frame(sub: &Subscription, upper: Ts, rows: Vec<Row>, resync: bool) -> Frame {
-    let rows = sub.rows(rows);
     let meta: Vec<serde_json::Value> = sub
         .columns
         .iter()
@@ -219,130 +219,54 @@ pub fn start(
         own_bytes,
         total: buffers.total.clone(),
     };
+    let stream_options = StreamOptions {
+        since: options.since,
+        snapshot: options.snapshot,
+        close_on_overflow: options.close_on_overflow,
+        progress_every: PROGRESS_EVERY,
+    };
     tokio::spawn(async move {
-        drive(sub, options, outbox).await;
+        let mut sink = FrameSink {
+            sub: &sub,
+            upsert: options.upsert,
+            outbox,
+        };
+        // Ends when the subscriber goes away or the stream does.
+        let _ = stream::drive(&sub, stream_options, &mut sink).await;
         // The token's subscription slot is free once the subscriber is gone.
         drop(slot);
     });
     rx
 }
 
-async fn drive(sub: Subscription, options: Options, tx: Outbox) {
-    let view = sub.view.clone();
-    let mut upper_rx = view.watch_upper();
-    let (mut batches, mut sent_upper) = match options.since {
-        Some(since) => {
-            let (resume, upper, rx) = view.resume(since);
-            match resume {
-                Resume::Changes(batches) => {
-                    let mut at = since;
-                    for b in batches {
-                        let changes = sub.changes(&b);
-                        if !changes.is_empty()
-                            && tx
-                                .send(changes_frame(
-                                    &sub,
-                                    b.lower.max(since),
-                                    b.upper,
-                                    &changes,
-                                    options.upsert,
-                                ))
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
-                        at = b.upper;
-                    }
-                    (rx, at.max(since))
-                }
-                Resume::TooOld => {
-                    drop(rx);
-                    let (snap, rx) = view.subscribe(sub.key());
-                    if tx
-                        .send(snapshot_frame(&sub, snap.upper, snap.rows, true))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let _ = upper;
-                    (rx, snap.upper)
-                }
-            }
-        }
-        None => {
-            let (snap, rx) = view.subscribe(sub.key());
-            if options.snapshot
-                && tx
-                    .send(snapshot_frame(&sub, snap.upper, snap.rows, false))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            if !options.snapshot && tx.send(progress_frame(snap.upper)).await.is_err() {
-                return;
-            }
-            (rx, snap.upper)
-        }
-    };
-    let mut ticker = tokio::time::interval(PROGRESS_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sent = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            batch = batches.recv() => match batch {
-                Ok(b) => {
-                    if b.upper <= sent_upper {
-                        continue;
-                    }
-                    let changes = sub.changes(&b);
-                    if !changes.is_empty() {
-                        if tx.send(changes_frame(&sub, b.lower.max(sent_upper), b.upper, &changes, options.upsert)).await.is_err() {
-                            return;
-                        }
-                        sent_upper = b.upper;
-                        last_sent = tokio::time::Instant::now();
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if options.close_on_overflow {
-                        let _ = tx.send(overflow_frame(sent_upper)).await;
-                        return;
-                    }
-                    // Too slow: what it missed collapses into a fresh snapshot.
-                    let (snap, rx) = view.subscribe(sub.key());
-                    batches = rx;
-                    if tx.send(snapshot_frame(&sub, snap.upper, snap.rows, true)).await.is_err() {
-                        return;
-                    }
-                    sent_upper = snap.upper;
-                    last_sent = tokio::time::Instant::now();
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = tx.send(error_frame("the view was dropped")).await;
-                    return;
-                }
-            },
-            _ = ticker.tick() => {
-                if last_sent.elapsed() >= PROGRESS_EVERY {
-                    let upper = *upper_rx.borrow_and_update();
-                    // Changes below `upper` may still be queued in `batches`; progress only
-                    // claims what has been sent.
-                    let claim = if batches.is_empty() { upper.max(sent_upper) } else { sent_upper };
-                    if tx.send(progress_frame(claim)).await.is_err() {
-                        return;
-                    }
-                    sent_upper = claim;
-                    last_sent = tokio::time::Instant::now();
-                }
-                if let Some(e) = view.failure() {
-                    let _ = tx.send(error_frame(&e)).await;
-                    return;
-                }
-            }
-        }
+/// The WebSocket/SSE side of a stream: events become frames in the outbox.
+struct FrameSink<'a> {
+    sub: &'a Subscription,
+    upsert: bool,
+    outbox: Outbox,
+}
+
+impl EventSink for FrameSink<'_> {
+    async fn send(&mut self, event: StreamEvent) -> Result<(), String> {
+        let frame = match event {
+            StreamEvent::Snapshot {
+                upper,
+                rows,
+                resync,
+            } => snapshot_frame(self.sub, upper, rows, resync),
+            StreamEvent::Changes {
+                lower,
+                upper,
+                changes,
+            } => changes_frame(self.sub, lower, upper, &changes, self.upsert),
+            StreamEvent::Progress(upper) => progress_frame(upper),
+            StreamEvent::Overflow(resume) => overflow_frame(resume),
+            StreamEvent::Error(e) => error_frame(&e),
+        };
+        self.outbox
+            .send(frame)
+            .await
+            .map_err(|()| "the subscriber went away".to_string())
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use petrel_value::Row;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::project::{KafkaConnection, KafkaSink, SinkEnvelope};
+use crate::runtime::stream::{self, EventSink, StreamEvent, StreamOptions};
 use crate::runtime::{Runtime, Subscription};
 
 /// Starts the task that keeps sink pipe `pipe` producing to its topic through `conn`; it
@@ -147,26 +147,45 @@ async fn run(
         .subscribe(pipe, &BTreeMap::new())
         .await
         .map_err(|e| e.to_string())?;
-    let envelope = sink.envelope;
-    let snapshot = |sub: &Subscription| {
-        let (snap, rx) = sub.view.subscribe(sub.key());
-        let rows: Vec<(Row, i64)> = sub.rows(snap.rows).into_iter().map(|r| (r, 1)).collect();
-        (messages(sub, envelope, snap.upper, &rows, true), rx)
+    let options = StreamOptions {
+        since: None,
+        snapshot: true,
+        close_on_overflow: false,
+        progress_every: Duration::from_secs(1),
     };
-    let (first, mut rx) = snapshot(&sub);
-    send(&producer, &sink.topic, first).await?;
-    loop {
-        match rx.recv().await {
-            Ok(batch) => {
-                let out = messages(&sub, envelope, batch.upper, &sub.changes(&batch), false);
-                send(&producer, &sink.topic, out).await?;
+    let mut out = TopicSink {
+        sub: &sub,
+        producer,
+        topic: &sink.topic,
+        envelope: sink.envelope,
+    };
+    stream::drive(&sub, options, &mut out).await?;
+    Err("the sink's stream ended".into())
+}
+
+/// The Kafka side of a stream: snapshots and changes become messages on the topic, each
+/// batch acknowledged by the brokers before the next is taken; progress needs no message.
+struct TopicSink<'a> {
+    sub: &'a Subscription,
+    producer: FutureProducer,
+    topic: &'a str,
+    envelope: SinkEnvelope,
+}
+
+impl EventSink for TopicSink<'_> {
+    async fn send(&mut self, event: StreamEvent) -> Result<(), String> {
+        let out = match event {
+            StreamEvent::Snapshot { upper, rows, .. } => {
+                let rows: Vec<(Row, i64)> = rows.into_iter().map(|r| (r, 1)).collect();
+                messages(self.sub, self.envelope, upper, &rows, true)
             }
-            Err(RecvError::Lagged(_)) => {
-                let (again, fresh) = snapshot(&sub);
-                rx = fresh;
-                send(&producer, &sink.topic, again).await?;
+            StreamEvent::Changes { upper, changes, .. } => {
+                messages(self.sub, self.envelope, upper, &changes, false)
             }
-            Err(RecvError::Closed) => return Err("the view was dropped".into()),
-        }
+            StreamEvent::Progress(_) => return Ok(()),
+            StreamEvent::Overflow(_) => return Err("the sink fell behind".into()),
+            StreamEvent::Error(e) => return Err(e),
+        };
+        send(&self.producer, self.topic, out).await
     }
 }
