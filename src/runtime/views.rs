@@ -9,6 +9,7 @@ use petrel_sql::{Expr, Query};
 use petrel_value::{Column, Row, Value};
 use petrel_view::{KeyColumns, RowOrder, Ts, View};
 
+use super::finish::{bind_order, finish, read_page};
 use super::RuntimeError;
 use crate::project::{lift_keys, LiftedKey, ProjectError};
 use crate::storage::Storage;
@@ -338,7 +339,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn bad(e: impl std::fmt::Display) -> RuntimeError {
+pub(super) fn bad(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::BadRequest(e.to_string())
 }
 
@@ -842,24 +843,6 @@ fn upsert_key(query: &Query) -> Vec<usize> {
     }
 }
 
-/// The query's top-level sort keys with parameters bound.
-fn bind_order(
-    query: &Query,
-    values: &BTreeMap<String, Value>,
-) -> Result<Vec<petrel_sql::SortKey>, RuntimeError> {
-    query
-        .order_by
-        .iter()
-        .map(|k| {
-            Ok(petrel_sql::SortKey {
-                expr: k.expr.bind(values).map_err(bad)?,
-                desc: k.desc,
-                nulls_first: k.nulls_first,
-            })
-        })
-        .collect()
-}
-
 /// The view key a request reads: each lifted parameter's value in its column's type.
 fn lookup_key(prepared: &Prepared, values: &BTreeMap<String, Value>) -> Row {
     prepared
@@ -870,103 +853,4 @@ fn lookup_key(prepared: &Prepared, values: &BTreeMap<String, Value>) -> Row {
             k.ty.coerce(&v).unwrap_or(v)
         })
         .collect()
-}
-
-/// The query's top-level OFFSET and LIMIT for a request's parameter values.
-fn offset_and_limit(
-    query: &Query,
-    values: &BTreeMap<String, Value>,
-) -> Result<(usize, Option<usize>), RuntimeError> {
-    let number = |e: &Option<Expr>, what: &str| -> Result<Option<usize>, RuntimeError> {
-        match e {
-            None => Ok(None),
-            Some(e) => {
-                let v = e.bind(values).map_err(bad)?.eval(&[]);
-                v.as_i64()
-                    .filter(|n| *n >= 0)
-                    .map(|n| Some(n as usize))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "{what} must be a non-negative integer, got {}",
-                            v.to_text()
-                        ))
-                    })
-            }
-        }
-    };
-    Ok((
-        number(&query.offset, "OFFSET")?.unwrap_or(0),
-        number(&query.limit, "LIMIT")?,
-    ))
-}
-
-/// Reads one key of a view that keeps the query's order: walks OFFSET + LIMIT rows of its
-/// ordered index, nothing more, and keeps the visible columns.
-fn read_page(
-    view: &View,
-    key: &[Value],
-    query: &Query,
-    values: &BTreeMap<String, Value>,
-) -> Result<QueryResult, RuntimeError> {
-    let (offset, limit) = offset_and_limit(query, values)?;
-    let page = view.page(key, offset, limit);
-    let rows_read = offset.min(page.total) + page.rows.len();
-    Ok(visible_result(
-        query,
-        page.rows.into_iter(),
-        page.total,
-        rows_read,
-        page.upper,
-    ))
-}
-
-/// The answer of a read: `rows` cut to the query's visible columns.
-fn visible_result(
-    query: &Query,
-    rows: impl Iterator<Item = Row>,
-    rows_before_limit: usize,
-    rows_read: usize,
-    upper: Ts,
-) -> QueryResult {
-    let visible = query.visible;
-    QueryResult {
-        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
-        rows: rows
-            .map(|mut r| {
-                r.truncate(visible);
-                r
-            })
-            .collect(),
-        rows_before_limit,
-        rows_read,
-        upper,
-    }
-}
-
-/// Applies the top-level ORDER BY, OFFSET and LIMIT and keeps the visible columns: for
-/// views whose order depends on a parameter they are not bound to.
-fn finish(
-    query: &Query,
-    mut rows: Vec<Row>,
-    upper: Ts,
-    values: &BTreeMap<String, Value>,
-) -> Result<QueryResult, RuntimeError> {
-    let rows_read = rows.len();
-    if !query.order_by.is_empty() {
-        rows = row_order(&bind_order(query, values)?).sort(rows);
-    }
-    let total = rows.len();
-    let (offset, limit) = offset_and_limit(query, values)?;
-    let end = limit
-        .map(|l| offset.saturating_add(l))
-        .unwrap_or(total)
-        .min(total);
-    let start = offset.min(total);
-    Ok(visible_result(
-        query,
-        rows.drain(start..end),
-        total,
-        rows_read,
-        upper,
-    ))
 }

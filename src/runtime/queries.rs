@@ -1,0 +1,158 @@
+//! Reads: pulls of endpoints, subscriptions (with their per-token caps and byte budgets),
+//! ad-hoc SQL and `q=` over a pipe's result.
+
+use super::*;
+
+/// Open subscriptions by token, within a cap per token.
+pub(super) struct SubscriptionCounts {
+    pub(super) max_per_token: usize,
+    pub(super) by_token: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open subscription of a token: the token's count goes down when it is dropped.
+pub struct SubscriptionSlot {
+    counts: Arc<SubscriptionCounts>,
+    token: String,
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        let mut by_token = self
+            .counts
+            .by_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_token.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_token.remove(&self.token);
+            }
+        }
+    }
+}
+
+/// The byte budgets of subscribers' queued frames: one per subscriber, one for all.
+#[derive(Clone)]
+pub struct SubscriberBuffers {
+    /// Bytes one subscriber may have queued.
+    pub per_subscriber: usize,
+    /// All subscribers' budget, in bytes.
+    pub capacity: usize,
+    /// What all subscribers together may still queue.
+    pub total: Arc<tokio::sync::Semaphore>,
+}
+
+impl SubscriberBuffers {
+    /// Bytes of frames queued for subscribers now (made, not yet written to their sockets).
+    pub fn queued_bytes(&self) -> usize {
+        self.capacity.saturating_sub(self.total.available_permits())
+    }
+}
+
+impl Runtime {
+    /// Answers an endpoint request: renders the pipe with `params`, finds (or installs) its
+    /// view, and reads the key the parameters select.
+    pub async fn query_pipe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<QueryResult, RuntimeError> {
+        let project = self.project();
+        let rendered = project.render_pipe(pipe, params)?;
+        let prepared = self.views.prepare(pipe, &rendered.shape, || {
+            project.plan_rendered(pipe, &rendered)
+        })?;
+        self.views.read(&prepared, &rendered.values).await
+    }
+
+    /// Subscribes to an endpoint with the request's parameters (validated as for a pull).
+    pub async fn subscribe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Subscription, RuntimeError> {
+        let project = self.project();
+        let rendered = project.render_pipe(pipe, params)?;
+        let prepared = self.views.prepare(pipe, &rendered.shape, || {
+            project.plan_rendered(pipe, &rendered)
+        })?;
+        self.views.subscribe(&prepared, &rendered.values).await
+    }
+
+    /// The maintained views, for operators (`GET /v0/views`).
+    pub fn describe_views(&self) -> Vec<ViewInfo> {
+        self.views.describe()
+    }
+
+    /// How often each server limit acted since start (for metrics).
+    pub fn limit_counters(&self) -> LimitCounters {
+        self.views.limit_counters()
+    }
+
+    /// Plans an ad-hoc query over datasources and endpoint pipes (Principle 1: it will run as a
+    /// short-lived dataflow).
+    pub fn prepare_sql(
+        &self,
+        sql: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<PreparedSql, RuntimeError> {
+        let (query, values, named) = self.project().plan_sql(sql, params)?;
+        let mut tables = BTreeSet::new();
+        petrel_engine::scanned_tables(&query.plan, &mut tables);
+        Ok(PreparedSql::new(query, values, tables, named))
+    }
+
+    /// Runs a prepared ad-hoc query: installs its dataflow, reads the result once it has
+    /// caught up, and drops it.
+    pub async fn run_sql(&self, prepared: PreparedSql) -> Result<QueryResult, RuntimeError> {
+        self.views.run_once(prepared).await
+    }
+
+    /// Runs `sql` over a result, which it reads as the table `_` (the endpoints' `q=`).
+    pub async fn query_over(
+        &self,
+        result: QueryResult,
+        sql: &str,
+    ) -> Result<QueryResult, RuntimeError> {
+        let name = format!("__q{}", self.next_import.fetch_add(1, Ordering::Relaxed));
+        let (mut query, values) = self
+            .project()
+            .plan_sql_over(sql, &result.columns)
+            .map_err(RuntimeError::from)?;
+        rename_scans(&mut query.plan, "_", &name);
+        self.engine
+            .register_source(&name, Arc::new(MemoryLog::with_rows(result.rows)));
+        let mut tables = BTreeSet::new();
+        tables.insert(name.clone());
+        let out = self
+            .views
+            .run_once(PreparedSql::new(query, values, tables, BTreeSet::new()))
+            .await;
+        self.engine.unregister_source(&name);
+        out
+    }
+
+    /// Takes one of `token`'s subscription slots (429 when it holds its cap): it is given back
+    /// when the returned slot is dropped, that is when the subscription ends.
+    pub fn subscription_slot(&self, token: &str) -> Result<SubscriptionSlot, RuntimeError> {
+        let counts = &self.subscriptions;
+        let mut by_token = counts.by_token.lock().unwrap_or_else(|e| e.into_inner());
+        let n = by_token.entry(token.to_string()).or_insert(0);
+        if *n >= counts.max_per_token {
+            return Err(RuntimeError::Exhausted(format!(
+                "this token holds {} open subscriptions (--max-subscriptions-per-token); close some first",
+                counts.max_per_token
+            )));
+        }
+        *n += 1;
+        Ok(SubscriptionSlot {
+            counts: counts.clone(),
+            token: token.to_string(),
+        })
+    }
+
+    /// The byte budgets subscribers' queued frames share.
+    pub fn subscriber_buffers(&self) -> &SubscriberBuffers {
+        &self.buffers
+    }
+}
