@@ -401,7 +401,7 @@ impl Views {
         Ok(prepared)
     }
 
-    fn get_or_install(
+    async fn get_or_install(
         &self,
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
@@ -421,17 +421,40 @@ impl Views {
             bound,
         };
         self.lookup_or_install(prepared, key, &prepared.query, values)
+            .await
     }
 
-    /// The live view for `key`, installing `query` for it the first time.
-    fn lookup_or_install(
+    /// The live view for `key`, installing `query` for it the first time (from its stored
+    /// snapshot, if there is one: read from object storage with no lock held).
+    async fn lookup_or_install(
         &self,
         prepared: &Prepared,
         key: ViewKey,
         query: &Query,
         values: &BTreeMap<String, Value>,
     ) -> Result<Arc<Live>, RuntimeError> {
+        if let Some(l) = lock(&self.live).get(&key) {
+            l.touch();
+            return Ok(l.clone());
+        }
+        let snapshot = key.snapshot_name();
+        let restored = {
+            let (storage, name) = (self.storage.clone(), snapshot.clone());
+            let columns: Vec<String> = query.plan.columns.iter().map(|c| c.name.clone()).collect();
+            match tokio::task::spawn_blocking(move || storage.read_view_snapshot(&name, &columns))
+                .await
+            {
+                Ok(Ok(Some((rows, upper)))) if upper > 0 => Some((rows, upper)),
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(view = %prepared.name, error = %e, "view snapshot not read");
+                    None
+                }
+                Err(e) => return Err(RuntimeError::Internal(e.to_string())),
+            }
+        };
         let mut live = lock(&self.live);
+        // Another request may have installed it meanwhile.
         if let Some(l) = live.get(&key) {
             l.touch();
             return Ok(l.clone());
@@ -475,7 +498,7 @@ impl Views {
             prepared.ordered,
             prepared.tables.clone(),
             label,
-            Some(key.snapshot_name()),
+            Some((snapshot, restored)),
         )?);
         live.insert(key, l.clone());
         Ok(l)
@@ -577,7 +600,7 @@ impl Views {
         ordered: bool,
         tables: BTreeSet<String>,
         label: String,
-        snapshot: Option<String>,
+        snapshot: Option<(String, Option<(petrel_view::CountedRows, Ts)>)>,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
         let order = if ordered {
@@ -600,18 +623,15 @@ impl Views {
         }
         let mut as_of = self.engine.open_ts();
         let mut restored_from = None;
-        if let Some(name) = &snapshot {
-            let columns: Vec<String> = plan.columns.iter().map(|c| c.name.clone()).collect();
-            match self.storage.read_view_snapshot(name, &columns) {
-                Ok(Some((rows, upper))) if upper > 0 => {
-                    view.restore(rows, upper);
-                    // Reads are answered from the snapshot at once.
-                    as_of = upper - 1;
-                    restored_from = Some(upper);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(view = %label, error = %e, "view snapshot not read"),
-            }
+        let (snapshot, restored) = match snapshot {
+            Some((name, restored)) => (Some(name), restored),
+            None => (None, None),
+        };
+        if let Some((rows, upper)) = restored {
+            view.restore(rows, upper);
+            // Reads are answered from the snapshot at once.
+            as_of = upper - 1;
+            restored_from = Some(upper);
         }
         let installed = match restored_from {
             Some(upper) => self.engine.install_restored(plan, view.clone(), upper),
@@ -676,7 +696,7 @@ impl Views {
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
     ) -> Result<QueryResult, RuntimeError> {
-        let live = self.get_or_install(prepared, values)?;
+        let live = self.get_or_install(prepared, values).await?;
         live.view.wait_for(live.as_of).await;
         if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
@@ -699,7 +719,7 @@ impl Views {
     ) -> Result<Subscription, RuntimeError> {
         let key_columns: Vec<usize> = prepared.keys.iter().map(|k| k.column).collect();
         let live = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
-            self.get_or_install(prepared, values)?
+            self.get_or_install(prepared, values).await?
         } else {
             let number = |e: &Option<Expr>| -> Result<Option<u64>, RuntimeError> {
                 e.as_ref()
@@ -747,7 +767,8 @@ impl Views {
                 shape: prepared.shape.clone(),
                 bound,
             };
-            self.lookup_or_install(prepared, key, &query, values)?
+            self.lookup_or_install(prepared, key, &query, values)
+                .await?
         };
         live.view.wait_for(live.as_of).await;
         let key = lookup_key(prepared, values);
