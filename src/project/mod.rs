@@ -9,6 +9,7 @@ mod lift;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use petrel_datafile::{Datafile, PipeKind, SqlMap, TokenScope};
 use petrel_sql::{plan_query, Catalog, Expr, Plan, PlanNode, Query, SqlError, TableRef};
@@ -269,6 +270,10 @@ pub struct Pipe {
     pub copy: Option<CopyJob>,
     /// The file it came from.
     pub file: PathBuf,
+    /// The plan made when the project was loaded (rendered with the parameters' defaults),
+    /// with the rendered shape it is for: the first request with that shape uses it instead
+    /// of planning the pipe again.
+    pub checked_plan: Option<Arc<(String, Query)>>,
 }
 
 /// A `TYPE copy` pipe's job: run the pipe's query over the data as it is and append (or, with
@@ -868,6 +873,7 @@ impl Project {
                 sink,
                 copy,
                 file: path.to_path_buf(),
+                checked_plan: None,
             },
         );
     }
@@ -887,7 +893,12 @@ impl Project {
             let params = check_params(&self.pipes[&name].params);
             let outcome = self
                 .render_with(&name, &params)
-                .and_then(|r| self.plan_rendered(&name, &r));
+                .and_then(|r| Ok((self.plan_rendered(&name, &r)?, r.shape)));
+            if let Ok((query, shape)) = &outcome {
+                if let Some(p) = self.pipes.get_mut(&name) {
+                    p.checked_plan = Some(Arc::new((shape.clone(), query.clone())));
+                }
+            }
             if let Err(e) = outcome {
                 let file = self.pipes[&name].file.display().to_string();
                 let msg = match e {
@@ -968,6 +979,17 @@ impl Project {
             out.nodes.push(r.sql);
         }
         Ok(out)
+    }
+
+    /// The plan of a rendered pipe: the one made at load when the shapes match, else planned
+    /// now (see [`Project::plan_rendered`]).
+    pub fn plan_for(&self, pipe: &str, rendered: &RenderedPipe) -> Result<Query, ProjectError> {
+        if let Some(checked) = self.pipes.get(pipe).and_then(|p| p.checked_plan.as_ref()) {
+            if checked.0 == rendered.shape {
+                return Ok(checked.1.clone());
+            }
+        }
+        self.plan_rendered(pipe, rendered)
     }
 
     /// Plans a rendered pipe: each node in turn, later nodes reading earlier ones.

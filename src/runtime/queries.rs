@@ -59,9 +59,9 @@ impl Runtime {
     ) -> Result<QueryResult, RuntimeError> {
         let project = self.project();
         let rendered = project.render_pipe(pipe, params)?;
-        let prepared = self.views.prepare(pipe, &rendered.shape, || {
-            project.plan_rendered(pipe, &rendered)
-        })?;
+        let prepared = self
+            .views
+            .prepare(pipe, &rendered.shape, || project.plan_for(pipe, &rendered))?;
         self.views.read(&prepared, &rendered.values).await
     }
 
@@ -73,9 +73,9 @@ impl Runtime {
     ) -> Result<Subscription, RuntimeError> {
         let project = self.project();
         let rendered = project.render_pipe(pipe, params)?;
-        let prepared = self.views.prepare(pipe, &rendered.shape, || {
-            project.plan_rendered(pipe, &rendered)
-        })?;
+        let prepared = self
+            .views
+            .prepare(pipe, &rendered.shape, || project.plan_for(pipe, &rendered))?;
         self.views.subscribe(&prepared, &rendered.values).await
     }
 
