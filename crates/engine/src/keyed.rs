@@ -32,6 +32,17 @@ pub trait KeyedState: 'static {
     type Update: ExchangeData;
     /// Applies `update` with multiplicity `diff` (negative for retractions).
     fn apply(&mut self, update: Self::Update, diff: isize);
+    /// When the state knows exactly how applying `update` changes its output rows, applies
+    /// it and appends that change to `delta`, so the key's output is never re-read (a top-k
+    /// whose window holds all its rows). Otherwise applies nothing and gives `update` back.
+    fn apply_delta(
+        &mut self,
+        update: Self::Update,
+        _diff: isize,
+        _delta: &mut Vec<(Row, isize)>,
+    ) -> Result<(), Self::Update> {
+        Err(update)
+    }
     /// Appends the key's output rows (none when the key has no result).
     fn output(&self, key: &Row, out: &mut Vec<Row>);
     /// True when the state holds nothing, so the key can be forgotten.
@@ -41,11 +52,19 @@ pub trait KeyedState: 'static {
 /// Updates waiting for their time to complete, by time, with a capability to emit at it.
 type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<((Row, U), isize)>)>;
 
-/// Folds one update into its key's state, first noting the key's output rows before the
-/// time being folded touched it.
+/// How a key touched in the time being folded will say what changed.
+enum Touched {
+    /// Its output rows' changes so far, as its state reported them.
+    Delta(Vec<(Row, isize)>),
+    /// Its output rows before the time: the new ones are diffed against them.
+    Before(Vec<Row>),
+}
+
+/// Folds one update into its key's state, keeping what the time changed in its output:
+/// the state's own delta when it can give one, else its output rows before the time.
 fn fold<S: KeyedState>(
     states: &mut FxHashMap<Row, S>,
-    before: &mut FxHashMap<Row, Vec<Row>>,
+    touched: &mut FxHashMap<Row, Touched>,
     fresh: &impl Fn() -> S,
     (key, update): (Row, S::Update),
     diff: isize,
@@ -54,11 +73,45 @@ fn fold<S: KeyedState>(
         Some(state) => state,
         None => states.entry(key.clone()).or_insert_with(fresh),
     };
-    if let Entry::Vacant(e) = before.entry(key) {
-        let mut rows = Vec::new();
-        state.output(e.key(), &mut rows);
-        e.insert(rows);
-    }
+    let entry = touched.entry(key);
+    let update = match entry {
+        Entry::Occupied(mut e) => match e.get_mut() {
+            Touched::Before(_) => update,
+            Touched::Delta(delta) => match state.apply_delta(update, diff, delta) {
+                Ok(()) => return,
+                Err(update) => {
+                    // The output before the time: the output now, less the delta so far.
+                    let delta = std::mem::take(delta);
+                    let mut rows = Vec::new();
+                    state.output(e.key(), &mut rows);
+                    let mut before: Vec<(Row, isize)> = rows.into_iter().map(|r| (r, 1)).collect();
+                    before.extend(delta.into_iter().map(|(r, n)| (r, -n)));
+                    consolidate(&mut before);
+                    let rows = before
+                        .into_iter()
+                        .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
+                        .collect();
+                    *e.get_mut() = Touched::Before(rows);
+                    update
+                }
+            },
+        },
+        Entry::Vacant(e) => {
+            let mut delta = Vec::new();
+            match state.apply_delta(update, diff, &mut delta) {
+                Ok(()) => {
+                    e.insert(Touched::Delta(delta));
+                    return;
+                }
+                Err(update) => {
+                    let mut rows = Vec::new();
+                    state.output(e.key(), &mut rows);
+                    e.insert(Touched::Before(rows));
+                    update
+                }
+            }
+        }
+    };
     state.apply(update, diff);
 }
 
@@ -92,7 +145,7 @@ where
                 // The time being folded early, if any (see below), with a capability for it.
                 let mut early: Option<(u64, Capability<u64>)> = None;
                 // The output rows each key had before the time being folded touched it.
-                let mut before: FxHashMap<Row, Vec<Row>> = FxHashMap::default();
+                let mut before: FxHashMap<Row, Touched> = FxHashMap::default();
                 let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
                     // A failed view's fold holds nothing back: its input is dropped and its
@@ -175,15 +228,20 @@ where
                                 }
                             }
                             let mut session = output.session(&cap);
-                            for (key, old) in before.drain() {
-                                changes.extend(old.into_iter().map(|r| (r, -1)));
-                                if let Some(state) = states.get(&key) {
-                                    let mut rows = Vec::new();
-                                    state.output(&key, &mut rows);
-                                    changes.extend(rows.into_iter().map(|r| (r, 1)));
-                                    if state.is_empty() {
-                                        states.remove(&key);
+                            for (key, touch) in before.drain() {
+                                match touch {
+                                    Touched::Delta(delta) => changes.extend(delta),
+                                    Touched::Before(old) => {
+                                        changes.extend(old.into_iter().map(|r| (r, -1)));
+                                        if let Some(state) = states.get(&key) {
+                                            let mut rows = Vec::new();
+                                            state.output(&key, &mut rows);
+                                            changes.extend(rows.into_iter().map(|r| (r, 1)));
+                                        }
                                     }
+                                }
+                                if states.get(&key).is_some_and(|s| s.is_empty()) {
+                                    states.remove(&key);
                                 }
                                 consolidate(&mut changes);
                                 for (row, diff) in changes.drain(..) {

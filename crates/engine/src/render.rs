@@ -203,6 +203,7 @@ fn top_k<'s>(
     fold_by_key(keyed, guard.clone(), move || TopState {
         order: order.clone(),
         rows: BTreeMap::new(),
+        total: 0,
         offset: offset.min(usize::MAX as u64) as usize,
         limit: limit.map(|l| l.min(usize::MAX as u64) as usize),
     })
@@ -212,6 +213,8 @@ fn top_k<'s>(
 struct TopState {
     order: RowOrder,
     rows: BTreeMap<SortedRow, isize>,
+    /// The sum of the positive multiplicities: how many rows the partition has.
+    total: usize,
     offset: usize,
     limit: Option<usize>,
 }
@@ -220,13 +223,31 @@ impl KeyedState for TopState {
     type Update = Row;
 
     fn apply(&mut self, row: Row, diff: isize) {
-        let entry = self.order.entry(&row);
-        let count = self.rows.entry(entry).or_insert(0);
-        *count += diff;
-        if *count == 0 {
-            let entry = self.order.entry(&row);
-            self.rows.remove(&entry);
+        self.change(&row, diff);
+    }
+
+    /// With no OFFSET and every row inside the LIMIT before and after, the window is the
+    /// whole partition: the output changes by the row itself, whatever the partition's size.
+    fn apply_delta(
+        &mut self,
+        row: Row,
+        diff: isize,
+        delta: &mut Vec<(Row, isize)>,
+    ) -> Result<(), Row> {
+        if self.offset != 0 {
+            return Err(row);
         }
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let grows = diff.max(0) as usize;
+        if self.total > limit || self.total.saturating_add(grows) > limit {
+            return Err(row);
+        }
+        let (before, after) = self.change(&row, diff);
+        let shown = after.max(0) - before.max(0);
+        if shown != 0 {
+            delta.push((row, shown));
+        }
+        Ok(())
     }
 
     fn output(&self, _key: &Row, out: &mut Vec<Row>) {
@@ -248,6 +269,33 @@ impl KeyedState for TopState {
 
     fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+impl TopState {
+    /// Adds `diff` copies of `row`; returns its multiplicity before and after.
+    fn change(&mut self, row: &Row, diff: isize) -> (isize, isize) {
+        use std::collections::btree_map::Entry;
+        let (before, after) = match self.rows.entry(self.order.entry(row)) {
+            Entry::Occupied(mut o) => {
+                let before = *o.get();
+                let after = before + diff;
+                if after == 0 {
+                    o.remove();
+                } else {
+                    *o.get_mut() = after;
+                }
+                (before, after)
+            }
+            Entry::Vacant(v) => {
+                if diff != 0 {
+                    v.insert(diff);
+                }
+                (0, diff)
+            }
+        };
+        self.total = (self.total as isize + after.max(0) - before.max(0)).max(0) as usize;
+        (before, after)
     }
 }
 
@@ -314,4 +362,74 @@ fn valid_interval(bounds: &[TemporalBound], row: Row) -> Vec<(Row, u64, isize)> 
         out.push((row, upper, -1));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn multiset(rows: Vec<Row>) -> Vec<(Row, isize)> {
+        let mut out: Vec<(Row, isize)> = rows.into_iter().map(|r| (r, 1)).collect();
+        differential_dataflow::consolidation::consolidate(&mut out);
+        out
+    }
+
+    /// A top-k's own delta is exactly the change of its output rows, whenever it gives one,
+    /// over random inserts and retractions, limits and offsets.
+    #[test]
+    fn top_k_deltas_equal_the_change_of_the_output() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for case in 0..60 {
+            let limit = [None, Some(1), Some(5), Some(40)][case % 4];
+            let offset = if case % 3 == 0 { 1 } else { 0 };
+            let mut state = TopState {
+                order: row_order(&[SortKey {
+                    expr: Expr::Column(1),
+                    desc: true,
+                    nulls_first: false,
+                }]),
+                rows: BTreeMap::new(),
+                total: 0,
+                offset,
+                limit,
+            };
+            let mut live: Vec<Row> = Vec::new();
+            let mut deltas = 0;
+            for _ in 0..300 {
+                let retract = !live.is_empty() && rng.random_bool(0.4);
+                let (row, diff) = if retract {
+                    let i = rng.random_range(0..live.len());
+                    (live.swap_remove(i), -1)
+                } else {
+                    let row = vec![
+                        Value::UInt(rng.random_range(0..30)),
+                        Value::Int(rng.random_range(0..20)),
+                    ];
+                    live.push(row.clone());
+                    (row, 1)
+                };
+                let mut before = Vec::new();
+                state.output(&Vec::new(), &mut before);
+                let mut delta = Vec::new();
+                match state.apply_delta(row, diff, &mut delta) {
+                    Ok(()) => {
+                        deltas += 1;
+                        let mut after = Vec::new();
+                        state.output(&Vec::new(), &mut after);
+                        let mut change = multiset(after);
+                        change.extend(multiset(before).into_iter().map(|(r, n)| (r, -n)));
+                        differential_dataflow::consolidation::consolidate(&mut change);
+                        differential_dataflow::consolidation::consolidate(&mut delta);
+                        assert_eq!(delta, change, "limit {limit:?} offset {offset}");
+                    }
+                    Err(row) => state.apply(row, diff),
+                }
+                assert_eq!(state.total, live.len());
+            }
+            if offset == 0 && limit.is_none_or(|l| l >= 40) {
+                assert!(deltas > 0, "the fast path ran");
+            }
+        }
+    }
 }
