@@ -115,12 +115,20 @@ async fn a_subscriber_resumes_exactly_across_a_restart() {
     assert_eq!(resync["data"], json!([{"user_id": 2, "clicks": 33}]));
 }
 
-/// A subscriber is never left believing a change a crash erased: it is sent a row that was
-/// not stored yet (written without `wait=true`, the group commit far away), the server is
-/// SIGKILLed, and on resuming from the frontier it holds it gets a fresh snapshot, marked,
-/// without that row.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_after_a_crash_takes_back_changes_that_were_lost() {
+/// Appends rows without waiting for them to be stored.
+fn post_unwaited(server: &Server, body: String) {
+    let r = common::client()
+        .post(format!("{}/v0/events?name=clicks", server.url))
+        .bearer_auth(common::ADMIN)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// A server whose group commit is far away, and the frontier of a subscriber that was sent a
+/// change (user 2's clicks from 22 to 25) that is not stored yet.
+async fn sent_a_change_not_yet_stored() -> (Server, u64) {
     let server = tokio::task::spawn_blocking(|| {
         Server::start("dataflows/clicks", &["--flush-interval-ms", "600000"])
     })
@@ -131,19 +139,19 @@ async fn a_resume_after_a_crash_takes_back_changes_that_were_lost() {
     let mut ws = connect(&server, "").await;
     let snap = next_message(&mut ws).await;
     assert_eq!(snap["data"], json!([{"user_id": 2, "clicks": 22}]));
-    tokio::task::block_in_place(|| {
-        let r = common::client()
-            .post(format!("{}/v0/events?name=clicks", s.url))
-            .bearer_auth(common::ADMIN)
-            .body(de_click(3))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 202);
-    });
+    tokio::task::block_in_place(|| post_unwaited(s, de_click(3)));
     let seen = next_message(&mut ws).await;
     assert_eq!(sorted(&seen), change(22, 25));
-    let since = seen["upper"].as_u64().unwrap();
-    drop(ws);
+    (server, seen["upper"].as_u64().unwrap())
+}
+
+/// A subscriber is never left believing a change a crash erased: it is sent a row that was
+/// not stored yet (written without `wait=true`, the group commit far away), the server is
+/// SIGKILLed, and on resuming from the frontier it holds it gets a fresh snapshot, marked,
+/// without that row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_a_crash_takes_back_changes_that_were_lost() {
+    let (server, since) = sent_a_change_not_yet_stored().await;
 
     let dir = server.stop();
     let server = tokio::task::spawn_blocking(move || Server::start_in(dir, &[]))
@@ -210,31 +218,10 @@ fn a_restarted_server_restores_views_from_their_snapshots() {
 /// so a subscriber resumes after it exactly, with no resync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_keeps_unwaited_rows_and_exact_resumes() {
-    let server = tokio::task::spawn_blocking(|| {
-        Server::start("dataflows/clicks", &["--flush-interval-ms", "600000"])
-    })
-    .await
-    .unwrap();
+    let (server, since) = sent_a_change_not_yet_stored().await;
     let s = &server;
-    tokio::task::block_in_place(|| ingest(s, SEED));
-    let mut ws = connect(&server, "").await;
-    assert_eq!(next_message(&mut ws).await["type"], "snapshot");
-    let post = |body: String| {
-        let r = common::client()
-            .post(format!("{}/v0/events?name=clicks", s.url))
-            .bearer_auth(common::ADMIN)
-            .body(body)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 202);
-    };
-    tokio::task::block_in_place(|| post(de_click(3)));
-    let seen = next_message(&mut ws).await;
-    assert_eq!(sorted(&seen), change(22, 25));
-    let since = seen["upper"].as_u64().unwrap();
-    drop(ws);
     tokio::task::block_in_place(|| {
-        post(de_click(5));
+        post_unwaited(s, de_click(5));
         let r = common::client()
             .post(format!("{}/v0/admin/shutdown", s.url))
             .bearer_auth(common::ADMIN)

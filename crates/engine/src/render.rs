@@ -11,7 +11,7 @@ use petrel_value::{Row, Value};
 
 use std::sync::Arc;
 
-use petrel_view::{RowOrder, SortDirection, SortedRow};
+use petrel_view::{add_multiplicity, RowOrder, SortDirection, SortedRow};
 
 use crate::aggregate;
 use crate::guard::Guard;
@@ -212,7 +212,7 @@ fn top_k<'s>(
 /// One partition of a top-k: its rows in order, with multiplicities.
 struct TopState {
     order: RowOrder,
-    rows: BTreeMap<SortedRow, isize>,
+    rows: BTreeMap<SortedRow, i64>,
     /// The sum of the positive multiplicities: how many rows the partition has.
     total: usize,
     offset: usize,
@@ -245,7 +245,7 @@ impl KeyedState for TopState {
         let (before, after) = self.change(&row, diff);
         let shown = after.max(0) - before.max(0);
         if shown != 0 {
-            delta.push((row, shown));
+            delta.push((row, shown as isize));
         }
         Ok(())
     }
@@ -274,27 +274,9 @@ impl KeyedState for TopState {
 
 impl TopState {
     /// Adds `diff` copies of `row`; returns its multiplicity before and after.
-    fn change(&mut self, row: &Row, diff: isize) -> (isize, isize) {
-        use std::collections::btree_map::Entry;
-        let (before, after) = match self.rows.entry(self.order.entry(row)) {
-            Entry::Occupied(mut o) => {
-                let before = *o.get();
-                let after = before + diff;
-                if after == 0 {
-                    o.remove();
-                } else {
-                    *o.get_mut() = after;
-                }
-                (before, after)
-            }
-            Entry::Vacant(v) => {
-                if diff != 0 {
-                    v.insert(diff);
-                }
-                (0, diff)
-            }
-        };
-        self.total = (self.total as isize + after.max(0) - before.max(0)).max(0) as usize;
+    fn change(&mut self, row: &Row, diff: isize) -> (i64, i64) {
+        let (before, after) = add_multiplicity(&mut self.rows, self.order.entry(row), diff as i64);
+        self.total = (self.total as i64 + after.max(0) - before.max(0)).max(0) as usize;
         (before, after)
     }
 }

@@ -13,7 +13,7 @@ mod order;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-pub use order::{RowOrder, SortDirection, SortedRow};
+pub use order::{add_multiplicity, RowOrder, SortDirection, SortedRow};
 
 use petrel_value::{Column, Row, Value};
 use rustc_hash::FxHashMap;
@@ -402,27 +402,9 @@ impl View {
 /// One search of the key's ordered index per change, whether the row is new, counted again
 /// or gone.
 fn fold(groups: &mut Groups, keys: &KeyColumns, order: &RowOrder, row: &Row, diff: i64) {
-    use std::collections::btree_map::Entry;
     let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();
     let group = groups.entry(key).or_default();
-    let (before, after) = match group.rows.entry(order.entry(row)) {
-        Entry::Occupied(mut o) => {
-            let before = *o.get();
-            let after = before + diff;
-            if after == 0 {
-                o.remove();
-            } else {
-                *o.get_mut() = after;
-            }
-            (before, after)
-        }
-        Entry::Vacant(v) => {
-            if diff != 0 {
-                v.insert(diff);
-            }
-            (0, diff)
-        }
-    };
+    let (before, after) = add_multiplicity(&mut group.rows, order.entry(row), diff);
     group.total += after.max(0) - before.max(0);
     if group.rows.is_empty() {
         let key: Row = keys.0.iter().map(|&i| row[i].clone()).collect();

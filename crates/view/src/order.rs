@@ -179,6 +179,34 @@ impl Ord for SortedRow {
     }
 }
 
+/// Adds `diff` copies of a row to an ordered index of rows with multiplicities, with one
+/// search, removing the row when it reaches zero; returns its multiplicity before and after.
+pub fn add_multiplicity(
+    rows: &mut std::collections::BTreeMap<SortedRow, i64>,
+    entry: SortedRow,
+    diff: i64,
+) -> (i64, i64) {
+    use std::collections::btree_map::Entry;
+    match rows.entry(entry) {
+        Entry::Occupied(mut o) => {
+            let before = *o.get();
+            let after = before + diff;
+            if after == 0 {
+                o.remove();
+            } else {
+                *o.get_mut() = after;
+            }
+            (before, after)
+        }
+        Entry::Vacant(v) => {
+            if diff != 0 {
+                v.insert(diff);
+            }
+            (0, diff)
+        }
+    }
+}
+
 /// Compares two sort values as ClickHouse's ORDER BY does. Values SQL cannot compare (NaN,
 /// mismatched types) fall back to their natural order, so the order stays total.
 fn compare(x: &Value, y: &Value, d: SortDirection) -> Ordering {
