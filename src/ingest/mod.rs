@@ -32,9 +32,13 @@ pub fn decode_ndjson_body(
     now_secs: i64,
     import_id: &str,
 ) -> DecodedBody {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // Asked once: the answer reads cgroup files.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let slices = if body.len() >= PARALLEL_BODY_BYTES {
         cores
     } else {

@@ -1,0 +1,205 @@
+//! Datasource routes: the Events API, appends of files, metadata, truncate and delete.
+
+use super::*;
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = params.get("name").ok_or_else(|| {
+        ApiError::bad_request("the 'name' parameter (the datasource) is required")
+    })?;
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesAppend(name.clone()),
+    )?;
+    let wait = params.get("wait").is_some_and(|w| w == "true" || w == "1");
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson(&ds, &body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let status = if wait {
+        state
+            .runtime
+            .wait_durable_and_visible(name, report.ts)
+            .await?;
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = serde_json::json!({
+        "successful_rows": report.successful_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "ts": report.ts,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /v0/datasources`: the datasources the token may read or append to.
+pub(super) async fn list_datasources(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = known_token(&state, &headers, &params)?;
+    let visible: Vec<_> = state
+        .runtime
+        .describe_datasources()
+        .into_iter()
+        .filter(|d| {
+            state
+                .tokens
+                .allows(token, &Scope::DatasourcesRead(d.name.clone()))
+                || state
+                    .tokens
+                    .allows(token, &Scope::DatasourcesAppend(d.name.clone()))
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "datasources": visible })).into_response())
+}
+
+/// `POST /v0/datasources?name=DS&mode=append&format=csv|ndjson|parquet` with the rows as the body
+/// (gzip allowed): appends them durably, answering once they are visible.
+pub(super) async fn append_datasource(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = params
+        .get("name")
+        .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?
+        .clone();
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesAppend(name.clone()),
+    )?;
+    match params.get("mode").map(String::as_str) {
+        None | Some("append") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "mode '{other}' is not supported: use append (datasources come from datafiles)"
+            )))
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    enum Format {
+        Csv,
+        Ndjson,
+        Parquet,
+    }
+    let format = match params.get("format").map(String::as_str) {
+        Some("csv") => Format::Csv,
+        Some("ndjson") => Format::Ndjson,
+        Some("parquet") => Format::Parquet,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "format '{other}' is not supported: use csv, ndjson or parquet"
+            )))
+        }
+        None if content_type.starts_with("text/csv") => Format::Csv,
+        None if content_type.contains("parquet") || body.starts_with(b"PAR1") => Format::Parquet,
+        None => Format::Ndjson,
+    };
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let report = tokio::task::spawn_blocking(move || match format {
+        Format::Csv => runtime.ingest_csv(&ds, &body),
+        Format::Ndjson => runtime.ingest_ndjson(&ds, &body),
+        Format::Parquet => runtime.ingest_parquet(&ds, body),
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state
+        .runtime
+        .wait_durable_and_visible(&name, report.ts)
+        .await?;
+    Ok(Json(serde_json::json!({
+        "datasource": {"name": name},
+        "successful_rows": report.successful_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "ts": report.ts,
+    }))
+    .into_response())
+}
+
+/// `GET /v0/datasources/NAME`.
+pub(super) async fn get_datasource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(
+        &state,
+        &headers,
+        &params,
+        &Scope::DatasourcesRead(name.clone()),
+    )?;
+    let ds = state
+        .runtime
+        .describe_datasources()
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("Data Source '{name}' not found")))?;
+    Ok(Json(ds).into_response())
+}
+
+/// `POST /v0/datasources/NAME/truncate` (admin): retracts every row, from every view too.
+pub(super) async fn truncate_datasource(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let runtime = state.runtime.clone();
+    let ds = name.clone();
+    let (rows, ts) = tokio::task::spawn_blocking(move || runtime.truncate(&ds))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state.runtime.wait_durable_and_visible(&name, ts).await?;
+    Ok(Json(serde_json::json!({ "truncated_rows": rows, "ts": ts })).into_response())
+}
+
+/// `POST /v0/datasources/NAME/delete?delete_condition=SQL[&dry_run=true]` (admin; the
+/// condition may also come as a form field): retracts the matching rows everywhere.
+pub(super) async fn delete_rows(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if let Ok(form) = serde_urlencoded::from_bytes::<BTreeMap<String, String>>(&body) {
+        params.extend(form);
+    }
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let condition = params
+        .get("delete_condition")
+        .ok_or_else(|| ApiError::bad_request("the 'delete_condition' parameter is required"))?;
+    let dry_run = params
+        .get("dry_run")
+        .is_some_and(|v| v == "true" || v == "1");
+    let (rows, ts) = state
+        .runtime
+        .delete_where(&name, condition, dry_run)
+        .await?;
+    if !dry_run {
+        state.runtime.wait_durable_and_visible(&name, ts).await?;
+    }
+    Ok(
+        Json(serde_json::json!({ "deleted_rows": rows, "dry_run": dry_run, "ts": ts }))
+            .into_response(),
+    )
+}

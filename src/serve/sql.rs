@@ -1,0 +1,106 @@
+//! `/v0/sql`: ad-hoc queries over the datasources and pipes a token may read.
+
+use super::*;
+
+/// Strips a trailing `FORMAT X` clause and returns the format it asks for.
+fn split_format_clause(sql: &str) -> Result<(&str, Format), ApiError> {
+    let trimmed = sql.trim().trim_end_matches(';').trim_end();
+    let upper = trimmed.to_ascii_uppercase();
+    if let Some(pos) = upper.rfind(" FORMAT ") {
+        let name = trimmed[pos + 8..].trim();
+        if !name.contains(char::is_whitespace) {
+            let format = match name.to_ascii_lowercase().as_str() {
+                "json" => Format::Json,
+                "csv" | "csvwithnames" => Format::Csv,
+                "jsoneachrow" | "ndjson" => Format::Ndjson,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unsupported FORMAT '{other}'"
+                    )))
+                }
+            };
+            return Ok((&trimmed[..pos], format));
+        }
+    }
+    Ok((trimmed, Format::Json))
+}
+
+async fn run_sql(
+    state: AppState,
+    sql: String,
+    params: BTreeMap<String, String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (query, format) = split_format_clause(&sql)?;
+    let pipe_params: BTreeMap<String, String> = params
+        .iter()
+        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let prepared = state.runtime.prepare_sql(query, &pipe_params)?;
+    // A token needs to read what the SQL names: a pipe by its pipe scope (its result, not
+    // its datasources), a datasource or quarantine table by its datasource scope.
+    for name in prepared.named() {
+        if state.runtime.has_endpoint(name) {
+            let grant = grant(&state, &headers, &params, &Scope::PipesRead(name.clone()))?;
+            // Here the pipe is read with its default parameters: a JWT whose fixed
+            // parameters restrict it must go through the pipe's endpoint instead.
+            if grant.fixed_params.contains_key(name) {
+                return Err(ApiError::forbidden(format!(
+                    "the token fixes parameters of '{name}': read it through /v0/pipes/{name}.json"
+                )));
+            }
+        } else {
+            authorize(
+                &state,
+                &headers,
+                &params,
+                &Scope::DatasourcesRead(name.clone()),
+            )?;
+        }
+    }
+    if prepared.named().is_empty() {
+        authorize(&state, &headers, &params, &Scope::Admin)?;
+    }
+    let result = state.runtime.run_sql(prepared).await?;
+    Ok(respond(format, &result, started))
+}
+
+pub(super) async fn sql_get(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = params
+        .get("q")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("the 'q' parameter (the SQL) is required"))?;
+    run_sql(state, q, params, headers).await
+}
+
+pub(super) async fn sql_post(
+    State(state): State<AppState>,
+    Query(mut params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let form: BTreeMap<String, String> = serde_urlencoded::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        params.extend(form);
+    } else if !text.trim().is_empty() {
+        params.insert("q".into(), text.to_string());
+    }
+    let q = params
+        .get("q")
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("the SQL is required, as 'q' or as the body"))?;
+    run_sql(state, q, params, headers).await
+}
