@@ -1,0 +1,304 @@
+//! Rendering and planning: a pipe's templates rendered for a request's parameters, planned
+//! node by node over the project's datasources, pipes and materialized targets; ad-hoc SQL
+//! and `q=` planned over what they may read.
+
+use super::*;
+
+impl Project {
+    /// Renders every node of a pipe for a request.
+    pub fn render_pipe(
+        &self,
+        pipe: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<RenderedPipe, ProjectError> {
+        self.render_with(pipe, &Params::from(params.clone()))
+    }
+
+    pub(super) fn render_with(
+        &self,
+        pipe: &str,
+        params: &Params,
+    ) -> Result<RenderedPipe, ProjectError> {
+        let p = self
+            .pipes
+            .get(pipe)
+            .ok_or_else(|| ProjectError::NotFound(format!("The pipe '{pipe}' does not exist")))?;
+        let mut out = RenderedPipe {
+            shape: String::new(),
+            values: BTreeMap::new(),
+            nodes: Vec::new(),
+            types: BTreeMap::new(),
+        };
+        let last = p.endpoint.unwrap_or(p.nodes.len().saturating_sub(1));
+        for node in p.nodes.iter().take(last + 1) {
+            let r = node.template.render(params)?;
+            out.shape.push_str(&r.sql);
+            out.shape.push('\u{0}');
+            for (k, v) in r.values {
+                out.values.insert(k, v);
+            }
+            for (k, t) in r.types {
+                if let Some(ct) = t.column_type() {
+                    out.types.insert(k, ct);
+                }
+            }
+            out.nodes.push(r.sql);
+        }
+        Ok(out)
+    }
+
+    /// The plan of a rendered pipe: the one made at load when the shapes match, else planned
+    /// now (see [`Project::plan_rendered`]).
+    pub fn plan_for(&self, pipe: &str, rendered: &RenderedPipe) -> Result<Query, ProjectError> {
+        if let Some(checked) = self.pipes.get(pipe).and_then(|p| p.checked_plan.as_ref()) {
+            if checked.0 == rendered.shape {
+                return Ok(checked.1.clone());
+            }
+        }
+        self.plan_rendered(pipe, rendered)
+    }
+
+    /// Plans a rendered pipe: each node in turn, later nodes reading earlier ones.
+    pub fn plan_rendered(
+        &self,
+        pipe: &str,
+        rendered: &RenderedPipe,
+    ) -> Result<Query, ProjectError> {
+        let p = self
+            .pipes
+            .get(pipe)
+            .ok_or_else(|| ProjectError::NotFound(format!("The pipe '{pipe}' does not exist")))?;
+        let mut catalog = ProjectCatalog {
+            project: self,
+            nodes: HashMap::new(),
+            types: &rendered.types,
+            named: Default::default(),
+        };
+        let mut last = None;
+        for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
+            let query =
+                plan_query(sql, &catalog).map_err(|e| sql_error(&p.file, &node.sql_map, &e))?;
+            let as_table = query
+                .clone()
+                .bind_limits(&rendered.values)
+                .map_err(|e| ProjectError::Sql(e.to_string()))?
+                .into_plan();
+            catalog.nodes.insert(node.name.clone(), as_table);
+            last = Some(query);
+        }
+        last.ok_or_else(|| ProjectError::Sql(format!("pipe '{pipe}' has no nodes")))
+    }
+
+    /// Plans an ad-hoc query (`/v0/sql`, `petrel sql`) over datasources and endpoint pipes.
+    /// A query starting with `%` is a template over `params`. Also returns the datasources,
+    /// quarantine tables and pipes the query names (what a token must be allowed to read).
+    pub fn plan_sql(
+        &self,
+        sql: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<PlannedSql, ProjectError> {
+        let template = Template::parse(sql)?;
+        let rendered = template.render(&Params::from(params.clone()))?;
+        let types = rendered
+            .types
+            .iter()
+            .filter_map(|(k, t)| t.column_type().map(|c| (k.clone(), c)))
+            .collect();
+        let catalog = ProjectCatalog {
+            project: self,
+            nodes: HashMap::new(),
+            types: &types,
+            named: Default::default(),
+        };
+        let query =
+            plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
+        Ok((query, rendered.values, catalog.named.into_inner()))
+    }
+
+    /// Plans `sql` over one datasource's stored rows (no engine read rules), for data
+    /// operations such as delete by condition.
+    pub fn plan_raw(&self, datasource: &str, sql: &str) -> Result<Query, ProjectError> {
+        let ds = self.datasources.get(datasource).ok_or_else(|| {
+            ProjectError::NotFound(format!("Data Source '{datasource}' not found"))
+        })?;
+        plan_query(sql, &RawCatalog { ds }).map_err(|e| ProjectError::Sql(e.to_string()))
+    }
+
+    /// Plans `sql` over a result that it reads as the table `_` (an endpoint's `q=`).
+    pub fn plan_sql_over(
+        &self,
+        sql: &str,
+        columns: &[Column],
+    ) -> Result<(Query, BTreeMap<String, Value>), ProjectError> {
+        let catalog = ResultCatalog { columns };
+        let query = plan_query(sql, &catalog).map_err(|e| {
+            let mut message = e.to_string();
+            if e.message.starts_with("unknown table") {
+                message.push_str(" (q= reads only the table _, the pipe's own result)");
+            }
+            ProjectError::Sql(message)
+        })?;
+        Ok((query, BTreeMap::new()))
+    }
+}
+
+fn sql_error(file: &Path, map: &SqlMap, e: &SqlError) -> ProjectError {
+    if e.line == 0 {
+        return ProjectError::Sql(format!("{}: {}", file.display(), e.message));
+    }
+    let loc = map.file_loc(e.line as usize, e.column.max(1) as usize);
+    ProjectError::Sql(located(file, loc.line, loc.column, &e.message))
+}
+
+/// An ad-hoc query's plan, its parameter values, and the datasources, quarantine tables and
+/// pipes its SQL names.
+pub type PlannedSql = (Query, BTreeMap<String, Value>, BTreeSet<String>);
+
+/// What a query may read: earlier nodes, datasources, quarantine tables and endpoint pipes
+/// (with their default parameters).
+struct ProjectCatalog<'a> {
+    project: &'a Project,
+    nodes: HashMap<String, Plan>,
+    types: &'a BTreeMap<String, ColumnType>,
+    /// The datasources, quarantine tables and pipes the query named.
+    named: std::cell::RefCell<BTreeSet<String>>,
+}
+
+/// What an endpoint's `q=` may read: the table `_` (the pipe's own result) and nothing
+/// else, so a token scoped to one pipe never reaches raw rows, other pipes or quarantine
+/// tables through it (Tinybird's rule).
+struct ResultCatalog<'a> {
+    columns: &'a [Column],
+}
+
+impl Catalog for ResultCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        (name == "_").then(|| TableRef::Datasource(self.columns.to_vec()))
+    }
+
+    fn param_type(&self, _name: &str) -> Option<ColumnType> {
+        None
+    }
+}
+
+/// A catalog with only one datasource's stored rows: what its engine's read SQL reads.
+pub(super) struct RawCatalog<'a> {
+    pub(super) ds: &'a Datasource,
+}
+
+impl Catalog for RawCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        (name == self.ds.name).then(|| TableRef::Datasource(self.ds.schema()))
+    }
+
+    fn param_type(&self, _name: &str) -> Option<ColumnType> {
+        None
+    }
+}
+
+thread_local! {
+    /// How deep pipe-as-table resolution is nested: pipes that read each other in a cycle
+    /// stop here instead of recursing forever.
+    static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` one pipe deeper; `None` past 16 levels (a cycle).
+fn nested<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
+    let depth = NESTING.with(|n| n.get());
+    if depth >= 16 {
+        return None;
+    }
+    NESTING.with(|n| n.set(depth + 1));
+    let out = f();
+    NESTING.with(|n| n.set(depth));
+    out
+}
+
+impl ProjectCatalog<'_> {
+    /// The target of a materialized pipe, read as the pipe's maintained result with the
+    /// target's column names (columns the pipe does not produce take their defaults).
+    fn materialized_target(&self, name: &str) -> Option<Plan> {
+        let pipe = self.project.materialized.get(name)?;
+        let target = self.project.datasources.get(name)?;
+        let rendered = self.project.render_with(pipe, &Params::new()).ok()?;
+        let query = self.project.plan_rendered(pipe, &rendered).ok()?;
+        let plan = query
+            .bind_limits(&rendered.values)
+            .ok()?
+            .into_plan()
+            .bind(&rendered.values)
+            .ok()?;
+        let mut exprs = Vec::new();
+        let mut columns = Vec::new();
+        for c in &target.columns {
+            match plan.columns.iter().position(|p| p.name == c.column.name) {
+                Some(i) => {
+                    exprs.push(petrel_sql::Expr::Column(i));
+                    columns.push(Column {
+                        name: c.column.name.clone(),
+                        ty: plan.columns[i].ty.clone(),
+                    });
+                }
+                None => {
+                    exprs.push(petrel_sql::Expr::Literal(c.column.ty.default_value()));
+                    columns.push(c.column.clone());
+                }
+            }
+        }
+        Some(Plan {
+            node: petrel_sql::PlanNode::Project {
+                input: Box::new(plan),
+                exprs,
+            },
+            columns,
+        })
+    }
+}
+
+impl Catalog for ProjectCatalog<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        if let Some(plan) = self.nodes.get(name) {
+            return Some(TableRef::Plan(plan.clone()));
+        }
+        let found = self.resource(name);
+        if found.is_some() {
+            self.named.borrow_mut().insert(name.to_string());
+        }
+        found
+    }
+
+    fn param_type(&self, name: &str) -> Option<ColumnType> {
+        self.types.get(name).cloned()
+    }
+}
+
+impl ProjectCatalog<'_> {
+    /// A datasource, quarantine table, materialized target or endpoint pipe by name.
+    fn resource(&self, name: &str) -> Option<TableRef> {
+        if let Some(plan) = nested(|| self.materialized_target(name)) {
+            return Some(TableRef::Plan(plan));
+        }
+        if let Some(ds) = self.project.datasources.get(name) {
+            if let Some(sql) = &ds.read_sql {
+                let raw = RawCatalog { ds };
+                return plan_query(sql, &raw)
+                    .ok()
+                    .map(|q| TableRef::Plan(q.into_plan()));
+            }
+            return Some(TableRef::Datasource(ds.schema()));
+        }
+        if let Some(ds) = name
+            .strip_suffix("_quarantine")
+            .and_then(|n| self.project.datasources.get(n))
+        {
+            return Some(TableRef::Datasource(quarantine_columns(&ds.schema())));
+        }
+        let pipe = self.project.pipes.get(name).filter(|p| p.is_endpoint())?;
+        nested(|| {
+            let rendered = self.project.render_with(&pipe.name, &Params::new()).ok()?;
+            let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
+            let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
+            Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+        })
+    }
+}
