@@ -327,6 +327,42 @@ fn ndjson_lines_that_are_not_utf8_are_quarantined_one_by_one() {
     assert!(errors.contains("not valid UTF-8"), "{q}");
 }
 
+/// `q=` without an ORDER BY of its own reads the result in the pipe's order, so paging with
+/// LIMIT/OFFSET (as verdin's `pipe.pages()` does) returns every row once, in order.
+#[test]
+fn q_pages_keep_the_pipe_order() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let body: String = (0..23u32)
+        .map(|u| {
+            format!(
+                "{{\"user_id\":{u},\"click_count\":{},\"country\":\"DE\"}}\n",
+                (u * 7) % 5 + 1
+            )
+        })
+        .collect();
+    ingest(&server, "clicks", &body);
+    let (status, full) = get_json(
+        &server,
+        "/v0/pipes/clicks_by_user.json?country=DE&limit=1000",
+    );
+    assert_eq!(status, 200, "{full}");
+    let full = full["data"].as_array().unwrap().clone();
+    assert_eq!(full.len(), 23);
+    let mut paged = Vec::new();
+    for page in 0..8 {
+        let (status, body) = get_json(
+            &server,
+            &format!(
+                "/v0/pipes/clicks_by_user.json?country=DE&limit=1000&q=SELECT%20*%20FROM%20_%20LIMIT%203%20OFFSET%20{}",
+                page * 3
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+        paged.extend(body["data"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(paged, full);
+}
+
 #[test]
 fn q_runs_sql_over_the_endpoint_result_and_sql_runs_ad_hoc() {
     let server = Server::start("dataflows/clicks", &[]);

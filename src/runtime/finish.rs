@@ -88,8 +88,20 @@ fn visible_result(
     upper: Ts,
 ) -> QueryResult {
     let visible = query.visible;
+    let columns = &query.plan.columns[..visible.min(query.plan.columns.len())];
+    let order_by: Option<Vec<(String, bool, bool)>> = query
+        .order_by
+        .iter()
+        .map(|k| match &k.expr {
+            Expr::Column(i) => columns
+                .get(*i)
+                .map(|c| (c.name.clone(), k.desc, k.nulls_first)),
+            _ => None,
+        })
+        .collect();
     QueryResult {
-        columns: query.plan.columns[..visible.min(query.plan.columns.len())].to_vec(),
+        order_by: order_by.unwrap_or_default(),
+        columns: columns.to_vec(),
         rows: rows
             .map(|mut r| {
                 r.truncate(visible);

@@ -120,6 +120,28 @@ impl Runtime {
             .plan_sql_over(sql, &result.columns)
             .map_err(RuntimeError::from)?;
         rename_scans(&mut query.plan, "_", &name);
+        // Without an ORDER BY of its own, `q=` reads `_` in the pipe's order (pages with
+        // LIMIT/OFFSET then see every row once), when its columns carry that order.
+        if query.order_by.is_empty() && !result.order_by.is_empty() {
+            let visible = &query.plan.columns[..query.visible.min(query.plan.columns.len())];
+            let keys: Option<Vec<petrel_sql::SortKey>> = result
+                .order_by
+                .iter()
+                .map(|(name, desc, nulls_first)| {
+                    visible
+                        .iter()
+                        .position(|c| &c.name == name)
+                        .map(|j| petrel_sql::SortKey {
+                            expr: petrel_sql::Expr::Column(j),
+                            desc: *desc,
+                            nulls_first: *nulls_first,
+                        })
+                })
+                .collect();
+            if let Some(keys) = keys {
+                query.order_by = keys;
+            }
+        }
         self.engine
             .register_source(&name, Arc::new(MemoryLog::with_rows(result.rows)));
         let mut tables = BTreeSet::new();

@@ -41,6 +41,9 @@ pub struct QueryResult {
     pub rows_read: usize,
     /// The result is consistent as of every change below this time.
     pub upper: Ts,
+    /// The order the rows are in, by result column (name, DESC, NULLS FIRST), when the query
+    /// sorts by its visible columns: `q=` over the result keeps it.
+    pub order_by: Vec<(String, bool, bool)>,
 }
 
 /// An ad-hoc query ready to run, with what it reads.
