@@ -327,6 +327,39 @@ fn ndjson_lines_that_are_not_utf8_are_quarantined_one_by_one() {
     assert!(errors.contains("not valid UTF-8"), "{q}");
 }
 
+/// `GET /v0/pipes/NAME` with no extension describes the pipe as Tinybird does (clients such as
+/// verdin's `get_information` read it), instead of answering its data.
+#[test]
+fn a_pipe_without_extension_is_described() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let (status, body) = get_json(&server, "/v0/pipes/clicks_by_user");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "clicks_by_user");
+    assert_eq!(body["type"], "endpoint");
+    assert!(body["id"].as_str().unwrap().starts_with("t_"), "{body}");
+    let node = &body["nodes"][0];
+    assert_eq!(node["name"], "clicks_by_user_node");
+    assert_eq!(node["node_type"], "endpoint");
+    assert_eq!(body["endpoint"], node["id"]);
+    assert!(
+        node["sql"].as_str().unwrap().contains("SELECT user_id"),
+        "{body}"
+    );
+    assert!(
+        body["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "country"),
+        "{body}"
+    );
+    let stamp = body["updated_at"].as_str().unwrap();
+    assert_eq!(stamp.len(), "2026-12-02 19:58:25.123456".len(), "{stamp}");
+    assert!(body.get("data").is_none(), "no data: {body}");
+    let (status, body) = get_json(&server, "/v0/pipes/no_such_pipe");
+    assert_eq!(status, 404, "{body}");
+}
+
 /// `q=` without an ORDER BY of its own reads the result in the pipe's order, so paging with
 /// LIMIT/OFFSET (as verdin's `pipe.pages()` does) returns every row once, in order.
 #[test]

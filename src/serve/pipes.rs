@@ -25,6 +25,8 @@ pub(super) async fn list_pipes(
 
 /// How an endpoint request wants its answer.
 enum Answer {
+    /// `GET /v0/pipes/NAME` with no extension: the pipe's description, not its data.
+    Describe,
     /// Pulled once, in a format.
     Pull(Format),
     /// Pushed over a WebSocket.
@@ -36,7 +38,7 @@ enum Answer {
 /// Splits `name.ext` into the pipe name and how to answer.
 fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
     match file.rsplit_once('.') {
-        None => Ok((file, Answer::Pull(Format::Json))),
+        None => Ok((file, Answer::Describe)),
         Some((name, "ws")) => Ok((name, Answer::WebSocket)),
         Some((name, "sse")) => Ok((name, Answer::Sse)),
         Some((name, ext)) => Format::from_extension(ext)
@@ -88,7 +90,7 @@ pub(super) async fn pipe_post(
     let (_, answer) = pipe_file(&file)?;
     if !matches!(answer, Answer::Pull(_)) {
         return Err(ApiError::bad_request(
-            "subscriptions are opened with GET (.ws or .sse)",
+            "POST reads data: use NAME.json, NAME.csv or NAME.ndjson (subscriptions are opened with GET .ws or .sse)",
         ));
     }
     let request = axum::extract::Request::new(axum::body::Body::empty());
@@ -104,6 +106,21 @@ pub(super) async fn pipe(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (name, answer) = pipe_file(&file)?;
+    if let Answer::Describe = answer {
+        authorize(
+            &state,
+            &headers,
+            &params,
+            &Scope::PipesRead(name.to_string()),
+        )?;
+        let project = state.runtime.project();
+        return match project.pipes.get(name) {
+            Some(p) => Ok(Json(pipe_resource(&project, p)).into_response()),
+            None => Err(ApiError::not_found(format!(
+                "The pipe '{name}' does not exist"
+            ))),
+        };
+    }
     if !state.runtime.has_endpoint(name) {
         authorize(&state, &headers, &params, &Scope::Admin)?;
         return Err(ApiError::not_found(format!(
@@ -133,6 +150,8 @@ pub(super) async fn pipe(
     }
     let format = match answer {
         Answer::Pull(format) => format,
+        // Answered above.
+        Answer::Describe => return Err(ApiError::bad_request("no format")),
         Answer::WebSocket | Answer::Sse => {
             let options = subscribe_options(&params, &headers)?;
             let slot = state
@@ -258,4 +277,75 @@ pub(super) async fn copy_pipe(
         Json(serde_json::json!({ "pipe": name, "status": "done", "rows": rows, "ts": ts }))
             .into_response(),
     )
+}
+
+/// A stable id for a resource, in Tinybird's `t_` form.
+fn resource_id(name: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("t_{hex}")
+}
+
+/// The pipe as Tinybird's `GET /v0/pipes/NAME` describes it (`id`, `name`, `description`,
+/// `type`, `endpoint` node id, `nodes` with their SQL and parameters, `created_at` and
+/// `updated_at`), with Petrel's `params` and `error` alongside.
+fn pipe_resource(
+    project: &crate::project::Project,
+    pipe: &crate::project::Pipe,
+) -> serde_json::Value {
+    let pipe_type = if pipe.sink.is_some() {
+        "sink"
+    } else if pipe.copy.is_some() {
+        "copy"
+    } else if project.materialized.values().any(|p| p == &pipe.name) {
+        "materialized"
+    } else if pipe.is_endpoint() {
+        "endpoint"
+    } else {
+        "default"
+    };
+    let described = pipe.describe();
+    let node_id = |node: &str| resource_id(&format!("{}.{node}", pipe.name));
+    let nodes: Vec<serde_json::Value> = pipe
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let node_type = match (pipe.endpoint == Some(i), pipe_type) {
+                (true, _) => "endpoint",
+                (false, _) if i + 1 == pipe.nodes.len() && pipe_type != "endpoint" => pipe_type,
+                _ => "standard",
+            };
+            serde_json::json!({
+                "id": node_id(&n.name),
+                "name": n.name,
+                "sql": n.template.source(),
+                "description": null,
+                "materialized": null,
+                "node_type": node_type,
+                "params": described.params,
+            })
+        })
+        .collect();
+    let modified = std::fs::metadata(&pipe.file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    let stamp = petrel_value::Value::DateTime64(modified, 6).to_text();
+    serde_json::json!({
+        "id": resource_id(&pipe.name),
+        "name": pipe.name,
+        "description": pipe.description,
+        "type": pipe_type,
+        "endpoint": pipe.endpoint.and_then(|i| pipe.nodes.get(i)).map(|n| node_id(&n.name)),
+        "nodes": nodes,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "parent": null,
+        "params": described.params,
+        "error": described.error,
+    })
 }
