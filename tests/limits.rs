@@ -237,6 +237,8 @@ fn a_decompression_bomb_answers_413() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 413);
+    let error: Value = r.json().expect("a JSON error body");
+    assert!(error["error"].is_string(), "{error}");
     let stats = common::get(&server, "/v0/datasources/clicks");
     assert_eq!(stats["row_count"].as_u64(), Some(0), "{stats}");
 }

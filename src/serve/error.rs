@@ -49,6 +49,42 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The longest plain-text error body kept as a message.
+const MAX_PLAIN_ERROR_BYTES: usize = 16 * 1024;
+
+/// Rejections that axum and its layers answer themselves (a body over the limit, a wrong
+/// content type, an unreadable query string or JSON body) carry plain text: rewrites every
+/// error answer that is not JSON into the API's JSON error body, keeping its status and
+/// headers.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let json = ApiError::new(status, message).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, json.into_body())
+}
+
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> ApiError {
         let status = match &e {

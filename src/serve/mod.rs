@@ -94,6 +94,8 @@ pub fn router(state: AppState) -> Router {
             metrics::count_requests,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Every error answer carries the JSON error body, also axum's own rejections.
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(RequestDecompressionLayer::new())
         // A handler that panics (a bug) answers 500 with a JSON body; the server goes on.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
