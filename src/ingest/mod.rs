@@ -78,32 +78,27 @@ pub fn decode_ndjson_body(
         }
         out
     };
-    if parts.len() == 1 {
+    let Some((first, rest)) = parts.split_first() else {
         return decode(body);
+    };
+    if rest.is_empty() {
+        return decode(first);
     }
-    let decoded: Vec<DecodedBody> = std::thread::scope(|scope| {
-        let (first, rest) = parts.split_first().expect("at least one slice");
+    std::thread::scope(|scope| {
         let handles: Vec<_> = rest
             .iter()
             .map(|slice| scope.spawn(|| decode(slice)))
             .collect();
-        let mut all = vec![decode(first)];
+        let mut out = decode(first);
         for h in handles {
             // A decode never panics on input (errors become quarantine rows); if a thread
             // did, re-raise its panic rather than drop its rows.
-            all.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            let part = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            out.good.extend(part.good);
+            out.bad.extend(part.bad);
         }
-        all
-    });
-    let mut out = DecodedBody {
-        good: Vec::with_capacity(decoded.iter().map(|d| d.good.len()).sum()),
-        bad: Vec::new(),
-    };
-    for d in decoded {
-        out.good.extend(d.good);
-        out.bad.extend(d.bad);
-    }
-    out
+        out
+    })
 }
 
 /// The quarantine row for a rejected line.

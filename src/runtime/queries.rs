@@ -79,6 +79,11 @@ impl Runtime {
         self.views.subscribe(&prepared, &rendered.values).await
     }
 
+    /// The views that failed, each with its label and error (`GET /v0/health`).
+    pub fn failed_views(&self) -> Vec<(String, String)> {
+        self.views.failures()
+    }
+
     /// The maintained views, for operators (`GET /v0/views`).
     pub fn describe_views(&self) -> Vec<ViewInfo> {
         self.views.describe()

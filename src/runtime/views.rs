@@ -561,6 +561,21 @@ impl Views {
         }
     }
 
+    /// The failed views (label and error), without describing every view: what
+    /// `/v0/health` reports on each probe.
+    pub(super) fn failures(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = lock(&self.live)
+            .values()
+            .filter_map(|l| l.view.failure().map(|e| (l.label.clone(), e)))
+            .collect();
+        out.extend(
+            lock(&self.adhoc)
+                .values()
+                .filter_map(|v| v.failure().map(|e| ("sql".to_string(), e))),
+        );
+        out
+    }
+
     /// The live views, for operators.
     pub(super) fn describe(&self) -> Vec<ViewInfo> {
         let mut out: Vec<ViewInfo> = lock(&self.live)

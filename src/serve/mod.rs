@@ -204,12 +204,9 @@ async fn health(
     let ready = state.runtime.is_ready();
     let failed: Vec<serde_json::Value> = state
         .runtime
-        .describe_views()
+        .failed_views()
         .into_iter()
-        .filter_map(|v| {
-            v.error
-                .map(|e| serde_json::json!({"view": v.label, "error": e}))
-        })
+        .map(|(view, error)| serde_json::json!({"view": view, "error": error}))
         .collect();
     let (code, status) = match (ready, failed.is_empty()) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
