@@ -409,8 +409,8 @@ impl TableLog {
         drop(self.compacting.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn sort_rows(&self, rows: &mut [PartRow]) {
-        rows.sort_by(|a, b| self.part_order(a, b));
+    fn sort_rows(&self, rows: &mut Vec<PartRow>) {
+        part::sort_part_rows(rows, &self.rules.sort_key);
     }
 
     /// Drops the rows that expired longer ago than the storage keeps expired rows (their
@@ -667,13 +667,7 @@ impl TableLog {
 
     /// The order rows have in a part: by the sorting key, then by log position.
     fn part_order(&self, a: &PartRow, b: &PartRow) -> std::cmp::Ordering {
-        self.rules
-            .sort_key
-            .iter()
-            .map(|&i| a.row.get(i).cmp(&b.row.get(i)))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.seq.cmp(&b.seq))
+        part::part_order(&self.rules.sort_key, a, b)
     }
 
     fn collect_garbage(&self) {

@@ -85,9 +85,11 @@ impl Default for EngineConfig {
 pub(crate) enum Command {
     Install(Arc<InstallSpec>),
     Drop(ViewId),
+    /// `updates[range]` enter this worker's inputs at `ts`.
     Insert {
         datasource: Arc<str>,
         updates: Arc<Vec<(Row, isize)>>,
+        range: std::ops::Range<usize>,
         ts: Ts,
     },
     Advance(Ts),
@@ -387,8 +389,14 @@ impl Engine {
     }
 }
 
-/// Sends updates to one worker (round robin) at `ts`, or at the open tick if the clock has
-/// passed `ts`; the caller holds the lock. Returns the timestamp used.
+/// Below this many updates per worker a batch enters on one worker: splitting it would cost
+/// more in messages than it saves.
+const SPLIT_MIN_ROWS: usize = 2_048;
+
+/// Sends updates at `ts`, or at the open tick if the clock has passed `ts`; the caller holds
+/// the lock. A large batch is split evenly over the workers, so the operators before the first
+/// exchange (projections, filters, pre-aggregation) run on every core; a small one goes to
+/// one worker, round robin. Returns the timestamp used.
 fn send_insert(
     clock: &mut Clock,
     datasource: &str,
@@ -396,15 +404,24 @@ fn send_insert(
     ts: Ts,
 ) -> Result<Ts, EngineError> {
     let ts = ts.max(clock.open);
-    let worker = clock.next_worker % clock.senders.len();
-    clock.next_worker = clock.next_worker.wrapping_add(1);
-    clock.senders[worker]
-        .send(Command::Insert {
-            datasource: Arc::from(datasource),
-            updates,
-            ts,
-        })
-        .map_err(|e| EngineError::Stopped(e.to_string()))?;
+    let workers = clock.senders.len();
+    let shares = (updates.len() / SPLIT_MIN_ROWS).clamp(1, workers);
+    let per_share = updates.len().div_ceil(shares);
+    let datasource: Arc<str> = Arc::from(datasource);
+    for share in 0..shares {
+        let range =
+            (share * per_share).min(updates.len())..((share + 1) * per_share).min(updates.len());
+        let worker = clock.next_worker % workers;
+        clock.next_worker = clock.next_worker.wrapping_add(1);
+        clock.senders[worker]
+            .send(Command::Insert {
+                datasource: datasource.clone(),
+                updates: updates.clone(),
+                range,
+                ts,
+            })
+            .map_err(|e| EngineError::Stopped(e.to_string()))?;
+    }
     Ok(ts)
 }
 

@@ -295,10 +295,24 @@ pub fn row_order(order_by: &[SortKey]) -> RowOrder {
         })
         .collect();
     let exprs: Vec<Expr> = order_by.iter().map(|k| k.expr.clone()).collect();
-    RowOrder::by(
-        directions,
-        Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
-    )
+    let columns: Option<Vec<usize>> = exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Column(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    // Sorting by plain columns (the common case) copies them without evaluating.
+    let values: petrel_view::SortValues = match columns {
+        Some(columns) => Arc::new(move |row: &Row| {
+            columns
+                .iter()
+                .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                .collect()
+        }),
+        None => Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
+    };
+    RowOrder::by(directions, values)
 }
 
 /// Temporal filters: a row is valid over a time interval derived from its own values, so it

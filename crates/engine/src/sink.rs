@@ -1,10 +1,10 @@
 //! The view sink: gathers a view's output on one worker and publishes consolidated change
-//! batches each time the output's frontier advances.
+//! batches each time the output's frontier advances. Large batches are consolidated and
+//! folded into the view on every core (the view's keys are sharded), not on that worker alone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use differential_dataflow::consolidation::consolidate;
 use petrel_value::Row;
 use petrel_view::{ChangeBatch, View};
 use timely::dataflow::channels::pact::Exchange;
@@ -52,7 +52,7 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher
             // (after a restart) publishes the same batches, and a subscriber resuming from a
             // frontier gets exactly the batches at or after it.
             for (time, mut changes) in ready {
-                consolidate(&mut changes);
+                view.consolidate(&mut changes);
                 let batch = ChangeBatch {
                     lower: time,
                     upper: time + 1,

@@ -31,11 +31,13 @@ pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
                 Ok(Command::Insert {
                     datasource,
                     updates,
+                    range,
                     ts,
                 }) => {
+                    let updates = updates.get(range).unwrap_or_default();
                     for inst in installed.values_mut() {
                         if let Some(input) = inst.inputs.get_mut(&*datasource) {
-                            for (row, diff) in updates.iter() {
+                            for (row, diff) in updates {
                                 input.update_at(row.clone(), ts, *diff);
                             }
                         }
