@@ -62,7 +62,16 @@ const CROSS_JOIN: &str =
 
 #[test]
 fn a_runaway_query_is_cancelled_and_others_keep_answering() {
-    let server = Server::start("dataflows/clicks", &["--query-timeout-ms", "1500"]);
+    // A row budget too large to act first: this test is about the time limit.
+    let server = Server::start(
+        "dataflows/clicks",
+        &[
+            "--query-timeout-ms",
+            "1500",
+            "--query-max-rows",
+            "1000000000000",
+        ],
+    );
     ingest(&server, 2_000);
     let url = server.url.clone();
     let runaway = std::thread::spawn(move || {
@@ -122,9 +131,84 @@ fn a_runaway_query_is_cancelled_and_others_keep_answering() {
     assert_eq!(anonymous.status(), 403);
 }
 
+/// The server's resident memory as `GET /metrics` reports it.
+fn resident_bytes(server: &Server) -> f64 {
+    metrics(server)
+        .lines()
+        .find_map(|l| l.strip_prefix("petrel_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A query whose joins multiply rows past `--query-max-rows` answers 422 long before any time
+/// limit, leaves no dataflow behind and takes little memory, while a join within the budget
+/// answers as usual.
+#[test]
+fn a_query_past_its_row_budget_is_cancelled_with_422() {
+    let server = Server::start(
+        "dataflows/clicks",
+        &["--query-timeout-ms", "600000", "--query-max-rows", "200000"],
+    );
+    ingest(&server, 2_000);
+    let before = resident_bytes(&server);
+    let sql = |q: &str| {
+        let r = client()
+            .get(format!("{}/v0/sql", server.url))
+            .query(&[("q", q)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let started = Instant::now();
+    let (status, body) = sql(CROSS_JOIN);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--query-max-rows"),
+        "{body}"
+    );
+    // Far below the 10 minute time limit: the budget acted, not the clock.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    wait_until(
+        || adhoc_views(&server) == 0,
+        "the cancelled query's dataflow is dropped",
+    );
+    // 8 billion joined rows would take hundreds of GB; the server grew by far less than 1 GB.
+    let after = resident_bytes(&server);
+    assert!(
+        after - before < 1e9,
+        "resident memory grew from {before} to {after}"
+    );
+    // A join that fits the budget (500 users x 4 countries per side, 2,000 x 2,000 / 500
+    // matching pairs = 8,000 rows) answers.
+    let (status, body) =
+        sql("SELECT count() AS n FROM clicks a JOIN clicks b ON a.user_id = b.user_id");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["n"], 8000, "{body}");
+    let metrics = metrics(&server);
+    assert!(
+        metrics.contains("petrel_queries_cancelled_total{reason=\"max_rows\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petrel_http_requests_total{route=\"/v0/sql\",status=\"422\"} 1"),
+        "{metrics}"
+    );
+    // Writes and reads go on.
+    ingest(&server, 10);
+}
+
 #[test]
 fn a_query_whose_client_disconnects_leaves_no_dataflow() {
-    let server = Server::start("dataflows/clicks", &["--query-timeout-ms", "60000"]);
+    let server = Server::start(
+        "dataflows/clicks",
+        &[
+            "--query-timeout-ms",
+            "60000",
+            "--query-max-rows",
+            "1000000000000",
+        ],
+    );
     ingest(&server, 2_000);
     let url = server.url.clone();
     let impatient = std::thread::spawn(move || {

@@ -59,6 +59,10 @@ pub struct StartArgs {
     /// it answers 408 and its dataflow is dropped.
     #[arg(long, default_value_t = 10_000)]
     query_timeout_ms: u64,
+    /// Cancel an ad-hoc query whose joins (and ARRAY JOINs) produce more rows than this: it
+    /// answers 422 and its dataflow is dropped. Bounds the memory one query can take.
+    #[arg(long, default_value_t = 10_000_000)]
+    query_max_rows: u64,
     /// The most views maintained at once: past it the least recently used view without
     /// subscribers is dropped; when subscribers hold all of them, new ones answer 429.
     #[arg(long, default_value_t = 256)]
@@ -175,6 +179,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         replica: args.replica,
         snapshot_interval_ms: args.snapshot_interval_ms,
         query_timeout_ms: args.query_timeout_ms,
+        query_max_rows: args.query_max_rows,
         max_views: args.max_views,
         subscriber_buffer_bytes: args.subscriber_buffer_bytes,
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,

@@ -73,6 +73,9 @@ pub enum RuntimeError {
     /// A server limit is reached and nothing can be freed now (429).
     #[error("{0}")]
     Exhausted(String),
+    /// An ad-hoc query needed more rows than `--query-max-rows` allows and was dropped (422).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<ProjectError> for RuntimeError {
@@ -105,6 +108,9 @@ pub struct RuntimeConfig {
     /// How long an ad-hoc query (`/v0/sql`, `q=`, `petrel sql`) may take before it is
     /// dropped and answers 408.
     pub query_timeout_ms: u64,
+    /// How many rows an ad-hoc query's joins and `ARRAY JOIN`s may produce before it is
+    /// dropped and answers 422: the bound on the memory one query can take.
+    pub query_max_rows: u64,
     /// The most views maintained at once: past it the least recently used view without
     /// subscribers is dropped (a later request installs it again); when subscribers hold
     /// every view, a request that needs a new one answers 429.
@@ -131,6 +137,7 @@ impl Default for RuntimeConfig {
             storage: StorageConfig::default(),
             snapshot_interval_ms: 30_000,
             query_timeout_ms: 10_000,
+            query_max_rows: 10_000_000,
             max_views: 256,
             subscriber_buffer_bytes: 1 << 20,
             subscribers_buffer_bytes: 256 << 20,
@@ -280,7 +287,10 @@ impl Runtime {
                 engine,
                 storage.clone(),
                 config.retention_ms,
-                std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+                views::QueryLimits {
+                    timeout: std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
+                    max_rows: config.query_max_rows.max(1),
+                },
                 config.max_views,
                 config.change_ring_batches,
                 erased,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use petrel_engine::{row_order, Engine, ViewId};
+use petrel_engine::{row_order, Engine, RowBudget, ViewId};
 use petrel_sql::{Expr, Query};
 use petrel_value::{Column, Row, Value};
 use petrel_view::{KeyColumns, RowOrder, Ts, View};
@@ -304,7 +304,7 @@ pub struct Views {
     engine: Arc<Engine>,
     storage: Arc<Storage>,
     retention_ms: u64,
-    query_timeout: std::time::Duration,
+    query_limits: QueryLimits,
     /// The most views maintained at once (ad-hoc queries aside).
     max_views: usize,
     /// How many change batches a live subscriber may fall behind.
@@ -317,9 +317,19 @@ pub struct Views {
     counters: LimitCountersInner,
 }
 
+/// What one ad-hoc query may take.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct QueryLimits {
+    /// Time to answer (`--query-timeout-ms`).
+    pub timeout: std::time::Duration,
+    /// Rows its joins may produce (`--query-max-rows`).
+    pub max_rows: u64,
+}
+
 #[derive(Default)]
 struct LimitCountersInner {
     query_timeouts: AtomicU64,
+    queries_too_large: AtomicU64,
     queries_abandoned: AtomicU64,
     views_dropped: AtomicU64,
     views_refused: AtomicU64,
@@ -330,6 +340,8 @@ struct LimitCountersInner {
 pub struct LimitCounters {
     /// Ad-hoc queries cancelled by `--query-timeout-ms`.
     pub query_timeouts: u64,
+    /// Ad-hoc queries cancelled by `--query-max-rows`.
+    pub queries_too_large: u64,
     /// Ad-hoc queries dropped because their request went away first.
     pub queries_abandoned: u64,
     /// Views dropped to stay within `--max-views`.
@@ -351,7 +363,7 @@ impl Views {
         engine: Arc<Engine>,
         storage: Arc<Storage>,
         retention_ms: u64,
-        query_timeout: std::time::Duration,
+        query_limits: QueryLimits,
         max_views: usize,
         change_ring: usize,
         erased: Option<Erased>,
@@ -361,7 +373,7 @@ impl Views {
             engine,
             storage,
             retention_ms,
-            query_timeout,
+            query_limits,
             max_views: max_views.max(1),
             change_ring: change_ring.max(1),
             prepared: Mutex::new(HashMap::new()),
@@ -502,6 +514,7 @@ impl Views {
             prepared.tables.clone(),
             label,
             Some((snapshot, restored)),
+            None,
         )?);
         live.insert(key, l.clone());
         Ok(l)
@@ -555,6 +568,7 @@ impl Views {
         let c = &self.counters;
         LimitCounters {
             query_timeouts: c.query_timeouts.load(Ordering::Relaxed),
+            queries_too_large: c.queries_too_large.load(Ordering::Relaxed),
             queries_abandoned: c.queries_abandoned.load(Ordering::Relaxed),
             views_dropped: c.views_dropped.load(Ordering::Relaxed),
             views_refused: c.views_refused.load(Ordering::Relaxed),
@@ -619,6 +633,7 @@ impl Views {
         tables: BTreeSet<String>,
         label: String,
         snapshot: Option<(String, Option<(petrel_view::CountedRows, Ts)>)>,
+        budget: Option<Arc<RowBudget>>,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
         let order = if ordered {
@@ -651,9 +666,10 @@ impl Views {
             as_of = upper - 1;
             restored_from = Some(upper);
         }
-        let installed = match restored_from {
-            Some(upper) => self.engine.install_restored(plan, view.clone(), upper),
-            None => self.engine.install(plan, view.clone()),
+        let installed = match (restored_from, budget) {
+            (Some(upper), _) => self.engine.install_restored(plan, view.clone(), upper),
+            (None, Some(budget)) => self.engine.install_bounded(plan, view.clone(), budget),
+            (None, None) => self.engine.install(plan, view.clone()),
         };
         let id = installed.map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok(Live {
@@ -809,6 +825,7 @@ impl Views {
         &self,
         prepared: PreparedSql,
     ) -> Result<QueryResult, RuntimeError> {
+        let budget = RowBudget::new(self.query_limits.max_rows);
         let live = self.install(
             &prepared.query,
             &prepared.values,
@@ -817,6 +834,7 @@ impl Views {
             prepared.tables,
             "sql".into(),
             None,
+            Some(budget.clone()),
         )?;
         lock(&self.adhoc).insert(live.id, live.view.clone());
         let mut dropped_at_exit = DropView {
@@ -824,13 +842,23 @@ impl Views {
             id: live.id,
             ended: false,
         };
-        let waited = tokio::time::timeout(self.query_timeout, live.view.wait_for(live.as_of)).await;
+        let waited =
+            tokio::time::timeout(self.query_limits.timeout, live.view.wait_for(live.as_of)).await;
         dropped_at_exit.ended = true;
         if waited.is_err() {
             self.counters.query_timeouts.fetch_add(1, Ordering::Relaxed);
             return Err(RuntimeError::Timeout(format!(
                 "the query did not finish within {} ms (the server's --query-timeout-ms) and was cancelled",
-                self.query_timeout.as_millis()
+                self.query_limits.timeout.as_millis()
+            )));
+        }
+        if budget.exceeded() {
+            self.counters
+                .queries_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(RuntimeError::TooLarge(format!(
+                "the query's joins produced more than {} rows (the server's --query-max-rows) and it was cancelled",
+                budget.limit()
             )));
         }
         if let Some(e) = live.view.failure() {

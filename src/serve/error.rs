@@ -96,6 +96,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RuntimeError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             RuntimeError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            RuntimeError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())
     }

@@ -218,6 +218,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "petrel_queries_cancelled_total{{reason=\"abandoned\"}} {}",
         limits.queries_abandoned
     );
+    let _ = writeln!(
+        out,
+        "petrel_queries_cancelled_total{{reason=\"max_rows\"}} {}",
+        limits.queries_too_large
+    );
     family(
         &mut out,
         "petrel_views_dropped_for_room_total",

@@ -8,25 +8,84 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use petrel_view::View;
+
+/// How many rows an ad-hoc query's joins and `ARRAY JOIN`s may produce, shared by its
+/// operators on every worker: the operators that multiply rows are where one short query can
+/// grow the server's memory by gigabytes before any time limit acts.
+#[derive(Debug)]
+pub struct RowBudget {
+    limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl RowBudget {
+    /// A budget of `limit` rows.
+    pub fn new(limit: u64) -> Arc<RowBudget> {
+        Arc::new(RowBudget {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        })
+    }
+
+    /// True once the query produced more rows than its budget (and its view failed).
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// The budget in rows.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
 
 /// A view's failure switch, shared by its operators on one worker.
 #[derive(Clone)]
 pub(crate) struct Guard {
     view: Arc<View>,
     failed: Arc<AtomicBool>,
+    budget: Option<Arc<RowBudget>>,
 }
 
 impl Guard {
-    /// The guard of `view`'s dataflow.
-    pub fn new(view: Arc<View>) -> Guard {
+    /// The guard of `view`'s dataflow, bounded by `budget` if it has one.
+    pub fn new(view: Arc<View>, budget: Option<Arc<RowBudget>>) -> Guard {
         Guard {
             view,
             failed: Arc::new(AtomicBool::new(false)),
+            budget,
         }
+    }
+
+    /// True when the view's joins are bounded by a row budget.
+    pub fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
+    /// Counts one row a join produced; false (and the view fails) once the budget is spent.
+    pub fn charge(&self) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        if self.failed() {
+            return false;
+        }
+        if budget.used.fetch_add(1, Ordering::Relaxed) < budget.limit {
+            return true;
+        }
+        self.failed.store(true, Ordering::Relaxed);
+        if !budget.exceeded.swap(true, Ordering::Relaxed) {
+            self.view.fail(format!(
+                "the query's joins produced more than {} rows (the server's --query-max-rows) and it was cancelled",
+                budget.limit
+            ));
+        }
+        false
     }
 
     /// True once the view failed: its operators drop their input.

@@ -34,6 +34,7 @@ use petrel_view::View;
 
 pub use petrel_log::{SourceLog, TimedBatch, Ts};
 
+pub use guard::RowBudget;
 pub use render::row_order;
 
 /// Engine failures a caller can act on.
@@ -107,6 +108,8 @@ pub(crate) struct InstallSpec {
     pub floor: Ts,
     /// Each scanned datasource with its log and the log length at install time.
     pub history: Vec<(String, Arc<dyn SourceLog>, u64)>,
+    /// The rows its joins may produce (ad-hoc queries), if bounded.
+    pub budget: Option<Arc<RowBudget>>,
 }
 
 struct Clock {
@@ -303,7 +306,18 @@ impl Engine {
     /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
     /// result over all data inserted before this call.
     pub fn install(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
-        self.install_from(plan, view, None)
+        self.install_from(plan, view, None, None)
+    }
+
+    /// As [`Engine::install`], for an ad-hoc query whose joins may produce at most
+    /// `budget`'s rows: past it the view fails and [`RowBudget::exceeded`] says why.
+    pub fn install_bounded(
+        &self,
+        plan: Plan,
+        view: Arc<View>,
+        budget: Arc<RowBudget>,
+    ) -> Result<ViewId, EngineError> {
+        self.install_from(plan, view, None, Some(budget))
     }
 
     /// As [`Engine::install`], for a view restored from a snapshot of its rows at `restored`:
@@ -316,7 +330,7 @@ impl Engine {
         view: Arc<View>,
         restored: Ts,
     ) -> Result<ViewId, EngineError> {
-        self.install_from(plan, view, Some(restored.saturating_sub(1)))
+        self.install_from(plan, view, Some(restored.saturating_sub(1)), None)
     }
 
     fn install_from(
@@ -324,6 +338,7 @@ impl Engine {
         plan: Plan,
         view: Arc<View>,
         floor: Option<Ts>,
+        budget: Option<Arc<RowBudget>>,
     ) -> Result<ViewId, EngineError> {
         let mut tables = BTreeSet::new();
         scanned_tables(&plan, &mut tables);
@@ -351,6 +366,7 @@ impl Engine {
                 .max(floor.unwrap_or(0))
                 .min(clock.open),
             history,
+            budget,
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))

@@ -103,7 +103,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
         ),
         PlanNode::ArrayJoin { input, column } => {
             let column = *column;
-            render(input, sources).flat_map(move |row| {
+            let rows = render(input, sources).flat_map(move |row| {
                 let items = match &row[column] {
                     Value::Array(items) => items.clone(),
                     _ => Vec::new(),
@@ -113,9 +113,20 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
                     out[column] = item;
                     out
                 })
-            })
+            });
+            bounded(rows, &sources.guard)
         }
     }
+}
+
+/// Counts the rows `ARRAY JOIN` produced against the view's row budget (ad-hoc queries have
+/// one); past it they stop and the view fails. Joins charge as they make rows.
+fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
+    if !guard.has_budget() {
+        return rows;
+    }
+    let guard = guard.clone();
+    rows.filter(move |_| guard.charge())
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
@@ -142,13 +153,20 @@ fn join<'s>(
     let keyed_right = right
         .flat_map(move |row| g.run(|| (eval_all(&rk, &row), row)))
         .filter(|(k, _)| !k.iter().any(Value::is_null));
-    let mut matched = keyed_left
-        .clone()
-        .join_map(keyed_right.clone(), |_k, l, r| {
-            let mut row = l.clone();
-            row.extend(r.iter().cloned());
-            row
-        });
+    // Each joined row is charged to the view's row budget (ad-hoc queries have one) as it is
+    // made: past the budget the join makes nothing more, so a runaway product never fills
+    // memory on its way to the operators after it.
+    let g = guard.clone();
+    let mut matched = keyed_left.clone().arrange_by_key().join_core(
+        keyed_right.clone().arrange_by_key(),
+        move |_k, l: &Row, r: &Row| {
+            g.charge().then(|| {
+                let mut row = l.clone();
+                row.extend(r.iter().cloned());
+                row
+            })
+        },
+    );
     if let Some(residual) = residual {
         let (residual, g) = (residual.clone(), guard.clone());
         matched = matched.filter(move |row| g.run(|| residual.eval(row).is_true()) == Some(true));

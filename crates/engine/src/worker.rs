@@ -80,7 +80,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
             tables.insert(name.clone(), collection);
         }
         let (unit_input, unit) = scope.new_collection::<Row, isize>();
-        let guard = Guard::new(spec.view.clone());
+        let guard = Guard::new(spec.view.clone(), spec.budget.clone());
         let sources = Sources {
             tables,
             unit,
