@@ -202,33 +202,76 @@ fn every_route_against_every_token() {
         failures.join("\n")
     );
 
-    // A datasource scope with a row filter Petrel cannot enforce grants nothing (not every
-    // row); without one it reads the datasource.
-    for (scope, status) in [
-        (
-            json!({"type": "DATASOURCES:READ", "resource": "clicks", "fixed_params": {"country": "VN"}}),
-            403,
-        ),
-        (
-            json!({"type": "DATASOURCES:READ", "resource": "clicks", "filter": "country = 'VN'"}),
-            403,
-        ),
-        (
-            json!({"type": "DATASOURCES:READ", "resource": "clicks"}),
-            200,
-        ),
-    ] {
-        let token = jwt(ADMIN, &json!({"exp": 4_000_000_000i64, "scopes": [scope]}));
+    // A datasource scope with a row filter (`filter` SQL or `fixed_params`) reads only the
+    // rows it allows, wherever the query reads the datasource; without one, every row.
+    let count = |token: &str, sql: &str| -> (u16, Value) {
         let r = client()
-            .get(format!(
-                "{}/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
-                server.url
-            ))
+            .get(format!("{}/v0/sql", server.url))
+            .query(&[("q", sql)])
             .bearer_auth(token)
             .send()
             .unwrap();
-        assert_eq!(r.status().as_u16(), status, "{scope}");
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let all_rows = count(ADMIN, "SELECT count() AS n FROM clicks").1["data"][0]["n"].clone();
+    let vn_rows = count(
+        ADMIN,
+        "SELECT count() AS n FROM clicks WHERE country = 'VN'",
+    )
+    .1["data"][0]["n"]
+        .clone();
+    assert!(
+        vn_rows.as_u64().unwrap() > 0 && vn_rows != all_rows,
+        "{vn_rows} {all_rows}"
+    );
+    for (scope, expected) in [
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks", "fixed_params": {"country": "VN"}}),
+            &vn_rows,
+        ),
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks", "filter": "country = 'VN'"}),
+            &vn_rows,
+        ),
+        (
+            json!({"type": "DATASOURCES:READ", "resource": "clicks"}),
+            &all_rows,
+        ),
+    ] {
+        let token = jwt(ADMIN, &json!({"exp": 4_000_000_000i64, "scopes": [scope]}));
+        let (status, body) = count(&token, "SELECT count() AS n FROM clicks");
+        assert_eq!(status, 200, "{scope}: {body}");
+        assert_eq!(&body["data"][0]["n"], expected, "{scope}: {body}");
+        // Also through a subquery and a self-join: every scan is filtered.
+        let (status, body) = count(
+            &token,
+            "SELECT count() AS n FROM (SELECT DISTINCT country FROM clicks) a \
+             JOIN clicks b ON a.country = b.country WHERE a.country != 'VN'",
+        );
+        assert_eq!(status, 200, "{scope}: {body}");
+        let others = body["data"][0]["n"].as_u64().unwrap();
+        if expected == &vn_rows {
+            assert_eq!(others, 0, "{scope}: other countries leak: {body}");
+        } else {
+            assert!(others > 0, "{scope}: {body}");
+        }
     }
+    // A filter that is not a condition on the datasource's columns reads nothing.
+    let token = jwt(
+        ADMIN,
+        &json!({"exp": 4_000_000_000i64, "scopes": [
+            {"type": "DATASOURCES:READ", "resource": "clicks", "filter": "no_such_column = 1"}
+        ]}),
+    );
+    let (status, body) = count(&token, "SELECT count() AS n FROM clicks");
+    assert_eq!(status, 400, "{body}");
+    let token = jwt(
+        ADMIN,
+        &json!({"exp": 4_000_000_000i64, "scopes": [
+            {"type": "DATASOURCES:READ", "resource": "clicks", "fixed_params": {"a b": 1}}
+        ]}),
+    );
+    assert_eq!(count(&token, "SELECT count() AS n FROM clicks").0, 403);
 
     // Row-level security: the JWT's fixed parameter wins, in pulls and through q=.
     let fixed = tokens

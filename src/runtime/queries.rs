@@ -107,6 +107,36 @@ impl Runtime {
         Ok(PreparedSql::new(query, values, tables, named))
     }
 
+    /// Restricts a prepared query to the rows a token may read: wherever it scans a
+    /// datasource of `filters` (also inside the pipes it names), only the rows for which the
+    /// datasource's condition holds reach it.
+    pub fn filter_rows(
+        &self,
+        prepared: &mut PreparedSql,
+        filters: &BTreeMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        for (datasource, condition) in filters {
+            let planned = self
+                .project()
+                .plan_raw(
+                    datasource,
+                    &format!("SELECT * FROM `{datasource}` WHERE {condition}"),
+                )
+                .map_err(|e| {
+                    RuntimeError::BadRequest(format!(
+                        "the token's row filter on '{datasource}' is not valid SQL: {e}"
+                    ))
+                })?;
+            let predicate = scan_predicate(&planned.plan, datasource).ok_or_else(|| {
+                RuntimeError::BadRequest(format!(
+                    "the token's row filter on '{datasource}' must be a condition on its columns"
+                ))
+            })?;
+            prepared.filter_scans(datasource, &predicate);
+        }
+        Ok(())
+    }
+
     /// Runs a prepared ad-hoc query: installs its dataflow, reads the result once it has
     /// caught up, and drops it.
     pub async fn run_sql(&self, prepared: PreparedSql) -> Result<QueryResult, RuntimeError> {
@@ -182,4 +212,16 @@ impl Runtime {
     pub fn subscriber_buffers(&self) -> &SubscriberBuffers {
         &self.buffers
     }
+}
+
+/// The condition a plan of `SELECT * FROM table WHERE c` applies right over its scan.
+fn scan_predicate(plan: &Plan, table: &str) -> Option<petrel_sql::Expr> {
+    if let PlanNode::Filter { input, predicate } = &plan.node {
+        if matches!(&input.node, PlanNode::Scan { table: t } if t == table) {
+            return Some(predicate.clone());
+        }
+    }
+    plan.inputs()
+        .into_iter()
+        .find_map(|input| scan_predicate(input, table))
 }

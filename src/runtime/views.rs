@@ -55,6 +55,31 @@ pub struct PreparedSql {
 }
 
 impl PreparedSql {
+    /// Puts `predicate` (over the table's columns) right over every scan of `table`.
+    pub(super) fn filter_scans(&mut self, table: &str, predicate: &Expr) {
+        fn walk(plan: &mut petrel_sql::Plan, table: &str, predicate: &Expr) {
+            if matches!(&plan.node, petrel_sql::PlanNode::Scan { table: t } if t == table) {
+                let scan = std::mem::replace(
+                    &mut plan.node,
+                    petrel_sql::PlanNode::Values { rows: Vec::new() },
+                );
+                let columns = plan.columns.clone();
+                plan.node = petrel_sql::PlanNode::Filter {
+                    input: Box::new(petrel_sql::Plan {
+                        node: scan,
+                        columns,
+                    }),
+                    predicate: predicate.clone(),
+                };
+                return;
+            }
+            for input in plan.inputs_mut() {
+                walk(input, table, predicate);
+            }
+        }
+        walk(&mut self.query.plan, table, predicate);
+    }
+
     /// Bundles a planned query with its parameter values, the datasources its dataflow
     /// scans, and the datasources and pipes its SQL names (for token checks).
     pub fn new(

@@ -38,9 +38,10 @@ async fn run_sql(
         .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let prepared = state.runtime.prepare_sql(query, &pipe_params)?;
+    let mut prepared = state.runtime.prepare_sql(query, &pipe_params)?;
     // A token needs to read what the SQL names: a pipe by its pipe scope (its result, not
     // its datasources), a datasource or quarantine table by its datasource scope.
+    let mut row_filters = BTreeMap::new();
     for name in prepared.named() {
         if state.runtime.has_endpoint(name) {
             let grant = grant(&state, &headers, &params, &Scope::PipesRead(name.clone()))?;
@@ -52,14 +53,18 @@ async fn run_sql(
                 )));
             }
         } else {
-            authorize(
+            let grant = grant(
                 &state,
                 &headers,
                 &params,
                 &Scope::DatasourcesRead(name.clone()),
             )?;
+            if let Some(filter) = grant.row_filters.get(name) {
+                row_filters.insert(name.clone(), filter.clone());
+            }
         }
     }
+    state.runtime.filter_rows(&mut prepared, &row_filters)?;
     if prepared.named().is_empty() {
         authorize(&state, &headers, &params, &Scope::Admin)?;
     }

@@ -79,6 +79,10 @@ pub struct Grant {
     pub scopes: Vec<Scope>,
     /// JWT `fixed_params` per pipe: they override the request's parameters.
     pub fixed_params: BTreeMap<String, BTreeMap<String, String>>,
+    /// Row filters per datasource (a JWT's `DATASOURCES:READ` with `filter` SQL or
+    /// `fixed_params`, as one SQL condition): every query the token runs reads only the rows
+    /// of that datasource for which it holds.
+    pub row_filters: BTreeMap<String, String>,
 }
 
 impl Grant {
@@ -106,6 +110,35 @@ struct JwtScope {
     /// Tinybird's SQL row filter on `DATASOURCES:READ`.
     #[serde(default)]
     filter: Option<String>,
+}
+
+/// A `DATASOURCES:READ` scope's row filter as one SQL condition: its `filter` and an
+/// equality per `fixed_params` entry (`column = value`), joined with AND. `None` when a
+/// fixed parameter does not name a column.
+fn row_filter(scope: &JwtScope) -> Option<String> {
+    let mut parts: Vec<String> = scope.filter.iter().map(|f| format!("({f})")).collect();
+    for (column, value) in &scope.fixed_params {
+        let valid = column
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if column.is_empty() || !valid {
+            return None;
+        }
+        let literal = match value {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::String(s) => sql_string(s),
+            other => sql_string(&other.to_string()),
+        };
+        parts.push(format!("`{column}` = {literal}"));
+    }
+    Some(parts.join(" AND "))
+}
+
+/// A SQL string literal holding `s`.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Verifies an HS256 JWT signed with `key`; its claims when the signature holds and it has
@@ -254,20 +287,31 @@ impl Tokens {
             return Some(Grant {
                 scopes: t.scopes.clone(),
                 fixed_params: BTreeMap::new(),
+                row_filters: BTreeMap::new(),
             });
         }
         let claims = verify_jwt(value, &self.jwt_key)?;
         let mut grant = Grant {
             scopes: Vec::new(),
             fixed_params: BTreeMap::new(),
+            row_filters: BTreeMap::new(),
         };
         for s in claims.scopes {
             let scope = match s.kind.as_str() {
                 "PIPES:READ" => Scope::PipesRead(s.resource.clone()),
-                // Row filters on a datasource (`fixed_params`, `filter`) are not enforced by
-                // Petrel yet: such a scope grants nothing rather than every row.
-                "DATASOURCES:READ" if !s.fixed_params.is_empty() || s.filter.is_some() => continue,
-                "DATASOURCES:READ" => Scope::DatasourcesRead(s.resource.clone()),
+                "DATASOURCES:READ" => {
+                    if !s.fixed_params.is_empty() || s.filter.is_some() {
+                        // A filter that cannot be written grants nothing, never every row.
+                        let Some(condition) = row_filter(&s) else {
+                            continue;
+                        };
+                        grant.row_filters.insert(s.resource.clone(), condition);
+                    }
+                    grant
+                        .scopes
+                        .push(Scope::DatasourcesRead(s.resource.clone()));
+                    continue;
+                }
                 _ => continue,
             };
             if !s.fixed_params.is_empty() {
