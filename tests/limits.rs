@@ -198,6 +198,76 @@ fn a_query_past_its_row_budget_is_cancelled_with_422() {
     ingest(&server, 10);
 }
 
+/// Past `--max-concurrent-queries`, an ad-hoc query answers 429 at once instead of piling up
+/// behind the running ones; once they end, queries run again.
+#[test]
+fn queries_beyond_the_concurrency_limit_are_refused_at_once() {
+    let server = Server::start(
+        "dataflows/clicks",
+        &[
+            "--max-concurrent-queries",
+            "1",
+            "--query-timeout-ms",
+            "3000",
+            "--query-max-rows",
+            "1000000000000",
+        ],
+    );
+    ingest(&server, 2_000);
+    let url = server.url.clone();
+    let runaway = std::thread::spawn(move || {
+        client()
+            .get(format!("{url}/v0/sql"))
+            .query(&[("q", CROSS_JOIN)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    wait_until(|| adhoc_views(&server) == 1, "the query shows in /v0/views");
+    let count = || {
+        let r = client()
+            .get(format!("{}/v0/sql", server.url))
+            .query(&[("q", "SELECT count() AS n FROM clicks")])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let started = Instant::now();
+    let (status, body) = count();
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-concurrent-queries"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+    assert_eq!(runaway.join().unwrap(), 408);
+    // The slot is free again (the workers may first finish the cancelled join's step).
+    let mut answer = Value::Null;
+    wait_until(
+        || {
+            let (status, body) = count();
+            answer = body;
+            status == 200
+        },
+        "a query runs once the slot is free",
+    );
+    assert_eq!(answer["data"][0]["n"], 2000, "{answer}");
+    assert!(
+        metrics(&server).contains("petrel_queries_refused_total 1"),
+        "{}",
+        metrics(&server)
+    );
+}
+
 #[test]
 fn a_query_whose_client_disconnects_leaves_no_dataflow() {
     let server = Server::start(

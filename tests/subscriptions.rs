@@ -549,7 +549,7 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
     assert!(ch["data"].to_string().contains("23"), "{ch}");
 }
 
-/// Slow subscribers are bounded in bytes: 100 subscribers that never read, each with a 256 KiB
+/// Slow subscribers are bounded in bytes: 500 subscribers that never read, each with a 256 KiB
 /// budget, hold a few frames each while 100 batches of changes flow; a reading subscriber
 /// still gets every change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,8 +561,9 @@ async fn stalled_subscribers_are_bounded_in_bytes() {
     .unwrap();
     let s = &server;
     tokio::task::block_in_place(|| ingest(s, SEED));
+    raise_open_files_limit();
     let mut stalled = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..STALLED {
         stalled.push(connect(&server, "country=DE&limit=100000").await);
     }
     let mut live = connect(&server, "country=DE&limit=100000").await;
@@ -596,17 +597,120 @@ async fn stalled_subscribers_are_bounded_in_bytes() {
     let queued = views["subscriber_buffers"]["queued_bytes"]
         .as_u64()
         .unwrap();
-    assert!(queued <= 101 * 262_144, "{queued} bytes queued: {views}");
+    assert!(
+        queued <= (STALLED as u64 + 1) * 262_144,
+        "{queued} bytes queued: {views}"
+    );
     let after = server.rss_bytes();
     // Without byte budgets, each stalled subscriber queued 64 frames of about 180 KB (over
-    // 1 GB for 100 of them).
+    // 5 GB for 500 of them).
     assert!(
-        after < before + 700 * 1024 * 1024,
-        "server memory grew from {} MB to {} MB with 100 stalled subscribers",
+        after < before + 900 * 1024 * 1024,
+        "server memory grew from {} MB to {} MB with {STALLED} stalled subscribers",
         before / 1_000_000,
         after / 1_000_000
     );
     drop(stalled);
+}
+
+/// How many subscribers never read in `stalled_subscribers_are_bounded_in_bytes`.
+const STALLED: usize = 500;
+
+/// Lets this test process hold thousands of sockets (the server raises its own limit).
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// 2,000 subscriptions with distinct values of a lookup parameter share one view (the value
+/// is a key of it, not a view of its own); distinct LIMITs, each a maintained top-k of its
+/// own, stop at `--max-views` with 429; the server's memory stays bounded, and a change
+/// reaches the subscriber of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_distinct_parameter_subscriptions_stay_under_the_caps() {
+    raise_open_files_limit();
+    let server = tokio::task::spawn_blocking(|| {
+        Server::start(
+            "dataflows/clicks",
+            &["--max-views", "20", "--max-subscriptions-per-token", "5000"],
+        )
+    })
+    .await
+    .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let before = server.rss_bytes();
+    let mut by_country = Vec::new();
+    for i in 0..2_000 {
+        let mut ws = connect(&server, &format!("country=C{i}")).await;
+        assert_eq!(next_json(&mut ws).await["type"], "snapshot", "country C{i}");
+        by_country.push(ws);
+    }
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    // The pipe's subscribers all hold one view (pulls have their own, unlimited one).
+    let subscribed: Vec<&Value> = views["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["subscribers"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    assert_eq!(
+        subscribed.len(),
+        1,
+        "one view serves every country: {views}"
+    );
+    assert_eq!(subscribed[0]["subscribers"], 2_000, "{views}");
+    let base = server.url.replace("http", "ws");
+    let (mut served, mut refused) = (Vec::new(), 0);
+    for limit in 1..=100 {
+        match tokio_tungstenite::connect_async(format!(
+            "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit={limit}"
+        ))
+        .await
+        {
+            Ok((mut ws, _)) => {
+                assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+                served.push(ws);
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 429, "limit={limit}");
+                refused += 1;
+            }
+            Err(other) => panic!("limit={limit}: {other}"),
+        }
+    }
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    assert!(views["views"].as_array().unwrap().len() <= 20, "{views}");
+    assert!(
+        served.len() <= 20 && refused >= 80,
+        "{} served, {refused} refused",
+        served.len()
+    );
+    let after = server.rss_bytes();
+    assert!(
+        after < before + 500 * 1024 * 1024,
+        "server memory grew from {} MB to {} MB",
+        before / 1_000_000,
+        after / 1_000_000
+    );
+    // A change for one key reaches that key's subscriber.
+    tokio::task::block_in_place(|| {
+        ingest(
+            s,
+            "{\"user_id\":77,\"click_count\":5,\"country\":\"C1234\"}\n",
+        )
+    });
+    let ch = next_of(&mut by_country[1234], "changes").await;
+    assert!(ch["data"].to_string().contains("\"user_id\":77"), "{ch}");
 }
 
 /// `overflow=close`: a subscriber that falls behind the view's change ring is closed with an

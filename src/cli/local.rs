@@ -63,6 +63,9 @@ pub struct StartArgs {
     /// answers 422 and its dataflow is dropped. Bounds the memory one query can take.
     #[arg(long, default_value_t = 10_000_000)]
     query_max_rows: u64,
+    /// How many ad-hoc queries (`/v0/sql`, `q=`) may run at once; more answer 429 at once.
+    #[arg(long, default_value_t = 16)]
+    max_concurrent_queries: usize,
     /// The most views maintained at once: past it the least recently used view without
     /// subscribers is dropped; when subscribers hold all of them, new ones answer 429.
     #[arg(long, default_value_t = 256)]
@@ -180,6 +183,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         snapshot_interval_ms: args.snapshot_interval_ms,
         query_timeout_ms: args.query_timeout_ms,
         query_max_rows: args.query_max_rows,
+        max_concurrent_queries: args.max_concurrent_queries,
         max_views: args.max_views,
         subscriber_buffer_bytes: args.subscriber_buffer_bytes,
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,

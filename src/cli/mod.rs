@@ -121,7 +121,7 @@ enum DatasourceCommand {
 #[derive(Subcommand)]
 enum LocalCommand {
     /// Start a server for a project folder.
-    Start(local::StartArgs),
+    Start(Box<local::StartArgs>),
     /// Is a server running? (GET /v0/health)
     Status(client::HostArgs),
     /// Stop a running server on this machine.
@@ -145,7 +145,7 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
     let outcome = match cli.command {
         Command::Local {
             command: LocalCommand::Start(args),
-        } => local::start(args, false),
+        } => local::start(*args, false),
         Command::Local {
             command: LocalCommand::Status(args),
         } => deploy::status(args),

@@ -111,6 +111,8 @@ pub struct RuntimeConfig {
     /// How many rows an ad-hoc query's joins and `ARRAY JOIN`s may produce before it is
     /// dropped and answers 422: the bound on the memory one query can take.
     pub query_max_rows: u64,
+    /// How many ad-hoc queries may run at once; more answer 429 at once.
+    pub max_concurrent_queries: usize,
     /// The most views maintained at once: past it the least recently used view without
     /// subscribers is dropped (a later request installs it again); when subscribers hold
     /// every view, a request that needs a new one answers 429.
@@ -138,6 +140,7 @@ impl Default for RuntimeConfig {
             snapshot_interval_ms: 30_000,
             query_timeout_ms: 10_000,
             query_max_rows: 10_000_000,
+            max_concurrent_queries: 16,
             max_views: 256,
             subscriber_buffer_bytes: 1 << 20,
             subscribers_buffer_bytes: 256 << 20,
@@ -290,6 +293,7 @@ impl Runtime {
                 views::QueryLimits {
                     timeout: std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
                     max_rows: config.query_max_rows.max(1),
+                    concurrent: config.max_concurrent_queries.max(1),
                 },
                 config.max_views,
                 config.change_ring_batches,

@@ -330,6 +330,8 @@ pub struct Views {
     storage: Arc<Storage>,
     retention_ms: u64,
     query_limits: QueryLimits,
+    /// One permit per ad-hoc query allowed to run now.
+    query_slots: Arc<tokio::sync::Semaphore>,
     /// The most views maintained at once (ad-hoc queries aside).
     max_views: usize,
     /// How many change batches a live subscriber may fall behind.
@@ -349,12 +351,15 @@ pub(super) struct QueryLimits {
     pub timeout: std::time::Duration,
     /// Rows its joins may produce (`--query-max-rows`).
     pub max_rows: u64,
+    /// Ad-hoc queries running at once (`--max-concurrent-queries`); more answer 429.
+    pub concurrent: usize,
 }
 
 #[derive(Default)]
 struct LimitCountersInner {
     query_timeouts: AtomicU64,
     queries_too_large: AtomicU64,
+    queries_refused: AtomicU64,
     queries_abandoned: AtomicU64,
     views_dropped: AtomicU64,
     views_refused: AtomicU64,
@@ -367,6 +372,8 @@ pub struct LimitCounters {
     pub query_timeouts: u64,
     /// Ad-hoc queries cancelled by `--query-max-rows`.
     pub queries_too_large: u64,
+    /// Ad-hoc queries refused by `--max-concurrent-queries`.
+    pub queries_refused: u64,
     /// Ad-hoc queries dropped because their request went away first.
     pub queries_abandoned: u64,
     /// Views dropped to stay within `--max-views`.
@@ -398,6 +405,7 @@ impl Views {
             engine,
             storage,
             retention_ms,
+            query_slots: Arc::new(tokio::sync::Semaphore::new(query_limits.concurrent.max(1))),
             query_limits,
             max_views: max_views.max(1),
             change_ring: change_ring.max(1),
@@ -594,6 +602,7 @@ impl Views {
         LimitCounters {
             query_timeouts: c.query_timeouts.load(Ordering::Relaxed),
             queries_too_large: c.queries_too_large.load(Ordering::Relaxed),
+            queries_refused: c.queries_refused.load(Ordering::Relaxed),
             queries_abandoned: c.queries_abandoned.load(Ordering::Relaxed),
             views_dropped: c.views_dropped.load(Ordering::Relaxed),
             views_refused: c.views_refused.load(Ordering::Relaxed),
@@ -850,6 +859,18 @@ impl Views {
         &self,
         prepared: PreparedSql,
     ) -> Result<QueryResult, RuntimeError> {
+        // Ad-hoc queries share the workers with the views: past the limit a query is refused
+        // at once (as ClickHouse's max_concurrent_queries does) rather than queued behind
+        // others, so a burst of them cannot hold back ingest and pulls.
+        let Ok(_slot) = self.query_slots.clone().try_acquire_owned() else {
+            self.counters
+                .queries_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(RuntimeError::Exhausted(format!(
+                "{} ad-hoc queries are running (the server's --max-concurrent-queries): retry when one ends",
+                self.query_limits.concurrent
+            )));
+        };
         let budget = RowBudget::new(self.query_limits.max_rows);
         let live = self.install(
             &prepared.query,

@@ -225,6 +225,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     );
     family(
         &mut out,
+        "petrel_queries_refused_total",
+        "counter",
+        "Ad-hoc queries refused with 429 by --max-concurrent-queries.",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_queries_refused_total {}",
+        limits.queries_refused
+    );
+    family(
+        &mut out,
         "petrel_views_dropped_for_room_total",
         "counter",
         "Views dropped to stay within --max-views.",
