@@ -89,6 +89,8 @@ pub fn project_copy(project: &str) -> PathBuf {
 
 /// Starts the runtime and the HTTP API on a free port; returns the base URL.
 pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) {
+    // As the binary's main does: the bench measures the server users run.
+    petrel::host::tune_process();
     let project = Project::load(dir).expect("project loads");
     let runtime = Runtime::start(project, &dir.join(".petrel/data").to_string_lossy(), config)
         .await

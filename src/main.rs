@@ -18,25 +18,7 @@ fn main() -> anyhow::Result<()> {
             report(info);
         }
     }));
-    raise_open_files_limit();
+    petrel::host::tune_process();
     let code = petrel::cli::run(std::env::args_os().collect())?;
     std::process::exit(code);
-}
-
-/// Every subscriber and connection holds a socket: a server keeps as many open files as the
-/// system lets it (the soft limit raised to the hard one, as databases do at start-up), so
-/// thousands of subscribers do not stop at a default of 1,024.
-fn raise_open_files_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
