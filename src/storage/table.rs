@@ -914,17 +914,44 @@ impl SourceLog for TableLog {
         peers: usize,
         f: &mut dyn FnMut(Row, Ts, isize),
     ) -> std::io::Result<()> {
-        let snap = {
-            let mut st = self.state();
-            st.readers += 1;
-            Snapshot {
-                parts: st.manifest.parts.clone(),
-                segments: st.segments.clone(),
-                pending_first: st.len - st.pending.len() as u64,
-                pending: st.pending.clone(),
-            }
-        };
+        let snap = self.snapshot();
         let _reading = Reading(self);
+        self.replay_share(&snap, upto, worker, peers, f)
+    }
+
+    fn history(self: Arc<Self>, upto: u64) -> Arc<dyn petrel_log::History> {
+        let snap = self.snapshot();
+        Arc::new(TableHistory {
+            table: self,
+            snap,
+            upto,
+        })
+    }
+}
+
+impl TableLog {
+    /// The parts, segments and waiting batches as they are now, counted as a running read
+    /// (superseded objects are kept until it ends: the caller drops a [`Reading`]).
+    fn snapshot(&self) -> Snapshot {
+        let mut st = self.state();
+        st.readers += 1;
+        Snapshot {
+            parts: st.manifest.parts.clone(),
+            segments: st.segments.clone(),
+            pending_first: st.len - st.pending.len() as u64,
+            pending: st.pending.clone(),
+        }
+    }
+
+    /// Replays worker `worker`'s share of the units of `snap` below batch `upto`.
+    fn replay_share(
+        &self,
+        snap: &Snapshot,
+        upto: u64,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> std::io::Result<()> {
         let mut units = Vec::new();
         for (p, part) in snap.parts.iter().enumerate() {
             if part.first < upto {
@@ -936,10 +963,38 @@ impl SourceLog for TableLog {
         let mut cache = None;
         for (i, unit) in units.iter().enumerate() {
             if i % peers.max(1) == worker {
-                self.replay_unit(&snap, unit, upto, &mut cache, f)?;
+                self.replay_unit(snap, unit, upto, &mut cache, f)?;
             }
         }
         Ok(())
+    }
+}
+
+/// A table's first batches with their units fixed when taken, for every worker of an
+/// install: a compaction that turns segments into a part meanwhile would otherwise shift the
+/// units between two workers' replays, replaying some batches twice and others never.
+struct TableHistory {
+    table: Arc<TableLog>,
+    snap: Snapshot,
+    upto: u64,
+}
+
+impl petrel_log::History for TableHistory {
+    fn replay(
+        &self,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> std::io::Result<()> {
+        self.table
+            .replay_share(&self.snap, self.upto, worker, peers, f)
+    }
+}
+
+impl Drop for TableHistory {
+    fn drop(&mut self) {
+        // The read `snapshot` counted ends: superseded objects may go now.
+        drop(Reading(&self.table));
     }
 }
 
@@ -956,6 +1011,46 @@ mod tests {
             ..StorageConfig::default()
         };
         Storage::open(dir.to_str().unwrap(), read_only, config).unwrap()
+    }
+
+    /// Two workers replay one history while a compaction turns its segments into a part
+    /// between their replays: every batch is replayed once (a restarted server's first ad-hoc
+    /// query stored rows twice when each worker listed the units itself).
+    #[test]
+    fn a_history_replays_each_batch_once_across_a_compaction() {
+        let dir = std::env::temp_dir().join(format!("petrel-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = storage(&dir, false);
+        let rules = TableRules {
+            sort_key: vec![0],
+            ..TableRules::default()
+        };
+        let t = s.table("t", vec!["k".into(), "v".into()], rules).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..12i64 {
+            let row = vec![Value::str(&format!("k{}", i % 4)), Value::Int(i)];
+            t.append(1_000 + i as u64, &Arc::new(vec![(row.clone(), 1)]), None)
+                .unwrap();
+            expected.push(row);
+            if i % 3 == 2 {
+                t.flush().unwrap();
+            }
+        }
+        let history = t.clone().history(t.len());
+        let mut replayed = Vec::new();
+        history
+            .replay(0, 2, &mut |r, _, _| replayed.push(r))
+            .unwrap();
+        t.compact(true).unwrap();
+        assert!(t.figures().parts >= 1, "the segments were compacted");
+        history
+            .replay(1, 2, &mut |r, _, _| replayed.push(r))
+            .unwrap();
+        replayed.sort();
+        expected.sort();
+        assert_eq!(replayed, expected);
+        drop(history);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn replay_all(t: &TableLog, peers: usize) -> Vec<(Row, Ts, isize)> {

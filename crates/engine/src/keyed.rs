@@ -60,59 +60,127 @@ enum Touched {
     Before(Vec<Row>),
 }
 
-/// Folds one update into its key's state, keeping what the time changed in its output:
-/// the state's own delta when it can give one, else its output rows before the time.
-fn fold<S: KeyedState>(
-    states: &mut FxHashMap<Row, S>,
-    touched: &mut FxHashMap<Row, Touched>,
-    fresh: &impl Fn() -> S,
-    (key, update): (Row, S::Update),
-    diff: isize,
-) {
-    let state = match states.get_mut(&key) {
-        Some(state) => state,
-        None => states.entry(key.clone()).or_insert_with(fresh),
-    };
-    let entry = touched.entry(key);
-    let update = match entry {
-        Entry::Occupied(mut e) => match e.get_mut() {
-            Touched::Before(_) => update,
-            Touched::Delta(delta) => match state.apply_delta(update, diff, delta) {
-                Ok(()) => return,
-                Err(update) => {
-                    // The output before the time: the output now, less the delta so far.
-                    let delta = std::mem::take(delta);
-                    let mut rows = Vec::new();
-                    state.output(e.key(), &mut rows);
-                    let mut before: Vec<(Row, isize)> = rows.into_iter().map(|r| (r, 1)).collect();
-                    before.extend(delta.into_iter().map(|(r, n)| (r, -n)));
-                    consolidate(&mut before);
-                    let rows = before
-                        .into_iter()
-                        .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
-                        .collect();
-                    *e.get_mut() = Touched::Before(rows);
-                    update
-                }
-            },
-        },
-        Entry::Vacant(e) => {
-            let mut delta = Vec::new();
-            match state.apply_delta(update, diff, &mut delta) {
-                Ok(()) => {
-                    e.insert(Touched::Delta(delta));
-                    return;
-                }
-                Err(update) => {
-                    let mut rows = Vec::new();
-                    state.output(e.key(), &mut rows);
-                    e.insert(Touched::Before(rows));
-                    update
+/// One key's state, and, when the time being folded touched the key, where the key is in
+/// [`States::touched`] and what the time changed in its output.
+struct Slot<S> {
+    state: S,
+    touched: Option<(usize, Touched)>,
+}
+
+/// Keys' states, and the keys the time being folded touched (in first-touch order): one hash
+/// lookup per update finds both a key's state and what the time changed of it.
+struct States<S> {
+    slots: FxHashMap<Row, Slot<S>>,
+    touched: Vec<Row>,
+}
+
+impl<S: KeyedState> States<S> {
+    fn new() -> Self {
+        States {
+            slots: FxHashMap::default(),
+            touched: Vec::new(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.touched.clear();
+    }
+
+    /// Folds one update into its key's state, keeping what the time changed in its output:
+    /// the state's own delta when it can give one, else its output rows before the time.
+    fn fold(&mut self, fresh: &impl Fn() -> S, (key, update): (Row, S::Update), diff: isize) {
+        let States { slots, touched } = self;
+        let (slot, index) = match slots.entry(key) {
+            Entry::Occupied(o) => {
+                let index = match &o.get().touched {
+                    Some((index, _)) => *index,
+                    None => {
+                        touched.push(o.key().clone());
+                        touched.len() - 1
+                    }
+                };
+                (o.into_mut(), index)
+            }
+            Entry::Vacant(v) => {
+                touched.push(v.key().clone());
+                let slot = v.insert(Slot {
+                    state: fresh(),
+                    touched: None,
+                });
+                (slot, touched.len() - 1)
+            }
+        };
+        let key = &touched[index];
+        let update = match &mut slot.touched {
+            Some((_, Touched::Before(_))) => update,
+            Some((_, Touched::Delta(delta))) => {
+                match slot.state.apply_delta(update, diff, delta) {
+                    Ok(()) => return,
+                    Err(update) => {
+                        // The output before the time: the output now, less the delta so far.
+                        let delta = std::mem::take(delta);
+                        let mut rows = Vec::new();
+                        slot.state.output(key, &mut rows);
+                        let mut before: Vec<(Row, isize)> =
+                            rows.into_iter().map(|r| (r, 1)).collect();
+                        before.extend(delta.into_iter().map(|(r, n)| (r, -n)));
+                        consolidate(&mut before);
+                        let rows = before
+                            .into_iter()
+                            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
+                            .collect();
+                        slot.touched = Some((index, Touched::Before(rows)));
+                        update
+                    }
                 }
             }
+            None => {
+                let mut delta = Vec::new();
+                match slot.state.apply_delta(update, diff, &mut delta) {
+                    Ok(()) => {
+                        slot.touched = Some((index, Touched::Delta(delta)));
+                        return;
+                    }
+                    Err(update) => {
+                        let mut rows = Vec::new();
+                        slot.state.output(key, &mut rows);
+                        slot.touched = Some((index, Touched::Before(rows)));
+                        update
+                    }
+                }
+            }
+        };
+        slot.state.apply(update, diff);
+    }
+
+    /// Appends, for every key the time touched, its output's changes (consolidated per key),
+    /// and forgets the keys whose state is empty.
+    fn drain_changes(&mut self, mut emit: impl FnMut(&mut Vec<(Row, isize)>)) {
+        let States { slots, touched } = self;
+        let mut changes: Vec<(Row, isize)> = Vec::new();
+        for key in touched.drain(..) {
+            let Some(slot) = slots.get_mut(&key) else {
+                continue;
+            };
+            match slot.touched.take() {
+                Some((_, Touched::Delta(delta))) => changes.extend(delta),
+                Some((_, Touched::Before(old))) => {
+                    changes.extend(old.into_iter().map(|r| (r, -1)));
+                    let mut rows = Vec::new();
+                    slot.state.output(&key, &mut rows);
+                    changes.extend(rows.into_iter().map(|r| (r, 1)));
+                }
+                None => {}
+            }
+            if slot.state.is_empty() {
+                slots.remove(&key);
+            }
+            consolidate(&mut changes);
+            emit(&mut changes);
+            changes.clear();
         }
-    };
-    state.apply(update, diff);
+    }
 }
 
 /// A key's worker: a hash that is the same on every worker and in every process.
@@ -141,12 +209,9 @@ where
             "FoldByKey",
             move |_, _| {
                 let mut pending: Pending<S::Update> = BTreeMap::new();
-                let mut states: FxHashMap<Row, S> = FxHashMap::default();
+                let mut states: States<S> = States::new();
                 // The time being folded early, if any (see below), with a capability for it.
                 let mut early: Option<(u64, Capability<u64>)> = None;
-                // The output rows each key had before the time being folded touched it.
-                let mut before: FxHashMap<Row, Touched> = FxHashMap::default();
-                let mut changes: Vec<(Row, isize)> = Vec::new();
                 move |(input, frontier), output| {
                     // A failed view's fold holds nothing back: its input is dropped and its
                     // capabilities released, so the dataflow goes quiet.
@@ -154,7 +219,6 @@ where
                         input.for_each(|_, data| data.clear());
                         pending.clear();
                         early = None;
-                        before.clear();
                         states.clear();
                         return;
                     }
@@ -178,11 +242,11 @@ where
                                     if early.is_none() {
                                         early = Some((t, cap.delayed(&t, 0)));
                                     }
-                                    fold(&mut states, &mut before, &fresh, d, r);
+                                    states.fold(&fresh, d, r);
                                     while let Some((d, _, r)) =
                                         drained.next_if(|(_, t2, _)| *t2 == t)
                                     {
-                                        fold(&mut states, &mut before, &fresh, d, r);
+                                        states.fold(&fresh, d, r);
                                     }
                                     continue;
                                 }
@@ -212,7 +276,7 @@ where
                                 None => match pending.pop_first() {
                                     Some((_, (cap, updates))) => {
                                         for (d, r) in updates {
-                                            fold(&mut states, &mut before, &fresh, d, r);
+                                            states.fold(&fresh, d, r);
                                         }
                                         cap
                                     }
@@ -223,31 +287,16 @@ where
                             if pending.first_key_value().is_some_and(|(t, _)| *t == next) {
                                 if let Some((_, (_, updates))) = pending.pop_first() {
                                     for (d, r) in updates {
-                                        fold(&mut states, &mut before, &fresh, d, r);
+                                        states.fold(&fresh, d, r);
                                     }
                                 }
                             }
                             let mut session = output.session(&cap);
-                            for (key, touch) in before.drain() {
-                                match touch {
-                                    Touched::Delta(delta) => changes.extend(delta),
-                                    Touched::Before(old) => {
-                                        changes.extend(old.into_iter().map(|r| (r, -1)));
-                                        if let Some(state) = states.get(&key) {
-                                            let mut rows = Vec::new();
-                                            state.output(&key, &mut rows);
-                                            changes.extend(rows.into_iter().map(|r| (r, 1)));
-                                        }
-                                    }
-                                }
-                                if states.get(&key).is_some_and(|s| s.is_empty()) {
-                                    states.remove(&key);
-                                }
-                                consolidate(&mut changes);
+                            states.drain_changes(|changes| {
                                 for (row, diff) in changes.drain(..) {
                                     session.give((row, next, diff));
                                 }
-                            }
+                            });
                         }
                     });
                 }

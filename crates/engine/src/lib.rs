@@ -32,7 +32,7 @@ use petrel_sql::{Plan, PlanNode};
 use petrel_value::Row;
 use petrel_view::View;
 
-pub use petrel_log::{SourceLog, TimedBatch, Ts};
+pub use petrel_log::{History, SourceLog, TimedBatch, Ts};
 
 pub use guard::RowBudget;
 pub use render::row_order;
@@ -106,8 +106,8 @@ pub(crate) struct InstallSpec {
     pub as_of: Ts,
     /// History before this time is replayed at this time; later history at its own times.
     pub floor: Ts,
-    /// Each scanned datasource with its log and the log length at install time.
-    pub history: Vec<(String, Arc<dyn SourceLog>, u64)>,
+    /// Each scanned datasource with its history up to the install.
+    pub history: Vec<(String, Arc<dyn History>)>,
     /// The rows its joins may produce (ad-hoc queries), if bounded.
     pub budget: Option<Arc<RowBudget>>,
 }
@@ -350,8 +350,9 @@ impl Engine {
                 .get(t)
                 .cloned()
                 .ok_or_else(|| EngineError::UnknownDatasource(t.clone()))?;
+            // Taken here, once for every worker: each replays its share of the same units.
             let upto = log.len();
-            history.push((t.clone(), log, upto));
+            history.push((t.clone(), log.history(upto)));
         }
         let id = clock.next_view;
         clock.next_view += 1;

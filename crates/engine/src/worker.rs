@@ -74,7 +74,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
     let (mut inputs, mut unit_input) = worker.dataflow::<u64, _, _>(|scope| {
         let mut inputs = BTreeMap::new();
         let mut tables = BTreeMap::new();
-        for (name, _, _) in &spec.history {
+        for (name, _) in &spec.history {
             let (input, collection) = scope.new_collection::<Row, isize>();
             inputs.insert(name.clone(), input);
             tables.insert(name.clone(), collection);
@@ -95,11 +95,11 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
         unit_input.insert(Vec::new());
     }
     drop(unit_input);
-    for (name, log, upto) in &spec.history {
+    for (name, history) in &spec.history {
         if let Some(input) = inputs.get_mut(name) {
             input.advance_to(spec.floor);
             let floor = spec.floor;
-            let replayed = log.replay(*upto, index, peers, &mut |row, ts, diff| {
+            let replayed = history.replay(index, peers, &mut |row, ts, diff| {
                 input.update_at(row, ts.max(floor), diff)
             });
             if let Err(e) = replayed {

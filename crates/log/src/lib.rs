@@ -46,7 +46,9 @@ pub trait SourceLog: Send + Sync + 'static {
     /// Calls `f` with every update of the first `upto` batches and the timestamp it landed
     /// at, for this worker's share: storage splits the history into units (batches, parts,
     /// row groups) and worker `worker` of `peers` replays the units whose index modulo
-    /// `peers` is `worker`.
+    /// `peers` is `worker`. Each call may see the log's units anew (a compaction can turn
+    /// segments into a part between two calls): a replay split over workers goes through
+    /// [`SourceLog::history`], which fixes the units once for all of them.
     fn replay(
         &self,
         upto: u64,
@@ -54,4 +56,38 @@ pub trait SourceLog: Send + Sync + 'static {
         peers: usize,
         f: &mut dyn FnMut(Row, Ts, isize),
     ) -> std::io::Result<()>;
+    /// The first `upto` batches as one history that every worker replays its share of: the
+    /// units are fixed when it is taken, so the shares cover each batch exactly once even if
+    /// storage compacts meanwhile. The default suits logs whose units never change.
+    fn history(self: Arc<Self>, upto: u64) -> Arc<dyn History> {
+        Arc::new(Unchanging { log: self, upto })
+    }
+}
+
+/// A prefix of a log, fixed for every worker that replays a share of it.
+pub trait History: Send + Sync {
+    /// Calls `f` with this worker's share of the history's updates and their timestamps.
+    fn replay(
+        &self,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> std::io::Result<()>;
+}
+
+/// The history of a log whose units never change (an append-only list of batches).
+struct Unchanging<L: ?Sized> {
+    log: Arc<L>,
+    upto: u64,
+}
+
+impl<L: SourceLog + ?Sized> History for Unchanging<L> {
+    fn replay(
+        &self,
+        worker: usize,
+        peers: usize,
+        f: &mut dyn FnMut(Row, Ts, isize),
+    ) -> std::io::Result<()> {
+        self.log.replay(self.upto, worker, peers, f)
+    }
 }
