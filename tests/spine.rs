@@ -360,6 +360,79 @@ fn a_pipe_without_extension_is_described() {
     assert_eq!(status, 404, "{body}");
 }
 
+/// `GET /v0/pipes/openapi.json` describes the endpoints the token may read, with their typed
+/// parameters and answered columns; a request built from the document gets rows with
+/// exactly the documented columns.
+#[test]
+fn openapi_describes_the_endpoints_a_token_reads() {
+    let server = Server::start("dataflows/clicks", &[]);
+    common::ingest_clicks(&server, SEED);
+    let (status, doc) = get_json(&server, "/v0/pipes/openapi.json");
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    for pipe in ["clicks_by_user", "top_countries", "clicks_per_minute"] {
+        assert!(
+            paths.contains_key(&format!("/v0/pipes/{pipe}.json")),
+            "{pipe}: {doc}"
+        );
+    }
+    let op = &doc["paths"]["/v0/pipes/clicks_by_user.json"]["get"];
+    let param = |name: &str| -> Value {
+        op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no parameter {name}: {op}"))
+    };
+    assert_eq!(param("country")["schema"]["type"], "string");
+    assert_eq!(param("country")["schema"]["default"], "US");
+    assert_eq!(param("limit")["schema"]["type"], "integer");
+    assert_eq!(param("limit")["schema"]["default"], 100);
+    let row = &op["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+        ["data"]["items"]["properties"];
+    assert_eq!(row["user_id"]["type"], "integer", "{op}");
+    assert_eq!(row["clicks"]["type"], "integer", "{op}");
+    // A request made from the document answers the documented columns.
+    let (status, answer) = get_json(&server, "/v0/pipes/clicks_by_user.json?country=DE&limit=2");
+    assert_eq!(status, 200, "{answer}");
+    let documented: Vec<&String> = row.as_object().unwrap().keys().collect();
+    for r in answer["data"].as_array().unwrap() {
+        let got: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(got, documented, "{answer}");
+    }
+    assert!(!answer["data"].as_array().unwrap().is_empty(), "{answer}");
+    // A token that reads one pipe sees only that pipe.
+    let token = jwt(
+        ADMIN,
+        &json!({"exp": 4_000_000_000i64, "scopes": [
+            {"type": "PIPES:READ", "resource": "top_countries"}
+        ]}),
+    );
+    let doc: Value = client()
+        .get(format!("{}/v0/pipes/openapi.json", server.url))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert!(!paths.is_empty());
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("/v0/pipes/top_countries.")),
+        "{paths:?}"
+    );
+    let anonymous = client()
+        .get(format!("{}/v0/pipes/openapi.json", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 403);
+}
+
 /// `q=` without an ORDER BY of its own reads the result in the pipe's order, so paging with
 /// LIMIT/OFFSET (as verdin's `pipe.pages()` does) returns every row once, in order.
 #[test]

@@ -10,6 +10,7 @@ mod datasources;
 mod error;
 mod format;
 mod metrics;
+mod openapi;
 mod pipes;
 mod sql;
 mod subscribe;
