@@ -597,8 +597,21 @@ fn datasources_list_counts_and_truncate_retracts_from_views() {
     assert_eq!(clicks["quarantine_rows"], 1);
     assert_eq!(
         clicks["columns"][0],
-        json!({"name": "user_id", "type": "UInt32"})
+        json!({"name": "user_id", "type": "UInt32", "jsonpath": "$.user_id", "nullable": false})
     );
+    // Tinybird's fields, as its clients read them.
+    assert!(clicks["id"].as_str().unwrap().starts_with("t_"), "{clicks}");
+    assert_eq!(
+        clicks["description"].as_str().unwrap().trim(),
+        "Click events: who clicked, how many times, and from which country."
+    );
+    assert_eq!(clicks["engine"]["engine"], "MergeTree");
+    assert_eq!(clicks["engine"]["sorting_key"], "country, user_id");
+    assert_eq!(clicks["statistics"]["row_count"], 8);
+    assert!(clicks["statistics"]["bytes"].as_u64().is_some(), "{clicks}");
+    assert_eq!(clicks["schema"]["columns"], clicks["columns"]);
+    let stamp = clicks["updated_at"].as_str().unwrap();
+    assert_eq!(stamp.len(), "2026-12-02 19:58:25.123456".len(), "{stamp}");
     let r = client()
         .post(format!("{}/v0/datasources/clicks/truncate", server.url))
         .bearer_auth(ADMIN)

@@ -172,6 +172,13 @@ impl Project {
             partition_key: None,
             expiry: None,
             file: path.to_path_buf(),
+            description: ds.description.clone(),
+            engine: crate::project::EngineSummary {
+                engine: format!("{:?}", ds.engine.engine),
+                sorting_key: ds.engine.sorting_key.as_ref().map(|s| s.value.clone()),
+                partition_key: ds.engine.partition_key.as_ref().map(|s| s.value.clone()),
+                ttl: ds.engine.ttl.as_ref().map(|s| s.value.clone()),
+            },
         };
         let read_sql = engine_read_sql(&ds).and_then(|sql| {
             match plan_query(&sql, &RawCatalog { ds: &probe }) {

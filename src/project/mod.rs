@@ -99,6 +99,44 @@ pub struct Datasource {
     pub expiry: Option<Expr>,
     /// The file it came from.
     pub file: PathBuf,
+    /// `DESCRIPTION`.
+    pub description: Option<String>,
+    /// The engine as the datafile declares it.
+    pub engine: EngineSummary,
+}
+
+/// A datasource's `ENGINE` settings as written, for the API's description of it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct EngineSummary {
+    /// The engine (`MergeTree` when not written).
+    pub engine: String,
+    /// `ENGINE_SORTING_KEY`.
+    pub sorting_key: Option<String>,
+    /// `ENGINE_PARTITION_KEY`.
+    pub partition_key: Option<String>,
+    /// `ENGINE_TTL`.
+    pub ttl: Option<String>,
+}
+
+/// A stable id for a resource named `name`, shaped as Tinybird's (`t_` and 32 hex digits):
+/// clients that key resources by id keep working across restarts.
+pub fn resource_id(name: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("t_{hex}")
+}
+
+/// A datafile's modification time as Tinybird writes times (`YYYY-MM-DD hh:mm:ss.ffffff`):
+/// what the API reports as a resource's `created_at` and `updated_at`.
+pub fn modified_stamp(file: &std::path::Path) -> String {
+    let micros = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    Value::DateTime64(micros, 6).to_text()
 }
 
 /// A `.connection` file of `TYPE kafka`: how to reach the brokers.

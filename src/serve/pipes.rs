@@ -282,14 +282,6 @@ pub(super) async fn copy_pipe(
     )
 }
 
-/// A stable id for a resource, in Tinybird's `t_` form.
-fn resource_id(name: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("t_{hex}")
-}
-
 /// The pipe as Tinybird's `GET /v0/pipes/NAME` describes it (`id`, `name`, `description`,
 /// `type`, `endpoint` node id, `nodes` with their SQL and parameters, `created_at` and
 /// `updated_at`), with Petrel's `params` and `error` alongside.
@@ -309,7 +301,7 @@ fn pipe_resource(
         "default"
     };
     let described = pipe.describe();
-    let node_id = |node: &str| resource_id(&format!("{}.{node}", pipe.name));
+    let node_id = |node: &str| crate::project::resource_id(&format!("{}.{node}", pipe.name));
     let nodes: Vec<serde_json::Value> = pipe
         .nodes
         .iter()
@@ -331,15 +323,9 @@ fn pipe_resource(
             })
         })
         .collect();
-    let modified = std::fs::metadata(&pipe.file)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let stamp = petrel_value::Value::DateTime64(modified, 6).to_text();
+    let stamp = crate::project::modified_stamp(&pipe.file);
     serde_json::json!({
-        "id": resource_id(&pipe.name),
+        "id": crate::project::resource_id(&pipe.name),
         "name": pipe.name,
         "description": pipe.description,
         "type": pipe_type,
