@@ -20,6 +20,19 @@ fn tokens(server: &Server) -> Vec<(&'static str, Option<String>)> {
         .unwrap();
     assert_eq!(r.status(), 200);
     let listed = common::get(server, "/v0/tokens");
+    // Each token has a stable, distinct id, as Tinybird lists them.
+    let ids: std::collections::BTreeSet<&str> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        listed["tokens"].as_array().unwrap().len(),
+        "{listed}"
+    );
+    assert!(ids.iter().all(|id| id.starts_with("t_")), "{listed}");
     let named = |name: &str| {
         listed["tokens"]
             .as_array()

@@ -227,7 +227,18 @@ async fn list_tokens(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let tokens: Vec<Token> = state.tokens.all();
+    // Each with a stable `id` (by name), as Tinybird lists tokens.
+    let tokens: Vec<serde_json::Value> = state
+        .tokens
+        .all()
+        .into_iter()
+        .map(|t: Token| {
+            let mut entry = serde_json::to_value(&t).unwrap_or_default();
+            entry["id"] =
+                serde_json::json!(crate::project::resource_id(&format!("token:{}", t.name)));
+            entry
+        })
+        .collect();
     Ok(Json(serde_json::json!({ "tokens": tokens })).into_response())
 }
 
