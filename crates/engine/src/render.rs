@@ -320,17 +320,15 @@ pub fn row_order(order_by: &[SortKey]) -> RowOrder {
             _ => None,
         })
         .collect();
-    // Sorting by plain columns (the common case) copies them without evaluating.
-    let values: petrel_view::SortValues = match columns {
-        Some(columns) => Arc::new(move |row: &Row| {
-            columns
-                .iter()
-                .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
-                .collect()
-        }),
-        None => Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
-    };
-    RowOrder::by(directions, values)
+    // Sorting by plain columns (the common case) reads them from the row: nothing is
+    // evaluated or copied per entry.
+    match columns {
+        Some(columns) => RowOrder::by_columns(directions, columns),
+        None => RowOrder::by(
+            directions,
+            Arc::new(move |row: &Row| exprs.iter().map(|e| e.eval(row)).collect()),
+        ),
+    }
 }
 
 /// Temporal filters: a row is valid over a time interval derived from its own values, so it

@@ -19,18 +19,26 @@ pub struct SortDirection {
 /// Evaluates a row's sort values (one per ORDER BY item).
 pub type SortValues = Arc<dyn Fn(&Row) -> Row + Send + Sync>;
 
-/// How a view orders the rows of a key: sort values computed from each row and their
-/// directions. With no items, rows keep their natural order.
+/// How a view orders the rows of a key: sort values computed from each row (or read from its
+/// columns) and their directions. With no items, rows keep their natural order.
 #[derive(Clone)]
 pub struct RowOrder {
-    directions: Arc<[SortDirection]>,
+    spec: Arc<Spec>,
     values: Option<SortValues>,
+}
+
+/// What every entry of an ordered index shares: the items' directions and, when the items
+/// are plain columns, which ones (the entries then keep no copy of their sort values).
+#[derive(Debug)]
+struct Spec {
+    directions: Vec<SortDirection>,
+    columns: Option<Vec<usize>>,
 }
 
 impl std::fmt::Debug for RowOrder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RowOrder")
-            .field("directions", &self.directions)
+            .field("spec", &self.spec)
             .finish()
     }
 }
@@ -39,7 +47,10 @@ impl RowOrder {
     /// Rows in their natural order (by their values, column by column).
     pub fn natural() -> RowOrder {
         RowOrder {
-            directions: Arc::from(Vec::new()),
+            spec: Arc::new(Spec {
+                directions: Vec::new(),
+                columns: None,
+            }),
             values: None,
         }
     }
@@ -47,8 +58,23 @@ impl RowOrder {
     /// Rows ordered by the values `values` computes, item by item in `directions`.
     pub fn by(directions: Vec<SortDirection>, values: SortValues) -> RowOrder {
         RowOrder {
-            directions: Arc::from(directions),
+            spec: Arc::new(Spec {
+                directions,
+                columns: None,
+            }),
             values: Some(values),
+        }
+    }
+
+    /// Rows ordered by their own `columns`, item by item in `directions` (one per column):
+    /// the common `ORDER BY total DESC, user_id`, whose entries need no copy of the values.
+    pub fn by_columns(directions: Vec<SortDirection>, columns: Vec<usize>) -> RowOrder {
+        RowOrder {
+            spec: Arc::new(Spec {
+                directions,
+                columns: Some(columns),
+            }),
+            values: None,
         }
     }
 
@@ -65,15 +91,22 @@ impl RowOrder {
             Some(values) => values(row),
             None => Vec::new(),
         };
-        let hint = sort.first().map(Hint::of).unwrap_or(Hint::NONE);
+        let first = match &self.spec.columns {
+            Some(columns) => columns.first().map(|&c| row.get(c).unwrap_or(&NULL)),
+            None => sort.first(),
+        };
+        let hint = first.map(Hint::of).unwrap_or(Hint::NONE);
         SortedRow {
             hint,
             sort,
-            directions: self.directions.clone(),
+            spec: self.spec.clone(),
             row: row.clone(),
         }
     }
 }
+
+/// The sort value of a column a row lacks.
+static NULL: Value = Value::Null;
 
 /// A cheap, inline prefix of a row's first sort value that orders the way the value does
 /// (a smaller hint of the same class means a smaller value), so most comparisons in a
@@ -127,8 +160,9 @@ impl Hint {
 #[derive(Clone, Debug)]
 pub struct SortedRow {
     hint: Hint,
+    /// The sort values, when they are not plain columns of the row.
     sort: Row,
-    directions: Arc<[SortDirection]>,
+    spec: Arc<Spec>,
     row: Row,
 }
 
@@ -136,6 +170,17 @@ impl SortedRow {
     /// The row itself.
     pub fn row(&self) -> &Row {
         &self.row
+    }
+
+    /// The `k`-th sort value.
+    fn value(&self, k: usize) -> &Value {
+        match &self.spec.columns {
+            Some(columns) => columns
+                .get(k)
+                .and_then(|&c| self.row.get(c))
+                .unwrap_or(&NULL),
+            None => self.sort.get(k).unwrap_or(&NULL),
+        }
     }
 }
 
@@ -155,22 +200,18 @@ impl PartialOrd for SortedRow {
 
 impl Ord for SortedRow {
     fn cmp(&self, other: &Self) -> Ordering {
+        let directions = &self.spec.directions;
         if self.hint.class != 0 && self.hint.class == other.hint.class {
             let o = self.hint.bits.cmp(&other.hint.bits);
             if o != Ordering::Equal {
-                return match self.directions.first() {
+                return match directions.first() {
                     Some(d) if d.desc => o.reverse(),
                     _ => o,
                 };
             }
         }
-        for ((x, y), d) in self
-            .sort
-            .iter()
-            .zip(&other.sort)
-            .zip(self.directions.iter())
-        {
-            let o = compare(x, y, *d);
+        for (k, d) in directions.iter().enumerate() {
+            let o = compare(self.value(k), other.value(k), *d);
             if o != Ordering::Equal {
                 return o;
             }
@@ -265,6 +306,65 @@ mod tests {
         assert!(o.entry(&vec![Value::Null]) < o.entry(&vec![Value::Int(-5)]));
     }
 
+    /// Ordering by columns read from the row equals ordering by the same values computed, for
+    /// several items in mixed directions (ties, NULLs, rows shorter than a sort column).
+    #[test]
+    fn column_orders_equal_computed_orders() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let directions = vec![
+            SortDirection {
+                desc: true,
+                nulls_first: false,
+            },
+            SortDirection {
+                desc: false,
+                nulls_first: true,
+            },
+        ];
+        let computed = RowOrder::by(
+            directions.clone(),
+            Arc::new(|r: &Row| {
+                [2, 0]
+                    .iter()
+                    .map(|&c| r.get(c).cloned().unwrap_or(Value::Null))
+                    .collect()
+            }),
+        );
+        let read = RowOrder::by_columns(directions, vec![2, 0]);
+        let mut rows: Vec<Row> = Vec::new();
+        for _ in 0..200 {
+            let mut row = vec![
+                match next() % 4 {
+                    0 => Value::Null,
+                    _ => Value::str(["a", "b", "ab"][(next() % 3) as usize]),
+                },
+                Value::Int((next() % 3) as i64),
+            ];
+            if next() % 5 != 0 {
+                row.push(match next() % 4 {
+                    0 => Value::Null,
+                    _ => Value::Int((next() % 4) as i64 - 1),
+                });
+            }
+            rows.push(row);
+        }
+        for a in &rows {
+            for b in &rows {
+                assert_eq!(
+                    read.entry(a).cmp(&read.entry(b)),
+                    computed.entry(a).cmp(&computed.entry(b)),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+
     /// The inline hint settles comparisons exactly as comparing the values does, across
     /// numbers of every kind, strings with shared prefixes, NULLs and both directions.
     #[test]
@@ -306,11 +406,18 @@ mod tests {
                 nulls_first: false,
             };
             let o = RowOrder::by(vec![d], Arc::new(|r: &Row| vec![r[0].clone()]));
+            // The same order read from the column instead of computed.
+            let by_column = RowOrder::by_columns(vec![d], vec![0]);
             for (i, a) in values.iter().enumerate() {
                 for b in &values[i..] {
                     let (ra, rb) = (vec![a.clone()], vec![b.clone()]);
                     let expected = compare(a, b, d).then_with(|| ra.cmp(&rb));
                     assert_eq!(o.entry(&ra).cmp(&o.entry(&rb)), expected, "{a:?} vs {b:?}");
+                    assert_eq!(
+                        by_column.entry(&ra).cmp(&by_column.entry(&rb)),
+                        expected,
+                        "{a:?} vs {b:?} by column"
+                    );
                 }
             }
         }
