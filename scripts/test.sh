@@ -37,6 +37,14 @@ if [ ! -x "$PETREL_TOOLS/venv/bin/moto_server" ]; then
 fi
 export PETREL_MOTO="$PETREL_TOOLS/venv/bin/moto_server"
 
+# The published Tinybird Classic CLI (PyPI tinybird-cli), in a venv of its own so its pinned
+# dependencies do not meet the other tools'; tests/tinybird_cli.rs drives it.
+if [ ! -x "$PETREL_TOOLS/tb-classic/bin/tb" ]; then
+  python3 -m venv "$PETREL_TOOLS/tb-classic"
+  "$PETREL_TOOLS/tb-classic/bin/pip" install --quiet --disable-pip-version-check 'tinybird-cli==6.5.5'
+fi
+export PETREL_TB_CLASSIC="$PETREL_TOOLS/tb-classic/bin/tb"
+
 # Headless Chromium (Debian's package) for the live page test.
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""

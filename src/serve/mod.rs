@@ -15,6 +15,7 @@ mod pipes;
 mod sql;
 mod subscribe;
 mod tokens;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,6 +74,13 @@ pub fn router(state: AppState) -> Router {
             get(list_datasources).post(append_datasource),
         )
         .route("/v0/health", get(health))
+        .route("/v0/workspace", get(workspace::workspace))
+        .route("/v1/workspace", get(workspace::workspace))
+        .route("/v0/user/workspaces", get(workspace::user_workspaces))
+        .route("/v0/user/workspaces/", get(workspace::user_workspaces))
+        .route("/v1/user/workspaces", get(workspace::user_workspaces))
+        .route("/v1/user/workspaces/", get(workspace::user_workspaces))
+        .route("/v0/regions", get(workspace::regions))
         .route("/v0/tokens", get(list_tokens).post(create_token))
         .route("/v0/views", get(list_views))
         .route("/v0/datasources/{name}", get(get_datasource))

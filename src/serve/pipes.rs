@@ -9,6 +9,7 @@ pub(super) async fn list_pipes(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = known_token(&state, &headers, &params)?;
+    let project = state.runtime.project();
     let pipes: Vec<serde_json::Value> = state
         .runtime
         .describe_pipes()
@@ -18,7 +19,22 @@ pub(super) async fn list_pipes(
                 .tokens
                 .allows(token, &Scope::PipesRead(p.name.clone()))
         })
-        .map(|p| serde_json::to_value(p).unwrap_or_default())
+        .map(|p| {
+            let mut item = serde_json::to_value(&p).unwrap_or_default();
+            // Tinybird's fields that its clients list pipes by (`tb pipe ls`).
+            if let Some(pipe) = project.pipes.get(&p.name) {
+                let stamp = crate::project::modified_stamp(&pipe.file);
+                item["id"] = serde_json::json!(crate::project::resource_id(&pipe.name));
+                item["created_at"] = serde_json::json!(stamp);
+                item["updated_at"] = serde_json::json!(stamp);
+                item["nodes"] = pipe
+                    .nodes
+                    .iter()
+                    .map(|n| serde_json::json!({ "name": n.name }))
+                    .collect();
+            }
+            item
+        })
         .collect();
     Ok(Json(serde_json::json!({ "pipes": pipes })).into_response())
 }
