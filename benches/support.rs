@@ -103,6 +103,8 @@ pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) 
         tokens: Arc::new(tokens),
         admin_token: ADMIN.into(),
         requests: Default::default(),
+        jobs: Default::default(),
+        workspace_names: Default::default(),
     };
     tokio::spawn(serve::serve(listener, state));
     (url, runtime)

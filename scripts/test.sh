@@ -44,6 +44,12 @@ if [ ! -x "$PETREL_TOOLS/tb-classic/bin/tb" ]; then
   "$PETREL_TOOLS/tb-classic/bin/pip" install --quiet --disable-pip-version-check 'tinybird-cli==6.5.5'
 fi
 export PETREL_TB_CLASSIC="$PETREL_TOOLS/tb-classic/bin/tb"
+# And the Forward CLI (PyPI tinybird), also in a venv of its own.
+if [ ! -x "$PETREL_TOOLS/tb-forward/bin/tb" ]; then
+  python3 -m venv "$PETREL_TOOLS/tb-forward"
+  "$PETREL_TOOLS/tb-forward/bin/pip" install --quiet --disable-pip-version-check 'tinybird==5.0.3'
+fi
+export PETREL_TB_FORWARD="$PETREL_TOOLS/tb-forward/bin/tb"
 
 # Headless Chromium (Debian's package) for the live page test.
 if ! command -v chromium >/dev/null 2>&1; then

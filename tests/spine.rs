@@ -492,6 +492,10 @@ fn q_runs_sql_over_the_endpoint_result_and_sql_runs_ad_hoc() {
     let (status, body) = get_json(&server, "/v0/sql?q=SELECT%201%20AS%20x");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"], json!([{"x": 1}]));
+    // Its frontier is the clock's (a final result holds now), not the end of time: clients in
+    // JavaScript read it as a number.
+    let upper = body["statistics"]["upper"].as_u64().unwrap();
+    assert!(upper < 1 << 53, "{body}");
     let (status, body) = get_json(
         &server,
         "/v0/pipes/top_countries.json?q=SELECT%201%20AS%20x",

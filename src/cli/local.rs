@@ -227,6 +227,8 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             tokens: Arc::new(tokens),
             admin_token: admin,
             requests: Default::default(),
+            jobs: Default::default(),
+            workspace_names: Default::default(),
         };
         // SIGTERM or Ctrl-C stop cleanly: rows still in memory are written first.
         tokio::select! {

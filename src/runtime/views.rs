@@ -772,9 +772,19 @@ impl Views {
         let key = lookup_key(prepared, values);
         if live.sorts_on_read {
             let snapshot = live.view.snapshot(&key);
-            return finish(&prepared.query, snapshot.rows, snapshot.upper, values);
+            return finish(&prepared.query, snapshot.rows, snapshot.upper, values)
+                .map(|r| self.as_of_now(r));
         }
-        read_page(&live.view, &key, &prepared.query, values)
+        read_page(&live.view, &key, &prepared.query, values).map(|r| self.as_of_now(r))
+    }
+
+    /// A view that reads no table is final: its frontier is the end of time. Its answer
+    /// holds now, so it reports the clock's open tick (a number clients can hold).
+    fn as_of_now(&self, mut result: QueryResult) -> QueryResult {
+        if result.upper == Ts::MAX {
+            result.upper = self.engine.open_ts();
+        }
+        result
     }
 
     /// A subscription to a prepared shape for a request's parameter values. A top-level
@@ -910,7 +920,7 @@ impl Views {
         if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
         }
-        read_page(&live.view, &[], &prepared.query, &prepared.values)
+        read_page(&live.view, &[], &prepared.query, &prepared.values).map(|r| self.as_of_now(r))
     }
 
     /// Waits until every live view reading `table` holds the changes at `ts`.

@@ -75,12 +75,6 @@ pub(super) async fn append_datasource(
         .get("name")
         .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?
         .clone();
-    authorize(
-        &state,
-        &headers,
-        &params,
-        &Scope::DatasourcesAppend(name.clone()),
-    )?;
     match params.get("mode").map(String::as_str) {
         None | Some("append") => {}
         Some(other) => {
@@ -89,6 +83,32 @@ pub(super) async fn append_datasource(
             )))
         }
     }
+    let report = append_rows(&state, &name, &params, &headers, body).await?;
+    Ok(Json(serde_json::json!({
+        "datasource": {"name": name},
+        "successful_rows": report.successful_rows,
+        "quarantined_rows": report.quarantined_rows,
+        "ts": report.ts,
+    }))
+    .into_response())
+}
+
+/// Appends a body of rows (`format=csv|ndjson|parquet`, or told by its content type) to the
+/// datasource `name` with the token's append scope; returns once they are durable and
+/// visible. Bad rows go to quarantine.
+pub(super) async fn append_rows(
+    state: &AppState,
+    name: &str,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<crate::runtime::IngestReport, ApiError> {
+    authorize(
+        state,
+        headers,
+        params,
+        &Scope::DatasourcesAppend(name.to_string()),
+    )?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -112,7 +132,7 @@ pub(super) async fn append_datasource(
         None => Format::Ndjson,
     };
     let runtime = state.runtime.clone();
-    let ds = name.clone();
+    let ds = name.to_string();
     let report = tokio::task::spawn_blocking(move || match format {
         Format::Csv => runtime.ingest_csv(&ds, &body),
         Format::Ndjson => runtime.ingest_ndjson(&ds, &body),
@@ -122,15 +142,9 @@ pub(super) async fn append_datasource(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     state
         .runtime
-        .wait_durable_and_visible(&name, report.ts)
+        .wait_durable_and_visible(name, report.ts)
         .await?;
-    Ok(Json(serde_json::json!({
-        "datasource": {"name": name},
-        "successful_rows": report.successful_rows,
-        "quarantined_rows": report.quarantined_rows,
-        "ts": report.ts,
-    }))
-    .into_response())
+    Ok(report)
 }
 
 /// `GET /v0/datasources/NAME`.

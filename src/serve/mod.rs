@@ -9,6 +9,7 @@ mod auth;
 mod datasources;
 mod error;
 mod format;
+mod jobs;
 mod metrics;
 mod openapi;
 mod pipes;
@@ -16,6 +17,9 @@ mod sql;
 mod subscribe;
 mod tokens;
 mod workspace;
+
+pub use jobs::Jobs;
+pub use workspace::WorkspaceNames;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +63,10 @@ pub struct AppState {
     pub admin_token: String,
     /// Request counters for `GET /metrics`.
     pub requests: Arc<metrics::RequestMetrics>,
+    /// The last import jobs, for clients that follow appends as jobs.
+    pub jobs: Arc<Jobs>,
+    /// Names clients gave this server's one workspace (`POST /v1/workspaces`).
+    pub workspace_names: Arc<WorkspaceNames>,
 }
 
 /// The API's routes.
@@ -81,6 +89,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/user/workspaces", get(workspace::user_workspaces))
         .route("/v1/user/workspaces/", get(workspace::user_workspaces))
         .route("/v0/regions", get(workspace::regions))
+        .route("/examples/query.http", get(workspace::example_query))
+        .route("/v1/workspaces", post(workspace::create_workspace))
+        .route("/v1/datasources/{name}/append", post(jobs::append))
+        .route("/v0/jobs", get(jobs::jobs))
+        .route("/v0/jobs/{id}", get(jobs::job))
         .route("/v0/tokens", get(list_tokens).post(create_token))
         .route("/v0/views", get(list_views))
         .route("/v0/datasources/{name}", get(get_datasource))
