@@ -17,11 +17,19 @@ const SEED: &str = include_str!("../dataflows/clicks/fixtures/clicks.ndjson");
 fn tb(server: &Server, dir: &Path, args: &[&str]) -> String {
     let bin = std::env::var("PETREL_TB_CLASSIC")
         .expect("PETREL_TB_CLASSIC is not set: run the tests through scripts/test.sh, which installs tinybird-cli");
-    let out = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(["--host", &server.url, "--token", ADMIN])
         .args(args)
+        .env("HOME", dir);
+    run(command, dir, args)
+}
+
+/// Runs a tb command in `dir` without telemetry or version checks (no network besides the
+/// server) and with no input; its output, after checking it succeeded.
+fn run(mut command: Command, dir: &Path, args: &[&str]) -> String {
+    let out = command
         .current_dir(dir)
-        .env("HOME", dir)
         .env("TB_CLI_TELEMETRY_OPTOUT", "1")
         .env("TB_VERSION_WARNING", "0")
         .stdin(std::process::Stdio::null())
@@ -81,24 +89,13 @@ fn tb_forward(server: &Server, dir: &Path, args: &[&str]) -> String {
         .next()
         .unwrap_or_default()
         .to_string();
-    let out = Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(args)
-        .current_dir(dir)
         .env("HOME", dir.join(".home"))
         .env("TB_LOCAL_HOST", "localhost")
-        .env("TB_LOCAL_PORT", port)
-        .env("TB_CLI_TELEMETRY_OPTOUT", "1")
-        .env("TB_VERSION_WARNING", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("tb runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tb {args:?} failed:\n{text}");
-    text
+        .env("TB_LOCAL_PORT", port);
+    run(command, dir, args)
 }
 
 #[test]

@@ -279,6 +279,15 @@ async fn metrics_route(
     Ok(metrics::metrics(State(state)).await)
 }
 
+/// The URL the client reached this server at (`http://` and its `Host` header), for answers
+/// that name the server's own URLs.
+fn base_url(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}"))
+}
+
 /// True for `localhost`, `*.localhost`, `127.x.y.z` and `[::1]`, with or without a port.
 fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {

@@ -15,10 +15,7 @@ pub(super) fn openapi(
 ) -> Result<Response, ApiError> {
     let token = known_token(state, headers, params)?;
     let project = state.runtime.project();
-    let server = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|host| format!("http://{host}"));
+    let server = base_url(headers);
     let readable = project.pipes.values().filter(|p| {
         p.is_endpoint()
             && state

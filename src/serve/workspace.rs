@@ -152,11 +152,7 @@ pub(super) async fn create_workspace(
 
 /// `GET /v0/regions`: the one region, this server (no token needed, as Tinybird's).
 pub(super) async fn regions(headers: HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| format!("http://{h}"))
-        .unwrap_or_default();
+    let host = base_url(&headers).unwrap_or_default();
     Json(json!({
         "regions": [{
             "name": "local",
@@ -177,17 +173,14 @@ pub(super) async fn example_query(
     let pipe = params
         .get("pipe")
         .ok_or_else(|| ApiError::bad_request("the 'pipe' parameter is required"))?;
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let base = base_url(&headers).unwrap_or_else(|| "http://localhost".into());
     let token = params
         .get("token")
         .map(|t| format!("?token={t}"))
         .unwrap_or_default();
     Ok((
         [(header::CONTENT_TYPE, "text/plain")],
-        format!("http://{host}/v0/pipes/{pipe}.json{token}"),
+        format!("{base}/v0/pipes/{pipe}.json{token}"),
     )
         .into_response())
 }
