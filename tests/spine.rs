@@ -1043,6 +1043,16 @@ fn browsers_and_clients_reach_the_api() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Parameters as a form (the Classic CLI's long `pipe data` requests), token included.
+    let r = c
+        .post(format!("{}/v0/pipes/clicks_by_user.json", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("country=DE&limit=5&token={ADMIN}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["data"], json!([{"user_id": 2, "clicks": 22}]));
     // Routing errors are JSON too.
     let (status, body) = get_json(&server, "/v0/nothing-here");
     assert_eq!(status, 404);

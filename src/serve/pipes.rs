@@ -74,7 +74,8 @@ pub(super) const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
 const SUBSCRIPTION_PARAMS: [&str; 4] = ["since", "snapshot", "envelope", "overflow"];
 
 /// `POST /v0/pipes/NAME.{json,csv,ndjson}` with the parameters in a JSON object body (what
-/// Tinybird's clients send when a URL would be too long); query-string ones count too.
+/// Tinybird's clients send when a URL would be too long) or as a form (the Classic CLI's
+/// `pipe data`); query-string ones count too.
 pub(super) async fn pipe_post(
     State(state): State<AppState>,
     Path(file): Path<String>,
@@ -82,7 +83,15 @@ pub(super) async fn pipe_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !body.iter().all(u8::is_ascii_whitespace) {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body)
+            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        params.extend(form);
+    } else if !body.iter().all(u8::is_ascii_whitespace) {
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|e| {
                 ApiError::bad_request(format!("the body must be a JSON object of parameters: {e}"))
