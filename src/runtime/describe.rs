@@ -69,45 +69,56 @@ impl Runtime {
         self.project()
             .datasources
             .values()
-            .map(|ds| {
-                let columns: Vec<ColumnInfo> = ds
-                    .columns
-                    .iter()
-                    .map(|c| ColumnInfo {
-                        name: c.column.name.clone(),
-                        ty: c.column.ty.name(),
-                        jsonpath: c.json_path.clone(),
-                        nullable: matches!(c.column.ty, petrel_value::ColumnType::Nullable(_)),
-                    })
-                    .collect();
-                let storage: TableFigures = self
-                    .source(&ds.name)
-                    .map(|s| s.log.figures())
-                    .unwrap_or_default();
-                let row_count = self.row_count(&ds.name).unwrap_or(0);
-                let stamp = crate::project::modified_stamp(&ds.file);
-                DatasourceInfo {
-                    id: crate::project::resource_id(&ds.name),
-                    name: ds.name.clone(),
-                    description: ds.description.clone(),
-                    created_at: stamp.clone(),
-                    updated_at: stamp,
-                    engine: ds.engine.clone(),
-                    schema: SchemaInfo {
-                        columns: columns.clone(),
-                    },
-                    columns,
-                    statistics: StatisticsInfo {
-                        row_count,
-                        bytes: storage.part_bytes + storage.segment_bytes,
-                    },
-                    row_count,
-                    quarantine_rows: self
-                        .row_count(&format!("{}_quarantine", ds.name))
-                        .unwrap_or(0),
-                    storage,
-                }
-            })
+            .map(|ds| self.describe_datasource(ds))
             .collect()
+    }
+
+    /// One datasource, when the project has it.
+    pub fn describe_datasource_named(&self, name: &str) -> Option<DatasourceInfo> {
+        self.project()
+            .datasources
+            .get(name)
+            .map(|ds| self.describe_datasource(ds))
+    }
+
+    /// What the API shows of `ds`.
+    fn describe_datasource(&self, ds: &crate::project::Datasource) -> DatasourceInfo {
+        let columns: Vec<ColumnInfo> = ds
+            .columns
+            .iter()
+            .map(|c| ColumnInfo {
+                name: c.column.name.clone(),
+                ty: c.column.ty.name(),
+                jsonpath: c.json_path.clone(),
+                nullable: matches!(c.column.ty, petrel_value::ColumnType::Nullable(_)),
+            })
+            .collect();
+        let storage: TableFigures = self
+            .source(&ds.name)
+            .map(|s| s.log.figures())
+            .unwrap_or_default();
+        let row_count = self.row_count(&ds.name).unwrap_or(0);
+        let stamp = crate::project::modified_stamp(&ds.file);
+        DatasourceInfo {
+            id: crate::project::resource_id(&ds.name),
+            name: ds.name.clone(),
+            description: ds.description.clone(),
+            created_at: stamp.clone(),
+            updated_at: stamp,
+            engine: ds.engine.clone(),
+            schema: SchemaInfo {
+                columns: columns.clone(),
+            },
+            columns,
+            statistics: StatisticsInfo {
+                row_count,
+                bytes: storage.part_bytes + storage.segment_bytes,
+            },
+            row_count,
+            quarantine_rows: self
+                .row_count(&format!("{}_quarantine", ds.name))
+                .unwrap_or(0),
+            storage,
+        }
     }
 }

@@ -162,9 +162,7 @@ pub(super) async fn get_datasource(
     )?;
     let ds = state
         .runtime
-        .describe_datasources()
-        .into_iter()
-        .find(|d| d.name == name)
+        .describe_datasource_named(&name)
         .ok_or_else(|| ApiError::not_found(format!("Data Source '{name}' not found")))?;
     Ok(Json(ds).into_response())
 }

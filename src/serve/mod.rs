@@ -279,6 +279,24 @@ async fn metrics_route(
     Ok(metrics::metrics(State(state)).await)
 }
 
+/// The parameters of an `application/x-www-form-urlencoded` body (`None` for other bodies),
+/// for routes that take their parameters as a form as well as in the query string.
+fn form_params(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<BTreeMap<String, String>>, ApiError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Ok(None);
+    }
+    serde_urlencoded::from_bytes(body)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))
+}
+
 /// The URL the client reached this server at (`http://` and its `Host` header), for answers
 /// that name the server's own URLs.
 fn base_url(headers: &HeaderMap) -> Option<String> {

@@ -83,13 +83,7 @@ pub(super) async fn pipe_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body)
-            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+    if let Some(form) = form_params(&headers, &body)? {
         params.extend(form);
     } else if !body.iter().all(u8::is_ascii_whitespace) {
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)

@@ -92,13 +92,7 @@ pub(super) async fn sql_post(
 ) -> Result<Response, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        let form: BTreeMap<String, String> = serde_urlencoded::from_str(text)
-            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+    if let Some(form) = form_params(&headers, &body)? {
         params.extend(form);
     } else if !text.trim().is_empty() {
         params.insert("q".into(), text.to_string());

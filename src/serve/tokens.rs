@@ -118,11 +118,7 @@ struct JwtScope {
 fn row_filter(scope: &JwtScope) -> Option<String> {
     let mut parts: Vec<String> = scope.filter.iter().map(|f| format!("({f})")).collect();
     for (column, value) in &scope.fixed_params {
-        let valid = column
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-        if column.is_empty() || !valid {
+        if !petrel_datafile::is_valid_name(column) {
             return None;
         }
         let literal = match value {

@@ -587,13 +587,9 @@ mod tests {
     /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions.
     #[test]
     fn sorting_part_rows_matches_a_stable_sort() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.random::<u64>();
         let strings = [
             "",
             "US",

@@ -165,6 +165,10 @@ impl Groups {
     /// Folds consolidated changes into their keys' groups, dropping rows and groups that
     /// reach zero; large batches fold on every core, one shard per task.
     pub(crate) fn fold(&mut self, keys: &KeyColumns, order: &RowOrder, changes: &[(Row, i64)]) {
+        // Most batches only advance the frontier (one per tick and view): nothing to fold.
+        if changes.is_empty() {
+            return;
+        }
         let mut picks: Vec<Vec<usize>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for (n, (row, _)) in changes.iter().enumerate() {
             picks[row_shard(keys, row)].push(n);
