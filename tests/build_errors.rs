@@ -73,3 +73,112 @@ fn build_reports_every_error_with_its_location() {
     );
     assert_eq!(stderr.matches('✗').count(), 5, "{stderr}");
 }
+
+/// A project with errors still starts: the pipes that plan are served, and each one that does
+/// not answers 400 with its cause (a path relative to the project, not the server's).
+#[test]
+fn a_project_with_errors_serves_what_builds() {
+    let dir = common::temp_dir("partly_broken");
+    std::fs::create_dir_all(dir.join("datasources")).unwrap();
+    std::fs::create_dir_all(dir.join("pipes")).unwrap();
+    std::fs::write(
+        dir.join("datasources/events.datasource"),
+        "SCHEMA >\n    `id` UInt64 `json:$.id`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("datasources/bad.datasource"),
+        "SCHEMA >\n    `a` Int\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/good.pipe"),
+        "NODE n\nSQL >\n    SELECT count() AS c FROM events\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/reads_bad.pipe"),
+        "NODE n\nSQL >\n    SELECT count() AS c FROM bad\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    let server = common::Server::start_in(dir.clone(), &[]);
+    let c = common::client();
+    let r = c
+        .post(format!("{}/v0/events?name=events&wait=true", server.url))
+        .bearer_auth(common::ADMIN)
+        .body("{\"id\":1}\n{\"id\":2}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let good = common::get(&server, "/v0/pipes/good.json");
+    assert_eq!(good["data"][0]["c"], 2, "{good}");
+    let r = c
+        .get(format!("{}/v0/pipes/reads_bad.json", server.url))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("The pipe 'reads_bad' is not served: pipes/reads_bad.pipe:3:"),
+        "{error}"
+    );
+    assert!(error.contains("unknown table 'bad'"), "{error}");
+    assert!(!error.contains(&dir.display().to_string()), "{error}");
+    let pipes = common::get(&server, "/v0/pipes");
+    let listed = pipes["pipes"].as_array().unwrap();
+    let broken: Vec<&str> = listed
+        .iter()
+        .filter(|p| !p["error"].is_null())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(broken, ["reads_bad"], "{pipes}");
+    server.stop();
+}
+
+/// A Tinybird Classic project (pipes without `TYPE`, `ENGINE` settings in materialized pipes,
+/// `TOKEN .. CREATE`) publishes each untyped pipe's last node, as `tb push` does.
+#[test]
+fn classic_untyped_pipes_are_endpoints() {
+    let dir = common::temp_dir("classic");
+    std::fs::create_dir_all(dir.join("datasources")).unwrap();
+    std::fs::create_dir_all(dir.join("pipes")).unwrap();
+    std::fs::write(
+        dir.join("datasources/logs.datasource"),
+        "TOKEN app APPEND\nTOKEN app CREATE\n\nSCHEMA >\n    `level` String `json:$.level`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("datasources/per_level.datasource"),
+        "SCHEMA >\n    `level` String,\n    `total` AggregateFunction(count)\n\nENGINE \"AggregatingMergeTree\"\nENGINE_SORTING_KEY \"level\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/per_level_mv.pipe"),
+        "NODE mv\nSQL >\n    SELECT level, countState() AS total FROM logs GROUP BY level\n\nTYPE materialized\nDATASOURCE per_level\nENGINE \"AggregatingMergeTree\"\nENGINE_SORTING_KEY \"level\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/levels.pipe"),
+        "TOKEN app READ\n\nNODE merged\nSQL >\n    SELECT level, countMerge(total) AS total FROM per_level GROUP BY level\n\nNODE ordered\nSQL >\n    SELECT * FROM merged ORDER BY total DESC\n",
+    )
+    .unwrap();
+    let server = common::Server::start_in(dir, &[]);
+    let r = common::client()
+        .post(format!("{}/v0/events?name=logs&wait=true", server.url))
+        .bearer_auth(common::ADMIN)
+        .body("{\"level\":\"ERROR\"}\n{\"level\":\"INFO\"}\n{\"level\":\"INFO\"}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let levels = common::get(&server, "/v0/pipes/levels.json");
+    assert_eq!(
+        levels["data"],
+        serde_json::json!([{"level": "INFO", "total": 2}, {"level": "ERROR", "total": 1}]),
+        "{levels}"
+    );
+    let described = common::get(&server, "/v0/pipes/levels");
+    assert_eq!(described["type"], "endpoint", "{described}");
+    server.stop();
+}

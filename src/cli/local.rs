@@ -140,14 +140,23 @@ fn admin_token(state_dir: &std::path::Path, insecure: bool) -> Result<String, Cl
 /// changes to the project's files are deployed into the running server as they are saved.
 pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
     let dir = project_dir(args.project.clone().or(args.dir.clone()));
-    let project = Project::load(&dir).map_err(|errors| {
-        for e in &errors {
-            eprintln!("{e}");
-        }
-        CliError::Project(errors.len())
-    })?;
+    // A project with errors still starts: what loads is served, and each pipe or datasource
+    // that does not is listed here (and by `GET /v0/pipes`), as a migrating user needs.
+    let (project, errors) = Project::load_with_errors(&dir);
     for w in &project.warnings {
         eprintln!("warning: {w}");
+    }
+    for e in &errors {
+        eprintln!("✗ {e}");
+    }
+    if project.datasources.is_empty() && project.pipes.is_empty() && !errors.is_empty() {
+        return Err(CliError::Project(errors.len()));
+    }
+    if !errors.is_empty() {
+        eprintln!(
+            "warning: {} error(s): the resources above are not served; everything else is",
+            errors.len()
+        );
     }
     let state_dir = dir.join(".petrel");
     if args.replica && args.storage.is_none() && args.data.is_none() {

@@ -76,6 +76,7 @@ impl Project {
                 Ok(Datafile::Connection(c)) => project.add_connection(path, *c),
             }
         }
+        project.classic = is_classic(parsed_pipes.iter().map(|(_, p)| p));
         for (path, pipe) in parsed_pipes {
             project.add_pipe(&path, pipe, &mut errors);
         }
@@ -321,6 +322,8 @@ impl Project {
         let mut copy = None;
         let endpoint = match &pipe.kind {
             PipeKind::Endpoint { node } => nodes.iter().position(|n| &n.name == node),
+            // Tinybird Classic publishes an untyped pipe's last node (`tb push`).
+            PipeKind::Standard if self.classic => nodes.len().checked_sub(1),
             PipeKind::Standard => None,
             PipeKind::Materialized { datasource, .. } => {
                 self.materialized
@@ -459,6 +462,13 @@ impl Project {
             }
         }
     }
+}
+
+/// True when a project follows Tinybird Classic's rules: a pipe uses Classic-only syntax, or
+/// untyped pipes are all it has (Forward projects publish endpoints with `TYPE endpoint`).
+fn is_classic<'a>(mut pipes: impl Iterator<Item = &'a petrel_datafile::Pipe> + Clone) -> bool {
+    pipes.clone().any(|p| p.classic_syntax)
+        || !pipes.any(|p| matches!(p.kind, PipeKind::Endpoint { .. }))
 }
 
 /// A datasource's Kafka settings, when it names a topic.

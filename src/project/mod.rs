@@ -366,6 +366,8 @@ pub struct Project {
     pub connections: BTreeMap<String, KafkaConnection>,
     /// Non-fatal findings, `file:line:column: message`.
     pub warnings: Vec<String>,
+    /// True for a Tinybird Classic project: pipes without a `TYPE` publish their last node.
+    pub classic: bool,
 }
 
 impl Project {
@@ -375,6 +377,17 @@ impl Project {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// A load error or warning as users of the server see it: file paths relative to the
+    /// project folder, not the server's own paths.
+    pub fn relative_message(&self, message: &str) -> String {
+        let root = self.root.display().to_string();
+        let root = root.trim_end_matches('/');
+        match message.strip_prefix(root) {
+            Some(rest) if !root.is_empty() => rest.trim_start_matches('/').to_string(),
+            _ => message.to_string(),
+        }
     }
 
     /// `fixtures/NAME.ndjson` files whose NAME is a datasource.

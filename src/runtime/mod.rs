@@ -463,10 +463,15 @@ impl Runtime {
 
     /// Every pipe with its endpoint flag and parameters.
     pub fn describe_pipes(&self) -> Vec<PipeDescription> {
-        self.project()
+        let project = self.project();
+        project
             .pipes
             .values()
-            .map(|p| p.describe())
+            .map(|p| {
+                let mut d = p.describe();
+                d.error = d.error.map(|e| project.relative_message(&e));
+                d
+            })
             .collect()
     }
 

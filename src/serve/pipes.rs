@@ -143,6 +143,25 @@ pub(super) async fn pipe(
             ))),
         };
     }
+    let project = state.runtime.project();
+    if let Some(error) = project
+        .pipes
+        .get(name)
+        .filter(|p| p.endpoint.is_some())
+        .and_then(|p| p.broken.as_deref())
+    {
+        authorize(
+            &state,
+            &headers,
+            &params,
+            &Scope::PipesRead(name.to_string()),
+        )?;
+        return Err(ApiError::bad_request(format!(
+            "The pipe '{name}' is not served: {}",
+            project.relative_message(error)
+        )));
+    }
+    drop(project);
     if !state.runtime.has_endpoint(name) {
         authorize(&state, &headers, &params, &Scope::Admin)?;
         return Err(ApiError::not_found(format!(
@@ -319,7 +338,8 @@ fn pipe_resource(
     } else {
         "default"
     };
-    let described = pipe.describe();
+    let mut described = pipe.describe();
+    described.error = described.error.map(|e| project.relative_message(&e));
     let node_id = |node: &str| crate::project::resource_id(&format!("{}.{node}", pipe.name));
     let nodes: Vec<serde_json::Value> = pipe
         .nodes

@@ -979,9 +979,13 @@ TOKEN "reader" READ
 
     #[test]
     fn tokens() {
-        let e = one_error("SCHEMA >\n    a String\nTOKEN t CREATE\n");
+        let e = one_error("SCHEMA >\n    a String\nTOKEN t DROP\n");
         assert_eq!(e.loc(), Loc::new(3, 9));
-        assert!(e.message.contains("Invalid permission: CREATE"), "{e}");
+        assert!(e.message.contains("Invalid permission: DROP"), "{e}");
+        // Classic's CREATE loads, with a warning and no grant.
+        let ds = parse_datasource("d", "SCHEMA >\n    a String\nTOKEN t CREATE\n").unwrap();
+        assert!(ds.tokens.is_empty());
+        assert_eq!(ds.warnings[0].loc, Loc::new(3, 9));
         let e = one_error("SCHEMA >\n    a String\nTOKEN t\n");
         assert!(e.message.starts_with("TOKEN takes two params"), "{e}");
         let e = one_error("SCHEMA >\n    a String\nTOKEN t READ extra\n");

@@ -374,6 +374,16 @@ pub(crate) fn token_line(ctx: &mut Ctx<'_>, cmd: &Command) -> Option<TokenLine> 
         [name, permission] => {
             let upper = permission.text.to_uppercase();
             let permission_loc = Loc::new(cmd.loc.line, permission.col);
+            if upper == "CREATE" {
+                ctx.warn(
+                    permission_loc,
+                    format!(
+                        "TOKEN {} CREATE is Classic syntax and grants nothing here (only READ and APPEND are supported): create datasources with the admin token",
+                        unquote(&name.text)
+                    ),
+                );
+                return None;
+            }
             if upper != "READ" && upper != "APPEND" {
                 ctx.error(
                     permission_loc,

@@ -26,6 +26,9 @@ pub struct Pipe {
     pub kind: PipeKind,
     /// What Tinybird would warn about (deprecated keywords, repeated keywords, ...).
     pub warnings: Vec<DatafileWarning>,
+    /// True when the file uses syntax only Tinybird Classic accepts (`ENGINE` settings in a
+    /// pipe): its project is read with Classic's rules (untyped pipes are published).
+    pub classic_syntax: bool,
 }
 
 /// One `NODE` of a pipe.
@@ -254,6 +257,7 @@ pub fn parse_pipe_with_env(
         nodes: Vec::new(),
         kind: PipeKind::Standard,
         warnings: Vec::new(),
+        classic_syntax: false,
     };
     let mut drafts: Vec<NodeDraft> = Vec::new();
     for cmd in &commands {
@@ -279,6 +283,7 @@ fn apply(ctx: &mut Ctx<'_>, pipe: &mut Pipe, drafts: &mut Vec<NodeDraft>, cmd: &
         return;
     }
     if CLASSIC_ENGINE_KEYS.contains(&key) {
+        pipe.classic_syntax = true;
         ctx.warn(
             cmd.loc,
             format!(

@@ -12,11 +12,6 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpu
 /// reason, and a piece of the error message that must be among the reported errors.
 const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
     (
-        "tinybirdco__log-analytics-starter-kit/tinybird/datasources/logs.datasource",
-        "TOKEN permissions are READ or APPEND only (the file asks for CREATE)",
-        "Invalid permission: CREATE",
-    ),
-    (
         "tinybirdco__use-case-examples/add_column_BQ_ds/datasources/bq_nullable.datasource",
         "Classic BigQuery import: IMPORT_STRATEGY was removed, IMPORT_QUERY may not be a block",
         "IMPORT_STRATEGY has been deprecated",
