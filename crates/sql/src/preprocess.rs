@@ -8,12 +8,16 @@
 //!   maintains every join with ALL semantics (an ANY join returns all matches, not one).
 //! - `FINAL` after a table is dropped: Petrel's datasources already present their rows as
 //!   their engine resolves them.
+//! - `JOIN .. USING col` (ClickHouse's form without parentheses) becomes `USING (col)`.
+//! - `interval` used as a column or alias name is quoted (the parser would start an INTERVAL).
+//! - An alias inside a function's arguments (`concat(a, '-', b) AS region` as an argument of
+//!   `multiIf`) is dropped: the argument is its expression.
 
 use sqlparser::ast;
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::SqlError;
 
@@ -90,10 +94,21 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
     let tok = |k: usize| -> Option<&Token> { sig.get(k).map(|&i| &tokens[i].token) };
     let kw = |k: usize| tok(k).and_then(keyword);
     let mut remove = vec![false; tokens.len()];
+    // Tokens to emit before a token (at its location).
+    let mut before: Vec<Vec<Token>> = vec![Vec::new(); tokens.len()];
     let mut scalars = Vec::new();
     // Per paren depth: whether the current clause is FROM (where FINAL may follow a table).
     let mut in_from = vec![false];
+    // Per open paren: the function it calls, if it is a call's argument list.
+    let mut calls: Vec<Option<String>> = Vec::new();
     for k in 0..sig.len() {
+        match tok(k) {
+            Some(Token::LParen) => calls.push(call_name(k, &tok)),
+            Some(Token::RParen) => {
+                calls.pop();
+            }
+            _ => {}
+        }
         let join_word = |k: usize| {
             matches!(
                 kw(k),
@@ -116,6 +131,13 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
                 }
             }
             _ => {}
+        }
+        if kw(k) == Some(Keyword::USING) && matches!(tok(k + 1), Some(Token::Word(_))) {
+            before[sig[k + 1]].push(Token::LParen);
+            match sig.get(k + 2) {
+                Some(&next) => before[next].push(Token::RParen),
+                None => before.push(vec![Token::RParen]),
+            }
         }
         let from_flag = in_from.last_mut();
         match kw(k) {
@@ -151,16 +173,124 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
             Some(Keyword::WITH) if k == 0 || matches!(tok(k - 1), Some(Token::LParen)) => {
                 with_clause(&tokens, &sig, &depth, k, &mut remove, &mut scalars)?;
             }
+            // `interval` as a column or alias name (`AS interval`, `ORDER BY interval DESC`),
+            // which the parser would read as the start of an INTERVAL.
+            Some(Keyword::INTERVAL) if !starts_interval(k, &tok) => {
+                remove[sig[k]] = true;
+                if let Some(Token::Word(w)) = tok(k) {
+                    before[sig[k]].push(Token::make_word(&w.value, Some('`')));
+                }
+            }
+            Some(Keyword::AS)
+                if calls
+                    .last()
+                    .is_some_and(|c| c.as_deref().is_some_and(|f| !is_cast(f)))
+                    && matches!(tok(k + 1), Some(Token::Word(_)))
+                    && matches!(tok(k + 2), Some(Token::Comma | Token::RParen)) =>
+            {
+                remove[sig[k]] = true;
+                remove[sig[k + 1]] = true;
+            }
             _ => {}
         }
     }
-    let tokens = tokens
-        .into_iter()
-        .zip(remove)
-        .filter(|(_, r)| !r)
-        .map(|(t, _)| t)
-        .collect();
-    Ok(Prepared { tokens, scalars })
+    let mut out = Vec::with_capacity(tokens.len());
+    let end = tokens.last().map(|t| t.span).unwrap_or(Span::empty());
+    for (i, t) in tokens.into_iter().enumerate() {
+        for b in std::mem::take(&mut before[i]) {
+            out.push(TokenWithSpan::new(b, t.span));
+        }
+        if !remove[i] {
+            out.push(t);
+        }
+    }
+    for rest in before.into_iter().skip(remove.len()) {
+        out.extend(rest.into_iter().map(|b| TokenWithSpan::new(b, end)));
+    }
+    Ok(Prepared {
+        tokens: out,
+        scalars,
+    })
+}
+
+/// The function whose argument list the paren at significant token `k` opens, if it opens
+/// one (a name right before it that is not a clause keyword, and no SELECT inside).
+fn call_name<'t>(k: usize, tok: &impl Fn(usize) -> Option<&'t Token>) -> Option<String> {
+    let Some(Token::Word(w)) = k.checked_sub(1).and_then(tok) else {
+        return None;
+    };
+    if matches!(
+        tok(k + 1).and_then(keyword),
+        Some(Keyword::SELECT | Keyword::WITH)
+    ) {
+        return None;
+    }
+    let clause = w.quote_style.is_none()
+        && matches!(
+            w.keyword,
+            Keyword::IN
+                | Keyword::FROM
+                | Keyword::JOIN
+                | Keyword::AS
+                | Keyword::USING
+                | Keyword::ON
+                | Keyword::WHERE
+                | Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::SELECT
+                | Keyword::BY
+                | Keyword::WITH
+                | Keyword::EXISTS
+                | Keyword::VALUES
+                | Keyword::INTERVAL
+                | Keyword::OVER
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::WHEN
+                | Keyword::CASE
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::BETWEEN
+                | Keyword::HAVING
+                | Keyword::PREWHERE
+        );
+    (!clause).then(|| w.value.to_ascii_lowercase())
+}
+
+/// True for the functions whose `AS` names a type, not an alias.
+fn is_cast(function: &str) -> bool {
+    matches!(function, "cast" | "try_cast" | "safe_cast" | "accuratecast")
+}
+
+/// True when the INTERVAL keyword at significant token `k` starts an interval (`INTERVAL 1
+/// DAY`, `INTERVAL $n minute`, `INTERVAL '1 day'`, `INTERVAL (a + b) DAY`,
+/// `INTERVAL days DAY`), not a column named `interval`.
+fn starts_interval<'t>(k: usize, tok: &impl Fn(usize) -> Option<&'t Token>) -> bool {
+    if k > 0 && matches!(tok(k - 1).and_then(keyword), Some(Keyword::AS)) {
+        return false;
+    }
+    match tok(k + 1) {
+        Some(
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Placeholder(_)
+            | Token::LParen
+            | Token::Minus,
+        ) => true,
+        Some(Token::Word(w)) if w.quote_style.is_none() => {
+            is_unit(&w.value) || matches!(tok(k + 2), Some(Token::Word(u)) if is_unit(&u.value))
+        }
+        _ => false,
+    }
+}
+
+/// True for an INTERVAL unit word.
+fn is_unit(word: &str) -> bool {
+    matches!(
+        word.to_ascii_lowercase().trim_end_matches('s'),
+        "second" | "minute" | "hour" | "day" | "week" | "month" | "quarter" | "year"
+    )
 }
 
 /// Lifts the scalar items out of the WITH clause whose WITH keyword is significant token
@@ -318,6 +448,44 @@ mod tests {
         );
         let p = prepare("SELECT any(x) FROM t WHERE x.final = 1").unwrap();
         assert_eq!(text(&p), "SELECT any ( x ) FROM t WHERE x . final = 1");
+    }
+
+    #[test]
+    fn clickhouse_forms_the_parser_does_not_take() {
+        let p = prepare("SELECT * FROM t LEFT JOIN u USING id WHERE x = 1").unwrap();
+        assert_eq!(
+            text(&p),
+            "SELECT * FROM t LEFT JOIN u USING ( id ) WHERE x = 1"
+        );
+        let p = prepare("SELECT * FROM t JOIN u USING id").unwrap();
+        assert_eq!(text(&p), "SELECT * FROM t JOIN u USING ( id )");
+        let p = prepare(
+            "SELECT toStartOfInterval(t, INTERVAL $n minute) AS interval FROM x ORDER BY interval DESC",
+        )
+        .unwrap();
+        assert_eq!(
+            text(&p),
+            "SELECT toStartOfInterval ( t , INTERVAL $n minute ) AS `interval` FROM x ORDER BY `interval` DESC"
+        );
+        let p = prepare("SELECT interval, d - INTERVAL p DAY, INTERVAL 1 HOUR FROM x").unwrap();
+        assert_eq!(
+            text(&p),
+            "SELECT `interval` , d - INTERVAL p DAY , INTERVAL 1 HOUR FROM x"
+        );
+        let p =
+            prepare("SELECT multiIf(g = 'r', concat(c, '-', r) AS region, c) AS k FROM t").unwrap();
+        assert_eq!(
+            text(&p),
+            "SELECT multiIf ( g = 'r' , concat ( c , '-' , r ) , c ) AS k FROM t"
+        );
+        // A CAST's type, a subquery's aliases and a tuple's stay.
+        let p = prepare("SELECT CAST(a AS String), (SELECT b AS c, d FROM u) FROM t").unwrap();
+        assert_eq!(
+            text(&p),
+            "SELECT CAST ( a AS String ) , ( SELECT b AS c , d FROM u ) FROM t"
+        );
+        let p = prepare("SELECT x FROM t WHERE a IN (b AS c, d)").unwrap();
+        assert_eq!(text(&p), "SELECT x FROM t WHERE a IN ( b AS c , d )");
     }
 
     #[test]
