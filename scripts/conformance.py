@@ -516,7 +516,18 @@ def generate_rows(ds, gen, n):
             cols.append(c)
         except ValueError:
             skipped.append(c.name)
-    return [{c.name: gen.value(c.type, c.name) for c in cols} for _ in range(n)], skipped
+    owner = {}  # columns reading the same jsonpath get the same JSON value
+    for c in cols:
+        if c.jsonpath:
+            owner.setdefault(c.jsonpath, c.name)
+    src = {c.name: owner[c.jsonpath] if c.jsonpath else c.name for c in cols}
+    rows = []
+    for _ in range(n):
+        row = {}
+        for c in cols:
+            row[c.name] = row[src[c.name]] if src[c.name] != c.name else gen.value(c.type, c.name)
+        rows.append(row)
+    return rows, skipped
 
 
 def place(obj, segments, value):

@@ -34,6 +34,15 @@ pub enum Expr {
         /// Its declared type.
         ty: ColumnType,
     },
+    /// A lambda's parameter (`x` in `arrayMap(x -> x + 1, a)`): `level` counts the lambdas
+    /// around it from the outermost, `index` is its position in that lambda's parameters. The
+    /// higher-order function that owns the lambda substitutes each element for it.
+    LambdaArg {
+        /// The owning lambda's nesting level.
+        level: usize,
+        /// The parameter's position.
+        index: usize,
+    },
     /// A scalar function applied to arguments.
     Call {
         /// The function.
@@ -50,7 +59,7 @@ impl Expr {
         match self {
             Expr::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
             Expr::Literal(v) => v.clone(),
-            Expr::Param { .. } => Value::Null,
+            Expr::Param { .. } | Expr::LambdaArg { .. } => Value::Null,
             Expr::Call { func, args } => eval_call(func, args, row),
         }
     }
@@ -60,7 +69,7 @@ impl Expr {
         match self {
             Expr::Column(i) => Cow::Borrowed(row.get(*i).unwrap_or(&NULL)),
             Expr::Literal(v) => Cow::Borrowed(v),
-            Expr::Param { .. } => Cow::Borrowed(&NULL),
+            Expr::Param { .. } | Expr::LambdaArg { .. } => Cow::Borrowed(&NULL),
             Expr::Call { func, args } => Cow::Owned(eval_call(func, args, row)),
         }
     }
@@ -95,6 +104,14 @@ impl Expr {
     /// The expression with a call whose arguments are all literals replaced by its value.
     pub(crate) fn fold(self) -> Expr {
         match &self {
+            Expr::Call {
+                func: Func::HigherOrder { level, .. },
+                args,
+            } if args[1..].iter().all(|a| matches!(a, Expr::Literal(_)))
+                && args.first().is_some_and(|body| body.is_closed(*level)) =>
+            {
+                Expr::Literal(self.eval(&[]))
+            }
             // throwIf stays a call: it raises when a row evaluates it, not when it is planned.
             Expr::Call { func, args }
                 if *func != Func::ThrowIf && args.iter().all(|a| matches!(a, Expr::Literal(_))) =>
@@ -144,7 +161,36 @@ impl Expr {
         match self {
             Expr::Column(_) => false,
             Expr::Literal(_) | Expr::Param { .. } => true,
+            Expr::LambdaArg { .. } => false,
             Expr::Call { args, .. } => args.iter().all(Expr::is_constant),
+        }
+    }
+
+    /// True when the expression reads no column, no parameter and no lambda parameter of a
+    /// lambda outside `level`: a lambda body at `level` that folds once its arrays do.
+    fn is_closed(&self, level: usize) -> bool {
+        match self {
+            Expr::Column(_) | Expr::Param { .. } => false,
+            Expr::Literal(_) => true,
+            Expr::LambdaArg { level: l, .. } => *l >= level,
+            Expr::Call { args, .. } => args.iter().all(|a| a.is_closed(level)),
+        }
+    }
+
+    /// The expression with the parameters of the lambda at `level` replaced by `values`.
+    pub(crate) fn substitute_lambda(&self, level: usize, values: &[Value]) -> Expr {
+        match self {
+            Expr::LambdaArg { level: l, index } if *l == level => {
+                Expr::Literal(values.get(*index).cloned().unwrap_or(Value::Null))
+            }
+            Expr::Call { func, args } => Expr::Call {
+                func: func.clone(),
+                args: args
+                    .iter()
+                    .map(|a| a.substitute_lambda(level, values))
+                    .collect(),
+            },
+            other => other.clone(),
         }
     }
 
@@ -175,6 +221,9 @@ fn eval_call(func: &Func, args: &[Expr], row: &[Value]) -> Value {
                 [otherwise] => otherwise.eval(row),
                 _ => Value::Null,
             }
+        }
+        Func::HigherOrder { kind, level } if !args.is_empty() => {
+            crate::functions::higher_order(*kind, *level, &args[0], &args[1..], row)
         }
         Func::In | Func::NotIn if !args.is_empty() => in_list(
             *func == Func::NotIn,
@@ -217,6 +266,7 @@ impl fmt::Display for Expr {
                 f.write_str(&s)
             }
             Expr::Param { name, .. } => write!(f, "${name}"),
+            Expr::LambdaArg { level, index } => write!(f, "$lambda{level}_{index}"),
             Expr::Call { func, args } => {
                 let infix = match func {
                     Func::Plus => Some("+"),

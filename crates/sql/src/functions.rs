@@ -19,6 +19,8 @@ use std::cmp::Ordering;
 
 use petrel_value::{time, ColumnType, Value, F64};
 
+use crate::Expr;
+
 /// The NULL that absent arguments read as.
 pub(crate) static NULL: Value = Value::Null;
 
@@ -286,6 +288,18 @@ pub enum Func {
     TupleElement(usize),
     /// `indexOf(arr, x)`: 1-based, 0 when absent.
     IndexOf,
+    /// `arrayMap(x -> .., arr[, arr2..])` and the other functions taking a lambda: the first
+    /// argument is the lambda's body (its parameters are [`Expr::LambdaArg`]s at `level`),
+    /// the others the arrays whose elements it is called with.
+    HigherOrder {
+        /// Which function.
+        kind: HigherOrder,
+        /// The lambda's nesting level.
+        level: usize,
+    },
+    /// `range(end)`, `range(start, end[, step])`: the integers from start (0) up to end,
+    /// excluded.
+    Range,
     /// `cityHash64(..)`: ClickHouse's value for strings (CityHash64 v1.0.2) and for 64-bit
     /// integers and floats (intHash64 of the bits), combined across arguments as ClickHouse
     /// does. Narrower integer types, arrays and UUIDs hash differently from ClickHouse.
@@ -508,6 +522,8 @@ impl Func {
             Func::ArrayElement => "arrayElement",
             Func::TupleElement(_) => "tupleElement",
             Func::IndexOf => "indexOf",
+            Func::HigherOrder { kind, .. } => kind.name(),
+            Func::Range => "range",
             Func::CityHash64 => "cityHash64",
             Func::JsonExtractString => "JSONExtractString",
             Func::JsonExtractInt => "JSONExtractInt",
@@ -540,6 +556,8 @@ impl Func {
             Func::And | Func::Or | Func::In | Func::NotIn => (2, None),
             Func::MultiIf => (3, None),
             Func::Round | Func::ToStartOf(_) | Func::ThrowIf => (1, Some(2)),
+            Func::HigherOrder { .. } => (2, None),
+            Func::Range => (1, Some(3)),
             Func::Substring | Func::SubstringUtf8 => (2, Some(3)),
             Func::If | Func::ReplaceAll => (3, Some(3)),
             Func::Plus
@@ -731,6 +749,23 @@ impl Func {
                 T::Map(_, v) => (**v).clone(),
                 other => return Err(format!("cannot index a value of type {}", other.name())),
             },
+            // The first "argument" type is the lambda body's.
+            Func::HigherOrder { kind, .. } => match kind {
+                HigherOrder::Map => T::Array(Box::new(first())),
+                HigherOrder::Filter => args[1].clone(),
+                HigherOrder::Exists | HigherOrder::All => T::UInt(8),
+                HigherOrder::Count => T::UInt(32),
+                HigherOrder::First => match args[1].base() {
+                    T::Array(inner) => (**inner).clone(),
+                    other => {
+                        return Err(format!("arrayFirst needs an array, not {}", other.name()))
+                    }
+                },
+            },
+            Func::Range => {
+                let signed = args.iter().any(|t| matches!(t.base(), T::Int(_)));
+                T::Array(Box::new(if signed { T::Int(64) } else { T::UInt(64) }))
+            }
         })
     }
 
@@ -1061,6 +1096,9 @@ impl Func {
                     .unwrap_or(Value::Null),
                 _ => Value::Null,
             },
+            // Evaluated by `Expr::eval`, which owns the lambda.
+            Func::HigherOrder { .. } => Value::Null,
+            Func::Range => range(args),
             Func::IndexOf => match arg(0) {
                 Value::Array(items) => Value::UInt(
                     items
@@ -1977,6 +2015,144 @@ mod city {
         });
         Value::UInt(combine(flat))
     }
+}
+
+/// The functions that take a lambda.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HigherOrder {
+    /// `arrayMap`: the lambda's value for each element.
+    Map,
+    /// `arrayFilter`: the first array's elements for which the lambda is true.
+    Filter,
+    /// `arrayExists`: 1 when the lambda is true for some element.
+    Exists,
+    /// `arrayAll`: 1 when the lambda is true for every element.
+    All,
+    /// `arrayCount`: how many elements the lambda is true for.
+    Count,
+    /// `arrayFirst`: the first element the lambda is true for (the type's default if none).
+    First,
+}
+
+impl HigherOrder {
+    /// The function for a lower-case name, if it takes a lambda.
+    pub fn parse(lower: &str) -> Option<HigherOrder> {
+        Some(match lower {
+            "arraymap" => HigherOrder::Map,
+            "arrayfilter" => HigherOrder::Filter,
+            "arrayexists" => HigherOrder::Exists,
+            "arrayall" => HigherOrder::All,
+            "arraycount" => HigherOrder::Count,
+            "arrayfirst" => HigherOrder::First,
+            _ => return None,
+        })
+    }
+
+    /// Its ClickHouse name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HigherOrder::Map => "arrayMap",
+            HigherOrder::Filter => "arrayFilter",
+            HigherOrder::Exists => "arrayExists",
+            HigherOrder::All => "arrayAll",
+            HigherOrder::Count => "arrayCount",
+            HigherOrder::First => "arrayFirst",
+        }
+    }
+}
+
+/// Evaluates a higher-order function: `body` once per element position of `arrays` (all of
+/// the same length, as ClickHouse requires; the shortest bounds it here), with the lambda's
+/// parameters at `level` bound to the elements.
+pub(crate) fn higher_order(
+    kind: HigherOrder,
+    level: usize,
+    body: &Expr,
+    arrays: &[Expr],
+    row: &[Value],
+) -> Value {
+    let values: Vec<Value> = arrays.iter().map(|a| a.eval(row)).collect();
+    let mut lists = Vec::with_capacity(values.len());
+    for v in &values {
+        match v {
+            Value::Array(items) => lists.push(items.as_slice()),
+            Value::Null => return Value::Null,
+            _ => return Value::Null,
+        }
+    }
+    let n = lists.iter().map(|l| l.len()).min().unwrap_or(0);
+    let mut args = Vec::with_capacity(lists.len());
+    let mut call = |i: usize| {
+        args.clear();
+        args.extend(lists.iter().map(|l| l[i].clone()));
+        body.substitute_lambda(level, &args).eval(row)
+    };
+    match kind {
+        HigherOrder::Map => Value::Array((0..n).map(&mut call).collect()),
+        HigherOrder::Filter => Value::Array(
+            (0..n)
+                .filter(|&i| call(i).is_true())
+                .map(|i| lists[0][i].clone())
+                .collect(),
+        ),
+        HigherOrder::Exists => Value::UInt((0..n).any(|i| call(i).is_true()) as u64),
+        HigherOrder::All => Value::UInt((0..n).all(|i| call(i).is_true()) as u64),
+        HigherOrder::Count => Value::UInt((0..n).filter(|&i| call(i).is_true()).count() as u64),
+        HigherOrder::First => match (0..n).find(|&i| call(i).is_true()) {
+            Some(i) => lists[0][i].clone(),
+            None => lists[0].first().map(zero_like).unwrap_or(Value::Null),
+        },
+    }
+}
+
+/// The default value of `v`'s type, as far as the value tells it.
+fn zero_like(v: &Value) -> Value {
+    match v {
+        Value::Int(_) => Value::Int(0),
+        Value::UInt(_) => Value::UInt(0),
+        Value::Float(_) => Value::Float(F64(0.0)),
+        Value::String(_) => Value::str(""),
+        _ => Value::Null,
+    }
+}
+
+/// `range(end)`, `range(start, end[, step])`: at most 100 million elements, as ClickHouse's
+/// default `function_range_max_elements_in_block` bounds it; past that, NULL.
+fn range(args: &[&Value]) -> Value {
+    let num = |v: &Value| v.as_i64();
+    let (start, end, step) = match args {
+        [end] => (Some(0), num(end), Some(1)),
+        [start, end] => (num(start), num(end), Some(1)),
+        [start, end, step] => (num(start), num(end), num(step)),
+        _ => return Value::Null,
+    };
+    let (Some(start), Some(end), Some(step)) = (start, end, step) else {
+        return Value::Null;
+    };
+    if step == 0 {
+        return Value::Null;
+    }
+    let count = if step > 0 {
+        (end.saturating_sub(start).max(0) as u64).div_ceil(step as u64)
+    } else {
+        (start.saturating_sub(end).max(0) as u64).div_ceil(step.unsigned_abs())
+    };
+    if count > 100_000_000 {
+        return Value::Null;
+    }
+    let signed = args.iter().any(|v| matches!(v, Value::Int(_)));
+    Value::Array(
+        (0..count as i64)
+            .map(|i| {
+                let v = start + i * step;
+                if signed {
+                    Value::Int(v)
+                } else {
+                    Value::UInt(v as u64)
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use sqlparser::parser::Parser;
 
 use super::{at, unsupported, Aliases, Mode, Planner, Scope};
 use crate::expr::Expr;
-use crate::functions::{common_type, is_time, Func, Unit};
+use crate::functions::{common_type, is_time, Func, HigherOrder, Unit};
 use crate::naming::column_name;
 use crate::plan::*;
 use crate::SqlError;
@@ -400,6 +400,7 @@ fn simple_function(lower: &str) -> Option<Func> {
         "divide" => Func::Divide,
         "modulo" => Func::Modulo,
         "intdiv" => Func::IntDiv,
+        "range" => Func::Range,
         "negate" => Func::Negate,
         "abs" => Func::Abs,
         "round" => Func::Round,
@@ -557,6 +558,11 @@ impl Planner<'_> {
         mode: &mut Mode<'_>,
     ) -> Result<(Expr, ColumnType), SqlError> {
         if table.is_none() {
+            for (level, params) in self.lambdas.iter().enumerate().rev() {
+                if let Some(index) = params.iter().position(|(p, _)| p == name) {
+                    return Ok((Expr::LambdaArg { level, index }, params[index].1.clone()));
+                }
+            }
             if let Some(e) = aliases.get(name) {
                 let e = e.clone();
                 let mut inner = aliases.clone();
@@ -1189,6 +1195,9 @@ impl Planner<'_> {
             return Err(unsupported(&format!("parameters of {name}"), node));
         }
         let args_ast = function_args(f)?;
+        if let Some(kind) = HigherOrder::parse(&lower) {
+            return self.higher_order(kind, &args_ast, node, scope, aliases, mode);
+        }
         match lower.as_str() {
             "datediff" | "date_diff" | "timestampdiff" | "age" => {
                 let [unit, a, b, ..] = args_ast.as_slice() else {
@@ -1315,6 +1324,66 @@ impl Planner<'_> {
         } else {
             (args, types)
         };
+        let ty = func.result_type(&types).map_err(|m| at(m, node))?;
+        Ok((Expr::call(func, args).fold(), ty))
+    }
+
+    /// `arrayMap(x -> body, arr)` and the other functions taking a lambda: the arrays are
+    /// planned first, then the body with the lambda's parameters typed as their elements.
+    fn higher_order(
+        &mut self,
+        kind: HigherOrder,
+        args_ast: &[&ast::Expr],
+        node: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+        mode: &mut Mode<'_>,
+    ) -> Result<(Expr, ColumnType), SqlError> {
+        let (Some(ast::Expr::Lambda(lambda)), arrays) =
+            (args_ast.first(), &args_ast[1.min(args_ast.len())..])
+        else {
+            return Err(at(
+                format!("{} takes a lambda (x -> ..) and arrays", kind.name()),
+                node,
+            ));
+        };
+        if arrays.is_empty() || lambda.params.len() != arrays.len() {
+            return Err(at(
+                format!(
+                    "{}: the lambda takes one parameter per array ({} parameter(s), {} array(s))",
+                    kind.name(),
+                    lambda.params.len(),
+                    arrays.len()
+                ),
+                node,
+            ));
+        }
+        let mut args = vec![Expr::Literal(Value::Null)];
+        let mut types = vec![ColumnType::String];
+        let mut params = Vec::new();
+        for (a, p) in arrays.iter().zip(lambda.params.iter()) {
+            let (x, t) = self.expr(a, scope, aliases, mode)?;
+            let element = match t.base() {
+                ColumnType::Array(inner) => (**inner).clone(),
+                other => {
+                    return Err(at(
+                        format!("{} needs arrays, not {}", kind.name(), other.name()),
+                        *a,
+                    ))
+                }
+            };
+            params.push((p.name.value.clone(), element));
+            args.push(x);
+            types.push(t);
+        }
+        let level = self.lambdas.len();
+        self.lambdas.push(params);
+        let body = self.expr(&lambda.body, scope, aliases, mode);
+        self.lambdas.pop();
+        let (body, body_type) = body?;
+        args[0] = body;
+        types[0] = body_type;
+        let func = Func::HigherOrder { kind, level };
         let ty = func.result_type(&types).map_err(|m| at(m, node))?;
         Ok((Expr::call(func, args).fold(), ty))
     }

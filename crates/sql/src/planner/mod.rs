@@ -68,6 +68,7 @@ pub fn plan_query(sql: &str, catalog: &dyn Catalog) -> Result<Query, SqlError> {
         with_scalars: prepared.scalars,
         scalars: Vec::new(),
         array_joins: Vec::new(),
+        lambdas: Vec::new(),
     };
     planner.query(query, true)
 }
@@ -205,6 +206,8 @@ struct Planner<'c> {
     scalars: Vec<(String, ast::Expr)>,
     /// `arrayJoin(..)` calls of the current select list, by text, and their column.
     array_joins: Vec<(String, usize)>,
+    /// The parameters (name, element type) of the lambdas being planned, outermost first.
+    lambdas: Vec<Vec<(String, ColumnType)>>,
 }
 
 fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {

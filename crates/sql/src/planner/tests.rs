@@ -1487,3 +1487,52 @@ fn datasource_read_sql_of_the_project_loader() {
         )
     );
 }
+
+#[test]
+fn lambdas_and_range() {
+    // Constant arguments fold at planning time.
+    let q = plan("SELECT arrayMap(x -> x * 2, range(1, 4)) AS a, arrayFilter(x -> x != 'b', ['a', 'b', 'c']) AS f");
+    assert_eq!(
+        project_exprs(&q.plan),
+        [
+            lit(Value::Array(vec![
+                Value::UInt(2),
+                Value::UInt(4),
+                Value::UInt(6)
+            ])),
+            lit(Value::Array(vec![Value::str("a"), Value::str("c")])),
+        ]
+    );
+    assert_eq!(
+        types(&q.plan),
+        [
+            T::parse("Array(UInt64)").unwrap(),
+            T::parse("Array(String)").unwrap()
+        ]
+    );
+    // Over columns: evaluated per row, with nested lambdas and a lambda over two arrays.
+    let q = plan(
+        "SELECT arrayMap((t, n) -> concat(t, toString(n)), tags, arrayMap(t -> length(t), tags)) AS m,
+                arrayExists(t -> arrayCount(u -> u = t, tags) > 1, tags) AS dup,
+                arrayFirst(t -> startsWith(t, 'b'), tags) AS b
+         FROM events",
+    );
+    let exprs = project_exprs(&q.plan).to_vec();
+    let tags = Value::Array(vec![Value::str("ab"), Value::str("b"), Value::str("b")]);
+    let mut row = vec![Value::Null; events().len()];
+    row[7] = tags;
+    assert_eq!(
+        exprs[0].eval(&row),
+        Value::Array(vec![Value::str("ab2"), Value::str("b1"), Value::str("b1")])
+    );
+    assert_eq!(exprs[1].eval(&row), Value::UInt(1));
+    assert_eq!(exprs[2].eval(&row), Value::str("b"));
+    row[7] = Value::Array(vec![Value::str("a")]);
+    assert_eq!(exprs[1].eval(&row), Value::UInt(0));
+    assert_eq!(exprs[2].eval(&row), Value::str(""));
+    // A date series, as real pipes make one.
+    let q = plan("SELECT arrayJoin(arrayMap(x -> toDate(x), range(toUInt32(toDate('2024-01-01')), toUInt32(toDate('2024-01-04')), 86400))) AS d");
+    assert!(shape(&q.plan).contains("ArrayJoin") || !project_exprs(&q.plan).is_empty());
+    let e = err("SELECT arrayMap((a, b) -> a, tags) FROM events");
+    assert!(e.message.contains("one parameter per array"), "{e}");
+}
