@@ -300,6 +300,17 @@ pub enum Func {
     /// `range(end)`, `range(start, end[, step])`: the integers from start (0) up to end,
     /// excluded.
     Range,
+    /// `URLHierarchy(url)`: the URL cut after its host and after each later `/`, `?` and `#`.
+    UrlHierarchy,
+    /// `extractURLParameter(url, name)`: the first value of a query (or fragment) parameter,
+    /// not decoded; empty when absent.
+    ExtractUrlParameter,
+    /// `decodeURLComponent(s)`: `%XX` escapes decoded.
+    DecodeUrlComponent,
+    /// `decodeURLFormComponent(s)`: `%XX` escapes and `+` (a space) decoded.
+    DecodeUrlFormComponent,
+    /// `formatDateTime(t, format)`: MySQL-style `%` specifiers as ClickHouse formats them (UTC).
+    FormatDateTime,
     /// `cityHash64(..)`: ClickHouse's value for strings (CityHash64 v1.0.2) and for 64-bit
     /// integers and floats (intHash64 of the bits), combined across arguments as ClickHouse
     /// does. Narrower integer types, arrays and UUIDs hash differently from ClickHouse.
@@ -524,6 +535,11 @@ impl Func {
             Func::IndexOf => "indexOf",
             Func::HigherOrder { kind, .. } => kind.name(),
             Func::Range => "range",
+            Func::UrlHierarchy => "URLHierarchy",
+            Func::ExtractUrlParameter => "extractURLParameter",
+            Func::DecodeUrlComponent => "decodeURLComponent",
+            Func::DecodeUrlFormComponent => "decodeURLFormComponent",
+            Func::FormatDateTime => "formatDateTime",
             Func::CityHash64 => "cityHash64",
             Func::JsonExtractString => "JSONExtractString",
             Func::JsonExtractInt => "JSONExtractInt",
@@ -558,6 +574,8 @@ impl Func {
             Func::Round | Func::ToStartOf(_) | Func::ThrowIf => (1, Some(2)),
             Func::HigherOrder { .. } => (2, None),
             Func::Range => (1, Some(3)),
+            Func::ExtractUrlParameter => (2, Some(2)),
+            Func::FormatDateTime => (2, Some(3)),
             Func::Substring | Func::SubstringUtf8 => (2, Some(3)),
             Func::If | Func::ReplaceAll => (3, Some(3)),
             Func::Plus
@@ -762,6 +780,11 @@ impl Func {
                     }
                 },
             },
+            Func::UrlHierarchy => T::Array(Box::new(T::String)),
+            Func::ExtractUrlParameter
+            | Func::DecodeUrlComponent
+            | Func::DecodeUrlFormComponent
+            | Func::FormatDateTime => wrap_nullable(T::String, &args[..1]),
             Func::Range => {
                 let signed = args.iter().any(|t| matches!(t.base(), T::Int(_)));
                 T::Array(Box::new(if signed { T::Int(64) } else { T::UInt(64) }))
@@ -1099,6 +1122,29 @@ impl Func {
             // Evaluated by `Expr::eval`, which owns the lambda.
             Func::HigherOrder { .. } => Value::Null,
             Func::Range => range(args),
+            Func::UrlHierarchy => match arg(0) {
+                Value::Null => Value::Null,
+                v => Value::Array(
+                    url_hierarchy(&text(v))
+                        .into_iter()
+                        .map(Value::from)
+                        .collect(),
+                ),
+            },
+            Func::ExtractUrlParameter => match (arg(0), arg(1)) {
+                (Value::Null, _) | (_, Value::Null) => Value::Null,
+                (url, name) => Value::from(url_parameter(&text(url), &text(name)).to_string()),
+            },
+            Func::DecodeUrlComponent => map_str(arg(0), |s| percent_decode(s, false)),
+            Func::DecodeUrlFormComponent => map_str(arg(0), |s| percent_decode(s, true)),
+            Func::FormatDateTime => match (epoch_secs(arg(0)), arg(1)) {
+                (Some(secs), Value::String(format)) => Value::from(format_date_time(
+                    secs,
+                    matches!(arg(0), Value::Date(_)),
+                    format,
+                )),
+                _ => Value::Null,
+            },
             Func::IndexOf => match arg(0) {
                 Value::Array(items) => Value::UInt(
                     items
@@ -2105,6 +2151,152 @@ pub(crate) fn higher_order(
     }
 }
 
+/// `URLHierarchy`: the scheme and host up to the first `/` (inclusive), then the URL cut after
+/// each further `/`, `?` or `#`, ending with the whole URL. Without `://` the URL is one
+/// element.
+fn url_hierarchy(url: &str) -> Vec<String> {
+    if url.is_empty() {
+        return Vec::new();
+    }
+    let Some(scheme_end) = url.find("://") else {
+        return vec![url.to_string()];
+    };
+    let after_host = scheme_end + 3;
+    let mut cuts = Vec::new();
+    let mut pos = match url[after_host..].find(['/', '?', '#']) {
+        Some(i) if url.as_bytes()[after_host + i] == b'/' => after_host + i + 1,
+        Some(i) => after_host + i,
+        None => url.len(),
+    };
+    cuts.push(pos);
+    while pos < url.len() {
+        // Separators right after a cut belong to the next part (`a//b/` is one step).
+        let start = url[pos..]
+            .find(|c| !matches!(c, '/' | '?' | '#'))
+            .map_or(url.len(), |i| pos + i);
+        pos = match url[start..].find(['/', '?', '#']) {
+            Some(i) => start + i + 1,
+            None => url.len(),
+        };
+        cuts.push(pos);
+    }
+    cuts.dedup();
+    cuts.into_iter().map(|c| url[..c].to_string()).collect()
+}
+
+/// The first value of the parameter `name` in a URL's query string or fragment.
+fn url_parameter<'u>(url: &'u str, name: &str) -> &'u str {
+    let Some(start) = url.find(['?', '#']) else {
+        return "";
+    };
+    url[start + 1..]
+        .split(['&', '#', '?'])
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+        .unwrap_or("")
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in form encoding); invalid escapes stay.
+fn percent_decode(s: &str, form: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if form => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `formatDateTime` over UTC seconds: `%Y %y %m %d %e %H %I %i %M (month name) %S %s %p %F %T
+/// %D %j %b %a %h %z %n %t %%`; other specifiers are written as they are.
+fn format_date_time(secs: i64, _is_date: bool, format: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let days = secs.div_euclid(86_400);
+    let in_day = secs.rem_euclid(86_400);
+    let (y, m, d) = time::civil_from_days(days);
+    let (hh, mi, ss) = (in_day / 3600, in_day / 60 % 60, in_day % 60);
+    let hour12 = if hh % 12 == 0 { 12 } else { hh % 12 };
+    let yday = days - time::days_from_civil(y, 1, 1) + 1;
+    // 1970-01-01 was a Thursday.
+    let weekday = DAYS[(days + 3).rem_euclid(7) as usize];
+    let month = MONTHS[(m as usize).saturating_sub(1) % 12];
+    let mut out = String::with_capacity(format.len() + 16);
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&format!("{y:04}")),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d}")),
+            Some('H') => out.push_str(&format!("{hh:02}")),
+            Some('I') | Some('h') => out.push_str(&format!("{hour12:02}")),
+            Some('i') => out.push_str(&format!("{mi:02}")),
+            Some('M') => out.push_str(month),
+            Some('S') | Some('s') => out.push_str(&format!("{ss:02}")),
+            Some('p') => out.push_str(if hh < 12 { "AM" } else { "PM" }),
+            Some('F') => out.push_str(&format!("{y:04}-{m:02}-{d:02}")),
+            Some('T') => out.push_str(&format!("{hh:02}:{mi:02}:{ss:02}")),
+            Some('D') => out.push_str(&format!("{m:02}/{d:02}/{:02}", y.rem_euclid(100))),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('b') => out.push_str(&month[..3]),
+            Some('a') => out.push_str(weekday),
+            Some('z') => out.push_str("+0000"),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
 /// The default value of `v`'s type, as far as the value tells it.
 fn zero_like(v: &Value) -> Value {
     match v {
@@ -2682,6 +2874,60 @@ mod tests {
         assert_eq!(
             call(Func::UrlPath, &[s("https://x.com/a/b?c#d")]),
             s("/a/b")
+        );
+        // The values ClickHouse gives.
+        let hierarchy = |u: &str| match call(Func::UrlHierarchy, &[s(u)]) {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| text(v).into_owned())
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            hierarchy("http://ya.ru/a/b?c=1#x"),
+            [
+                "http://ya.ru/",
+                "http://ya.ru/a/",
+                "http://ya.ru/a/b?",
+                "http://ya.ru/a/b?c=1#",
+                "http://ya.ru/a/b?c=1#x"
+            ]
+        );
+        assert_eq!(
+            hierarchy("https://www.x.com:8080/a//b/?q=1&r=2#f"),
+            [
+                "https://www.x.com:8080/",
+                "https://www.x.com:8080/a/",
+                "https://www.x.com:8080/a//b/",
+                "https://www.x.com:8080/a//b/?q=1&r=2#",
+                "https://www.x.com:8080/a//b/?q=1&r=2#f"
+            ]
+        );
+        assert_eq!(hierarchy("http://ya.ru"), ["http://ya.ru"]);
+        assert_eq!(hierarchy("example.com/a/b"), ["example.com/a/b"]);
+        assert!(hierarchy("").is_empty());
+        let url = s("https://x.com/a?utm_source=go%20o&b=2#c=3");
+        assert_eq!(
+            call(Func::ExtractUrlParameter, &[url.clone(), s("utm_source")]),
+            s("go%20o")
+        );
+        assert_eq!(
+            call(Func::ExtractUrlParameter, &[url.clone(), s("c")]),
+            s("3")
+        );
+        assert_eq!(call(Func::ExtractUrlParameter, &[url, s("zz")]), s(""));
+        assert_eq!(
+            call(Func::DecodeUrlFormComponent, &[s("a+b%20c")]),
+            s("a b c")
+        );
+        assert_eq!(
+            call(Func::DecodeUrlComponent, &[s("a+b%20c%2")]),
+            s("a+b c%2")
+        );
+        let t = Value::DateTime(time::parse_datetime("2024-03-05 07:08:09", 0).unwrap());
+        assert_eq!(
+            call(Func::FormatDateTime, &[t, s("%Y-%m-%d %H:%i:%S %M %F %T %D %e %j %b %a %p %I %y|%FT%T.000%z")]),
+            s("2024-03-05 07:08:09 March 2024-03-05 07:08:09 03/05/24 5 065 Mar Tue AM 07 24|2024-03-05T07:08:09.000+0000")
         );
     }
 
