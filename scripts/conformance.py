@@ -24,6 +24,7 @@ Exit code 0 unless the harness itself fails (or more than K endpoints differ).
 """
 
 import argparse
+import ast
 import collections
 import csv
 import datetime as dt
@@ -91,7 +92,7 @@ from tinybird.sql_template import (  # noqa: E402
     get_var_names_and_types,
     render_sql_template,
 )
-from tinybird.sql_toolset import replace_tables, sql_get_used_tables  # noqa: E402
+from tinybird.sql_toolset import get_left_table, replace_tables, sql_get_used_tables  # noqa: E402
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None)
 STATUSES = ["equal", "equal-empty", "different", "not served", "not checkable"]
@@ -312,11 +313,25 @@ def param_defaults(sql, node_name):
                 d = v.get(key)
                 if d is None or isinstance(d, bool):
                     continue
-                parts = str(d).split(",") if str(v.get("type", "")).startswith("Array") else [d]
-                out[v["name"]] += [p.strip() if isinstance(p, str) else p for p in parts]
+                out[v["name"]] += default_values(d, str(v.get("type", "")).startswith("Array"))
     except Exception:
         pass
     return out
+
+
+def default_values(d, is_array):
+    """The values of a parameter default: an Array's `a,b` or `['a', 'b']` gives both."""
+    if not is_array:
+        return [d]
+    if isinstance(d, (list, tuple)):
+        items = list(d)
+    else:
+        text = str(d).strip()
+        try:
+            items = list(ast.literal_eval(text)) if text.startswith("[") else text.split(",")
+        except (ValueError, SyntaxError):
+            items = text.strip("[]").split(",")
+    return [i.strip().strip("'\"") if isinstance(i, str) else i for i in items]
 
 
 def vocabulary(proj):
@@ -727,6 +742,7 @@ class Reference:
         self.composed = {}  # pipe → (sql, error)
         self.broken_tables = {}  # datasource → why the reference holds no (or wrong) data
         self.mv_sources = {}  # target → tables the materialized pipe reads
+        self.mv_left = {}  # target → the table whose inserts fire the view
         for s in ("session_timezone = 'UTC'", "output_format_json_quote_64bit_integers = 0",
                   "output_format_json_quote_decimals = 0", "max_execution_time = 60"):
             self.sess.query(f"SET {s}")
@@ -817,6 +833,7 @@ class Reference:
             if not err:
                 try:
                     self.mv_sources[target] = used_tables(sql)
+                    self.mv_left[target] = get_left_table(sql)[1]
                     self.sess.query(f"CREATE MATERIALIZED VIEW `mv__{pipe.name}` TO `{target}` AS {sql}")
                 except Exception as e:
                     err = f"CREATE MATERIALIZED VIEW failed: {first_line(e)}"
@@ -934,19 +951,43 @@ def compare(petrel_rows, ch_rows, petrel_cols, ch_cols):
 # ---------------------------------------------------------------------------------------------
 
 
-def landing_datasources(proj):
-    """Datasources that receive rows: all but materialized targets; join dimensions first so
-    that ClickHouse MVs joining them see their rows (MVs fire on their left table only)."""
+def landing_datasources(proj, ref):
+    """Datasources that receive rows (all but materialized targets), in an order where the
+    tables a materialized view joins or looks up are filled before the table whose inserts
+    fire it: ClickHouse MVs see other tables as they are at insert time."""
     targets = set(proj.mv_targets())
-    sources = set()
-    for p in proj.pipes.values():
-        if p.kind == "materialized":
-            for n in p.nodes:
-                m = re.search(r"\bFROM\s+`?(\w+)", n.sql, re.I)
-                if m:
-                    sources.add(m.group(1))
-    names = [n for n in proj.datasources if n not in targets]
-    return sorted(names, key=lambda n: (n in sources, n))
+    names = sorted(n for n in proj.datasources if n not in targets)
+
+    def landing_under(table, seen=()):
+        """The landing tables whose rows reach `table` through materialized views."""
+        if table not in targets:
+            return {table}
+        out = set()
+        for t in ref.mv_sources.get(table, ()):
+            if t not in seen:
+                out |= landing_under(t, seen + (table,))
+        return out
+
+    before = collections.defaultdict(set)  # table → tables to insert before it
+    for target, sources in ref.mv_sources.items():
+        left = ref.mv_left.get(target)
+        for fired in landing_under(left) if left else ():
+            for t in sources - {left}:
+                before[fired] |= landing_under(t) - {fired}
+    ordered, placing = [], set()
+
+    def place_table(n):
+        if n in ordered or n in placing:
+            return
+        placing.add(n)
+        for m in sorted(before[n]):
+            if m in names:
+                place_table(m)
+        ordered.append(n)
+
+    for n in names:
+        place_table(n)
+    return ordered
 
 
 def check_endpoint(name, proj, ref, petrel, listing):
@@ -1047,7 +1088,7 @@ def run_project(name, root, classic, args, binary, tmp):
         ref.create_views()
         gen = Generator(vocabulary(proj), args.seed)
         ingest = {}
-        for ds_name in landing_datasources(proj):
+        for ds_name in landing_datasources(proj, ref):
             ds = proj.datasources[ds_name]
             rows, skipped = generate_rows(ds, gen, args.rows)
             events = [json.dumps(to_event(r, ds), separators=(",", ":")) for r in rows]

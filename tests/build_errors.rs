@@ -1,5 +1,6 @@
-//! `petrel build` on a folder of broken files reports every error, each with its
-//! file:line:column, and exits 1; a good project exits 0.
+//! How projects load: `petrel build` on a folder of broken files reports every error, each with
+//! its file:line:column, and exits 1 (a good project exits 0); a server still serves what
+//! loads; Classic and Forward rules for untyped pipes.
 
 mod common;
 
@@ -180,5 +181,53 @@ fn classic_untyped_pipes_are_endpoints() {
     );
     let described = common::get(&server, "/v0/pipes/levels");
     assert_eq!(described["type"], "endpoint", "{described}");
+    server.stop();
+}
+
+/// A Forward pipe without `TYPE` is not published but other pipes read it as a table, rendered
+/// with the request's parameters (as Tinybird passes them through).
+#[test]
+fn untyped_pipes_read_as_tables_with_the_request_parameters() {
+    let dir = common::temp_dir("pipe_tables");
+    std::fs::create_dir_all(dir.join("datasources")).unwrap();
+    std::fs::create_dir_all(dir.join("pipes")).unwrap();
+    std::fs::write(
+        dir.join("datasources/events.datasource"),
+        "SCHEMA >\n    `kind` String `json:$.kind`,\n    `n` Int64 `json:$.n`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/of_kind.pipe"),
+        "NODE n\nSQL >\n    %\n    SELECT n FROM events WHERE kind = {{String(kind, 'a')}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/total.pipe"),
+        "NODE n\nSQL >\n    SELECT sum(n) AS s, count() AS c FROM of_kind\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    let server = common::Server::start_in(dir, &[]);
+    let r = common::client()
+        .post(format!("{}/v0/events?name=events&wait=true", server.url))
+        .bearer_auth(common::ADMIN)
+        .body("{\"kind\":\"a\",\"n\":1}\n{\"kind\":\"b\",\"n\":10}\n{\"kind\":\"b\",\"n\":20}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let a = common::get(&server, "/v0/pipes/total.json");
+    assert_eq!(a["data"], serde_json::json!([{"s": 1, "c": 1}]), "{a}");
+    let b = common::get(&server, "/v0/pipes/total.json?kind=b");
+    assert_eq!(b["data"], serde_json::json!([{"s": 30, "c": 2}]), "{b}");
+    // Asked again, the first answer is still the one for its own parameter.
+    let a = common::get(&server, "/v0/pipes/total.json?kind=a");
+    assert_eq!(a["data"], serde_json::json!([{"s": 1, "c": 1}]), "{a}");
+    let pipes = common::get(&server, "/v0/pipes");
+    let of_kind = pipes["pipes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "of_kind")
+        .unwrap();
+    assert_eq!(of_kind["endpoint"], false, "{pipes}");
     server.stop();
 }

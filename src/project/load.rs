@@ -80,6 +80,7 @@ impl Project {
         for (path, pipe) in parsed_pipes {
             project.add_pipe(&path, pipe, &mut errors);
         }
+        project.link_pipes();
         project.check_pipes(&mut errors);
         (project, errors)
     }
@@ -415,9 +416,45 @@ impl Project {
                 sink,
                 copy,
                 file: path.to_path_buf(),
+                reads_pipes: Vec::new(),
                 checked_plan: None,
             },
         );
+    }
+
+    /// Records which other pipes each pipe's templates mention.
+    fn link_pipes(&mut self) {
+        let names: Vec<String> = self.pipes.keys().cloned().collect();
+        for pipe in self.pipes.values_mut() {
+            pipe.reads_pipes = names
+                .iter()
+                .filter(|n| **n != pipe.name)
+                .filter(|n| {
+                    pipe.nodes
+                        .iter()
+                        .any(|node| super::plan::names_table(node.template.source(), n))
+                })
+                .cloned()
+                .collect();
+        }
+        // A pipe takes the parameters of the pipes it reads (they are rendered with its
+        // request's parameters); a few rounds cover chains of pipes.
+        for _ in 0..4 {
+            let declared: BTreeMap<String, Vec<ParamDecl>> = self
+                .pipes
+                .values()
+                .map(|p| (p.name.clone(), p.params.clone()))
+                .collect();
+            for pipe in self.pipes.values_mut() {
+                for read in &pipe.reads_pipes {
+                    for d in declared.get(read).into_iter().flatten() {
+                        if !pipe.params.iter().any(|p| p.name == d.name) {
+                            pipe.params.push(d.clone());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Plans every endpoint with its defaults (or placeholders for required parameters).

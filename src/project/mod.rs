@@ -231,6 +231,8 @@ pub struct Pipe {
     pub sink: Option<KafkaSink>,
     /// Where a `TYPE copy` pipe appends its result, and when.
     pub copy: Option<CopyJob>,
+    /// The other pipes its templates mention: what it may read as tables.
+    pub reads_pipes: Vec<String>,
     /// The file it came from.
     pub file: PathBuf,
     /// The plan made when the project was loaded (rendered with the parameters' defaults),
@@ -346,6 +348,8 @@ pub struct RenderedPipe {
     nodes: Vec<String>,
     /// Placeholder types.
     types: BTreeMap<String, ColumnType>,
+    /// The request's parameters: pipes this one reads as tables are rendered with them.
+    params: Params,
 }
 
 /// A loaded project.

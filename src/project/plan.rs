@@ -28,6 +28,7 @@ impl Project {
             values: BTreeMap::new(),
             nodes: Vec::new(),
             types: BTreeMap::new(),
+            params: params.clone(),
         };
         let last = p.endpoint.unwrap_or(p.nodes.len().saturating_sub(1));
         for node in p.nodes.iter().take(last + 1) {
@@ -43,6 +44,17 @@ impl Project {
                 }
             }
             out.nodes.push(r.sql);
+        }
+        // Pipes read as tables are rendered with the same parameters: their SQL is part of
+        // this pipe's shape, so a plan or view is never reused across different renderings.
+        for other in &p.reads_pipes {
+            if out.nodes.iter().any(|sql| names_table(sql, other)) {
+                if let Some(r) = nested(|| self.render_with(other, params).ok()) {
+                    out.shape.push_str(&r.shape);
+                    out.values.extend(r.values);
+                    out.types.extend(r.types);
+                }
+            }
         }
         Ok(out)
     }
@@ -73,6 +85,8 @@ impl Project {
             nodes: HashMap::new(),
             types: &rendered.types,
             named: Default::default(),
+            params: &rendered.params,
+            bind_pipes: false,
         };
         let mut last = None;
         for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
@@ -104,11 +118,14 @@ impl Project {
             .iter()
             .filter_map(|(k, t)| t.column_type().map(|c| (k.clone(), c)))
             .collect();
+        let params = Params::from(params.clone());
         let catalog = ProjectCatalog {
             project: self,
             nodes: HashMap::new(),
             types: &types,
             named: Default::default(),
+            params: &params,
+            bind_pipes: true,
         };
         let query =
             plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
@@ -162,6 +179,11 @@ struct ProjectCatalog<'a> {
     types: &'a BTreeMap<String, ColumnType>,
     /// The datasources, quarantine tables and pipes the query named.
     named: std::cell::RefCell<BTreeSet<String>>,
+    /// The request's parameters, for the pipes the query reads.
+    params: &'a Params,
+    /// Bind the parameters of the pipes the query reads into their plans (ad-hoc SQL); a
+    /// pipe's own rendering carries their values instead (see `render_with`).
+    bind_pipes: bool,
 }
 
 /// What an endpoint's `q=` may read: the table `_` (the pipe's own result) and nothing
@@ -203,6 +225,16 @@ thread_local! {
 }
 
 /// Runs `f` one pipe deeper; `None` past 16 levels (a cycle).
+/// True when `sql` mentions `name` as a whole word (a table it may read).
+pub(super) fn names_table(sql: &str, name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.match_indices(name).any(|(i, _)| {
+        let before = sql[..i].chars().next_back();
+        let after = sql[i + name.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
+}
+
 fn nested<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
     let depth = NESTING.with(|n| n.get());
     if depth >= 16 {
@@ -293,12 +325,22 @@ impl ProjectCatalog<'_> {
         {
             return Some(TableRef::Datasource(quarantine_columns(&ds.schema())));
         }
-        let pipe = self.project.pipes.get(name).filter(|p| p.is_endpoint())?;
+        // Any pipe that loads reads as a table (Tinybird's rule in both formats), rendered
+        // with the request's parameters.
+        let pipe = self
+            .project
+            .pipes
+            .get(name)
+            .filter(|p| p.broken.is_none() && p.sink.is_none())?;
         nested(|| {
-            let rendered = self.project.render_with(&pipe.name, &Params::new()).ok()?;
+            let rendered = self.project.render_with(&pipe.name, self.params).ok()?;
             let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
             let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
-            Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+            if self.bind_pipes {
+                Some(TableRef::Plan(plan.bind(&rendered.values).ok()?))
+            } else {
+                Some(TableRef::Plan(plan))
+            }
         })
     }
 }

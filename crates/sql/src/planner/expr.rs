@@ -28,6 +28,8 @@ const AGGREGATES: &[(&str, AggFunc)] = &[
     ("uniqcombined64", AggFunc::Uniq),
     ("uniqhll12", AggFunc::Uniq),
     ("uniqexact", AggFunc::UniqExact),
+    // ClickHouse's count_distinct_implementation is uniqExact.
+    ("countdistinct", AggFunc::UniqExact),
     ("quantile", AggFunc::Quantile),
     ("quantileexact", AggFunc::Quantile),
     ("quantiletdigest", AggFunc::Quantile),
