@@ -231,3 +231,89 @@ fn untyped_pipes_read_as_tables_with_the_request_parameters() {
     assert_eq!(of_kind["endpoint"], false, "{pipes}");
     server.stop();
 }
+
+/// Pipes that read the clock outside temporal filters are served with the request's time
+/// written in: by the day (`today()`, a maintained view per day) or by the second (`now()`,
+/// recomputed per request and not subscribable).
+#[test]
+fn pipes_reading_the_clock_are_served_pinned_to_the_request_time() {
+    let dir = common::temp_dir("clock");
+    std::fs::create_dir_all(dir.join("datasources")).unwrap();
+    std::fs::create_dir_all(dir.join("pipes")).unwrap();
+    std::fs::write(
+        dir.join("datasources/events.datasource"),
+        "SCHEMA >\n    `d` Date `json:$.d`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/week.pipe"),
+        "NODE bounds\nSQL >\n    WITH today() AS e SELECT e - 6 AS s, e\n\nNODE n\nSQL >\n    SELECT (SELECT s FROM bounds) AS since, count() AS c FROM events WHERE d >= (SELECT s FROM bounds) AND d <= (SELECT e FROM bounds)\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/ago.pipe"),
+        "NODE n\nSQL >\n    SELECT dateDiff('day', d, toDate(now())) AS days_ago, count() AS c FROM events GROUP BY days_ago ORDER BY days_ago\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    // Not across midnight: the server's today and the test's must be the same day.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 86_400 - secs % 86_400;
+    if left < 30 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
+    let server = common::Server::start_in(dir, &[]);
+    let today = chrono_free_today();
+    let day = |n: i64| petrel_value::time::format_date(today - n);
+    let body: String = [0, 3, 6, 7, 30]
+        .iter()
+        .map(|n| format!("{{\"d\":\"{}\"}}\n", day(*n)))
+        .collect();
+    let r = common::client()
+        .post(format!("{}/v0/events?name=events&wait=true", server.url))
+        .bearer_auth(common::ADMIN)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let week = common::get(&server, "/v0/pipes/week.json");
+    assert_eq!(
+        week["data"],
+        serde_json::json!([{"since": day(6), "c": 3}]),
+        "{week}"
+    );
+    let ago = common::get(&server, "/v0/pipes/ago.json");
+    let days: Vec<i64> = ago["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["days_ago"].as_i64().unwrap())
+        .collect();
+    assert_eq!(days, [0, 3, 6, 7, 30], "{ago}");
+    let r = common::client()
+        .get(format!("{}/v0/pipes/ago.sse", server.url))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let error: serde_json::Value = r.json().unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be subscribed to"),
+        "{error}"
+    );
+    server.stop();
+}
+
+/// Today as days since the epoch (UTC).
+fn chrono_free_today() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    secs.div_euclid(86_400)
+}

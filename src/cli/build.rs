@@ -108,6 +108,15 @@ fn describe_params(project: &Project, pipe: &str) -> String {
             bound.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    match project.pipes.get(pipe).and_then(|p| p.time_pin) {
+        Some(crate::project::TimePin::Day) => {
+            parts.push("reads today(): one view per day".to_string())
+        }
+        Some(crate::project::TimePin::Second) => {
+            parts.push("reads now(): recomputed per request, not subscribable".to_string())
+        }
+        None => {}
+    }
     if parts.is_empty() {
         String::new()
     } else {

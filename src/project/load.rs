@@ -417,6 +417,7 @@ impl Project {
                 copy,
                 file: path.to_path_buf(),
                 reads_pipes: Vec::new(),
+                time_pin: None,
                 checked_plan: None,
             },
         );
@@ -470,9 +471,36 @@ impl Project {
         names.dedup();
         for name in names {
             let params = check_params(&self.pipes[&name].params);
-            let outcome = self
-                .render_with(&name, &params)
-                .and_then(|r| Ok((self.plan_rendered(&name, &r)?, r.shape)));
+            let plan_with = |pin: Option<TimePin>| {
+                self.render_pinned(&name, &params, pin, RequestTime::now())
+                    .and_then(|r| Ok((self.plan_rendered(&name, &r)?, r.shape)))
+            };
+            let mut outcome = plan_with(None);
+            // A pipe reading the clock outside temporal filters is served pinned to the
+            // request's time (by the day if it can be, else by the second); materialized
+            // and sink pipes must be maintained, so they cannot be.
+            let pinnable =
+                self.pipes[&name].sink.is_none() && !self.materialized.values().any(|m| *m == name);
+            let reads_clock = {
+                let pipe = &self.pipes[&name];
+                std::iter::once(pipe)
+                    .chain(pipe.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
+                    .flat_map(|p| &p.nodes)
+                    .any(|n| clock::mentions_clock(n.template.source()))
+            };
+            if let Err(e) = &outcome {
+                if pinnable && (clock::is_clock_error(&e.to_string()) || reads_clock) {
+                    for pin in [TimePin::Day, TimePin::Second] {
+                        if let Ok(planned) = plan_with(Some(pin)) {
+                            if let Some(p) = self.pipes.get_mut(&name) {
+                                p.time_pin = Some(pin);
+                            }
+                            outcome = Ok(planned);
+                            break;
+                        }
+                    }
+                }
+            }
             if let Ok((query, shape)) = &outcome {
                 if let Some(p) = self.pipes.get_mut(&name) {
                     p.checked_plan = Some(Arc::new((shape.clone(), query.clone())));

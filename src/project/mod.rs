@@ -5,6 +5,7 @@
 //! A pipe that fails to plan is kept out of service with its error (a failing pipe fails
 //! alone); `petrel build` reports it as an error.
 
+mod clock;
 mod lift;
 mod load;
 mod plan;
@@ -21,6 +22,7 @@ use petrel_sql::{plan_query, Catalog, Expr, Plan, PlanNode, Query, SqlError, Tab
 use petrel_template::{ParamDecl, ParamType, Params, Template, TemplateError};
 use petrel_value::{Column, ColumnType, Value};
 
+pub use clock::{RequestTime, TimePin};
 pub use lift::{lift_keys, LiftedKey};
 
 /// Failures of rendering or planning a pipe or query for a request.
@@ -231,6 +233,9 @@ pub struct Pipe {
     pub sink: Option<KafkaSink>,
     /// Where a `TYPE copy` pipe appends its result, and when.
     pub copy: Option<CopyJob>,
+    /// Set when it reads the clock outside temporal filters: its SQL is rendered with the
+    /// request's time written in (see the `clock` module).
+    pub time_pin: Option<TimePin>,
     /// The other pipes its templates mention: what it may read as tables.
     pub reads_pipes: Vec<String>,
     /// The file it came from.
@@ -350,6 +355,10 @@ pub struct RenderedPipe {
     types: BTreeMap<String, ColumnType>,
     /// The request's parameters: pipes this one reads as tables are rendered with them.
     params: Params,
+    /// The clock pin it was rendered with, and the time pinned: the same for the pipes it
+    /// reads.
+    pin: Option<TimePin>,
+    at: RequestTime,
 }
 
 /// A loaded project.

@@ -19,6 +19,19 @@ impl Project {
         pipe: &str,
         params: &Params,
     ) -> Result<RenderedPipe, ProjectError> {
+        let pin = self.pipes.get(pipe).and_then(|p| p.time_pin);
+        self.render_pinned(pipe, params, pin, RequestTime::now())
+    }
+
+    /// Renders a pipe with its clock reads pinned to `at` as `pin` says (and the pipes it
+    /// reads alike).
+    pub(super) fn render_pinned(
+        &self,
+        pipe: &str,
+        params: &Params,
+        pin: Option<TimePin>,
+        at: RequestTime,
+    ) -> Result<RenderedPipe, ProjectError> {
         let p = self
             .pipes
             .get(pipe)
@@ -29,10 +42,15 @@ impl Project {
             nodes: Vec::new(),
             types: BTreeMap::new(),
             params: params.clone(),
+            pin,
+            at,
         };
         let last = p.endpoint.unwrap_or(p.nodes.len().saturating_sub(1));
         for node in p.nodes.iter().take(last + 1) {
-            let r = node.template.render(params)?;
+            let mut r = node.template.render(params)?;
+            if let Some(pin) = pin {
+                r.sql = super::clock::pin_time(&r.sql, pin, at);
+            }
             out.shape.push_str(&r.sql);
             out.shape.push('\u{0}');
             for (k, v) in r.values {
@@ -49,7 +67,8 @@ impl Project {
         // this pipe's shape, so a plan or view is never reused across different renderings.
         for other in &p.reads_pipes {
             if out.nodes.iter().any(|sql| names_table(sql, other)) {
-                if let Some(r) = nested(|| self.render_with(other, params).ok()) {
+                let other_pin = pin.max(self.pipes.get(other).and_then(|o| o.time_pin));
+                if let Some(r) = nested(|| self.render_pinned(other, params, other_pin, at).ok()) {
                     out.shape.push_str(&r.shape);
                     out.values.extend(r.values);
                     out.types.extend(r.types);
@@ -87,6 +106,8 @@ impl Project {
             named: Default::default(),
             params: &rendered.params,
             bind_pipes: false,
+            pin: rendered.pin,
+            at: rendered.at,
         };
         let mut last = None;
         for (node, sql) in p.nodes.iter().zip(&rendered.nodes) {
@@ -126,6 +147,8 @@ impl Project {
             named: Default::default(),
             params: &params,
             bind_pipes: true,
+            pin: None,
+            at: RequestTime::now(),
         };
         let query =
             plan_query(&rendered.sql, &catalog).map_err(|e| ProjectError::Sql(e.to_string()))?;
@@ -184,6 +207,9 @@ struct ProjectCatalog<'a> {
     /// Bind the parameters of the pipes the query reads into their plans (ad-hoc SQL); a
     /// pipe's own rendering carries their values instead (see `render_with`).
     bind_pipes: bool,
+    /// The clock pin of the pipe being planned, and its time: the pipes it reads get them too.
+    pin: Option<TimePin>,
+    at: RequestTime,
 }
 
 /// What an endpoint's `q=` may read: the table `_` (the pipe's own result) and nothing
@@ -333,7 +359,15 @@ impl ProjectCatalog<'_> {
             .get(name)
             .filter(|p| p.broken.is_none() && p.sink.is_none())?;
         nested(|| {
-            let rendered = self.project.render_with(&pipe.name, self.params).ok()?;
+            let rendered = self
+                .project
+                .render_pinned(
+                    &pipe.name,
+                    self.params,
+                    self.pin.max(pipe.time_pin),
+                    self.at,
+                )
+                .ok()?;
             let query = self.project.plan_rendered(&pipe.name, &rendered).ok()?;
             let plan = query.bind_limits(&rendered.values).ok()?.into_plan();
             if self.bind_pipes {

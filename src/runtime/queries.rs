@@ -59,6 +59,14 @@ impl Runtime {
     ) -> Result<QueryResult, RuntimeError> {
         let project = self.project();
         let rendered = project.render_pipe(pipe, params)?;
+        if recomputed_per_request(&project, pipe) {
+            // Pinned to the second: recomputed for this request alone, as ClickHouse does.
+            let query = project.plan_for(pipe, &rendered)?;
+            let mut tables = BTreeSet::new();
+            petrel_engine::scanned_tables(&query.plan, &mut tables);
+            let prepared = PreparedSql::new(query, rendered.values, tables, BTreeSet::new());
+            return self.views.run_once(prepared).await;
+        }
         let prepared = self
             .views
             .prepare(pipe, &rendered.shape, || project.plan_for(pipe, &rendered))?;
@@ -72,6 +80,11 @@ impl Runtime {
         params: &BTreeMap<String, String>,
     ) -> Result<Subscription, RuntimeError> {
         let project = self.project();
+        if recomputed_per_request(&project, pipe) {
+            return Err(RuntimeError::BadRequest(format!(
+                "The pipe '{pipe}' reads now() outside a temporal filter (a WHERE comparison of a time with now()): it is recomputed for each request and cannot be subscribed to"
+            )));
+        }
         let rendered = project.render_pipe(pipe, params)?;
         let prepared = self
             .views
@@ -224,4 +237,12 @@ fn scan_predicate(plan: &Plan, table: &str) -> Option<petrel_sql::Expr> {
     plan.inputs()
         .into_iter()
         .find_map(|input| scan_predicate(input, table))
+}
+
+/// True for a pipe pinned to the second (see `project::TimePin`): no view is kept for it.
+fn recomputed_per_request(project: &crate::project::Project, pipe: &str) -> bool {
+    project
+        .pipes
+        .get(pipe)
+        .is_some_and(|p| p.time_pin == Some(crate::project::TimePin::Second))
 }

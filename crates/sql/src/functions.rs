@@ -311,6 +311,16 @@ pub enum Func {
     DecodeUrlFormComponent,
     /// `formatDateTime(t, format)`: MySQL-style `%` specifiers as ClickHouse formats them (UTC).
     FormatDateTime,
+    /// `match(s, pattern)`: 1 when the regular expression (RE2 syntax) matches somewhere.
+    Match,
+    /// `extract(s, pattern)`: the first capture group of the first match (or the whole match
+    /// without groups); empty when there is none.
+    Extract,
+    /// `replaceRegexpOne(s, pattern, replacement)`: the first match replaced (`\1`..`\9`
+    /// refer to groups, `\0` to the match).
+    ReplaceRegexpOne,
+    /// `replaceRegexpAll(s, pattern, replacement)`: every match replaced.
+    ReplaceRegexpAll,
     /// `cityHash64(..)`: ClickHouse's value for strings (CityHash64 v1.0.2) and for 64-bit
     /// integers and floats (intHash64 of the bits), combined across arguments as ClickHouse
     /// does. Narrower integer types, arrays and UUIDs hash differently from ClickHouse.
@@ -540,6 +550,10 @@ impl Func {
             Func::DecodeUrlComponent => "decodeURLComponent",
             Func::DecodeUrlFormComponent => "decodeURLFormComponent",
             Func::FormatDateTime => "formatDateTime",
+            Func::Match => "match",
+            Func::Extract => "extract",
+            Func::ReplaceRegexpOne => "replaceRegexpOne",
+            Func::ReplaceRegexpAll => "replaceRegexpAll",
             Func::CityHash64 => "cityHash64",
             Func::JsonExtractString => "JSONExtractString",
             Func::JsonExtractInt => "JSONExtractInt",
@@ -574,7 +588,8 @@ impl Func {
             Func::Round | Func::ToStartOf(_) | Func::ThrowIf => (1, Some(2)),
             Func::HigherOrder { .. } => (2, None),
             Func::Range => (1, Some(3)),
-            Func::ExtractUrlParameter => (2, Some(2)),
+            Func::ExtractUrlParameter | Func::Match | Func::Extract => (2, Some(2)),
+            Func::ReplaceRegexpOne | Func::ReplaceRegexpAll => (3, Some(3)),
             Func::FormatDateTime => (2, Some(3)),
             Func::Substring | Func::SubstringUtf8 => (2, Some(3)),
             Func::If | Func::ReplaceAll => (3, Some(3)),
@@ -781,6 +796,10 @@ impl Func {
                 },
             },
             Func::UrlHierarchy => T::Array(Box::new(T::String)),
+            Func::Match => wrap_nullable(T::UInt(8), &args[..1]),
+            Func::Extract | Func::ReplaceRegexpOne | Func::ReplaceRegexpAll => {
+                wrap_nullable(T::String, &args[..1])
+            }
             Func::ExtractUrlParameter
             | Func::DecodeUrlComponent
             | Func::DecodeUrlFormComponent
@@ -1135,6 +1154,12 @@ impl Func {
                 (Value::Null, _) | (_, Value::Null) => Value::Null,
                 (url, name) => Value::from(url_parameter(&text(url), &text(name)).to_string()),
             },
+            Func::Match | Func::Extract | Func::ReplaceRegexpOne | Func::ReplaceRegexpAll => {
+                if arg(0).is_null() {
+                    return Value::Null;
+                }
+                regex_call(self, &text(arg(0)), &text(arg(1)), &text(arg(2)))
+            }
             Func::DecodeUrlComponent => map_str(arg(0), |s| percent_decode(s, false)),
             Func::DecodeUrlFormComponent => map_str(arg(0), |s| percent_decode(s, true)),
             Func::FormatDateTime => match (epoch_secs(arg(0)), arg(1)) {
@@ -2198,6 +2223,67 @@ fn url_parameter<'u>(url: &'u str, name: &str) -> &'u str {
         .unwrap_or("")
 }
 
+thread_local! {
+    /// Compiled patterns by text: a view evaluates the same few patterns on every row.
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+        Default::default();
+}
+
+/// `match`, `extract` and `replaceRegexp*` with a cached pattern; a pattern that does not
+/// compile matches nothing.
+fn regex_call(func: &Func, subject: &str, pattern: &str, replacement: &str) -> Value {
+    PATTERNS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() > 1024 {
+            cache.clear();
+        }
+        let re = cache
+            .entry(pattern.to_string())
+            .or_insert_with(|| regex::Regex::new(pattern).ok());
+        let Some(re) = re.as_ref() else {
+            return match func {
+                Func::Match => Value::UInt(0),
+                Func::Extract => Value::str(""),
+                _ => Value::from(subject.to_string()),
+            };
+        };
+        match func {
+            Func::Match => bool_value(re.is_match(subject)),
+            Func::Extract => Value::from(
+                re.captures(subject)
+                    .and_then(|c| c.get(1).or_else(|| c.get(0)))
+                    .map_or("", |m| m.as_str())
+                    .to_string(),
+            ),
+            _ => {
+                // ClickHouse writes groups as \0..\9; the regex crate as ${0}..${9}.
+                let mut rewritten = String::with_capacity(replacement.len());
+                let mut chars = replacement.chars().peekable();
+                while let Some(c) = chars.next() {
+                    match (c, chars.peek().copied()) {
+                        ('\\', Some(d)) if d.is_ascii_digit() => {
+                            rewritten.push_str(&format!("${{{d}}}"));
+                            chars.next();
+                        }
+                        ('\\', Some('\\')) => {
+                            rewritten.push('\\');
+                            chars.next();
+                        }
+                        ('$', _) => rewritten.push_str("$$"),
+                        _ => rewritten.push(c),
+                    }
+                }
+                let out = if *func == Func::ReplaceRegexpOne {
+                    re.replace(subject, rewritten.as_str())
+                } else {
+                    re.replace_all(subject, rewritten.as_str())
+                };
+                Value::from(out.into_owned())
+            }
+        }
+    })
+}
+
 /// Decodes `%XX` escapes (and `+` as a space in form encoding); invalid escapes stay.
 fn percent_decode(s: &str, form: bool) -> String {
     let bytes = s.as_bytes();
@@ -2919,6 +3005,32 @@ mod tests {
         assert_eq!(
             call(Func::DecodeUrlFormComponent, &[s("a+b%20c")]),
             s("a b c")
+        );
+        let ua = s("Mozilla/5.0 (iPhone; CPU) curl/8");
+        assert_eq!(
+            call(Func::Match, &[ua.clone(), s(r"wget|curl|\+https://")]),
+            Value::UInt(1)
+        );
+        assert_eq!(
+            call(Func::Match, &[ua.clone(), s("android")]),
+            Value::UInt(0)
+        );
+        assert_eq!(
+            call(Func::Match, &[ua.clone(), s("(unclosed")]),
+            Value::UInt(0)
+        );
+        assert_eq!(call(Func::Extract, &[ua.clone(), s(r"curl/(\d+)")]), s("8"));
+        assert_eq!(call(Func::Extract, &[ua, s(r"i[A-Z]\w+")]), s("iPhone"));
+        assert_eq!(
+            call(
+                Func::ReplaceRegexpAll,
+                &[s("a1b22c"), s(r"(\d+)"), s(r"<\1>")]
+            ),
+            s("a<1>b<22>c")
+        );
+        assert_eq!(
+            call(Func::ReplaceRegexpOne, &[s("a1b22c"), s(r"\d+"), s("$")]),
+            s("a$b22c")
         );
         assert_eq!(
             call(Func::DecodeUrlComponent, &[s("a+b%20c%2")]),

@@ -253,6 +253,34 @@ pub enum TableRef {
 }
 
 impl Plan {
+    /// The rows of a plan that reads no table and no parameter (constants, projected and
+    /// filtered), computed now; `None` for anything else.
+    pub fn constant_rows(&self) -> Option<Vec<Row>> {
+        let closed = |e: &Expr| {
+            let mut params = std::collections::BTreeSet::new();
+            e.params(&mut params);
+            params.is_empty()
+        };
+        match &self.node {
+            PlanNode::Values { rows } => Some(rows.clone()),
+            PlanNode::Project { input, exprs } if exprs.iter().all(closed) => Some(
+                input
+                    .constant_rows()?
+                    .iter()
+                    .map(|r| exprs.iter().map(|e| e.eval(r)).collect())
+                    .collect(),
+            ),
+            PlanNode::Filter { input, predicate } if closed(predicate) => Some(
+                input
+                    .constant_rows()?
+                    .into_iter()
+                    .filter(|r| predicate.eval(r).is_true())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// The node's inputs.
     pub fn inputs(&self) -> Vec<&Plan> {
         match &self.node {

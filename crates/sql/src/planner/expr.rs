@@ -408,6 +408,10 @@ fn simple_function(lower: &str) -> Option<Func> {
         "decodeurlcomponent" => Func::DecodeUrlComponent,
         "decodeurlformcomponent" => Func::DecodeUrlFormComponent,
         "formatdatetime" => Func::FormatDateTime,
+        "match" => Func::Match,
+        "extract" => Func::Extract,
+        "replaceregexpone" => Func::ReplaceRegexpOne,
+        "replaceregexpall" => Func::ReplaceRegexpAll,
         "negate" => Func::Negate,
         "abs" => Func::Abs,
         "round" => Func::Round,
@@ -954,7 +958,22 @@ impl Planner<'_> {
                 "INTERVAL is only supported added to or subtracted from a date or time",
                 e,
             )),
-            ast::Expr::Subquery(_) => Err(unsupported("scalar subqueries", e)),
+            // A scalar subquery over constants (a node of dates computed from today(), say)
+            // is its value; others are not maintained yet.
+            ast::Expr::Subquery(q) => {
+                let sub = self.query(q, false)?;
+                match (sub.plan.constant_rows(), sub.visible) {
+                    (Some(rows), 1) => {
+                        let ty = sub.plan.columns[0].ty.clone();
+                        let v = rows.first().and_then(|r| r.first().cloned());
+                        Ok((Expr::Literal(v.unwrap_or(Value::Null)), ty))
+                    }
+                    _ => Err(unsupported(
+                        "scalar subqueries (other than one value computed from constants)",
+                        e,
+                    )),
+                }
+            }
             ast::Expr::Exists { .. } => Err(unsupported("EXISTS", e)),
             ast::Expr::Lambda(_) => Err(unsupported("lambda functions", e)),
             other => Err(unsupported(&format!("expression '{other}'"), other)),
@@ -1235,6 +1254,47 @@ impl Planner<'_> {
                 return self.call(
                     Func::ToStartOf(unit),
                     &[t, value],
+                    node,
+                    scope,
+                    aliases,
+                    mode,
+                );
+            }
+            // `timestampAdd(t, INTERVAL n unit)`, `timestampSub(..)`.
+            "timestampadd" | "timestamp_add" | "timestampsub" | "timestamp_sub"
+                if args_ast.len() == 2 =>
+            {
+                let (t, iv) = (args_ast[0], args_ast[1]);
+                let Some((value, unit)) = interval_of(iv) else {
+                    return Err(at(format!("{name} takes (time, INTERVAL n unit)"), node));
+                };
+                let unit = unit.map_err(|m| at(m, iv))?;
+                let func = if lower.contains("add") {
+                    Func::AddInterval(unit)
+                } else {
+                    Func::SubtractInterval(unit)
+                };
+                return self.call(func, &[t, value], node, scope, aliases, mode);
+            }
+            // `date_add(unit, n, t)`, `date_sub(DAY, 7, now())`.
+            "date_add" | "dateadd" | "date_sub" | "datesub" if args_ast.len() == 3 => {
+                let unit = match args_ast[0] {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => Unit::parse(s),
+                        _ => None,
+                    },
+                    ast::Expr::Identifier(i) => Unit::parse(&i.value),
+                    _ => None,
+                }
+                .ok_or_else(|| at(format!("{name} needs a unit such as DAY"), args_ast[0]))?;
+                let func = if lower.contains("add") {
+                    Func::AddInterval(unit)
+                } else {
+                    Func::SubtractInterval(unit)
+                };
+                return self.call(
+                    func,
+                    &[args_ast[2], args_ast[1]],
                     node,
                     scope,
                     aliases,

@@ -1180,7 +1180,7 @@ fn errors_name_the_construct_and_place() {
     assert_eq!((e.line, e.column), (1, 8));
     let e = err("SELECT user_id FROM events e WHERE x.user_id = 1");
     assert!(e.message.contains("unknown column 'x.user_id'"), "{e}");
-    let e = err("SELECT (SELECT 1) FROM events");
+    let e = err("SELECT (SELECT count() FROM users) FROM events");
     assert!(
         e.message.starts_with("unsupported: scalar subqueries"),
         "{e}"
@@ -1535,4 +1535,38 @@ fn lambdas_and_range() {
     assert!(shape(&q.plan).contains("ArrayJoin") || !project_exprs(&q.plan).is_empty());
     let e = err("SELECT arrayMap((a, b) -> a, tags) FROM events");
     assert!(e.message.contains("one parameter per array"), "{e}");
+}
+
+#[test]
+fn constant_scalar_subqueries_and_date_arithmetic() {
+    // A node of dates computed from constants, read through scalar subqueries.
+    let q = plan(
+        "WITH toDate('2024-03-10') AS current_end,
+              toDate(timestampAdd(current_end, INTERVAL -7 DAY)) AS current_start
+         SELECT user_id FROM events
+         WHERE date >= (SELECT current_start) AND date <= (SELECT current_end)",
+    );
+    let filter = find(&q.plan, &|n| matches!(n, PlanNode::Filter { .. })).expect("a filter");
+    let PlanNode::Filter { predicate, .. } = &filter.node else {
+        unreachable!()
+    };
+    let mut row = vec![Value::Null; events().len()];
+    for (day, inside) in [
+        ("2024-03-02", false),
+        ("2024-03-03", true),
+        ("2024-03-10", true),
+        ("2024-03-11", false),
+    ] {
+        row[1] = Value::Date(time::parse_date(day).unwrap() as i32);
+        assert_eq!(predicate.eval(&row).is_true(), inside, "{day}: {predicate}");
+    }
+    let q = plan("SELECT date_sub(DAY, 7, toDateTime('2024-03-10 00:00:00')) AS a, date_add(HOUR, 2, toDateTime('2024-03-10 00:00:00')) AS b, timestampSub(toDate('2024-03-10'), INTERVAL 1 MONTH) AS c");
+    assert_eq!(
+        project_exprs(&q.plan),
+        [
+            lit(dt("2024-03-03 00:00:00")),
+            lit(dt("2024-03-10 02:00:00")),
+            lit(Value::Date(time::parse_date("2024-02-10").unwrap() as i32))
+        ]
+    );
 }
