@@ -251,6 +251,11 @@ fn pipes_reading_the_clock_are_served_pinned_to_the_request_time() {
     )
     .unwrap();
     std::fs::write(
+        dir.join("pipes/daily.pipe"),
+        "NODE n\nSQL >\n    SELECT toStartOfDay(toDateTime(d)) AS day, count() AS c FROM events GROUP BY day\n    ORDER BY day DESC\n    WITH FILL FROM toStartOfDay(now()) TO toStartOfDay(now() - INTERVAL 7 DAY) STEP INTERVAL -1 DAY\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    std::fs::write(
         dir.join("pipes/ago.pipe"),
         "NODE n\nSQL >\n    SELECT dateDiff('day', d, toDate(now())) AS days_ago, count() AS c FROM events GROUP BY days_ago ORDER BY days_ago\n\nTYPE endpoint\n",
     )
@@ -292,6 +297,28 @@ fn pipes_reading_the_clock_are_served_pinned_to_the_request_time() {
         .map(|r| r["days_ago"].as_i64().unwrap())
         .collect();
     assert_eq!(days, [0, 3, 6, 7, 30], "{ago}");
+    // WITH FILL: a row for each of the last 7 days, 0 where no event fell.
+    let daily = common::get(&server, "/v0/pipes/daily.json");
+    let counts: Vec<(String, i64)> = daily["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["c"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // Days 7 and 30 are outside the fill's range: their rows stay, nothing is made there.
+    let expected: Vec<(String, i64)> = (0..7)
+        .chain([7, 30])
+        .map(|n| {
+            let c = if [0, 3, 6, 7, 30].contains(&n) { 1 } else { 0 };
+            (format!("{} 00:00:00", day(n)), c)
+        })
+        .collect();
+    assert_eq!(counts, expected, "{daily}");
     let r = common::client()
         .get(format!("{}/v0/pipes/ago.sse", server.url))
         .bearer_auth(common::ADMIN)

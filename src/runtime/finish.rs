@@ -13,6 +13,10 @@ use petrel_view::{Ts, View};
 use super::views::bad;
 use super::{QueryResult, RuntimeError};
 
+/// The most rows a `WITH FILL` adds to one answer (a step too small for its range would
+/// otherwise make an unbounded answer).
+const FILL_MAX_ROWS: usize = 1_000_000;
+
 /// The query's top-level sort keys with parameters bound.
 pub(super) fn bind_order(
     query: &Query,
@@ -125,6 +129,10 @@ pub(super) fn finish(
     let rows_read = rows.len();
     if !query.order_by.is_empty() {
         rows = row_order(&bind_order(query, values)?).sort(rows);
+    }
+    if let (Some(fill), Some(first)) = (&query.fill, query.order_by.first()) {
+        let fill = fill.bind(values).map_err(bad)?;
+        rows = fill.apply(rows, first.desc, &query.plan.columns, FILL_MAX_ROWS);
     }
     let total = rows.len();
     let (offset, limit) = offset_and_limit(query, values)?;

@@ -433,7 +433,8 @@ impl Views {
         for k in &query.order_by {
             k.expr.params(&mut order_params);
         }
-        let ordered = order_params.is_subset(&params);
+        // A WITH FILL result is made on read: its rows are sorted then, not kept in order.
+        let ordered = order_params.is_subset(&params) && query.fill.is_none();
         let mut tables = BTreeSet::new();
         petrel_engine::scanned_tables(&query.plan, &mut tables);
         let prepared = Arc::new(Prepared {
@@ -919,6 +920,16 @@ impl Views {
         }
         if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
+        }
+        if prepared.query.fill.is_some() {
+            let snapshot = live.view.snapshot(&[]);
+            return finish(
+                &prepared.query,
+                snapshot.rows,
+                snapshot.upper,
+                &prepared.values,
+            )
+            .map(|r| self.as_of_now(r));
         }
         read_page(&live.view, &[], &prepared.query, &prepared.values).map(|r| self.as_of_now(r))
     }

@@ -232,6 +232,128 @@ pub struct Query {
     pub limit: Option<Expr>,
     /// The top-level offset: a literal or a parameter.
     pub offset: Option<Expr>,
+    /// `ORDER BY key WITH FILL ..` on the first sort key: rows for the missing key values,
+    /// made when the result is read (before OFFSET and LIMIT).
+    pub fill: Option<Fill>,
+}
+
+/// `WITH FILL [FROM a] [TO b] [STEP s]` on the first ORDER BY key, a result column.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fill {
+    /// The filled column (an index into the plan's columns).
+    pub column: usize,
+    /// `FROM`: where filling starts (the first row's value without it).
+    pub from: Option<Expr>,
+    /// `TO`: where it stops, excluded (the last row's value without it).
+    pub to: Option<Expr>,
+    /// `STEP`: a number (days for a Date, seconds for a DateTime), or `INTERVAL n unit`.
+    pub step: FillStep,
+}
+
+impl Fill {
+    /// Adds the missing rows to `rows`, sorted by the fill column (descending when `desc`):
+    /// the keys from `from` (else the first row's key) by `step`, up to `to` excluded (else
+    /// the last row's key), that no row has. A made row holds the key and every other
+    /// column's default value, as ClickHouse fills. Bounds and step must be bound; at most
+    /// `max_rows` rows are made.
+    pub fn apply(
+        &self,
+        rows: Vec<Row>,
+        desc: bool,
+        columns: &[Column],
+        max_rows: usize,
+    ) -> Vec<Row> {
+        use crate::functions::Func;
+        let value = |e: &Option<Expr>| e.as_ref().map(|e| e.eval(&[]));
+        let ty = columns.get(self.column).map(|c| c.ty.clone());
+        let cast = |v: Value| match &ty {
+            Some(t) => t.coerce(&v).unwrap_or(v),
+            None => v,
+        };
+        let advance = |v: &Value| -> Value {
+            cast(match &self.step {
+                FillStep::Number(e) => Func::Plus.apply(&[v, &e.eval(&[])]),
+                FillStep::Interval(e, unit) => Func::AddInterval(*unit).apply(&[v, &e.eval(&[])]),
+            })
+        };
+        // `a` comes before `b` in the result's order.
+        let before = |a: &Value, b: &Value| match a.sql_cmp(b) {
+            Some(std::cmp::Ordering::Less) => !desc,
+            Some(std::cmp::Ordering::Greater) => desc,
+            _ => false,
+        };
+        let made = |key: &Value| -> Row {
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == self.column {
+                        key.clone()
+                    } else {
+                        c.ty.default_value()
+                    }
+                })
+                .collect()
+        };
+        // The sequence of keys is a grid from `from` (else the first row's key) by `step`;
+        // a row on a grid point takes that point's place.
+        let mut next = value(&self.from).map(cast);
+        let to = value(&self.to).map(cast);
+        let mut out = Vec::with_capacity(rows.len());
+        let mut budget = max_rows;
+        let mut fill_until = |next: &mut Value, end: &Value, out: &mut Vec<Row>| {
+            while before(next, end) && to.as_ref().is_none_or(|t| before(next, t)) && budget > 0 {
+                out.push(made(next));
+                budget -= 1;
+                let stepped = advance(next);
+                if !before(next, &stepped) {
+                    // A step that does not move in the sort's direction fills nothing more.
+                    *next = end.clone();
+                    break;
+                }
+                *next = stepped;
+            }
+        };
+        for row in rows {
+            let key = row.get(self.column).cloned().unwrap_or(Value::Null);
+            let at = next.get_or_insert_with(|| key.clone());
+            fill_until(at, &key, &mut out);
+            if at.sql_cmp(&key) == Some(std::cmp::Ordering::Equal) {
+                *at = advance(at);
+            }
+            out.push(row);
+        }
+        if let (Some(mut at), Some(end)) = (next, to.clone()) {
+            fill_until(&mut at, &end, &mut out);
+        }
+        out
+    }
+
+    /// The fill with parameters replaced by their values.
+    pub fn bind(
+        &self,
+        values: &std::collections::BTreeMap<String, Value>,
+    ) -> Result<Fill, crate::SqlError> {
+        let b = |e: &Option<Expr>| e.as_ref().map(|e| e.bind(values)).transpose();
+        Ok(Fill {
+            column: self.column,
+            from: b(&self.from)?,
+            to: b(&self.to)?,
+            step: match &self.step {
+                FillStep::Number(e) => FillStep::Number(e.bind(values)?),
+                FillStep::Interval(e, u) => FillStep::Interval(e.bind(values)?, *u),
+            },
+        })
+    }
+}
+
+/// The step of a `WITH FILL`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum FillStep {
+    /// A number added to the key.
+    Number(Expr),
+    /// `INTERVAL n unit`.
+    Interval(Expr, crate::functions::Unit),
 }
 
 /// What a plan may read: datasources by name and earlier nodes of the same pipe (or other
@@ -496,6 +618,7 @@ impl Query {
             order_by,
             limit,
             offset,
+            fill: _,
         } = self;
         let constant = |e: &Option<Expr>| match e {
             Some(Expr::Literal(v)) => v.as_i64().map(|n| n.max(0) as u64),
@@ -549,6 +672,7 @@ impl Query {
                 .collect::<Result<_, crate::SqlError>>()?,
             limit: self.limit.as_ref().map(|e| e.bind(values)).transpose()?,
             offset: self.offset.as_ref().map(|e| e.bind(values)).transpose()?,
+            fill: self.fill.as_ref().map(|f| f.bind(values)).transpose()?,
         })
     }
 

@@ -349,9 +349,6 @@ impl Planner<'_> {
                 OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", ob)),
             },
         };
-        if let Some(o) = order.iter().find(|o| o.with_fill.is_some()) {
-            return Err(unsupported("WITH FILL", &o.expr));
-        }
         let mut query = match q.body.as_ref() {
             SetExpr::Select(select) => self.select(select, &order)?,
             other => {
@@ -368,9 +365,11 @@ impl Planner<'_> {
                     order_by,
                     limit: None,
                     offset: None,
+                    fill: None,
                 }
             }
         };
+        query.fill = self.fill(&order, &query, top)?;
         let limit = limit.map(|e| self.limit_expr(&e, top)).transpose()?;
         let offset = offset.map(|e| self.limit_expr(&e, top)).transpose()?;
         if limit_by.is_empty() {
@@ -409,6 +408,61 @@ impl Planner<'_> {
             columns,
         );
         Ok(query)
+    }
+
+    /// `WITH FILL` on the first ORDER BY key of the top-level query, over a result column,
+    /// with constant bounds and step.
+    fn fill(
+        &mut self,
+        order: &[ast::OrderByExpr],
+        query: &Query,
+        top: bool,
+    ) -> Result<Option<Fill>, SqlError> {
+        let Some(at_key) = order.iter().position(|o| o.with_fill.is_some()) else {
+            return Ok(None);
+        };
+        let o = &order[at_key];
+        if at_key != 0 || !top {
+            return Err(unsupported(
+                "WITH FILL other than on the first ORDER BY key of the endpoint's query",
+                &o.expr,
+            ));
+        }
+        let Some(Expr::Column(column)) = query.order_by.first().map(|k| &k.expr) else {
+            return Err(unsupported(
+                "WITH FILL on an expression that is not a column of the result",
+                &o.expr,
+            ));
+        };
+        let Some(with_fill) = &o.with_fill else {
+            return Ok(None);
+        };
+        let mut constant = |e: &ast::Expr| -> Result<Expr, SqlError> {
+            let (x, _) = self.expr(e, &Scope::default(), &Aliases::new(), &mut Mode::Rows)?;
+            if x.is_constant() {
+                Ok(x)
+            } else {
+                Err(at("WITH FILL bounds and step must be constants", e))
+            }
+        };
+        let from = with_fill.from.as_ref().map(&mut constant).transpose()?;
+        let to = with_fill.to.as_ref().map(&mut constant).transpose()?;
+        let step = match &with_fill.step {
+            None => FillStep::Number(Expr::Literal(Value::Int(1))),
+            Some(e) => match expr::interval_of(e) {
+                Some((amount, unit)) => {
+                    let unit = unit.map_err(|m| at(m, e))?;
+                    FillStep::Interval(constant(amount)?, unit)
+                }
+                None => FillStep::Number(constant(e)?),
+            },
+        };
+        Ok(Some(Fill {
+            column: *column,
+            from,
+            to,
+            step,
+        }))
     }
 
     /// A LIMIT or OFFSET: a constant, or (at the top level only) a parameter.

@@ -466,5 +466,6 @@ fn finish_select(
         order_by,
         limit: None,
         offset: None,
+        fill: None,
     }
 }

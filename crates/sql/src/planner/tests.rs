@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use petrel_value::{time, Column, ColumnType as T, Value};
+use petrel_value::{time, Column, ColumnType as T, Row, Value};
 
 use super::plan_query;
 use crate::expr::Expr;
@@ -1569,4 +1569,77 @@ fn constant_scalar_subqueries_and_date_arithmetic() {
             lit(Value::Date(time::parse_date("2024-02-10").unwrap() as i32))
         ]
     );
+}
+
+#[test]
+fn with_fill_makes_the_rows_clickhouse_makes() {
+    let fill = |sql: &str, rows: Vec<Row>| -> Vec<(Value, Value)> {
+        let q = plan(sql);
+        let f = q.fill.clone().expect("a fill");
+        f.apply(rows, q.order_by[0].desc, &q.plan.columns, 1000)
+            .into_iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect()
+    };
+    let rows = |keys: &[u64]| -> Vec<Row> {
+        keys.iter()
+            .map(|k| vec![Value::UInt(*k), Value::UInt(1)])
+            .collect()
+    };
+    let keys = |out: Vec<(Value, Value)>| -> Vec<(u64, u64)> {
+        out.into_iter()
+            .map(|(k, c)| (k.as_i64().unwrap() as u64, c.as_i64().unwrap() as u64))
+            .collect()
+    };
+    // Each expectation is what ClickHouse answers for the same ORDER BY over the same rows.
+    let base = "SELECT click_count AS n, id AS c FROM events ORDER BY n";
+    assert_eq!(
+        keys(fill(
+            &format!("{base} WITH FILL FROM 1 TO 9 STEP 2"),
+            rows(&[2, 5, 6])
+        )),
+        [(1, 0), (2, 1), (3, 0), (5, 1), (6, 1), (7, 0)]
+    );
+    assert_eq!(
+        keys(fill(
+            &format!("{base} WITH FILL STEP 2"),
+            rows(&[2, 5, 6, 11])
+        )),
+        [(2, 1), (4, 0), (5, 1), (6, 1), (8, 0), (10, 0), (11, 1)]
+    );
+    assert_eq!(
+        keys(fill(
+            &format!("{base} WITH FILL FROM 4 TO 12 STEP 3"),
+            rows(&[2, 5, 6])
+        )),
+        [(2, 1), (4, 0), (5, 1), (6, 1), (7, 0), (10, 0)]
+    );
+    let desc = "SELECT click_count AS n, id AS c FROM events ORDER BY n DESC WITH FILL FROM 8 TO 0 STEP -2";
+    assert_eq!(
+        keys(fill(desc, rows(&[6, 5, 2]))),
+        [(8, 0), (6, 1), (5, 1), (4, 0), (2, 1)]
+    );
+    let days = "SELECT timestamp AS d, id AS c FROM events ORDER BY d DESC WITH FILL FROM toDateTime('2024-03-10 00:00:00') TO toDateTime('2024-03-03 00:00:00') STEP INTERVAL -1 DAY";
+    let out = fill(
+        days,
+        vec![
+            vec![dt("2024-03-08 00:00:00"), Value::UInt(3)],
+            vec![dt("2024-03-05 00:00:00"), Value::UInt(3)],
+        ],
+    );
+    let expected: Vec<(Value, Value)> = [
+        ("2024-03-10", 0),
+        ("2024-03-09", 0),
+        ("2024-03-08", 3),
+        ("2024-03-07", 0),
+        ("2024-03-06", 0),
+        ("2024-03-05", 3),
+        ("2024-03-04", 0),
+    ]
+    .iter()
+    .map(|(d, c)| (dt(&format!("{d} 00:00:00")), Value::UInt(*c)))
+    .collect();
+    assert_eq!(out, expected);
+    let e = err("SELECT n FROM (SELECT click_count AS n FROM events ORDER BY n WITH FILL)");
+    assert!(e.message.contains("WITH FILL"), "{e}");
 }
