@@ -96,7 +96,9 @@ from tinybird.sql_toolset import get_left_table, replace_tables, sql_get_used_ta
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None)
 STATUSES = ["equal", "equal-empty", "different", "not served", "not checkable"]
-ERROR_LINE = re.compile(r"^(.*?\.(?:pipe|datasource|connection|incl)):(\d+):(\d+): (.*)$")
+ERROR_LINE = re.compile(r"^(?:✗ )?(.*?\.(?:pipe|datasource|connection|incl)):(\d+):(\d+): (.*)$")
+KAFKA_COLUMNS = [("__value", "String"), ("__topic", "LowCardinality(String)"), ("__partition", "Int16"),
+                 ("__offset", "Int64"), ("__timestamp", "DateTime"), ("__key", "String")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,9 +151,13 @@ class Project:
     pipes: dict = field(default_factory=dict)
     parse_errors: dict = field(default_factory=dict)
 
-    def mv_targets(self):
-        """Target datasource → materialized pipe name."""
-        return {p.nodes[p.published].target: p.name for p in self.pipes.values() if p.kind == "materialized"}
+    def mv_pipes(self):
+        """Target datasource → the materialized pipes that write to it."""
+        out = collections.defaultdict(list)
+        for p in self.pipes.values():
+            if p.kind == "materialized":
+                out[p.nodes[p.published].target].append(p.name)
+        return out
 
     def endpoints(self):
         return sorted(n for n, p in self.pipes.items() if p.kind == "endpoint")
@@ -185,9 +191,12 @@ def load_datasource(path):
         if c.get("nullable") and not ctype.startswith("Nullable("):
             ctype = f"Nullable({ctype})"
         cols.append(Column(c["name"], ctype, c.get("jsonpath"), c.get("default_value"), c.get("codec")))
+    if any(k.startswith("kafka_") for k in node):  # Tinybird adds Kafka's metadata columns
+        have = {c.name for c in cols}
+        cols = [Column(n, t, None, None, None) for n, t in KAFKA_COLUMNS if n not in have] + cols
     eng = node.get("engine") or {"type": "MergeTree", "args": []}
     args = {k: v for k, v in eng["args"]}
-    notes = [f"Tinybird rejects: {d}" for d in dropped]
+    notes = [f"Tinybird rejects {len(dropped)} line(s), first: {dropped[0]}"] if dropped else []
     try:
         engine = engine_full_from_dict(eng["type"], args, columns=node.get("columns", []))
     except Exception as e:
@@ -741,8 +750,8 @@ class Reference:
         self.rendered = {}  # (pipe, node) → (sql, error)
         self.composed = {}  # pipe → (sql, error)
         self.broken_tables = {}  # datasource → why the reference holds no (or wrong) data
-        self.mv_sources = {}  # target → tables the materialized pipe reads
-        self.mv_left = {}  # target → the table whose inserts fire the view
+        self.mvs = []  # (pipe, target, table whose inserts fire it, tables it reads)
+        self.external = {}  # materialized pipe → why it reads nothing here (tables outside the project)
         for s in ("session_timezone = 'UTC'", "output_format_json_quote_64bit_integers = 0",
                   "output_format_json_quote_decimals = 0", "max_execution_time = 60"):
             self.sess.query(f"SET {s}")
@@ -824,7 +833,10 @@ class Reference:
                 self.broken_tables[ds.name] = f"CREATE TABLE failed: {first_line(e)}"
 
     def create_views(self):
-        """A MATERIALIZED VIEW .. TO target for each materialized pipe (before any insert)."""
+        """A MATERIALIZED VIEW .. TO target for each materialized pipe (before any insert). A
+        pipe that reads only tables outside the project (other workspaces, old versions) is
+        skipped: its target is then a landing datasource."""
+        known = set(self.proj.datasources)
         for pipe in self.proj.pipes.values():
             if pipe.kind != "materialized":
                 continue
@@ -832,13 +844,44 @@ class Reference:
             sql, err = self.compose(pipe.name)
             if not err:
                 try:
-                    self.mv_sources[target] = used_tables(sql)
-                    self.mv_left[target] = get_left_table(sql)[1]
+                    tables = {(t[0], t[1]) for t in sql_get_used_tables(sql, raising=True) if t[1]}
+                    if tables and all(db or t not in known for db, t in tables):
+                        self.external[pipe.name] = f"reads only tables outside the project: {sorted(tables)}"
+                        continue
+                    self.mvs.append((pipe.name, target, get_left_table(sql)[1], {t for _, t in tables}))
                     self.sess.query(f"CREATE MATERIALIZED VIEW `mv__{pipe.name}` TO `{target}` AS {sql}")
                 except Exception as e:
                     err = f"CREATE MATERIALIZED VIEW failed: {first_line(e)}"
             if err:
                 self.broken_tables[target] = f"materialized pipe {pipe.name}: {err}"
+
+    def fed(self):
+        """Target → tables its (created) materialized views read."""
+        out = collections.defaultdict(set)
+        for _, target, _, sources in self.mvs:
+            out[target] |= sources
+        return out
+
+    def landing(self):
+        """Datasources that receive rows: all but the targets of materialized pipes that read
+        something in the project."""
+        targets = {t for p, t, _, _ in self.mvs} | {
+            t for t, pipes in self.proj.mv_pipes().items() if any(p not in self.external for p in pipes)}
+        return sorted(n for n in self.proj.datasources if n not in targets)
+
+    def landing_under(self, tables):
+        """The landing tables whose rows reach these tables (through materialized views)."""
+        fed, out, todo, seen = self.fed(), set(), list(tables), set()
+        while todo:
+            t = todo.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in fed:
+                todo += list(fed[t])
+            if t in self.proj.datasources and t not in fed:
+                out.add(t)
+        return out
 
     def insert(self, ds, rows):
         """Inserts rows (flat JSON objects) into a table; MVs fire. Returns an error or None."""
@@ -865,7 +908,7 @@ class Reference:
 
     def tainted(self, tables):
         """Why the reference data of these tables (or what feeds them) is incomplete, or None."""
-        todo, seen = list(tables), set()
+        fed, todo, seen = self.fed(), list(tables), set()
         while todo:
             t = todo.pop()
             if t in seen:
@@ -873,7 +916,7 @@ class Reference:
             seen.add(t)
             if t in self.broken_tables:
                 return f"{t}: {self.broken_tables[t]}"
-            todo += list(self.mv_sources.get(t, ()))
+            todo += list(fed.get(t, ()))
         return None
 
     def query(self, sql):
@@ -951,115 +994,94 @@ def compare(petrel_rows, ch_rows, petrel_cols, ch_cols):
 # ---------------------------------------------------------------------------------------------
 
 
-def landing_datasources(proj, ref):
-    """Datasources that receive rows (all but materialized targets), in an order where the
-    tables a materialized view joins or looks up are filled before the table whose inserts
-    fire it: ClickHouse MVs see other tables as they are at insert time."""
-    targets = set(proj.mv_targets())
-    names = sorted(n for n in proj.datasources if n not in targets)
-
-    def landing_under(table, seen=()):
-        """The landing tables whose rows reach `table` through materialized views."""
-        if table not in targets:
-            return {table}
-        out = set()
-        for t in ref.mv_sources.get(table, ()):
-            if t not in seen:
-                out |= landing_under(t, seen + (table,))
-        return out
-
+def insert_order(ref):
+    """The landing datasources in an order where the tables a materialized view joins or looks
+    up are filled before the table whose inserts fire it (ClickHouse MVs see other tables as
+    they are at insert time)."""
+    names = ref.landing()
     before = collections.defaultdict(set)  # table → tables to insert before it
-    for target, sources in ref.mv_sources.items():
-        left = ref.mv_left.get(target)
-        for fired in landing_under(left) if left else ():
-            for t in sources - {left}:
-                before[fired] |= landing_under(t) - {fired}
+    for _, _, left, sources in ref.mvs:
+        for fired in ref.landing_under([left]):
+            before[fired] |= ref.landing_under(sources - {left}) - {fired}
     ordered, placing = [], set()
 
     def place_table(n):
-        if n in ordered or n in placing:
-            return
-        placing.add(n)
-        for m in sorted(before[n]):
-            if m in names:
+        if n not in placing:
+            placing.add(n)
+            for m in sorted(before[n] & set(names)):
                 place_table(m)
-        ordered.append(n)
+            ordered.append(n)
 
     for n in names:
         place_table(n)
     return ordered
 
 
-def check_endpoint(name, proj, ref, petrel, listing):
+def check_endpoint(name, proj, ref, petrel, listing, ingest):
     """The classification of one endpoint, with the errors and the diff behind it."""
-    out = {"pipe": name, "status": None, "petrel_error": None, "ch_error": None, "diff": None}
+    t0 = time.time()
+    out = {"pipe": name, "status": "not served", "petrel_error": None, "ch_error": None, "diff": None}
+    item = listing.get(name) or {}
     if petrel.url is None:
         out["petrel_error"] = petrel.load_errors.get(name) or "the project does not start"
-        out["status"] = "not served"
-        return out
-    if name in petrel.load_errors:
+    elif name in petrel.load_errors:
         out["petrel_error"] = f"load: {petrel.load_errors[name]}"
-        out["status"] = "not served"
-        return out
-    item = listing.get(name)
-    if item is None or item.get("error") or not item.get("endpoint"):
-        out["petrel_error"] = (item or {}).get("error") or ("not listed" if item is None else "not an endpoint")
-        out["status"] = "not served"
+    elif not item or item.get("error") or not item.get("endpoint"):
+        out["petrel_error"] = item.get("error") or ("not listed" if not item else "not an endpoint")
+    if out["petrel_error"]:
         return out
     sql, err = ref.compose(name)
     out["sql"] = sql
+    tables = set()
     if not err:
         try:
-            err = ref.tainted(used_tables(sql))
+            tables = used_tables(sql)
+            err = ref.tainted(tables)
             err = f"reference data incomplete: {err}" if err else None
         except Exception:
             pass
     ch_rows = ch_cols = None
     if not err:
         ch_rows, ch_cols, err = ref.query(sql)
-    out["ch_error"] = err
     p_rows, p_cols, p_err = petrel.read(name)
-    out["petrel_error"] = p_err
-    if p_err:
-        out["status"] = "not checkable" if err else "not served"
-        if err:
-            out["note"] = "both errored"
-        return out
-    if err:
+    out.update(ch_error=err, petrel_error=p_err, seconds=round(time.time() - t0, 2))
+    if p_err and err:
+        out.update(status="not checkable", note="both errored")
+    elif err:
         out["status"] = "not checkable"
-        return out
-    out["rows_petrel"], out["rows_clickhouse"] = len(p_rows), len(ch_rows)
-    out["diff"] = compare(p_rows, ch_rows, p_cols, ch_cols)
-    if out["diff"] is None:
-        out["status"] = "equal" if p_rows else "equal-empty"
-    else:
-        out["status"] = "different"
-        broken = petrel_broken_upstream(sql, proj, ref, listing)
-        if broken:
-            out["diff"] += f" [reads {broken}, broken in Petrel]"
-        elif re.search(r"\bLIMIT\b", sql, re.I):
-            out["diff"] += " (the query has a LIMIT: ties may cut differently)"
+    elif not p_err:
+        out.update(rows_petrel=len(p_rows), rows_clickhouse=len(ch_rows))
+        out["diff"] = compare(p_rows, ch_rows, p_cols, ch_cols)
+        if out["diff"] is None:
+            out["status"] = "equal" if p_rows else "equal-empty"
+        else:
+            out["status"] = "different"
+            out["causes"] = upstream_causes(tables, proj, ref, listing, ingest)
+            if re.search(r"\bLIMIT\b", sql, re.I):
+                out["causes"].append("the query has a LIMIT: ties may cut differently")
     return out
 
 
-def petrel_broken_upstream(sql, proj, ref, listing):
-    """The first table an endpoint reads (through materialized pipes) that a pipe Petrel lists
-    as broken fills, as `table (pipe: error)`, else None."""
-    fed_by = proj.mv_targets()
-    try:
-        todo, seen = list(used_tables(sql)), set()
-    except Exception:
-        return None
+def upstream_causes(tables, proj, ref, listing, ingest):
+    """What Petrel lacks under these tables: materialized pipes it lists as broken, landing
+    datasources whose rows it did not all take."""
+    causes, fed, writers = [], ref.fed(), proj.mv_pipes()
+    todo, seen = list(tables), set()
     while todo:
         t = todo.pop()
         if t in seen:
             continue
         seen.add(t)
-        pipe = fed_by.get(t)
-        if pipe and (listing.get(pipe) or {}).get("error"):
-            return f"{t} (materialized by {pipe}: {listing[pipe]['error'][:150]})"
-        todo += list(ref.mv_sources.get(t, ()))
-    return None
+        for pipe in writers.get(t, []):
+            err = (listing.get(pipe) or {}).get("error")
+            if err:
+                causes.append(f"{t} is materialized by {pipe}, broken in Petrel: {err[:150]}")
+        info = ingest.get(t) or {}
+        if info and (info.get("petrel_error") or info.get("petrel_rows") != info["rows"]):
+            causes.append(f"Petrel took {info.get('petrel_rows')} of {info['rows']} rows of {t} "
+                          f"({info.get('petrel_quarantined')} quarantined) {info.get('petrel_error') or ''}"[:250])
+        todo += list(fed.get(t, ()))
+    return causes
 
 
 def run_project(name, root, classic, args, binary, tmp):
@@ -1083,30 +1105,36 @@ def run_project(name, root, classic, args, binary, tmp):
         report["pruned"] = petrel.pruned
         report["load_errors"] = petrel.load_errors
         if not started:
-            report["notes"].append(f"petrel does not start: {petrel.stderr_tail()}")
+            report["notes"].append(f"petrel does not start: {' | '.join(petrel.stderr_tail().splitlines())}")
         ref.create_tables()
         ref.create_views()
+        report["notes"] += [f"reference skips materialized pipe {p}: {why}" for p, why in ref.external.items()]
         gen = Generator(vocabulary(proj), args.seed)
         ingest = {}
-        for ds_name in landing_datasources(proj, ref):
+        for ds_name in insert_order(ref):
             ds = proj.datasources[ds_name]
             rows, skipped = generate_rows(ds, gen, args.rows)
             events = [json.dumps(to_event(r, ds), separators=(",", ":")) for r in rows]
             info = {"rows": len(rows), "skipped_columns": skipped}
+            t1 = time.time()
             if started:
                 info["petrel_rows"], info["petrel_quarantined"], info["petrel_error"] = petrel.append(ds_name, events)
+            t2 = time.time()
+            info["seconds_petrel"] = round(t2 - t1, 2)
             if ds_name not in ref.broken_tables:
                 err = ref.insert(ds_name, rows)
+                info["seconds_clickhouse"] = round(time.time() - t2, 2)
                 if err:
                     ref.broken_tables[ds_name] = err
                     info["clickhouse_error"] = err
             ingest[ds_name] = info
         report["ingest"] = ingest
         report["reference_broken"] = dict(ref.broken_tables)
+        report["seconds_to_ingest"] = round(time.time() - t0, 1)
         ref.settle()
         listing = petrel.pipes() if started else {}
         for ep in endpoints:
-            report["endpoints"].append(check_endpoint(ep, proj, ref, petrel, listing))
+            report["endpoints"].append(check_endpoint(ep, proj, ref, petrel, listing, ingest))
     finally:
         petrel.stop()
         ref.close()
@@ -1142,13 +1170,14 @@ def print_project(rep, verbose):
     print(summary_line(rep["project"], c, len(rep["endpoints"])) + state + f" ({rep['seconds']} s)")
     for e in rep["endpoints"]:
         if e["status"] == "different":
-            print(f"    different  {e['pipe']}: {e['diff']}")
+            causes = "".join(f" [{c}]" for c in e.get("causes", []))
+            print(f"    different  {e['pipe']}: {e['diff']}{causes}")
         elif verbose and e["status"] in ("not served", "not checkable"):
             why = e["petrel_error"] if e["status"] == "not served" else e["ch_error"]
             print(f"    {e['status']:<13} {e['pipe']}: {str(why)[:300]}")
     if verbose:
         for n in rep["notes"]:
-            print(f"    note: {n[:300]}")
+            print(f"    note: {' '.join(n.split())[:300]}")
         for ds, info in rep.get("ingest", {}).items():
             if info.get("petrel_error") or info.get("petrel_quarantined") or info.get("clickhouse_error"):
                 print(f"    ingest {ds}: {info}")

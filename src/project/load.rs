@@ -679,7 +679,9 @@ fn check_params(decls: &[ParamDecl]) -> Params {
         let v = match &d.ty {
             ParamType::String => "__no_value__",
             ParamType::Date => "2019-01-01",
-            ParamType::DateTime | ParamType::DateTime64 => "2019-01-01 00:00:00",
+            // Tinybird's own placeholders (its DateTime64 needs the fraction).
+            ParamType::DateTime => "2019-01-01 00:00:00",
+            ParamType::DateTime64 => "2019-01-01 00:00:00.000",
             ParamType::Json => "{}",
             _ => "0",
         };

@@ -63,6 +63,12 @@ pub(super) fn function_name(f: &ast::Function) -> String {
         .unwrap_or_else(|| f.name.to_string())
 }
 
+/// True when a call's arguments are `*`.
+fn has_wildcard(f: &ast::Function) -> bool {
+    matches!(&f.args, FunctionArguments::List(list)
+        if list.args.iter().any(|a| matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Wildcard))))
+}
+
 /// A call's arguments (`count(*)` has none).
 pub(super) fn function_args(f: &ast::Function) -> Result<Vec<&ast::Expr>, SqlError> {
     match &f.args {
@@ -1506,6 +1512,18 @@ impl Planner<'_> {
         let args_ast = function_args(f)?;
         let mut args = Vec::new();
         let mut types = Vec::new();
+        // `uniq(*)`: the distinct rows, over every column `*` lists.
+        if args_ast.is_empty()
+            && matches!(agg, AggFunc::Uniq | AggFunc::UniqExact)
+            && has_wildcard(f)
+        {
+            for (i, c) in scope.columns.iter().enumerate() {
+                if c.in_star && !c.hidden {
+                    args.push(Expr::Column(i));
+                    types.push(c.ty.clone());
+                }
+            }
+        }
         for a in &args_ast {
             if contains_aggregate(a) {
                 return Err(at("aggregate functions cannot be nested", *a));

@@ -169,6 +169,24 @@ impl Scope {
         if found.is_empty() {
             found = find(false);
         }
+        // `t.col` over an unaliased subquery that selected `t.col`: ClickHouse still reads it
+        // by that name, so it resolves to the subquery's column `col`.
+        if found.is_empty() {
+            if let Some(t) = table {
+                let known = self.columns.iter().any(|c| {
+                    c.table
+                        .as_deref()
+                        .is_some_and(|ct| ct.eq_ignore_ascii_case(t))
+                });
+                if !known {
+                    if let Ok(Some(i)) = self.resolve(None, name) {
+                        if self.columns[i].table.is_none() {
+                            return Ok(Some(i));
+                        }
+                    }
+                }
+            }
+        }
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),

@@ -1643,3 +1643,15 @@ fn with_fill_makes_the_rows_clickhouse_makes() {
     let e = err("SELECT n FROM (SELECT click_count AS n FROM events ORDER BY n WITH FILL)");
     assert!(e.message.contains("WITH FILL"), "{e}");
 }
+
+#[test]
+fn uniq_of_star_and_qualified_names_over_subqueries() {
+    let q = plan("SELECT uniq(*) AS u FROM (SELECT user_id, session_id FROM events)");
+    let (_, aggs) = aggregates(&q.plan);
+    assert_eq!(aggs[0].args, [c(0), c(1)]);
+    // A subquery that selected `e.user_id` still answers to that name outside.
+    let q = plan("SELECT e.user_id AS u FROM (SELECT e.user_id FROM events e)");
+    assert_eq!(names(&q.plan), ["u"]);
+    let e = err("SELECT user_id FROM events e WHERE x.user_id = 1");
+    assert!(e.message.contains("unknown column 'x.user_id'"), "{e}");
+}
