@@ -982,9 +982,15 @@ def compare(petrel_rows, ch_rows, petrel_cols, ch_cols):
     parts = [f"rows petrel {len(petrel_rows)} vs clickhouse {len(ch_rows)}"]
     if sorted(petrel_cols or []) != sorted(ch_cols or []):
         parts.append(f"columns petrel {petrel_cols} vs clickhouse {ch_cols}")
-    if only_p:
+    if only_p and only_c:  # the closest pair: the columns where they differ
+        p = dict(only_p[0])
+        c = dict(max(only_c, key=lambda r: sum(close(p.get(k), v) for k, v in r)))
+        delta = {k: (p.get(k), c.get(k)) for k in sorted(set(p) | set(c)) if not close(p.get(k), c.get(k))}
+        parts.append(f"{len(only_p)} rows only in petrel, {len(only_c)} only in clickhouse; closest pair "
+                     f"differs in (petrel, clickhouse) {delta}"[:500])
+    elif only_p:
         parts.append(f"only in petrel ({len(only_p)}), e.g. {dict(only_p[0])}"[:400])
-    if only_c:
+    elif only_c:
         parts.append(f"only in clickhouse ({len(only_c)}), e.g. {dict(only_c[0])}"[:400])
     return "; ".join(parts)
 
@@ -1057,7 +1063,7 @@ def check_endpoint(name, proj, ref, petrel, listing, ingest):
         else:
             out["status"] = "different"
             out["causes"] = upstream_causes(tables, proj, ref, listing, ingest)
-            if re.search(r"\bLIMIT\b", sql, re.I):
+            if not out["causes"] and re.search(r"\bLIMIT\b", sql, re.I):
                 out["causes"].append("the query has a LIMIT: ties may cut differently")
     return out
 
@@ -1150,13 +1156,15 @@ def run_project(name, root, classic, args, binary, tmp):
 
 def counts(endpoints):
     c = collections.Counter(e["status"] for e in endpoints)
-    return {s: c.get(s, 0) for s in STATUSES}
+    out = {s: c.get(s, 0) for s in STATUSES}
+    out["both error"] = sum(1 for e in endpoints if e.get("note") == "both errored")
+    return out
 
 
 def summary_line(name, c, total):
     return (f"{name}: equal {c['equal'] + c['equal-empty']} (empty {c['equal-empty']}) / different "
             f"{c['different']} / not served {c['not served']} / not checkable {c['not checkable']} "
-            f"of {total} endpoints")
+            f"(both error {c['both error']}) of {total} endpoints")
 
 
 def print_project(rep, verbose):

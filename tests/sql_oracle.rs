@@ -131,6 +131,14 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
         one("SELECT isNull(s) AS n, isNotNull(s) AS nn, count() AS c FROM t GROUP BY n, nn"),
         false,
     );
+    add(
+        "scalar_subqueries",
+        one("SELECT g, x FROM t WHERE x > (SELECT avg(x) FROM t)"),
+        false,
+    );
+    add("scalar_subqueries_without_from", one("SELECT (SELECT count() FROM t) + (SELECT count() FROM u) AS total, (SELECT sum(w) FROM u) AS sw"), false);
+    add("scalar_subqueries_grouped", one("SELECT g, count() AS c, (SELECT max(w) FROM u) AS mw FROM t WHERE k <= (SELECT max(k) FROM u) GROUP BY g"), false);
+    add("scalar_subqueries_nested_and_with", one("WITH (SELECT max(w) FROM u) AS mw SELECT g, x, (SELECT (SELECT count() FROM t) + (SELECT count() FROM u)) AS n FROM t WHERE x < mw"), false);
     add("lambdas", one("SELECT k, arrayMap(c -> concat(c, '!'), splitByChar('-', concat(g, '-', toString(k)))) AS m, arrayFilter(v -> v > 1, range(toUInt64(k % 5))) AS r, arrayCount(v -> v % 2 = 0, range(toUInt64(k % 7))) AS ev, arrayExists(c -> c = 'a', [g]) AS isa FROM t WHERE x > 0"), false);
     add("using_without_parens_and_inner_alias", one("SELECT k, multiIf(w > 0, concat(name, '+') AS tagged, name) AS label, count() AS c FROM t JOIN u USING k GROUP BY k, label"), false);
     add(

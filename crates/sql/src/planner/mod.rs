@@ -17,6 +17,7 @@
 
 mod expr;
 mod filter;
+mod scalar;
 mod select;
 #[cfg(test)]
 mod tests;
@@ -69,6 +70,7 @@ pub fn plan_query(sql: &str, catalog: &dyn Catalog) -> Result<Query, SqlError> {
         scalars: Vec::new(),
         array_joins: Vec::new(),
         lambdas: Vec::new(),
+        lifted_scalars: 0,
     };
     planner.query(query, true)
 }
@@ -226,6 +228,8 @@ struct Planner<'c> {
     array_joins: Vec<(String, usize)>,
     /// The parameters (name, element type) of the lambdas being planned, outermost first.
     lambdas: Vec<Vec<(String, ColumnType)>>,
+    /// How many scalar subqueries were lifted into joins (names their columns).
+    lifted_scalars: usize,
 }
 
 fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {

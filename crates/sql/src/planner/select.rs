@@ -47,6 +47,9 @@ impl Planner<'_> {
                 select,
             ));
         }
+        if let Some(lifted) = self.lift_scalar_subqueries(select)? {
+            return self.select(&lifted, order);
+        }
         let (plan, mut scope) = self.from(&select.from)?;
         let mut aliases = Aliases::new();
         for (name, e) in &self.scalars {

@@ -1180,9 +1180,10 @@ fn errors_name_the_construct_and_place() {
     assert_eq!((e.line, e.column), (1, 8));
     let e = err("SELECT user_id FROM events e WHERE x.user_id = 1");
     assert!(e.message.contains("unknown column 'x.user_id'"), "{e}");
-    let e = err("SELECT (SELECT count() FROM users) FROM events");
+    let e = err("SELECT (SELECT user_id, name FROM users) FROM events");
     assert!(
-        e.message.starts_with("unsupported: scalar subqueries"),
+        e.message
+            .starts_with("unsupported: a scalar subquery with several columns"),
         "{e}"
     );
     let e = err("SELECT count() FROM events GROUP BY user_id WITH TOTALS");
