@@ -344,3 +344,28 @@ fn chrono_free_today() -> i64 {
         .as_secs() as i64;
     secs.div_euclid(86_400)
 }
+
+/// `petrel build` plans each endpoint with every literal its templates compare a parameter
+/// with and with an example of each typed parameter: a branch whose SQL does not plan is an
+/// error, so a green build means every branch answers.
+#[test]
+fn build_plans_every_template_branch() {
+    let dir = common::temp_dir("branches");
+    std::fs::create_dir_all(dir.join("datasources")).unwrap();
+    std::fs::create_dir_all(dir.join("pipes")).unwrap();
+    std::fs::write(
+        dir.join("datasources/events.datasource"),
+        "SCHEMA >\n    `kind` String `json:$.kind`\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pipes/by.pipe"),
+        "NODE n\nSQL >\n    %\n    SELECT count() AS c FROM events\n    {% if groupBy == 'kinds' %} GROUP BY nope {% end %}\n    {% if defined(k) %} WHERE kind = {{String(k)}} {% end %}\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = common::petrel(&["build", &dir.display().to_string()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("unknown column 'nope'"), "{stderr}");
+    assert!(stderr.contains("(with groupBy=kinds)"), "{stderr}");
+    assert_eq!(stderr.matches('✗').count(), 1, "{stderr}");
+}

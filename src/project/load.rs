@@ -505,6 +505,44 @@ impl Project {
                 if let Some(p) = self.pipes.get_mut(&name) {
                     p.checked_plan = Some(Arc::new((shape.clone(), query.clone())));
                 }
+                // Every branch the templates can take must plan too (a failure is a build
+                // error; the pipe is still served for the requests that plan).
+                let pipe = &self.pipes[&name];
+                let mut pin = pipe.time_pin;
+                let sources: Vec<&str> = std::iter::once(pipe)
+                    .chain(pipe.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
+                    .flat_map(|p| &p.nodes)
+                    .map(|n| n.template.source())
+                    .collect();
+                for (param, value) in branches::branch_values(&sources, &pipe.params) {
+                    let mut with = params.clone();
+                    with.insert(param.clone(), value.as_str());
+                    let plan_pinned = |pin: Option<TimePin>| {
+                        self.render_pinned(&name, &with, pin, RequestTime::now())
+                            .and_then(|r| self.plan_rendered(&name, &r))
+                    };
+                    let mut planned = plan_pinned(pin);
+                    // A branch that reads the clock outside temporal filters pins the pipe.
+                    if let Err(ProjectError::Sql(m)) = &planned {
+                        if pinnable && clock::is_clock_error(m) {
+                            for finer in [TimePin::Day, TimePin::Second] {
+                                if Some(finer) > pin {
+                                    if let Ok(q) = plan_pinned(Some(finer)) {
+                                        pin = Some(finer);
+                                        planned = Ok(q);
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if let Err(ProjectError::Sql(m)) = planned {
+                        errors.push(format!("{m} (with {param}={value})"));
+                    }
+                }
+                if let Some(p) = self.pipes.get_mut(&name) {
+                    p.time_pin = pin;
+                }
             }
             if let Err(e) = outcome {
                 let file = self.pipes[&name].file.display().to_string();

@@ -5,6 +5,7 @@
 //! A pipe that fails to plan is kept out of service with its error (a failing pipe fails
 //! alone); `petrel build` reports it as an error.
 
+mod branches;
 mod clock;
 mod lift;
 mod load;

@@ -311,6 +311,12 @@ pub enum Func {
     DecodeUrlFormComponent,
     /// `formatDateTime(t, format)`: MySQL-style `%` specifiers as ClickHouse formats them (UTC).
     FormatDateTime,
+    /// `encodeURLComponent(s)`: every byte but `A-Za-z0-9-_.~` as `%XX`.
+    EncodeUrlComponent,
+    /// `encodeURLFormComponent(s)`: as `encodeURLComponent`, with a space as `+`.
+    EncodeUrlFormComponent,
+    /// `arrayIntersect(a, b, ..)`: the distinct elements of `a` found in every other array.
+    ArrayIntersect,
     /// `match(s, pattern)`: 1 when the regular expression (RE2 syntax) matches somewhere.
     Match,
     /// `extract(s, pattern)`: the first capture group of the first match (or the whole match
@@ -550,6 +556,9 @@ impl Func {
             Func::DecodeUrlComponent => "decodeURLComponent",
             Func::DecodeUrlFormComponent => "decodeURLFormComponent",
             Func::FormatDateTime => "formatDateTime",
+            Func::EncodeUrlComponent => "encodeURLComponent",
+            Func::EncodeUrlFormComponent => "encodeURLFormComponent",
+            Func::ArrayIntersect => "arrayIntersect",
             Func::Match => "match",
             Func::Extract => "extract",
             Func::ReplaceRegexpOne => "replaceRegexpOne",
@@ -571,6 +580,7 @@ impl Func {
     pub fn arity(&self) -> (usize, Option<usize>) {
         match self {
             Func::Array => (0, None),
+            Func::ArrayIntersect => (1, None),
             Func::Greatest
             | Func::Least
             | Func::Coalesce
@@ -797,6 +807,10 @@ impl Func {
             },
             Func::UrlHierarchy => T::Array(Box::new(T::String)),
             Func::Match => wrap_nullable(T::UInt(8), &args[..1]),
+            Func::EncodeUrlComponent | Func::EncodeUrlFormComponent => {
+                wrap_nullable(T::String, &args[..1])
+            }
+            Func::ArrayIntersect => first(),
             Func::Extract | Func::ReplaceRegexpOne | Func::ReplaceRegexpAll => {
                 wrap_nullable(T::String, &args[..1])
             }
@@ -1161,6 +1175,31 @@ impl Func {
                 regex_call(self, &text(arg(0)), &text(arg(1)), &text(arg(2)))
             }
             Func::DecodeUrlComponent => map_str(arg(0), |s| percent_decode(s, false)),
+            Func::EncodeUrlComponent => map_str(arg(0), |s| percent_encode(s, false)),
+            Func::EncodeUrlFormComponent => map_str(arg(0), |s| percent_encode(s, true)),
+            Func::ArrayIntersect => {
+                let lists: Option<Vec<&Vec<Value>>> = args
+                    .iter()
+                    .map(|a| match a {
+                        Value::Array(items) => Some(items),
+                        _ => None,
+                    })
+                    .collect();
+                match lists {
+                    Some(lists) if !lists.is_empty() => {
+                        let mut out: Vec<Value> = Vec::new();
+                        for v in lists[0] {
+                            if !out.iter().any(|o| equal(o, v))
+                                && lists[1..].iter().all(|l| l.iter().any(|x| equal(x, v)))
+                            {
+                                out.push(v.clone());
+                            }
+                        }
+                        Value::Array(out)
+                    }
+                    _ => Value::Null,
+                }
+            }
             Func::DecodeUrlFormComponent => map_str(arg(0), |s| percent_decode(s, true)),
             Func::FormatDateTime => match (epoch_secs(arg(0)), arg(1)) {
                 (Some(secs), Value::String(format)) => Value::from(format_date_time(
@@ -2284,6 +2323,22 @@ fn regex_call(func: &Func, subject: &str, pattern: &str, replacement: &str) -> V
     })
 }
 
+/// `%XX` for every byte but the unreserved `A-Za-z0-9-_.~` (and `+` for a space in form
+/// encoding).
+fn percent_encode(s: &str, form: bool) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' if form => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Decodes `%XX` escapes (and `+` as a space in form encoding); invalid escapes stay.
 fn percent_decode(s: &str, form: bool) -> String {
     let bytes = s.as_bytes();
@@ -3005,6 +3060,23 @@ mod tests {
         assert_eq!(
             call(Func::DecodeUrlFormComponent, &[s("a+b%20c")]),
             s("a b c")
+        );
+        // The values ClickHouse gives.
+        assert_eq!(
+            call(Func::EncodeUrlFormComponent, &[s("a b&c/d=é")]),
+            s("a+b%26c%2Fd%3D%C3%A9")
+        );
+        assert_eq!(
+            call(Func::EncodeUrlComponent, &[s("a b&c/d=é~-_.")]),
+            s("a%20b%26c%2Fd%3D%C3%A9~-_.")
+        );
+        let ints = |v: &[u64]| Value::Array(v.iter().map(|i| Value::UInt(*i)).collect());
+        assert_eq!(
+            call(
+                Func::ArrayIntersect,
+                &[ints(&[3, 1, 2, 1]), ints(&[1, 2, 5])]
+            ),
+            ints(&[1, 2])
         );
         let ua = s("Mozilla/5.0 (iPhone; CPU) curl/8");
         assert_eq!(
