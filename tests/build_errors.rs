@@ -38,7 +38,7 @@ fn build_reports_every_error_with_its_location() {
     .unwrap();
     std::fs::write(
         dir.join("pipes/window.pipe"),
-        "NODE n\nSQL >\n    SELECT id, row_number() OVER (ORDER BY id) AS r FROM events\n\nTYPE endpoint\n",
+        "NODE n\nSQL >\n    SELECT id, row_number() OVER (ORDER BY id) AS r FROM events GROUP BY id\n\nTYPE endpoint\n",
     )
     .unwrap();
     std::fs::write(

@@ -20,6 +20,7 @@ mod keyed;
 mod render;
 mod sink;
 mod values;
+mod window;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};

@@ -101,6 +101,18 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             partition_by,
             &sources.guard,
         ),
+        PlanNode::Window {
+            input,
+            partition_by,
+            order_by,
+            function,
+        } => crate::window::window(
+            render(input, sources),
+            partition_by,
+            order_by,
+            function,
+            &sources.guard,
+        ),
         PlanNode::ArrayJoin { input, column } => {
             let column = *column;
             let rows = render(input, sources).flat_map(move |row| {

@@ -108,6 +108,32 @@ pub enum PlanNode {
         /// Index of the array column in the input.
         column: usize,
     },
+    /// A window function (`sum(x) OVER (PARTITION BY .. ORDER BY ..)`): the input's rows,
+    /// each with the function's value over its partition appended as a last column.
+    Window {
+        /// The input.
+        input: Box<Plan>,
+        /// `PARTITION BY`.
+        partition_by: Vec<Expr>,
+        /// `ORDER BY` within the partition.
+        order_by: Vec<SortKey>,
+        /// The function.
+        function: WindowFunction,
+    },
+}
+
+/// What a window computes for each row.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum WindowFunction {
+    /// `row_number()`: the row's position in its partition, from 1.
+    RowNumber,
+    /// `rank()`: 1 + the rows ordered strictly before it.
+    Rank,
+    /// `dense_rank()`: 1 + the distinct order values before it.
+    DenseRank,
+    /// An aggregate over the frame: with an ORDER BY, the rows up to the row and its peers
+    /// (SQL's default `RANGE UNBOUNDED PRECEDING`); without, the whole partition.
+    Aggregate(Box<Aggregate>),
 }
 
 /// The join kinds Petrel maintains.
@@ -413,7 +439,8 @@ impl Plan {
             | PlanNode::Aggregate { input, .. }
             | PlanNode::Distinct { input }
             | PlanNode::TopK { input, .. }
-            | PlanNode::ArrayJoin { input, .. } => vec![input],
+            | PlanNode::ArrayJoin { input, .. }
+            | PlanNode::Window { input, .. } => vec![input],
             PlanNode::Join { left, right, .. } => vec![left, right],
             PlanNode::Union { inputs } => inputs.iter().collect(),
         }
@@ -429,7 +456,8 @@ impl Plan {
             | PlanNode::Aggregate { input, .. }
             | PlanNode::Distinct { input }
             | PlanNode::TopK { input, .. }
-            | PlanNode::ArrayJoin { input, .. } => vec![input],
+            | PlanNode::ArrayJoin { input, .. }
+            | PlanNode::Window { input, .. } => vec![input],
             PlanNode::Join { left, right, .. } => vec![left, right],
             PlanNode::Union { inputs } => inputs.iter_mut().collect(),
         }
@@ -534,6 +562,34 @@ impl Plan {
                 input: bp(input)?,
                 column: *column,
             },
+            PlanNode::Window {
+                input,
+                partition_by,
+                order_by,
+                function,
+            } => PlanNode::Window {
+                input: bp(input)?,
+                partition_by: bs(partition_by)?,
+                order_by: order_by
+                    .iter()
+                    .map(|k| {
+                        Ok(SortKey {
+                            expr: b(&k.expr)?,
+                            ..k.clone()
+                        })
+                    })
+                    .collect::<Result<_, crate::SqlError>>()?,
+                function: match function {
+                    WindowFunction::Aggregate(a) => {
+                        WindowFunction::Aggregate(Box::new(Aggregate {
+                            args: bs(&a.args)?,
+                            filter: a.filter.as_ref().map(b).transpose()?,
+                            ..(**a).clone()
+                        }))
+                    }
+                    other => other.clone(),
+                },
+            },
         };
         Ok(Plan {
             node,
@@ -599,6 +655,22 @@ impl Plan {
             } => {
                 order_by.iter().for_each(|k| k.expr.params(out));
                 partition_by.iter().for_each(|e| e.params(out));
+                input.params(out);
+            }
+            PlanNode::Window {
+                input,
+                partition_by,
+                order_by,
+                function,
+            } => {
+                order_by.iter().for_each(|k| k.expr.params(out));
+                partition_by.iter().for_each(|e| e.params(out));
+                if let WindowFunction::Aggregate(a) = function {
+                    a.args.iter().for_each(|e| e.params(out));
+                    if let Some(f) = &a.filter {
+                        f.params(out);
+                    }
+                }
                 input.params(out);
             }
         }

@@ -187,6 +187,18 @@ pub(super) fn calls_named<'a>(e: &'a ast::Expr, name: &str, out: &mut Vec<&'a as
     });
 }
 
+/// The window function calls (`f(..) OVER (..)`) in `e`.
+pub(super) fn window_calls<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+    any_expr(e, &mut |x| {
+        if let ast::Expr::Function(f) = x {
+            if f.over.is_some() {
+                out.push(x);
+            }
+        }
+        false
+    });
+}
+
 /// True when `e` contains an aggregate call (including `-State`/`-Merge` combinators).
 pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
     any_call(e, &|f| {
@@ -1194,7 +1206,14 @@ impl Planner<'_> {
         mode: &mut Mode<'_>,
     ) -> Result<(Expr, ColumnType), SqlError> {
         if f.over.is_some() {
-            return Err(unsupported("window functions (OVER)", node));
+            let text = node.to_string();
+            if let Some((_, column, ty)) = self.windows.iter().find(|(t, ..)| *t == text) {
+                return Ok((Expr::Column(*column), ty.clone()));
+            }
+            return Err(unsupported(
+                "window functions (OVER) in a query with GROUP BY or aggregates, or outside the select list (compute the groups in a subquery first)",
+                node,
+            ));
         }
         if f.filter.is_some() {
             return Err(unsupported(
@@ -1402,6 +1421,80 @@ impl Planner<'_> {
         };
         let ty = func.result_type(&types).map_err(|m| at(m, node))?;
         Ok((Expr::call(func, args).fold(), ty))
+    }
+
+    /// A window function call over the rows of `scope`: its partition, order, function and
+    /// result type.
+    pub(super) fn window_function(
+        &mut self,
+        call: &ast::Expr,
+        scope: &Scope,
+        aliases: &Aliases,
+    ) -> Result<(Vec<Expr>, Vec<SortKey>, WindowFunction, ColumnType), SqlError> {
+        let ast::Expr::Function(f) = call else {
+            return Err(at("expected a window function", call));
+        };
+        let spec = match &f.over {
+            Some(ast::WindowType::WindowSpec(spec)) => spec,
+            _ => return Err(unsupported("named windows (OVER w)", call)),
+        };
+        if spec.window_frame.is_some() {
+            return Err(unsupported(
+                "window frames (ROWS/RANGE BETWEEN ..): the default frame is supported",
+                call,
+            ));
+        }
+        let mut partition_by = Vec::new();
+        for e in &spec.partition_by {
+            partition_by.push(self.expr(e, scope, aliases, &mut Mode::Rows)?.0);
+        }
+        let mut order_by = Vec::new();
+        for o in &spec.order_by {
+            let (x, _) = self.expr(&o.expr, scope, aliases, &mut Mode::Rows)?;
+            order_by.push(super::sort_key(x, o));
+        }
+        let name = function_name(f);
+        let ranking = match name.to_ascii_lowercase().as_str() {
+            "row_number" => Some(WindowFunction::RowNumber),
+            "rank" => Some(WindowFunction::Rank),
+            "dense_rank" | "denserank" => Some(WindowFunction::DenseRank),
+            _ => None,
+        };
+        if let Some(function) = ranking {
+            return Ok((partition_by, order_by, function, ColumnType::UInt(64)));
+        }
+        let Some((agg, with_if)) = aggregate_of(&name) else {
+            return Err(unsupported(&format!("{name} as a window function"), call));
+        };
+        if !matches!(
+            agg,
+            AggFunc::Sum
+                | AggFunc::Count
+                | AggFunc::Avg
+                | AggFunc::Min
+                | AggFunc::Max
+                | AggFunc::Any
+                | AggFunc::AnyLast
+        ) {
+            return Err(unsupported(&format!("{name} as a window function"), call));
+        }
+        let mut aggregates = Vec::new();
+        let mut agg_columns = Vec::new();
+        let mut mode = Mode::Groups {
+            keys: &[],
+            aggregates: &mut aggregates,
+            agg_columns: &mut agg_columns,
+        };
+        let (_, ty) = self.aggregate(f, agg, with_if, call, scope, aliases, &mut mode)?;
+        let aggregate = aggregates
+            .pop()
+            .ok_or_else(|| at("expected an aggregate", call))?;
+        Ok((
+            partition_by,
+            order_by,
+            WindowFunction::Aggregate(Box::new(aggregate)),
+            ty,
+        ))
     }
 
     /// `arrayMap(x -> body, arr)` and the other functions taking a lambda: the arrays are

@@ -71,6 +71,8 @@ pub fn plan_query(sql: &str, catalog: &dyn Catalog) -> Result<Query, SqlError> {
         array_joins: Vec::new(),
         lambdas: Vec::new(),
         lifted_scalars: 0,
+        windows: Vec::new(),
+        defining: Vec::new(),
     };
     planner.query(query, true)
 }
@@ -230,6 +232,11 @@ struct Planner<'c> {
     lambdas: Vec<Vec<(String, ColumnType)>>,
     /// How many scalar subqueries were lifted into joins (names their columns).
     lifted_scalars: usize,
+    /// Window function calls of the current select list, by text: their column and type.
+    windows: Vec<(String, usize, ColumnType)>,
+    /// `WITH (subquery) AS name` items whose subquery is being planned: inside it, `name`
+    /// is not the alias (ClickHouse reads it as a column there).
+    defining: Vec<String>,
 }
 
 fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
@@ -265,7 +272,7 @@ fn and_all(mut parts: Vec<Expr>) -> Option<Expr> {
     }
 }
 
-fn sort_key(expr: Expr, o: &ast::OrderByExpr) -> SortKey {
+pub(super) fn sort_key(expr: Expr, o: &ast::OrderByExpr) -> SortKey {
     SortKey {
         expr,
         desc: matches!(o.options.sort, Some(ast::OrderBySort::Desc)),
@@ -304,6 +311,21 @@ fn filtered(input: Plan, predicate: Expr) -> Plan {
 impl Planner<'_> {
     /// A query with its WITH clause: CTEs and scalar aliases are in scope for its body.
     fn query(&mut self, q: &ast::Query, top: bool) -> Result<Query, SqlError> {
+        let defining_mark = self.defining.len();
+        let span = q.span();
+        let defined: Vec<String> = self
+            .scalars
+            .iter()
+            .filter(|(_, e)| matches!(e, ast::Expr::Subquery(s) if s.span() == span))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.defining.extend(defined);
+        let out = self.query_in_scope(q, top);
+        self.defining.truncate(defining_mark);
+        out
+    }
+
+    fn query_in_scope(&mut self, q: &ast::Query, top: bool) -> Result<Query, SqlError> {
         let (cte_mark, scalar_mark) = (self.ctes.len(), self.scalars.len());
         let starts = q.body.span().start;
         let own: Vec<(String, ast::Expr)> = self

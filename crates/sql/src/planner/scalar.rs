@@ -123,7 +123,9 @@ impl Planner<'_> {
         let inline: HashMap<String, ast::Expr> = self
             .scalars
             .iter()
-            .filter(|(_, e)| matches!(e, ast::Expr::Subquery(_)))
+            .filter(|(name, e)| {
+                matches!(e, ast::Expr::Subquery(_)) && !self.defining.contains(name)
+            })
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
         let mut probe = select.clone();

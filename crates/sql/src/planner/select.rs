@@ -4,7 +4,7 @@
 use petrel_value::{Column, ColumnType};
 use sqlparser::ast::{self, Distinct, GroupByExpr, SelectItem};
 
-use super::expr::{calls_named, contains_aggregate, function_args};
+use super::expr::{calls_named, contains_aggregate, function_args, window_calls};
 use super::{at, filtered, node, project, sort_key, unsupported, Aliases, Mode, Planner, Scope};
 use crate::expr::Expr;
 use crate::naming::column_name;
@@ -53,7 +53,9 @@ impl Planner<'_> {
         let (plan, mut scope) = self.from(&select.from)?;
         let mut aliases = Aliases::new();
         for (name, e) in &self.scalars {
-            aliases.insert(name.clone(), e.clone());
+            if !self.defining.contains(name) {
+                aliases.insert(name.clone(), e.clone());
+            }
         }
         for item in &select.projection {
             if let Some((expr, Some(alias))) = item_expr(item) {
@@ -61,8 +63,10 @@ impl Planner<'_> {
             }
         }
         let saved = std::mem::take(&mut self.array_joins);
+        let saved_windows = std::mem::take(&mut self.windows);
         let result = self.select_after_from(select, order, plan, &mut scope, &aliases);
         self.array_joins = saved;
+        self.windows = saved_windows;
         result
     }
 
@@ -103,8 +107,50 @@ impl Planner<'_> {
         if aggregating {
             self.grouped(select, input, scope, aliases, group_exprs, order)
         } else {
+            let input = self.select_windows(select, input, scope, aliases)?;
             self.projected(select, input, scope, aliases, order)
         }
+    }
+
+    /// Window functions (`f(..) OVER (..)`) in the select list of a query that does not
+    /// group: each appends its value to the rows before the select list reads it.
+    fn select_windows(
+        &mut self,
+        select: &ast::Select,
+        mut plan: Plan,
+        scope: &mut Scope,
+        aliases: &Aliases,
+    ) -> Result<Plan, SqlError> {
+        let mut calls = Vec::new();
+        for (e, _) in select.projection.iter().filter_map(item_expr) {
+            window_calls(e, &mut calls);
+        }
+        for call in calls {
+            let text = call.to_string();
+            if self.windows.iter().any(|(t, ..)| *t == text) {
+                continue;
+            }
+            let (partition_by, order_by, function, ty) =
+                self.window_function(call, scope, aliases)?;
+            let width = plan.columns.len();
+            let mut columns = plan.columns.clone();
+            columns.push(Column {
+                name: column_name(call),
+                ty: ty.clone(),
+            });
+            plan = node(
+                PlanNode::Window {
+                    input: Box::new(plan),
+                    partition_by,
+                    order_by,
+                    function,
+                },
+                columns,
+            );
+            scope.push_internal(format!("window#{width}"), ty.clone());
+            self.windows.push((text, width, ty));
+        }
+        Ok(plan)
     }
 
     /// `arrayJoin(x)` anywhere in the select list: each call unnests before anything else

@@ -99,6 +99,7 @@ fn shape(p: &Plan) -> String {
         PlanNode::Union { .. } => "Union",
         PlanNode::TopK { .. } => "TopK",
         PlanNode::ArrayJoin { .. } => "ArrayJoin",
+        PlanNode::Window { .. } => "Window",
     };
     let inputs: Vec<String> = p.inputs().into_iter().map(shape).collect();
     format!("{name}({})", inputs.join(", "))
@@ -1172,8 +1173,8 @@ fn state_and_merge_combinators() {
 
 #[test]
 fn errors_name_the_construct_and_place() {
-    let e = err("SELECT user_id,\n  row_number() OVER () FROM events");
-    assert_eq!(e.message, "unsupported: window functions (OVER) at 2:3");
+    let e = err("SELECT user_id,\n  row_number() OVER (ORDER BY x ROWS 1 PRECEDING) FROM events");
+    assert!(e.message.starts_with("unsupported: window frames"), "{e}");
     assert_eq!((e.line, e.column), (2, 3));
     let e = err("SELECT nope FROM events");
     assert_eq!(e.message, "unknown column 'nope'");
@@ -1655,4 +1656,27 @@ fn uniq_of_star_and_qualified_names_over_subqueries() {
     assert_eq!(names(&q.plan), ["u"]);
     let e = err("SELECT user_id FROM events e WHERE x.user_id = 1");
     assert!(e.message.contains("unknown column 'x.user_id'"), "{e}");
+}
+
+#[test]
+fn a_with_subquery_reads_its_own_name_as_a_column() {
+    // Regression: the alias was planned inside its own subquery, recursing without end.
+    let q = plan("WITH (SELECT name FROM users WHERE id = 1) AS name SELECT user_id FROM events WHERE user_id = name");
+    assert_eq!(names(&q.plan), ["user_id"]);
+}
+
+#[test]
+fn window_functions_append_a_column_per_call() {
+    let q = plan("SELECT user_id, sum(amount) OVER (PARTITION BY user_id ORDER BY timestamp) AS running, row_number() OVER (ORDER BY timestamp) AS rn FROM events");
+    assert_eq!(names(&q.plan), ["user_id", "running", "rn"]);
+    assert_eq!(types(&q.plan), [T::String, T::Float64, T::UInt(64)]);
+    assert_eq!(shape(&q.plan), "Project(Window(Window(Scan events)))");
+    let e = err("SELECT user_id, count() OVER () FROM events GROUP BY user_id");
+    assert!(
+        e.message
+            .contains("window functions (OVER) in a query with GROUP BY"),
+        "{e}"
+    );
+    let e = err("SELECT sum(amount) OVER (ORDER BY timestamp ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM events");
+    assert!(e.message.contains("window frames"), "{e}");
 }
