@@ -8,18 +8,24 @@ For each Tinybird project of the corpus (../shared/corpus, see its README.md), t
 2. generates seeded rows for every landing datasource (not the targets of materialized pipes),
    drawing strings from the project's fixtures, the SQL literals of its pipes and its
    parameter defaults, ids from small shared pools and times from the last 7 days (UTC);
-3. starts Petrel on a copy of the project and sends it the rows (`POST /v0/events`);
+3. starts Petrel on a copy of the project and sends it the rows (`POST /v0/events`); when
+   `petrel local start` exits on load errors, the failing files are removed from the copy and
+   it starts again (reported as "starts only without N failing files"; `--no-prune`: "does
+   not start"); the endpoints of removed files are "not served" with their errors;
 4. builds the same tables, materialized views and rows in ClickHouse (chdb, in process);
 5. renders every endpoint with Tinybird's template engine and parameter defaults, composes its
    nodes with Tinybird's `replace_tables`, runs it in ClickHouse (`final=1`: Petrel reads
    ReplacingMergeTree as FINAL) and compares the rows with Petrel's `GET /v0/pipes/NAME.json`.
 
 Each endpoint ends as `equal`, `equal-empty`, `different`, `not served` (Petrel lists it broken
-or answers an error) or `not checkable` (the reference could not render or run it).
+or answers an error) or `not checkable` (the reference could not render or run it; "both
+error" counts those where Petrel answers an error too, e.g. a required parameter without a
+default). A difference comes with the closest pair of rows and likely causes: materialized
+pipes Petrel lists as broken, rows Petrel did not take, TTLs, LIMIT ties, any()/argMax picks.
 
 Usage (runs itself under the chdb venv when started with another python):
     scripts/conformance.py [--projects a,b] [--endpoints x,y] [--rows 2000] [--seed 1]
-                           [--petrel BIN] [--json FILE] [--max-different K] [-v]
+                           [--petrel BIN] [--json FILE] [--max-different K] [--no-prune] [-v]
 Exit code 0 unless the harness itself fails (or more than K endpoints differ).
 """
 
@@ -97,13 +103,17 @@ from tinybird.sql_toolset import get_left_table, replace_tables, sql_get_used_ta
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None)
 STATUSES = ["equal", "equal-empty", "different", "not served", "not checkable"]
 ERROR_LINE = re.compile(r"^(?:✗ )?(.*?\.(?:pipe|datasource|connection|incl)):(\d+):(\d+): (.*)$")
-KAFKA_COLUMNS = [("__value", "String"), ("__topic", "LowCardinality(String)"), ("__partition", "Int16"),
-                 ("__offset", "Int64"), ("__timestamp", "DateTime"), ("__key", "String")]
+KAFKA_COLUMNS = [
+    ("__value", "String"),
+    ("__topic", "LowCardinality(String)"),
+    ("__partition", "Int16"),
+    ("__offset", "Int64"),
+    ("__timestamp", "DateTime"),
+    ("__key", "String"),
+]
 
 
-# ---------------------------------------------------------------------------------------------
-# The project model, read with Tinybird's parsers
-# ---------------------------------------------------------------------------------------------
+# --- The project model, read with Tinybird's parsers ---------------------------------------------
 
 
 @dataclass
@@ -118,10 +128,8 @@ class Column:
 @dataclass
 class Datasource:
     name: str
-    path: str
     columns: list
-    engine: str
-    engine_type: str
+    engine: str  # the ClickHouse ENGINE clause, keys included
     notes: list = field(default_factory=list)
 
 
@@ -136,7 +144,6 @@ class Node:
 @dataclass
 class Pipe:
     name: str
-    path: str
     nodes: list
     kind: str  # endpoint | materialized | copy | other
     published: int  # index of the endpoint / materialized / last node
@@ -203,7 +210,7 @@ def load_datasource(path):
         notes.append(f"engine not built ({e}); MergeTree used")
         engine = "MergeTree() ORDER BY tuple()"
     name = os.path.splitext(os.path.basename(path))[0]
-    return Datasource(name, path, cols, engine, eng["type"], notes)
+    return Datasource(name, cols, engine, notes)
 
 
 def load_pipe(path, classic):
@@ -222,7 +229,7 @@ def load_pipe(path, classic):
             kind, published = n.type, i
     if kind == "other" and classic and not any(n.type for n in nodes):
         kind = "endpoint"  # Classic: the last node of an untyped pipe is published
-    return Pipe(os.path.splitext(os.path.basename(path))[0], path, nodes, kind, published)
+    return Pipe(os.path.splitext(os.path.basename(path))[0], nodes, kind, published)
 
 
 def load_project(name, root, classic):
@@ -262,12 +269,12 @@ def list_projects(corpus):
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Vocabulary: the values that make filters and parameters hit data
-# ---------------------------------------------------------------------------------------------
+# --- Vocabulary: the values that make filters and parameters hit data ----------------------------
 
 LITERAL_EQ = re.compile(r"\b(\w+)\s*(?:==|=|!=|<>)\s*'((?:[^'\\]|\\.)*)'")
-LITERAL_IN = re.compile(r"\b(\w+)\s+(?:NOT\s+)?IN\s*[\(\[]\s*('(?:[^'\\]|\\.)*'(?:\s*,\s*'(?:[^'\\]|\\.)*')*)\s*[\)\]]", re.I)
+LITERAL_IN = re.compile(
+    r"\b(\w+)\s+(?:NOT\s+)?IN\s*[\(\[]\s*('(?:[^'\\]|\\.)*'(?:\s*,\s*'(?:[^'\\]|\\.)*')*)\s*[\)\]]", re.I
+)
 NUMBER_EQ = re.compile(r"\b(\w+)\s*(?:==|=)\s*(-?\d+(?:\.\d+)?)\b")
 PARAM_CMP = re.compile(r"\b(\w+)\s*(?:==|=|!=|<>|>=|<=|>|<|\bIN\b)\s*\{\{\s*(?:\w+\s*\(\s*)*(\w+)", re.I)
 
@@ -379,9 +386,7 @@ def vocabulary(proj):
     return vocab
 
 
-# ---------------------------------------------------------------------------------------------
-# Row generation
-# ---------------------------------------------------------------------------------------------
+# --- Row generation ------------------------------------------------------------------------------
 
 
 def split_args(s):
@@ -419,7 +424,9 @@ class Generator:
         self.vocab = vocab
         self.rng = random.Random(seed)
         self.ids = [f"id_{i}" for i in range(20)]
-        self.uuids = [str(uuid.UUID(int=random.Random(seed + i).getrandbits(128), version=4)) for i in range(20)]
+        self.uuids = [
+            str(uuid.UUID(int=random.Random(seed + i).getrandbits(128), version=4)) for i in range(20)
+        ]
         self.pools = {}
 
     def pool(self, col, numeric):
@@ -525,7 +532,10 @@ def generated_columns(ds):
     """The columns rows carry: not aggregate states, not MATERIALIZED/ALIAS ones."""
     out = []
     for c in ds.columns:
-        if c.type.startswith("AggregateFunction") or (c.default or "").split(" ")[0].upper() in ("MATERIALIZED", "ALIAS"):
+        if c.type.startswith("AggregateFunction") or (c.default or "").split(" ")[0].upper() in (
+            "MATERIALIZED",
+            "ALIAS",
+        ):
             continue
         out.append(c)
     return out
@@ -603,9 +613,7 @@ def to_event(row, ds):
     return obj
 
 
-# ---------------------------------------------------------------------------------------------
-# Petrel
-# ---------------------------------------------------------------------------------------------
+# --- Petrel --------------------------------------------------------------------------------------
 
 
 class Petrel:
@@ -640,8 +648,11 @@ class Petrel:
         env = dict(os.environ, PETREL_ADMIN_TOKEN=self.token)
         self.proc = subprocess.Popen(
             [self.binary, "local", "start", self.dir, "--port", "0", "--data", data, "--tick-ms", "10"],
-            stdin=subprocess.DEVNULL, stdout=open(self.out, "w"), stderr=open(self.err, "w"),
-            env=env, cwd=self.work,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.out, "w"),
+            stderr=open(self.err, "w"),
+            env=env,
+            cwd=self.work,
         )
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -663,7 +674,9 @@ class Petrel:
             if m:
                 path = m.group(1) if os.path.isabs(m.group(1)) else os.path.join(self.work, m.group(1))
                 stem = os.path.splitext(os.path.basename(path))[0]
-                self.load_errors.setdefault(stem, f"{os.path.relpath(path, self.dir)}:{m.group(2)}:{m.group(3)}: {m.group(4)}")
+                self.load_errors.setdefault(
+                    stem, f"{os.path.relpath(path, self.dir)}:{m.group(2)}:{m.group(3)}: {m.group(4)}"
+                )
                 files.append(path)
         return list(dict.fromkeys(files))
 
@@ -682,8 +695,9 @@ class Petrel:
 
     def request(self, method, path, body=None, timeout=120):
         """(status, parsed JSON or text) of an HTTP call with the admin token."""
-        req = urllib.request.Request(self.url + path, data=body, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}"})
+        req = urllib.request.Request(
+            self.url + path, data=body, method=method, headers={"Authorization": f"Bearer {self.token}"}
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(req, timeout=timeout) as r:
@@ -706,8 +720,9 @@ class Petrel:
                 batch.append(line)
                 size += len(line) + 1
             if batch and (line is None or size > chunk):
-                status, body = self.request("POST", f"/v0/events?name={ds}&wait=true",
-                                            ("\n".join(batch) + "\n").encode())
+                status, body = self.request(
+                    "POST", f"/v0/events?name={ds}&wait=true", ("\n".join(batch) + "\n").encode()
+                )
                 if status != 200 or not isinstance(body, dict):
                     return landed, quarantined, f"HTTP {status}: {str(body)[:200]}"
                 landed += body.get("successful_rows", 0)
@@ -731,9 +746,7 @@ class Petrel:
         return None, None, f"HTTP {status}: {str(err)[:500]}"
 
 
-# ---------------------------------------------------------------------------------------------
-# The reference: templates rendered by Tinybird, SQL run by ClickHouse
-# ---------------------------------------------------------------------------------------------
+# --- The reference: templates rendered by Tinybird, SQL run by ClickHouse ------------------------
 
 
 def used_tables(sql):
@@ -752,8 +765,12 @@ class Reference:
         self.broken_tables = {}  # datasource → why the reference holds no (or wrong) data
         self.mvs = []  # (pipe, target, table whose inserts fire it, tables it reads)
         self.external = {}  # materialized pipe → why it reads nothing here (tables outside the project)
-        for s in ("session_timezone = 'UTC'", "output_format_json_quote_64bit_integers = 0",
-                  "output_format_json_quote_decimals = 0", "max_execution_time = 60"):
+        for s in (
+            "session_timezone = 'UTC'",
+            "output_format_json_quote_64bit_integers = 0",
+            "output_format_json_quote_decimals = 0",
+            "max_execution_time = 60",
+        ):
             self.sess.query(f"SET {s}")
 
     def close(self):
@@ -866,7 +883,8 @@ class Reference:
         """Datasources that receive rows: all but the targets of materialized pipes that read
         something in the project."""
         targets = {t for p, t, _, _ in self.mvs} | {
-            t for t, pipes in self.proj.mv_pipes().items() if any(p not in self.external for p in pipes)}
+            t for t, pipes in self.proj.mv_pipes().items() if any(p not in self.external for p in pipes)
+        }
         return sorted(n for n in self.proj.datasources if n not in targets)
 
     def landing_under(self, tables):
@@ -934,9 +952,7 @@ def first_line(e):
     return str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
 
 
-# ---------------------------------------------------------------------------------------------
-# Comparison
-# ---------------------------------------------------------------------------------------------
+# --- Comparison ----------------------------------------------------------------------------------
 
 
 def canon(v):
@@ -986,8 +1002,10 @@ def compare(petrel_rows, ch_rows, petrel_cols, ch_cols):
         p = dict(only_p[0])
         c = dict(max(only_c, key=lambda r: sum(close(p.get(k), v) for k, v in r)))
         delta = {k: (p.get(k), c.get(k)) for k in sorted(set(p) | set(c)) if not close(p.get(k), c.get(k))}
-        parts.append(f"{len(only_p)} rows only in petrel, {len(only_c)} only in clickhouse; closest pair "
-                     f"differs in (petrel, clickhouse) {delta}"[:500])
+        parts.append(
+            f"{len(only_p)} rows only in petrel, {len(only_c)} only in clickhouse; closest pair "
+            f"differs in (petrel, clickhouse) {delta}"[:500]
+        )
     elif only_p:
         parts.append(f"only in petrel ({len(only_p)}), e.g. {dict(only_p[0])}"[:400])
     elif only_c:
@@ -995,9 +1013,7 @@ def compare(petrel_rows, ch_rows, petrel_cols, ch_cols):
     return "; ".join(parts)
 
 
-# ---------------------------------------------------------------------------------------------
-# One project, end to end
-# ---------------------------------------------------------------------------------------------
+# --- One project, end to end ---------------------------------------------------------------------
 
 
 def insert_order(ref):
@@ -1062,9 +1078,43 @@ def check_endpoint(name, proj, ref, petrel, listing, ingest):
             out["status"] = "equal" if p_rows else "equal-empty"
         else:
             out["status"] = "different"
-            out["causes"] = upstream_causes(tables, proj, ref, listing, ingest)
-            if not out["causes"] and re.search(r"\bLIMIT\b", sql, re.I):
-                out["causes"].append("the query has a LIMIT: ties may cut differently")
+            out["causes"] = upstream_causes(tables, proj, ref, listing, ingest) + query_caveats(
+                sql, tables, ref
+            )
+    return out
+
+
+NONDETERMINISTIC = re.compile(
+    r"\b(any|anyLast|groupArray|groupUniqArray|argMax|argMin|topK)(State|Merge|SimpleState|If)?\s*\(", re.I
+)
+SHORT_TTL = re.compile(
+    r"toInterval(Hour|Minute|Second)\(|toIntervalDay\([1-7]\)|INTERVAL\s+([1-7]\s+DAY|\d+\s+(HOUR|MINUTE))",
+    re.I,
+)
+
+
+def query_caveats(sql, tables, ref):
+    """What may explain a difference: arbitrary picks (any, groupArray order, argMax ties), a
+    LIMIT cutting ties, TTLs within the generated 7 days (ClickHouse dropped those rows at
+    OPTIMIZE FINAL; Petrel should filter them), Replacing targets of materialized pipes."""
+    out = []
+    found = {m.group(1) for m in NONDETERMINISTIC.finditer(sql)}
+    if found:
+        out.append(f"uses {', '.join(sorted(found))}: ClickHouse may pick other rows or orders")
+    if re.search(r"\bLIMIT\b", sql, re.I):
+        out.append("the query has a LIMIT: ties may cut differently")
+    fed, todo, seen = ref.fed(), list(tables), set()
+    while todo:
+        t = todo.pop()
+        if t not in seen:
+            seen.add(t)
+            ds = ref.proj.datasources.get(t)
+            if ds and " TTL " in ds.engine and SHORT_TTL.search(ds.engine.split(" TTL ", 1)[1]):
+                ttl = ds.engine.split(" TTL ", 1)[1].split(" SETTINGS ")[0]
+                out.append(f"{t} has a TTL within the data's 7 days ({ttl}): ClickHouse dropped rows")
+            if ds and ds.engine.startswith("ReplacingMergeTree") and t in fed:
+                out.append(f"{t} is a ReplacingMergeTree filled by a materialized pipe (read as FINAL)")
+            todo += list(fed.get(t, ()))
     return out
 
 
@@ -1084,8 +1134,10 @@ def upstream_causes(tables, proj, ref, listing, ingest):
                 causes.append(f"{t} is materialized by {pipe}, broken in Petrel: {err[:150]}")
         info = ingest.get(t) or {}
         if info and (info.get("petrel_error") or info.get("petrel_rows") != info["rows"]):
-            causes.append(f"Petrel took {info.get('petrel_rows')} of {info['rows']} rows of {t} "
-                          f"({info.get('petrel_quarantined')} quarantined) {info.get('petrel_error') or ''}"[:250])
+            causes.append(
+                f"Petrel took {info.get('petrel_rows')} of {info['rows']} rows of {t} "
+                f"({info.get('petrel_quarantined')} quarantined) {info.get('petrel_error') or ''}"[:250]
+            )
         todo += list(fed.get(t, ()))
     return causes
 
@@ -1114,7 +1166,9 @@ def run_project(name, root, classic, args, binary, tmp):
             report["notes"].append(f"petrel does not start: {' | '.join(petrel.stderr_tail().splitlines())}")
         ref.create_tables()
         ref.create_views()
-        report["notes"] += [f"reference skips materialized pipe {p}: {why}" for p, why in ref.external.items()]
+        report["notes"] += [
+            f"reference skips materialized pipe {p}: {why}" for p, why in ref.external.items()
+        ]
         gen = Generator(vocabulary(proj), args.seed)
         ingest = {}
         for ds_name in insert_order(ref):
@@ -1124,7 +1178,9 @@ def run_project(name, root, classic, args, binary, tmp):
             info = {"rows": len(rows), "skipped_columns": skipped}
             t1 = time.time()
             if started:
-                info["petrel_rows"], info["petrel_quarantined"], info["petrel_error"] = petrel.append(ds_name, events)
+                info["petrel_rows"], info["petrel_quarantined"], info["petrel_error"] = petrel.append(
+                    ds_name, events
+                )
             t2 = time.time()
             info["seconds_petrel"] = round(t2 - t1, 2)
             if ds_name not in ref.broken_tables:
@@ -1149,9 +1205,7 @@ def run_project(name, root, classic, args, binary, tmp):
     return report
 
 
-# ---------------------------------------------------------------------------------------------
-# Reporting and the command line
-# ---------------------------------------------------------------------------------------------
+# --- Reporting and the command line --------------------------------------------------------------
 
 
 def counts(endpoints):
@@ -1162,9 +1216,11 @@ def counts(endpoints):
 
 
 def summary_line(name, c, total):
-    return (f"{name}: equal {c['equal'] + c['equal-empty']} (empty {c['equal-empty']}) / different "
-            f"{c['different']} / not served {c['not served']} / not checkable {c['not checkable']} "
-            f"(both error {c['both error']}) of {total} endpoints")
+    return (
+        f"{name}: equal {c['equal'] + c['equal-empty']} (empty {c['equal-empty']}) / different "
+        f"{c['different']} / not served {c['not served']} / not checkable {c['not checkable']} "
+        f"(both error {c['both error']}) of {total} endpoints"
+    )
 
 
 def print_project(rep, verbose):
@@ -1202,9 +1258,12 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", help="write per-endpoint details to this file")
     ap.add_argument("--max-different", type=int, help="exit 1 when more endpoints differ")
-    ap.add_argument("--no-prune", action="store_true",
-                    help="when Petrel exits on load errors, report the project as not starting "
-                         "instead of removing the failing files and starting again")
+    ap.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="when Petrel exits on load errors, report the project as not starting "
+        "instead of removing the failing files and starting again",
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     args.endpoints = set(args.endpoints.split(",")) if args.endpoints else None
@@ -1234,7 +1293,12 @@ def main():
     print(summary_line("total", total, len(all_eps)) + f" ({round(time.time() - t0, 1)} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"total": total, "projects": reports, "seed": args.seed, "rows": args.rows}, f, indent=1, default=str)
+            json.dump(
+                {"total": total, "projects": reports, "seed": args.seed, "rows": args.rows},
+                f,
+                indent=1,
+                default=str,
+            )
     if args.max_different is not None and total["different"] > args.max_different:
         sys.exit(1)
 
