@@ -141,6 +141,13 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add("scalar_subqueries_nested_and_with", one("WITH (SELECT max(w) FROM u) AS mw SELECT g, x, (SELECT (SELECT count() FROM t) + (SELECT count() FROM u)) AS n FROM t WHERE x < mw"), false);
     add("window_running", one("SELECT k, x, g, f, ts, sum(x) OVER (PARTITION BY k ORDER BY x, g, f, ts) AS running, row_number() OVER (PARTITION BY k ORDER BY x, g, f, ts) AS rn, count() OVER (PARTITION BY k) AS n, avg(f) OVER (PARTITION BY k ORDER BY x) AS af FROM t"), false);
     add("window_ranks", one("SELECT g, x, rank() OVER (ORDER BY g) AS r, dense_rank() OVER (ORDER BY g) AS dr, max(x) OVER (PARTITION BY g) AS mx, min(x) OVER (PARTITION BY g ORDER BY x DESC) AS mn, sumIf(x, x > 0) OVER () AS pos FROM t"), false);
+    add(
+        "clickhouse_conversions",
+        one(
+            r"SELECT k, g, match(concat('+', g), '\+a') AS plus_a, k IN ['1', '2'] AS small, toStartOfInterval(ts, INTERVAL '30' minute) AS half_hour FROM t WHERE x > 0",
+        ),
+        false,
+    );
     add("lambdas", one("SELECT k, arrayMap(c -> concat(c, '!'), splitByChar('-', concat(g, '-', toString(k)))) AS m, arrayFilter(v -> v > 1, range(toUInt64(k % 5))) AS r, arrayCount(v -> v % 2 = 0, range(toUInt64(k % 7))) AS ev, arrayExists(c -> c = 'a', [g]) AS isa FROM t WHERE x > 0"), false);
     add("using_without_parens_and_inner_alias", one("SELECT k, multiIf(w > 0, concat(name, '+') AS tagged, name) AS label, count() AS c FROM t JOIN u USING k GROUP BY k, label"), false);
     add(

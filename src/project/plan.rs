@@ -250,7 +250,6 @@ thread_local! {
     static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs `f` one pipe deeper; `None` past 16 levels (a cycle).
 /// True when `sql` mentions `name` as a whole word (a table it may read).
 pub(super) fn names_table(sql: &str, name: &str) -> bool {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -261,6 +260,7 @@ pub(super) fn names_table(sql: &str, name: &str) -> bool {
     })
 }
 
+/// Runs `f` one pipe deeper; `None` past 16 levels (a cycle).
 fn nested<T>(f: impl FnOnce() -> Option<T>) -> Option<T> {
     let depth = NESTING.with(|n| n.get());
     if depth >= 16 {
@@ -303,13 +303,41 @@ impl ProjectCatalog<'_> {
                 }
             }
         }
-        Some(Plan {
+        let result = Plan {
             node: petrel_sql::PlanNode::Project {
                 input: Box::new(plan),
                 exprs,
             },
             columns,
-        })
+        };
+        // The target's engine rules (ReplacingMergeTree read as FINAL, TTL) apply to the
+        // pipe's result as they apply to a datasource's rows.
+        match &target.read_sql {
+            Some(sql) => {
+                let over = ResultAsTable {
+                    name,
+                    plan: &result,
+                };
+                Some(plan_query(sql, &over).ok()?.into_plan())
+            }
+            None => Some(result),
+        }
+    }
+}
+
+/// A catalog with one table: a plan read under a datasource's name.
+struct ResultAsTable<'a> {
+    name: &'a str,
+    plan: &'a Plan,
+}
+
+impl Catalog for ResultAsTable<'_> {
+    fn table(&self, name: &str) -> Option<TableRef> {
+        (name == self.name).then(|| TableRef::Plan(self.plan.clone()))
+    }
+
+    fn param_type(&self, _name: &str) -> Option<ColumnType> {
+        None
     }
 }
 

@@ -97,7 +97,12 @@ impl ValuesLayout {
                             xs.extend(std::iter::repeat_n(x, *n as usize));
                         }
                     }
-                    quantile(&mut xs, p)
+                    // Over no values: NULL for a Nullable argument, NaN otherwise (ClickHouse).
+                    if xs.is_empty() && agg.ty.is_nullable() {
+                        Value::Null
+                    } else {
+                        quantile(&mut xs, p)
+                    }
                 }
                 AggFunc::ArgMax | AggFunc::ArgMin => {
                     let want_max = agg.func == AggFunc::ArgMax;
@@ -209,7 +214,8 @@ fn quantile(xs: &mut [f64], p: f64) -> Value {
     let lo = pos.floor() as usize;
     let hi = (lo + 1).min(xs.len() - 1);
     let frac = pos - lo as f64;
-    Value::Float(F64(xs[lo] + (xs[hi] - xs[lo]) * frac))
+    // ClickHouse's form of the interpolation, so results agree to the last bit.
+    Value::Float(F64(xs[lo] * (1.0 - frac) + xs[hi] * frac))
 }
 
 #[cfg(test)]
@@ -219,6 +225,11 @@ mod tests {
     #[test]
     fn quantile_interpolates() {
         assert_eq!(quantile(&mut [1.0, 2.0], 0.5), Value::Float(F64(1.5)));
+        // ClickHouse's a·(1-f) + b·f, to the last bit.
+        assert_eq!(
+            quantile(&mut [61.0, 62.0], 0.5),
+            Value::Float(F64(61.0 * 0.5 + 62.0 * 0.5))
+        );
         assert_eq!(quantile(&mut [3.0, 1.0, 2.0], 0.5), Value::Float(F64(2.0)));
     }
 }

@@ -1054,7 +1054,7 @@ impl Func {
             Func::ToDateTime64(p) => cast(&ColumnType::DateTime64(*p), arg(0)),
             Func::ToStartOf(unit) => {
                 let interval = if args.len() > 1 {
-                    Some(arg(1).as_i64().unwrap_or(1).max(1))
+                    Some(interval_amount(arg(1)).unwrap_or(1).max(1))
                 } else {
                     None
                 };
@@ -1115,11 +1115,11 @@ impl Func {
                     .unwrap_or(Value::Null),
             },
             Func::DateDiff(unit) => date_diff(*unit, arg(0), arg(1)),
-            Func::AddInterval(unit) => match arg(1).as_i64() {
+            Func::AddInterval(unit) => match interval_amount(arg(1)) {
                 Some(n) => add_interval(*unit, arg(0), n),
                 None => Value::Null,
             },
-            Func::SubtractInterval(unit) => match arg(1).as_i64() {
+            Func::SubtractInterval(unit) => match interval_amount(arg(1)) {
                 Some(n) => add_interval(*unit, arg(0), n.wrapping_neg()),
                 None => Value::Null,
             },
@@ -1553,7 +1553,21 @@ fn cast(ty: &ColumnType, v: &Value) -> Value {
             .or_else(|| time::parse_datetime(s, 0).map(|t| t.div_euclid(86_400)))
             .map(|d| Value::Date(d as i32))
             .unwrap_or(Value::Null),
+        // ClickHouse reads a number past the UInt16 range as a Unix time, not a day number.
+        (ColumnType::Date, Value::Int(_) | Value::UInt(_)) => match v.as_i64() {
+            Some(n) if n > 65_535 => Value::Date(n.div_euclid(86_400) as i32),
+            _ => ty.coerce(v).unwrap_or(Value::Null),
+        },
         _ => ty.coerce(v).unwrap_or(Value::Null),
+    }
+}
+
+/// An interval's amount: a number, or a string holding one (`INTERVAL '30' minute`, a
+/// String template parameter).
+fn interval_amount(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.trim().parse::<f64>().ok().map(|f| f as i64),
+        other => other.as_i64(),
     }
 }
 

@@ -69,13 +69,19 @@ fn keyword(t: &Token) -> Option<Keyword> {
 /// Tokenizes `sql` and applies the rewrites described in the module docs.
 pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
     let dialect = ClickHouseDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
+    let mut tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
         .tokenize_with_location()
         .map_err(|e| SqlError {
             message: e.message.clone(),
             line: e.location.line,
             column: e.location.column,
         })?;
+    for t in &mut tokens {
+        if let Token::SingleQuotedString(s) = &mut t.token {
+            *s = unescape(s);
+        }
+    }
     // Positions (in `tokens`) of the significant tokens, and each one's paren depth.
     let sig: Vec<usize> = (0..tokens.len())
         .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
@@ -256,6 +262,53 @@ fn call_name<'t>(k: usize, tok: &impl Fn(usize) -> Option<&'t Token>) -> Option<
                 | Keyword::PREWHERE
         );
     (!clause).then(|| w.value.to_ascii_lowercase())
+}
+
+/// A string literal's text as ClickHouse reads it: `\\`, `\'`, `''`, `\n`, `\t`, `\r`,
+/// `\0`, `\b`, `\f`, `\a`, `\v`, `\e` and `\xHH` are escapes; a backslash before any other
+/// character stays (`'\+'` is two characters, which regular expressions rely on).
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some('\'') => out.push('\''),
+                Some('"') => out.push('"'),
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('0') => out.push('\0'),
+                Some('b') => out.push('\u{8}'),
+                Some('f') => out.push('\u{c}'),
+                Some('a') => out.push('\u{7}'),
+                Some('v') => out.push('\u{b}'),
+                Some('e') => out.push('\u{1b}'),
+                Some('x') => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    match u8::from_str_radix(&hex, 16) {
+                        Ok(b) => out.push(b as char),
+                        Err(_) => {
+                            out.push_str("\\x");
+                            out.push_str(&hex);
+                        }
+                    }
+                }
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '\'' if chars.peek() == Some(&'\'') => {
+                chars.next();
+                out.push('\'');
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// True for the functions whose `AS` names a type, not an alias.
@@ -486,6 +539,20 @@ mod tests {
         );
         let p = prepare("SELECT x FROM t WHERE a IN (b AS c, d)").unwrap();
         assert_eq!(text(&p), "SELECT x FROM t WHERE a IN ( b AS c , d )");
+    }
+
+    #[test]
+    fn string_escapes_as_clickhouse_reads_them() {
+        let p = prepare(r"SELECT '\+a', 'x\\y', 'q\'s', 'it''s', 't\tu', '\x41', '\d'").unwrap();
+        let strings: Vec<String> = p
+            .tokens
+            .iter()
+            .filter_map(|t| match &t.token {
+                Token::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(strings, [r"\+a", r"x\y", "q's", "it's", "t\tu", "A", r"\d"]);
     }
 
     #[test]

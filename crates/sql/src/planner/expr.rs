@@ -407,6 +407,15 @@ fn coerce_to(x: Expr, ty: ColumnType, other: &ColumnType, ordering: bool) -> (Ex
                 target.clone(),
             )
         }
+        // A String parameter compared with a number or a time is read as that type, as
+        // ClickHouse converts the literal it renders to (`id = {{String(id)}}` on an Int32).
+        Expr::Param { name, ty: pty } if *pty.base() == ColumnType::String && convertible => (
+            Expr::Param {
+                name: name.clone(),
+                ty: target.clone(),
+            },
+            target.clone(),
+        ),
         _ => (x, ty),
     }
 }
@@ -1057,7 +1066,36 @@ impl Planner<'_> {
             .unwrap_or(ColumnType::UInt(8));
         if let ([array], [ColumnType::Array(_)]) = (items.as_slice(), types.as_slice()) {
             if !matches!(tx.base(), ColumnType::Array(_)) {
-                let has = Expr::call(Func::Has, vec![array.clone(), x]);
+                // `id IN {{Array(ids, 'String')}}` on a number column reads the strings as
+                // numbers, as ClickHouse converts them.
+                let array = match array {
+                    Expr::Literal(Value::Array(items))
+                        if tx.base().is_numeric() || is_time(tx.base()) =>
+                    {
+                        Expr::Literal(Value::Array(
+                            items
+                                .iter()
+                                .map(|v| match v {
+                                    Value::String(s) => {
+                                        tx.base().parse_text(s).unwrap_or_else(|| v.clone())
+                                    }
+                                    other => other.clone(),
+                                })
+                                .collect(),
+                        ))
+                    }
+                    Expr::Param { name, ty }
+                        if matches!(ty.base(), ColumnType::Array(inner) if *inner.base() == ColumnType::String)
+                            && (tx.base().is_numeric() || is_time(tx.base())) =>
+                    {
+                        Expr::Param {
+                            name: name.clone(),
+                            ty: ColumnType::Array(Box::new(tx.base().clone())),
+                        }
+                    }
+                    other => other.clone(),
+                };
+                let has = Expr::call(Func::Has, vec![array, x]);
                 let e = if negated {
                     Expr::call(Func::Not, vec![has])
                 } else {
@@ -1693,11 +1731,22 @@ impl Planner<'_> {
                 ColumnType::Int(_) => ColumnType::Int(64),
                 other => return Err(at(format!("sum of {} values", other.name()), node)),
             },
-            AggFunc::Avg | AggFunc::Quantile => {
+            AggFunc::Avg => {
                 if !arg_ty.is_numeric() {
                     return Err(at(format!("{fname} of {} values", arg_ty.name()), node));
                 }
                 ColumnType::Float64
+            }
+            // NULL over a group whose values are all NULL, as ClickHouse answers.
+            AggFunc::Quantile => {
+                if !arg_ty.is_numeric() {
+                    return Err(at(format!("{fname} of {} values", arg_ty.name()), node));
+                }
+                if arg_ty.is_nullable() {
+                    ColumnType::Nullable(Box::new(ColumnType::Float64))
+                } else {
+                    ColumnType::Float64
+                }
             }
             AggFunc::Min
             | AggFunc::Max
