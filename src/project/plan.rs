@@ -290,11 +290,41 @@ impl ProjectCatalog<'_> {
         let mut columns = Vec::new();
         for c in &target.columns {
             match plan.columns.iter().position(|p| p.name == c.column.name) {
+                // The target's declared type, as ClickHouse converts what a materialized view
+                // inserts (a Nullable target column keeps the pipe's NULLs as NULLs).
                 Some(i) => {
-                    exprs.push(petrel_sql::Expr::Column(i));
+                    let column = petrel_sql::Expr::Column(i);
+                    let simple = |t: &ColumnType| match t {
+                        ColumnType::LowCardinality(inner) => (**inner).clone(),
+                        other => other.clone(),
+                    };
+                    let scalar = |t: &ColumnType| {
+                        !matches!(
+                            t.base(),
+                            ColumnType::AggregateState { .. }
+                                | ColumnType::Array(_)
+                                | ColumnType::Map(..)
+                                | ColumnType::Tuple(_)
+                        )
+                    };
+                    let converts = simple(&plan.columns[i].ty) != simple(&c.column.ty)
+                        && scalar(&c.column.ty)
+                        && scalar(&plan.columns[i].ty);
+                    exprs.push(if converts {
+                        petrel_sql::Expr::call(
+                            petrel_sql::functions::Func::Cast(c.column.ty.clone()),
+                            vec![column],
+                        )
+                    } else {
+                        column
+                    });
                     columns.push(Column {
                         name: c.column.name.clone(),
-                        ty: plan.columns[i].ty.clone(),
+                        ty: if converts {
+                            c.column.ty.clone()
+                        } else {
+                            plan.columns[i].ty.clone()
+                        },
                     });
                 }
                 None => {

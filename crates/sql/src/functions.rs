@@ -690,12 +690,11 @@ impl Func {
             | Func::Xor => wrap_nullable(T::UInt(8), args),
             Func::In | Func::NotIn => wrap_nullable(T::UInt(8), &args[..1]),
             Func::IsNull | Func::IsNotNull | Func::Has => T::UInt(8),
-            Func::StartsWith | Func::EndsWith | Func::Empty | Func::NotEmpty | Func::JsonHas => {
-                T::UInt(8)
-            }
-            Func::JsonExtractBool => T::UInt(8),
-            Func::JsonExtractInt => T::Int(64),
-            Func::JsonExtractFloat => T::Float64,
+            Func::StartsWith | Func::EndsWith | Func::Empty | Func::NotEmpty => T::UInt(8),
+            // NULL for a NULL document (a Nullable(String) column), as ClickHouse answers.
+            Func::JsonHas | Func::JsonExtractBool => wrap_nullable(T::UInt(8), &args[..1]),
+            Func::JsonExtractInt => wrap_nullable(T::Int(64), &args[..1]),
+            Func::JsonExtractFloat => wrap_nullable(T::Float64, &args[..1]),
             Func::Coalesce => {
                 let all_nullable = args.iter().all(|a| a.is_nullable());
                 let base = common_type(&args.iter().map(|a| a.base().clone()).collect::<Vec<_>>());
@@ -734,11 +733,8 @@ impl Func {
             | Func::TrimLeft
             | Func::TrimRight
             | Func::ToString => wrap_nullable(T::String, &args[..1]),
-            Func::JsonExtractString
-            | Func::JsonExtractRaw
-            | Func::Domain
-            | Func::DomainWithoutWww
-            | Func::UrlPath => T::String,
+            Func::JsonExtractString | Func::JsonExtractRaw => wrap_nullable(T::String, &args[..1]),
+            Func::Domain | Func::DomainWithoutWww | Func::UrlPath => T::String,
             Func::Length | Func::LengthUtf8 | Func::CityHash64 | Func::Position | Func::IndexOf => {
                 T::UInt(64)
             }
@@ -830,6 +826,18 @@ impl Func {
     /// on plain values.
     pub fn apply(&self, args: &[&Value]) -> Value {
         let arg = |i: usize| -> &Value { args.get(i).copied().unwrap_or(&NULL) };
+        let json = matches!(
+            self,
+            Func::JsonExtractString
+                | Func::JsonExtractInt
+                | Func::JsonExtractFloat
+                | Func::JsonExtractBool
+                | Func::JsonExtractRaw
+                | Func::JsonHas
+        );
+        if json && arg(0).is_null() {
+            return Value::Null;
+        }
         match self {
             Func::Plus
             | Func::Minus
@@ -1220,11 +1228,13 @@ impl Func {
                 _ => Value::UInt(0),
             },
             Func::CityHash64 => city::hash_values(args),
+            // A string's text; another value's JSON, compact, as ClickHouse returns it.
             Func::JsonExtractString => match json_at(args) {
                 Some(raw) if raw.starts_with('"') => json::unescape(raw)
                     .map(Value::from)
                     .unwrap_or(Value::str("")),
-                _ => Value::str(""),
+                Some("null") | None => Value::str(""),
+                Some(raw) => Value::from(json::compact(raw)),
             },
             Func::JsonExtractInt => Value::Int(
                 json_at(args)
@@ -1737,6 +1747,30 @@ fn json_at<'a>(args: &[&'a Value]) -> Option<&'a str> {
 /// A small JSON reader: enough to walk a path of keys and indexes without building a tree.
 mod json {
     use petrel_value::Value;
+
+    /// `raw` JSON without the whitespace outside its strings.
+    pub(super) fn compact(raw: &str) -> String {
+        let mut out = String::with_capacity(raw.len());
+        let mut in_string = false;
+        let mut escaped = false;
+        for c in raw.chars() {
+            if in_string {
+                out.push(c);
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, '\\') => escaped = true,
+                    (false, '"') => in_string = false,
+                    _ => {}
+                }
+            } else if c == '"' {
+                in_string = true;
+                out.push(c);
+            } else if !c.is_whitespace() {
+                out.push(c);
+            }
+        }
+        out
+    }
 
     fn ws(b: &[u8], mut i: usize) -> usize {
         while i < b.len() && b[i].is_ascii_whitespace() {
@@ -3218,9 +3252,14 @@ mod tests {
             j(Func::JsonExtractString, &[Value::str("a")]),
             Value::str("key")
         );
+        // A value that is not a string comes back as its compact JSON (ClickHouse 24+).
         assert_eq!(
             j(Func::JsonExtractString, &[Value::str("n")]),
-            Value::str("")
+            Value::str("12")
+        );
+        assert_eq!(
+            j(Func::JsonExtractString, &[Value::str("o")]),
+            Value::str(r#"{"x":[10,{"y":"z"}]}"#)
         );
         assert_eq!(
             j(Func::JsonExtractString, &[Value::str("zz")]),
