@@ -80,6 +80,18 @@ fn materialized_targets_and_parameters_read_as_clickhouse_reads_them() {
         "endpoints/buckets.pipe",
         "NODE n\nSQL >\n    %\n    SELECT toStartOfInterval(t, INTERVAL {{String(minutes, '30')}} minute) AS b, count() AS c\n    FROM events WHERE t < toDateTime('2024-01-02 00:00:00') GROUP BY b ORDER BY b\n\nTYPE endpoint\n",
     );
+    // The same parameter with a different default in two nodes: each node keeps its own.
+    write(
+        &dir,
+        "endpoints/defaults.pipe",
+        "NODE a\nSQL >\n    %\n    SELECT arrayJoin(range(0, {{Int32(n, 3)}})) AS x\n\nNODE b\nSQL >\n    %\n    SELECT {{Int32(n, 100)}} AS y\n\nNODE c\nSQL >\n    SELECT count() AS c FROM a\n\nTYPE endpoint\n",
+    );
+    // JSON_VALUE reads a scalar at a JSONPath.
+    write(
+        &dir,
+        "endpoints/json_value.pipe",
+        "NODE n\nSQL >\n    SELECT JSON_VALUE('{\"a\": {\"b\": \"x\"}, \"n\": 3}', '$.a.b') AS ab, JSON_VALUE('{\"n\": 3}', '$.n') AS n\n\nTYPE endpoint\n",
+    );
     let server = common::Server::start_in(dir, &[]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,6 +129,16 @@ fn materialized_targets_and_parameters_read_as_clickhouse_reads_them() {
         buckets["data"],
         json!([{"b": "2024-01-01 10:00:00", "c": 2}, {"b": "2024-01-01 10:30:00", "c": 1}]),
         "{buckets}"
+    );
+    let defaults = common::get(&server, "/v0/pipes/defaults.json");
+    assert_eq!(defaults["data"], json!([{"c": 3}]), "{defaults}");
+    let defaults = common::get(&server, "/v0/pipes/defaults.json?n=5");
+    assert_eq!(defaults["data"], json!([{"c": 5}]), "{defaults}");
+    let json_value = common::get(&server, "/v0/pipes/json_value.json");
+    assert_eq!(
+        json_value["data"],
+        json!([{"ab": "x", "n": "3"}]),
+        "{json_value}"
     );
     server.stop();
 }

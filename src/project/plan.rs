@@ -51,6 +51,27 @@ impl Project {
             if let Some(pin) = pin {
                 r.sql = super::clock::pin_time(&r.sql, pin, at);
             }
+            // A parameter another node rendered with a different value (its own default)
+            // gets a placeholder of its own here: each node keeps the value it was given.
+            let clashes: Vec<String> = r
+                .values
+                .iter()
+                .filter(|(k, v)| out.values.get(*k).is_some_and(|o| o != *v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for old in clashes {
+                let new = (2..)
+                    .map(|n| format!("{old}__node{n}"))
+                    .find(|c| !out.values.contains_key(c) && !r.values.contains_key(c))
+                    .unwrap_or_else(|| format!("{old}__node"));
+                r.sql = rename_placeholder(&r.sql, &old, &new);
+                if let Some(v) = r.values.remove(&old) {
+                    r.values.insert(new.clone(), v);
+                }
+                if let Some(t) = r.types.remove(&old) {
+                    r.types.insert(new, t);
+                }
+            }
             out.shape.push_str(&r.sql);
             out.shape.push('\u{0}');
             for (k, v) in r.values {
@@ -248,6 +269,32 @@ thread_local! {
     /// How deep pipe-as-table resolution is nested: pipes that read each other in a cycle
     /// stop here instead of recursing forever.
     static NESTING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The materialized targets being resolved, innermost last.
+    static RESOLVING: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `sql` with the placeholder `$old` (not `$old_more`) written `$new`.
+fn rename_placeholder(sql: &str, old: &str, new: &str) -> String {
+    let needle = format!("${old}");
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(i) = rest.find(&needle) {
+        let after = &rest[i + needle.len()..];
+        let whole = !after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..i]);
+        if whole {
+            out.push('$');
+            out.push_str(new);
+        } else {
+            out.push_str(&needle);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// True when `sql` mentions `name` as a whole word (a table it may read).
@@ -278,6 +325,20 @@ impl ProjectCatalog<'_> {
     fn materialized_target(&self, name: &str) -> Option<Plan> {
         let pipe = self.project.materialized.get(name)?;
         let target = self.project.datasources.get(name)?;
+        // A materialized pipe that reads its own target reads the target's stored rows, not
+        // its own result again (which would nest without end).
+        if RESOLVING.with(|r| r.borrow().iter().any(|t| t == name)) {
+            return None;
+        }
+        RESOLVING.with(|r| r.borrow_mut().push(name.to_string()));
+        let plan = self.materialized_result(pipe, target);
+        RESOLVING.with(|r| r.borrow_mut().pop());
+        plan
+    }
+
+    /// The pipe's result read as its target `target`.
+    fn materialized_result(&self, pipe: &str, target: &Datasource) -> Option<Plan> {
+        let name = target.name.as_str();
         let rendered = self.project.render_with(pipe, &Params::new()).ok()?;
         let query = self.project.plan_rendered(pipe, &rendered).ok()?;
         let plan = query

@@ -4,8 +4,9 @@
 //!
 //! - `WITH <expr> AS <name>` items (ClickHouse's scalar aliases) are lifted out of the WITH
 //!   clause and parsed on their own; CTEs (`name AS (SELECT ..)`) stay for the parser.
-//! - Join strictness (`ANY LEFT JOIN`, `ALL INNER JOIN`, `LEFT ANY JOIN`) is dropped: Petrel
-//!   maintains every join with ALL semantics (an ANY join returns all matches, not one).
+//! - Join strictness (`ANY LEFT JOIN`, `ALL INNER JOIN`, `LEFT ANY JOIN`) is dropped from the
+//!   text; where an `ANY LEFT JOIN` was, the joined relation's location is kept so the planner
+//!   joins each left row to one right row. Other ANY joins run with ALL semantics.
 //! - `FINAL` after a table is dropped: Petrel's datasources already present their rows as
 //!   their engine resolves them.
 //! - `JOIN .. USING col` (ClickHouse's form without parentheses) becomes `USING (col)`.
@@ -27,6 +28,8 @@ pub(crate) struct Prepared {
     pub tokens: Vec<TokenWithSpan>,
     /// The lifted `WITH <expr> AS <name>` items.
     pub scalars: Vec<ScalarWith>,
+    /// Where the relations of `ANY LEFT JOIN`s start (line, column).
+    pub any_left_joins: Vec<(u64, u64)>,
 }
 
 /// A `WITH <expr> AS <name>` item and the query it belongs to.
@@ -100,6 +103,7 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
     let tok = |k: usize| -> Option<&Token> { sig.get(k).map(|&i| &tokens[i].token) };
     let kw = |k: usize| tok(k).and_then(keyword);
     let mut remove = vec![false; tokens.len()];
+    let mut any_left_joins = Vec::new();
     // Tokens to emit before a token (at its location).
     let mut before: Vec<Vec<Token>> = vec![Vec::new(); tokens.len()];
     let mut scalars = Vec::new();
@@ -162,10 +166,22 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
                 | Keyword::ON
                 | Keyword::USING,
             ) => from_flag.into_iter().for_each(|f| *f = false),
-            Some(Keyword::ANY | Keyword::ALL)
+            Some(strictness @ (Keyword::ANY | Keyword::ALL))
                 if join_word(k + 1) && (k == 0 || !matches!(kw(k - 1), Some(Keyword::UNION))) =>
             {
                 remove[sig[k]] = true;
+                if strictness == Keyword::ANY {
+                    // `ANY LEFT [OUTER] JOIN r` or `LEFT ANY JOIN r`: where `r` starts.
+                    let left = (k > 0 && kw(k - 1) == Some(Keyword::LEFT))
+                        || kw(k + 1) == Some(Keyword::LEFT);
+                    let join = (k + 1..k + 4).find(|&j| kw(j) == Some(Keyword::JOIN));
+                    if let (true, Some(j)) = (left, join) {
+                        if let Some(&r) = sig.get(j + 1) {
+                            let at = tokens[r].span.start;
+                            any_left_joins.push((at.line, at.column));
+                        }
+                    }
+                }
             }
             Some(Keyword::FINAL)
                 if in_from.last() == Some(&true)
@@ -216,6 +232,7 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
     Ok(Prepared {
         tokens: out,
         scalars,
+        any_left_joins,
     })
 }
 

@@ -1384,6 +1384,41 @@ impl Planner<'_> {
                 };
                 return self.call(func, &args_ast[..1], node, scope, aliases, mode);
             }
+            // `JSON_VALUE(doc, '$.a.b')`: the scalar at a JSONPath of keys, as a string.
+            "json_value" => {
+                let [doc, path] = args_ast.as_slice() else {
+                    return Err(at("JSON_VALUE takes (json, '$.path')", node));
+                };
+                let ast::Expr::Value(v) = path else {
+                    return Err(at(
+                        "JSON_VALUE needs a constant path such as '$.a.b'",
+                        *path,
+                    ));
+                };
+                let ast::Value::SingleQuotedString(p) = &v.value else {
+                    return Err(at(
+                        "JSON_VALUE needs a constant path such as '$.a.b'",
+                        *path,
+                    ));
+                };
+                let keys: Vec<&str> = match p.strip_prefix('$') {
+                    Some(rest) => rest.split('.').filter(|k| !k.is_empty()).collect(),
+                    None => return Err(at("a JSONPath starts with $", *path)),
+                };
+                if keys.iter().any(|k| k.contains('[') || k.contains('*')) {
+                    return Err(unsupported(
+                        "JSON_VALUE paths with indexes or wildcards",
+                        *path,
+                    ));
+                }
+                let (doc, ty) = self.expr(doc, scope, aliases, mode)?;
+                let mut args = vec![doc];
+                args.extend(keys.iter().map(|k| Expr::Literal(Value::str(k))));
+                let ty = Func::JsonExtractString
+                    .result_type(&[ty])
+                    .map_err(|m| at(m, node))?;
+                return Ok((Expr::call(Func::JsonExtractString, args), ty));
+            }
             "arrayjoin" => {
                 return Err(unsupported(
                     "arrayJoin outside the select list (alias it there and use the alias)",

@@ -73,6 +73,7 @@ pub fn plan_query(sql: &str, catalog: &dyn Catalog) -> Result<Query, SqlError> {
         lifted_scalars: 0,
         windows: Vec::new(),
         defining: Vec::new(),
+        any_left_joins: prepared.any_left_joins,
     };
     planner.query(query, true)
 }
@@ -237,6 +238,8 @@ struct Planner<'c> {
     /// `WITH (subquery) AS name` items whose subquery is being planned: inside it, `name`
     /// is not the alias (ClickHouse reads it as a column there).
     defining: Vec<String>,
+    /// Where the relations of `ANY LEFT JOIN`s start (from `preprocess`).
+    any_left_joins: Vec<(u64, u64)>,
 }
 
 fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
@@ -605,6 +608,16 @@ impl Planner<'_> {
                 if version.is_some() || !partitions.is_empty() || !with_hints.is_empty() {
                     return Err(unsupported("table hints, versions or partitions", factor));
                 }
+                // `workspace.table` names a table of another workspace (Tinybird's shared
+                // datasources) or database: not one of this project's.
+                if name.0.len() > 1 {
+                    return Err(at(
+                        format!(
+                            "unknown table '{name}' (a table of another workspace or database)"
+                        ),
+                        factor,
+                    ));
+                }
                 let table_name = name
                     .0
                     .last()
@@ -677,7 +690,9 @@ impl Planner<'_> {
                     JoinOperator::InnerArrayJoin => self.array_join(acc, &join.relation, false)?,
                     op => {
                         let right = self.table(&join.relation)?;
-                        self.join(acc, right, op, join)?
+                        let start = join.relation.span().start;
+                        let any = self.any_left_joins.contains(&(start.line, start.column));
+                        self.join(acc, right, op, join, any)?
                     }
                 };
             }
@@ -688,6 +703,7 @@ impl Planner<'_> {
                     acc,
                     &JoinOperator::CrossJoin(JoinConstraint::None),
                     &twj.relation,
+                    false,
                 )?,
             });
         }
@@ -705,13 +721,16 @@ impl Planner<'_> {
     }
 
     /// `left JOIN right ON/USING ..`: equalities across the sides become keys, the rest of
-    /// ON a residual. ANY joins arrive here as plain joins (see `preprocess`).
+    /// ON a residual. With `any` (an `ANY LEFT JOIN`), each left row meets at most one right
+    /// row: the right side keeps one row per key, the least (a deterministic pick where
+    /// ClickHouse takes whichever it reads first).
     fn join(
         &mut self,
         (left, lscope): (Plan, Scope),
         (right, rscope): (Plan, Scope),
         op: &JoinOperator,
         at_node: &impl Spanned,
+        any: bool,
     ) -> Result<(Plan, Scope), SqlError> {
         let (kind, constraint) = match op {
             JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, c),
@@ -784,6 +803,27 @@ impl Planner<'_> {
             JoinKind::Cross
         } else {
             kind
+        };
+        let right = if any && kind == JoinKind::Left && residual.is_empty() {
+            let columns = right.columns.clone();
+            node(
+                PlanNode::TopK {
+                    order_by: (0..columns.len())
+                        .map(|i| SortKey {
+                            expr: Expr::Column(i),
+                            desc: false,
+                            nulls_first: false,
+                        })
+                        .collect(),
+                    input: Box::new(right),
+                    limit: Some(1),
+                    offset: 0,
+                    partition_by: right_keys.clone(),
+                },
+                columns,
+            )
+        } else {
+            right
         };
         let mut columns = left.columns.clone();
         columns.extend(right.columns.iter().cloned());

@@ -747,10 +747,20 @@ fn joins() {
     );
     assert_eq!(project_exprs(&q.plan), [c(2), c(12)]);
 
-    // Mirrored equality, LEFT and ANY LEFT joins.
+    // An ANY LEFT join keeps one right row per key.
+    for sql in [
+        "SELECT name FROM events ANY LEFT JOIN users ON events.user_id = users.user_id",
+        "SELECT name FROM events LEFT ANY JOIN users USING user_id",
+    ] {
+        assert_eq!(
+            shape(&plan(sql).plan),
+            "Project(LeftJoin(Scan events, TopK(Scan users)))",
+            "{sql}"
+        );
+    }
+    // Mirrored equality and LEFT joins.
     for sql in [
         "SELECT name FROM events LEFT JOIN users ON users.user_id = events.user_id",
-        "SELECT name FROM events ANY LEFT JOIN users ON events.user_id = users.user_id",
         "SELECT name FROM events LEFT OUTER JOIN users ON (events.user_id = users.user_id)",
     ] {
         let q = plan(sql);
