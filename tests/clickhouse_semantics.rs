@@ -80,6 +80,27 @@ fn materialized_targets_and_parameters_read_as_clickhouse_reads_them() {
         "endpoints/buckets.pipe",
         "NODE n\nSQL >\n    %\n    SELECT toStartOfInterval(t, INTERVAL {{String(minutes, '30')}} minute) AS b, count() AS c\n    FROM events WHERE t < toDateTime('2024-01-02 00:00:00') GROUP BY b ORDER BY b\n\nTYPE endpoint\n",
     );
+    // Two materialized pipes writing one target (a pipe and its backfill) both add rows.
+    write(
+        &dir,
+        "datasources/split.datasource",
+        "SCHEMA >\n    `id` Int32,\n    `v` UInt32\n",
+    );
+    write(
+        &dir,
+        "materializations/split_new.pipe",
+        "NODE n\nSQL >\n    SELECT id, v FROM events WHERE v > 4\n\nTYPE materialized\nDATASOURCE split\n",
+    );
+    write(
+        &dir,
+        "materializations/split_backfill.pipe",
+        "NODE n\nSQL >\n    SELECT id, v FROM events WHERE v <= 4\n\nTYPE materialized\nDATASOURCE split\n",
+    );
+    write(
+        &dir,
+        "endpoints/split_rows.pipe",
+        "NODE n\nSQL >\n    SELECT count() AS c, sum(v) AS s FROM split\n\nTYPE endpoint\n",
+    );
     // The same parameter with a different default in two nodes: each node keeps its own.
     write(
         &dir,
@@ -130,6 +151,8 @@ fn materialized_targets_and_parameters_read_as_clickhouse_reads_them() {
         json!([{"b": "2024-01-01 10:00:00", "c": 2}, {"b": "2024-01-01 10:30:00", "c": 1}]),
         "{buckets}"
     );
+    let split = common::get(&server, "/v0/pipes/split_rows.json");
+    assert_eq!(split["data"], json!([{"c": 5, "s": 17}]), "{split}");
     let defaults = common::get(&server, "/v0/pipes/defaults.json");
     assert_eq!(defaults["data"], json!([{"c": 3}]), "{defaults}");
     let defaults = common::get(&server, "/v0/pipes/defaults.json?n=5");

@@ -328,7 +328,9 @@ impl Project {
             PipeKind::Standard => None,
             PipeKind::Materialized { datasource, .. } => {
                 self.materialized
-                    .insert(datasource.clone(), pipe.name.clone());
+                    .entry(datasource.clone())
+                    .or_default()
+                    .push(pipe.name.clone());
                 None
             }
             PipeKind::Sink {
@@ -467,7 +469,13 @@ impl Project {
             .map(|p| p.name.clone())
             .collect();
         // Materialized pipes first: endpoints read their targets.
-        let mut names: Vec<String> = self.materialized.values().cloned().chain(names).collect();
+        let mut names: Vec<String> = self
+            .materialized
+            .values()
+            .flatten()
+            .cloned()
+            .chain(names)
+            .collect();
         names.dedup();
         for name in names {
             let params = check_params(&self.pipes[&name].params);
@@ -479,8 +487,8 @@ impl Project {
             // A pipe reading the clock outside temporal filters is served pinned to the
             // request's time (by the day if it can be, else by the second); materialized
             // and sink pipes must be maintained, so they cannot be.
-            let pinnable =
-                self.pipes[&name].sink.is_none() && !self.materialized.values().any(|m| *m == name);
+            let pinnable = self.pipes[&name].sink.is_none()
+                && !self.materialized.values().flatten().any(|m| *m == name);
             let reads_clock = {
                 let pipe = &self.pipes[&name];
                 std::iter::once(pipe)

@@ -373,9 +373,10 @@ pub struct Project {
     pub pipes: BTreeMap<String, Pipe>,
     /// `TOKEN` lines: token name and what it grants.
     pub tokens: BTreeMap<String, Vec<Grant>>,
-    /// Target datasource of each `TYPE materialized` pipe → the pipe. Reading the target
-    /// reads the pipe's maintained result (see `ProjectCatalog`).
-    pub materialized: BTreeMap<String, String>,
+    /// Target datasource of each `TYPE materialized` pipe → the pipes writing it (a pipe and
+    /// its backfill, say). Reading the target reads the union of their maintained results
+    /// (see `ProjectCatalog`).
+    pub materialized: BTreeMap<String, Vec<String>>,
     /// Kafka connections by name.
     pub connections: BTreeMap<String, KafkaConnection>,
     /// Non-fatal findings, `file:line:column: message`.

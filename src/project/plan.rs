@@ -323,7 +323,7 @@ impl ProjectCatalog<'_> {
     /// The target of a materialized pipe, read as the pipe's maintained result with the
     /// target's column names (columns the pipe does not produce take their defaults).
     fn materialized_target(&self, name: &str) -> Option<Plan> {
-        let pipe = self.project.materialized.get(name)?;
+        let pipes = self.project.materialized.get(name)?;
         let target = self.project.datasources.get(name)?;
         // A materialized pipe that reads its own target reads the target's stored rows, not
         // its own result again (which would nest without end).
@@ -331,14 +331,37 @@ impl ProjectCatalog<'_> {
             return None;
         }
         RESOLVING.with(|r| r.borrow_mut().push(name.to_string()));
-        let plan = self.materialized_result(pipe, target);
+        // Every pipe writing the target adds its rows (a pipe that does not plan adds none).
+        let results: Vec<Plan> = pipes
+            .iter()
+            .filter_map(|pipe| self.materialized_result(pipe, target))
+            .collect();
         RESOLVING.with(|r| r.borrow_mut().pop());
-        plan
+        let result = match results.len() {
+            0 => return None,
+            1 => results.into_iter().next()?,
+            _ => Plan {
+                columns: results[0].columns.clone(),
+                node: petrel_sql::PlanNode::Union { inputs: results },
+            },
+        };
+        // The target's engine rules (ReplacingMergeTree read as FINAL, TTL) apply to the
+        // pipes' rows as they apply to a datasource's rows.
+        match &target.read_sql {
+            Some(sql) => {
+                let over = ResultAsTable {
+                    name,
+                    plan: &result,
+                };
+                Some(plan_query(sql, &over).ok()?.into_plan())
+            }
+            None => Some(result),
+        }
     }
 
-    /// The pipe's result read as its target `target`.
+    /// The pipe's result with its target's columns (columns it does not produce take their
+    /// defaults).
     fn materialized_result(&self, pipe: &str, target: &Datasource) -> Option<Plan> {
-        let name = target.name.as_str();
         let rendered = self.project.render_with(pipe, &Params::new()).ok()?;
         let query = self.project.plan_rendered(pipe, &rendered).ok()?;
         let plan = query
@@ -394,25 +417,13 @@ impl ProjectCatalog<'_> {
                 }
             }
         }
-        let result = Plan {
+        Some(Plan {
             node: petrel_sql::PlanNode::Project {
                 input: Box::new(plan),
                 exprs,
             },
             columns,
-        };
-        // The target's engine rules (ReplacingMergeTree read as FINAL, TTL) apply to the
-        // pipe's result as they apply to a datasource's rows.
-        match &target.read_sql {
-            Some(sql) => {
-                let over = ResultAsTable {
-                    name,
-                    plan: &result,
-                };
-                Some(plan_query(sql, &over).ok()?.into_plan())
-            }
-            None => Some(result),
-        }
+        })
     }
 }
 

@@ -331,7 +331,12 @@ fn pipe_resource(
         "sink"
     } else if pipe.copy.is_some() {
         "copy"
-    } else if project.materialized.values().any(|p| p == &pipe.name) {
+    } else if project
+        .materialized
+        .values()
+        .flatten()
+        .any(|p| p == &pipe.name)
+    {
         "materialized"
     } else if pipe.is_endpoint() {
         "endpoint"
