@@ -276,6 +276,21 @@ pub struct Fill {
     pub step: FillStep,
 }
 
+/// Sort keys with parameters replaced by their values.
+fn bind_sort_keys(
+    keys: &[SortKey],
+    values: &std::collections::BTreeMap<String, Value>,
+) -> Result<Vec<SortKey>, crate::SqlError> {
+    keys.iter()
+        .map(|k| {
+            Ok(SortKey {
+                expr: k.expr.bind(values)?,
+                ..k.clone()
+            })
+        })
+        .collect()
+}
+
 impl Fill {
     /// Adds the missing rows to `rows`, sorted by the fill column (descending when `desc`):
     /// the keys from `from` (else the first row's key) by `step`, up to `to` excluded (else
@@ -545,15 +560,7 @@ impl Plan {
                 partition_by,
             } => PlanNode::TopK {
                 input: bp(input)?,
-                order_by: order_by
-                    .iter()
-                    .map(|k| {
-                        Ok(SortKey {
-                            expr: b(&k.expr)?,
-                            ..k.clone()
-                        })
-                    })
-                    .collect::<Result<_, crate::SqlError>>()?,
+                order_by: bind_sort_keys(order_by, values)?,
                 limit: *limit,
                 offset: *offset,
                 partition_by: bs(partition_by)?,
@@ -570,15 +577,7 @@ impl Plan {
             } => PlanNode::Window {
                 input: bp(input)?,
                 partition_by: bs(partition_by)?,
-                order_by: order_by
-                    .iter()
-                    .map(|k| {
-                        Ok(SortKey {
-                            expr: b(&k.expr)?,
-                            ..k.clone()
-                        })
-                    })
-                    .collect::<Result<_, crate::SqlError>>()?,
+                order_by: bind_sort_keys(order_by, values)?,
                 function: match function {
                     WindowFunction::Aggregate(a) => {
                         WindowFunction::Aggregate(Box::new(Aggregate {
@@ -732,16 +731,7 @@ impl Query {
         Ok(Query {
             plan: self.plan.bind(values)?,
             visible: self.visible,
-            order_by: self
-                .order_by
-                .iter()
-                .map(|k| {
-                    Ok(SortKey {
-                        expr: k.expr.bind(values)?,
-                        ..k.clone()
-                    })
-                })
-                .collect::<Result<_, crate::SqlError>>()?,
+            order_by: bind_sort_keys(&self.order_by, values)?,
             limit: self.limit.as_ref().map(|e| e.bind(values)).transpose()?,
             offset: self.offset.as_ref().map(|e| e.bind(values)).transpose()?,
             fill: self.fill.as_ref().map(|f| f.bind(values)).transpose()?,
