@@ -128,13 +128,16 @@ pub(super) async fn pipe(
         return super::openapi::openapi(&state, &headers, &params);
     }
     let (name, answer) = pipe_file(&file)?;
-    if let Answer::Describe = answer {
+    let may_read = || {
         authorize(
             &state,
             &headers,
             &params,
             &Scope::PipesRead(name.to_string()),
-        )?;
+        )
+    };
+    if let Answer::Describe = answer {
+        may_read()?;
         let project = state.runtime.project();
         return match project.pipes.get(name) {
             Some(p) => Ok(Json(pipe_resource(&project, p)).into_response()),
@@ -150,12 +153,7 @@ pub(super) async fn pipe(
         .filter(|p| p.endpoint.is_some())
         .and_then(|p| p.broken.as_deref())
     {
-        authorize(
-            &state,
-            &headers,
-            &params,
-            &Scope::PipesRead(name.to_string()),
-        )?;
+        may_read()?;
         return Err(ApiError::bad_request(format!(
             "The pipe '{name}' is not served: {}",
             project.relative_message(error)
