@@ -425,6 +425,36 @@ impl Project {
         );
     }
 
+    /// The request parameters `petrel build` plans a pipe with: its defaults (with a
+    /// placeholder for each required parameter), then each branch value on top of them (see
+    /// the `branches` module). A green build means each of these answers.
+    pub fn build_parameter_sets(&self, pipe: &str) -> Vec<BTreeMap<String, String>> {
+        let (base, branches) = self.build_branches(pipe);
+        let mut sets = vec![base.clone()];
+        for (param, value) in branches {
+            let mut with = base.clone();
+            with.insert(param, value);
+            sets.push(with);
+        }
+        sets
+    }
+
+    /// A pipe's build parameters: the defaults, and the `(parameter, value)` branches.
+    fn build_branches(&self, pipe: &str) -> (BTreeMap<String, String>, Vec<(String, String)>) {
+        let Some(p) = self.pipes.get(pipe) else {
+            return Default::default();
+        };
+        let sources: Vec<&str> = std::iter::once(p)
+            .chain(p.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
+            .flat_map(|p| &p.nodes)
+            .map(|n| n.template.source())
+            .collect();
+        (
+            check_values(&p.params),
+            branches::branch_values(&sources, &p.params),
+        )
+    }
+
     /// Records which other pipes each pipe's templates mention.
     fn link_pipes(&mut self) {
         let names: Vec<String> = self.pipes.keys().cloned().collect();
@@ -515,16 +545,12 @@ impl Project {
                 }
                 // Every branch the templates can take must plan too (a failure is a build
                 // error; the pipe is still served for the requests that plan).
-                let pipe = &self.pipes[&name];
-                let mut pin = pipe.time_pin;
-                let sources: Vec<&str> = std::iter::once(pipe)
-                    .chain(pipe.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
-                    .flat_map(|p| &p.nodes)
-                    .map(|n| n.template.source())
-                    .collect();
-                for (param, value) in branches::branch_values(&sources, &pipe.params) {
-                    let mut with = params.clone();
-                    with.insert(param.clone(), value.as_str());
+                let mut pin = self.pipes[&name].time_pin;
+                let (base, branches) = self.build_branches(&name);
+                for (param, value) in branches {
+                    let mut with = base.clone();
+                    with.insert(param.clone(), value.clone());
+                    let with = Params::from(with);
                     let plan_pinned = |pin: Option<TimePin>| {
                         self.render_pinned(&name, &with, pin, RequestTime::now())
                             .and_then(|r| self.plan_rendered(&name, &r))
@@ -720,7 +746,12 @@ fn column_default(ty: &ColumnType, text: &str) -> Option<ColumnDefault> {
 /// Values to render a template with when checking it at load time: the defaults, and a
 /// placeholder for each required parameter (as Tinybird's build check does).
 fn check_params(decls: &[ParamDecl]) -> Params {
-    let mut p = Params::new();
+    Params::from(check_values(decls))
+}
+
+/// [`check_params`] as request parameters.
+fn check_values(decls: &[ParamDecl]) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
     for d in decls.iter().filter(|d| d.required) {
         let v = match &d.ty {
             ParamType::String => "__no_value__",
@@ -731,7 +762,7 @@ fn check_params(decls: &[ParamDecl]) -> Params {
             ParamType::Json => "{}",
             _ => "0",
         };
-        p.insert(d.name.clone(), v);
+        p.insert(d.name.clone(), v.to_string());
     }
     p
 }
