@@ -444,15 +444,22 @@ impl Project {
         let Some(p) = self.pipes.get(pipe) else {
             return Default::default();
         };
-        let sources: Vec<&str> = std::iter::once(p)
+        (
+            check_values(&p.params),
+            branches::branch_values(&self.template_sources(pipe), &p.params),
+        )
+    }
+
+    /// The template text of a pipe's nodes and of the pipes it reads.
+    fn template_sources(&self, pipe: &str) -> Vec<&str> {
+        let Some(p) = self.pipes.get(pipe) else {
+            return Vec::new();
+        };
+        std::iter::once(p)
             .chain(p.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
             .flat_map(|p| &p.nodes)
             .map(|n| n.template.source())
-            .collect();
-        (
-            check_values(&p.params),
-            branches::branch_values(&sources, &p.params),
-        )
+            .collect()
     }
 
     /// Records which other pipes each pipe's templates mention.
@@ -519,13 +526,10 @@ impl Project {
             // and sink pipes must be maintained, so they cannot be.
             let pinnable = self.pipes[&name].sink.is_none()
                 && !self.materialized.values().flatten().any(|m| *m == name);
-            let reads_clock = {
-                let pipe = &self.pipes[&name];
-                std::iter::once(pipe)
-                    .chain(pipe.reads_pipes.iter().filter_map(|r| self.pipes.get(r)))
-                    .flat_map(|p| &p.nodes)
-                    .any(|n| clock::mentions_clock(n.template.source()))
-            };
+            let reads_clock = self
+                .template_sources(&name)
+                .into_iter()
+                .any(clock::mentions_clock);
             if let Err(e) = &outcome {
                 if pinnable && (clock::is_clock_error(&e.to_string()) || reads_clock) {
                     for pin in [TimePin::Day, TimePin::Second] {
