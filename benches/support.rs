@@ -105,6 +105,9 @@ pub async fn start(dir: &Path, config: RuntimeConfig) -> (String, Arc<Runtime>) 
         requests: Default::default(),
         jobs: Default::default(),
         workspace_names: Default::default(),
+        deployments: Arc::new(serve::Deployments::load(
+            dir.join(".petrel/deployments.json"),
+        )),
     };
     tokio::spawn(serve::serve(listener, state));
     (url, runtime)

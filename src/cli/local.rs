@@ -238,6 +238,9 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             requests: Default::default(),
             jobs: Default::default(),
             workspace_names: Default::default(),
+            deployments: Arc::new(serve::Deployments::load(
+                dir.join(".petrel").join("deployments.json"),
+            )),
         };
         // SIGTERM or Ctrl-C stop cleanly: rows still in memory are written first.
         tokio::select! {

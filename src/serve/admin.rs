@@ -1,4 +1,4 @@
-//! Admin routes: deploying a project to a running server, and stopping it.
+//! Admin routes: deploying or building a project on a running server, and stopping it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,9 +7,12 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
+use serde_json::json;
 
-use super::{authorize, ApiError, AppState, Scope};
+use super::{authorize, deployments, multipart, ApiError, AppState, Scope};
 use crate::project::Project;
+use crate::runtime::DeployReport;
 
 /// The body of `POST /v1/deploy`: every datafile of the project by relative path.
 #[derive(serde::Deserialize)]
@@ -65,70 +68,128 @@ fn existing_datafiles(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `POST /v1/deploy?check=true&allow_destructive_operations=true` (admin): validates the
-/// project, then swaps it in. Pipes whose plans are unchanged keep their views and state.
-pub async fn deploy(
-    State(state): State<AppState>,
-    Query(params): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    Json(body): Json<DeployBody>,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, &Scope::Admin)?;
-    let flag = |k: &str| params.get(k).is_some_and(|v| v == "true" || v == "1");
-    let (check, destructive) = (flag("check"), flag("allow_destructive_operations"));
+/// The datafiles of a deploy or build body: Petrel's JSON form (`{"files": {path: text}}`)
+/// or the Forward CLI's `multipart/form-data` (one `data_project://` part per datafile, named
+/// by its relative path; the `context://` part is ignored).
+async fn datafiles(headers: &HeaderMap, body: Bytes) -> Result<BTreeMap<String, String>, ApiError> {
+    let Some(boundary) = multipart::boundary(headers) else {
+        let body: DeployBody = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body is neither multipart/form-data nor JSON of the form {{\"files\": {{path: text}}}}: {e}"
+            ))
+        })?;
+        return Ok(body.files);
+    };
     let mut files = BTreeMap::new();
-    for name in body.files.keys() {
+    for part in multipart::parts(&boundary, body).await? {
+        match part.name.as_str() {
+            "data_project://" => {
+                let name = part.file_name.ok_or_else(|| {
+                    ApiError::bad_request("a data_project:// part has no file name (its relative path)")
+                })?;
+                let text = String::from_utf8(part.data.to_vec()).map_err(|_| {
+                    ApiError::bad_request(format!("'{name}' is not UTF-8 text"))
+                })?;
+                files.insert(name, text);
+            }
+            "data_project_vendored://" => {
+                return Err(ApiError::bad_request(
+                    "vendored datafiles (other workspaces' resources) are not supported: Petrel serves one workspace",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(files)
+}
+
+/// How a deploy ended.
+pub(super) enum Outcome {
+    /// The project does not load, or the running one refuses it: one entry per error, with
+    /// the datafile it is in when known.
+    Failed(LoadErrors),
+    /// `check`: what a deploy would change.
+    Checked(DeployReport),
+    /// Swapped in (an empty report: nothing changed, nothing was touched).
+    Deployed(DeployReport),
+}
+
+/// An error line `path:line:col: cause` split into the datafile and the whole message.
+fn located(error: String) -> (Option<String>, String) {
+    let file = error
+        .split(':')
+        .next()
+        .filter(|f| is_datafile(Path::new(f)))
+        .map(str::to_string);
+    (file, error)
+}
+
+/// Load errors, each with the datafile it is in when known.
+pub(super) type LoadErrors = Vec<(Option<String>, String)>;
+
+/// A staged project and its datafiles' relative paths by name.
+pub(super) type Staged = (Project, BTreeMap<String, PathBuf>);
+
+/// Loads `texts` (relative path → datafile text) as a whole project in a staging folder:
+/// the project, or its load errors.
+pub(super) fn stage(
+    state: &AppState,
+    texts: &BTreeMap<String, String>,
+) -> Result<Result<Staged, LoadErrors>, ApiError> {
+    let mut files = BTreeMap::new();
+    for name in texts.keys() {
         let rel = safe_relative(name).ok_or_else(|| {
             ApiError::bad_request(format!("'{name}' is not a relative path to a datafile"))
         })?;
         files.insert(name.clone(), rel);
     }
-    let internal =
-        |e: std::io::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     let root = state.runtime.project().root.clone();
     let staging = root
         .join(".petrel")
         .join(format!("deploy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    write_files(&staging, &files, &body.files).map_err(internal)?;
+    write_files(&staging, &files, texts).map_err(internal)?;
     let (staged, errors) = Project::load_with_errors(&staging);
     let _ = std::fs::remove_dir_all(&staging);
     if !errors.is_empty() {
-        let errors: Vec<String> = errors
+        let prefix = format!("{}/", staging.display());
+        return Ok(Err(errors
             .iter()
-            .map(|e| {
-                e.strip_prefix(&format!("{}/", staging.display()))
-                    .unwrap_or(e)
-                    .to_string()
-            })
-            .collect();
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"result": "failed", "errors": errors})),
-        )
-            .into_response());
+            .map(|e| located(e.strip_prefix(&prefix).unwrap_or(e).to_string()))
+            .collect()));
     }
+    Ok(Ok((staged, files)))
+}
+
+fn internal(e: std::io::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Validates `texts` (relative path → datafile text) as a whole project and, unless `check`,
+/// swaps it in and writes it over the project's datafiles (so a restart runs it).
+pub(super) async fn apply(
+    state: &AppState,
+    texts: BTreeMap<String, String>,
+    check: bool,
+    destructive: bool,
+) -> Result<Outcome, ApiError> {
+    let (staged, files) = match stage(state, &texts)? {
+        Ok(staged) => staged,
+        Err(errors) => return Ok(Outcome::Failed(errors)),
+    };
+    let root = state.runtime.project().root.clone();
+    // TOKEN lines change no view, but change who may read what.
+    let tokens_changed = staged.tokens != state.runtime.project().tokens;
     // Validate against the running project before touching its folder.
     let report = match state.runtime.deploy(staged, destructive, true).await {
         Ok(r) => r,
-        Err(e) => {
-            return Ok((
-                StatusCode::BAD_REQUEST,
-                Json(serde_json::json!({"result": "failed", "errors": [e.to_string()]})),
-            )
-                .into_response())
-        }
+        Err(e) => return Ok(Outcome::Failed(vec![(None, e.to_string())])),
     };
-    if check || report.is_empty() {
-        let result = if report.is_empty() {
-            "no_changes"
-        } else {
-            "success"
-        };
-        return Ok(
-            Json(serde_json::json!({"result": result, "check": check, "build": report}))
-                .into_response(),
-        );
+    if check {
+        return Ok(Outcome::Checked(report));
+    }
+    if report.is_empty() && !tokens_changed {
+        return Ok(Outcome::Deployed(report));
     }
     // Replace the project's datafiles, so a restart runs what was deployed.
     let mut old = Vec::new();
@@ -136,7 +197,7 @@ pub async fn deploy(
     for p in old {
         std::fs::remove_file(&p).map_err(internal)?;
     }
-    write_files(&root, &files, &body.files).map_err(internal)?;
+    write_files(&root, &files, &texts).map_err(internal)?;
     let project = Project::load(&root)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.join("\n")))?;
     // The datafiles' TOKEN lines may have changed.
@@ -152,8 +213,113 @@ pub async fn deploy(
     )
     .map_err(internal)?;
     state.tokens.replace_with(tokens);
-    let report = state.runtime.deploy(project, destructive, false).await?;
-    Ok(Json(serde_json::json!({"result": "success", "build": report})).into_response())
+    Ok(Outcome::Deployed(
+        state.runtime.deploy(project, destructive, false).await?,
+    ))
+}
+
+fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
+    params.get(key).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The project's datafiles as a deploy takes them: relative path → text.
+pub(super) fn project_texts(root: &Path) -> std::io::Result<BTreeMap<String, String>> {
+    let mut files = Vec::new();
+    existing_datafiles(root, &mut files);
+    let mut texts = BTreeMap::new();
+    for f in files {
+        if let Ok(rel) = f.strip_prefix(root) {
+            texts.insert(
+                rel.to_string_lossy().into_owned(),
+                std::fs::read_to_string(&f)?,
+            );
+        }
+    }
+    Ok(texts)
+}
+
+/// `POST /v1/deploy?check=true&allow_destructive_operations=true` (admin): validates the
+/// project, then swaps it in and records it as the live deployment. Pipes whose plans are
+/// unchanged keep their views and state. Answers Petrel's fields (`result`, `build`, `errors`
+/// as text) and Tinybird's `deployment`.
+pub async fn deploy(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let (check, destructive) = (
+        flag(&params, "check"),
+        flag(&params, "allow_destructive_operations"),
+    );
+    let texts = datafiles(&headers, body).await?;
+    let answer = match apply(&state, texts, check, destructive).await? {
+        Outcome::Failed(errors) => {
+            let texts: Vec<&String> = errors.iter().map(|(_, e)| e).collect();
+            let deployment = deployments::unrecorded("failed", None, tinybird_errors(&errors));
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                Json(json!({"result": "failed", "errors": texts, "deployment": deployment})),
+            )
+                .into_response());
+        }
+        Outcome::Checked(report) => {
+            let result = if report.is_empty() {
+                "no_changes"
+            } else {
+                "success"
+            };
+            let deployment = deployments::unrecorded("calculating", Some(&report), json!([]));
+            json!({"result": result, "check": true, "build": report, "deployment": deployment})
+        }
+        Outcome::Deployed(report) if report.is_empty() => {
+            let mut deployment = deployments::unrecorded("data_ready", Some(&report), json!([]));
+            deployment["id"] = state.deployments.live()["id"].clone();
+            json!({"result": "no_changes", "check": false, "build": report, "deployment": deployment})
+        }
+        Outcome::Deployed(report) => {
+            let deployment = state.deployments.record(&report);
+            json!({"result": "success", "build": report, "deployment": deployment})
+        }
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// Errors as Tinybird lists them: `{filename, error}` (no `filename` when not in one file).
+fn tinybird_errors(errors: &[(Option<String>, String)]) -> serde_json::Value {
+    errors
+        .iter()
+        .map(|(file, error)| match file {
+            Some(f) => json!({"filename": f, "error": error}),
+            None => json!({"error": error}),
+        })
+        .collect()
+}
+
+/// `POST /v1/build` (admin): the Forward CLI's `tb build` in local mode. Petrel serves one
+/// workspace, so a build is a deploy that may replace datasources (a development build
+/// starts changed datasources afresh, as Tinybird Local's build workspace does).
+pub async fn build(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let texts = datafiles(&headers, body).await?;
+    match apply(&state, texts, false, true).await? {
+        Outcome::Failed(errors) => Ok((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"result": "failed", "errors": tinybird_errors(&errors)})),
+        )
+            .into_response()),
+        Outcome::Checked(report) | Outcome::Deployed(report) => {
+            let mut build = serde_json::to_value(&report).unwrap_or_default();
+            build["feedback"] = json!([]);
+            Ok(Json(json!({"result": "success", "build": build})).into_response())
+        }
+    }
 }
 
 /// `POST /v0/admin/shutdown` (admin, loopback): stops the server (`petrel local stop`).

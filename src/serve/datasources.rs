@@ -71,6 +71,18 @@ pub(super) async fn append_datasource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // The Classic CLI creates a datasource from its definition, as a form.
+    let creating = params.get("mode").is_some_and(|m| m == "create")
+        || (!params.contains_key("mode") && params.contains_key("schema"));
+    if creating || (!params.contains_key("mode") && !params.contains_key("name")) {
+        let mut definition = params.clone();
+        if let Some(form) = form_params(&headers, &body)? {
+            definition.extend(form);
+        }
+        if creating || definition.contains_key("schema") {
+            return super::classic::create_datasource(&state, &definition, &headers).await;
+        }
+    }
     let name = params
         .get("name")
         .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?
@@ -79,7 +91,7 @@ pub(super) async fn append_datasource(
         None | Some("append") => {}
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "mode '{other}' is not supported: use append (datasources come from datafiles)"
+                "mode '{other}' is not supported: use append or create (other datasources come from datafiles)"
             )))
         }
     }
@@ -118,7 +130,24 @@ pub(super) async fn append_rows(
         Ndjson,
         Parquet,
     }
-    let format = match params.get("format").map(String::as_str) {
+    // A form upload (the Classic CLI's `datasource append`) carries the rows in a field
+    // named after their format.
+    let (body, field) = match multipart::boundary(headers) {
+        Some(boundary) => {
+            let part = multipart::parts(&boundary, body)
+                .await?
+                .into_iter()
+                .find(|p| matches!(p.name.as_str(), "csv" | "ndjson" | "parquet"))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "a multipart upload needs a csv, ndjson or parquet field with the rows",
+                    )
+                })?;
+            (part.data, Some(part.name))
+        }
+        None => (body, None),
+    };
+    let format = match params.get("format").or(field.as_ref()).map(String::as_str) {
         Some("csv") => Format::Csv,
         Some("ndjson") => Format::Ndjson,
         Some("parquet") => Format::Parquet,

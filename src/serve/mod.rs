@@ -6,11 +6,14 @@
 
 mod admin;
 mod auth;
+mod classic;
 mod datasources;
+mod deployments;
 mod error;
 mod format;
 mod jobs;
 mod metrics;
+mod multipart;
 mod openapi;
 mod pipes;
 mod sql;
@@ -18,6 +21,7 @@ mod subscribe;
 mod tokens;
 mod workspace;
 
+pub use deployments::Deployments;
 pub use jobs::Jobs;
 pub use workspace::WorkspaceNames;
 
@@ -67,13 +71,20 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     /// Names clients gave this server's one workspace (`POST /v1/workspaces`).
     pub workspace_names: Arc<WorkspaceNames>,
+    /// The numbered deployments clients follow (`GET /v1/deployments`).
+    pub deployments: Arc<Deployments>,
 }
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v0/events", post(events))
-        .route("/v0/pipes", get(list_pipes))
+        .route("/v0/pipes", get(list_pipes).post(classic::create_pipe))
+        .route(
+            "/v0/pipes/{name}/nodes/{node}/endpoint",
+            post(classic::publish_endpoint).delete(classic::unpublish_endpoint),
+        )
+        .route("/v0/sql_tables", post(classic::sql_tables))
         .route("/v0/pipes/{file}", get(pipe).post(pipe_post))
         .route("/v0/pipes/{name}/copy", post(copy_pipe))
         .route("/v0/sql", get(sql_get).post(sql_post))
@@ -95,6 +106,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/jobs", get(jobs::jobs))
         .route("/v0/jobs/{id}", get(jobs::job))
         .route("/v0/tokens", get(list_tokens).post(create_token))
+        .route(
+            "/v0/tokens/{name}",
+            get(classic::get_token).put(classic::alter_token),
+        )
         .route("/v0/views", get(list_views))
         .route("/v0/datasources/{name}", get(get_datasource))
         .route("/v0/datasources/{name}/truncate", post(truncate_datasource))
@@ -102,6 +117,13 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", get(local_tokens))
         .route("/", get(live_page))
         .route("/v1/deploy", post(admin::deploy))
+        .route("/v1/build", post(admin::build))
+        .route("/v1/deployments", get(deployments::list))
+        .route(
+            "/v1/deployments/{id}",
+            get(deployments::get).delete(deployments::delete),
+        )
+        .route("/v1/deployments/{id}/set-live", post(deployments::set_live))
         .route("/v0/admin/shutdown", post(admin::shutdown))
         .route("/metrics", get(metrics_route))
         .fallback(|| async { ApiError::not_found("no such route") })

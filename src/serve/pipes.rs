@@ -321,7 +321,7 @@ pub(super) async fn copy_pipe(
 /// The pipe as Tinybird's `GET /v0/pipes/NAME` describes it (`id`, `name`, `description`,
 /// `type`, `endpoint` node id, `nodes` with their SQL and parameters, `created_at` and
 /// `updated_at`), with Petrel's `params` and `error` alongside.
-fn pipe_resource(
+pub(super) fn pipe_resource(
     project: &crate::project::Project,
     pipe: &crate::project::Pipe,
 ) -> serde_json::Value {

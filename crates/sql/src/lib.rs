@@ -11,10 +11,12 @@ mod naming;
 pub mod plan;
 mod planner;
 mod preprocess;
+mod tables;
 
 pub use expr::{EvalError, Expr};
 pub use plan::*;
 pub use planner::plan_query;
+pub use tables::tables_read;
 
 /// SQL that cannot be planned: the message names the construct, with its 1-based line and
 /// column in the SQL text (0 when unknown).
