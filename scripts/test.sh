@@ -8,6 +8,8 @@
 # - Installs chdb (ClickHouse in-process, from PyPI) into a private virtualenv: the SQL oracle
 #   tests compare Petrel's maintained results with ClickHouse's own answers.
 # - Installs moto's S3-compatible server (PyPI) for the crash test on object storage.
+# - Installs the published Tinybird client libraries (npm and PyPI, pinned in tests/clients/)
+#   for tests/clients.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +53,32 @@ if [ ! -x "$PETREL_TOOLS/tb-forward/bin/tb" ]; then
 fi
 export PETREL_TB_FORWARD="$PETREL_TOOLS/tb-forward/bin/tb"
 
-# Headless Chromium (Debian's package) for the live page test.
+# The published Tinybird client libraries that tests/clients.rs drives, pinned in
+# tests/clients/: the npm ones (package.json and its lock) installed with `npm ci` outside the
+# checkout, again whenever the lock changes; the PyPI ones in a venv of their own.
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d "$PETREL_TOOLS/clients-node/node_modules" ] \
+  || ! cmp -s tests/clients/package-lock.json "$PETREL_TOOLS/clients-node/package-lock.json"; then
+  mkdir -p "$PETREL_TOOLS/clients-node"
+  cp tests/clients/package.json tests/clients/package-lock.json "$PETREL_TOOLS/clients-node/"
+  npm ci --prefix "$PETREL_TOOLS/clients-node" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+fi
+export PETREL_CLIENTS_NODE_MODULES="$PETREL_TOOLS/clients-node/node_modules"
+if [ ! -x "$PETREL_TOOLS/clients-venv/bin/python" ]; then
+  python3 -m venv "$PETREL_TOOLS/clients-venv"
+fi
+if ! cmp -s tests/clients/requirements.txt "$PETREL_TOOLS/clients-venv/requirements.txt"; then
+  "$PETREL_TOOLS/clients-venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+  cp tests/clients/requirements.txt "$PETREL_TOOLS/clients-venv/requirements.txt"
+fi
+export PETREL_CLIENTS_PYTHON="$PETREL_TOOLS/clients-venv/bin/python"
+
+# Headless Chromium (Debian's package) for the live page test and flock.js (tests/clients.rs).
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"

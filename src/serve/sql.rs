@@ -1,4 +1,5 @@
-//! `/v0/sql`: ad-hoc queries over the datasources and pipes a token may read.
+//! `/v0/sql`: ad-hoc queries over the datasources and pipes a token may read, or over one
+//! pipe's result (`pipeline=NAME`, read as `_`).
 
 use super::*;
 
@@ -33,11 +34,29 @@ async fn run_sql(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (query, format) = split_format_clause(&sql)?;
-    let pipe_params: BTreeMap<String, String> = params
+    let mut pipe_params: BTreeMap<String, String> = params
         .iter()
-        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()))
+        .filter(|(k, _)| !RESERVED_PARAMS.contains(&k.as_str()) && k.as_str() != "pipeline")
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // `pipeline=NAME` (Tinybird's Query API): the query reads the pipe's result as `_`, with
+    // the request's other parameters, as `q=` on the endpoint does.
+    if let Some(name) = params.get("pipeline") {
+        let grant = grant(&state, &headers, &params, &Scope::PipesRead(name.clone()))?;
+        if !state.runtime.has_endpoint(name) {
+            return Err(ApiError::not_found(format!(
+                "The pipe '{name}' does not exist or does not have an endpoint"
+            )));
+        }
+        if let Some(fixed) = grant.fixed_params.get(name) {
+            pipe_params.extend(fixed.clone());
+        }
+        let result = state.runtime.query_pipe(name, &pipe_params).await?;
+        let upper = result.upper;
+        let mut result = state.runtime.query_over(result, query).await?;
+        result.upper = upper;
+        return Ok(respond(format, &result, started));
+    }
     let mut prepared = state.runtime.prepare_sql(query, &pipe_params)?;
     // A token needs to read what the SQL names: a pipe by its pipe scope (its result, not
     // its datasources), a datasource or quarantine table by its datasource scope.
