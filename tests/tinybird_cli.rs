@@ -275,6 +275,22 @@ fn the_classic_cli_pushes_resources_and_appends_files() {
         &["datasource", "append", "visits", "visits.csv"],
     );
     assert!(out.contains("Total rows in visits: 5"), "{out}");
+    // And a URL the server fetches, followed as a job.
+    let files = common::file_server(vec![(
+        "/more.ndjson",
+        b"{\"page\":\"/d\",\"ms\":2}\n".to_vec(),
+    )]);
+    let out = tb(
+        &server,
+        &dir,
+        &[
+            "datasource",
+            "append",
+            "visits",
+            &format!("{files}/more.ndjson"),
+        ],
+    );
+    assert!(out.contains("Total rows in visits: 6"), "{out}");
     let out = tb(&server, &dir, &["datasource", "ls"]);
     assert!(out.contains("visits"), "{out}");
     let out = tb(&server, &dir, &["pipe", "data", "visits_per_page"]);
@@ -304,7 +320,8 @@ fn the_classic_cli_pushes_resources_and_appends_files() {
         serde_json::json!([
             {"page": "/a", "visits": 3, "total_ms": 31},
             {"page": "/b", "visits": 1, "total_ms": 30},
-            {"page": "/c", "visits": 1, "total_ms": 5}
+            {"page": "/c", "visits": 1, "total_ms": 5},
+            {"page": "/d", "visits": 1, "total_ms": 2}
         ]),
         "{body}"
     );

@@ -87,7 +87,11 @@ pub(super) async fn append_datasource(
         .get("name")
         .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?
         .clone();
-    match params.get("mode").map(String::as_str) {
+    let mode = params.get("mode").map(String::as_str);
+    if params.contains_key("url") && matches!(mode, None | Some("append")) {
+        return super::url_import::import(&state, &name, &params, &headers).await;
+    }
+    match mode {
         None | Some("append") => {}
         Some(other) => {
             return Err(ApiError::bad_request(format!(

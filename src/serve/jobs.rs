@@ -23,7 +23,7 @@ pub struct Jobs {
 
 impl Jobs {
     /// Records a finished import into `datasource` and returns the job as clients read it.
-    fn record(&self, datasource: &str, successful: usize, quarantined: usize) -> Json {
+    pub(super) fn record(&self, datasource: &str, successful: usize, quarantined: usize) -> Json {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let id = crate::project::resource_id(&format!("job:{n}:{datasource}"));
         let now = petrel_value::Value::DateTime64(
@@ -46,6 +46,7 @@ impl Jobs {
             "successful_rows": successful,
             "quarantined_rows": quarantined,
             "blocks": [{ "process_return": [{ "lines": successful, "quarantine": quarantined }] }],
+            "block_log": [{ "block_id": id, "status": "done" }],
         });
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         done.push_back(job.clone());

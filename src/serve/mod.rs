@@ -19,6 +19,7 @@ mod pipes;
 mod sql;
 mod subscribe;
 mod tokens;
+mod url_import;
 mod workspace;
 
 pub use deployments::Deployments;

@@ -133,6 +133,25 @@ impl Drop for Storage {
     }
 }
 
+/// An S3 client for `bucket` from the usual AWS environment variables (credentials, region,
+/// `AWS_ENDPOINT_URL`; plain `http://` endpoints are allowed for S3-compatible servers; the
+/// region defaults to us-east-1).
+pub fn s3_builder(bucket: &str) -> object_store::aws::AmazonS3Builder {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = endpoint {
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        builder = builder.with_region("us-east-1");
+    }
+    builder
+}
+
 impl Storage {
     /// Opens `url`: `s3://BUCKET[/PREFIX]` (credentials, region and `AWS_ENDPOINT_URL` from
     /// the usual AWS environment variables; plain `http://` endpoints are allowed for
@@ -146,43 +165,30 @@ impl Storage {
             url: url.to_string(),
             reason,
         };
-        let (store, prefix): (Arc<dyn ObjectStore>, Path) = if let Some(rest) =
-            url.strip_prefix("s3://")
-        {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket".into()));
-            }
-            let endpoint = std::env::var("AWS_ENDPOINT_URL")
-                .or_else(|_| std::env::var("AWS_ENDPOINT"))
-                .ok();
-            let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
-            if let Some(endpoint) = endpoint {
-                builder = builder
-                    .with_allow_http(endpoint.starts_with("http://"))
-                    .with_endpoint(endpoint);
-            }
-            if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err()
-            {
-                builder = builder.with_region("us-east-1");
-            }
-            let store = builder.build().map_err(|e| bad(e.to_string()))?;
-            (Arc::new(store), Path::from(prefix.trim_matches('/')))
-        } else {
-            let dir = url.strip_prefix("file://").unwrap_or(url);
-            if dir.contains("://") {
-                return Err(bad("use s3://BUCKET/PREFIX or a folder".into()));
-            }
-            if !read_only {
-                std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-            }
-            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| bad(e.to_string()))?
-                .with_fsync(true);
-            (Arc::new(store), Path::default())
-        };
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket".into()));
+                }
+                let store = s3_builder(bucket)
+                    .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::new(store), Path::from(prefix.trim_matches('/')))
+            } else {
+                let dir = url.strip_prefix("file://").unwrap_or(url);
+                if dir.contains("://") {
+                    return Err(bad("use s3://BUCKET/PREFIX or a folder".into()));
+                }
+                if !read_only {
+                    std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+                }
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_fsync(true);
+                (Arc::new(store), Path::default())
+            };
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("petrel-storage-io")
