@@ -131,13 +131,48 @@ fn the_forward_cli_works_unchanged_in_local_mode() {
         ],
     );
     assert!(out.contains("Rows appended"), "{out}");
+    // Events, and a URL the server fetches.
+    let out = tb_forward(
+        &server,
+        &dir,
+        &[
+            "datasource",
+            "append",
+            "clicks",
+            "--events",
+            r#"{"user_id":500,"click_count":2,"country":"JP","timestamp":"2026-01-01 00:00:00"}"#,
+        ],
+    );
+    assert!(!out.to_lowercase().contains("error"), "{out}");
+    let files = common::file_server(vec![(
+        "/more.ndjson",
+        br#"{"user_id":501,"click_count":3,"country":"JP","timestamp":"2026-01-01 00:00:00"}"#
+            .to_vec(),
+    )]);
+    let out = tb_forward(
+        &server,
+        &dir,
+        &[
+            "datasource",
+            "append",
+            "clicks",
+            "--url",
+            &format!("{files}/more.ndjson"),
+        ],
+    );
+    assert!(!out.to_lowercase().contains("error"), "{out}");
+    let body = common::get(
+        &server,
+        "/v0/sql?q=SELECT+sum(click_count)+AS+n+FROM+clicks+WHERE+country+%3D+%27JP%27",
+    );
+    assert_eq!(body["data"][0]["n"], 5, "{body}");
     let out = tb_forward(&server, &dir, &["datasource", "ls"]);
-    assert!(out.contains("row_count: 8"), "{out}");
+    assert!(out.contains("row_count: 10"), "{out}");
     let out = tb_forward(&server, &dir, &["endpoint", "ls"]);
     assert!(out.contains("top_countries"), "{out}");
     assert!(out.contains("/v0/pipes/top_countries.json"), "{out}");
     let out = tb_forward(&server, &dir, &["sql", "SELECT count() AS n FROM clicks"]);
-    assert!(out.lines().any(|l| l.trim() == "8"), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "10"), "{out}");
     let out = tb_forward(
         &server,
         &dir,

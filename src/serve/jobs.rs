@@ -68,8 +68,8 @@ impl Jobs {
 }
 
 /// `POST /v1/datasources/NAME/append?format=ndjson|csv|parquet` (DATASOURCES:APPEND) with the
-/// rows as the body: appends them as `POST /v0/datasources?mode=append` does and answers the
-/// finished job.
+/// rows as the body, or `url=` a file to fetch: appends them as `POST /v0/datasources?mode=append`
+/// does and answers the finished job.
 pub(super) async fn append(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -77,6 +77,9 @@ pub(super) async fn append(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if params.contains_key("url") {
+        return super::url_import::import(&state, &name, &params, &headers).await;
+    }
     let report = datasources::append_rows(&state, &name, &params, &headers, body).await?;
     let job = state
         .jobs
