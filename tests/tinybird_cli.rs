@@ -421,6 +421,13 @@ fn classic_resource_calls_refuse_bad_input_and_change_nothing() {
         None,
     );
     assert_eq!(status, 400, "{body}");
+    // A setting over two lines would write a further directive into the datafile.
+    let (status, body) = post(
+        "/v0/datasources?mode=create&name=events&schema=%60a%60+String&engine_sorting_key=a%0ATOKEN+%22x%22+READ",
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(!server.dir.join("datasources/events.datasource").exists());
 
     let (status, body) = post(
         "/v0/pipes",

@@ -63,8 +63,22 @@ fn indented(text: &str) -> String {
 }
 
 /// A datafile setting written as `KEY "value"` (quotes inside escaped).
-fn setting(key: &str, value: &str) -> String {
-    format!("{key} \"{}\"\n", value.replace('"', "\\\""))
+fn setting(key: &str, value: &str) -> Result<String, ApiError> {
+    Ok(format!(
+        "{key} \"{}\"\n",
+        one_line(key, value)?.replace('"', "\\\"")
+    ))
+}
+
+/// `value`, refused when it spans lines (it would write further directives).
+fn one_line<'a>(key: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.contains(['\n', '\r']) {
+        return Err(ApiError::bad_request(format!(
+            "'{}' must be one line",
+            key.to_ascii_lowercase()
+        )));
+    }
+    Ok(value)
 }
 
 /// The `.datasource` text of a datasource definition as the Classic CLI sends it.
@@ -98,7 +112,7 @@ fn datasource_text(params: &BTreeMap<String, String>) -> Result<String, ApiError
         ("engine_settings", "ENGINE_SETTINGS"),
     ] {
         if let Some(v) = params.get(param).filter(|v| !v.trim().is_empty()) {
-            text.push_str(&setting(key, v));
+            text.push_str(&setting(key, v)?);
         }
     }
     Ok(text)
@@ -256,6 +270,7 @@ pub(super) async fn create_pipe(
                 let ds = str_of("datasource").ok_or_else(|| {
                     ApiError::bad_request(format!("materialized node '{node_name}' names no 'datasource'"))
                 })?;
+                let ds = resource_name(ds)?;
                 text.push_str(&format!("TYPE materialized\nDATASOURCE {ds}\n\n"));
                 target = Some(ds.to_string());
             }
@@ -265,12 +280,13 @@ pub(super) async fn create_pipe(
                     .ok_or_else(|| {
                         ApiError::bad_request(format!("copy node '{node_name}' names no 'target_datasource'"))
                     })?;
+                let ds = resource_name(ds)?;
                 text.push_str(&format!("TYPE copy\nTARGET_DATASOURCE {ds}\n"));
                 if let Some(s) = str_of("copy_schedule").filter(|s| *s != "@on-demand") {
-                    text.push_str(&format!("COPY_SCHEDULE {s}\n"));
+                    text.push_str(&format!("COPY_SCHEDULE {}\n", one_line("copy_schedule", s)?));
                 }
                 if let Some(m) = str_of("mode").or(str_of("copy_mode")) {
-                    text.push_str(&format!("COPY_MODE {m}\n"));
+                    text.push_str(&format!("COPY_MODE {}\n", one_line("copy_mode", m)?));
                 }
                 text.push('\n');
                 target = Some(ds.to_string());
