@@ -211,9 +211,65 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
             "false" => Some(Value::Bool(false)),
             t => ty.parse_text(t),
         },
-        ColumnType::Map(_, _) | ColumnType::Tuple(_) => None,
+        // A JSON object, its keys as the key type reads text, in the object's order.
+        ColumnType::Map(k, v) => {
+            let pairs: MapPairs = serde_json::from_str(text).ok()?;
+            pairs
+                .0
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = match k.base() {
+                        ColumnType::String => Value::from(key.as_ref()),
+                        _ => k.parse_text(&key)?,
+                    };
+                    Some((key, convert(v, value.get())?))
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Map)
+        }
+        // A JSON array with one item per element.
+        ColumnType::Tuple(types) => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+            if items.len() != types.len() {
+                return None;
+            }
+            types
+                .iter()
+                .zip(items)
+                .map(|(t, i)| convert(t, i.get()))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::Tuple)
+        }
+        // A number for a time is seconds since the epoch, as ClickHouse reads it.
+        ColumnType::DateTime | ColumnType::DateTime64(_) => match text.parse::<i64>() {
+            Ok(secs) => ty.coerce(&Value::DateTime(secs)),
+            Err(_) => ty.parse_text(text),
+        },
         _ if text == "true" || text == "false" => ty.coerce(&Value::Bool(text == "true")),
         _ => ty.parse_text(text),
+    }
+}
+
+/// A JSON object's entries in their order, values left raw (a `Map` column's value).
+struct MapPairs<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for MapPairs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PairsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for PairsVisitor<'a> {
+            type Value = MapPairs<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<MapPairs<'a>, M::Error> {
+                let mut pairs = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    pairs.push((key, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(MapPairs(pairs))
+            }
+        }
+        d.deserialize_map(PairsVisitor(std::marker::PhantomData))
     }
 }
 

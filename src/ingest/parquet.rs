@@ -80,7 +80,12 @@ fn supported(t: &DataType) -> bool {
             | Date32
             | Date64
             | Timestamp(_, _)
-    )
+    ) || match t {
+        List(f) | LargeList(f) => supported(f.data_type()),
+        Struct(fields) => fields.iter().all(|f| supported(f.data_type())),
+        Map(entries, _) => supported(entries.data_type()),
+        _ => false,
+    }
 }
 
 /// The value of row `i` of an Arrow array of a [`supported`] type, in its natural Petrel type.
@@ -123,6 +128,31 @@ fn value_at(a: &ArrayRef, i: usize) -> Value {
                 Value::DateTime64(a.as_primitive::<TimestampNanosecondType>().value(i), 9)
             }
         },
+        // Nested types, as ClickHouse writes Array, Tuple and Map columns.
+        DataType::List(_) => {
+            let items = a.as_list::<i32>().value(i);
+            Value::Array((0..items.len()).map(|j| value_at(&items, j)).collect())
+        }
+        DataType::LargeList(_) => {
+            let items = a.as_list::<i64>().value(i);
+            Value::Array((0..items.len()).map(|j| value_at(&items, j)).collect())
+        }
+        DataType::Struct(_) => Value::Tuple(
+            a.as_struct()
+                .columns()
+                .iter()
+                .map(|c| value_at(c, i))
+                .collect(),
+        ),
+        DataType::Map(_, _) => {
+            let entries = a.as_map().value(i);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            Value::Map(
+                (0..entries.len())
+                    .map(|j| (value_at(keys, j), value_at(values, j)))
+                    .collect(),
+            )
+        }
         _ => Value::Null,
     }
 }

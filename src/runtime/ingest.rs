@@ -134,8 +134,33 @@ impl Runtime {
             if i == 0 && record.iter().zip(&columns).all(|(f, c)| f == c.name) {
                 continue;
             }
-            let cells = (0..columns.len())
-                .map(|j| crate::ingest::Cell::Text(record.get(j).unwrap_or("").to_string()))
+            // ClickHouse writes a Tuple column as one field per element: with exactly that
+            // many fields, each tuple column takes its elements' fields.
+            let widths: Vec<usize> = columns
+                .iter()
+                .map(|c| match c.ty.base() {
+                    petrel_value::ColumnType::Tuple(types) => types.len().max(1),
+                    _ => 1,
+                })
+                .collect();
+            let flattened =
+                record.len() != columns.len() && record.len() == widths.iter().sum::<usize>();
+            let mut fields = record.iter();
+            let cells = widths
+                .iter()
+                .map(|&w| {
+                    let text = if flattened && w > 1 {
+                        let items: Vec<String> = fields
+                            .by_ref()
+                            .take(w)
+                            .map(|f| format!("'{}'", f.replace('\'', "\\'")))
+                            .collect();
+                        format!("({})", items.join(","))
+                    } else {
+                        fields.next().unwrap_or("").to_string()
+                    };
+                    crate::ingest::Cell::Text(text)
+                })
                 .collect();
             rows.push(crate::ingest::typed_row(&columns, cells));
         }

@@ -333,9 +333,21 @@ impl ColumnType {
                     .map(|i| inner.coerce(i))
                     .collect::<Option<Vec<_>>>()?,
             )),
-            (ColumnType::Tuple(_), Value::Tuple(_)) | (ColumnType::Map(_, _), Value::Map(_)) => {
-                Some(v.clone())
+            (ColumnType::Tuple(types), Value::Tuple(items)) if types.len() == items.len() => {
+                Some(Value::Tuple(
+                    types
+                        .iter()
+                        .zip(items)
+                        .map(|(t, i)| t.coerce(i))
+                        .collect::<Option<Vec<_>>>()?,
+                ))
             }
+            (ColumnType::Map(k, v), Value::Map(pairs)) => Some(Value::Map(
+                pairs
+                    .iter()
+                    .map(|(key, value)| Some((k.coerce(key)?, v.coerce(value)?)))
+                    .collect::<Option<Vec<_>>>()?,
+            )),
             (ColumnType::AggregateState { .. }, _) => Some(v.clone()),
             _ => None,
         }
@@ -345,8 +357,12 @@ impl ColumnType {
     /// strings holding numbers or dates). `None` when the text does not fit the type.
     pub fn parse_text(&self, s: &str) -> Option<Value> {
         match self.base() {
+            // `\N` is ClickHouse's NULL in text formats.
+            ColumnType::String if self.is_nullable() && s == "\\N" => Some(Value::Null),
             ColumnType::String => Some(Value::from(s)),
-            _ if self.is_nullable() && (s.is_empty() || s == "\\N" || s == "null") => {
+            _ if self.is_nullable()
+                && (s.is_empty() || s == "\\N" || s == "null" || s == "NULL") =>
+            {
                 Some(Value::Null)
             }
             ColumnType::Bool => match s.trim() {
@@ -373,6 +389,12 @@ impl ColumnType {
                 self.coerce(&Value::Float(F64(f)))
             }
             ColumnType::Date => time::parse_date(s).map(|d| Value::Date(d as i32)),
+            // Digits alone are seconds since the epoch, as ClickHouse reads them.
+            ColumnType::DateTime | ColumnType::DateTime64(_)
+                if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                self.coerce(&Value::DateTime(s.trim().parse().ok()?))
+            }
             ColumnType::DateTime => time::parse_datetime(s, 0).map(Value::DateTime),
             ColumnType::DateTime64(p) => {
                 time::parse_datetime(s, *p).map(|t| Value::DateTime64(t, *p))
@@ -386,15 +408,86 @@ impl ColumnType {
                 }
                 split_top_level(body)
                     .into_iter()
-                    .map(|item| inner.parse_text(item.trim().trim_matches('\'').trim_matches('"')))
+                    .map(|item| inner.parse_text(&unquote_text(item)))
                     .collect::<Option<Vec<_>>>()
                     .map(Value::Array)
             }
             ColumnType::AggregateState { .. } => Some(Value::from(s)),
-            ColumnType::Tuple(_) | ColumnType::Map(_, _) => None,
+            // ClickHouse's text form `{'k':v,...}` (CSV, TSV).
+            ColumnType::Map(k, v) => {
+                let body = s.trim().strip_prefix('{')?.strip_suffix('}')?;
+                if body.trim().is_empty() {
+                    return Some(Value::Map(Vec::new()));
+                }
+                split_top_level(body)
+                    .into_iter()
+                    .map(|entry| {
+                        let (key, value) = split_map_entry(entry)?;
+                        Some((
+                            k.parse_text(&unquote_text(key))?,
+                            v.parse_text(&unquote_text(value))?,
+                        ))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(Value::Map)
+            }
+            // ClickHouse's text form `('a',1)`.
+            ColumnType::Tuple(types) => {
+                let body = s.trim().strip_prefix('(')?.strip_suffix(')')?;
+                let items = split_top_level(body);
+                if items.len() != types.len() {
+                    return None;
+                }
+                types
+                    .iter()
+                    .zip(items)
+                    .map(|(t, item)| t.parse_text(&unquote_text(item)))
+                    .collect::<Option<Vec<_>>>()
+                    .map(Value::Tuple)
+            }
             ColumnType::Nullable(_) | ColumnType::LowCardinality(_) => None,
         }
     }
+}
+
+/// A text-form element without its quotes and escapes (`'it\\'s'` → `it's`), else as it is.
+fn unquote_text(s: &str) -> String {
+    let t = s.trim();
+    match t
+        .strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .or_else(|| t.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
+    {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => t.to_string(),
+    }
+}
+
+/// `key:value` of a map's text form, split at the first `:` outside quotes and brackets.
+fn split_map_entry(entry: &str) -> Option<(&str, &str)> {
+    let (mut depth, mut quote) = (0i32, None);
+    for (i, c) in entry.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '(' | '{') => depth += 1,
+            (None, ']' | ')' | '}') => depth -= 1,
+            (None, ':') if depth == 0 => return Some((&entry[..i], &entry[i + 1..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A value as a wide integer, for integer casts (floats truncate; times are their ticks).
@@ -439,13 +532,19 @@ fn split_top_level(s: &str) -> Vec<&str> {
     let mut depth = 0i32;
     let mut quote: Option<char> = None;
     let mut start = 0;
+    let mut escaped = false;
     for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
         match (quote, c) {
+            (Some(_), '\\') => escaped = true,
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '\'' | '"' | '`') => quote = Some(c),
-            (None, '(' | '[') => depth += 1,
-            (None, ')' | ']') => depth -= 1,
+            (None, '(' | '[' | '{') => depth += 1,
+            (None, ')' | ']' | '}') => depth -= 1,
             (None, ',') if depth == 0 => {
                 out.push(s[start..i].trim());
                 start = i + 1;
