@@ -3,8 +3,9 @@
 //! own CSV and Parquet exports of what it stored go into two more; every stored row must equal
 //! ClickHouse's, and a row ClickHouse cannot read must be quarantined. The types cover the
 //! scalar types, Nullable and LowCardinality, times given as text and as epoch seconds,
-//! numbers given as strings and strings given as numbers, and nested Array, Map and Tuple
-//! (an `Array(Map(String, String))` among them).
+//! numbers given as strings and strings given as numbers, nested Array, Map and Tuple (an
+//! `Array(Map(String, String))` among them), and the types Petrel stores as simpler ones
+//! (Enum, IPv4, IPv6, Decimal).
 //!
 //! Needs `PETREL_PYTHON` pointing at a Python with chdb (`scripts/test.sh` sets it up).
 
@@ -40,6 +41,12 @@ const SCHEMA: &[(&str, &str)] = &[
     ("m_a", "Map(String, Array(UInt32))"),
     ("tup", "Tuple(String, Int32)"),
     ("a_m", "Array(Map(String, String))"),
+    ("e", "Enum8('a' = 1, 'b' = 2)"),
+    ("ip4", "IPv4"),
+    ("ip6", "IPv6"),
+    ("dec", "Decimal(10, 2)"),
+    ("lcn", "LowCardinality(Nullable(String))"),
+    ("dtz", "DateTime64(3, 'UTC')"),
 ];
 
 fn rows() -> Vec<Value> {
@@ -48,18 +55,21 @@ fn rows() -> Vec<Value> {
                "f32":0.5,"f64":1.25,"s":"héllo","lc":"x","ns":null,"ni":null,"b":true,"d":"2026-01-02",
                "dt":"2026-01-02 03:04:05","dt64":"2026-01-02 03:04:05.123",
                "u":"123e4567-e89b-12d3-a456-426614174000","a_s":["a","b"],"a_ni":[1,null,3],"a_lc":["p"],
-               "m":{"k":"v"},"m_a":{"k":[1,2]},"tup":["t",7],"a_m":[{"a":"1"},{"b":"2"}]}),
+               "m":{"k":"v"},"m_a":{"k":[1,2]},"tup":["t",7],"a_m":[{"a":"1"},{"b":"2"}],
+               "e":"a","ip4":"1.2.3.4","ip6":"2001:db8::1","dec":1.25,"lcn":null,"dtz":"2026-01-02 03:04:05.5"}),
         // Numbers as strings, a string as a number, a time as epoch seconds, empty nestings.
         json!({"id":2,"i8":"7","i16":"-2","i64":"42","u8":"0","u64":"5","f32":"1.5","f64":"-2.75","s":42,
                "lc":"","ns":"n","ni":"9","b":false,"d":"2026-12-31","dt":1767323045,
                "dt64":"2026-01-02T03:04:05Z","u":"00000000-0000-0000-0000-000000000000","a_s":[],
-               "a_ni":[],"a_lc":[],"m":{},"m_a":{},"tup":["",0],"a_m":[]}),
+               "a_ni":[],"a_lc":[],"m":{},"m_a":{},"tup":["",0],"a_m":[],
+               "e":2,"ip4":"10.0.0.255","ip6":"1.2.3.4","dec":"3.14","lcn":"v","dtz":1767323045}),
         // Separators, quotes and line breaks inside strings, at every nesting.
         json!({"id":3,"i8":0,"i16":0,"i64":0,"u8":1,"u64":0,"f32":-0.0,"f64":1e300,
                "s":"line\nbreak \"q\" , comma","lc":"y","ns":"","ni":-1,"b":1,"d":"1970-01-01",
                "dt":"1970-01-01 00:00:00","dt64":"2000-02-29 23:59:59.999",
                "u":"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF","a_s":["with,comma","quote'"],"a_ni":[null],
-               "a_lc":["a","a"],"m":{"x":"1","y":"it's"},"m_a":{"e":[]},"tup":["a,b",-1],"a_m":[{}]}),
+               "a_lc":["a","a"],"m":{"x":"1","y":"it's"},"m_a":{"e":[]},"tup":["a,b",-1],"a_m":[{}],
+               "e":"b","ip4":"0.0.0.0","ip6":"::","dec":-0.5,"lcn":"","dtz":"1970-01-01 00:00:00"}),
         // ClickHouse cannot read this one (a word for an Int8): it must be quarantined.
         json!({"id":4,"i8":"abc","s":"bad"}),
     ]

@@ -189,6 +189,19 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
     if text == "null" {
         return ty.is_nullable().then_some(Value::Null);
     }
+    // Enums, addresses and decimals take a JSON string or number, as their type admits it.
+    if ty.domain().is_some() {
+        let v = match serde_json::from_str::<serde_json::Value>(text).ok()? {
+            serde_json::Value::String(s) => Value::from(s.as_str()),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .map(Value::Int)
+                .or_else(|| n.as_u64().map(Value::UInt))
+                .or_else(|| n.as_f64().map(|f| Value::Float(petrel_value::F64(f))))?,
+            _ => return None,
+        };
+        return ty.coerce(&v);
+    }
     if text.starts_with('"') {
         let s: Cow<str> = serde_json::from_str(text).ok()?;
         return match ty.base() {

@@ -4,9 +4,9 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Date64Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, Int8Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
@@ -80,6 +80,7 @@ fn supported(t: &DataType) -> bool {
             | Date32
             | Date64
             | Timestamp(_, _)
+            | Decimal128(_, _)
     ) || match t {
         List(f) | LargeList(f) => supported(f.data_type()),
         Struct(fields) => fields.iter().all(|f| supported(f.data_type())),
@@ -128,6 +129,10 @@ fn value_at(a: &ArrayRef, i: usize) -> Value {
                 Value::DateTime64(a.as_primitive::<TimestampNanosecondType>().value(i), 9)
             }
         },
+        DataType::Decimal128(_, scale) => Value::Float(F64(a
+            .as_primitive::<Decimal128Type>()
+            .value(i) as f64
+            / 10f64.powi(*scale as i32))),
         // Nested types, as ClickHouse writes Array, Tuple and Map columns.
         DataType::List(_) => {
             let items = a.as_list::<i32>().value(i);

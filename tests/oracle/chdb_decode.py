@@ -22,6 +22,8 @@ from chdb import session as chs
 spec = json.load(sys.stdin)
 columns = ", ".join(f"`{n}` {t}" for n, t in spec["schema"])
 names = [n for n, _ in spec["schema"]]
+# The structure as a string literal inside file(..) (enum names and time zones are quoted).
+structure = columns.replace("\\", "\\\\").replace("'", "\\'")
 sess = chs.Session()
 for setting in [
     "output_format_json_quote_64bit_integers = 0",
@@ -36,7 +38,7 @@ work = tempfile.mkdtemp(prefix="petrel-decode-")
 src = os.path.join(work, "rows.ndjson")
 with open(src, "w") as f:
     f.write("\n".join(spec["rows"]) + "\n")
-sess.query(f"INSERT INTO t SELECT * FROM file('{src}', JSONEachRow, '{columns}')")
+sess.query(f"INSERT INTO t SELECT * FROM file('{src}', JSONEachRow, '{structure}')")
 
 
 def ch_rows():
@@ -49,7 +51,7 @@ exports = {}
 for fmt, ch_format in [("csv", "CSV"), ("parquet", "Parquet")]:
     path = os.path.join(work, f"rows.{fmt}")
     sess.query(
-        f"INSERT INTO FUNCTION file('{path}', {ch_format}, '{columns}') SELECT * FROM t ORDER BY id"
+        f"INSERT INTO FUNCTION file('{path}', {ch_format}, '{structure}') SELECT * FROM t ORDER BY id"
     )
     with open(path, "rb") as f:
         exports[fmt] = f.read()

@@ -1,6 +1,7 @@
 //! ClickHouse column types: parsed from datafiles, inferred by the SQL planner, printed in
 //! the `meta` of every result, and used to turn text and JSON into typed [`Value`]s.
 
+use crate::domain::Domain;
 use crate::time;
 use crate::value::{Value, F64};
 
@@ -37,6 +38,9 @@ pub enum ColumnType {
     Tuple(Vec<ColumnType>),
     /// `Map(K, V)`.
     Map(Box<ColumnType>, Box<ColumnType>),
+    /// `Enum8/16`, `IPv4`/`IPv6`, `Decimal(P, S)`: stored as `String` or `Float64`, with the
+    /// values the type accepts (see [`Domain`]).
+    Domain(Box<Domain>),
     /// `AggregateFunction(f, T..)` or `SimpleAggregateFunction(f, T)`: the stored state of an
     /// aggregate, read back with `-Merge`.
     AggregateState {
@@ -74,6 +78,11 @@ impl ColumnType {
             None => (t, None),
         };
         let parts = args.map(split_top_level).unwrap_or_default();
+        if let Some(domain) = Domain::parse(name, &parts) {
+            return domain
+                .map(|d| ColumnType::Domain(Box::new(d)))
+                .map_err(|()| TypeError::Malformed(text.to_string()));
+        }
         let one = |parts: &[&str]| -> Result<ColumnType, TypeError> {
             match parts {
                 [inner] => ColumnType::parse(inner),
@@ -158,6 +167,7 @@ impl ColumnType {
                 ts.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
             ),
             ColumnType::Map(k, v) => format!("Map({}, {})", k.name(), v.name()),
+            ColumnType::Domain(d) => d.name(),
             ColumnType::AggregateState {
                 simple,
                 function,
@@ -214,9 +224,22 @@ impl ColumnType {
 
     /// The type with `Nullable` and `LowCardinality` wrappers removed.
     pub fn base(&self) -> &ColumnType {
+        static STRING: ColumnType = ColumnType::String;
+        static FLOAT64: ColumnType = ColumnType::Float64;
         match self {
             ColumnType::Nullable(t) | ColumnType::LowCardinality(t) => t.base(),
+            ColumnType::Domain(d) if d.is_number() => &FLOAT64,
+            ColumnType::Domain(_) => &STRING,
             t => t,
+        }
+    }
+
+    /// The domain type (`Enum`, `IPv4`, `Decimal`, ..) under `Nullable`/`LowCardinality`.
+    pub fn domain(&self) -> Option<&Domain> {
+        match self {
+            ColumnType::Nullable(t) | ColumnType::LowCardinality(t) => t.domain(),
+            ColumnType::Domain(d) => Some(d),
+            _ => None,
         }
     }
 
@@ -245,6 +268,10 @@ impl ColumnType {
     pub fn default_value(&self) -> Value {
         match self.base() {
             _ if self.is_nullable() => Value::Null,
+            _ if self.domain().is_some() => self
+                .domain()
+                .map(Domain::default_value)
+                .unwrap_or(Value::Null),
             ColumnType::Bool => Value::Bool(false),
             ColumnType::Int(_) => Value::Int(0),
             ColumnType::UInt(_) => Value::UInt(0),
@@ -257,7 +284,9 @@ impl ColumnType {
             ColumnType::Array(_) => Value::Array(Vec::new()),
             ColumnType::Tuple(ts) => Value::Tuple(ts.iter().map(|t| t.default_value()).collect()),
             ColumnType::Map(_, _) => Value::Map(Vec::new()),
-            ColumnType::Nullable(_) | ColumnType::LowCardinality(_) => Value::Null,
+            ColumnType::Nullable(_) | ColumnType::LowCardinality(_) | ColumnType::Domain(_) => {
+                Value::Null
+            }
         }
     }
 
@@ -270,6 +299,9 @@ impl ColumnType {
             } else {
                 None
             };
+        }
+        if let Some(domain) = self.domain() {
+            return domain.admit(v);
         }
         match (self.base(), v) {
             (_, Value::String(s)) if !matches!(self.base(), ColumnType::String) => {
@@ -356,6 +388,12 @@ impl ColumnType {
     /// Parses the text form of a value of this type (CSV fields, query parameters, JSON
     /// strings holding numbers or dates). `None` when the text does not fit the type.
     pub fn parse_text(&self, s: &str) -> Option<Value> {
+        if let Some(domain) = self.domain() {
+            if self.is_nullable() && matches!(s, "" | "\\N" | "null" | "NULL") {
+                return Some(Value::Null);
+            }
+            return domain.admit(&Value::from(s));
+        }
         match self.base() {
             // `\N` is ClickHouse's NULL in text formats.
             ColumnType::String if self.is_nullable() && s == "\\N" => Some(Value::Null),
@@ -445,7 +483,7 @@ impl ColumnType {
                     .collect::<Option<Vec<_>>>()
                     .map(Value::Tuple)
             }
-            ColumnType::Nullable(_) | ColumnType::LowCardinality(_) => None,
+            ColumnType::Nullable(_) | ColumnType::LowCardinality(_) | ColumnType::Domain(_) => None,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! differential dataflow sorts and consolidates rows, and a row is a `Vec<Value>`.
 
 mod column_type;
+mod domain;
 pub mod time;
 mod value;
 pub use value::write_json_string;
 
 pub use column_type::{ColumnType, TypeError};
+pub use domain::Domain;
 pub use value::{Value, F64};
 
 /// One row of a datasource, a view or an intermediate collection: values in column order.
