@@ -153,6 +153,17 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add("lambdas", one("SELECT k, arrayMap(c -> concat(c, '!'), splitByChar('-', concat(g, '-', toString(k)))) AS m, arrayFilter(v -> v > 1, range(toUInt64(k % 5))) AS r, arrayCount(v -> v % 2 = 0, range(toUInt64(k % 7))) AS ev, arrayExists(c -> c = 'a', [g]) AS isa FROM t WHERE x > 0"), false);
     add("using_without_parens_and_inner_alias", one("SELECT k, multiIf(w > 0, concat(name, '+') AS tagged, name) AS label, count() AS c FROM t JOIN u USING k GROUP BY k, label"), false);
     add(
+        "state_if_then_merge",
+        (
+            vec![
+                "SELECT g, countStateIf(x > 0) AS c, sumStateIf(x, k > 2) AS s, uniqStateIf(k, x > 0) AS u, avgStateIf(f, k < 4) AS a, maxStateIf(x, f > 0) AS m FROM t GROUP BY g",
+                "SELECT g, countMerge(c) AS c, sumMerge(s) AS s, uniqMerge(u) AS u, avgMerge(a) AS a, maxMerge(m) AS m FROM node_0 GROUP BY g",
+            ],
+            "WITH node_0 AS (SELECT g, countStateIf(x > 0) AS c, sumStateIf(x, k > 2) AS s, uniqStateIf(k, x > 0) AS u, avgStateIf(f, k < 4) AS a, maxStateIf(x, f > 0) AS m FROM t GROUP BY g) SELECT g, countMerge(c) AS c, sumMerge(s) AS s, uniqMerge(u) AS u, avgMerge(a) AS a, maxMerge(m) AS m FROM node_0 GROUP BY g",
+        ),
+        false,
+    );
+    add(
         "pipe_nodes",
         (
             vec![

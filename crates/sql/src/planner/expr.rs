@@ -214,6 +214,9 @@ pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
 /// states is an ordinary aggregation over them.
 fn combinator_sql(name: &str, args: &[String]) -> Option<String> {
     let lower = name.to_ascii_lowercase();
+    if let Some(base) = lower.strip_suffix("stateif") {
+        return state_if_sql(base, args);
+    }
     let (base, state) = if let Some(b) = lower.strip_suffix("simplestate") {
         (b, true)
     } else if let Some(b) = lower.strip_suffix("state") {
@@ -248,6 +251,31 @@ fn combinator_sql(name: &str, args: &[String]) -> Option<String> {
         }
         ("argmax" | "argmin", false) => {
             format!("tupleElement({base}({first}, tupleElement({first}, 2)), 1)")
+        }
+        _ => return None,
+    })
+}
+
+/// `-StateIf` (`countStateIf(cond)`, `sumStateIf(x, cond)`): the state of the rows for which
+/// the last argument holds, in the same form `-State` gives (so `-Merge` reads it alike).
+fn state_if_sql(base: &str, args: &[String]) -> Option<String> {
+    let all = args.join(", ");
+    let (cond, values) = args
+        .split_last()
+        .map_or(("", &[][..]), |(c, v)| (c.as_str(), v));
+    let first = values.first().cloned().unwrap_or_default();
+    let uniq = matches!(
+        base,
+        "uniq" | "uniqexact" | "uniqcombined" | "uniqcombined64" | "uniqhll12"
+    );
+    Some(match base {
+        "count" | "sum" | "min" | "max" | "any" | "anylast" => format!("{base}If({all})"),
+        "avg" => format!("tuple(sumIf({first}, {cond}), countIf({cond}))"),
+        _ if uniq => format!("groupUniqArrayIf({all})"),
+        "argmax" | "argmin" => {
+            let extreme = if base == "argmax" { "max" } else { "min" };
+            let second = values.get(1).cloned().unwrap_or_default();
+            format!("tuple({base}If({all}), {extreme}If({second}, {cond}))")
         }
         _ => return None,
     })
