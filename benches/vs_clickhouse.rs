@@ -387,6 +387,9 @@ fn clickhouse(w: &Workload, files: &[PathBuf]) -> Json {
 
 struct PetrelSide {
     seconds: f64,
+    /// CPU seconds this process (the server, and the client's sends) spent while ingesting:
+    /// a steadier figure than the rate on a machine that runs other things.
+    cpu_seconds: f64,
     accepted: u64,
     rss: u64,
     results: BTreeMap<String, Json>,
@@ -449,12 +452,14 @@ fn petrel(w: &Workload, files: &[PathBuf], workers: usize) -> PetrelSide {
         }
         let mut seconds = 0.0;
         let mut accepted = 0u64;
+        let cpu_before = support::cpu_seconds();
         for f in files {
             let body = std::fs::read(f).unwrap();
             let (took, landed) = support::post_batch(&client, &url, "events", body).await;
             seconds += took;
             accepted += landed;
         }
+        let cpu_seconds = support::cpu_seconds() - cpu_before;
         let rss = support::rss_bytes();
         let mut results = BTreeMap::new();
         for e in &w.endpoints {
@@ -478,6 +483,7 @@ fn petrel(w: &Workload, files: &[PathBuf], workers: usize) -> PetrelSide {
         let _ = std::fs::remove_dir_all(&dir);
         PetrelSide {
             seconds,
+            cpu_seconds,
             accepted,
             rss,
             results,
@@ -642,6 +648,11 @@ fn run(name: &str) -> bool {
         format!("{:.2}x", p_rate / ch_rate)
     );
     println!("  {:<40} {:>20} {:>20}", "rows stored", p.accepted, ch_rows);
+    println!(
+        "  {:<40} {:>20}",
+        "Petrel CPU per row while ingesting",
+        format!("{:.2} µs", p.cpu_seconds * 1e6 / p.accepted.max(1) as f64)
+    );
     for e in w.endpoints.iter().filter(|e| e.reads > 0) {
         let p1 = &p.read_1[&e.label];
         let c1 = ch_reads(&e.label);

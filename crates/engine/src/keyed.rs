@@ -10,14 +10,13 @@
 //! whole history: there is no arrangement to merge and no group to re-read, only a hash
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
 
-use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use hashbrown::hash_table::{self, HashTable};
 use petrel_value::Row;
-use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -67,17 +66,18 @@ struct Slot<S> {
     touched: Option<(usize, Touched)>,
 }
 
-/// Keys' states, and the keys the time being folded touched (in first-touch order): one hash
-/// lookup per update finds both a key's state and what the time changed of it.
+/// Keys' states in a hash table, and the keys the time being folded touched (in first-touch
+/// order, by hash): an update hashes its key once, and draining a time finds each touched key
+/// by its hash and its place in `touched`, without hashing, comparing or cloning keys again.
 struct States<S> {
-    slots: FxHashMap<Row, Slot<S>>,
-    touched: Vec<Row>,
+    slots: HashTable<(Row, Slot<S>)>,
+    touched: Vec<u64>,
 }
 
 impl<S: KeyedState> States<S> {
     fn new() -> Self {
         States {
-            slots: FxHashMap::default(),
+            slots: HashTable::new(),
             touched: Vec::new(),
         }
     }
@@ -91,27 +91,27 @@ impl<S: KeyedState> States<S> {
     /// the state's own delta when it can give one, else its output rows before the time.
     fn fold(&mut self, fresh: &impl Fn() -> S, (key, update): (Row, S::Update), diff: isize) {
         let States { slots, touched } = self;
-        let (slot, index) = match slots.entry(key) {
-            Entry::Occupied(o) => {
-                let index = match &o.get().touched {
-                    Some((index, _)) => *index,
-                    None => {
-                        touched.push(o.key().clone());
-                        touched.len() - 1
-                    }
-                };
-                (o.into_mut(), index)
-            }
-            Entry::Vacant(v) => {
-                touched.push(v.key().clone());
-                let slot = v.insert(Slot {
-                    state: fresh(),
-                    touched: None,
-                });
-                (slot, touched.len() - 1)
+        let hash = route(&key);
+        let entry = match slots.entry(hash, |(k, _)| *k == key, |(k, _)| route(k)) {
+            hash_table::Entry::Occupied(o) => o.into_mut(),
+            hash_table::Entry::Vacant(v) => v
+                .insert((
+                    key,
+                    Slot {
+                        state: fresh(),
+                        touched: None,
+                    },
+                ))
+                .into_mut(),
+        };
+        let (key, slot) = (&entry.0, &mut entry.1);
+        let index = match &slot.touched {
+            Some((index, _)) => *index,
+            None => {
+                touched.push(hash);
+                touched.len() - 1
             }
         };
-        let key = &touched[index];
         let update = match &mut slot.touched {
             Some((_, Touched::Before(_))) => update,
             Some((_, Touched::Delta(delta))) => {
@@ -159,22 +159,26 @@ impl<S: KeyedState> States<S> {
     fn drain_changes(&mut self, mut emit: impl FnMut(&mut Vec<(Row, isize)>)) {
         let States { slots, touched } = self;
         let mut changes: Vec<(Row, isize)> = Vec::new();
-        for key in touched.drain(..) {
-            let Some(slot) = slots.get_mut(&key) else {
+        for (index, hash) in touched.drain(..).enumerate() {
+            // The touched key with this hash is the one that recorded this place.
+            let is_it =
+                |(_, slot): &(Row, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
+            let Ok(mut found) = slots.find_entry(hash, is_it) else {
                 continue;
             };
+            let (key, slot) = found.get_mut();
             match slot.touched.take() {
                 Some((_, Touched::Delta(delta))) => changes.extend(delta),
                 Some((_, Touched::Before(old))) => {
                     changes.extend(old.into_iter().map(|r| (r, -1)));
                     let mut rows = Vec::new();
-                    slot.state.output(&key, &mut rows);
+                    slot.state.output(key, &mut rows);
                     changes.extend(rows.into_iter().map(|r| (r, 1)));
                 }
                 None => {}
             }
             if slot.state.is_empty() {
-                slots.remove(&key);
+                found.remove();
             }
             consolidate(&mut changes);
             emit(&mut changes);
