@@ -455,3 +455,72 @@ fn classic_resource_calls_refuse_bad_input_and_change_nothing() {
         .unwrap();
     assert_eq!(res.status(), 400);
 }
+
+#[test]
+fn the_classic_cli_pushes_a_materialized_pipe_and_pipes_are_deleted() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let dir = common::temp_dir("tb-classic-mv");
+    let write = |file: &str, text: &str| {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "datasources/ev.datasource",
+        "SCHEMA >\n    `k` String `json:$.k`,\n    `v` Int64 `json:$.v`\n\nENGINE \"MergeTree\"\nENGINE_SORTING_KEY \"k\"\n",
+    );
+    write(
+        "datasources/ev_totals.datasource",
+        "SCHEMA >\n    `k` String,\n    `total` AggregateFunction(sum, Int64)\n\nENGINE \"AggregatingMergeTree\"\nENGINE_SORTING_KEY \"k\"\n",
+    );
+    write(
+        "pipes/ev_mv.pipe",
+        "NODE m\nSQL >\n    SELECT k, sumState(v) AS total FROM ev GROUP BY k\n\nTYPE materialized\nDATASOURCE ev_totals\n",
+    );
+    write(
+        "pipes/ev_read.pipe",
+        "NODE r\nSQL >\n    SELECT k, sumMerge(total) AS total FROM ev_totals GROUP BY k ORDER BY k\n",
+    );
+    write(
+        "ev.ndjson",
+        "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":5}\n{\"k\":\"a\",\"v\":7}\n",
+    );
+
+    tb(&server, &dir, &["auth"]);
+    // The CLI checks the materialized pipe over a temporary copy (analysis, then DELETE).
+    let out = tb(&server, &dir, &["push"]);
+    assert!(out.contains("Materialized pipe 'ev_mv'"), "{out}");
+    assert!(out.contains("'ev_read' created"), "{out}");
+    assert!(!out.contains("Warning"), "{out}");
+    assert!(!server.dir.join("pipes/ev_mv__checker.pipe").exists());
+    tb(&server, &dir, &["datasource", "append", "ev", "ev.ndjson"]);
+    let body = common::get(&server, "/v0/pipes/ev_read.json");
+    assert_eq!(
+        body["data"],
+        serde_json::json!([{"k": "a", "total": 8}, {"k": "b", "total": 5}]),
+        "{body}"
+    );
+
+    // A pipe is deleted with its datafile; an unknown one is a 404.
+    let delete = |name: &str| {
+        common::client()
+            .delete(format!("{}/v0/pipes/{name}", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(delete("ev_read"), 204);
+    assert!(!server.dir.join("pipes/ev_read.pipe").exists());
+    assert_eq!(
+        common::client()
+            .get(format!("{}/v0/pipes/ev_read.json", server.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(delete("nowhere"), 404);
+}

@@ -525,3 +525,74 @@ pub(super) async fn get_token(
         .ok_or_else(|| ApiError::not_found(format!("the token '{name}' does not exist")))?;
     Ok(Json(token).into_response())
 }
+
+/// `DELETE /v0/pipes/NAME` (admin): removes the pipe's datafile and deploys the project
+/// without it (refused with 400 when other resources read it). Answers 204.
+pub(super) async fn delete_pipe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let (root, file) = {
+        let project = state.runtime.project();
+        let pipe = project
+            .pipes
+            .get(&name)
+            .ok_or_else(|| ApiError::not_found(format!("The pipe '{name}' does not exist")))?;
+        (project.root.clone(), pipe.file.clone())
+    };
+    let mut texts = admin::project_texts(&root).map_err(internal)?;
+    if let Ok(rel) = file.strip_prefix(&root) {
+        texts.remove(&rel.to_string_lossy().into_owned());
+    }
+    match admin::apply(&state, texts, false, false).await? {
+        Outcome::Failed(errors) => Err(ApiError::bad_request(
+            errors
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Outcome::Checked(_) | Outcome::Deployed(_) => {
+            Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}
+
+/// `GET /v0/pipes/NAME/nodes/NODE/analysis` (admin): what `tb push` asks before pushing a
+/// materialized pipe (over a temporary copy of it): the pipe's nodes must plan; answers
+/// `{"analysis": {"pipe", "node"}, "warnings": []}`, or 400 with the cause.
+pub(super) async fn analyze_node(
+    State(state): State<AppState>,
+    Path((pipe, node)): Path<(String, String)>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    let (rel, text) = {
+        let project = state.runtime.project();
+        let p = project
+            .pipes
+            .get(&pipe)
+            .ok_or_else(|| ApiError::not_found(format!("The pipe '{pipe}' does not exist")))?;
+        if !p.nodes.iter().any(|n| n.name == node) {
+            return Err(ApiError::not_found(format!(
+                "The pipe '{pipe}' has no node '{node}'"
+            )));
+        }
+        let rel = p
+            .file
+            .strip_prefix(&project.root)
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(format!("pipes/{pipe}.pipe")));
+        (rel, std::fs::read_to_string(&p.file).map_err(internal)?)
+    };
+    check_pipe_plans(&state, &pipe, &rel, &text)?;
+    Ok(Json(json!({
+        "analysis": {"pipe": {"name": pipe}, "node": {"name": node}},
+        "warnings": [],
+    }))
+    .into_response())
+}

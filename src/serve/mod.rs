@@ -86,7 +86,14 @@ pub fn router(state: AppState) -> Router {
             post(classic::publish_endpoint).delete(classic::unpublish_endpoint),
         )
         .route("/v0/sql_tables", post(classic::sql_tables))
-        .route("/v0/pipes/{file}", get(pipe).post(pipe_post))
+        .route(
+            "/v0/pipes/{file}",
+            get(pipe).post(pipe_post).delete(classic::delete_pipe),
+        )
+        .route(
+            "/v0/pipes/{name}/nodes/{node}/analysis",
+            get(classic::analyze_node),
+        )
         .route("/v0/pipes/{name}/copy", post(copy_pipe))
         .route("/v0/sql", get(sql_get).post(sql_post))
         .route(
