@@ -27,6 +27,9 @@ pub(crate) static NULL: Value = Value::Null;
 /// A calendar unit of `INTERVAL`, `toStartOfInterval`, `dateDiff` and date arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Unit {
+    /// Milliseconds (`toIntervalMillisecond`): the result of adding one to a `DateTime` is a
+    /// `DateTime64(3)`.
+    Millisecond,
     /// Seconds.
     Second,
     /// Minutes.
@@ -55,6 +58,7 @@ impl Unit {
             lower.as_str()
         };
         Some(match singular {
+            "millisecond" | "ms" => Unit::Millisecond,
             "second" | "ss" | "s" => Unit::Second,
             "minute" | "mi" | "n" => Unit::Minute,
             "hour" | "hh" | "h" => Unit::Hour,
@@ -70,6 +74,7 @@ impl Unit {
     /// The unit's name in SQL (`hour`), for display.
     pub fn name(self) -> &'static str {
         match self {
+            Unit::Millisecond => "millisecond",
             Unit::Second => "second",
             Unit::Minute => "minute",
             Unit::Hour => "hour",
@@ -518,6 +523,7 @@ impl Func {
             Func::ToDateTime => "toDateTime",
             Func::ToDateTime64(_) => "toDateTime64",
             Func::ToStartOf(unit) => match unit {
+                Unit::Millisecond => "toStartOfMillisecond",
                 Unit::Second => "toStartOfSecond",
                 Unit::Minute => "toStartOfMinute",
                 Unit::Hour => "toStartOfHour",
@@ -763,6 +769,12 @@ impl Func {
             | Func::ToSecond => wrap_nullable(T::UInt(8), args),
             Func::ToUnixTimestamp64Milli => wrap_nullable(T::Int(64), args),
             Func::DateDiff(_) => wrap_nullable(T::Int(64), args),
+            Func::AddInterval(Unit::Millisecond) | Func::SubtractInterval(Unit::Millisecond) => {
+                match first().base() {
+                    T::DateTime64(p) if *p >= 3 => first(),
+                    _ => wrap_nullable(T::DateTime64(3), &args[..1]),
+                }
+            }
             Func::AddInterval(u) | Func::SubtractInterval(u) => {
                 match (first().base(), u.seconds()) {
                     (T::Date, Some(s)) if s % 86_400 != 0 => wrap_nullable(T::DateTime, &args[..1]),
@@ -1628,6 +1640,7 @@ fn start_of(unit: Unit, v: &Value, interval: Option<i64>) -> Value {
 fn relative(unit: Unit, secs: i64) -> i64 {
     let days = secs.div_euclid(86_400);
     match unit {
+        Unit::Millisecond => secs.saturating_mul(1000),
         Unit::Second => secs,
         Unit::Minute => secs.div_euclid(60),
         Unit::Hour => secs.div_euclid(3600),
@@ -1668,6 +1681,18 @@ fn add_interval(unit: Unit, v: &Value, n: i64) -> Value {
 }
 
 fn add_interval_checked(unit: Unit, v: &Value, n: i64) -> Option<Value> {
+    if unit == Unit::Millisecond {
+        // In milliseconds, as a DateTime64 of at least millisecond precision.
+        let (ticks, p) = match v {
+            Value::DateTime64(t, p) if *p >= 3 => (*t, *p),
+            Value::DateTime64(t, p) => (t.checked_mul(10i64.pow(3 - *p as u32))?, 3),
+            Value::DateTime(t) => (t.checked_mul(1000)?, 3),
+            Value::Date(d) => ((*d as i64).checked_mul(86_400_000)?, 3),
+            _ => return None,
+        };
+        let delta = n.checked_mul(10i64.pow(p as u32 - 3))?;
+        return Some(Value::DateTime64(ticks.checked_add(delta)?, p));
+    }
     if let Some(s) = unit.seconds() {
         let delta = n.checked_mul(s)?;
         return match v {
