@@ -1277,7 +1277,7 @@ impl Planner<'_> {
                 return Ok((Expr::Column(*column), ty.clone()));
             }
             return Err(unsupported(
-                "window functions (OVER) in a query with GROUP BY or aggregates, or outside the select list (compute the groups in a subquery first)",
+                "window functions (OVER) outside the select list, or over the groups of a select list with * (compute them in a subquery first)",
                 node,
             ));
         }

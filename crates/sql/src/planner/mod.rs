@@ -17,6 +17,7 @@
 
 mod expr;
 mod filter;
+mod grouped_windows;
 mod scalar;
 mod select;
 #[cfg(test)]
@@ -365,6 +366,9 @@ impl Planner<'_> {
 
     /// The body with ORDER BY, LIMIT [BY] and OFFSET.
     fn query_body(&mut self, q: &ast::Query, top: bool) -> Result<Query, SqlError> {
+        if let Some(split) = grouped_windows::windows_over_groups(q) {
+            return self.query_body(&split, top);
+        }
         if q.fetch.is_some() {
             return Err(unsupported("FETCH", q));
         }

@@ -1682,12 +1682,15 @@ fn window_functions_append_a_column_per_call() {
     assert_eq!(names(&q.plan), ["user_id", "running", "rn"]);
     assert_eq!(types(&q.plan), [T::String, T::Float64, T::UInt(64)]);
     assert_eq!(shape(&q.plan), "Project(Window(Window(Scan events)))");
-    let e = err("SELECT user_id, count() OVER () FROM events GROUP BY user_id");
-    assert!(
-        e.message
-            .contains("window functions (OVER) in a query with GROUP BY"),
-        "{e}"
+    // Over groups, the window reads the grouped rows (the grouping becomes a subquery).
+    let q = plan("SELECT user_id, count() AS n, sum(n) OVER (ORDER BY user_id) AS running FROM events GROUP BY user_id");
+    assert_eq!(names(&q.plan), ["user_id", "n", "running"]);
+    assert_eq!(
+        shape(&q.plan),
+        "Project(Window(Project(Aggregate(Scan events))))"
     );
+    let e = err("SELECT user_id FROM events GROUP BY user_id HAVING count() OVER () > 1");
+    assert!(e.message.contains("window functions (OVER)"), "{e}");
     let e = err("SELECT sum(amount) OVER (ORDER BY timestamp ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM events");
     assert!(e.message.contains("window frames"), "{e}");
 }
