@@ -524,3 +524,38 @@ fn the_classic_cli_pushes_a_materialized_pipe_and_pipes_are_deleted() {
     );
     assert_eq!(delete("nowhere"), 404);
 }
+
+#[test]
+fn concurrent_pushes_all_land() {
+    let server = Server::start("dataflows/clicks", &[]);
+    let url = server.url.clone();
+    let pushes: Vec<_> = (0..6)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                common::client()
+                    .post(format!("{url}/v0/pipes"))
+                    .bearer_auth(ADMIN)
+                    .json(&serde_json::json!({
+                        "name": format!("per_country_{i}"),
+                        "nodes": [{"name": "n", "sql": format!("SELECT country, count() + {i} AS c FROM clicks GROUP BY country")}]
+                    }))
+                    .send()
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    for p in pushes {
+        assert_eq!(p.join().unwrap(), 200);
+    }
+    let pipes = common::get(&server, "/v0/pipes").to_string();
+    for i in 0..6 {
+        assert!(pipes.contains(&format!("per_country_{i}")), "{pipes}");
+        assert!(server
+            .dir
+            .join(format!("pipes/per_country_{i}.pipe"))
+            .is_file());
+    }
+}

@@ -144,9 +144,12 @@ pub(super) fn stage(
         files.insert(name.clone(), rel);
     }
     let root = state.runtime.project().root.clone();
+    // A folder of its own, so that a check beside a deploy does not share it.
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let staging = root
         .join(".petrel")
-        .join(format!("deploy-{}", std::process::id()));
+        .join(format!("deploy-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     write_files(&staging, &files, texts).map_err(internal)?;
     let (staged, errors) = Project::load_with_errors(&staging);
@@ -168,6 +171,39 @@ fn internal(e: std::io::Error) -> ApiError {
 /// Validates `texts` (relative path → datafile text) as a whole project and, unless `check`,
 /// swaps it in and writes it over the project's datafiles (so a restart runs it).
 pub(super) async fn apply(
+    state: &AppState,
+    texts: BTreeMap<String, String>,
+    check: bool,
+    destructive: bool,
+) -> Result<Outcome, ApiError> {
+    let _one_at_a_time = CHANGING.lock().await;
+    apply_locked(state, texts, check, destructive).await
+}
+
+/// One change of the project at a time: deploys, builds and pushes rewrite the project's
+/// files, and an edit must read the files the previous change wrote.
+static CHANGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Applies `edits` to the project's datafiles as they are now (a text writes the file,
+/// `None` removes it) and deploys the result, with no other change in between.
+pub(super) async fn apply_edits(
+    state: &AppState,
+    edits: Vec<(PathBuf, Option<String>)>,
+) -> Result<Outcome, ApiError> {
+    let _one_at_a_time = CHANGING.lock().await;
+    let root = state.runtime.project().root.clone();
+    let mut texts = project_texts(&root).map_err(internal)?;
+    for (rel, text) in edits {
+        let rel = rel.to_string_lossy().into_owned();
+        match text {
+            Some(text) => texts.insert(rel, text),
+            None => texts.remove(&rel),
+        };
+    }
+    apply_locked(state, texts, false, false).await
+}
+
+async fn apply_locked(
     state: &AppState,
     texts: BTreeMap<String, String>,
     check: bool,

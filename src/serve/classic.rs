@@ -126,12 +126,11 @@ async fn push_datafile(state: &AppState, rel: PathBuf, text: String) -> Result<(
 
 /// Deploys the project's datafiles with each `(rel, text)` written over them.
 async fn push_datafiles(state: &AppState, edits: Vec<(PathBuf, String)>) -> Result<(), ApiError> {
-    let root = state.runtime.project().root.clone();
-    let mut texts = admin::project_texts(&root).map_err(internal)?;
-    for (rel, text) in edits {
-        texts.insert(rel.to_string_lossy().into_owned(), text);
-    }
-    match admin::apply(state, texts, false, false).await? {
+    let edits = edits
+        .into_iter()
+        .map(|(rel, text)| (rel, Some(text)))
+        .collect();
+    match admin::apply_edits(state, edits).await? {
         Outcome::Failed(errors) => Err(ApiError::bad_request(
             errors
                 .into_iter()
@@ -535,19 +534,20 @@ pub(super) async fn delete_pipe(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let (root, file) = {
+    let rel = {
         let project = state.runtime.project();
         let pipe = project
             .pipes
             .get(&name)
             .ok_or_else(|| ApiError::not_found(format!("The pipe '{name}' does not exist")))?;
-        (project.root.clone(), pipe.file.clone())
+        pipe.file
+            .strip_prefix(&project.root)
+            .map(PathBuf::from)
+            .map_err(|_| {
+                ApiError::bad_request(format!("the pipe '{name}' is outside the project"))
+            })?
     };
-    let mut texts = admin::project_texts(&root).map_err(internal)?;
-    if let Ok(rel) = file.strip_prefix(&root) {
-        texts.remove(&rel.to_string_lossy().into_owned());
-    }
-    match admin::apply(&state, texts, false, false).await? {
+    match admin::apply_edits(&state, vec![(rel, None)]).await? {
         Outcome::Failed(errors) => Err(ApiError::bad_request(
             errors
                 .into_iter()
