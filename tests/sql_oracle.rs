@@ -152,6 +152,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, &'static str, bool)> {
     add("any_left_join", one("SELECT k, count() AS c, max(w) > -1000 AS joined FROM t ANY LEFT JOIN u USING (k) GROUP BY k"), false);
     add("lambdas", one("SELECT k, arrayMap(c -> concat(c, '!'), splitByChar('-', concat(g, '-', toString(k)))) AS m, arrayFilter(v -> v > 1, range(toUInt64(k % 5))) AS r, arrayCount(v -> v % 2 = 0, range(toUInt64(k % 7))) AS ev, arrayExists(c -> c = 'a', [g]) AS isa FROM t WHERE x > 0"), false);
     add("using_without_parens_and_inner_alias", one("SELECT k, multiIf(w > 0, concat(name, '+') AS tagged, name) AS label, count() AS c FROM t JOIN u USING k GROUP BY k, label"), false);
+    add("in_subquery_in_rows", one("SELECT k, x, x IN (SELECT x FROM t WHERE g = 'a') AS in_a, k NOT IN (SELECT k FROM u) AS unknown FROM t WHERE g = 'b' OR k IN (SELECT k FROM u WHERE w < 0)"), false);
+    add("in_subquery_in_aggregates", one("SELECT g, countIf(k IN (SELECT k FROM u WHERE w > 0)) AS c, count() AS n FROM t GROUP BY g"), false);
     add("windows_over_groups", one("SELECT g, sum(x) AS s, sum(s) OVER (ORDER BY g) AS running, running - s AS before, count() FROM t GROUP BY g ORDER BY g"), true);
     add("ranked_groups", one("SELECT k, g, count() AS c, rank() OVER (PARTITION BY k ORDER BY count() DESC, g) AS r FROM t GROUP BY k, g"), false);
     add("millisecond_intervals", one("SELECT k, ts - toIntervalMillisecond(1) AS just_before, ts + INTERVAL 250 millisecond AS later, toStartOfDay(toDateTime64(ts, 3) - toIntervalMillisecond(1)) AS day_before FROM t WHERE x > 0"), false);

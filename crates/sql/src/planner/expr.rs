@@ -201,10 +201,13 @@ pub(super) fn window_calls<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
 
 /// True when `e` contains an aggregate call (including `-State`/`-Merge` combinators).
 pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
-    any_call(e, &|f| {
-        let name = function_name(f);
-        f.over.is_none() && (aggregate_of(&name).is_some() || combinator_sql(&name, &[]).is_some())
-    })
+    any_call(e, &is_aggregate_call)
+}
+
+/// True when `f` itself is an aggregate (not a window function).
+pub(super) fn is_aggregate_call(f: &ast::Function) -> bool {
+    let name = function_name(f);
+    f.over.is_none() && (aggregate_of(&name).is_some() || combinator_sql(&name, &[]).is_some())
 }
 
 /// ClickHouse's `-State`, `-SimpleState` and `-Merge` combinators (materialized views into
@@ -767,7 +770,7 @@ impl Planner<'_> {
                 ..
             } => self.in_list(expr, list, *negated, scope, aliases, mode),
             ast::Expr::In { .. } => Err(unsupported(
-                "IN (subquery) outside a WHERE condition joined by AND",
+                "IN (subquery) of several columns outside a WHERE condition joined by AND",
                 e,
             )),
             ast::Expr::Between {

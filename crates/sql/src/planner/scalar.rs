@@ -3,6 +3,11 @@
 //! (`SELECT any(value) FROM (subquery)`), so it is maintained like any join; the expression
 //! reads the joined column. Subqueries computed from constants are left to the expression
 //! planner, which folds them to their value.
+//!
+//! `x [NOT] IN (subquery)` where it is not one of WHERE's conditions joined by AND (those are
+//! semi-joins: see `filter`), in the select list, HAVING or under OR, is the same: the
+//! subquery's distinct values as one array (`SELECT groupUniqArray(v) FROM (subquery)`),
+//! and the expression `has(values, x)`.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -11,7 +16,7 @@ use sqlparser::ast::{self, Spanned, VisitMut, VisitorMut};
 use sqlparser::dialect::ClickHouseDialect;
 use sqlparser::parser::Parser;
 
-use super::expr::contains_aggregate;
+use super::expr::{contains_aggregate, is_aggregate_call};
 use super::{unsupported, Planner};
 use crate::SqlError;
 
@@ -27,10 +32,18 @@ fn at(q: &ast::Query) -> At {
 struct Subqueries<'r> {
     /// Nesting depth in queries: only depth 0 belongs to the SELECT being planned.
     depth: usize,
-    /// Every scalar subquery met at depth 0, in order.
-    found: Vec<ast::Query>,
+    /// Every scalar subquery met at depth 0, in order, by where it starts (an IN subquery as
+    /// the query of its distinct values).
+    found: Vec<(At, ast::Query)>,
+    /// IN subqueries that are WHERE conditions joined by AND: semi-joins, not lifted.
+    semi: &'r std::collections::HashSet<At>,
     /// Replacements by where the subquery starts (when replacing).
     replace: Option<&'r HashMap<At, ast::Expr>>,
+    /// Replacements inside an aggregate's arguments, which read rows even where the select
+    /// list reads groups.
+    row_replace: Option<&'r HashMap<At, ast::Expr>>,
+    /// How many aggregate calls the visit is inside of.
+    inside_aggregates: usize,
     /// `WITH (subquery) AS name` items in scope: a use of the name is the subquery.
     inline: &'r HashMap<String, ast::Expr>,
 }
@@ -48,22 +61,156 @@ impl VisitorMut for Subqueries<'_> {
         ControlFlow::Continue(())
     }
 
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            if let ast::Expr::Function(f) = expr {
+                if is_aggregate_call(f) {
+                    self.inside_aggregates = self.inside_aggregates.saturating_sub(1);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
         if self.depth != 0 {
             return ControlFlow::Continue(());
         }
+        if let ast::Expr::Function(f) = expr {
+            if is_aggregate_call(f) {
+                self.inside_aggregates += 1;
+            }
+        }
+        let replace = if self.inside_aggregates > 0 {
+            self.row_replace.or(self.replace)
+        } else {
+            self.replace
+        };
         if let ast::Expr::Identifier(id) = expr {
             if let Some(sub) = self.inline.get(&id.value) {
                 *expr = sub.clone();
             }
         }
         if let ast::Expr::Subquery(q) = expr {
-            self.found.push((**q).clone());
-            if let Some(new) = self.replace.and_then(|r| r.get(&at(q))) {
+            self.found.push((at(q), (**q).clone()));
+            if let Some(new) = replace.and_then(|r| r.get(&at(q))) {
                 *expr = new.clone();
             }
         }
+        if let ast::Expr::In {
+            expr: x,
+            target: ast::InTarget::Subquery(q),
+            negated,
+            ..
+        } = expr
+        {
+            let key = at(q);
+            if !self.semi.contains(&key) {
+                if let Some(values) = distinct_values(q) {
+                    self.found.push((key, values));
+                }
+                if let Some(array) = replace.and_then(|r| r.get(&key)) {
+                    if let Ok(call) = has_call(array.clone(), (**x).clone(), *negated) {
+                        *expr = call;
+                    }
+                }
+            }
+        }
         ControlFlow::Continue(())
+    }
+}
+
+/// `SELECT groupUniqArray(__in_value) AS __in_values FROM (q)`, with q's one column named
+/// `__in_value`; `None` when q has not exactly one plain column.
+fn distinct_values(q: &ast::Query) -> Option<ast::Query> {
+    let mut inner = q.clone();
+    match inner.body.as_mut() {
+        ast::SetExpr::Select(s) if s.projection.len() == 1 => {
+            let expr = match &s.projection[0] {
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => e.clone(),
+                _ => return None,
+            };
+            s.projection[0] = ast::SelectItem::ExprWithAlias {
+                expr,
+                alias: ast::Ident::new("__in_value"),
+            };
+        }
+        _ => return None,
+    }
+    let mut values =
+        parse_query("SELECT groupUniqArray(__in_value) AS __in_values FROM __in_input").ok()?;
+    if let ast::SetExpr::Select(s) = values.body.as_mut() {
+        let from = s.from.first_mut()?;
+        from.relation = derived(inner, "__in_input");
+    }
+    Some(values)
+}
+
+/// `has(array, x)`, or `NOT has(array, x)`.
+fn has_call(array: ast::Expr, x: ast::Expr, negated: bool) -> Result<ast::Expr, SqlError> {
+    let q = parse_query("SELECT has(__in_array, __in_x)")?;
+    let ast::SetExpr::Select(s) = *q.body else {
+        return Err(SqlError::new("internal: has()"));
+    };
+    let Some(ast::SelectItem::UnnamedExpr(mut call)) = s.projection.into_iter().next() else {
+        return Err(SqlError::new("internal: has()"));
+    };
+    if let ast::Expr::Function(f) = &mut call {
+        if let ast::FunctionArguments::List(list) = &mut f.args {
+            for (arg, value) in list.args.iter_mut().zip([array, x]) {
+                *arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(value));
+            }
+        }
+    }
+    Ok(if negated {
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr: Box::new(ast::Expr::Nested(Box::new(call))),
+        }
+    } else {
+        call
+    })
+}
+
+/// Where the IN subqueries that are conditions of `e` joined by AND start (semi-joins).
+fn semi_joins(e: &ast::Expr, out: &mut std::collections::HashSet<At>) {
+    match e {
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            semi_joins(left, out);
+            semi_joins(right, out);
+        }
+        ast::Expr::Nested(inner) => semi_joins(inner, out),
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => {
+            if let ast::Expr::In {
+                target: ast::InTarget::Subquery(q),
+                ..
+            } = strip_nested(expr)
+            {
+                out.insert(at(q));
+            }
+        }
+        ast::Expr::In {
+            target: ast::InTarget::Subquery(q),
+            ..
+        } => {
+            out.insert(at(q));
+        }
+        _ => {}
+    }
+}
+
+fn strip_nested(e: &ast::Expr) -> &ast::Expr {
+    match e {
+        ast::Expr::Nested(inner) => strip_nested(inner),
+        other => other,
     }
 }
 
@@ -128,16 +275,23 @@ impl Planner<'_> {
             })
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
+        let mut semi = std::collections::HashSet::new();
+        for e in [&select.prewhere, &select.selection].into_iter().flatten() {
+            semi_joins(e, &mut semi);
+        }
         let mut probe = select.clone();
         let mut finder = Subqueries {
             depth: 0,
             found: Vec::new(),
+            semi: &semi,
             replace: None,
+            row_replace: None,
+            inside_aggregates: 0,
             inline: &inline,
         };
         visit(&mut probe, &mut finder);
         let mut seen = std::collections::HashSet::new();
-        finder.found.retain(|q| seen.insert(at(q)));
+        finder.found.retain(|(key, _)| seen.insert(*key));
         if finder.found.is_empty() {
             return Ok(None);
         }
@@ -150,7 +304,7 @@ impl Planner<'_> {
         let mut over_rows = HashMap::new();
         let mut over_groups = HashMap::new();
         let mut joins = Vec::new();
-        for sub in &finder.found {
+        for (key, sub) in &finder.found {
             let planned = self.query(sub, false)?;
             if planned.visible != 1 {
                 return Err(unsupported("a scalar subquery with several columns", sub));
@@ -163,7 +317,7 @@ impl Planner<'_> {
             let column = format!("__scalar_{n}");
             // The subquery's one column by a name that planning it again keeps: its alias,
             // or one given to it here.
-            let key = at(sub);
+            let key = *key;
             let mut sub = sub.clone();
             let value = match sub.body.as_mut() {
                 ast::SetExpr::Select(s) if s.projection.len() == 1 => match &mut s.projection[0] {
@@ -212,7 +366,10 @@ impl Planner<'_> {
         let mut rows = Subqueries {
             depth: 0,
             found: Vec::new(),
+            semi: &semi,
             replace: Some(&over_rows),
+            row_replace: None,
+            inside_aggregates: 0,
             inline: &inline,
         };
         for e in [&mut rewritten.prewhere, &mut rewritten.selection]
@@ -224,7 +381,10 @@ impl Planner<'_> {
         let mut groups = Subqueries {
             depth: 0,
             found: Vec::new(),
+            semi: &semi,
             replace: Some(&over_groups),
+            row_replace: Some(&over_rows),
+            inside_aggregates: 0,
             inline: &inline,
         };
         visit(&mut rewritten, &mut groups);

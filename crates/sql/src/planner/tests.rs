@@ -904,7 +904,11 @@ fn in_subquery_is_a_semi_or_anti_join() {
 
     let e = err("SELECT 1 FROM events WHERE user_id IN (SELECT user_id, name FROM users)");
     assert!(e.message.contains("subquery of 2 columns"), "{e}");
-    let e = err("SELECT user_id IN (SELECT user_id FROM users) FROM events");
+    // Outside WHERE's conditions: the subquery's distinct values as one array, joined once.
+    let q = plan("SELECT user_id IN (SELECT user_id FROM users) AS pro FROM events");
+    assert_eq!(names(&q.plan), ["pro"]);
+    assert!(find(&q.plan, &|n| matches!(n, PlanNode::Join { .. })).is_some());
+    let e = err("SELECT (user_id, id) IN (SELECT user_id, id FROM users) FROM events");
     assert!(e.message.starts_with("unsupported: IN (subquery)"), "{e}");
 }
 
