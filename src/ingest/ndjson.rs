@@ -203,7 +203,11 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
         return ty.coerce(&v);
     }
     if text.starts_with('"') {
-        let s: Cow<str> = serde_json::from_str(text).ok()?;
+        // The raw value is valid JSON already: a string without escapes is its own text.
+        let s: Cow<str> = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+            _ => serde_json::from_str(text).ok()?,
+        };
         return match ty.base() {
             ColumnType::String => Some(Value::from(s.as_ref())),
             _ => ty.parse_text(&s),
@@ -211,6 +215,13 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
     }
     match ty.base() {
         ColumnType::String => Some(Value::from(text)),
+        // The common case read without a detour through text parsing.
+        ColumnType::Int(_) | ColumnType::UInt(_) if !ty.is_nullable() => {
+            match text.parse::<i64>() {
+                Ok(i) => ty.coerce(&Value::Int(i)),
+                Err(_) => ty.parse_text(text),
+            }
+        }
         ColumnType::Array(inner) => {
             let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
             items
