@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use petrel::project::Project;
@@ -286,11 +285,6 @@ struct Checkpoint {
 }
 
 fn run_seed(seed: u64) {
-    let Some(python) = std::env::var_os("PETREL_PYTHON") else {
-        panic!(
-            "PETREL_PYTHON is not set: run the tests through scripts/test.sh, which installs chdb"
-        );
-    };
     let dir = common::temp_dir(&format!("oracle-{seed}"));
     write_project(&dir);
     let project = Project::load(&dir).unwrap_or_else(|e| panic!("project loads: {e:#?}"));
@@ -384,24 +378,8 @@ fn run_seed(seed: u64) {
             "queries": cases.iter().map(|(_, _, q, _)| *q).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    let mut child = Command::new(python)
-        .arg(common::repo().join("tests/oracle/chdb_oracle.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(spec.to_string().as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "chdb oracle failed");
-    let expected: Vec<Vec<Json>> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::chdb_script("chdb_oracle.py", &spec);
+    let expected: Vec<Vec<Json>> = serde_json::from_slice(&out).unwrap();
     let mut failures = Vec::new();
     for (cp_i, (cp, exp)) in checkpoints.iter().zip(expected).enumerate() {
         for (((name, _, _, ordered), (columns, got)), want) in

@@ -11,9 +11,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::{json, Value};
 
 const SCHEMA: &[(&str, &str)] = &[
@@ -77,11 +74,6 @@ fn rows() -> Vec<Value> {
 
 #[test]
 fn every_type_decodes_from_ndjson_csv_and_parquet_as_clickhouse_decodes_it() {
-    let Some(python) = std::env::var_os("PETREL_PYTHON") else {
-        panic!(
-            "PETREL_PYTHON is not set: run the tests through scripts/test.sh, which installs chdb"
-        );
-    };
     let dir = common::temp_dir("type_decoding");
     let schema: Vec<String> = SCHEMA
         .iter()
@@ -106,23 +98,8 @@ fn every_type_decodes_from_ndjson_csv_and_parquet_as_clickhouse_decodes_it() {
         "rows": rows().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
         "datasources": {"ndjson": "t_ndjson", "csv": "t_csv", "parquet": "t_parquet"},
     });
-    let mut child = Command::new(python)
-        .arg(common::repo().join("tests/oracle/chdb_decode.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(spec.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = common::chdb_script("chdb_decode.py", &spec);
+    let report: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["clickhouse_rows"], 3, "{report}");
     for format in ["ndjson", "csv", "parquet"] {
         let entry = &report["formats"][format];

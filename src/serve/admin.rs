@@ -128,11 +128,11 @@ fn located(error: String) -> (Option<String>, String) {
 pub(super) type LoadErrors = Vec<(Option<String>, String)>;
 
 /// A staged project and its datafiles' relative paths by name.
-pub(super) type Staged = (Project, BTreeMap<String, PathBuf>);
+type Staged = (Project, BTreeMap<String, PathBuf>);
 
 /// Loads `texts` (relative path → datafile text) as a whole project in a staging folder:
 /// the project, or its load errors.
-pub(super) fn stage(
+fn stage(
     state: &AppState,
     texts: &BTreeMap<String, String>,
 ) -> Result<Result<Staged, LoadErrors>, ApiError> {
@@ -177,7 +177,22 @@ pub(super) async fn apply(
     destructive: bool,
 ) -> Result<Outcome, ApiError> {
     let _one_at_a_time = CHANGING.lock().await;
-    apply_locked(state, texts, check, destructive).await
+    apply_locked(state, texts, check, destructive, None).await
+}
+
+/// Plans `pipe` of `project` with its parameters' defaults: what Tinybird checks when a pipe
+/// is created, whether or not it is published (a deploy plans only what it serves).
+pub(super) fn plans_with_defaults(project: &Project, pipe: &str) -> Result<(), String> {
+    let defaults = project
+        .build_parameter_sets(pipe)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    project
+        .render_pipe(pipe, &defaults)
+        .and_then(|rendered| project.plan_rendered(pipe, &rendered))
+        .map(|_| ())
+        .map_err(|e| project.relative_message(&e.to_string()))
 }
 
 /// One change of the project at a time: deploys, builds and pushes rewrite the project's
@@ -185,10 +200,12 @@ pub(super) async fn apply(
 static CHANGING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Applies `edits` to the project's datafiles as they are now (a text writes the file,
-/// `None` removes it) and deploys the result, with no other change in between.
+/// `None` removes it) and deploys the result, with no other change in between. With
+/// `must_plan`, that pipe of the edited project must plan with its defaults.
 pub(super) async fn apply_edits(
     state: &AppState,
     edits: Vec<(PathBuf, Option<String>)>,
+    must_plan: Option<&str>,
 ) -> Result<Outcome, ApiError> {
     let _one_at_a_time = CHANGING.lock().await;
     let root = state.runtime.project().root.clone();
@@ -200,7 +217,7 @@ pub(super) async fn apply_edits(
             None => texts.remove(&rel),
         };
     }
-    apply_locked(state, texts, false, false).await
+    apply_locked(state, texts, false, false, must_plan).await
 }
 
 async fn apply_locked(
@@ -208,11 +225,15 @@ async fn apply_locked(
     texts: BTreeMap<String, String>,
     check: bool,
     destructive: bool,
+    must_plan: Option<&str>,
 ) -> Result<Outcome, ApiError> {
     let (staged, files) = match stage(state, &texts)? {
         Ok(staged) => staged,
         Err(errors) => return Ok(Outcome::Failed(errors)),
     };
+    if let Some(Err(e)) = must_plan.map(|pipe| plans_with_defaults(&staged, pipe)) {
+        return Ok(Outcome::Failed(vec![(None, e)]));
+    }
     let root = state.runtime.project().root.clone();
     // TOKEN lines change no view, but change who may read what.
     let tokens_changed = staged.tokens != state.runtime.project().tokens;
@@ -259,7 +280,7 @@ fn flag(params: &BTreeMap<String, String>, key: &str) -> bool {
 }
 
 /// The project's datafiles as a deploy takes them: relative path → text.
-pub(super) fn project_texts(root: &Path) -> std::io::Result<BTreeMap<String, String>> {
+fn project_texts(root: &Path) -> std::io::Result<BTreeMap<String, String>> {
     let mut files = Vec::new();
     existing_datafiles(root, &mut files);
     let mut texts = BTreeMap::new();

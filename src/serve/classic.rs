@@ -118,19 +118,15 @@ fn datasource_text(params: &BTreeMap<String, String>) -> Result<String, ApiError
     Ok(text)
 }
 
-/// Deploys the project's datafiles with `rel` written as `text`; a project that does not
-/// load or a refused change is a 400 naming the errors.
-async fn push_datafile(state: &AppState, rel: PathBuf, text: String) -> Result<(), ApiError> {
-    push_datafiles(state, vec![(rel, text)]).await
-}
-
-/// Deploys the project's datafiles with each `(rel, text)` written over them.
-async fn push_datafiles(state: &AppState, edits: Vec<(PathBuf, String)>) -> Result<(), ApiError> {
-    let edits = edits
-        .into_iter()
-        .map(|(rel, text)| (rel, Some(text)))
-        .collect();
-    match admin::apply_edits(state, edits).await? {
+/// Deploys the project's datafiles with `edits` (relative path → new text, or `None` to
+/// remove the file); with `must_plan`, that pipe must plan with its defaults. A project that
+/// does not load, or a refused change, is a 400 naming the errors.
+async fn push(
+    state: &AppState,
+    edits: Vec<(PathBuf, Option<String>)>,
+    must_plan: Option<&str>,
+) -> Result<(), ApiError> {
+    match admin::apply_edits(state, edits, must_plan).await? {
         Outcome::Failed(errors) => Err(ApiError::bad_request(
             errors
                 .into_iter()
@@ -140,6 +136,16 @@ async fn push_datafiles(state: &AppState, edits: Vec<(PathBuf, String)>) -> Resu
         )),
         Outcome::Checked(_) | Outcome::Deployed(_) => Ok(()),
     }
+}
+
+/// The pipe as `GET /v0/pipes/NAME` describes it, after a push.
+fn pipe_answer(state: &AppState, name: &str) -> Result<serde_json::Value, ApiError> {
+    let project = state.runtime.project();
+    let pipe = project
+        .pipes
+        .get(name)
+        .ok_or_else(|| ApiError::bad_request(format!("the pipe '{name}' did not load")))?;
+    Ok(super::pipes::pipe_resource(&project, pipe))
 }
 
 fn internal(e: std::io::Error) -> ApiError {
@@ -190,7 +196,7 @@ pub(super) async fn create_datasource(
         .get(&name)
         .map(|d| d.file.clone());
     let rel = datafile_path(state, existing, format!("datasources/{name}.datasource"));
-    push_datafile(state, rel, text).await?;
+    push(state, vec![(rel, Some(text))], None).await?;
     let described = state.runtime.describe_datasource_named(&name);
     Ok(Json(json!({ "datasource": described })).into_response())
 }
@@ -298,52 +304,14 @@ pub(super) async fn create_pipe(
         }
     }
     let rel = datafile_path(&state, old_file, format!("pipes/{name}.pipe"));
-    check_pipe_plans(&state, &name, &rel, &text)?;
-    push_datafile(&state, rel, text).await?;
-    let project = state.runtime.project();
-    let pipe = project
-        .pipes
-        .get(&name)
-        .ok_or_else(|| ApiError::bad_request(format!("the pipe '{name}' did not load")))?;
-    let mut answer = super::pipes::pipe_resource(&project, pipe);
+    // Tinybird refuses a pipe whose nodes do not plan when it is created, published or not.
+    push(&state, vec![(rel, Some(text))], Some(&name)).await?;
+    let mut answer = pipe_answer(&state, &name)?;
     if let Some(ds) = target {
         answer["datasource"] = json!({ "name": ds });
         answer["created_datasource"] = json!(false);
     }
     Ok(Json(answer).into_response())
-}
-
-/// Refuses a pushed pipe whose nodes do not plan with its parameters' defaults (an unknown
-/// table or column, a function Petrel lacks), as Tinybird refuses it when it is created; a
-/// deploy would otherwise keep a pipe nothing publishes without checking it.
-fn check_pipe_plans(
-    state: &AppState,
-    name: &str,
-    rel: &std::path::Path,
-    text: &str,
-) -> Result<(), ApiError> {
-    let root = state.runtime.project().root.clone();
-    let mut texts = admin::project_texts(&root).map_err(internal)?;
-    texts.insert(rel.to_string_lossy().into_owned(), text.to_string());
-    let (staged, _) = admin::stage(state, &texts)?.map_err(|errors| {
-        ApiError::bad_request(
-            errors
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
-    let defaults = staged
-        .build_parameter_sets(name)
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    staged
-        .render_pipe(name, &defaults)
-        .and_then(|rendered| staged.plan_rendered(name, &rendered))
-        .map(|_| ())
-        .map_err(|e| ApiError::bad_request(staged.relative_message(&e.to_string())))
 }
 
 /// Rewrites a pipe's datafile so that `node` (a name or a node id) is its endpoint, or so
@@ -394,35 +362,21 @@ async fn set_endpoint(
         lines.insert(end + 1, String::new());
     }
     let rel = datafile_path(state, Some(file), format!("pipes/{pipe_name}.pipe"));
-    push_datafile(state, rel, lines.join("\n") + "\n").await?;
-    let project = state.runtime.project();
-    let pipe = project
-        .pipes
-        .get(pipe_name)
-        .ok_or_else(|| ApiError::bad_request(format!("the pipe '{pipe_name}' did not load")))?;
-    Ok(Json(super::pipes::pipe_resource(&project, pipe)).into_response())
+    push(state, vec![(rel, Some(lines.join("\n") + "\n"))], None).await?;
+    Ok(Json(pipe_answer(state, pipe_name)?).into_response())
 }
 
-/// `POST /v0/pipes/NAME/nodes/NODE/endpoint` (admin): publishes the node as the endpoint.
-pub(super) async fn publish_endpoint(
+/// `POST /v0/pipes/NAME/nodes/NODE/endpoint` (admin) publishes the node as the endpoint;
+/// `DELETE` unpublishes the pipe.
+pub(super) async fn endpoint(
+    method: axum::http::Method,
     State(state): State<AppState>,
     Path((pipe, node)): Path<(String, String)>,
     Query(params): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    set_endpoint(&state, &pipe, &node, true).await
-}
-
-/// `DELETE /v0/pipes/NAME/nodes/NODE/endpoint` (admin): unpublishes the pipe.
-pub(super) async fn unpublish_endpoint(
-    State(state): State<AppState>,
-    Path((pipe, node)): Path<(String, String)>,
-    Query(params): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, &Scope::Admin)?;
-    set_endpoint(&state, &pipe, &node, false).await
+    set_endpoint(&state, &pipe, &node, method == axum::http::Method::POST).await
 }
 
 /// `PUT /v0/tokens/NAME?scope=..&scope=..` (admin; the scopes may also come as a form): sets
@@ -444,12 +398,7 @@ pub(super) async fn alter_token(
     }
     let params: BTreeMap<String, String> = pairs.iter().cloned().collect();
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let mut scopes = Vec::new();
-    for (_, v) in pairs.iter().filter(|(k, _)| k == "scope") {
-        scopes.push(super::parse_scope(v).ok_or_else(|| {
-            ApiError::bad_request(format!("unknown scope '{v}': use PIPES:READ:<pipe>, DATASOURCES:APPEND:<ds> or DATASOURCES:READ:<ds>"))
-        })?);
-    }
+    let scopes = super::scopes_in(&pairs)?;
     let declared = state.runtime.project().tokens.contains_key(&name);
     if !declared {
         let token = state
@@ -496,9 +445,13 @@ pub(super) async fn alter_token(
     let root = state.runtime.project().root.clone();
     let edits = edits
         .into_iter()
-        .filter_map(|(f, t)| f.strip_prefix(&root).ok().map(|r| (r.to_path_buf(), t)))
+        .filter_map(|(f, t)| {
+            f.strip_prefix(&root)
+                .ok()
+                .map(|r| (r.to_path_buf(), Some(t)))
+        })
         .collect();
-    push_datafiles(&state, edits).await?;
+    push(&state, edits, None).await?;
     let token = state
         .tokens
         .all()
@@ -547,18 +500,8 @@ pub(super) async fn delete_pipe(
                 ApiError::bad_request(format!("the pipe '{name}' is outside the project"))
             })?
     };
-    match admin::apply_edits(&state, vec![(rel, None)]).await? {
-        Outcome::Failed(errors) => Err(ApiError::bad_request(
-            errors
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
-        Outcome::Checked(_) | Outcome::Deployed(_) => {
-            Ok(axum::http::StatusCode::NO_CONTENT.into_response())
-        }
-    }
+    push(&state, vec![(rel, None)], None).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /v0/pipes/NAME/nodes/NODE/analysis` (admin): what `tb push` asks before pushing a
@@ -571,25 +514,17 @@ pub(super) async fn analyze_node(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let (rel, text) = {
-        let project = state.runtime.project();
-        let p = project
-            .pipes
-            .get(&pipe)
-            .ok_or_else(|| ApiError::not_found(format!("The pipe '{pipe}' does not exist")))?;
-        if !p.nodes.iter().any(|n| n.name == node) {
-            return Err(ApiError::not_found(format!(
-                "The pipe '{pipe}' has no node '{node}'"
-            )));
-        }
-        let rel = p
-            .file
-            .strip_prefix(&project.root)
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(format!("pipes/{pipe}.pipe")));
-        (rel, std::fs::read_to_string(&p.file).map_err(internal)?)
-    };
-    check_pipe_plans(&state, &pipe, &rel, &text)?;
+    let project = state.runtime.project();
+    let p = project
+        .pipes
+        .get(&pipe)
+        .ok_or_else(|| ApiError::not_found(format!("The pipe '{pipe}' does not exist")))?;
+    if !p.nodes.iter().any(|n| n.name == node) {
+        return Err(ApiError::not_found(format!(
+            "The pipe '{pipe}' has no node '{node}'"
+        )));
+    }
+    admin::plans_with_defaults(&project, &pipe).map_err(ApiError::bad_request)?;
     Ok(Json(json!({
         "analysis": {"pipe": {"name": pipe}, "node": {"name": node}},
         "warnings": [],

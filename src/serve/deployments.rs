@@ -67,28 +67,16 @@ impl Deployments {
     /// new deployment as clients read it.
     pub fn record(&self, report: &DeployReport) -> JsonValue {
         let mut records = self.lock();
-        let now = now_stamp();
         if records.is_empty() {
-            records.push(Record {
-                id: 0,
-                created_at: now.clone(),
-                updated_at: now.clone(),
-                live: true,
-                changes: json!({}),
-            });
+            records.push(seed());
         }
+        let now = now_stamp();
         for r in records.iter_mut().filter(|r| r.live) {
             r.live = false;
             r.updated_at = now.clone();
         }
         let id = records.last().map_or(1, |r| r.id + 1);
-        let record = Record {
-            id,
-            created_at: now.clone(),
-            updated_at: now,
-            live: true,
-            changes: serde_json::to_value(report).unwrap_or_default(),
-        };
+        let record = Record::new(id, true, serde_json::to_value(report).unwrap_or_default());
         records.push(record.clone());
         if let Err(e) = self.save(&records) {
             tracing::warn!(error = %e, "the deployment history was not saved");
@@ -137,16 +125,23 @@ impl Deployments {
     }
 }
 
+impl Record {
+    /// A deployment created now.
+    fn new(id: u64, live: bool, changes: JsonValue) -> Record {
+        let now = now_stamp();
+        Record {
+            id,
+            created_at: now.clone(),
+            updated_at: now,
+            live,
+            changes,
+        }
+    }
+}
+
 /// Deployment 0: the project the server started with, before any deploy.
 fn seed() -> Record {
-    let now = now_stamp();
-    Record {
-        id: 0,
-        created_at: now.clone(),
-        updated_at: now,
-        live: true,
-        changes: json!({}),
-    }
+    Record::new(0, true, json!({}))
 }
 
 /// A deployment as Tinybird's API describes it.
@@ -183,22 +178,19 @@ pub fn unrecorded(status: &str, report: Option<&DeployReport>, errors: JsonValue
     let changes = report
         .and_then(|r| serde_json::to_value(r).ok())
         .unwrap_or_else(|| json!({}));
-    let mut out = describe(&Record {
-        id: 0,
-        created_at: now_stamp(),
-        updated_at: now_stamp(),
-        live: false,
-        changes,
-    });
+    let mut out = describe(&Record::new(0, false, changes));
     out["id"] = JsonValue::Null;
     out["status"] = json!(status);
     out["errors"] = errors;
     out
 }
 
-fn parse_id(id: &str) -> Result<u64, ApiError> {
+/// The deployment `id` names, or a 404.
+fn find(state: &AppState, id: &str) -> Result<JsonValue, ApiError> {
     id.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no deployment '{id}'")))
+        .ok()
+        .and_then(|n| state.deployments.get(n))
+        .ok_or_else(|| ApiError::not_found(format!("there is no deployment '{id}'")))
 }
 
 /// `GET /v1/deployments[?include_deleted=true]` (admin): the live deployment, newest first,
@@ -223,10 +215,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let deployment = state
-        .deployments
-        .get(parse_id(&id)?)
-        .ok_or_else(|| ApiError::not_found(format!("there is no deployment '{id}'")))?;
+    let deployment = find(&state, &id)?;
     Ok(Json(json!({ "deployment": deployment })).into_response())
 }
 
@@ -239,10 +228,7 @@ pub async fn set_live(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let deployment = state
-        .deployments
-        .get(parse_id(&id)?)
-        .ok_or_else(|| ApiError::not_found(format!("there is no deployment '{id}'")))?;
+    let deployment = find(&state, &id)?;
     if deployment["live"] != json!(true) {
         return Err(ApiError::bad_request(format!(
             "deployment {id} was retired: Petrel makes each deployment live when it is created; deploy the project again to return to it"
@@ -260,10 +246,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    let deployment = state
-        .deployments
-        .get(parse_id(&id)?)
-        .ok_or_else(|| ApiError::not_found(format!("there is no deployment '{id}'")))?;
+    let deployment = find(&state, &id)?;
     if deployment["live"] == json!(true) {
         return Err(ApiError::bad_request(format!(
             "deployment {id} is live and cannot be deleted: deploy another project instead"

@@ -83,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/pipes", get(list_pipes).post(classic::create_pipe))
         .route(
             "/v0/pipes/{name}/nodes/{node}/endpoint",
-            post(classic::publish_endpoint).delete(classic::unpublish_endpoint),
+            post(classic::endpoint).delete(classic::endpoint),
         )
         .route("/v0/sql_tables", post(classic::sql_tables))
         .route(
@@ -376,6 +376,19 @@ async fn list_views(
     .into_response())
 }
 
+/// The `scope` parameters among `pairs`; an unknown scope is a 400.
+fn scopes_in(pairs: &[(String, String)]) -> Result<Vec<Scope>, ApiError> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| {
+            parse_scope(v).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown scope '{v}': use PIPES:READ:<pipe>, DATASOURCES:APPEND:<ds> or DATASOURCES:READ:<ds>"))
+            })
+        })
+        .collect()
+}
+
 /// `POST /v0/tokens?name=N&scope=PIPES:READ:pipe&scope=..` (admin): creates or updates a
 /// static token, kept across restarts.
 async fn create_token(
@@ -390,13 +403,7 @@ async fn create_token(
     let name = params
         .get("name")
         .ok_or_else(|| ApiError::bad_request("the 'name' parameter is required"))?;
-    let mut scopes = Vec::new();
-    for (k, v) in pairs.iter().filter(|(k, _)| k == "scope") {
-        let scope = parse_scope(v).ok_or_else(|| {
-            ApiError::bad_request(format!("unknown {k} '{v}': use PIPES:READ:<pipe>, DATASOURCES:APPEND:<ds> or DATASOURCES:READ:<ds>"))
-        })?;
-        scopes.push(scope);
-    }
+    let scopes = scopes_in(&pairs)?;
     if scopes.is_empty() {
         return Err(ApiError::bad_request("at least one 'scope' is required"));
     }

@@ -356,3 +356,34 @@ pub fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
     });
     url
 }
+
+/// Runs `tests/oracle/SCRIPT` under the Python with chdb (`PETREL_PYTHON`, which
+/// `scripts/test.sh` sets up) with `input` as JSON on its standard input; its standard output,
+/// after checking it succeeded.
+pub fn chdb_script(script: &str, input: &serde_json::Value) -> Vec<u8> {
+    let python = std::env::var_os("PETREL_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "PETREL_PYTHON is not set: run the tests through scripts/test.sh, which installs chdb"
+        )
+    });
+    let mut child = Command::new(python)
+        .arg(repo().join("tests/oracle").join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("the script reads its input");
+    let out = child.wait_with_output().expect("the script ends");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -8,23 +8,20 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, OrderByKind, SelectItem, SetExpr, TableFactor, TableWithJoins, WindowType,
+    self, visit_expressions, visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, OrderByKind, SelectItem, SetExpr, TableFactor,
+    TableWithJoins, WindowType,
 };
 
 use super::expr::{contains_aggregate, window_calls};
 
 /// True when `e` names one of `names` (an alias of the select list).
 fn references(e: &Expr, names: &BTreeSet<String>) -> bool {
-    let mut found = false;
-    let mut e = e.clone();
-    let _ = visit_expressions_mut(&mut e, |x| {
-        if let Expr::Identifier(id) = x {
-            found |= names.contains(&id.value);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    found
+    visit_expressions(e, |x| match x {
+        Expr::Identifier(id) if names.contains(&id.value) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 fn has_window(e: &Expr) -> bool {
