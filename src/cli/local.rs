@@ -48,6 +48,10 @@ pub struct StartArgs {
     /// How much change history views keep for resuming subscribers, in milliseconds.
     #[arg(long, default_value_t = 300_000)]
     retention_ms: u64,
+    /// The most bytes of change history each view keeps: a view that changes faster keeps
+    /// less than `--retention-ms`, and subscribers resuming before it get a fresh snapshot.
+    #[arg(long, default_value_t = petrel_view::CHANGE_LOG_BYTES)]
+    change_log_bytes: usize,
     /// How often views are snapshotted to storage, in milliseconds (0: never): a restart
     /// serves reads from the snapshots at once.
     #[arg(long, default_value_t = 30_000)]
@@ -187,6 +191,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             ..Default::default()
         },
         retention_ms: args.retention_ms,
+        change_log_bytes: args.change_log_bytes,
         view_idle_ms: args.view_idle_ms,
         replica: args.replica,
         snapshot_interval_ms: args.snapshot_interval_ms,

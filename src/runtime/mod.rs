@@ -95,6 +95,9 @@ pub struct RuntimeConfig {
     pub engine: EngineConfig,
     /// How much change history each view keeps for resuming subscribers, in milliseconds.
     pub retention_ms: u64,
+    /// The most bytes of change history each view keeps: a view that changes fast keeps
+    /// less than `retention_ms`, so its memory does not follow the ingest rate.
+    pub change_log_bytes: usize,
     /// A view that no subscriber holds and no request reads for this long is dropped.
     pub view_idle_ms: u64,
     /// Follow another server's datasource logs read-only (a read replica) instead of
@@ -134,6 +137,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             engine: EngineConfig::default(),
             retention_ms: 5 * 60 * 1000,
+            change_log_bytes: petrel_view::CHANGE_LOG_BYTES,
             view_idle_ms: 10 * 60 * 1000,
             replica: false,
             storage: StorageConfig::default(),
@@ -289,14 +293,17 @@ impl Runtime {
             views: views::Views::new(
                 engine,
                 storage.clone(),
-                config.retention_ms,
+                petrel_view::Retention {
+                    ms: config.retention_ms,
+                    bytes: config.change_log_bytes,
+                    ring: config.change_ring_batches,
+                },
                 views::QueryLimits {
                     timeout: std::time::Duration::from_millis(config.query_timeout_ms.max(1)),
                     max_rows: config.query_max_rows.max(1),
                     concurrent: config.max_concurrent_queries.max(1),
                 },
                 config.max_views,
-                config.change_ring_batches,
                 erased,
             ),
             ready: AtomicBool::new(false),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use petrel_engine::{row_order, Engine, RowBudget, ViewId};
 use petrel_sql::{Expr, Query};
 use petrel_value::{Column, Row, Value};
-use petrel_view::{KeyColumns, RowOrder, Ts, View};
+use petrel_view::{KeyColumns, Retention, RowOrder, Ts, View};
 
 use super::finish::{bind_order, finish, read_page};
 use super::RuntimeError;
@@ -328,14 +328,13 @@ pub struct Views {
     erased: Option<Erased>,
     engine: Arc<Engine>,
     storage: Arc<Storage>,
-    retention_ms: u64,
+    /// How much change history each view keeps.
+    retention: Retention,
     query_limits: QueryLimits,
     /// One permit per ad-hoc query allowed to run now.
     query_slots: Arc<tokio::sync::Semaphore>,
     /// The most views maintained at once (ad-hoc queries aside).
     max_views: usize,
-    /// How many change batches a live subscriber may fall behind.
-    change_ring: usize,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
@@ -394,21 +393,22 @@ impl Views {
     pub(super) fn new(
         engine: Arc<Engine>,
         storage: Arc<Storage>,
-        retention_ms: u64,
+        retention: Retention,
         query_limits: QueryLimits,
         max_views: usize,
-        change_ring: usize,
         erased: Option<Erased>,
     ) -> Views {
         Views {
             erased,
             engine,
             storage,
-            retention_ms,
+            retention: Retention {
+                ring: retention.ring.max(1),
+                ..retention
+            },
             query_slots: Arc::new(tokio::sync::Semaphore::new(query_limits.concurrent.max(1))),
             query_limits,
             max_views: max_views.max(1),
-            change_ring: change_ring.max(1),
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             adhoc: Mutex::new(BTreeMap::new()),
@@ -681,8 +681,7 @@ impl Views {
             plan.columns.clone(),
             KeyColumns(keys),
             order,
-            self.retention_ms,
-            self.change_ring,
+            self.retention,
         );
         if let Some(erased) = &self.erased {
             if let Some(durable) = erased.durable_for(&tables) {

@@ -93,6 +93,23 @@ impl Value {
         Value::String(SmolStr::new(s))
     }
 
+    /// About how many bytes the value takes in memory: itself, and what it keeps on the heap
+    /// (long strings, nested values). What bounds in-memory logs by bytes count.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::String(s) if s.is_heap_allocated() => s.len(),
+                Value::Array(items) | Value::Tuple(items) => {
+                    items.iter().map(Value::footprint).sum()
+                }
+                Value::Map(pairs) => pairs
+                    .iter()
+                    .map(|(k, v)| k.footprint() + v.footprint())
+                    .sum(),
+                _ => 0,
+            }
+    }
+
     /// A cheap prefix of the derived order (variant, then 64 bits of the value in an
     /// order-preserving encoding), and whether it is exact. When `a`'s prefix is below `b`'s
     /// then `a < b`; equal exact prefixes mean equal values; equal inexact ones say nothing.

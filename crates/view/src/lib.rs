@@ -22,6 +22,41 @@ use tokio::sync::{broadcast, watch};
 /// How many change batches a live subscriber may fall behind by default.
 pub const CHANGE_RING: usize = 1024;
 
+/// How many bytes of change history a view keeps by default for subscribers that resume.
+pub const CHANGE_LOG_BYTES: usize = 64 << 20;
+
+/// How much change history a view keeps: subscribers resume from it after a reconnect, and
+/// live subscribers read it as they fall behind. Both bounds hold: a view that changes fast
+/// keeps less than `ms` of history, so its memory follows its bytes, not its ingest rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Batches older than this (in milliseconds behind the newest) leave the log.
+    pub ms: u64,
+    /// The most bytes the log's changes may take; the oldest batches leave first.
+    pub bytes: usize,
+    /// How many batches a live subscriber may fall behind before it must catch up from a
+    /// snapshot.
+    pub ring: usize,
+}
+
+impl Retention {
+    /// Keeps `ms` of history, within the default byte bound and ring.
+    pub fn for_ms(ms: u64) -> Retention {
+        Retention {
+            ms,
+            bytes: CHANGE_LOG_BYTES,
+            ring: CHANGE_RING,
+        }
+    }
+}
+
+/// About how many bytes a change takes in memory: the row's values, what its strings and
+/// nested values keep on the heap, and the multiplicity.
+fn change_bytes(row: &Row) -> usize {
+    const CHANGE: usize = std::mem::size_of::<(Row, i64)>();
+    CHANGE + row.iter().map(Value::footprint).sum::<usize>()
+}
+
 pub use petrel_log::Ts;
 
 /// The consolidated changes of one view for all times in `[lower, upper)`.
@@ -64,7 +99,7 @@ pub struct View {
     columns: Vec<Column>,
     keys: KeyColumns,
     order: RowOrder,
-    retention_ms: u64,
+    retention: Retention,
     state: RwLock<State>,
     upper_tx: watch::Sender<Ts>,
     changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
@@ -84,7 +119,10 @@ struct State {
     /// While a view restored from a snapshot catches up: the engine's batches fold here,
     /// and readers keep the snapshot, until the engine's frontier passes the snapshot's.
     catching_up: Option<(Groups, Ts)>,
-    log: VecDeque<Arc<ChangeBatch>>,
+    /// Recent batches, each with about how many bytes its changes take.
+    log: VecDeque<(Arc<ChangeBatch>, usize)>,
+    /// The bytes of the batches in `log`.
+    log_bytes: usize,
     /// Changes below this time may have left the log.
     trimmed_upto: Ts,
     /// Frontiers strictly between these two that no subscriber may resume from: a previous
@@ -103,37 +141,33 @@ pub enum Resume {
 }
 
 impl View {
-    /// Creates an empty view with the given output columns, grouped by `keys`, keeping at
-    /// least `retention_ms` of change history for resuming subscribers. Rows are kept in
+    /// Creates an empty view with the given output columns, grouped by `keys`, keeping
+    /// up to `retention_ms` of change history for resuming subscribers. Rows are kept in
     /// their natural order; see [`View::ordered`].
     pub fn new(columns: Vec<Column>, keys: KeyColumns, retention_ms: u64) -> Arc<View> {
         View::ordered(
             columns,
             keys,
             RowOrder::natural(),
-            retention_ms,
-            CHANGE_RING,
+            Retention::for_ms(retention_ms),
         )
     }
 
     /// As [`View::new`], keeping each key's rows in `order` (the query's ORDER BY), so reads
-    /// of the first rows cost what they return.
-    /// `ring` is how many change batches a live subscriber may fall behind before it must
-    /// catch up from a snapshot.
+    /// of the first rows cost what they return, and keeping `retention` of change history.
     pub fn ordered(
         columns: Vec<Column>,
         keys: KeyColumns,
         order: RowOrder,
-        retention_ms: u64,
-        ring: usize,
+        retention: Retention,
     ) -> Arc<View> {
         let (upper_tx, _) = watch::channel(0);
-        let (changes_tx, _) = broadcast::channel(ring.max(1));
+        let (changes_tx, _) = broadcast::channel(retention.ring.max(1));
         Arc::new(View {
             columns,
             keys,
             order,
-            retention_ms,
+            retention,
             state: RwLock::new(State::default()),
             upper_tx,
             changes_tx,
@@ -189,11 +223,18 @@ impl View {
                 None => state.upper = state.upper.max(upper),
             }
             if !batch.changes.is_empty() {
-                state.log.push_back(batch.clone());
-                let horizon = upper.saturating_sub(self.retention_ms);
-                while state.log.len() > 1 && state.log.front().is_some_and(|b| b.upper < horizon) {
-                    if let Some(old) = state.log.pop_front() {
+                let bytes = batch.changes.iter().map(|(r, _)| change_bytes(r)).sum();
+                state.log.push_back((batch.clone(), bytes));
+                state.log_bytes += bytes;
+                let horizon = upper.saturating_sub(self.retention.ms);
+                while state.log.len() > 1
+                    && state.log.front().is_some_and(|(b, _)| {
+                        b.upper < horizon || state.log_bytes > self.retention.bytes
+                    })
+                {
+                    if let Some((old, bytes)) = state.log.pop_front() {
                         state.trimmed_upto = old.upper;
+                        state.log_bytes -= bytes;
                     }
                 }
                 // Sent under the lock so that a subscriber that snapshots under the read lock
@@ -351,8 +392,8 @@ impl View {
                 state
                     .log
                     .iter()
-                    .filter(|b| b.upper > since)
-                    .cloned()
+                    .filter(|(b, _)| b.upper > since)
+                    .map(|(b, _)| b.clone())
                     .collect(),
             )
         };
@@ -561,8 +602,7 @@ mod tests {
                 }],
                 Arc::new(|r: &Row| vec![r[1].clone()]),
             ),
-            1_000,
-            CHANGE_RING,
+            Retention::for_ms(1_000),
         );
         let mut changes: Vec<(Row, i64)> = (0..100).map(|i| (row("a", i), 1)).collect();
         changes.push((row("a", 50), 1));
@@ -606,5 +646,39 @@ mod tests {
             Resume::TooOld => panic!("recent time must resume"),
         }
         assert!(matches!(v.resume(100).0, Resume::TooOld));
+    }
+
+    /// A view that changes fast keeps the newest batches that fit its byte bound, whatever
+    /// its time retention: resuming within them works, resuming before them needs a snapshot.
+    #[test]
+    fn the_change_log_keeps_to_its_byte_bound() {
+        let per_batch = 10 * change_bytes(&row("a", 0));
+        let v = View::ordered(
+            view().columns().to_vec(),
+            KeyColumns(vec![0]),
+            RowOrder::natural(),
+            Retention {
+                ms: 3_600_000,
+                bytes: 5 * per_batch,
+                ring: CHANGE_RING,
+            },
+        );
+        for i in 0..100u64 {
+            v.apply(ChangeBatch {
+                lower: i,
+                upper: i + 1,
+                changes: (0..10)
+                    .map(|n| (row("a", (i * 10 + n) as i64), 1))
+                    .collect(),
+            });
+        }
+        match v.resume(95).0 {
+            Resume::Changes(b) => assert_eq!(b.len(), 5, "the five newest batches fit"),
+            Resume::TooOld => panic!("the newest batches must resume"),
+        }
+        assert!(matches!(v.resume(94).0, Resume::TooOld));
+        assert!(matches!(v.resume(10).0, Resume::TooOld));
+        // The index itself keeps every row.
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows.len(), 1_000);
     }
 }
