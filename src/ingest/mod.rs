@@ -3,6 +3,7 @@
 //! Rows that do not fit their datasource's schema go to its quarantine table.
 
 mod cells;
+mod flat_json;
 mod ndjson;
 pub mod parquet;
 

@@ -97,12 +97,15 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// Parses `YYYY-MM-DD[ T]hh:mm:ss[.fraction][Z]` (or a bare date, at midnight) into ticks of
 /// `10^-precision` seconds. Also accepts a plain integer of seconds since the epoch.
 pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
+    let scale = 10i64.pow(precision as u32);
+    if let Some(secs) = parse_plain_datetime(s.as_bytes()) {
+        return Some(secs * scale);
+    }
     let s = s.trim();
     // Times are ASCII; anything else is not one (and must not be sliced by bytes).
     if !s.is_ascii() {
         return None;
     }
-    let scale = 10i64.pow(precision as u32);
     if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && s.len() != 10 {
         return s.parse::<i64>().ok().map(|v| v * scale);
     }
@@ -149,6 +152,32 @@ pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
     Some(secs * scale + frac_ticks)
 }
 
+/// Reads exactly `YYYY-MM-DD hh:mm:ss` (or with `T`), the form most events carry, digit by
+/// digit into seconds; `None` for anything else (which the general reader then reads).
+fn parse_plain_datetime(b: &[u8]) -> Option<i64> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b' ' | b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (h, mi, se) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let (m, d) = (u32::try_from(m).ok()?, u32::try_from(d).ok()?);
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
 fn parse_offset(s: &str) -> Option<i64> {
     if s.is_empty() {
         return Some(0);
@@ -170,6 +199,39 @@ fn parse_offset(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digit-by-digit reader of the common form agrees with the general reader, and
+    /// leaves every other form (and every invalid time) to it.
+    #[test]
+    fn plain_datetimes_read_as_the_general_reader_reads_them() {
+        for s in [
+            "2024-06-01 00:00:00",
+            "2024-02-29T23:59:59",
+            "1969-12-31 23:59:60",
+            "0001-01-01 00:00:00",
+        ] {
+            let plain = parse_plain_datetime(s.as_bytes());
+            assert!(plain.is_some(), "{s}");
+            let general = parse_datetime(&format!(" {s} "), 0);
+            assert_eq!(plain, general, "{s}");
+        }
+        for s in [
+            "2023-02-29 00:00:00",
+            "2024-13-01 00:00:00",
+            "2024-06-01 24:00:00",
+            "2024-06-01 00:60:00",
+            "2024-06-0a 00:00:00",
+            "2024-06-01+00:00:00",
+            "2024-06-01 00:00:0",
+            "+024-06-01 00:00:00",
+        ] {
+            assert_eq!(parse_plain_datetime(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(
+            parse_datetime("2024-06-01 00:00:00", 3),
+            Some(1_717_200_000_000)
+        );
+    }
 
     #[test]
     fn civil_round_trip() {
