@@ -20,6 +20,7 @@ use petrel_value::Row;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
 
 use crate::guard::Guard;
@@ -48,8 +49,12 @@ pub trait KeyedState: 'static {
     fn is_empty(&self) -> bool;
 }
 
+/// An update with its key and the key's hash ([`route`]), computed once: the exchange sends
+/// it by the hash, and the fold finds the key's state by it.
+type Routed<U> = (u64, Row, U);
+
 /// Updates waiting for their time to complete, by time, with a capability to emit at it.
-type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<((Row, U), isize)>)>;
+type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<(Routed<U>, isize)>)>;
 
 /// How a key touched in the time being folded will say what changed.
 enum Touched {
@@ -89,9 +94,13 @@ impl<S: KeyedState> States<S> {
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
     /// the state's own delta when it can give one, else its output rows before the time.
-    fn fold(&mut self, fresh: &impl Fn() -> S, (key, update): (Row, S::Update), diff: isize) {
+    fn fold(
+        &mut self,
+        fresh: &impl Fn() -> S,
+        (hash, key, update): Routed<S::Update>,
+        diff: isize,
+    ) {
         let States { slots, touched } = self;
-        let hash = route(&key);
         let entry = match slots.entry(hash, |(k, _)| *k == key, |(k, _)| route(k)) {
             hash_table::Entry::Occupied(o) => o.into_mut(),
             hash_table::Entry::Vacant(v) => v
@@ -205,9 +214,10 @@ where
     S: KeyedState,
     F: Fn() -> S + 'static,
 {
-    let pact = Exchange::new(|(d, _, _): &((Row, S::Update), u64, isize)| route(&d.0));
+    let pact = Exchange::new(|(d, _, _): &(Routed<S::Update>, u64, isize)| d.0);
     input
         .inner
+        .map(|((key, update), time, diff)| ((route(&key), key, update), time, diff))
         .unary_frontier::<CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _>(
             pact,
             "FoldByKey",

@@ -31,12 +31,16 @@ pub(crate) struct Group {
 /// Rows by key, in shards.
 pub(crate) struct Groups {
     shards: Vec<FxHashMap<Row, Group>>,
+    /// Each shard's copy of the view's order (made at the first fold): the threads that fold
+    /// shards at once count their entries' references on different copies.
+    orders: Vec<RowOrder>,
 }
 
 impl Default for Groups {
     fn default() -> Self {
         Groups {
             shards: (0..SHARDS).map(|_| FxHashMap::default()).collect(),
+            orders: Vec::new(),
         }
     }
 }
@@ -169,6 +173,9 @@ impl Groups {
         if changes.is_empty() {
             return;
         }
+        if self.orders.len() != SHARDS {
+            self.orders = (0..SHARDS).map(|_| order.detached()).collect();
+        }
         let mut picks: Vec<Vec<usize>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for (n, (row, _)) in changes.iter().enumerate() {
             picks[row_shard(keys, row)].push(n);
@@ -176,12 +183,13 @@ impl Groups {
         let items = self
             .shards
             .iter_mut()
+            .zip(&self.orders)
             .zip(picks)
             .filter(|(_, picked)| !picked.is_empty())
             .map(|(shard, picked)| (picked.len(), (shard, picked)))
             .collect();
         let parallel = changes.len() >= PARALLEL_MIN_CHANGES;
-        run_weighted(parallel, items, |(shard, picked)| {
+        run_weighted(parallel, items, |((shard, order), picked)| {
             fold_shard(shard, keys, order, picked.iter().map(|&n| &changes[n]));
         });
     }
