@@ -106,19 +106,47 @@ fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T
     });
 }
 
-/// Sums the multiplicities of equal rows and drops the ones that cancel, leaving the rows
-/// by key, then by row: one run per key.
+/// A hash of a row's values in order (the key's hash when given its key columns' values).
+fn hash_values<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> u64 {
+    let mut h = FxHasher::default();
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Sums the multiplicities of equal rows and drops the ones that cancel, leaving each key's
+/// rows together (a key whose hash collides with another's may take several runs). Rows are
+/// ordered by their key's hash and their own hash,
+/// integers compared at once; values are compared only where both hashes tie, so a batch costs
+/// a hash per row and a sort of integers, not a sort comparing rows value by value.
 fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
-    changes.sort_unstable_by(|(a, _), (b, _)| {
-        keys.0
-            .iter()
-            .map(|&i| a.get(i).cmp(&b.get(i)))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| a.cmp(b))
+    let mut order: Vec<(u64, u64, usize)> = changes
+        .iter()
+        .enumerate()
+        .map(|(n, (row, _))| {
+            let key = hash_values(keys.0.iter().map(|&i| row.get(i)));
+            (key, hash_values(row.iter().map(Some)), n)
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+            let (ra, rb) = (&changes[a.2].0, &changes[b.2].0);
+            keys.0
+                .iter()
+                .map(|&i| ra.get(i).cmp(&rb.get(i)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| ra.cmp(rb))
+        })
     });
-    let mut out: Vec<(Row, i64)> = Vec::with_capacity(changes.len());
-    for (row, diff) in changes.drain(..) {
+    let mut taken: Vec<Option<(Row, i64)>> =
+        std::mem::take(changes).into_iter().map(Some).collect();
+    let mut out: Vec<(Row, i64)> = Vec::with_capacity(taken.len());
+    for (_, _, n) in order {
+        let Some((row, diff)) = taken[n].take() else {
+            continue;
+        };
         match out.last_mut() {
             Some((last, sum)) if *last == row => *sum += diff,
             _ => {

@@ -185,8 +185,9 @@ impl View {
     }
 
     /// Consolidates changes (sums the multiplicities of equal rows, drops zeros) into the
-    /// order [`View::apply`] folds fastest: by key, then by row, so each key's group is
-    /// found once per batch instead of once per change.
+    /// order [`View::apply`] folds fastest: each key's changes together, so its group is
+    /// found once per batch instead of once per change (keys whose 64-bit hashes collide may
+    /// take a few runs; they fold the same).
     pub fn consolidate(&self, changes: &mut Vec<(Row, i64)>) {
         groups::consolidate(&self.keys, changes);
     }
