@@ -50,6 +50,18 @@ impl Retention {
     }
 }
 
+/// About how many bytes a batch's changes take: measured on at most 64 of them, spread over
+/// the batch, and scaled to its length (rows of one view are alike), so a large batch is not
+/// read a second time just to be counted.
+fn batch_bytes(changes: &[(Row, i64)]) -> usize {
+    let step = (changes.len() / 64).max(1);
+    let (counted, bytes) = changes
+        .iter()
+        .step_by(step)
+        .fold((0, 0), |(n, b), (row, _)| (n + 1, b + change_bytes(row)));
+    (bytes * changes.len()).checked_div(counted).unwrap_or(0)
+}
+
 /// About how many bytes a change takes in memory: the row's values, what its strings and
 /// nested values keep on the heap, and the multiplicity.
 fn change_bytes(row: &Row) -> usize {
@@ -224,7 +236,7 @@ impl View {
                 None => state.upper = state.upper.max(upper),
             }
             if !batch.changes.is_empty() {
-                let bytes = batch.changes.iter().map(|(r, _)| change_bytes(r)).sum();
+                let bytes = batch_bytes(&batch.changes);
                 state.log.push_back((batch.clone(), bytes));
                 state.log_bytes += bytes;
                 let horizon = upper.saturating_sub(self.retention.ms);
