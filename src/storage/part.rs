@@ -206,6 +206,70 @@ fn encode_value(v: &Value) -> Result<Vec<u8>, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("cannot encode a value: {e}")))
 }
 
+/// The smallest and largest value of `values` by `key` (the first of equals), if any.
+fn least_and_greatest<T: Copy, K: Ord>(
+    mut values: impl Iterator<Item = T>,
+    key: impl Fn(T) -> K,
+) -> Option<(T, T)> {
+    let first = values.next()?;
+    Some(values.fold((first, first), |(least, greatest), v| {
+        (
+            if key(v) < key(least) { v } else { least },
+            if key(v) > key(greatest) { v } else { greatest },
+        )
+    }))
+}
+
+/// The smallest and largest non-NULL value of a typed column, read from its Arrow array
+/// (one column's values in a row, not each row's values in turn); the outer `None` for the
+/// kinds whose statistics are read from the rows. Values compare as [`Value`] orders them.
+fn array_extremes(array: &ArrayRef, kind: Kind) -> Option<Option<(Value, Value)>> {
+    fn pair<T>(found: Option<(T, T)>, wrap: impl Fn(T) -> Value) -> Option<(Value, Value)> {
+        found.map(|(least, greatest)| (wrap(least), wrap(greatest)))
+    }
+    let any = array.as_any();
+    Some(match kind {
+        Kind::Int | Kind::DateTime | Kind::DateTime64(_) => {
+            let values = any.downcast_ref::<Int64Array>()?;
+            let found = least_and_greatest(values.iter().flatten(), |v| v);
+            match kind {
+                Kind::Int => pair(found, Value::Int),
+                Kind::DateTime => pair(found, Value::DateTime),
+                Kind::DateTime64(p) => pair(found, |v| Value::DateTime64(v, p)),
+                _ => return None,
+            }
+        }
+        Kind::UInt => {
+            let values = any.downcast_ref::<UInt64Array>()?;
+            pair(
+                least_and_greatest(values.iter().flatten(), |v| v),
+                Value::UInt,
+            )
+        }
+        Kind::Date => {
+            let values = any.downcast_ref::<Int32Array>()?;
+            pair(
+                least_and_greatest(values.iter().flatten(), |v| v),
+                Value::Date,
+            )
+        }
+        Kind::Float => {
+            let values = any.downcast_ref::<Float64Array>()?;
+            pair(least_and_greatest(values.iter().flatten(), F64), |v| {
+                Value::Float(F64(v))
+            })
+        }
+        Kind::Str => {
+            let values = any.downcast_ref::<StringArray>()?;
+            pair(
+                least_and_greatest(values.iter().flatten(), |v| v),
+                Value::str,
+            )
+        }
+        Kind::Bool | Kind::Uuid | Kind::Encoded => return None,
+    })
+}
+
 fn build_column(rows: &[PartRow], c: usize, kind: Kind) -> Result<ArrayRef, StorageError> {
     let cells = rows.iter().map(|r| match r.row.get(c) {
         None | Some(Value::Null) => None,
@@ -362,8 +426,21 @@ impl PartWriter {
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
         ];
         for (c, kind) in self.kinds.iter().enumerate() {
-            columns.push(build_column(rows, c, *kind)?);
+            let array = build_column(rows, c, *kind)?;
             let stats = &mut self.stats[c];
+            if let Some(found) = array_extremes(&array, *kind) {
+                if let Some((least, greatest)) = found {
+                    if stats.min.as_ref().is_none_or(|m| least < *m) {
+                        stats.min = Some(least);
+                    }
+                    if stats.max.as_ref().is_none_or(|m| greatest > *m) {
+                        stats.max = Some(greatest);
+                    }
+                }
+                columns.push(array);
+                continue;
+            }
+            columns.push(array);
             // The prefixes settle almost every comparison without comparing values.
             let prefix = |m: &Option<Value>| m.as_ref().map(|v| v.order_prefix().0);
             let (mut min_prefix, mut max_prefix) = (prefix(&stats.min), prefix(&stats.max));
@@ -630,6 +707,68 @@ mod tests {
     }
 
     use super::*;
+
+    /// A part's statistics read from its typed Arrow columns equal the smallest and largest
+    /// values of its rows, as `Value` orders them, across chunks written one at a time.
+    #[test]
+    fn statistics_equal_the_rows_extremes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let strings = ["", "a", "a\0", "zz", "US", "é"];
+        let mut rows = Vec::new();
+        for n in 0..3_000u64 {
+            let maybe = |v: Value, rng: &mut rand::rngs::StdRng| {
+                if rng.random_range(0..7) == 0 {
+                    Value::Null
+                } else {
+                    v
+                }
+            };
+            let row = vec![
+                maybe(Value::Int(rng.random_range(-500..500)), &mut rng),
+                maybe(Value::UInt(rng.random_range(0..1_000)), &mut rng),
+                maybe(
+                    Value::Float(F64(rng.random_range(-4..4) as f64 / 3.0)),
+                    &mut rng,
+                ),
+                maybe(
+                    Value::str(strings[rng.random_range(0..strings.len())]),
+                    &mut rng,
+                ),
+                maybe(Value::Date(rng.random_range(0..20_000)), &mut rng),
+                maybe(
+                    Value::DateTime(rng.random_range(0..2_000_000_000)),
+                    &mut rng,
+                ),
+                maybe(Value::DateTime64(rng.random_range(-9..9), 3), &mut rng),
+            ];
+            rows.push(PartRow {
+                seq: n,
+                ts: n,
+                diff: 1,
+                row,
+            });
+        }
+        let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        let kinds = (0..names.len()).map(|c| column_kind(&rows, c)).collect();
+        let mut writer = PartWriter::new(&names, kinds).unwrap();
+        for chunk in rows.chunks(700) {
+            writer.write(chunk).unwrap();
+        }
+        let encoded = writer.finish().unwrap();
+        for c in 0..names.len() {
+            let values = rows
+                .iter()
+                .filter_map(|r| r.row.get(c))
+                .filter(|v| !v.is_null());
+            assert_eq!(
+                encoded.stats[c].min.as_ref(),
+                values.clone().min(),
+                "column {c}"
+            );
+            assert_eq!(encoded.stats[c].max.as_ref(), values.max(), "column {c}");
+        }
+    }
 
     #[test]
     fn every_kind_of_value_round_trips() {
