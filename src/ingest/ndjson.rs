@@ -243,18 +243,13 @@ impl Reader {
     }
 
     fn read(self, ty: &ColumnType, text: &str) -> Option<Value> {
-        let quoted = || {
-            text.strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .filter(|inner| !inner.contains('\\'))
-        };
         let direct = match self {
-            Reader::Text => quoted().map(Value::from),
+            Reader::Text => unescaped_string(text).map(Value::from),
             Reader::Integer => text
                 .parse::<i64>()
                 .ok()
                 .and_then(|i| ty.coerce(&Value::Int(i))),
-            Reader::DateTime => quoted()
+            Reader::DateTime => unescaped_string(text)
                 .filter(|inner| !inner.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|inner| petrel_value::time::parse_datetime(inner, 0))
                 .map(Value::DateTime),
@@ -262,6 +257,14 @@ impl Reader {
         };
         direct.or_else(|| convert(ty, text))
     }
+}
+
+/// The text of a raw JSON string that has no escapes (valid JSON already, so its text between
+/// the quotes is its value).
+fn unescaped_string(text: &str) -> Option<&str> {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .filter(|inner| !inner.contains('\\'))
 }
 
 /// Converts one raw JSON value to a column type.
@@ -286,9 +289,9 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
     }
     if text.starts_with('"') {
         // The raw value is valid JSON already: a string without escapes is its own text.
-        let s: Cow<str> = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-            Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
-            _ => serde_json::from_str(text).ok()?,
+        let s: Cow<str> = match unescaped_string(text) {
+            Some(inner) => Cow::Borrowed(inner),
+            None => serde_json::from_str(text).ok()?,
         };
         return match ty.base() {
             ColumnType::String => Some(Value::from(s.as_ref())),

@@ -48,11 +48,7 @@ impl Default for Groups {
 /// The shard of a key, from its values in order (the same for a key and for the key
 /// columns of a row).
 fn shard_of<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> usize {
-    let mut h = FxHasher::default();
-    for v in values {
-        v.hash(&mut h);
-    }
-    (h.finish() >> 32) as usize % SHARDS
+    (hash_values(values) >> 32) as usize % SHARDS
 }
 
 /// The shard of a row's key.

@@ -489,19 +489,13 @@ mod tests {
     /// sizes: a small batch (done on the calling thread) and a large one (on every core).
     #[test]
     fn consolidation_groups_changes_by_key_and_cancels() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::order::xorshift(0x1234_5678_9abc_def1u64);
         for size in [500, 20_000] {
             let v = view();
             let mut raw = Vec::new();
             for _ in 0..size {
                 let k = format!("k{}", next() % 97);
-                let diff = if next() % 3 == 0 { -1 } else { 1 };
+                let diff = if next().is_multiple_of(3) { -1 } else { 1 };
                 raw.push((row(&k, (next() % 6) as i64), diff));
             }
             let mut expected: BTreeMap<Row, i64> = BTreeMap::new();

@@ -303,6 +303,17 @@ fn compare(x: &Value, y: &Value, d: SortDirection) -> Ordering {
     }
 }
 
+/// A seeded xorshift generator: the tests' random inputs, the same on every run.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,13 +356,7 @@ mod tests {
     /// several items in mixed directions (ties, NULLs, rows shorter than a sort column).
     #[test]
     fn column_orders_equal_computed_orders() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let directions = vec![
             SortDirection {
                 desc: true,
@@ -381,7 +386,7 @@ mod tests {
                 },
                 Value::Int((next() % 3) as i64),
             ];
-            if next() % 5 != 0 {
+            if !next().is_multiple_of(5) {
                 row.push(match next() % 4 {
                     0 => Value::Null,
                     _ => Value::Int((next() % 4) as i64 - 1),
@@ -405,13 +410,7 @@ mod tests {
     /// of different kinds tie), floats, strings around the seven-byte limit, and NULLs.
     #[test]
     fn two_item_hints_order_as_the_values_do() {
-        let mut seed = 0x0bad_5eed_1234_5678u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x0bad_5eed_1234_5678u64);
         let strings = [
             "",
             "a",
@@ -462,13 +461,7 @@ mod tests {
     /// numbers of every kind, strings with shared prefixes, NULLs and both directions.
     #[test]
     fn hints_order_as_the_values_do() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let strings = [
             "",
             "a",
