@@ -9,12 +9,16 @@
 //!   replayed from their [`SourceLog`]s, then follows live inserts. Its output is exchanged to
 //!   worker 0, which publishes [`petrel_view::ChangeBatch`]es into the [`petrel_view::View`];
 //!   serving reads the view, never the workers.
-//! - **Many processes later**: inputs enter on any worker and are exchanged by key inside the
-//!   dataflow, and the clock reaches workers only as input frontiers, so timely's cluster mode
-//!   is a configuration change, not a rewrite.
+//! - **Many processes** ([`Cluster`]): inputs enter on the workers of the process that received
+//!   them and are exchanged by key inside the dataflow; each process's clock reaches its
+//!   workers as input frontiers, so a view's frontier is the slowest clock's. Process 0 alone
+//!   installs and drops views (the other processes forward what would install one) and sends
+//!   each command through the [`control`] stream, so every worker builds the same dataflows
+//!   in the same order. A view's rows are published on process 0.
 
 mod accum;
 mod aggregate;
+mod control;
 mod guard;
 mod keyed;
 mod render;
@@ -71,6 +75,8 @@ pub struct EngineConfig {
     /// is collapsed at the start of this window). Within it, a view installed after a restart
     /// publishes the same changes at the same times as before, so subscribers resume exactly.
     pub history_ms: u64,
+    /// The processes of a cluster and which one this is; `None` for a single process.
+    pub cluster: Option<Cluster>,
 }
 
 impl Default for EngineConfig {
@@ -79,8 +85,19 @@ impl Default for EngineConfig {
             workers: 1,
             tick: Duration::from_millis(10),
             history_ms: 5 * 60 * 1000,
+            cluster: None,
         }
     }
+}
+
+/// One process of a timely cluster: every process runs `workers` threads and connects to
+/// every other over TCP.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// Every process's cluster address (`host:port`), in process order.
+    pub addresses: Vec<String>,
 }
 
 /// What a worker is told to do, in the same order on every worker.
@@ -95,6 +112,8 @@ pub(crate) enum Command {
         ts: Ts,
     },
     Advance(Ts),
+    /// Send a command to the other processes (process 0's first worker).
+    Control(control::Control),
     Shutdown,
 }
 
@@ -114,6 +133,9 @@ pub(crate) struct InstallSpec {
 }
 
 struct Clock {
+    /// This process and how many there are (1 and 0 for a single process).
+    processes: usize,
+    process: usize,
     open: Ts,
     /// A replica's cap on the open tick: the writer's durable frontier.
     hold: Option<Ts>,
@@ -130,6 +152,8 @@ pub struct Engine {
     clock: Mutex<Clock>,
     threads: Arc<Mutex<Vec<Thread>>>,
     guards: Mutex<Option<timely::communication::WorkerGuards<()>>>,
+    /// Why the workers stopped (a lost cluster peer, a panic), once they have.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 fn wall_ms() -> Ts {
@@ -140,7 +164,8 @@ fn wall_ms() -> Ts {
 }
 
 impl Engine {
-    /// Starts the workers and the clock.
+    /// Starts the workers and the clock. In a cluster this returns once every process is
+    /// connected.
     pub fn start(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
         let workers = config.workers.max(1);
         let mut senders = Vec::new();
@@ -150,20 +175,59 @@ impl Engine {
             senders.push(tx);
             receivers.push(Some(rx));
         }
+        let (process, processes) = match &config.cluster {
+            Some(c) => (c.process, c.addresses.len().max(1)),
+            None => (0, 1),
+        };
+        let timely_config = match &config.cluster {
+            Some(c) if processes > 1 => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+            _ => timely::Config::process(workers),
+        };
+        let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        if processes > 1 {
+            record_worker_panics(failure.clone());
+        }
         let receivers = Arc::new(Mutex::new(receivers));
         let threads = Arc::new(Mutex::new(Vec::new()));
         let worker_threads = threads.clone();
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
-            let index = worker.index();
-            let rx = lock(&receivers)[index].take();
+        let engine_cell: Arc<std::sync::OnceLock<Weak<Engine>>> = Arc::default();
+        let cell = engine_cell.clone();
+        let guards = timely::execute(timely_config, move |worker| {
+            let local = worker.index() % workers;
+            let rx = lock(&receivers)[local].take();
             lock(&worker_threads).push(std::thread::current());
+            let followers = if worker.index() == 0 {
+                (1..processes).map(|p| (p * workers) as u64).collect()
+            } else {
+                Vec::new()
+            };
+            let port = control::ControlPort::build(worker, followers);
+            let cell = cell.clone();
+            let apply = move |command: control::Control| match cell.get().and_then(Weak::upgrade) {
+                Some(engine) => {
+                    engine.apply(command);
+                    true
+                }
+                None => false,
+            };
             if let Some(rx) = rx {
-                worker::run(worker, rx);
+                worker::run(worker, rx, port, (local, workers), &apply);
             }
         })
         .map_err(EngineError::Stopped)?;
         let engine = Arc::new(Engine {
             clock: Mutex::new(Clock {
+                processes,
+                process,
                 open: wall_ms(),
                 hold: None,
                 history_ms: config.history_ms,
@@ -175,13 +239,47 @@ impl Engine {
             }),
             threads,
             guards: Mutex::new(Some(guards)),
+            failure,
         });
+        let _ = engine_cell.set(Arc::downgrade(&engine));
         let weak = Arc::downgrade(&engine);
         std::thread::Builder::new()
             .name("petrel-clock".into())
             .spawn(move || run_clock(weak, config.tick))
             .map_err(|e| EngineError::Stopped(e.to_string()))?;
         Ok(engine)
+    }
+
+    /// Why the workers stopped, once they have: in a cluster, a lost peer stops every
+    /// process's workers (timely cannot lose a process mid-computation), and the server
+    /// reports it and refuses writes until the cluster is restarted.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    /// This process's index and the number of processes (0 and 1 outside a cluster).
+    pub fn process(&self) -> (usize, usize) {
+        let clock = lock(&self.clock);
+        (clock.process, clock.processes)
+    }
+
+    /// Applies a command process 0 sent (on the other processes' first workers).
+    fn apply(&self, command: control::Control) {
+        match command {
+            control::Control::Install {
+                id,
+                plan,
+                floor,
+                budget,
+            } => {
+                let budget = budget.map(RowBudget::new);
+                let view = View::new(plan.columns.clone(), petrel_view::KeyColumns(Vec::new()), 0);
+                if let Err(e) = self.install_spec(Some(id), *plan, view, Some(floor), budget) {
+                    tracing::error!(view = id, error = %e, "installing a view process 0 sent failed");
+                }
+            }
+            control::Control::Drop(id) => self.drop_view(id),
+        }
     }
 
     fn wake(&self) {
@@ -341,37 +439,78 @@ impl Engine {
         floor: Option<Ts>,
         budget: Option<Arc<RowBudget>>,
     ) -> Result<ViewId, EngineError> {
+        self.install_spec(None, plan, view, floor, budget)
+    }
+
+    /// Installs a view on this process's workers: with `id` `None` a view of this process's
+    /// own (process 0 then sends it to the others), else one process 0 sent, whose history
+    /// before `floor` is replayed at `floor` exactly as process 0 does. A datasource this
+    /// process does not know yet has no history here.
+    fn install_spec(
+        &self,
+        id: Option<ViewId>,
+        plan: Plan,
+        view: Arc<View>,
+        floor: Option<Ts>,
+        budget: Option<Arc<RowBudget>>,
+    ) -> Result<ViewId, EngineError> {
+        let remote = id.is_some();
         let mut tables = BTreeSet::new();
         scanned_tables(&plan, &mut tables);
         let mut clock = lock(&self.clock);
+        if !remote && clock.process != 0 {
+            return Err(EngineError::Stopped(
+                "views are installed by process 0 of the cluster".into(),
+            ));
+        }
         let mut history = Vec::new();
         for t in &tables {
-            let log = clock
-                .sources
-                .get(t)
-                .cloned()
-                .ok_or_else(|| EngineError::UnknownDatasource(t.clone()))?;
-            // Taken here, once for every worker: each replays its share of the same units.
-            let upto = log.len();
-            history.push((t.clone(), log.history(upto)));
+            match clock.sources.get(t).cloned() {
+                Some(log) => {
+                    // Taken here, once for every worker: each replays its share of the units.
+                    let upto = log.len();
+                    history.push((t.clone(), log.history(upto)));
+                }
+                None if remote => history.push((t.clone(), Arc::new(NoHistory) as _)),
+                None => return Err(EngineError::UnknownDatasource(t.clone())),
+            }
         }
-        let id = clock.next_view;
-        clock.next_view += 1;
+        let id = id.unwrap_or_else(|| {
+            let id = clock.next_view;
+            clock.next_view += 1;
+            id
+        });
+        let floor = match (remote, floor) {
+            (true, Some(floor)) => floor.min(clock.open),
+            (_, floor) => clock
+                .open
+                .saturating_sub(clock.history_ms)
+                .max(floor.unwrap_or(0))
+                .min(clock.open),
+        };
+        let limit = budget.as_ref().map(|b| b.limit());
         let spec = Arc::new(InstallSpec {
             id,
             plan,
             view,
             as_of: clock.open,
-            floor: clock
-                .open
-                .saturating_sub(clock.history_ms)
-                .max(floor.unwrap_or(0))
-                .min(clock.open),
+            floor,
             history,
             budget,
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))
+                .map_err(|e| EngineError::Stopped(e.to_string()))?;
+        }
+        if clock.processes > 1 && !remote {
+            let command = control::Control::Install {
+                id,
+                plan: Box::new(spec.plan.clone()),
+                floor,
+                budget: limit,
+            };
+            clock.senders[0]
+                .send(Command::Control(command))
                 .map_err(|e| EngineError::Stopped(e.to_string()))?;
         }
         clock.views.insert(id, tables);
@@ -380,12 +519,16 @@ impl Engine {
         Ok(id)
     }
 
-    /// Stops maintaining a view and frees its dataflow on every worker.
+    /// Stops maintaining a view and frees its dataflow on every worker (of every process,
+    /// when process 0 drops it).
     pub fn drop_view(&self, id: ViewId) {
         let mut clock = lock(&self.clock);
         if clock.views.remove(&id).is_some() {
             for tx in &clock.senders {
                 let _ = tx.send(Command::Drop(id));
+            }
+            if clock.processes > 1 && clock.process == 0 {
+                let _ = clock.senders[0].send(Command::Control(control::Control::Drop(id)));
             }
         }
         drop(clock);
@@ -401,8 +544,16 @@ impl Engine {
             }
         }
         self.wake();
+        let single = lock(&self.clock).processes == 1;
         if let Some(guards) = lock(&self.guards).take() {
-            drop(guards.join());
+            if single {
+                drop(guards.join());
+            } else {
+                // Joining would wait for timely's network threads, which run until every
+                // other process closes its connections: a process stops on its own, and its
+                // peers see it go.
+                std::mem::forget(guards);
+            }
         }
     }
 }
@@ -467,6 +618,42 @@ pub fn scanned_tables(plan: &Plan, out: &mut BTreeSet<String>) {
     for input in plan.inputs() {
         scanned_tables(input, out);
     }
+}
+
+/// The history of a datasource this process does not know yet: nothing.
+struct NoHistory;
+
+impl History for NoHistory {
+    fn replay(&self, _: usize, _: usize, _: &mut dyn FnMut(Row, Ts, isize)) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records the first panic of timely's network threads as the engine's failure (the panic
+/// still prints as usual): in a cluster a lost peer panics the threads that talk to it, and
+/// the server must say so instead of going quiet.
+fn record_worker_panics(failure: Arc<Mutex<Option<String>>>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        // Only the network's panics: a view's own panic on a worker is caught by its guard.
+        if message.contains("timely communication error")
+            || name.starts_with("timely:send")
+            || name.starts_with("timely:recv")
+        {
+            let mut f = lock(&failure);
+            if f.is_none() {
+                *f = Some(format!("the cluster lost a process: {message}"));
+            }
+        }
+        previous(info);
+    }));
 }
 
 impl Drop for Engine {

@@ -8,6 +8,7 @@ use differential_dataflow::input::{Input, InputSession};
 use petrel_value::Row;
 use timely::worker::Worker;
 
+use crate::control::{Control, ControlPort};
 use crate::guard::Guard;
 use crate::render::{render, Sources};
 use crate::{Command, InstallSpec, ViewId};
@@ -18,14 +19,24 @@ struct Installed {
     dataflow: usize,
 }
 
-/// Runs until told to shut down (or until the engine is gone).
-pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
+/// Runs until told to shut down (or until the engine is gone). `local` is this worker's
+/// index among its process's workers and their number: each replays its share of this
+/// process's logs. `apply` takes the commands process 0 sent, returning false while the
+/// engine is not ready for them.
+pub(crate) fn run(
+    worker: &mut Worker,
+    commands: Receiver<Command>,
+    mut control: ControlPort,
+    local: (usize, usize),
+    apply: &dyn Fn(Control) -> bool,
+) {
     let mut installed: HashMap<ViewId, Installed> = HashMap::new();
+    let mut unapplied: Vec<Control> = Vec::new();
     loop {
         loop {
             match commands.try_recv() {
                 Ok(Command::Install(spec)) => {
-                    let inst = install(worker, &spec);
+                    let inst = install(worker, &spec, local);
                     installed.insert(spec.id, inst);
                 }
                 Ok(Command::Insert {
@@ -43,7 +54,9 @@ pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
                         }
                     }
                 }
+                Ok(Command::Control(command)) => control.send(command),
                 Ok(Command::Advance(ts)) => {
+                    control.advance_to(ts);
                     for inst in installed.values_mut() {
                         for input in inst.inputs.values_mut() {
                             input.advance_to(ts);
@@ -57,19 +70,34 @@ pub(crate) fn run(worker: &mut Worker, commands: Receiver<Command>) {
                         worker.drop_dataflow(inst.dataflow);
                     }
                 }
-                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    // Dropped rather than completed: in a cluster, completing would wait for
+                    // every other process to stop too.
+                    drop(installed);
+                    for dataflow in worker.installed_dataflows() {
+                        worker.drop_dataflow(dataflow);
+                    }
+                    return;
+                }
                 Err(TryRecvError::Empty) => break,
             }
         }
         worker.step_or_park(Some(Duration::from_millis(20)));
+        unapplied.extend(control.take_ready());
+        while let Some(command) = unapplied.first() {
+            if !apply(command.clone()) {
+                break;
+            }
+            unapplied.remove(0);
+        }
     }
 }
 
 /// Builds the view's dataflow, then replays this worker's share of the datasources' history:
 /// batches older than the floor at the floor, later ones at their own timestamps.
-fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
+fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> Installed {
     let index = worker.index();
-    let peers = worker.peers();
+    let (local_index, local_peers) = local;
     let dataflow = worker.next_dataflow_index();
     let (mut inputs, mut unit_input) = worker.dataflow::<u64, _, _>(|scope| {
         let mut inputs = BTreeMap::new();
@@ -99,7 +127,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec) -> Installed {
         if let Some(input) = inputs.get_mut(name) {
             input.advance_to(spec.floor);
             let floor = spec.floor;
-            let replayed = history.replay(index, peers, &mut |row, ts, diff| {
+            let replayed = history.replay(local_index, local_peers, &mut |row, ts, diff| {
                 input.update_at(row, ts.max(floor), diff)
             });
             if let Err(e) = replayed {

@@ -202,3 +202,87 @@ fn temporal_filters_retract_rows_when_the_clock_passes_them() {
     );
     engine.shutdown();
 }
+
+/// Two engines joined as a two-process cluster on loopback, each with its own log: process
+/// 0 installs, rows enter through both, and the view on process 0 holds them all.
+#[test]
+fn a_two_process_cluster_maintains_views_over_both_processes_rows() {
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let starts: Vec<_> = (0..2)
+        .map(|process| {
+            let addresses = addresses.clone();
+            std::thread::spawn(move || {
+                let engine = Engine::start(EngineConfig {
+                    workers: 2,
+                    tick: Duration::from_millis(5),
+                    cluster: Some(petrel_engine::Cluster { process, addresses }),
+                    ..Default::default()
+                })
+                .unwrap();
+                engine.register_source("t", Arc::new(MemoryLog::default()));
+                engine
+            })
+        })
+        .collect();
+    let engines: Vec<Arc<Engine>> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+    let row = |k: &str, v: i64| (vec![Value::str(k), Value::Int(v)], 1);
+    // History on both processes before the install.
+    engines[0].insert("t", vec![row("a", 1)]).unwrap();
+    engines[1]
+        .insert("t", vec![row("a", 2), row("b", 5)])
+        .unwrap();
+    let plan = Plan {
+        node: PlanNode::Aggregate {
+            input: Box::new(scan()),
+            keys: vec![Expr::Column(0)],
+            aggregates: vec![agg(
+                AggFunc::Sum,
+                vec![Expr::Column(1)],
+                ColumnType::Int(64),
+            )],
+        },
+        columns: vec![],
+    };
+    assert!(
+        engines[1]
+            .install(plan.clone(), View::new(vec![], KeyColumns(vec![0]), 1000))
+            .is_err(),
+        "only process 0 installs views"
+    );
+    let view = View::new(vec![], KeyColumns(vec![0]), 1000);
+    let id = engines[0].install(plan.clone(), view.clone()).unwrap();
+    // Live rows through both processes, many per batch so they split over the workers.
+    let many: Vec<_> = (0..5000).map(|i| row("b", i % 3)).collect();
+    engines[1].insert("t", many).unwrap();
+    let t0 = engines[0].insert("t", vec![row("a", 10)]).unwrap();
+    let t1 = engines[1].insert("t", vec![row("a", 100)]).unwrap();
+    block_on(view.wait_for(t0.max(t1)));
+    let sum = |key: &str| view.snapshot(&[Value::str(key)]).rows[0][1].clone();
+    assert_eq!(sum("a"), Value::Int(113));
+    // b: 5 + (5000 rows of 0, 1, 2: 1667 zeros, 1667 ones, 1666 twos).
+    assert_eq!(sum("b"), Value::Int(5 + 1667 + 2 * 1666));
+    // A view dropped and installed again on process 0 is rebuilt on both, from both logs.
+    engines[0].drop_view(id);
+    let again = View::new(vec![], KeyColumns(vec![0]), 1000);
+    engines[0].install(plan, again.clone()).unwrap();
+    let t = engines[1].insert("t", vec![row("a", 1000)]).unwrap();
+    block_on(again.wait_for(t));
+    assert_eq!(
+        again.snapshot(&[Value::str("a")]).rows[0][1],
+        Value::Int(1113)
+    );
+    assert_eq!(engines[0].process(), (0, 2));
+    assert!(engines[0].failure().is_none());
+    for e in &engines {
+        e.shutdown();
+    }
+}
