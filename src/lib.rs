@@ -6,6 +6,7 @@
 //! stores and ingests data, runs projects and serves them.
 
 pub mod cli;
+pub mod cluster;
 pub mod host;
 pub mod ingest;
 pub mod project;

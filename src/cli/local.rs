@@ -13,7 +13,7 @@ use crate::runtime::{Runtime, RuntimeConfig};
 use crate::serve::{self, AppState, Tokens};
 
 /// Options of `petrel local start`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct StartArgs {
     /// The project folder (datasources, pipes, fixtures).
     #[arg(long, short = 'p')]
@@ -23,7 +23,7 @@ pub struct StartArgs {
     dir: Option<PathBuf>,
     /// The port to listen on.
     #[arg(long, default_value_t = 7181)]
-    port: u16,
+    pub port: u16,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -143,7 +143,29 @@ fn admin_token(state_dir: &std::path::Path, insecure: bool) -> Result<String, Cl
 /// Starts the server and serves until the process is stopped. With `watch` (`petrel dev`),
 /// changes to the project's files are deployed into the running server as they are saved.
 pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
-    let dir = project_dir(args.project.clone().or(args.dir.clone()));
+    start_process(args, watch, None)
+}
+
+/// A cluster process's place: its index and every process of the cluster file.
+pub struct Place {
+    /// This process's index.
+    pub process: usize,
+    /// Every process, in order.
+    pub members: Vec<crate::cluster::Member>,
+}
+
+impl StartArgs {
+    /// The project folder these options name.
+    pub fn project_dir(&self) -> PathBuf {
+        project_dir(self.project.clone().or(self.dir.clone()))
+    }
+}
+
+/// As [`start`], as one process of a cluster when `place` is given: it listens on its
+/// cluster-file URL's port, keeps its data under `process-I` of the storage, and takes the
+/// admin token every process shares from `PETREL_ADMIN_TOKEN`.
+pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Result<(), CliError> {
+    let dir = args.project_dir();
     // A project with errors still starts: what loads is served, and each pipe or datasource
     // that does not is listed here (and by `GET /v0/pipes`), as a migrating user needs.
     let (project, errors) = Project::load_with_errors(&dir);
@@ -168,10 +190,28 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             "--replica needs the primary's --storage URL (or --data folder)".into(),
         ));
     }
-    let storage = args
+    let mut storage = args
         .storage
         .or_else(|| args.data.map(|d| d.to_string_lossy().into_owned()))
         .unwrap_or_else(|| state_dir.join("data").to_string_lossy().into_owned());
+    let mut port = args.port;
+    if let Some(place) = &place {
+        if place.members.len() > 1 && std::env::var("PETREL_ADMIN_TOKEN").is_err() {
+            return Err(CliError::Failed(
+                "a cluster's processes call each other with the admin token: set PETREL_ADMIN_TOKEN to the same value on every process".into(),
+            ));
+        }
+        storage = format!(
+            "{}/process-{}",
+            storage.trim_end_matches('/'),
+            place.process
+        );
+        port = place.members[place.process]
+            .http_url
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| CliError::Failed("the cluster file's HTTP URL needs a port".into()))?;
+    }
     let admin = admin_token(&state_dir, args.insecure_dev_token)?;
     let wanted = project
         .declared_tokens()
@@ -180,8 +220,14 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         .collect();
     let tokens = Tokens::load(&state_dir.join("tokens.json"), &admin, wanted)
         .map_err(|e| CliError::Failed(format!("cannot save tokens: {e}")))?;
-    let fixtures = args.fixtures.then(|| project.fixtures());
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+    // A cluster loads fixtures once, through process 0.
+    let first = place.as_ref().is_none_or(|p| p.process == 0);
+    let fixtures = (args.fixtures && first).then(|| project.fixtures());
+    let cluster = place
+        .map(|p| crate::cluster::ClusterRole::new(p.process, p.members, admin.clone()))
+        .transpose()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let addr: SocketAddr = format!("{}:{}", args.host, port)
         .parse()
         .map_err(|e| CliError::Failed(format!("bad listen address: {e}")))?;
     let config = RuntimeConfig {
@@ -203,6 +249,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,
         change_ring_batches: args.change_ring_batches,
         max_subscriptions_per_token: args.max_subscriptions_per_token,
+        cluster: cluster.clone(),
         storage: crate::storage::StorageConfig {
             flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),
             ..Default::default()
@@ -228,6 +275,14 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::Failed(e.to_string()))?;
         println!("Petrel is listening on http://{local}");
+        if let Some(role) = &cluster {
+            println!(
+                "cluster process {} of {} (process 0: {})",
+                role.process,
+                role.members.len(),
+                role.coordinator_url()
+            );
+        }
         println!("admin token: {admin}");
         for pipe in runtime.describe_pipes().iter().filter(|p| p.endpoint) {
             println!("endpoint: http://{local}/v0/pipes/{}.json", pipe.name);
@@ -263,7 +318,7 @@ pub fn start(args: StartArgs, watch: bool) -> Result<(), CliError> {
 }
 
 /// Resolves on SIGTERM (how service managers stop a server) or Ctrl-C.
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -2,6 +2,7 @@
 
 mod build;
 mod client;
+mod cluster;
 mod datasource;
 mod deploy;
 mod endpoint;
@@ -45,6 +46,11 @@ enum Command {
     Local {
         #[command(subcommand)]
         command: LocalCommand,
+    },
+    /// Run one Petrel over several processes (docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Run SQL on a running server.
     Sql(sql::SqlArgs),
@@ -119,6 +125,15 @@ enum DatasourceCommand {
 }
 
 #[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start one process of a cluster (`--hosts FILE --process I`), or a whole cluster on
+    /// this machine (`--local N`).
+    Start(Box<cluster::ClusterStartArgs>),
+    /// Every process of a running cluster: workers, frontier, lag, failures.
+    Status(client::HostArgs),
+}
+
+#[derive(Subcommand)]
 enum LocalCommand {
     /// Start a server for a project folder.
     Start(Box<local::StartArgs>),
@@ -152,6 +167,12 @@ pub fn run(args: Vec<OsString>) -> Result<i32, CliError> {
         Command::Local {
             command: LocalCommand::Stop(args),
         } => deploy::stop(args),
+        Command::Cluster {
+            command: ClusterCommand::Start(args),
+        } => cluster::start(*args),
+        Command::Cluster {
+            command: ClusterCommand::Status(args),
+        } => cluster::status(args),
         Command::Dev(mut args) => {
             args.fixtures = true;
             local::start(args, true)

@@ -147,7 +147,13 @@ async fn reconcile(runtime: &Arc<Runtime>, mut running: Running, project: &Proje
         }
     }
 
-    let mut wanted = sink_specs(project);
+    // A cluster's views are published on process 0: its sinks run there alone.
+    let follower = runtime.cluster().is_some_and(|c| !c.is_coordinator());
+    let mut wanted = if follower {
+        BTreeMap::new()
+    } else {
+        sink_specs(project)
+    };
     for (name, (spec, task)) in std::mem::take(&mut running.sinks) {
         match wanted.remove(&name) {
             Some(new) if new == spec => {

@@ -106,6 +106,22 @@ fn consume(
     if partitions.is_empty() {
         return Err(format!("topic '{}' has no partitions yet", source.topic));
     }
+    // In a cluster, process i of n reads partitions p with p mod n = i, and keeps their
+    // offsets in its own log with their rows.
+    let partitions: Vec<i32> = match runtime.cluster() {
+        Some(role) => partitions
+            .into_iter()
+            .filter(|p| (*p as usize) % role.members.len() == role.process)
+            .collect(),
+        None => partitions,
+    };
+    if partitions.is_empty() {
+        // More processes than partitions: this one has none to read.
+        while !stopped.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return Ok(());
+    }
     let mut offsets: Offsets = runtime
         .source_meta(datasource)
         .and_then(|m| serde_json::from_slice(&m).ok())

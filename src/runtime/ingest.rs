@@ -228,15 +228,22 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         // The views start on the rows while the log is flushed.
         self.engine.close(ts);
-        for name in [datasource.to_string(), format!("{datasource}_quarantine")] {
-            if let Some(source) = self.source(&name) {
+        let names = [datasource.to_string(), format!("{datasource}_quarantine")];
+        for name in &names {
+            if let Some(source) = self.source(name) {
                 let log = source.log.clone();
                 tokio::task::spawn_blocking(move || log.flush())
                     .await
                     .map_err(|e| RuntimeError::Internal(e.to_string()))?
                     .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))?;
             }
-            self.views.wait_for_readers(&name, ts).await;
+            self.views.wait_for_readers(name, ts).await;
+        }
+        // A follower's rows are read on process 0, whose views answer for the cluster.
+        if let Some(role) = self.cluster.as_ref().filter(|c| !c.is_coordinator()) {
+            role.wait_visible(&names, ts)
+                .await
+                .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         }
         Ok(())
     }
@@ -246,6 +253,7 @@ impl Runtime {
     /// timestamp of the retraction.
     pub fn truncate(&self, datasource: &str) -> Result<(usize, Ts), RuntimeError> {
         self.refuse_on_replica()?;
+        self.refuse_in_cluster("truncating a datasource")?;
         if !self.project().datasources.contains_key(datasource) {
             return Err(RuntimeError::NotFound(format!(
                 "Data Source '{datasource}' not found"
@@ -272,6 +280,7 @@ impl Runtime {
         dry_run: bool,
     ) -> Result<(usize, Ts), RuntimeError> {
         self.refuse_on_replica()?;
+        self.refuse_in_cluster("deleting rows")?;
         let query = self.project().plan_raw(
             datasource,
             &format!("SELECT * FROM `{datasource}` WHERE {condition}"),

@@ -35,6 +35,7 @@ use petrel_sql::{Plan, PlanNode};
 use petrel_value::{Column, Row};
 use petrel_view::Ts;
 
+use crate::cluster::ClusterRole;
 use crate::ingest::{quarantine_row, RowDecoder};
 use crate::project::quarantine_columns;
 use crate::project::{PipeDescription, Project, ProjectError};
@@ -73,6 +74,9 @@ pub enum RuntimeError {
     /// A server limit is reached and nothing can be freed now (429).
     #[error("{0}")]
     Exhausted(String),
+    /// The server cannot take this now: its cluster lost a process (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// An ad-hoc query needed more rows than `--query-max-rows` allows and was dropped (422).
     #[error("{0}")]
     TooLarge(String),
@@ -130,6 +134,8 @@ pub struct RuntimeConfig {
     pub change_ring_batches: usize,
     /// Open subscriptions one token may hold at once.
     pub max_subscriptions_per_token: usize,
+    /// This process's place in a cluster, if it runs in one.
+    pub cluster: Option<ClusterRole>,
 }
 
 impl Default for RuntimeConfig {
@@ -150,6 +156,7 @@ impl Default for RuntimeConfig {
             subscribers_buffer_bytes: 256 << 20,
             change_ring_batches: petrel_view::CHANGE_RING,
             max_subscriptions_per_token: 1_000,
+            cluster: None,
         }
     }
 }
@@ -168,6 +175,7 @@ pub struct Runtime {
     sources: RwLock<BTreeMap<String, Arc<Source>>>,
     storage: Arc<Storage>,
     replica: bool,
+    cluster: Option<ClusterRole>,
     views: views::Views,
     ready: AtomicBool,
     next_import: AtomicU64,
@@ -236,10 +244,17 @@ impl Runtime {
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let engine_config = petrel_engine::EngineConfig {
             history_ms: config.retention_ms,
+            cluster: config.cluster.as_ref().map(|role| petrel_engine::Cluster {
+                process: role.process,
+                addresses: role.addresses(),
+            }),
             ..config.engine.clone()
         };
-        let engine =
-            Engine::start(engine_config).map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        // Timely connects the processes here: this waits until every one has started.
+        let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         let (url, replica, storage_config) = (
             storage_url.to_string(),
             config.replica,
@@ -290,6 +305,7 @@ impl Runtime {
             sources: RwLock::new(sources),
             storage: storage.clone(),
             replica: config.replica,
+            cluster: config.cluster.clone(),
             views: views::Views::new(
                 engine,
                 storage.clone(),
@@ -326,8 +342,14 @@ impl Runtime {
         if config.replica {
             runtime.follow_logs();
         }
-        runtime.warm_default_views().await;
-        if !config.replica {
+        let follower = config.cluster.as_ref().is_some_and(|c| !c.is_coordinator());
+        if let Some(role) = config.cluster.as_ref().filter(|c| c.is_coordinator()) {
+            role.wait_for_followers().await;
+        }
+        if !follower {
+            runtime.warm_default_views().await;
+        }
+        if !config.replica && !follower {
             runtime.schedule_copies();
             if config.snapshot_interval_ms > 0 {
                 runtime.snapshot_views(config.snapshot_interval_ms);
@@ -419,7 +441,53 @@ impl Runtime {
                 "this server is a read-only replica: send writes to the primary".into(),
             ));
         }
+        if let Some(failure) = self.engine.failure() {
+            return Err(RuntimeError::Unavailable(format!(
+                "this server takes no writes until its cluster is restarted: {failure}"
+            )));
+        }
         Ok(())
+    }
+
+    /// Refuses what a cluster cannot do yet: each process holds only its own share of a
+    /// datasource's rows, so removing rows by reading them back needs every process's share.
+    fn refuse_in_cluster(&self, what: &str) -> Result<(), RuntimeError> {
+        if self.cluster.as_ref().is_some_and(|c| c.members.len() > 1) {
+            return Err(RuntimeError::BadRequest(format!(
+                "{what} is not supported on a cluster yet (docs/cluster.md)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// This process's place in its cluster, if it runs in one.
+    pub fn cluster(&self) -> Option<&ClusterRole> {
+        self.cluster.as_ref()
+    }
+
+    /// Why this server's engine stopped (its cluster lost a process), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.engine.failure()
+    }
+
+    /// What `GET /v0/cluster/local` says of this process.
+    pub fn process_status(&self) -> crate::cluster::ProcessStatus {
+        let (process, _) = self.engine.process();
+        crate::cluster::ProcessStatus {
+            process,
+            workers: self.engine.workers(),
+            frontier: self.engine.open_ts(),
+            ready: self.is_ready(),
+            failure: self.engine.failure(),
+        }
+    }
+
+    /// Waits until every view that reads `tables` has passed `ts`: process 0's views
+    /// answer for a whole cluster.
+    pub async fn wait_visible(&self, tables: &[String], ts: Ts) {
+        for t in tables {
+            self.views.wait_for_readers(t, ts).await;
+        }
     }
 
     /// A clean stop's last step: writes every waiting batch and then the durable frontier,

@@ -180,6 +180,24 @@ pub(super) async fn apply(
     apply_locked(state, texts, check, destructive, None).await
 }
 
+/// Applies the datafiles process 0 of a cluster validated and is deploying (on a follower).
+pub(super) async fn apply_from_coordinator(
+    state: &AppState,
+    texts: BTreeMap<String, String>,
+    destructive: bool,
+) -> Result<Response, ApiError> {
+    match apply(state, texts, false, destructive).await? {
+        Outcome::Failed(errors) => Err(ApiError::bad_request(
+            errors
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+        Outcome::Checked(report) | Outcome::Deployed(report) => Ok(Json(report).into_response()),
+    }
+}
+
 /// Plans `pipe` of `project` with its parameters' defaults: what Tinybird checks when a pipe
 /// is created, whether or not it is published (a deploy plans only what it serves).
 pub(super) fn plans_with_defaults(project: &Project, pipe: &str) -> Result<(), String> {
@@ -247,6 +265,20 @@ async fn apply_locked(
     }
     if report.is_empty() && !tokens_changed {
         return Ok(Outcome::Deployed(report));
+    }
+    // Every other process of a cluster applies it first: process 0's views of the new
+    // project then find every process's datasources.
+    if let Some(role) = state
+        .runtime
+        .cluster()
+        .filter(|c| c.is_coordinator() && c.members.len() > 1)
+    {
+        role.push_deploy(&texts, destructive).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the deploy did not reach every process of the cluster: {e}"),
+            )
+        })?;
     }
     // Replace the project's datafiles, so a restart runs what was deployed.
     let mut old = Vec::new();

@@ -97,6 +97,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             RuntimeError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             RuntimeError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RuntimeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }

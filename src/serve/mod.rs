@@ -7,6 +7,7 @@
 mod admin;
 mod auth;
 mod classic;
+mod cluster;
 mod datasources;
 mod deployments;
 mod error;
@@ -133,6 +134,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/deployments/{id}/set-live", post(deployments::set_live))
         .route("/v0/admin/shutdown", post(admin::shutdown))
+        .route("/v0/cluster", get(cluster::status))
+        .route("/v0/cluster/local", get(cluster::local))
+        .route("/v0/cluster/visible", post(cluster::visible))
+        .route("/v0/cluster/deploy", post(cluster::deploy))
         .route("/metrics", get(metrics_route))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -144,6 +149,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count_requests,
+        ))
+        // A cluster's follower sends what it does not answer itself to process 0.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::forward,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every error answer carries the JSON error body, also axum's own rejections.
@@ -245,7 +255,7 @@ pub async fn serve_with(
     }
 }
 
-/// `GET /v0/health`: 503 while starting; then 200, with `"status": "degraded"` when some
+/// `GET /v0/health`: 503 while starting, and once a cluster lost a process; else 200, with `"status": "degraded"` when some
 /// view stopped while the rest keep serving. Anyone sees the count of failed views; an admin
 /// token also sees which views and their errors (labels carry parameter values).
 async fn health(
@@ -260,12 +270,18 @@ async fn health(
         .into_iter()
         .map(|(view, error)| serde_json::json!({"view": view, "error": error}))
         .collect();
+    let failure = state.runtime.failure();
     let (code, status) = match (ready, failed.is_empty()) {
+        _ if failure.is_some() => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         (true, true) => (StatusCode::OK, "ok"),
         (true, false) => (StatusCode::OK, "degraded"),
     };
     let mut body = serde_json::json!({"status": status, "failed_view_count": failed.len()});
+    // A cluster that lost a process: every process says so, and why.
+    if let Some(failure) = failure {
+        body["error"] = failure.into();
+    }
     if authorize(&state, &headers, &params, &Scope::Admin).is_ok() {
         body["failed_views"] = serde_json::Value::Array(failed);
     }

@@ -257,6 +257,11 @@ impl Engine {
         lock(&self.failure).clone()
     }
 
+    /// This process's worker threads.
+    pub fn workers(&self) -> usize {
+        lock(&self.clock).senders.len()
+    }
+
     /// This process's index and the number of processes (0 and 1 outside a cluster).
     pub fn process(&self) -> (usize, usize) {
         let clock = lock(&self.clock);
