@@ -1,0 +1,512 @@
+//! A three-process cluster on loopback (one worker each) over a real S3-compatible server and
+//! a real Kafka-protocol broker, against a single-process server given the same rows and
+//! against ClickHouse: every endpoint on every process answers as one process does; a
+//! subscription on one process sees rows written through another; a deploy sent to a
+//! follower changes what every process answers; and after one process is SIGKILLed during
+//! `wait=true` ingest, the others report it, and the restarted cluster holds every
+//! acknowledged row exactly once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{client, S3Server, Server, ADMIN};
+use serde_json::{json, Value};
+
+/// The id of the one row in country `ZZ`, written while a subscriber watches.
+const ZZ: u64 = 9_999_999;
+
+/// The row with id `id`: skewed users (a few hundred heavy ones among 20k), five countries.
+fn row(id: u64) -> Value {
+    if id == ZZ {
+        return json!({"id": ZZ, "user_id": 1, "country": "ZZ", "amount": 5});
+    }
+    let r = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+    let user = if r.is_multiple_of(4) {
+        r % 300
+    } else {
+        r % 20_000
+    };
+    let country = ["DE", "US", "VN", "FR", "BR"][(r % 5) as usize];
+    json!({"id": id, "user_id": user, "country": country, "amount": (r % 97) as i64 - 20})
+}
+
+fn ndjson(ids: impl Iterator<Item = u64>) -> String {
+    ids.map(|i| row(i).to_string() + "\n").collect()
+}
+
+const BY_COUNTRY: &str = "NODE n\nSQL >\n    SELECT country, count() AS events, sum(amount) AS amount, uniqExact(user_id) AS users\n    FROM events GROUP BY country ORDER BY country\n\nTYPE endpoint\n";
+
+const BY_COUNTRY_V2: &str = "NODE n\nSQL >\n    SELECT country, count() AS events, sum(amount) AS total, max(amount) AS top\n    FROM events GROUP BY country ORDER BY country\n\nTYPE endpoint\n";
+
+fn project_files(broker: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "connections/local_kafka.connection".to_string(),
+            format!("TYPE kafka\nKAFKA_BOOTSTRAP_SERVERS {broker}\nKAFKA_SECURITY_PROTOCOL PLAINTEXT\n"),
+        ),
+        (
+            "datasources/events.datasource".to_string(),
+            "SCHEMA >\n    `id` UInt64 `json:$.id`,\n    `user_id` UInt32 `json:$.user_id`,\n    `country` String `json:$.country`,\n    `amount` Int64 `json:$.amount`\n".to_string(),
+        ),
+        (
+            "datasources/kclicks.datasource".to_string(),
+            "SCHEMA >\n    `user_id` UInt32 `json:$.user_id`,\n    `click_count` UInt32 `json:$.click_count`,\n    `country` String `json:$.country`,\n    `__partition` Int16,\n    `__offset` Int64\n\nKAFKA_CONNECTION_NAME local_kafka\nKAFKA_TOPIC clicks\nKAFKA_GROUP_ID petrel_cluster\nKAFKA_AUTO_OFFSET_RESET earliest\n".to_string(),
+        ),
+        ("endpoints/by_country.pipe".to_string(), BY_COUNTRY.to_string()),
+        (
+            "endpoints/top_users.pipe".to_string(),
+            "NODE n\nSQL >\n    %\n    SELECT user_id, sum(amount) AS total, count() AS events\n    FROM events WHERE country = {{String(country, 'DE')}}\n    GROUP BY user_id ORDER BY total DESC, user_id LIMIT 7\n\nTYPE endpoint\n".to_string(),
+        ),
+        (
+            "endpoints/kafka_by_country.pipe".to_string(),
+            "NODE n\nSQL >\n    SELECT country, sum(click_count) AS clicks, count() AS events\n    FROM kclicks GROUP BY country ORDER BY country\n\nTYPE endpoint\n".to_string(),
+        ),
+    ])
+}
+
+fn write_project(dir: &std::path::Path, files: &BTreeMap<String, String>) {
+    for (path, text) in files {
+        let target = dir.join(path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, text).unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Broker {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Tansu broker (installed by scripts/test.sh) with topic `clicks` of three partitions.
+fn start_broker() -> Broker {
+    let bin = std::env::var("PETREL_TANSU").unwrap_or_else(|_| {
+        panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh")
+    });
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(&bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the broker did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new(&bin)
+        .args([
+            "topic",
+            "create",
+            "clicks",
+            "--partitions",
+            "3",
+            "--broker",
+            &url,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "topic created");
+    Broker {
+        child,
+        address: format!("127.0.0.1:{port}"),
+    }
+}
+
+fn produce(broker: &str, n: u64) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .create()
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..n {
+            let country = ["DE", "US", "VN"][(i % 3) as usize];
+            let body = json!({"user_id": i, "click_count": i % 3 + 1, "country": country});
+            let key = i.to_string();
+            let body = body.to_string();
+            pending.push(
+                producer
+                    .send_result(FutureRecord::to("clicks").key(&key).payload(&body))
+                    .unwrap(),
+            );
+        }
+        for p in pending {
+            p.await.unwrap().unwrap();
+        }
+    });
+}
+
+/// Starts the three processes of `hosts` over `dir` and `storage`; returns them in order.
+fn start_cluster(
+    dir: &std::path::Path,
+    hosts: &std::path::Path,
+    storage: &str,
+    env: &[(String, String)],
+) -> Vec<Server> {
+    let starts: Vec<_> = (0..3)
+        .map(|i| {
+            let (dir, hosts, storage, env) = (
+                dir.to_path_buf(),
+                hosts.to_string_lossy().into_owned(),
+                storage.to_string(),
+                env.to_vec(),
+            );
+            std::thread::spawn(move || {
+                let process = i.to_string();
+                Server::run_env(
+                    &["cluster", "start"],
+                    dir,
+                    &[
+                        "--hosts",
+                        &hosts,
+                        "--process",
+                        &process,
+                        "--storage",
+                        &storage,
+                        "--workers",
+                        "1",
+                    ],
+                    &env,
+                )
+            })
+        })
+        .collect();
+    starts.into_iter().map(|s| s.join().unwrap()).collect()
+}
+
+fn post_events(url: &str, body: String) -> reqwest::Result<reqwest::blocking::Response> {
+    client()
+        .post(format!("{url}/v0/events?name=events&wait=true"))
+        .bearer_auth(ADMIN)
+        .body(body)
+        .send()
+}
+
+fn read(url: &str, pipe: &str, query: &str) -> Value {
+    let r = client()
+        .get(format!("{url}/v0/pipes/{pipe}.json?{query}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{pipe} on {url}");
+    r.json().unwrap()
+}
+
+fn sql(url: &str, q: &str) -> Value {
+    let r = client()
+        .get(format!("{url}/v0/sql"))
+        .query(&[("q", format!("{q} FORMAT JSON"))])
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{q} on {url}");
+    r.json().unwrap()
+}
+
+/// Waits until `pipe`'s `events` column sums to `n` on `url`.
+fn wait_for_events(url: &str, pipe: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let total: u64 = read(url, pipe, "")["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["events"].as_u64().unwrap())
+            .sum();
+        if total == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pipe} on {url}: {total} of {n} events"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// by_country (after the deploy) recomputed from the rows themselves.
+fn recompute(ids: &BTreeSet<u64>) -> Vec<Value> {
+    let mut by: BTreeMap<String, (u64, i64, i64)> = BTreeMap::new();
+    for &id in ids {
+        let r = row(id);
+        let amount = r["amount"].as_i64().unwrap();
+        let e = by
+            .entry(r["country"].as_str().unwrap().to_string())
+            .or_insert((0, 0, i64::MIN));
+        e.0 += 1;
+        e.1 += amount;
+        e.2 = e.2.max(amount);
+    }
+    by.into_iter()
+        .map(|(c, (n, s, m))| json!({"country": c, "events": n, "total": s, "top": m}))
+        .collect()
+}
+
+#[test]
+fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() {
+    let s3 = S3Server::start("petrel-cluster");
+    let env = s3.env();
+    let broker = start_broker();
+    let files = project_files(&broker.address);
+    let dir = common::temp_dir("cluster");
+    write_project(&dir, &files);
+    let hosts = dir.join("cluster.txt");
+    let lines: String = (0..3)
+        .map(|_| {
+            format!(
+                "127.0.0.1:{} http://127.0.0.1:{}\n",
+                free_port(),
+                free_port()
+            )
+        })
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let storage = s3.url("cluster");
+    let mut cluster = start_cluster(&dir, &hosts, &storage, &env);
+    let single_dir = common::temp_dir("cluster-single");
+    write_project(&single_dir, &files);
+    let single = Server::run_env(
+        &["local", "start"],
+        single_dir,
+        &["--storage", &s3.url("single"), "--workers", "2"],
+        &env,
+    );
+
+    // Rows through every process of the cluster, the same rows into the single server.
+    for b in 0..10u64 {
+        let body = ndjson(b * 300..(b + 1) * 300);
+        let through = &cluster[(b % 3) as usize];
+        assert_eq!(
+            post_events(&through.url, body.clone()).unwrap().status(),
+            200
+        );
+        assert_eq!(post_events(&single.url, body).unwrap().status(), 200);
+    }
+    produce(&broker.address, 900);
+    wait_for_events(&cluster[0].url, "kafka_by_country", 900);
+    wait_for_events(&single.url, "kafka_by_country", 900);
+    wait_for_events(&cluster[2].url, "by_country", 3000);
+    for (pipe, query) in [
+        ("by_country", ""),
+        ("top_users", "country=DE"),
+        ("top_users", "country=VN"),
+        ("kafka_by_country", ""),
+    ] {
+        let want = read(&single.url, pipe, query)["data"].clone();
+        assert!(!want.as_array().unwrap().is_empty(), "{pipe}: rows");
+        for (i, p) in cluster.iter().enumerate() {
+            assert_eq!(
+                read(&p.url, pipe, query)["data"],
+                want,
+                "{pipe}?{query} on process {i}"
+            );
+        }
+    }
+    // Every process's Kafka partitions were read: one of three each.
+    let partitions = sql(
+        &cluster[1].url,
+        "SELECT DISTINCT __partition AS p FROM kclicks ORDER BY p",
+    );
+    assert_eq!(partitions["data"], json!([{"p": 0}, {"p": 1}, {"p": 2}]));
+    // And ClickHouse computes the same from the same rows.
+    let file = dir.join("events.ndjson");
+    std::fs::write(&file, ndjson(0..3000)).unwrap();
+    let spec = json!({
+        "tables": {"events": "id UInt64, user_id UInt32, country String, amount Int64"},
+        "checkpoints": [{
+            "files": {"events": file},
+            "queries": ["SELECT country, count() AS events, sum(amount) AS amount, uniqExact(user_id) AS users FROM events GROUP BY country ORDER BY country"],
+        }],
+    });
+    let clickhouse: Value =
+        serde_json::from_slice(&common::chdb_script("chdb_oracle.py", &spec)).unwrap();
+    assert_eq!(
+        read(&cluster[1].url, "by_country", "")["data"],
+        clickhouse[0][0]
+    );
+
+    // A subscription on process 1 sees a row written through process 2.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!(
+            "{}/v0/pipes/by_country.ws?token={ADMIN}",
+            cluster[1].url.replace("http", "ws")
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("subscribes");
+        let first = common::next_json(&mut ws).await;
+        assert!(
+            first.to_string().contains("\"DE\""),
+            "a snapshot first: {first}"
+        );
+        let zz = ndjson([ZZ].into_iter());
+        let through = cluster[2].url.clone();
+        tokio::task::spawn_blocking(move || post_events(&through, zz).unwrap())
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let frame = common::next_json(&mut ws).await;
+            if frame.to_string().contains("\"ZZ\"") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the change reached the subscriber"
+            );
+        }
+    });
+    // So does an SSE stream on process 2 (its first event is the snapshot).
+    let mut sse = client()
+        .get(format!(
+            "{}/v0/pipes/by_country.sse?token={ADMIN}",
+            cluster[2].url
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("ZZ") {
+        let n = std::io::Read::read(&mut sse, &mut buf).unwrap();
+        assert!(n > 0, "the stream stays open");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(sse);
+    let mut acked: BTreeSet<u64> = (0..3000).chain([ZZ]).collect();
+
+    // A deploy sent to a follower changes every process's answer.
+    let mut changed = files.clone();
+    changed.insert("endpoints/by_country.pipe".into(), BY_COUNTRY_V2.into());
+    let r = client()
+        .post(format!("{}/v1/deploy", cluster[1].url))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "files": changed }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    for (i, p) in cluster.iter().enumerate() {
+        assert_eq!(
+            read(&p.url, "by_country", "")["data"],
+            json!(recompute(&acked)),
+            "process {i}"
+        );
+    }
+
+    // Sustained wait=true ingest through every process; process 1 is SIGKILLed meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let confirmed = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let (url, stop, confirmed) = (
+                cluster[w as usize].url.clone(),
+                stop.clone(),
+                confirmed.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut next = 1_000_000 * (w + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<u64> = (next..next + 50).collect();
+                    next += 50;
+                    match post_events(&url, ndjson(ids.iter().copied())) {
+                        Ok(r) if r.status() == 200 => confirmed.lock().unwrap().extend(ids),
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = cluster.remove(1);
+    killed.stop();
+    // The survivors notice within seconds and say so; they refuse writes.
+    for p in &cluster {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = client().get(format!("{}/v0/health", p.url)).send().unwrap();
+            if r.status() == 503 {
+                let body: Value = r.json().unwrap();
+                assert_eq!(body["status"], "failed");
+                assert!(body["error"].as_str().unwrap().contains("lost a process"));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} reports the lost process",
+                p.url
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let refused = post_events(&p.url, ndjson(5_000_000..5_000_001)).unwrap();
+        assert_eq!(refused.status(), 503);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let during = confirmed.lock().unwrap().clone();
+    assert!(
+        !during.is_empty(),
+        "some writes were acknowledged before the kill"
+    );
+    acked.extend(during);
+    for p in cluster.drain(..) {
+        p.stop();
+    }
+
+    // The operator restarts the whole cluster: it recovers from the shared storage.
+    let cluster = start_cluster(&dir, &hosts, &storage, &env);
+    let counts = sql(
+        &cluster[2].url,
+        "SELECT id, count() AS c FROM events GROUP BY id",
+    );
+    let mut present = BTreeSet::new();
+    for r in counts["data"].as_array().unwrap() {
+        assert_eq!(r["c"], 1, "row {} stored exactly once", r["id"]);
+        present.insert(r["id"].as_u64().unwrap());
+    }
+    let lost: Vec<&u64> = acked.difference(&present).take(5).collect();
+    assert!(lost.is_empty(), "acknowledged rows lost: {lost:?}");
+    for (i, p) in cluster.iter().enumerate() {
+        assert_eq!(
+            read(&p.url, "by_country", "")["data"],
+            json!(recompute(&present)),
+            "by_country after the restart, process {i}"
+        );
+    }
+    wait_for_events(&cluster[1].url, "kafka_by_country", 900);
+}
