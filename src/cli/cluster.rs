@@ -29,6 +29,11 @@ pub struct ClusterStartArgs {
     /// The first cluster port of `--local`.
     #[arg(long, default_value_t = 7300)]
     cluster_port: u16,
+    /// Exit (with an error, after storing what the process holds) once the cluster lost a
+    /// process, for a supervisor that restarts every process (systemd `Restart=always`);
+    /// without it, the process stays up, answers health with 503 and refuses writes.
+    #[arg(long)]
+    exit_on_cluster_failure: bool,
     #[command(flatten)]
     start: StartArgs,
 }
@@ -53,7 +58,12 @@ pub fn start(args: ClusterStartArgs) -> Result<(), CliError> {
             members.len()
         )));
     }
-    local::start_process(args.start, false, Some(Place { process, members }))
+    let place = Place {
+        process,
+        members,
+        exit_on_failure: args.exit_on_cluster_failure,
+    };
+    local::start_process(args.start, false, Some(place))
 }
 
 /// `--local N`: writes a cluster file for N processes on loopback and runs each as a child

@@ -152,6 +152,9 @@ pub struct Place {
     pub process: usize,
     /// Every process, in order.
     pub members: Vec<crate::cluster::Member>,
+    /// Exit (non-zero, after storing what it holds) once the cluster lost a process, so a
+    /// supervisor restarts it, instead of staying up to report the failure.
+    pub exit_on_failure: bool,
 }
 
 impl StartArgs {
@@ -222,6 +225,7 @@ pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Resu
         .map_err(|e| CliError::Failed(format!("cannot save tokens: {e}")))?;
     // A cluster loads fixtures once, through process 0.
     let first = place.as_ref().is_none_or(|p| p.process == 0);
+    let exit_on_failure = place.as_ref().is_some_and(|p| p.exit_on_failure);
     let fixtures = (args.fixtures && first).then(|| project.fixtures());
     let cluster = place
         .map(|p| crate::cluster::ClusterRole::new(p.process, p.members, admin.clone()))
@@ -313,8 +317,25 @@ pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Resu
                     .await
                     .map_err(|e| CliError::Failed(e.to_string()))
             }
+            failure = cluster_failure(&runtime), if exit_on_failure => {
+                runtime
+                    .stop_durably()
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))?;
+                Err(CliError::Failed(format!("stopping: {failure}")))
+            }
         }
     })
+}
+
+/// Resolves with the engine's failure once the cluster lost a process.
+async fn cluster_failure(runtime: &Runtime) -> String {
+    loop {
+        if let Some(f) = runtime.failure() {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Resolves on SIGTERM (how service managers stop a server) or Ctrl-C.
