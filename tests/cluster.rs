@@ -409,6 +409,36 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
     drop(sse);
     let mut acked: BTreeSet<u64> = (0..3000).chain([ZZ]).collect();
 
+    // A token created through process 0's API after the followers started: a follower that
+    // does not know it passes the write to process 0, which checks it and takes the rows;
+    // a token without the scope is refused.
+    let created: Value = client()
+        .post(format!(
+            "{}/v0/tokens?name=writer&scope=DATASOURCES:APPEND:events",
+            cluster[1].url
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let writer = created["token"].as_str().expect("a token").to_string();
+    let write = |token: &str| {
+        client()
+            .post(format!(
+                "{}/v0/events?name=events&wait=true",
+                cluster[2].url
+            ))
+            .bearer_auth(token)
+            .body(ndjson(3000..3010))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(write(&writer), 200);
+    assert_eq!(write("not-a-token"), 403);
+    acked.extend(3000..3010);
+
     // A deploy sent to a follower changes every process's answer.
     let mut changed = files.clone();
     changed.insert("endpoints/by_country.pipe".into(), BY_COUNTRY_V2.into());

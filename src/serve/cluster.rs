@@ -168,6 +168,21 @@ fn answered_locally(request: &Request) -> bool {
     }
 }
 
+/// True for the requests that write rows.
+fn is_write(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST
+        && (request.uri().path() == "/v0/events"
+            || request.uri().path() == "/v0/datasources"
+            || request.uri().path().starts_with("/v1/datasources/"))
+}
+
+/// True when the request carries a token this process knows.
+fn token_known_here(state: &AppState, request: &Request) -> bool {
+    let params: BTreeMap<String, String> =
+        serde_urlencoded::from_str(request.uri().query().unwrap_or("")).unwrap_or_default();
+    super::known_token(state, request.headers(), &params).is_ok()
+}
+
 /// Headers that belong to one connection, not to the request or answer (RFC 9110 §7.6.1).
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -198,7 +213,9 @@ pub(super) async fn forward(
     else {
         return next.run(request).await;
     };
-    if answered_locally(&request) {
+    // A write whose token this follower does not know (one created through process 0's API
+    // since this process started) goes to process 0, which checks it and takes the rows.
+    if answered_locally(&request) && (!is_write(&request) || token_known_here(&state, &request)) {
         return next.run(request).await;
     }
     let is_websocket = request
