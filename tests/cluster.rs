@@ -4,7 +4,7 @@
 //! subscription on one process sees rows written through another; a deploy sent to a
 //! follower changes what every process answers; and after one process is SIGKILLed during
 //! `wait=true` ingest, the others report it, and the restarted cluster holds every
-//! acknowledged row exactly once.
+//! acknowledged row exactly once; a read replica follows the cluster's storage.
 
 mod common;
 
@@ -539,4 +539,36 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         );
     }
     wait_for_events(&cluster[1].url, "kafka_by_country", 900);
+
+    // A read replica follows the cluster's storage, every process's share as one, and keeps
+    // following rows written through any process.
+    let replica = Server::run_env(
+        &["local", "start"],
+        dir.clone(),
+        &[
+            "--replica",
+            "--cluster-processes",
+            "3",
+            "--storage",
+            &storage,
+        ],
+        &env,
+    );
+    let more: Vec<u64> = (7_000_000..7_000_300).collect();
+    for (i, chunk) in more.chunks(100).enumerate() {
+        let r = post_events(&cluster[i].url, ndjson(chunk.iter().copied())).unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    present.extend(more);
+    let want = json!(recompute(&present));
+    assert_eq!(read(&cluster[0].url, "by_country", "")["data"], want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&replica.url, "by_country", "")["data"] != want {
+        assert!(
+            Instant::now() < deadline,
+            "the replica caught up with the cluster"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_events(&replica.url, "kafka_by_country", 900);
 }

@@ -99,6 +99,10 @@ pub struct StartArgs {
     /// follow its writes, answer reads and subscriptions, refuse writes.
     #[arg(long)]
     replica: bool,
+    /// With `--replica`: the storage is a cluster's, of this many processes (each share under
+    /// `STORAGE/process-I`); the replica follows all of them as one.
+    #[arg(long, default_value_t = 1, requires = "replica")]
+    cluster_processes: usize,
     /// Load `fixtures/NAME.ndjson` into datasources that are empty.
     #[arg(long)]
     pub fixtures: bool,
@@ -244,6 +248,7 @@ pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Resu
         change_log_bytes: args.change_log_bytes,
         view_idle_ms: args.view_idle_ms,
         replica: args.replica,
+        replica_processes: args.cluster_processes,
         snapshot_interval_ms: args.snapshot_interval_ms,
         query_timeout_ms: args.query_timeout_ms,
         query_max_rows: args.query_max_rows,

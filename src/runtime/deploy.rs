@@ -114,7 +114,12 @@ impl Runtime {
                 .chain(&report.changed_datasource_names)
             {
                 if let Some(ds) = new.datasources.get(name) {
-                    sources.extend(open_sources(&self.engine, &self.storage, ds)?);
+                    sources.extend(open_sources(
+                        &self.engine,
+                        &self.storage,
+                        &self.other_storages,
+                        ds,
+                    )?);
                 }
             }
         }

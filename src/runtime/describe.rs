@@ -95,7 +95,10 @@ impl Runtime {
             .collect();
         let storage: TableFigures = self
             .source(&ds.name)
-            .map(|s| s.log.figures())
+            .map(|s| match &s.shares {
+                Some(shares) => shares.figures(),
+                None => s.log.figures(),
+            })
             .unwrap_or_default();
         let row_count = self.row_count(&ds.name).unwrap_or(0);
         let stamp = crate::project::modified_stamp(&ds.file);

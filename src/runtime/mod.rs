@@ -39,7 +39,9 @@ use crate::cluster::ClusterRole;
 use crate::ingest::{quarantine_row, RowDecoder};
 use crate::project::quarantine_columns;
 use crate::project::{PipeDescription, Project, ProjectError};
-use crate::storage::{MemoryLog, Storage, StorageConfig, TableFigures, TableLog, TableRules};
+use crate::storage::{
+    ClusterLog, MemoryLog, Storage, StorageConfig, TableFigures, TableLog, TableRules,
+};
 
 pub use deploy::DeployReport;
 pub use describe::{ColumnInfo, DatasourceInfo};
@@ -107,6 +109,9 @@ pub struct RuntimeConfig {
     /// Follow another server's datasource logs read-only (a read replica) instead of
     /// writing them.
     pub replica: bool,
+    /// With `replica`: the processes of the cluster whose storage it follows (each share
+    /// under `STORAGE/process-I`); 1 for a single server's storage.
+    pub replica_processes: usize,
     /// Group commit, compaction and merge settings.
     pub storage: StorageConfig,
     /// How often views are snapshotted to storage (0: never): a restarted server or a
@@ -146,6 +151,7 @@ impl Default for RuntimeConfig {
             change_log_bytes: petrel_view::CHANGE_LOG_BYTES,
             view_idle_ms: 10 * 60 * 1000,
             replica: false,
+            replica_processes: 1,
             storage: StorageConfig::default(),
             snapshot_interval_ms: 30_000,
             query_timeout_ms: 10_000,
@@ -163,6 +169,8 @@ impl Default for RuntimeConfig {
 
 struct Source {
     log: Arc<TableLog>,
+    /// On a replica of a cluster: every process's share, process 0's (`log`) first.
+    shares: Option<Arc<ClusterLog>>,
     decoder: Option<RowDecoder>,
     columns: Vec<Column>,
 }
@@ -174,6 +182,8 @@ pub struct Runtime {
     engine: Arc<Engine>,
     sources: RwLock<BTreeMap<String, Arc<Source>>>,
     storage: Arc<Storage>,
+    /// On a replica of a cluster: the other processes' storages, in process order.
+    other_storages: Vec<Arc<Storage>>,
     replica: bool,
     cluster: Option<ClusterRole>,
     views: views::Views,
@@ -183,14 +193,16 @@ pub struct Runtime {
     subscriptions: Arc<SubscriptionCounts>,
 }
 
-/// Opens a datasource's table and its quarantine's, and registers both with the engine.
+/// Opens a datasource's table and its quarantine's, and registers both with the engine (on
+/// a replica of a cluster, every process's share of each, as one log).
 fn open_sources(
     engine: &Engine,
     storage: &Arc<Storage>,
+    others: &[Arc<Storage>],
     ds: &crate::project::Datasource,
 ) -> Result<Vec<(String, Arc<Source>)>, RuntimeError> {
     let name = &ds.name;
-    let open = |table: &str, columns: &[Column], rules: TableRules| {
+    let open = |storage: &Arc<Storage>, table: &str, columns: &[Column], rules: TableRules| {
         let names = columns.iter().map(|c| c.name.clone()).collect();
         storage
             .table(table, names, rules)
@@ -200,36 +212,62 @@ fn open_sources(
         let e = e.clone()?;
         Some(Arc::new(move |row: &Row| e.eval(row)))
     };
-    let rules = TableRules {
+    let rules = || TableRules {
         sort_key: ds.sort_key.clone(),
         partition: row_fn(&ds.partition_key),
         expiry: row_fn(&ds.expiry),
     };
     let columns = ds.schema();
-    let log = open(name, &columns, rules)?;
-    engine.register_source(name, log.clone());
     let qname = format!("{name}_quarantine");
     let qcolumns = quarantine_columns(&columns);
-    let qlog = open(&qname, &qcolumns, TableRules::default())?;
-    engine.register_source(&qname, qlog.clone());
-    Ok(vec![
+    let mut out = Vec::new();
+    for (table, columns, rules, decoder) in [
         (
             name.clone(),
+            columns.clone(),
+            rules(),
+            Some(RowDecoder::new(&ds.columns)),
+        ),
+        (qname, qcolumns, TableRules::default(), None),
+    ] {
+        let log = open(storage, &table, &columns, rules.clone())?;
+        let shares = if others.is_empty() {
+            engine.register_source(&table, log.clone());
+            None
+        } else {
+            let mut all = vec![log.clone()];
+            for other in others {
+                all.push(open(other, &table, &columns, rules.clone())?);
+            }
+            let shares = Arc::new(ClusterLog::new(all));
+            engine.register_source(&table, shares.clone());
+            Some(shares)
+        };
+        out.push((
+            table,
             Arc::new(Source {
                 log,
-                decoder: Some(RowDecoder::new(&ds.columns)),
+                shares,
+                decoder,
                 columns,
             }),
-        ),
-        (
-            qname,
-            Arc::new(Source {
-                log: qlog,
-                decoder: None,
-                columns: qcolumns,
-            }),
-        ),
-    ])
+        ));
+    }
+    Ok(out)
+}
+
+/// The durable frontier of a writer's storage, or the least of a cluster's processes'
+/// (every change below it is stored by every process).
+fn read_frontiers(storage: &Storage, others: &[Arc<Storage>]) -> Result<Option<Ts>, RuntimeError> {
+    let internal = |e: crate::storage::StorageError| RuntimeError::Internal(e.to_string());
+    let mut least = storage.read_frontier().map_err(internal)?;
+    for other in others {
+        least = match (least, other.read_frontier().map_err(internal)?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
+    }
+    Ok(least)
 }
 
 impl Runtime {
@@ -260,23 +298,42 @@ impl Runtime {
             config.replica,
             config.storage.clone(),
         );
-        let storage =
-            tokio::task::spawn_blocking(move || Storage::open(&url, replica, storage_config))
-                .await
-                .map_err(|e| RuntimeError::Internal(e.to_string()))?
-                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        // A replica of a cluster opens every process's share; process 0's holds the views'
+        // snapshots.
+        let shares = if config.replica {
+            config.replica_processes.max(1)
+        } else {
+            1
+        };
+        let mut storages = Vec::new();
+        for process in 0..shares {
+            let url = if shares > 1 {
+                format!("{}/process-{process}", url.trim_end_matches('/'))
+            } else {
+                url.clone()
+            };
+            let storage_config = storage_config.clone();
+            storages.push(
+                tokio::task::spawn_blocking(move || Storage::open(&url, replica, storage_config))
+                    .await
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))?,
+            );
+        }
+        let storage = storages.remove(0);
+        let other_storages = storages;
         if config.replica {
-            let frontier = storage
-                .read_frontier()
-                .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+            let frontier = read_frontiers(&storage, &other_storages)?;
             engine.hold_clock(frontier.unwrap_or(0));
         }
         let mut sources = BTreeMap::new();
         for ds in project.datasources.values() {
             let (engine, storage, ds) = (engine.clone(), storage.clone(), ds.clone());
-            let opened = tokio::task::spawn_blocking(move || open_sources(&engine, &storage, &ds))
-                .await
-                .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+            let others = other_storages.clone();
+            let opened =
+                tokio::task::spawn_blocking(move || open_sources(&engine, &storage, &others, &ds))
+                    .await
+                    .map_err(|e| RuntimeError::Internal(e.to_string()))??;
             sources.extend(opened);
         }
         // Subscribers that resume from a frontier the previous run sent after what survived of
@@ -304,6 +361,7 @@ impl Runtime {
             engine: engine.clone(),
             sources: RwLock::new(sources),
             storage: storage.clone(),
+            other_storages,
             replica: config.replica,
             cluster: config.cluster.clone(),
             views: views::Views::new(
@@ -410,7 +468,7 @@ impl Runtime {
 
     fn follow_once(&self) -> Result<(), RuntimeError> {
         let internal = |e: crate::storage::StorageError| RuntimeError::Internal(e.to_string());
-        let frontier = self.storage.read_frontier().map_err(internal)?;
+        let frontier = read_frontiers(&self.storage, &self.other_storages)?;
         let sources: Vec<(String, Arc<Source>)> = self
             .sources
             .read()
@@ -419,7 +477,14 @@ impl Runtime {
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect();
         for (name, source) in sources {
-            source.log.prefetch().map_err(internal)?;
+            match &source.shares {
+                Some(shares) => {
+                    for share in shares.shares() {
+                        share.prefetch().map_err(internal)?;
+                    }
+                }
+                None => source.log.prefetch().map_err(internal)?,
+            }
             self.engine
                 .pull(&name)
                 .map_err(|e| RuntimeError::Internal(e.to_string()))?;
@@ -557,7 +622,10 @@ impl Runtime {
 
     /// Rows stored in a datasource.
     pub fn row_count(&self, name: &str) -> Option<u64> {
-        self.source(name).map(|s| s.log.row_count())
+        self.source(name).map(|s| match &s.shares {
+            Some(shares) => shares.figures().rows,
+            None => s.log.row_count(),
+        })
     }
 
     /// The storage the datasources live in.

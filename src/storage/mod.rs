@@ -19,6 +19,7 @@
 //! views/KEY.json, views/KEY-UPPER.parquet a view's rows at a timestamp (see view_snapshot)
 //! ```
 
+mod cluster_log;
 mod manifest;
 mod memory_log;
 mod part;
@@ -34,6 +35,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use petrel_view::Ts;
 
+pub use cluster_log::ClusterLog;
 pub use manifest::{Manifest, PartInfo};
 pub use memory_log::MemoryLog;
 pub use part::ColumnStats;
