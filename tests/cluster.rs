@@ -305,6 +305,32 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         &env,
     );
 
+    // Every process lists the whole cluster, ready and healthy.
+    let status = common::get(&cluster[2], "/v0/cluster");
+    assert_eq!(status["healthy"], true, "{status}");
+    let listed = status["processes"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for (i, p) in listed.iter().enumerate() {
+        assert_eq!(p["process"], i);
+        assert_eq!(p["ready"], true);
+        assert_eq!(p["workers"], 1);
+        assert_eq!(p["url"], cluster[i].url.as_str());
+    }
+    let (code, out, err) = common::petrel(&[
+        "cluster",
+        "status",
+        "--host",
+        &cluster[1].url,
+        "--token",
+        ADMIN,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" ok")).count(),
+        3,
+        "{out}"
+    );
+
     // Rows through every process of the cluster, the same rows into the single server.
     for b in 0..10u64 {
         let body = ndjson(b * 300..(b + 1) * 300);
@@ -571,4 +597,99 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_for_events(&replica.url, "kafka_by_country", 900);
+}
+
+/// `petrel cluster start --local 2` on this machine: it prints each process's URL, the
+/// processes form one cluster (rows written through process 1 are read on process 0), and
+/// stopping the command stops both.
+#[test]
+fn a_local_cluster_starts_serves_and_stops_together() {
+    use std::io::{BufRead, BufReader};
+    let dir = common::copy_project_files("dataflows/clicks", "cluster-local");
+    let (port, cluster_port) = (free_port(), free_port());
+    let mut parent = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args([
+            "cluster",
+            "start",
+            "--local",
+            "2",
+            "--workers",
+            "1",
+            "--project",
+        ])
+        .arg(&dir)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--cluster-port",
+            &cluster_port.to_string(),
+        ])
+        .env("PETREL_ADMIN_TOKEN", ADMIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
+    let mut urls = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some((_, url)) = line.trim().split_once(": http") {
+            if line.trim().starts_with("process ") {
+                urls.push(format!("http{url}"));
+            }
+        }
+        if urls.len() == 2 {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert_eq!(
+        urls,
+        vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{}", port + 1)
+        ]
+    );
+    // The processes listen once they are connected.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for url in &urls {
+        while client()
+            .get(format!("{url}/v0/health"))
+            .send()
+            .map(|r| r.status())
+            .ok()
+            != Some(reqwest::StatusCode::OK)
+        {
+            assert!(Instant::now() < deadline, "{url} serves");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let r = client()
+        .post(format!("{}/v0/events?name=clicks&wait=true", urls[1]))
+        .bearer_auth(ADMIN)
+        .body("{\"user_id\":7,\"click_count\":5,\"country\":\"DE\"}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = read(&urls[0], "clicks_by_user", "country=DE");
+    assert!(
+        answer["data"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"user_id": 7, "clicks": 5})),
+        "{answer}"
+    );
+    // SIGTERM to the command stops both processes.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(parent.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let status = parent.wait().unwrap();
+    assert!(status.success(), "{status}");
+    for url in &urls {
+        assert!(
+            client().get(format!("{url}/v0/health")).send().is_err(),
+            "{url} stopped"
+        );
+    }
 }
