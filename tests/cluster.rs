@@ -10,12 +10,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, S3Server, Server, ADMIN};
+use common::{client, Broker, S3Server, Server, ADMIN};
 use serde_json::{json, Value};
 
 /// The id of the one row in country `ZZ`, written while a subscriber watches.
@@ -84,62 +84,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-struct Broker {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Tansu broker (installed by scripts/test.sh) with topic `clicks` of three partitions.
-fn start_broker() -> Broker {
-    let bin = std::env::var("PETREL_TANSU").unwrap_or_else(|_| {
-        panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh")
-    });
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(&bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the broker did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = Command::new(&bin)
-        .args([
-            "topic",
-            "create",
-            "clicks",
-            "--partitions",
-            "3",
-            "--broker",
-            &url,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "topic created");
-    Broker {
-        child,
-        address: format!("127.0.0.1:{port}"),
-    }
 }
 
 fn produce(broker: &str, n: u64) {
@@ -279,7 +223,8 @@ fn recompute(ids: &BTreeSet<u64>) -> Vec<Value> {
 fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() {
     let s3 = S3Server::start("petrel-cluster");
     let env = s3.env();
-    let broker = start_broker();
+    let broker = Broker::start();
+    broker.create_topic("clicks", 3);
     let files = project_files(&broker.address);
     let dir = common::temp_dir("cluster");
     write_project(&dir, &files);

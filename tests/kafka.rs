@@ -6,11 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{client, Server, ADMIN};
+use common::{client, Broker, Server, ADMIN};
 use futures_util::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,75 +17,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-
-struct Broker {
-    child: Child,
-    address: String,
-    bin: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tansu() -> String {
-    std::env::var("PETREL_TANSU").unwrap_or_else(|_| panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh, which installs the broker"))
-}
-
-fn start_broker() -> Broker {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let bin = tansu();
-    let child = Command::new(&bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the broker did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker {
-        child,
-        address: format!("127.0.0.1:{port}"),
-        bin,
-    }
-}
-
-impl Broker {
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let status = Command::new(&self.bin)
-            .args([
-                "topic",
-                "create",
-                name,
-                "--partitions",
-                &partitions.to_string(),
-                "--broker",
-                &format!("tcp://{}", self.address),
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "topic {name} created");
-    }
-}
 
 fn project(broker: &Broker) -> std::path::PathBuf {
     let dir = common::temp_dir("kafka");
@@ -195,7 +125,7 @@ fn wait_for(server: &Server, want: &BTreeMap<String, (u64, u64)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_in_and_out_exactly_once() {
-    let broker = start_broker();
+    let broker = Broker::start();
     broker.create_topic("clicks", 2);
     broker.create_topic("country_changes", 1);
     broker.create_topic("country_upserts", 1);
@@ -420,7 +350,7 @@ fn topic_messages(address: &str, topic: &str) -> Vec<Value> {
 /// consuming its topic, and one that removes a sink pipe stops producing to its topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploys_start_consumers_and_stop_sinks() {
-    let broker = start_broker();
+    let broker = Broker::start();
     broker.create_topic("clicks", 2);
     broker.create_topic("events_changes", 1);
     let dir = project(&broker);

@@ -387,3 +387,76 @@ pub fn chdb_script(script: &str, input: &serde_json::Value) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A real Kafka-protocol broker (Tansu, installed by scripts/test.sh) on a free loopback port,
+/// in memory; stopped when dropped.
+pub struct Broker {
+    child: Child,
+    /// `host:port` for clients.
+    pub address: String,
+    bin: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    /// Starts the broker and waits until it listens.
+    pub fn start() -> Broker {
+        let bin = std::env::var("PETREL_TANSU").unwrap_or_else(|_| {
+            panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh, which installs the broker")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            child,
+            address: format!("127.0.0.1:{port}"),
+            bin,
+        }
+    }
+
+    /// Creates topic `name` with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(&self.bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://{}", self.address)])
+            .status()
+            .unwrap();
+        assert!(status.success(), "topic {name} created");
+    }
+}
