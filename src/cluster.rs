@@ -191,6 +191,33 @@ impl ClusterRole {
         Err(self.peer_error(process, format!("{status}: {text}")))
     }
 
+    /// Asks every follower to run a share operation (`/v0/cluster/truncate` or
+    /// `/v0/cluster/delete`) on its own rows; returns the rows they removed together.
+    pub async fn on_every_share(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<u64, ClusterError> {
+        let mut rows = 0;
+        for process in 1..self.members.len() {
+            let url = format!("{}{path}", self.members[process].http_url);
+            let response = Self::client(Duration::from_secs(300))
+                .post(&url)
+                .bearer_auth(&self.admin_token)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| self.peer_error(process, e))?;
+            let status = response.status();
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(self.peer_error(process, format!("{status}: {}", answer["error"])));
+            }
+            rows += answer["rows"].as_u64().unwrap_or(0);
+        }
+        Ok(rows)
+    }
+
     /// Waits until process 0's views that read `tables` have passed `ts` (a follower's
     /// `wait=true`: its rows are visible wherever they are read).
     pub async fn wait_visible(&self, tables: &[String], ts: Ts) -> Result<(), ClusterError> {

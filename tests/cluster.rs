@@ -428,6 +428,33 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         );
     }
 
+    // A delete sent to a follower removes the matching rows from every process's share.
+    let france: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|id| row(*id)["country"] == "FR")
+        .collect();
+    assert!(!france.is_empty());
+    let deleted: Value = client()
+        .post(format!("{}/v0/datasources/events/delete", cluster[2].url))
+        .bearer_auth(ADMIN)
+        .form(&[("delete_condition", "country = 'FR'")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(deleted["deleted_rows"], france.len(), "{deleted}");
+    for id in &france {
+        acked.remove(id);
+    }
+    for (i, p) in cluster.iter().enumerate() {
+        assert_eq!(
+            read(&p.url, "by_country", "")["data"],
+            json!(recompute(&acked)),
+            "process {i}"
+        );
+    }
+
     // Sustained wait=true ingest through every process; process 1 is SIGKILLed meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
     let confirmed = Arc::new(Mutex::new(Vec::<u64>::new()));
@@ -542,6 +569,27 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_for_events(&replica.url, "kafka_by_country", 900);
+
+    // A truncate sent to a follower empties every process's share, and the replica follows.
+    let truncated: Value = client()
+        .post(format!("{}/v0/datasources/events/truncate", cluster[1].url))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(truncated["truncated_rows"], present.len(), "{truncated}");
+    for p in cluster.iter().chain([&replica]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read(&p.url, "by_country", "")["data"] != json!([]) {
+            assert!(
+                Instant::now() < deadline,
+                "{} is empty after the truncate",
+                p.url
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// `petrel cluster start --local 2` on this machine: it prints each process's URL, the

@@ -251,9 +251,9 @@ impl Runtime {
     /// Removes every row of a datasource: the rows are retracted, so every view that reads
     /// it updates (and subscribers receive the retractions). Returns the rows removed and the
     /// timestamp of the retraction.
+    /// In a cluster, each process removes its own share (process 0 asks the others first).
     pub fn truncate(&self, datasource: &str) -> Result<(usize, Ts), RuntimeError> {
         self.refuse_on_replica()?;
-        self.refuse_in_cluster("truncating a datasource")?;
         if !self.project().datasources.contains_key(datasource) {
             return Err(RuntimeError::NotFound(format!(
                 "Data Source '{datasource}' not found"
@@ -280,11 +280,13 @@ impl Runtime {
         dry_run: bool,
     ) -> Result<(usize, Ts), RuntimeError> {
         self.refuse_on_replica()?;
-        self.refuse_in_cluster("deleting rows")?;
         let query = self.project().plan_raw(
             datasource,
             &format!("SELECT * FROM `{datasource}` WHERE {condition}"),
         )?;
+        if self.cluster.as_ref().is_some_and(|c| c.members.len() > 1) {
+            return self.delete_from_share(datasource, &query.plan, dry_run);
+        }
         let tables = BTreeSet::from([datasource.to_string()]);
         let found = self
             .views
@@ -305,6 +307,57 @@ impl Runtime {
                 datasource,
                 found.rows.into_iter().map(|r| (r, -1)).collect(),
             )
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        Ok((n, ts))
+    }
+
+    /// A cluster process's delete: each process holds its own share of the datasource's rows,
+    /// so it evaluates the condition over them itself (process 0 asks the others first). The
+    /// condition must be a plain row filter (no subquery).
+    fn delete_from_share(
+        &self,
+        datasource: &str,
+        plan: &petrel_sql::Plan,
+        dry_run: bool,
+    ) -> Result<(usize, Ts), RuntimeError> {
+        use petrel_sql::PlanNode;
+        fn row_filter(plan: &petrel_sql::Plan) -> Option<&petrel_sql::Expr> {
+            match &plan.node {
+                PlanNode::Filter { input, predicate }
+                    if matches!(input.node, PlanNode::Scan { .. }) =>
+                {
+                    Some(predicate)
+                }
+                PlanNode::Project { input, exprs }
+                    if exprs
+                        .iter()
+                        .enumerate()
+                        .all(|(i, e)| matches!(e, petrel_sql::Expr::Column(c) if *c == i)) =>
+                {
+                    row_filter(input)
+                }
+                _ => None,
+            }
+        }
+        let predicate = row_filter(plan).ok_or_else(|| {
+            RuntimeError::BadRequest(
+                "on a cluster, a delete condition must be a filter on the datasource's own columns (no subquery)".into(),
+            )
+        })?;
+        let rows = self
+            .read_table(datasource)
+            .ok_or_else(|| RuntimeError::Internal(format!("cannot read '{datasource}'")))?;
+        let found: Vec<Row> = rows
+            .into_iter()
+            .filter(|r| predicate.eval(r).is_true())
+            .collect();
+        let n = found.len();
+        if dry_run || n == 0 {
+            return Ok((n, self.engine.open_ts()));
+        }
+        let ts = self
+            .engine
+            .insert(datasource, found.into_iter().map(|r| (r, -1)).collect())
             .map_err(|e| RuntimeError::Internal(e.to_string()))?;
         Ok((n, ts))
     }

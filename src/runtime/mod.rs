@@ -514,17 +514,6 @@ impl Runtime {
         Ok(())
     }
 
-    /// Refuses what a cluster cannot do yet: each process holds only its own share of a
-    /// datasource's rows, so removing rows by reading them back needs every process's share.
-    fn refuse_in_cluster(&self, what: &str) -> Result<(), RuntimeError> {
-        if self.cluster.as_ref().is_some_and(|c| c.members.len() > 1) {
-            return Err(RuntimeError::BadRequest(format!(
-                "{what} is not supported on a cluster yet (docs/cluster.md)"
-            )));
-        }
-        Ok(())
-    }
-
     /// This process's place in its cluster, if it runs in one.
     pub fn cluster(&self) -> Option<&ClusterRole> {
         self.cluster.as_ref()

@@ -144,6 +144,81 @@ pub(super) async fn deploy(
     admin::apply_from_coordinator(&state, body.files, body.allow_destructive_operations).await
 }
 
+/// Runs a share operation on every follower when this is process 0 of a cluster (the rows
+/// they removed), else nothing (0).
+pub(super) async fn on_followers(
+    state: &AppState,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<u64, ApiError> {
+    let Some(role) = state
+        .runtime
+        .cluster()
+        .filter(|c| c.is_coordinator() && c.members.len() > 1)
+    else {
+        return Ok(0);
+    };
+    role.on_every_share(path, &body).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("not every process of the cluster removed its rows: {e}"),
+        )
+    })
+}
+
+/// The body of `POST /v0/cluster/truncate` and `/v0/cluster/delete`.
+#[derive(serde::Deserialize)]
+pub(super) struct ShareBody {
+    datasource: String,
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn follower_only(state: &AppState) -> Result<(), ApiError> {
+    if state.runtime.cluster().is_none_or(|c| c.is_coordinator()) {
+        return Err(ApiError::bad_request(
+            "only a cluster's followers take share operations from process 0",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v0/cluster/truncate` (admin, followers): removes this process's share of a
+/// datasource's rows.
+pub(super) async fn truncate(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<ShareBody>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    follower_only(&state)?;
+    let (rows, ts) = super::datasources::truncate_share(&state, &body.datasource).await?;
+    Ok(Json(serde_json::json!({"rows": rows, "ts": ts})).into_response())
+}
+
+/// `POST /v0/cluster/delete` (admin, followers): deletes the rows of this process's share
+/// that match the condition.
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<ShareBody>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    follower_only(&state)?;
+    let condition = body
+        .condition
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("'condition' is required"))?;
+    let (rows, ts) =
+        super::datasources::delete_from_share(&state, &body.datasource, condition, body.dry_run)
+            .await?;
+    Ok(Json(serde_json::json!({"rows": rows, "ts": ts})).into_response())
+}
+
 /// True for the requests a follower answers itself: writes, their jobs, health, metrics,
 /// the cluster routes and `/tokens`.
 fn answered_locally(request: &Request) -> bool {

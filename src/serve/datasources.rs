@@ -208,13 +208,30 @@ pub(super) async fn truncate_datasource(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
+    // In a cluster, every other process removes its share first.
+    let others = super::cluster::on_followers(
+        &state,
+        "/v0/cluster/truncate",
+        serde_json::json!({"datasource": name}),
+    )
+    .await?;
+    let (rows, ts) = truncate_share(&state, &name).await?;
+    Ok(
+        Json(serde_json::json!({ "truncated_rows": rows as u64 + others, "ts": ts }))
+            .into_response(),
+    )
+}
+
+/// Removes this process's rows of `name` (all of them outside a cluster) and waits until
+/// that is durable and visible.
+pub(super) async fn truncate_share(state: &AppState, name: &str) -> Result<(usize, u64), ApiError> {
     let runtime = state.runtime.clone();
-    let ds = name.clone();
+    let ds = name.to_string();
     let (rows, ts) = tokio::task::spawn_blocking(move || runtime.truncate(&ds))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    state.runtime.wait_durable_and_visible(&name, ts).await?;
-    Ok(Json(serde_json::json!({ "truncated_rows": rows, "ts": ts })).into_response())
+    state.runtime.wait_durable_and_visible(name, ts).await?;
+    Ok((rows, ts))
 }
 
 /// `POST /v0/datasources/NAME/delete?delete_condition=SQL[&dry_run=true]` (admin; the
@@ -236,15 +253,31 @@ pub(super) async fn delete_rows(
     let dry_run = params
         .get("dry_run")
         .is_some_and(|v| v == "true" || v == "1");
-    let (rows, ts) = state
-        .runtime
-        .delete_where(&name, condition, dry_run)
-        .await?;
-    if !dry_run {
-        state.runtime.wait_durable_and_visible(&name, ts).await?;
-    }
-    Ok(
-        Json(serde_json::json!({ "deleted_rows": rows, "dry_run": dry_run, "ts": ts }))
-            .into_response(),
+    // In a cluster, every other process deletes from its share first.
+    let others = super::cluster::on_followers(
+        &state,
+        "/v0/cluster/delete",
+        serde_json::json!({"datasource": name, "condition": condition, "dry_run": dry_run}),
     )
+    .await?;
+    let (rows, ts) = delete_from_share(&state, &name, condition, dry_run).await?;
+    Ok(Json(
+        serde_json::json!({ "deleted_rows": rows as u64 + others, "dry_run": dry_run, "ts": ts }),
+    )
+    .into_response())
+}
+
+/// Deletes this process's rows of `name` that match `condition` (all of them outside a
+/// cluster) and waits until that is durable and visible.
+pub(super) async fn delete_from_share(
+    state: &AppState,
+    name: &str,
+    condition: &str,
+    dry_run: bool,
+) -> Result<(usize, u64), ApiError> {
+    let (rows, ts) = state.runtime.delete_where(name, condition, dry_run).await?;
+    if !dry_run {
+        state.runtime.wait_durable_and_visible(name, ts).await?;
+    }
+    Ok((rows, ts))
 }
