@@ -111,6 +111,9 @@ pub struct ProcessStatus {
     pub ready: bool,
     /// Why its workers stopped (a lost peer), if they did.
     pub failure: Option<String>,
+    /// The durable frontier its previous run stored: every change it took below it survived.
+    #[serde(default)]
+    pub stored_frontier: Option<Ts>,
 }
 
 impl ClusterRole {
@@ -266,14 +269,19 @@ impl ClusterRole {
     }
 
     /// Waits until every follower has opened its datasources (process 0, before it installs
-    /// any view: a follower's stored rows must be there when the views replay history).
-    pub async fn wait_for_followers(&self) {
+    /// any view: a follower's stored rows must be there when the views replay history);
+    /// returns their statuses.
+    pub async fn wait_for_followers(&self) -> Vec<ProcessStatus> {
         let mut waiting: BTreeSet<usize> = (1..self.members.len()).collect();
+        let mut ready = Vec::new();
         let mut reported = std::time::Instant::now();
         while !waiting.is_empty() {
             for process in waiting.clone() {
-                if matches!(self.status_of(process).await, Ok(s) if s.ready) {
-                    waiting.remove(&process);
+                if let Ok(status) = self.status_of(process).await {
+                    if status.ready {
+                        waiting.remove(&process);
+                        ready.push(status);
+                    }
                 }
             }
             if !waiting.is_empty() {
@@ -284,6 +292,7 @@ impl ClusterRole {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        ready
     }
 }
 

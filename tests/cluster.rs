@@ -516,8 +516,17 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         p.stop();
     }
 
-    // The operator restarts the whole cluster: it recovers from the shared storage.
+    // The operator restarts the whole cluster: it recovers from the shared storage. Each
+    // process says what its previous run stored (process 0 takes the least of these as
+    // what survived everywhere, for subscribers that resume).
     let cluster = start_cluster(&dir, &hosts, &storage, &env);
+    for p in &cluster {
+        let local = common::get(p, "/v0/cluster/local");
+        assert!(
+            local["stored_frontier"].as_u64().unwrap_or(0) > 0,
+            "{local}"
+        );
+    }
     let counts = sql(
         &cluster[2].url,
         "SELECT id, count() AS c FROM events GROUP BY id",

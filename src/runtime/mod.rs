@@ -185,6 +185,8 @@ pub struct Runtime {
     /// On a replica of a cluster: the other processes' storages, in process order.
     other_storages: Vec<Arc<Storage>>,
     replica: bool,
+    /// The durable frontier the previous run stored (every change below it survived it).
+    stored_frontier: Option<Ts>,
     cluster: Option<ClusterRole>,
     views: views::Views,
     ready: AtomicBool,
@@ -336,21 +338,45 @@ impl Runtime {
                     .map_err(|e| RuntimeError::Internal(e.to_string()))??;
             sources.extend(opened);
         }
+        let stored_frontier = if config.replica {
+            None
+        } else {
+            storage
+                .read_frontier()
+                .map_err(|e| RuntimeError::Internal(e.to_string()))?
+        };
+        // Process 0 of a cluster waits for every follower to open its datasources (their
+        // stored rows must be there when views replay history) and learns what survived
+        // there.
+        let followers = match config.cluster.as_ref().filter(|c| c.is_coordinator()) {
+            Some(role) => role.wait_for_followers().await,
+            None => Vec::new(),
+        };
         // Subscribers that resume from a frontier the previous run sent after what survived of
         // the tables their view reads may hold changes its crash erased: they get a fresh
         // snapshot instead.
         let erased = if config.replica {
             None
-        } else {
-            let frontier = storage
-                .read_frontier()
-                .map_err(|e| RuntimeError::Internal(e.to_string()))?
-                .unwrap_or(0);
+        } else if followers.is_empty() {
             Some(views::Erased::after_restart(
-                frontier,
+                stored_frontier.unwrap_or(0),
                 sources
                     .iter()
                     .map(|(name, s)| (name.clone(), s.log.last_ts())),
+                engine.open_ts(),
+            ))
+        } else {
+            // Every process stored every change below the least of their frontiers; each
+            // table's own last batch is known only here, so it does not count.
+            let least = followers
+                .iter()
+                .map(|f| f.stored_frontier.unwrap_or(0))
+                .chain([stored_frontier.unwrap_or(0)])
+                .min()
+                .unwrap_or(0);
+            Some(views::Erased::after_restart(
+                least,
+                sources.keys().map(|name| (name.clone(), 0)),
                 engine.open_ts(),
             ))
         };
@@ -363,6 +389,7 @@ impl Runtime {
             storage: storage.clone(),
             other_storages,
             replica: config.replica,
+            stored_frontier,
             cluster: config.cluster.clone(),
             views: views::Views::new(
                 engine,
@@ -401,9 +428,6 @@ impl Runtime {
             runtime.follow_logs();
         }
         let follower = config.cluster.as_ref().is_some_and(|c| !c.is_coordinator());
-        if let Some(role) = config.cluster.as_ref().filter(|c| c.is_coordinator()) {
-            role.wait_for_followers().await;
-        }
         if !follower {
             runtime.warm_default_views().await;
         }
@@ -533,6 +557,7 @@ impl Runtime {
             frontier: self.engine.open_ts(),
             ready: self.is_ready(),
             failure: self.engine.failure(),
+            stored_frontier: self.stored_frontier,
         }
     }
 
