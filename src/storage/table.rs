@@ -409,10 +409,6 @@ impl TableLog {
         drop(self.compacting.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn sort_rows(&self, rows: &mut Vec<PartRow>) {
-        part::sort_part_rows(rows, &self.rules.sort_key);
-    }
-
     /// Drops the rows that expired longer ago than the storage keeps expired rows (their
     /// views retracted them then; replays would filter them); returns the net rows dropped.
     fn drop_expired(&self, rows: &mut Vec<PartRow>) -> i64 {
@@ -447,10 +443,10 @@ impl TableLog {
         first: u64,
         end: u64,
         partition: Option<Value>,
-        mut rows: Vec<PartRow>,
+        rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
-        self.sort_rows(&mut rows);
-        let encoded = part::encode(&self.columns, &rows)?;
+        let order = part::sort_order(&rows, &self.rules.sort_key);
+        let encoded = part::encode_in_order(&self.columns, &rows, &order)?;
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
