@@ -170,14 +170,15 @@ impl ClusterRole {
         }
     }
 
-    /// POSTs `body` to `path` of process `process` with the admin token and checks for 2xx.
+    /// POSTs `body` to `path` of process `process` with the admin token; its JSON answer,
+    /// or the error it answered with.
     async fn post(
         &self,
         process: usize,
         path: &str,
         body: &serde_json::Value,
         timeout: Duration,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<serde_json::Value, ClusterError> {
         let url = format!("{}{path}", self.members[process].http_url);
         let response = Self::client(timeout)
             .post(&url)
@@ -186,12 +187,12 @@ impl ClusterRole {
             .send()
             .await
             .map_err(|e| self.peer_error(process, e))?;
-        if response.status().is_success() {
-            return Ok(());
-        }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        Err(self.peer_error(process, format!("{status}: {text}")))
+        if !status.is_success() {
+            return Err(self.peer_error(process, format!("{status}: {text}")));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or_default())
     }
 
     /// Asks every follower to run a share operation (`/v0/cluster/truncate` or
@@ -203,19 +204,9 @@ impl ClusterRole {
     ) -> Result<u64, ClusterError> {
         let mut rows = 0;
         for process in 1..self.members.len() {
-            let url = format!("{}{path}", self.members[process].http_url);
-            let response = Self::client(Duration::from_secs(300))
-                .post(&url)
-                .bearer_auth(&self.admin_token)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| self.peer_error(process, e))?;
-            let status = response.status();
-            let answer: serde_json::Value = response.json().await.unwrap_or_default();
-            if !status.is_success() {
-                return Err(self.peer_error(process, format!("{status}: {}", answer["error"])));
-            }
+            let answer = self
+                .post(process, path, body, Duration::from_secs(300))
+                .await?;
             rows += answer["rows"].as_u64().unwrap_or(0);
         }
         Ok(rows)
@@ -227,6 +218,7 @@ impl ClusterRole {
         let body = serde_json::json!({"tables": tables, "ts": ts});
         self.post(0, "/v0/cluster/visible", &body, Duration::from_secs(60))
             .await
+            .map(|_| ())
     }
 
     /// Sends a deploy's datafiles to every follower, which applies them before process 0

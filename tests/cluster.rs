@@ -86,33 +86,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn produce(broker: &str, n: u64) {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker)
-            .create()
-            .unwrap();
-        let mut pending = Vec::new();
-        for i in 0..n {
-            let country = ["DE", "US", "VN"][(i % 3) as usize];
-            let body = json!({"user_id": i, "click_count": i % 3 + 1, "country": country});
-            let key = i.to_string();
-            let body = body.to_string();
-            pending.push(
-                producer
-                    .send_result(FutureRecord::to("clicks").key(&key).payload(&body))
-                    .unwrap(),
-            );
-        }
-        for p in pending {
-            p.await.unwrap().unwrap();
-        }
-    });
-}
-
 /// Starts the three processes of `hosts` over `dir` and `storage`; returns them in order.
 fn start_cluster(
     dir: &std::path::Path,
@@ -286,7 +259,9 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
         );
         assert_eq!(post_events(&single.url, body).unwrap().status(), 200);
     }
-    produce(&broker.address, 900);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::produce_clicks(&broker.address, 0, 900));
     wait_for_events(&cluster[0].url, "kafka_by_country", 900);
     wait_for_events(&single.url, "kafka_by_country", 900);
     wait_for_events(&cluster[2].url, "by_country", 3000);

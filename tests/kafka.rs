@@ -54,27 +54,6 @@ fn project(broker: &Broker) -> std::path::PathBuf {
     dir
 }
 
-async fn produce(address: &str, from: u64, n: u64) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", address)
-        .create()
-        .unwrap();
-    let mut pending = Vec::new();
-    for i in from..from + n {
-        let country = ["DE", "US", "VN"][(i % 3) as usize];
-        let body = json!({"user_id": i, "click_count": i % 3 + 1, "country": country}).to_string();
-        let key = i.to_string();
-        pending.push(
-            producer
-                .send_result(FutureRecord::to("clicks").key(&key).payload(&body))
-                .unwrap(),
-        );
-    }
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
-}
-
 fn expected(total: u64) -> BTreeMap<String, (u64, u64)> {
     let mut m = BTreeMap::new();
     for i in 0..total {
@@ -134,7 +113,7 @@ async fn kafka_in_and_out_exactly_once() {
         .await
         .unwrap();
 
-    produce(&broker.address, 0, 1000).await;
+    common::produce_clicks(&broker.address, 0, 1000).await;
     let s = &server;
     tokio::task::block_in_place(|| wait_for(s, &expected(1000)));
 
@@ -192,7 +171,7 @@ async fn kafka_in_and_out_exactly_once() {
     let snapshot: Value =
         serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(snapshot["type"], "snapshot");
-    produce(&broker.address, 1000, 3).await;
+    common::produce_clicks(&broker.address, 1000, 3).await;
     let changes = loop {
         let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
@@ -228,7 +207,7 @@ async fn kafka_in_and_out_exactly_once() {
         )
         .await
         .unwrap();
-    produce(&broker.address, 1003, 1997).await;
+    common::produce_clicks(&broker.address, 1003, 1997).await;
     tokio::task::block_in_place(|| wait_for(s, &expected(3000)));
     let q: Value = tokio::task::block_in_place(|| {
         client()
@@ -311,7 +290,7 @@ async fn kafka_in_and_out_exactly_once() {
     // Crash during consumption: after the restart every message counts exactly once.
     let producing = {
         let address = broker.address.clone();
-        tokio::spawn(async move { produce(&address, 3000, 5000).await })
+        tokio::spawn(async move { common::produce_clicks(&address, 3000, 5000).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = tokio::task::block_in_place(|| server.stop());
@@ -420,7 +399,7 @@ async fn deploys_start_consumers_and_stop_sinks() {
     });
 
     // The new datasource consumes its topic without a restart.
-    produce(&broker.address, 0, 300).await;
+    common::produce_clicks(&broker.address, 0, 300).await;
     let s = &server;
     tokio::task::block_in_place(|| wait_for(s, &expected(300)));
 

@@ -460,3 +460,29 @@ impl Broker {
         assert!(status.success(), "topic {name} created");
     }
 }
+
+/// Produces `n` JSON click messages (ids `from..from + n`, keyed by id, countries DE, US, VN
+/// in turn, `click_count` = id mod 3 + 1) to the topic `clicks` of the broker at `address`.
+pub async fn produce_clicks(address: &str, from: u64, n: u64) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in from..from + n {
+        let country = ["DE", "US", "VN"][(i % 3) as usize];
+        let body = serde_json::json!({"user_id": i, "click_count": i % 3 + 1, "country": country})
+            .to_string();
+        let key = i.to_string();
+        pending.push(
+            producer
+                .send_result(FutureRecord::to("clicks").key(&key).payload(&body))
+                .unwrap(),
+        );
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+}
