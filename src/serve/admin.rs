@@ -180,6 +180,17 @@ pub(super) async fn apply(
     apply_locked(state, texts, check, destructive, None).await
 }
 
+/// A refused project as one 400 error: its errors joined.
+pub(super) fn refused(errors: LoadErrors) -> ApiError {
+    ApiError::bad_request(
+        errors
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// Applies the datafiles process 0 of a cluster validated and is deploying (on a follower).
 pub(super) async fn apply_from_coordinator(
     state: &AppState,
@@ -187,13 +198,7 @@ pub(super) async fn apply_from_coordinator(
     destructive: bool,
 ) -> Result<Response, ApiError> {
     match apply(state, texts, false, destructive).await? {
-        Outcome::Failed(errors) => Err(ApiError::bad_request(
-            errors
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
+        Outcome::Failed(errors) => Err(refused(errors)),
         Outcome::Checked(report) | Outcome::Deployed(report) => Ok(Json(report).into_response()),
     }
 }

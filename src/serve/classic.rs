@@ -127,13 +127,7 @@ async fn push(
     must_plan: Option<&str>,
 ) -> Result<(), ApiError> {
     match admin::apply_edits(state, edits, must_plan).await? {
-        Outcome::Failed(errors) => Err(ApiError::bad_request(
-            errors
-                .into_iter()
-                .map(|(_, e)| e)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
+        Outcome::Failed(errors) => Err(admin::refused(errors)),
         Outcome::Checked(_) | Outcome::Deployed(_) => Ok(()),
     }
 }

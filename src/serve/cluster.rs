@@ -136,11 +136,7 @@ pub(super) async fn deploy(
     Json(body): Json<DeployBody>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &params, &Scope::Admin)?;
-    if state.runtime.cluster().is_none_or(|c| c.is_coordinator()) {
-        return Err(ApiError::bad_request(
-            "only a cluster's followers take deploys from process 0",
-        ));
-    }
+    follower_only(&state)?;
     admin::apply_from_coordinator(&state, body.files, body.allow_destructive_operations).await
 }
 
@@ -179,7 +175,7 @@ pub(super) struct ShareBody {
 fn follower_only(state: &AppState) -> Result<(), ApiError> {
     if state.runtime.cluster().is_none_or(|c| c.is_coordinator()) {
         return Err(ApiError::bad_request(
-            "only a cluster's followers take share operations from process 0",
+            "only a cluster's followers take this call, from process 0",
         ));
     }
     Ok(())
