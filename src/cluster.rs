@@ -242,10 +242,15 @@ impl ClusterRole {
         Ok(())
     }
 
-    /// The status of process `process`, asked over HTTP.
-    pub async fn status_of(&self, process: usize) -> Result<ProcessStatus, ClusterError> {
-        let url = format!("{}/v0/cluster/local", self.members[process].http_url);
-        let response = Self::client(Duration::from_secs(2))
+    /// GETs `path` of process `process` with the admin token; its JSON answer.
+    async fn get(
+        &self,
+        process: usize,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClusterError> {
+        let url = format!("{}{path}", self.members[process].http_url);
+        let response = Self::client(timeout)
             .get(&url)
             .bearer_auth(&self.admin_token)
             .send()
@@ -258,6 +263,26 @@ impl ClusterRole {
             .json()
             .await
             .map_err(|e| self.peer_error(process, e))
+    }
+
+    /// The status of process `process`, asked over HTTP.
+    pub async fn status_of(&self, process: usize) -> Result<ProcessStatus, ClusterError> {
+        let answer = self
+            .get(process, "/v0/cluster/local", Duration::from_secs(2))
+            .await?;
+        serde_json::from_value(answer).map_err(|e| self.peer_error(process, e))
+    }
+
+    /// Every follower's own figures of its datasources (`GET /v0/cluster/datasources`).
+    pub async fn followers_datasources(&self) -> Result<Vec<serde_json::Value>, ClusterError> {
+        let mut out = Vec::new();
+        for process in 1..self.members.len() {
+            out.push(
+                self.get(process, "/v0/cluster/datasources", Duration::from_secs(10))
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// Waits until every follower has opened its datasources (process 0, before it installs

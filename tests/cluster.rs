@@ -265,6 +265,20 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
     wait_for_events(&cluster[0].url, "kafka_by_country", 900);
     wait_for_events(&single.url, "kafka_by_country", 900);
     wait_for_events(&cluster[2].url, "by_country", 3000);
+    // Datasource listings count every process's rows, whichever process is asked.
+    for p in &cluster {
+        let described = common::get(p, "/v0/datasources/events");
+        assert_eq!(described["row_count"], 3000, "{described}");
+        let listed = common::get(p, "/v0/datasources");
+        let events = listed["datasources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "events")
+            .cloned()
+            .unwrap();
+        assert_eq!(events["statistics"]["row_count"], 3000, "{events}");
+    }
     for (pipe, query) in [
         ("by_country", ""),
         ("top_users", "country=DE"),

@@ -215,6 +215,77 @@ pub(super) async fn delete(
     Ok(Json(serde_json::json!({"rows": rows, "ts": ts})).into_response())
 }
 
+/// `GET /v0/cluster/datasources` (admin): this process's own figures of its datasources (its
+/// share of their rows), which process 0 adds to its own in datasource listings.
+pub(super) async fn datasources(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &params, &Scope::Admin)?;
+    Ok(
+        Json(serde_json::json!({"datasources": state.runtime.describe_datasources()}))
+            .into_response(),
+    )
+}
+
+/// On process 0 of a cluster, adds every follower's share to datasource descriptions
+/// (`described`: a JSON array of them): their rows and storage figures, so a listing counts
+/// the whole cluster's rows. Elsewhere, leaves them as they are.
+pub(super) async fn add_followers_shares(
+    state: &AppState,
+    described: &mut serde_json::Value,
+) -> Result<(), ApiError> {
+    let Some(role) = state
+        .runtime
+        .cluster()
+        .filter(|c| c.is_coordinator() && c.members.len() > 1)
+    else {
+        return Ok(());
+    };
+    let shares = role.followers_datasources().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("a process of the cluster did not describe its datasources: {e}"),
+        )
+    })?;
+    let Some(mine) = described.as_array_mut() else {
+        return Ok(());
+    };
+    for share in &shares {
+        for theirs in share["datasources"].as_array().into_iter().flatten() {
+            let Some(ds) = mine.iter_mut().find(|d| d["name"] == theirs["name"]) else {
+                continue;
+            };
+            for path in [
+                &["row_count"][..],
+                &["quarantine_rows"],
+                &["statistics", "row_count"],
+                &["statistics", "bytes"],
+                &["storage", "rows"],
+                &["storage", "parts"],
+                &["storage", "part_bytes"],
+                &["storage", "segments"],
+                &["storage", "segment_bytes"],
+                &["storage", "pending_batches"],
+            ] {
+                let field = |v: &serde_json::Value| {
+                    path.iter().fold(v.clone(), |v, k| v[*k].clone()).as_u64()
+                };
+                let (Some(a), Some(b)) = (field(ds), field(theirs)) else {
+                    continue;
+                };
+                let mut target = &mut *ds;
+                for k in path {
+                    target = &mut target[*k];
+                }
+                *target = (a + b).into();
+            }
+        }
+    }
+    Ok(())
+}
+
 /// True for the requests a follower answers itself: writes, their jobs, health, metrics,
 /// the cluster routes and `/tokens`.
 fn answered_locally(request: &Request) -> bool {

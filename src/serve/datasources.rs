@@ -60,7 +60,9 @@ pub(super) async fn list_datasources(
                     .allows(token, &Scope::DatasourcesAppend(d.name.clone()))
         })
         .collect();
-    Ok(Json(serde_json::json!({ "datasources": visible })).into_response())
+    let mut described = serde_json::to_value(visible).unwrap_or_default();
+    super::cluster::add_followers_shares(&state, &mut described).await?;
+    Ok(Json(serde_json::json!({ "datasources": described })).into_response())
 }
 
 /// `POST /v0/datasources?name=DS&mode=append&format=csv|ndjson|parquet` with the rows as the body
@@ -197,7 +199,9 @@ pub(super) async fn get_datasource(
         .runtime
         .describe_datasource_named(&name)
         .ok_or_else(|| ApiError::not_found(format!("Data Source '{name}' not found")))?;
-    Ok(Json(ds).into_response())
+    let mut described = serde_json::json!([ds]);
+    super::cluster::add_followers_shares(&state, &mut described).await?;
+    Ok(Json(described[0].take()).into_response())
 }
 
 /// `POST /v0/datasources/NAME/truncate` (admin): retracts every row, from every view too.

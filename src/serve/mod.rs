@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v0/cluster/visible", post(cluster::visible))
         .route("/v0/cluster/deploy", post(cluster::deploy))
         .route("/v0/cluster/truncate", post(cluster::truncate))
+        .route("/v0/cluster/datasources", get(cluster::datasources))
         .route("/v0/cluster/delete", post(cluster::delete))
         .route("/metrics", get(metrics_route))
         .fallback(|| async { ApiError::not_found("no such route") })
