@@ -142,6 +142,12 @@ impl ClusterRole {
         self.process == 0
     }
 
+    /// True on process 0 of a cluster that has other processes: what it changes (deploys,
+    /// truncates, deletes), it asks them to change too.
+    pub fn leads_followers(&self) -> bool {
+        self.process == 0 && self.members.len() > 1
+    }
+
     /// Process 0's HTTP URL.
     pub fn coordinator_url(&self) -> &str {
         &self.members[0].http_url

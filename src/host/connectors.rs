@@ -148,7 +148,7 @@ async fn reconcile(runtime: &Arc<Runtime>, mut running: Running, project: &Proje
     }
 
     // A cluster's views are published on process 0: its sinks run there alone.
-    let follower = runtime.cluster().is_some_and(|c| !c.is_coordinator());
+    let follower = runtime.following().is_some();
     let mut wanted = if follower {
         BTreeMap::new()
     } else {

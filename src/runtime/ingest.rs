@@ -240,7 +240,7 @@ impl Runtime {
             self.views.wait_for_readers(name, ts).await;
         }
         // A follower's rows are read on process 0, whose views answer for the cluster.
-        if let Some(role) = self.cluster.as_ref().filter(|c| !c.is_coordinator()) {
+        if let Some(role) = self.following() {
             role.wait_visible(&names, ts)
                 .await
                 .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;

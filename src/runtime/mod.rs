@@ -348,7 +348,7 @@ impl Runtime {
         // Process 0 of a cluster waits for every follower to open its datasources (their
         // stored rows must be there when views replay history) and learns what survived
         // there.
-        let followers = match config.cluster.as_ref().filter(|c| c.is_coordinator()) {
+        let followers = match config.cluster.as_ref().filter(|c| c.leads_followers()) {
             Some(role) => role.wait_for_followers().await,
             None => Vec::new(),
         };
@@ -427,7 +427,7 @@ impl Runtime {
         if config.replica {
             runtime.follow_logs();
         }
-        let follower = config.cluster.as_ref().is_some_and(|c| !c.is_coordinator());
+        let follower = runtime.following().is_some();
         if !follower {
             runtime.warm_default_views().await;
         }
@@ -541,6 +541,16 @@ impl Runtime {
     /// This process's place in its cluster, if it runs in one.
     pub fn cluster(&self) -> Option<&ClusterRole> {
         self.cluster.as_ref()
+    }
+
+    /// This process's role when it is process 0 of a cluster with other processes.
+    pub fn leading(&self) -> Option<&ClusterRole> {
+        self.cluster.as_ref().filter(|c| c.leads_followers())
+    }
+
+    /// This process's role when it is a follower (a cluster process other than 0).
+    pub fn following(&self) -> Option<&ClusterRole> {
+        self.cluster.as_ref().filter(|c| !c.is_coordinator())
     }
 
     /// Why this server's engine stopped (its cluster lost a process), if it did.

@@ -273,11 +273,7 @@ async fn apply_locked(
     }
     // Every other process of a cluster applies it first: process 0's views of the new
     // project then find every process's datasources.
-    if let Some(role) = state
-        .runtime
-        .cluster()
-        .filter(|c| c.is_coordinator() && c.members.len() > 1)
-    {
+    if let Some(role) = state.runtime.leading() {
         role.push_deploy(&texts, destructive).await.map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,

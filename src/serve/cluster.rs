@@ -147,11 +147,7 @@ pub(super) async fn on_followers(
     path: &str,
     body: serde_json::Value,
 ) -> Result<u64, ApiError> {
-    let Some(role) = state
-        .runtime
-        .cluster()
-        .filter(|c| c.is_coordinator() && c.members.len() > 1)
-    else {
+    let Some(role) = state.runtime.leading() else {
         return Ok(0);
     };
     role.on_every_share(path, &body).await.map_err(|e| {
@@ -173,7 +169,7 @@ pub(super) struct ShareBody {
 }
 
 fn follower_only(state: &AppState) -> Result<(), ApiError> {
-    if state.runtime.cluster().is_none_or(|c| c.is_coordinator()) {
+    if state.runtime.following().is_none() {
         return Err(ApiError::bad_request(
             "only a cluster's followers take this call, from process 0",
         ));
@@ -236,11 +232,7 @@ pub(super) async fn add_followers_shares(
     state: &AppState,
     described: &mut serde_json::Value,
 ) -> Result<(), ApiError> {
-    let Some(role) = state
-        .runtime
-        .cluster()
-        .filter(|c| c.is_coordinator() && c.members.len() > 1)
-    else {
+    let Some(role) = state.runtime.leading() else {
         return Ok(());
     };
     let shares = role.followers_datasources().await.map_err(|e| {
@@ -257,72 +249,63 @@ pub(super) async fn add_followers_shares(
             let Some(ds) = mine.iter_mut().find(|d| d["name"] == theirs["name"]) else {
                 continue;
             };
-            for path in [
-                &["row_count"][..],
-                &["quarantine_rows"],
-                &["statistics", "row_count"],
-                &["statistics", "bytes"],
-                &["storage", "rows"],
-                &["storage", "parts"],
-                &["storage", "part_bytes"],
-                &["storage", "segments"],
-                &["storage", "segment_bytes"],
-                &["storage", "pending_batches"],
+            for pointer in [
+                "/row_count",
+                "/quarantine_rows",
+                "/statistics/row_count",
+                "/statistics/bytes",
+                "/storage/rows",
+                "/storage/parts",
+                "/storage/part_bytes",
+                "/storage/segments",
+                "/storage/segment_bytes",
+                "/storage/pending_batches",
             ] {
-                let field = |v: &serde_json::Value| {
-                    path.iter().fold(v.clone(), |v, k| v[*k].clone()).as_u64()
-                };
-                let (Some(a), Some(b)) = (field(ds), field(theirs)) else {
-                    continue;
-                };
-                let mut target = &mut *ds;
-                for k in path {
-                    target = &mut target[*k];
+                let add = theirs.pointer(pointer).and_then(|v| v.as_u64());
+                if let (Some(field), Some(add)) = (ds.pointer_mut(pointer), add) {
+                    if let Some(mine) = field.as_u64() {
+                        *field = (mine + add).into();
+                    }
                 }
-                *target = (a + b).into();
             }
         }
     }
     Ok(())
 }
 
-/// True for the requests a follower answers itself: writes, their jobs, health, metrics,
-/// the cluster routes and `/tokens`.
-fn answered_locally(request: &Request) -> bool {
+/// What a follower does with a request.
+enum OnFollower {
+    /// Answer it here: health, metrics, `/tokens`, the cluster routes, jobs.
+    Answer,
+    /// A write: taken here when this process knows its token, else by process 0.
+    Write,
+    /// Send it to process 0.
+    Forward,
+}
+
+fn on_follower(request: &Request, params: &BTreeMap<String, String>) -> OnFollower {
     let path = request.uri().path();
-    let query = request.uri().query().unwrap_or("");
-    let params: BTreeMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let post = request.method() == axum::http::Method::POST;
     match path {
-        "/v0/events" | "/v0/health" | "/metrics" | "/tokens" => true,
-        "/v0/datasources" if request.method() == axum::http::Method::POST => {
-            params.contains_key("name")
+        "/v0/health" | "/metrics" | "/tokens" => OnFollower::Answer,
+        _ if path.starts_with("/v0/cluster") || path.starts_with("/v0/jobs") => OnFollower::Answer,
+        "/v0/events" if post => OnFollower::Write,
+        "/v0/datasources"
+            if post
+                && params.contains_key("name")
                 && matches!(
                     params.get("mode").map(String::as_str),
                     None | Some("append")
                 )
-                && !params.contains_key("schema")
+                && !params.contains_key("schema") =>
+        {
+            OnFollower::Write
         }
-        _ => {
-            path.starts_with("/v0/cluster")
-                || path.starts_with("/v0/jobs")
-                || (path.starts_with("/v1/datasources/") && path.ends_with("/append"))
+        _ if post && path.starts_with("/v1/datasources/") && path.ends_with("/append") => {
+            OnFollower::Write
         }
+        _ => OnFollower::Forward,
     }
-}
-
-/// True for the requests that write rows.
-fn is_write(request: &Request) -> bool {
-    request.method() == axum::http::Method::POST
-        && (request.uri().path() == "/v0/events"
-            || request.uri().path() == "/v0/datasources"
-            || request.uri().path().starts_with("/v1/datasources/"))
-}
-
-/// True when the request carries a token this process knows.
-fn token_known_here(state: &AppState, request: &Request) -> bool {
-    let params: BTreeMap<String, String> =
-        serde_urlencoded::from_str(request.uri().query().unwrap_or("")).unwrap_or_default();
-    super::known_token(state, request.headers(), &params).is_ok()
 }
 
 /// Headers that belong to one connection, not to the request or answer (RFC 9110 §7.6.1).
@@ -347,17 +330,19 @@ pub(super) async fn forward(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(role) = state
-        .runtime
-        .cluster()
-        .filter(|c| !c.is_coordinator())
-        .cloned()
-    else {
+    let Some(role) = state.runtime.following() else {
         return next.run(request).await;
     };
-    // A write whose token this follower does not know (one created through process 0's API
-    // since this process started) goes to process 0, which checks it and takes the rows.
-    if answered_locally(&request) && (!is_write(&request) || token_known_here(&state, &request)) {
+    let params: BTreeMap<String, String> =
+        serde_urlencoded::from_str(request.uri().query().unwrap_or("")).unwrap_or_default();
+    let here = match on_follower(&request, &params) {
+        OnFollower::Answer => true,
+        // A write whose token this process does not know (one created through process 0's
+        // API since it started) goes to process 0, which checks it and takes the rows.
+        OnFollower::Write => super::known_token(&state, request.headers(), &params).is_ok(),
+        OnFollower::Forward => false,
+    };
+    if here {
         return next.run(request).await;
     }
     let is_websocket = request
@@ -366,9 +351,9 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let result = if is_websocket {
-        forward_websocket(&role, &state, request).await
+        forward_websocket(role, &state, request).await
     } else {
-        forward_http(&role, request).await
+        forward_http(role, request).await
     };
     result.unwrap_or_else(|e| e.into_response())
 }

@@ -215,9 +215,9 @@ impl Engine {
             let apply = move |command: control::Control| match cell.get().and_then(Weak::upgrade) {
                 Some(engine) => {
                     engine.apply(command);
-                    true
+                    Ok(())
                 }
-                None => false,
+                None => Err(command),
             };
             if let Some(rx) = rx {
                 worker::run(worker, rx, port, (local, workers), &apply);

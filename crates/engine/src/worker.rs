@@ -1,6 +1,6 @@
 //! One timely worker's loop: apply commands in order, then step the dataflows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
@@ -21,17 +21,17 @@ struct Installed {
 
 /// Runs until told to shut down (or until the engine is gone). `local` is this worker's
 /// index among its process's workers and their number: each replays its share of this
-/// process's logs. `apply` takes the commands process 0 sent, returning false while the
+/// process's logs. `apply` takes the commands process 0 sent, handing one back while the
 /// engine is not ready for them.
 pub(crate) fn run(
     worker: &mut Worker,
     commands: Receiver<Command>,
     mut control: ControlPort,
     local: (usize, usize),
-    apply: &dyn Fn(Control) -> bool,
+    apply: &dyn Fn(Control) -> Result<(), Control>,
 ) {
     let mut installed: HashMap<ViewId, Installed> = HashMap::new();
-    let mut unapplied: Vec<Control> = Vec::new();
+    let mut unapplied: VecDeque<Control> = VecDeque::new();
     loop {
         loop {
             match commands.try_recv() {
@@ -84,11 +84,11 @@ pub(crate) fn run(
         }
         worker.step_or_park(Some(Duration::from_millis(20)));
         unapplied.extend(control.take_ready());
-        while let Some(command) = unapplied.first() {
-            if !apply(command.clone()) {
+        while let Some(command) = unapplied.pop_front() {
+            if let Err(command) = apply(command) {
+                unapplied.push_front(command);
                 break;
             }
-            unapplied.remove(0);
         }
     }
 }
