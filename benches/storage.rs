@@ -3,7 +3,9 @@
 //! against the NDJSON input; restart to ready over 10M stored rows, from view snapshots and
 //! by replaying the parts.
 //!
-//! `cargo bench --bench storage` (env: ROWS for the restart figures, default 10M).
+//! `cargo bench --bench storage` (env: ROWS for the restart figures, default 10M; PHASES, a
+//! comma-separated choice of `ingest`, `bytes` and `restart`, default all three; WORKERS,
+//! default the number of cores, as `petrel local start` runs).
 
 #[path = "support.rs"]
 mod support;
@@ -56,13 +58,26 @@ fn stop(rt: &Runtime) {
 
 fn main() {
     let rows = env::<usize>("ROWS", 10_000_000) as u64;
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "ingest,bytes,restart".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    // Every server below runs as `petrel local start` would: one worker per core.
+    let base = RuntimeConfig {
+        engine: petrel_engine::EngineConfig {
+            workers: env("WORKERS", cores),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         // wait=true against without: 1M rows in 10k-row requests, one client.
         let requests = 100u64;
-        for wait in [false, true] {
+        for wait in [false, true].into_iter().filter(|_| phase("ingest")) {
             let dir = support::project_copy("dataflows/clicks");
-            let (url, runtime) = support::start(&dir, Default::default()).await;
+            let (url, runtime) = support::start(&dir, base.clone()).await;
             let client = reqwest::Client::new();
             let bodies: Vec<String> = (0..requests).map(|r| ndjson(r * 10_000, 10_000)).collect();
             let started = Instant::now();
@@ -84,7 +99,7 @@ fn main() {
         }
 
         // Bytes per row: the same rows into log segments (compaction held back), then parts.
-        {
+        if phase("bytes") {
             let dir = support::project_copy("dataflows/clicks");
             let config = RuntimeConfig {
                 storage: petrel::storage::StorageConfig {
@@ -92,7 +107,7 @@ fn main() {
                     compact_segments: usize::MAX,
                     ..Default::default()
                 },
-                ..Default::default()
+                ..base.clone()
             };
             let (url, runtime) = support::start(&dir, config).await;
             let client = reqwest::Client::new();
@@ -129,8 +144,11 @@ fn main() {
         }
 
         // Restart to ready over a large table.
+        if !phase("restart") {
+            return;
+        }
         let dir = support::project_copy("dataflows/clicks");
-        let snapshots = RuntimeConfig { snapshot_interval_ms: 1_000, ..Default::default() };
+        let snapshots = RuntimeConfig { snapshot_interval_ms: 1_000, ..base.clone() };
         {
             let (_, runtime) = support::start(&dir, snapshots.clone()).await;
             let batch = 100_000u64;
@@ -149,9 +167,10 @@ fn main() {
             tokio::time::sleep(Duration::from_secs(4)).await;
             stop(&runtime);
         }
+        println!("storage: {rows} rows stored; restarting");
         let expected = {
             let started = Instant::now();
-            let (_, runtime) = support::start(&dir, RuntimeConfig { snapshot_interval_ms: 0, ..Default::default() }).await;
+            let (_, runtime) = support::start(&dir, RuntimeConfig { snapshot_interval_ms: 0, ..base.clone() }).await;
             let ready = started.elapsed().as_secs_f64();
             let restored = runtime.describe_views().iter().filter(|v| v.restored_from.is_some()).count();
             println!(
@@ -173,7 +192,7 @@ fn main() {
         // replays the whole table.
         let _ = std::fs::remove_dir_all(dir.join(".petrel/data/views"));
         let started = Instant::now();
-        let replay = RuntimeConfig { snapshot_interval_ms: 0, retention_ms: 1_000, ..Default::default() };
+        let replay = RuntimeConfig { snapshot_interval_ms: 0, retention_ms: 1_000, ..base.clone() };
         let (_, runtime) = support::start(&dir, replay).await;
         let ready = started.elapsed().as_secs_f64();
         let result = runtime.query_pipe("top_countries", &Default::default()).await.unwrap();

@@ -670,7 +670,9 @@ impl Runtime {
             every.tick().await;
             loop {
                 every.tick().await;
-                let Some(rt) = weak.upgrade() else { return };
+                let Some(rt) = weak.upgrade().filter(|rt| !rt.storage.is_stopped()) else {
+                    return;
+                };
                 let _ = tokio::task::spawn_blocking(move || rt.views.write_snapshots()).await;
             }
         });

@@ -729,9 +729,12 @@ impl Views {
             .into_iter()
             .filter(|l| l.snapshot.is_some())
             .filter(|l| l.view.failure().is_none() && !l.view.is_catching_up())
-            .filter_map(|l| {
+            // The frontier first: copying the rows of a view that has not moved would cost
+            // its whole size on every round for nothing.
+            .filter(|l| l.view.upper() > l.snapshotted.load(Ordering::SeqCst))
+            .map(|l| {
                 let (rows, upper) = l.view.counted_rows();
-                (upper > l.snapshotted.load(Ordering::SeqCst)).then_some((l, rows, upper))
+                (l, rows, upper)
             })
             .collect();
         let Some(newest) = due.iter().map(|(_, _, u)| *u).max() else {

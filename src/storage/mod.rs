@@ -355,7 +355,9 @@ impl Storage {
         })
     }
 
-    fn is_stopped(&self) -> bool {
+    /// True once [`Storage::stop`] ran: background work that writes through this storage
+    /// (view snapshots) ends.
+    pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
 

@@ -93,6 +93,10 @@ pub(crate) fn run(
     }
 }
 
+/// How many history rows a worker feeds a view being installed before it steps the
+/// dataflows once.
+const REPLAY_STEP_ROWS: usize = 16_384;
+
 /// Builds the view's dataflow, then replays this worker's share of the datasources' history:
 /// batches older than the floor at the floor, later ones at their own timestamps.
 fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> Installed {
@@ -127,8 +131,17 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
         if let Some(input) = inputs.get_mut(name) {
             input.advance_to(spec.floor);
             let floor = spec.floor;
+            let mut unstepped = 0;
             let replayed = history.replay(local_index, local_peers, &mut |row, ts, diff| {
-                input.update_at(row, ts.max(floor), diff)
+                input.update_at(row, ts.max(floor), diff);
+                unstepped += 1;
+                // The dataflow folds the history as it comes, while its rows are still in
+                // cache, instead of queueing all of it in its channels first.
+                if unstepped == REPLAY_STEP_ROWS {
+                    unstepped = 0;
+                    input.flush();
+                    worker.step();
+                }
             });
             if let Err(e) = replayed {
                 spec.view
