@@ -6,7 +6,9 @@
 //! - Fan-out: 1,000 WebSocket subscribers of one pipe; one POST; the time until all of them
 //!   have the change.
 //!
-//! `cargo bench --bench push` (env: SECONDS per rate, SUBSCRIBERS).
+//! `cargo bench --bench push` (env: SECONDS per rate, SUBSCRIBERS; PRELOAD rows written
+//! before the latency runs, default 0, spread over PRELOAD distinct users so the views are
+//! large; SNAPSHOT_MS, the view snapshot interval, default the server's 30 s).
 
 #[path = "support.rs"]
 mod support;
@@ -45,10 +47,29 @@ fn main() {
             engine: petrel_engine::EngineConfig { workers: 2, ..Default::default() },
             // Every subscriber of the fan-out uses the bench's one token.
             max_subscriptions_per_token: subscribers + 16,
+            snapshot_interval_ms: env("SNAPSHOT_MS", 30_000),
             ..Default::default()
         };
         let (url, _runtime) = support::start(&dir, config).await;
         let client = reqwest::Client::new();
+        let preload = env::<u64>("PRELOAD", 0);
+        const COUNTRIES: [&str; 4] = ["US", "FR", "GB", "JP"];
+        for chunk in (0..preload).step_by(100_000) {
+            let body: String = (chunk..(chunk + 100_000).min(preload))
+                .map(|u| format!("{{\"user_id\":{},\"click_count\":1,\"country\":\"{}\"}}\n", 10_000_000 + u, COUNTRIES[(u % 4) as usize]))
+                .collect();
+            let r = client
+                .post(format!("{url}/v0/events?name=clicks&wait=true"))
+                .bearer_auth(support::ADMIN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+        if preload > 0 {
+            println!("push: preloaded {preload} rows of distinct users");
+        }
         let mut next_user: u64 = 1_000_000;
 
         for rate in [1_000u64, 10_000, 100_000] {

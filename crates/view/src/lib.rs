@@ -12,7 +12,8 @@ mod groups;
 mod order;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use order::{add_multiplicity, RowOrder, SortDirection, SortValues, SortedRow};
 
@@ -21,6 +22,10 @@ use tokio::sync::{broadcast, watch};
 
 /// How many change batches a live subscriber may fall behind by default.
 pub const CHANGE_RING: usize = 1024;
+
+/// How many batches (ticks) may wait while long copies of a view hold its read lock before
+/// the publisher waits for the lock instead.
+const MAX_DEFERRED: usize = 64;
 
 /// How many bytes of change history a view keeps by default for subscribers that resume.
 pub const CHANGE_LOG_BYTES: usize = 64 << 20;
@@ -113,6 +118,13 @@ pub struct View {
     order: RowOrder,
     retention: Retention,
     state: RwLock<State>,
+    /// How many long copies (a whole view or a whole key) hold the read lock now. While any
+    /// does, the engine's batches wait in `deferred` instead of blocking the worker that
+    /// publishes them (and every other view it serves) until the copy ends.
+    copies: AtomicUsize,
+    /// Batches published during a long copy, applied in order when it ends (or by the next
+    /// batch, whichever comes first).
+    deferred: Mutex<Vec<ChangeBatch>>,
     upper_tx: watch::Sender<Ts>,
     changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
 }
@@ -181,6 +193,8 @@ impl View {
             order,
             retention,
             state: RwLock::new(State::default()),
+            copies: AtomicUsize::new(0),
+            deferred: Mutex::new(Vec::new()),
             upper_tx,
             changes_tx,
         })
@@ -208,51 +222,58 @@ impl View {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the state for a copy whose cost grows with the view (every row, or every row of
+    /// a key): batches published meanwhile are deferred, not blocked on the lock.
+    fn copy<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.copies.fetch_add(1, Ordering::SeqCst);
+        let out = f(&self.read());
+        if self.copies.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.apply_deferred(None);
+        }
+        out
+    }
+
     /// Applies one batch of changes published by the engine. Batches arrive in time order;
-    /// an empty batch only advances the frontier.
+    /// an empty batch only advances the frontier. During a long copy of the view the batch
+    /// is deferred, and applied (in order) when the copy ends.
     pub fn apply(&self, batch: ChangeBatch) {
-        let upper = batch.upper;
-        let batch = Arc::new(batch);
+        if self.copies.load(Ordering::SeqCst) > 0 {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            if deferred.len() >= MAX_DEFERRED {
+                // Copies that overlap without end must not starve the view: wait for the lock
+                // (which lets a waiting writer in before new readers).
+                drop(deferred);
+                self.apply_deferred(Some(batch));
+                return;
+            }
+            deferred.push(batch);
+            drop(deferred);
+            // The copy may have ended after the check and before the push: then nobody else
+            // will apply the batch.
+            if self.copies.load(Ordering::SeqCst) == 0 {
+                self.apply_deferred(None);
+            }
+            return;
+        }
+        self.apply_deferred(Some(batch));
+    }
+
+    /// Applies the deferred batches, then `batch`, under one write lock, and announces the
+    /// new frontier.
+    fn apply_deferred(&self, batch: Option<ChangeBatch>) {
         let published_upper = {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let state = &mut *state;
-            if !state.started {
-                // The first batch is the view's starting state: the changes below its upper
-                // are not known one by one, so no subscriber can resume from before it.
-                state.started = true;
-                state.trimmed_upto = state.trimmed_upto.max(upper);
+            let mut state = self.write();
+            let deferred =
+                std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner()));
+            if deferred.is_empty() && batch.is_none() {
+                return;
             }
-            let groups = match &mut state.catching_up {
-                Some((groups, _)) => groups,
-                None => &mut state.groups,
-            };
-            groups.fold(&self.keys, &self.order, &batch.changes);
-            match state.catching_up.take() {
-                Some((groups, restored)) if upper > restored => {
-                    state.groups = groups;
-                    state.upper = upper;
-                }
-                Some(still) => state.catching_up = Some(still),
-                None => state.upper = state.upper.max(upper),
-            }
-            if !batch.changes.is_empty() {
-                let bytes = batch_bytes(&batch.changes);
-                state.log.push_back((batch.clone(), bytes));
-                state.log_bytes += bytes;
-                let horizon = upper.saturating_sub(self.retention.ms);
-                while state.log.len() > 1
-                    && state.log.front().is_some_and(|(b, _)| {
-                        b.upper < horizon || state.log_bytes > self.retention.bytes
-                    })
-                {
-                    if let Some((old, bytes)) = state.log.pop_front() {
-                        state.trimmed_upto = old.upper;
-                        state.log_bytes -= bytes;
-                    }
-                }
-                // Sent under the lock so that a subscriber that snapshots under the read lock
-                // receives exactly the batches after its snapshot.
-                let _ = self.changes_tx.send(batch);
+            for b in deferred.into_iter().chain(batch) {
+                self.apply_locked(&mut state, b);
             }
             state.upper
         };
@@ -261,6 +282,50 @@ impl View {
             *u = (*u).max(published_upper);
             advanced
         });
+    }
+
+    /// Folds one batch into the state and its change log, and sends it to subscribers.
+    fn apply_locked(&self, state: &mut State, batch: ChangeBatch) {
+        let upper = batch.upper;
+        let batch = Arc::new(batch);
+        if !state.started {
+            // The first batch is the view's starting state: the changes below its upper
+            // are not known one by one, so no subscriber can resume from before it.
+            state.started = true;
+            state.trimmed_upto = state.trimmed_upto.max(upper);
+        }
+        let groups = match &mut state.catching_up {
+            Some((groups, _)) => groups,
+            None => &mut state.groups,
+        };
+        groups.fold(&self.keys, &self.order, &batch.changes);
+        match state.catching_up.take() {
+            Some((groups, restored)) if upper > restored => {
+                state.groups = groups;
+                state.upper = upper;
+            }
+            Some(still) => state.catching_up = Some(still),
+            None => state.upper = state.upper.max(upper),
+        }
+        if !batch.changes.is_empty() {
+            let bytes = batch_bytes(&batch.changes);
+            state.log.push_back((batch.clone(), bytes));
+            state.log_bytes += bytes;
+            let horizon = upper.saturating_sub(self.retention.ms);
+            while state.log.len() > 1
+                && state.log.front().is_some_and(|(b, _)| {
+                    b.upper < horizon || state.log_bytes > self.retention.bytes
+                })
+            {
+                if let Some((old, bytes)) = state.log.pop_front() {
+                    state.trimmed_upto = old.upper;
+                    state.log_bytes -= bytes;
+                }
+            }
+            // Sent under the lock so that a subscriber that snapshots under the read lock
+            // receives exactly the batches after its snapshot.
+            let _ = self.changes_tx.send(batch);
+        }
     }
 
     /// Starts a view from a snapshot of its rows at `upper` (written by an earlier run):
@@ -289,13 +354,14 @@ impl View {
     /// Every row with its multiplicity and the frontier they are at: what a snapshot of the
     /// view stores.
     pub fn counted_rows(&self) -> (CountedRows, Ts) {
-        let state = self.read();
-        let rows = state
-            .groups
-            .iter()
-            .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
-            .collect();
-        (rows, state.upper)
+        self.copy(|state| {
+            let rows = state
+                .groups
+                .iter()
+                .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
+                .collect();
+            (rows, state.upper)
+        })
     }
 
     /// True while a view restored from a snapshot has not caught up yet.
@@ -357,22 +423,6 @@ impl View {
             upper: state.upper,
             rows,
             total,
-        }
-    }
-
-    /// Every row of the view, whatever its key: keys in their natural order, each key's rows
-    /// in the view's order.
-    pub fn snapshot_all(&self) -> Snapshot {
-        let state = self.read();
-        let mut keys: Vec<&Row> = state.groups.iter().map(|(k, _)| k).collect();
-        keys.sort();
-        let mut rows = Vec::new();
-        for key in keys {
-            rows.extend(rows_of(state.groups.get(key)));
-        }
-        Snapshot {
-            upper: state.upper,
-            rows,
         }
     }
 
@@ -539,6 +589,80 @@ mod tests {
             }
             assert_eq!(v.distinct_rows(), one_by_one.distinct_rows());
         }
+    }
+
+    /// A whole-view copy (a snapshot being written) does not hold up the engine's batches:
+    /// they wait aside, are applied in order when the copy ends, and subscribers receive each
+    /// once; copies that never end let at most `MAX_DEFERRED` batches wait, then the
+    /// publisher waits for the lock.
+    #[test]
+    fn batches_published_during_a_long_copy_wait_aside_in_order() {
+        let v = view();
+        let (_, mut rx) = v.subscribe(&[Value::str("a")]);
+        let batch = |t: u64| ChangeBatch {
+            lower: t - 1,
+            upper: t,
+            changes: vec![(row("a", t as i64), 1), (row("a", t as i64 - 1), -1)],
+        };
+        v.apply(ChangeBatch {
+            lower: 0,
+            upper: 1,
+            changes: vec![(row("a", 1), 1)],
+        });
+        // On the copying thread itself: the old code would deadlock here.
+        let copied = v.copy(|state| {
+            v.apply(batch(2));
+            v.apply(batch(3));
+            state.upper
+        });
+        assert_eq!(
+            copied, 1,
+            "the copy sees the view as it was when it started"
+        );
+        assert_eq!(
+            v.upper(),
+            3,
+            "deferred batches are applied when the copy ends"
+        );
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 3)]);
+        let uppers: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.upper)).collect();
+        assert_eq!(uppers, vec![1, 2, 3]);
+
+        // A copy that lasts: the publisher (another thread) defers up to the bound, then
+        // waits; everything lands in order once the copy ends.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let copying = v.clone();
+            let copier = scope.spawn(move || {
+                copying.copy(|_| {
+                    started_tx.send(()).unwrap();
+                    end_rx.recv().unwrap();
+                })
+            });
+            started_rx.recv().unwrap();
+            let publisher = scope.spawn(|| {
+                for t in 4..4 + MAX_DEFERRED as u64 + 2 {
+                    v.apply(batch(t));
+                }
+            });
+            while v.deferred.lock().unwrap().len() < MAX_DEFERRED {
+                std::thread::yield_now();
+            }
+            assert_eq!(
+                v.upper(),
+                3,
+                "nothing is applied while the copy holds the view"
+            );
+            end_tx.send(()).unwrap();
+            copier.join().unwrap();
+            publisher.join().unwrap();
+        });
+        let last = 4 + MAX_DEFERRED as i64 + 1;
+        assert_eq!(v.upper(), last as u64);
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", last)]);
+        let uppers: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.upper)).collect();
+        assert_eq!(uppers, (4..=last as u64).collect::<Vec<_>>());
     }
 
     #[test]
