@@ -662,20 +662,26 @@ impl Runtime {
         &self.engine
     }
 
-    /// Writes view snapshots every `every_ms`, until the runtime goes away.
+    /// Writes view snapshots every `every_ms`, until the runtime goes away, on a thread of
+    /// background priority: copying and encoding a large view takes a core for a while, and
+    /// the engine's workers, which decide ingest and push latency, should get the cores first.
     fn snapshot_views(self: &Arc<Self>, every_ms: u64) {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_millis(every_ms));
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let Some(rt) = weak.upgrade().filter(|rt| !rt.storage.is_stopped()) else {
-                    return;
-                };
-                let _ = tokio::task::spawn_blocking(move || rt.views.write_snapshots()).await;
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("petrel-snapshot".into())
+            .spawn(move || {
+                crate::storage::background_priority();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(every_ms));
+                    let Some(rt) = weak.upgrade().filter(|rt| !rt.storage.is_stopped()) else {
+                        return;
+                    };
+                    rt.views.write_snapshots();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the view snapshot writer");
+        }
     }
 }
 

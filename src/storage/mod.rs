@@ -487,7 +487,7 @@ impl Storage {
 /// Lowers the calling thread's CPU priority (nice 10 on Linux): compaction and merges are
 /// background work, and on a busy machine the engine's workers, which decide ingest and push
 /// latency, should get the cores first.
-fn background_priority() {
+pub(crate) fn background_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid and setpriority take no pointers; they only read and set the calling
     // thread's scheduling priority.

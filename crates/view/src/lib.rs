@@ -11,7 +11,8 @@
 mod groups;
 mod order;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -26,6 +27,9 @@ pub const CHANGE_RING: usize = 1024;
 /// How many batches (ticks) may wait while long copies of a view hold its read lock before
 /// the publisher waits for the lock instead.
 const MAX_DEFERRED: usize = 64;
+
+/// How many rows a snapshot copies per hold of a view's lock.
+const COPY_CHUNK_ROWS: usize = 8_192;
 
 /// How many bytes of change history a view keeps by default for subscribers that resume.
 pub const CHANGE_LOG_BYTES: usize = 64 << 20;
@@ -226,15 +230,32 @@ impl View {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads the state for a copy whose cost grows with the view (every row, or every row of
-    /// a key): batches published meanwhile are deferred, not blocked on the lock.
+    /// Reads the state for a copy whose cost grows with the view (every row, or a chunk of
+    /// them): batches published meanwhile are deferred, not blocked on the lock. The copy
+    /// runs on a background thread that the scheduler may pause while it holds the lock, so
+    /// the engine's worker never waits for it: it applies the deferred batches itself with
+    /// its next batch, one tick later at most.
     fn copy<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.copies.fetch_add(1, Ordering::SeqCst);
         let out = f(&self.read());
-        if self.copies.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.apply_deferred(None);
-        }
+        self.copies.fetch_sub(1, Ordering::SeqCst);
         out
+    }
+
+    /// Between two chunks of a copy: waits (a few ticks at most) until the publisher has
+    /// applied the batches it deferred during the last chunk, which it does with its next
+    /// batch. Back-to-back chunks would otherwise keep deferring them to the copy's end.
+    fn let_publisher_in(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while !self
+            .deferred
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Applies one batch of changes published by the engine. Batches arrive in time order;
@@ -352,16 +373,135 @@ impl View {
     }
 
     /// Every row with its multiplicity and the frontier they are at: what a snapshot of the
-    /// view stores.
+    /// view stores. A large view is copied a chunk at a time ([`View::counted_rows_in_chunks`]),
+    /// so neither the engine nor this view's subscribers wait for the whole copy.
     pub fn counted_rows(&self) -> (CountedRows, Ts) {
-        self.copy(|state| {
-            let rows = state
-                .groups
+        self.counted_rows_in_chunks(COPY_CHUNK_ROWS, &mut || {})
+    }
+
+    /// [`View::counted_rows`], reading at most `chunk` rows per hold of the lock (calling
+    /// `between` after each, where tests publish batches). Each chunk is a range of one key's
+    /// rows in the view's order, copied at the frontier of that moment; the batches published
+    /// since (still in the change log) are then applied to the chunks they fall in, so the
+    /// result is the view at one frontier. If the log no longer reaches back to the first
+    /// chunk, or the view is still catching up, the view is copied at once instead.
+    fn counted_rows_in_chunks(&self, chunk: usize, between: &mut dyn FnMut()) -> (CountedRows, Ts) {
+        let whole = || {
+            self.copy(|state| {
+                let rows = state
+                    .groups
+                    .iter()
+                    .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
+                    .collect();
+                (rows, state.upper)
+            })
+        };
+        let (keys, started) = {
+            let state = self.read();
+            if state.catching_up.is_some() {
+                drop(state);
+                return whole();
+            }
+            let keys: Vec<Row> = state.groups.iter().map(|(k, _)| k.clone()).collect();
+            (keys, state.upper)
+        };
+        // Each key's chunks: (the last entry copied, the frontier at the copy, the rows).
+        let mut copied: HashMap<Row, Vec<(Option<SortedRow>, Ts, CountedRows)>> = HashMap::new();
+        for key in keys {
+            let mut chunks = Vec::new();
+            let mut after: Option<SortedRow> = None;
+            loop {
+                let (rows, last, upper, done) = self.copy(|state| {
+                    let mut rows = Vec::new();
+                    let mut last = None;
+                    if let Some(group) = state.groups.get(&key) {
+                        let range = match &after {
+                            Some(a) => group.rows.range((Excluded(a), Unbounded)),
+                            None => group.rows.range::<SortedRow, _>(..),
+                        };
+                        for (entry, n) in range.take(chunk) {
+                            rows.push((entry.row().clone(), *n));
+                            last = Some(entry);
+                        }
+                    }
+                    let done = rows.len() < chunk;
+                    (rows, last.cloned(), state.upper, done)
+                });
+                // The last chunk reaches to the end of the order.
+                chunks.push((if done { None } else { last.clone() }, upper, rows));
+                between();
+                self.let_publisher_in();
+                if done {
+                    break;
+                }
+                after = last;
+            }
+            copied.insert(key, chunks);
+        }
+        let (batches, upper) = {
+            let state = self.read();
+            let oldest = copied
+                .values()
+                .flat_map(|c| c.iter().map(|(_, u, _)| *u))
+                .min()
+                .unwrap_or(started)
+                .min(started);
+            if state.trimmed_upto > oldest {
+                drop(state);
+                return whole();
+            }
+            let batches: Vec<Arc<ChangeBatch>> = state
+                .log
                 .iter()
-                .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
+                .filter(|(b, _)| b.upper > oldest)
+                .map(|(b, _)| b.clone())
                 .collect();
-            (rows, state.upper)
-        })
+            (batches, state.upper)
+        };
+        // Changes made after a chunk was copied, by key and chunk; keys that appeared
+        // after the copy began have none, and take every change after its start.
+        let mut late: HashMap<(Row, usize), Vec<(Row, i64)>> = HashMap::new();
+        for batch in &batches {
+            for (row, diff) in &batch.changes {
+                let key: Row = self
+                    .keys
+                    .0
+                    .iter()
+                    .filter_map(|&i| row.get(i).cloned())
+                    .collect();
+                let (place, copied_at) = match copied.get(&key) {
+                    Some(chunks) => {
+                        let entry = self.order.entry(row);
+                        let place = chunks
+                            .iter()
+                            .position(|(last, _, _)| last.as_ref().is_none_or(|l| entry <= *l))
+                            .unwrap_or(chunks.len() - 1);
+                        (place, chunks[place].1)
+                    }
+                    None => (0, started),
+                };
+                if batch.upper > copied_at {
+                    late.entry((key, place))
+                        .or_default()
+                        .push((row.clone(), *diff));
+                }
+            }
+        }
+        let mut out = CountedRows::new();
+        for (key, chunks) in copied {
+            for (place, (_, _, mut rows)) in chunks.into_iter().enumerate() {
+                if let Some(changes) = late.remove(&(key.clone(), place)) {
+                    rows.extend(changes);
+                    consolidate_counted(&mut rows);
+                }
+                out.extend(rows);
+            }
+        }
+        for (_, mut changes) in late {
+            consolidate_counted(&mut changes);
+            out.extend(changes);
+        }
+        (out, upper)
     }
 
     /// True while a view restored from a snapshot has not caught up yet.
@@ -497,6 +637,27 @@ impl View {
     }
 }
 
+/// Sums the multiplicities of equal rows and drops the rows that reach zero.
+fn consolidate_counted(rows: &mut CountedRows) {
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: CountedRows = Vec::with_capacity(rows.len());
+    for (row, n) in rows.drain(..) {
+        match out.last_mut() {
+            Some((last, m)) if *last == row => *m += n,
+            _ => {
+                if out.last().is_some_and(|(_, m)| *m == 0) {
+                    out.pop();
+                }
+                out.push((row, n));
+            }
+        }
+    }
+    if out.last().is_some_and(|(_, m)| *m == 0) {
+        out.pop();
+    }
+    *rows = out;
+}
+
 fn rows_of(group: Option<&Group>) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(group) = group {
@@ -621,12 +782,19 @@ mod tests {
         );
         assert_eq!(
             v.upper(),
-            3,
-            "deferred batches are applied when the copy ends"
+            1,
+            "the copier leaves deferred batches to the publisher"
         );
-        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 3)]);
+        // The publisher's next batch (at least a frontier advance every tick) applies them.
+        v.apply(batch(4));
+        assert_eq!(
+            v.upper(),
+            4,
+            "deferred batches are applied before the next one"
+        );
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 4)]);
         let uppers: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.upper)).collect();
-        assert_eq!(uppers, vec![1, 2, 3]);
+        assert_eq!(uppers, vec![1, 2, 3, 4]);
 
         // A copy that lasts: the publisher (another thread) defers up to the bound, then
         // waits; everything lands in order once the copy ends.
@@ -642,7 +810,7 @@ mod tests {
             });
             started_rx.recv().unwrap();
             let publisher = scope.spawn(|| {
-                for t in 4..4 + MAX_DEFERRED as u64 + 2 {
+                for t in 5..5 + MAX_DEFERRED as u64 + 2 {
                     v.apply(batch(t));
                 }
             });
@@ -651,18 +819,79 @@ mod tests {
             }
             assert_eq!(
                 v.upper(),
-                3,
+                4,
                 "nothing is applied while the copy holds the view"
             );
             end_tx.send(()).unwrap();
             copier.join().unwrap();
             publisher.join().unwrap();
         });
-        let last = 4 + MAX_DEFERRED as i64 + 1;
+        let last = 5 + MAX_DEFERRED as i64 + 1;
         assert_eq!(v.upper(), last as u64);
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", last)]);
         let uppers: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.upper)).collect();
-        assert_eq!(uppers, (4..=last as u64).collect::<Vec<_>>());
+        assert_eq!(uppers, (5..=last as u64).collect::<Vec<_>>());
+    }
+
+    /// A snapshot copied a few rows at a time, with batches published between the chunks
+    /// (inserts, retractions, keys appearing and vanishing), equals the view at the frontier
+    /// it reports: the same rows as a view fed the same batches up to that frontier.
+    #[test]
+    fn a_chunked_copy_is_the_view_at_one_frontier() {
+        let mut random = crate::order::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| random() % n;
+        for round in 0..20 {
+            let v = view();
+            let mut held: HashMap<Row, i64> = HashMap::new();
+            let mut batches: Vec<ChangeBatch> = Vec::new();
+            let mut publish =
+                |v: &View, held: &mut HashMap<Row, i64>, next: &mut dyn FnMut(u64) -> u64| {
+                    let t = batches.len() as u64 + 1;
+                    let mut changes = Vec::new();
+                    for _ in 0..1 + next(6) {
+                        let existing: Vec<Row> = held.keys().cloned().collect();
+                        if !existing.is_empty() && next(3) == 0 {
+                            let r = existing[next(existing.len() as u64) as usize].clone();
+                            changes.push((r, -1));
+                        } else {
+                            let k = ["a", "b", "c", "d", "e", "f"][next(6) as usize];
+                            changes.push((row(k, next(40) as i64), 1 + next(2) as i64));
+                        }
+                    }
+                    consolidate_counted(&mut changes);
+                    for (r, n) in &changes {
+                        let m = held.entry(r.clone()).or_default();
+                        *m += n;
+                        if *m == 0 {
+                            held.remove(r);
+                        }
+                    }
+                    let batch = ChangeBatch {
+                        lower: t - 1,
+                        upper: t,
+                        changes,
+                    };
+                    batches.push(batch.clone());
+                    v.apply(batch);
+                };
+            for _ in 0..10 {
+                publish(&v, &mut held, &mut next);
+            }
+            let chunk = 1 + round % 4;
+            let (mut rows, upper) =
+                v.counted_rows_in_chunks(chunk, &mut || publish(&v, &mut held, &mut next));
+            let reference = view();
+            for b in batches.iter().filter(|b| b.upper <= upper) {
+                reference.apply(b.clone());
+            }
+            let (mut expected, expected_upper) =
+                reference.counted_rows_in_chunks(usize::MAX, &mut || {});
+            assert_eq!(upper, expected_upper);
+            consolidate_counted(&mut rows);
+            consolidate_counted(&mut expected);
+            assert_eq!(rows, expected, "round {round}, chunks of {chunk}");
+            assert!(upper > 10, "batches landed during the copy");
+        }
     }
 
     #[test]
