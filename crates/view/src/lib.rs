@@ -526,10 +526,24 @@ impl View {
 
     /// The rows for one key value (one value per key column; empty for an unkeyed view).
     pub fn snapshot(&self, key: &[Value]) -> Snapshot {
-        let state = self.read();
-        Snapshot {
+        self.read_group(key, |state| Snapshot {
             upper: state.upper,
             rows: rows_of(state.groups.get(key)),
+        })
+    }
+
+    /// Reads one key's rows with `f`: a key holding many rows is read as a long copy
+    /// ([`View::copy`]), so the engine's worker does not wait for it.
+    fn read_group<R>(&self, key: &[Value], f: impl FnOnce(&State) -> R) -> R {
+        let large = self
+            .read()
+            .groups
+            .get(key)
+            .is_some_and(|g| g.rows.len() > COPY_CHUNK_ROWS);
+        if large {
+            self.copy(f)
+        } else {
+            f(&self.read())
         }
     }
 
@@ -568,15 +582,16 @@ impl View {
 
     /// A consistent snapshot of one key plus a receiver for every batch published after it.
     pub fn subscribe(&self, key: &[Value]) -> (Snapshot, broadcast::Receiver<Arc<ChangeBatch>>) {
-        let state = self.read();
-        let rx = self.changes_tx.subscribe();
-        (
-            Snapshot {
-                upper: state.upper,
-                rows: rows_of(state.groups.get(key)),
-            },
-            rx,
-        )
+        self.read_group(key, |state| {
+            let rx = self.changes_tx.subscribe();
+            (
+                Snapshot {
+                    upper: state.upper,
+                    rows: rows_of(state.groups.get(key)),
+                },
+                rx,
+            )
+        })
     }
 
     /// For a client that holds every change below `since` (a frontier it was sent): the
@@ -892,6 +907,29 @@ mod tests {
             assert_eq!(rows, expected, "round {round}, chunks of {chunk}");
             assert!(upper > 10, "batches landed during the copy");
         }
+    }
+
+    /// A key with more rows than a copy chunk is read as a long copy: its subscriber gets
+    /// every row and then every later batch once.
+    #[test]
+    fn a_large_key_is_subscribed_whole() {
+        let v = view();
+        let n = COPY_CHUNK_ROWS as i64 + 10;
+        v.apply(ChangeBatch {
+            lower: 0,
+            upper: 1,
+            changes: (0..n).map(|i| (row("a", i), 1)).collect(),
+        });
+        let (snapshot, mut rx) = v.subscribe(&[Value::str("a")]);
+        assert_eq!(snapshot.upper, 1);
+        assert_eq!(snapshot.rows.len(), n as usize);
+        v.apply(ChangeBatch {
+            lower: 1,
+            upper: 2,
+            changes: vec![(row("a", n), 1)],
+        });
+        assert_eq!(rx.try_recv().map(|b| b.upper).ok(), Some(2));
+        assert_eq!(v.snapshot(&[Value::str("a")]).rows.len(), n as usize + 1);
     }
 
     #[test]
