@@ -58,14 +58,7 @@ fn main() {
             let body: String = (chunk..(chunk + 100_000).min(preload))
                 .map(|u| format!("{{\"user_id\":{},\"click_count\":1,\"country\":\"{}\"}}\n", 10_000_000 + u, COUNTRIES[(u % 4) as usize]))
                 .collect();
-            let r = client
-                .post(format!("{url}/v0/events?name=clicks&wait=true"))
-                .bearer_auth(support::ADMIN)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
+            support::post_batch(&client, &url, "clicks", body.into_bytes()).await;
         }
         if preload > 0 {
             println!("push: preloaded {preload} rows of distinct users");

@@ -138,11 +138,14 @@ fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
     });
     let mut taken: Vec<Option<(Row, i64)>> =
         std::mem::take(changes).into_iter().map(Some).collect();
-    let mut out: Vec<(Row, i64)> = Vec::with_capacity(taken.len());
-    for (_, _, n) in order {
-        let Some((row, diff)) = taken[n].take() else {
-            continue;
-        };
+    *changes = merge_adjacent(order.into_iter().filter_map(|(_, _, n)| taken[n].take()));
+}
+
+/// Sums the multiplicities of equal rows that come one after another, dropping the rows
+/// that reach zero: consolidation once equal rows are next to each other.
+pub(crate) fn merge_adjacent(rows: impl Iterator<Item = (Row, i64)>) -> Vec<(Row, i64)> {
+    let mut out: Vec<(Row, i64)> = Vec::with_capacity(rows.size_hint().0);
+    for (row, diff) in rows {
         match out.last_mut() {
             Some((last, sum)) if *last == row => *sum += diff,
             _ => {
@@ -156,7 +159,7 @@ fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
     if out.last().is_some_and(|(_, sum)| *sum == 0) {
         out.pop();
     }
-    *changes = out;
+    out
 }
 
 /// Consolidates changes (see [`consolidate_run`]), large batches on every core: the

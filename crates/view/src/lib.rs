@@ -655,22 +655,7 @@ impl View {
 /// Sums the multiplicities of equal rows and drops the rows that reach zero.
 fn consolidate_counted(rows: &mut CountedRows) {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: CountedRows = Vec::with_capacity(rows.len());
-    for (row, n) in rows.drain(..) {
-        match out.last_mut() {
-            Some((last, m)) if *last == row => *m += n,
-            _ => {
-                if out.last().is_some_and(|(_, m)| *m == 0) {
-                    out.pop();
-                }
-                out.push((row, n));
-            }
-        }
-    }
-    if out.last().is_some_and(|(_, m)| *m == 0) {
-        out.pop();
-    }
-    *rows = out;
+    *rows = groups::merge_adjacent(std::mem::take(rows).into_iter());
 }
 
 fn rows_of(group: Option<&Group>) -> Vec<Row> {
