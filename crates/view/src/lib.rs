@@ -126,8 +126,8 @@ pub struct View {
     /// does, the engine's batches wait in `deferred` instead of blocking the worker that
     /// publishes them (and every other view it serves) until the copy ends.
     copies: AtomicUsize,
-    /// Batches published during a long copy, applied in order when it ends (or by the next
-    /// batch, whichever comes first).
+    /// Batches published during a long copy, applied in order before the publisher's next
+    /// batch once no copy holds the lock.
     deferred: Mutex<Vec<ChangeBatch>>,
     upper_tx: watch::Sender<Ts>,
     changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
@@ -237,8 +237,12 @@ impl View {
     /// its next batch, one tick later at most.
     fn copy<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         self.copies.fetch_add(1, Ordering::SeqCst);
-        let out = f(&self.read());
+        let state = self.read();
+        let out = f(&state);
+        // Counted out before the lock is released: a publisher that gets the lock next sees
+        // no copy and applies its batch instead of leaving it for a later one.
         self.copies.fetch_sub(1, Ordering::SeqCst);
+        drop(state);
         out
     }
 
@@ -260,7 +264,7 @@ impl View {
 
     /// Applies one batch of changes published by the engine. Batches arrive in time order;
     /// an empty batch only advances the frontier. During a long copy of the view the batch
-    /// is deferred, and applied (in order) when the copy ends.
+    /// is deferred, and applied (in order) with the first batch published after the copy.
     pub fn apply(&self, batch: ChangeBatch) {
         if self.copies.load(Ordering::SeqCst) > 0 {
             let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,10 +476,12 @@ impl View {
                 let (place, copied_at) = match copied.get(&key) {
                     Some(chunks) => {
                         let entry = self.order.entry(row);
+                        // The chunks' last entries ascend, and the last chunk has none.
                         let place = chunks
-                            .iter()
-                            .position(|(last, _, _)| last.as_ref().is_none_or(|l| entry <= *l))
-                            .unwrap_or(chunks.len() - 1);
+                            .partition_point(|(last, _, _)| {
+                                last.as_ref().is_some_and(|l| *l < entry)
+                            })
+                            .min(chunks.len() - 1);
                         (place, chunks[place].1)
                     }
                     None => (0, started),
