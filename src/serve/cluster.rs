@@ -135,8 +135,7 @@ pub(super) async fn deploy(
     headers: HeaderMap,
     Json(body): Json<DeployBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, &Scope::Admin)?;
-    follower_only(&state)?;
+    from_coordinator(&state, &headers, &params)?;
     admin::apply_from_coordinator(&state, body.files, body.allow_destructive_operations).await
 }
 
@@ -168,7 +167,13 @@ pub(super) struct ShareBody {
     dry_run: bool,
 }
 
-fn follower_only(state: &AppState) -> Result<(), ApiError> {
+/// Admits a call that process 0 makes to a follower: the admin token, on a follower.
+fn from_coordinator(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    authorize(state, headers, params, &Scope::Admin)?;
     if state.runtime.following().is_none() {
         return Err(ApiError::bad_request(
             "only a cluster's followers take this call, from process 0",
@@ -185,8 +190,7 @@ pub(super) async fn truncate(
     headers: HeaderMap,
     Json(body): Json<ShareBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, &Scope::Admin)?;
-    follower_only(&state)?;
+    from_coordinator(&state, &headers, &params)?;
     let (rows, ts) = super::datasources::truncate_share(&state, &body.datasource).await?;
     Ok(Json(serde_json::json!({"rows": rows, "ts": ts})).into_response())
 }
@@ -199,8 +203,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
     Json(body): Json<ShareBody>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &params, &Scope::Admin)?;
-    follower_only(&state)?;
+    from_coordinator(&state, &headers, &params)?;
     let condition = body
         .condition
         .as_deref()
