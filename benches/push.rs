@@ -6,7 +6,8 @@
 //! - Fan-out: 1,000 WebSocket subscribers of one pipe; one POST; the time until all of them
 //!   have the change.
 //!
-//! `cargo bench --bench push` (env: SECONDS per rate, SUBSCRIBERS; PRELOAD rows written
+//! `cargo bench --bench push` (env: SECONDS per rate, RATES (rows/s, comma-separated,
+//! default 1000,10000,100000), SUBSCRIBERS; PRELOAD rows written
 //! before the latency runs, default 0, spread over PRELOAD distinct users so the views are
 //! large; SNAPSHOT_MS, the view snapshot interval, default the server's 30 s).
 
@@ -65,7 +66,11 @@ fn main() {
         }
         let mut next_user: u64 = 1_000_000;
 
-        for rate in [1_000u64, 10_000, 100_000] {
+        let rates: Vec<u64> = std::env::var("RATES")
+            .ok()
+            .map(|r| r.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+        for rate in rates {
             let mut ws = connect(&url, "clicks_by_user.ws?country=DE&limit=100000000").await;
             let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
             let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();

@@ -783,6 +783,64 @@ fn delete_by_condition_retracts_matching_rows_everywhere() {
     assert_eq!(r.status(), 400);
 }
 
+/// `min`/`max` over an append-only datasource keep only the most extreme values. Deletes that
+/// remove every kept value while the group still has rows make the server rebuild the view
+/// from its history; the next read answers exactly, and the rebuilt view follows later
+/// inserts and deletes.
+#[test]
+fn extremes_stay_exact_when_deletes_remove_every_kept_value() {
+    let dir = common::copy_project_files("dataflows/clicks", "extremes");
+    std::fs::write(
+        dir.join("endpoints/click_range.pipe"),
+        "NODE click_range_node\nSQL >\n    SELECT country, min(click_count) AS least, max(click_count) AS most, count() AS n\n    FROM clicks\n    GROUP BY country\n    ORDER BY country\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &[]);
+    let row = |country: &str, clicks: u32| {
+        format!("{{\"user_id\":{clicks},\"click_count\":{clicks},\"country\":\"{country}\"}}\n")
+    };
+    let mut body: String = (1..=40).map(|c| row("DE", c)).collect();
+    body.push_str(&row("FR", 7));
+    ingest(&server, "clicks", &body);
+    let delete = |condition: &str| {
+        let r = client()
+            .post(format!("{}/v0/datasources/clicks/delete", server.url))
+            .query(&[("delete_condition", condition)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text());
+    };
+    let range = || -> Value {
+        let (status, v) = get_json(&server, "/v0/pipes/click_range.json");
+        assert_eq!(status, 200, "{v}");
+        v["data"].clone()
+    };
+    let fr = json!({"country": "FR", "least": 7, "most": 7, "n": 1});
+    assert_eq!(
+        range(),
+        json!([{"country": "DE", "least": 1, "most": 40, "n": 40}, fr])
+    );
+    // The kept values still hold the new minimum.
+    delete("country = 'DE' AND click_count <= 3");
+    assert_eq!(
+        range(),
+        json!([{"country": "DE", "least": 4, "most": 40, "n": 37}, fr])
+    );
+    // Every kept minimum is gone: the view is rebuilt.
+    delete("country = 'DE' AND click_count <= 23");
+    assert_eq!(
+        range(),
+        json!([{"country": "DE", "least": 24, "most": 40, "n": 17}, fr])
+    );
+    ingest(&server, "clicks", &row("DE", 2));
+    delete("country = 'DE' AND click_count >= 30");
+    assert_eq!(
+        range(),
+        json!([{"country": "DE", "least": 2, "most": 29, "n": 7}, fr])
+    );
+}
+
 #[test]
 fn csv_and_ndjson_bodies_append_through_the_datasources_api() {
     let server = Server::start("dataflows/clicks", &[]);

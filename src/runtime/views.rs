@@ -1,6 +1,6 @@
 //! The maintained views of a running project: planned shapes, installed bindings, reads.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -337,6 +337,9 @@ pub struct Views {
     max_views: usize,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
+    /// Views rebuilt because a bounded extreme lost track ([`View::needs_rebuild`]): this run
+    /// of the server installs them with exact extremes.
+    exact: Mutex<HashSet<ViewKey>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
     adhoc: Mutex<BTreeMap<ViewId, Arc<View>>>,
     /// How often each limit acted, for metrics.
@@ -411,6 +414,7 @@ impl Views {
             max_views: max_views.max(1),
             prepared: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            exact: Mutex::new(HashSet::new()),
             adhoc: Mutex::new(BTreeMap::new()),
             counters: LimitCountersInner::default(),
         }
@@ -482,12 +486,15 @@ impl Views {
         query: &Query,
         values: &BTreeMap<String, Value>,
     ) -> Result<Arc<Live>, RuntimeError> {
-        if let Some(l) = lock(&self.live).get(&key) {
-            l.touch();
-            return Ok(l.clone());
+        if let Some(l) = self.healthy(&mut lock(&self.live), &key) {
+            return Ok(l);
         }
         let snapshot = key.snapshot_name();
-        let restored = {
+        let exact = lock(&self.exact).contains(&key);
+        let restored = if exact {
+            // A rebuild replays the whole history, not the last snapshot and what followed.
+            None
+        } else {
             let (storage, name) = (self.storage.clone(), snapshot.clone());
             let columns: Vec<String> = query.plan.columns.iter().map(|c| c.name.clone()).collect();
             match tokio::task::spawn_blocking(move || storage.read_view_snapshot(&name, &columns))
@@ -504,9 +511,8 @@ impl Views {
         };
         let mut live = lock(&self.live);
         // Another request may have installed it meanwhile.
-        if let Some(l) = live.get(&key) {
-            l.touch();
-            return Ok(l.clone());
+        if let Some(l) = self.healthy(&mut live, &key) {
+            return Ok(l);
         }
         if live.len() >= self.max_views {
             // Make room: drop the least recently used view nobody subscribes to.
@@ -549,9 +555,25 @@ impl Views {
             label,
             Some((snapshot, restored)),
             None,
+            exact,
         )?);
         live.insert(key, l.clone());
         Ok(l)
+    }
+
+    /// The live view for `key`, unless it has to be rebuilt ([`View::needs_rebuild`]): then
+    /// it is dropped, and the key is installed with exact extremes from now on.
+    fn healthy(&self, live: &mut HashMap<ViewKey, Arc<Live>>, key: &ViewKey) -> Option<Arc<Live>> {
+        let l = live.get(key)?;
+        if !l.view.needs_rebuild() {
+            l.touch();
+            return Some(l.clone());
+        }
+        let l = live.remove(key)?;
+        tracing::warn!(view = %l.label, error = ?l.view.failure(), "rebuilding the view from its history");
+        lock(&self.exact).insert(key.clone());
+        self.engine.drop_view(l.id);
+        None
     }
 
     /// Drops views that no subscriber holds and no request has read for `idle_ms`; a later
@@ -669,6 +691,7 @@ impl Views {
         label: String,
         snapshot: Option<(String, Option<(petrel_view::CountedRows, Ts)>)>,
         budget: Option<Arc<RowBudget>>,
+        exact: bool,
     ) -> Result<Live, RuntimeError> {
         let plan = query.plan.bind(values).map_err(bad)?;
         let order = if ordered {
@@ -703,6 +726,7 @@ impl Views {
         let installed = match (restored_from, budget) {
             (Some(upper), _) => self.engine.install_restored(plan, view.clone(), upper),
             (None, Some(budget)) => self.engine.install_bounded(plan, view.clone(), budget),
+            (None, None) if exact => self.engine.install_exact(plan, view.clone()),
             (None, None) => self.engine.install(plan, view.clone()),
         };
         let id = installed.map_err(|e| RuntimeError::Internal(e.to_string()))?;
@@ -767,8 +791,13 @@ impl Views {
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
     ) -> Result<QueryResult, RuntimeError> {
-        let live = self.get_or_install(prepared, values).await?;
+        let mut live = self.get_or_install(prepared, values).await?;
         live.view.wait_for(live.as_of).await;
+        if live.view.needs_rebuild() {
+            // It lost track while this read waited: the rebuilt view answers instead.
+            live = self.get_or_install(prepared, values).await?;
+            live.view.wait_for(live.as_of).await;
+        }
         if let Some(e) = live.view.failure() {
             return Err(RuntimeError::Internal(e));
         }
@@ -894,6 +923,7 @@ impl Views {
             "sql".into(),
             None,
             Some(budget.clone()),
+            false,
         )?;
         lock(&self.adhoc).insert(live.id, live.view.clone());
         let mut dropped_at_exit = DropView {

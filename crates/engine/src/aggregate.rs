@@ -9,7 +9,11 @@
 //!   multiplicity; the count is its size, exact under retraction;
 //! - **extremes** (`min`, `max`, `argMin`, `argMax`, `any`, `anyLast`): an ordered map of the
 //!   distinct (ordering value, returned value) pairs; the result is its first or last entry,
-//!   found in O(log n) and exact when the current extreme is retracted;
+//!   found in O(log n) and exact when the current extreme is retracted. Over an append-only
+//!   input (a datasource's rows through filters and projections, which only an explicit delete
+//!   retracts), only the best [`EXTREME_KEPT`] pairs are kept ([`Extreme`]), so a group costs
+//!   the same whatever its number of distinct values; if deletes retract all of them while the
+//!   group still has rows, the view is rebuilt from its history ([`Guard::lose_track`]);
 //! - **whole-group** (`quantile`, `median`, `groupArray`, `groupUniqArray`): an ordered map of
 //!   their arguments, evaluated for a group when it changes (their result depends on every
 //!   value).
@@ -60,6 +64,9 @@ enum Source {
 
 /// An aggregation's plan: which aggregates go where, and how a row contributes.
 struct GroupLayout {
+    /// Whether extremes keep only their best pairs (the input is append-only), and the guard
+    /// told when such a state loses track of its extreme (none in unit tests).
+    bounded_extremes: Option<Option<Guard>>,
     aggregates: Vec<Aggregate>,
     keys: Vec<Expr>,
     accumulated: AccumLayout,
@@ -70,7 +77,11 @@ struct GroupLayout {
 }
 
 impl GroupLayout {
-    fn new(keys: &[Expr], aggregates: &[Aggregate]) -> GroupLayout {
+    fn new(
+        keys: &[Expr],
+        aggregates: &[Aggregate],
+        bounded_extremes: Option<Option<Guard>>,
+    ) -> GroupLayout {
         let (mut acc, mut parts, mut whole, mut sources) = (vec![], vec![], vec![], vec![]);
         for agg in aggregates {
             let part = match agg.func {
@@ -97,6 +108,7 @@ impl GroupLayout {
             }
         }
         GroupLayout {
+            bounded_extremes,
             aggregates: aggregates.to_vec(),
             keys: keys.to_vec(),
             accumulated: AccumLayout::new(&acc),
@@ -178,10 +190,14 @@ impl PartialOrd for SqlOrdered {
     }
 }
 
+/// An extreme's (ordering value, returned value) pair.
+type Pair = (SqlOrdered, SqlOrdered);
+
 /// The state of one distinct-count or extreme aggregate for one group.
 enum PartState {
     Distinct(FxHashMap<Value, isize>),
-    Ordered(BTreeMap<(SqlOrdered, SqlOrdered), isize>),
+    Ordered(BTreeMap<Pair, isize>),
+    Bounded(Extreme),
 }
 
 impl PartState {
@@ -189,7 +205,89 @@ impl PartState {
         match self {
             PartState::Distinct(m) => m.is_empty(),
             PartState::Ordered(m) => m.is_empty(),
+            PartState::Bounded(e) => e.is_empty(),
         }
+    }
+}
+
+/// How many distinct pairs an [`Extreme`] keeps.
+pub(crate) const EXTREME_KEPT: usize = 8;
+
+/// An extreme over an append-only input: the best [`EXTREME_KEPT`] distinct pairs with their
+/// exact multiplicities, and the boundary from which pairs are no longer kept. Every pair
+/// better than the boundary is kept, so the best kept pair is the extreme; the boundary only
+/// moves towards better pairs, so a pair kept now was kept at each of its updates. Only when
+/// retractions remove every kept pair while rows remain is the extreme unknown.
+struct Extreme {
+    /// `max`-like (the greatest pair wins) rather than `min`-like.
+    greatest: bool,
+    kept: BTreeMap<Pair, isize>,
+    /// Pairs at the boundary or worse are not kept; `None` until a pair was forgotten.
+    boundary: Option<Pair>,
+    /// The rows that contribute a pair, so an empty `kept` is told apart from no rows.
+    present: isize,
+}
+
+/// The extreme of an [`Extreme`] is not known: retractions removed every kept pair.
+#[derive(Debug, PartialEq)]
+struct LostTrack;
+
+impl Extreme {
+    fn new(greatest: bool) -> Extreme {
+        Extreme {
+            greatest,
+            kept: BTreeMap::new(),
+            boundary: None,
+            present: 0,
+        }
+    }
+
+    /// Applies one row's pair. Pairs past the boundary are not kept; others are, even past
+    /// [`EXTREME_KEPT`] until the time completes ([`Extreme::settle`]): within a time, a
+    /// row's retraction may come before its insertion, and forgetting a pair then could lose
+    /// the insertion that makes it the extreme.
+    fn apply(&mut self, pair: Pair, diff: isize) {
+        self.present += diff;
+        let forgotten = self.boundary.as_ref().is_some_and(|b| {
+            if self.greatest {
+                pair <= *b
+            } else {
+                pair >= *b
+            }
+        });
+        if !forgotten {
+            bump(&mut self.kept, pair, diff);
+        }
+    }
+
+    /// At a completed time: forgets the pairs beyond the best [`EXTREME_KEPT`].
+    fn settle(&mut self) {
+        while self.kept.len() > EXTREME_KEPT {
+            let worst = if self.greatest {
+                self.kept.pop_first()
+            } else {
+                self.kept.pop_last()
+            };
+            self.boundary = worst.map(|(pair, _)| pair);
+        }
+    }
+
+    /// The extreme's returned value (`None` over no rows), at a completed time.
+    fn result(&self) -> Result<Option<&Value>, LostTrack> {
+        let best = if self.greatest {
+            self.kept.last_key_value()
+        } else {
+            self.kept.first_key_value()
+        };
+        match best {
+            Some(((_, value), _)) => Ok(Some(&value.0)),
+            None if self.present > 0 => Err(LostTrack),
+            None => Ok(None),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.present == 0
     }
 }
 
@@ -239,6 +337,9 @@ impl GroupState {
                 Part::Distinct | Part::DistinctElements => {
                     PartState::Distinct(FxHashMap::default())
                 }
+                Part::Least | Part::Greatest if layout.bounded_extremes.is_some() => {
+                    PartState::Bounded(Extreme::new(*p == Part::Greatest))
+                }
                 Part::Least | Part::Greatest => PartState::Ordered(BTreeMap::new()),
             })
             .collect();
@@ -271,11 +372,23 @@ impl KeyedState for GroupState {
                     (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
                     diff,
                 ),
-                (PartState::Ordered(_), _) => {}
+                (PartState::Bounded(e), Value::Tuple(pair)) if pair.len() == 2 => e.apply(
+                    (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
+                    diff,
+                ),
+                (PartState::Ordered(_) | PartState::Bounded(_), _) => {}
             }
         }
         if cells.len() > n {
             bump(&mut self.whole, cells[n..].to_vec(), diff);
+        }
+    }
+
+    fn settle(&mut self) {
+        for part in &mut self.parts {
+            if let PartState::Bounded(e) = part {
+                e.settle();
+            }
         }
     }
 
@@ -312,6 +425,19 @@ impl KeyedState for GroupState {
                         .next_back()
                         .map(|(_, v)| v.0.clone())
                         .unwrap_or(Value::Null),
+                    (PartState::Bounded(e), _) => match e.result() {
+                        Ok(v) => v.cloned().unwrap_or(Value::Null),
+                        Err(LostTrack) => {
+                            if let Some(Some(guard)) = &layout.bounded_extremes {
+                                guard.lose_track(format!(
+                                    "deletes removed the {EXTREME_KEPT} most extreme values \
+                                     of a {:?} in a group that still has rows",
+                                    layout.parts[i].0.func
+                                ));
+                            }
+                            return;
+                        }
+                    },
                 },
             };
             row.push(if v.is_null() && !agg.ty.is_nullable() {
@@ -340,15 +466,18 @@ impl GroupLayout {
 }
 
 /// Renders `GROUP BY keys` with `aggregates` over `input`; `unit` holds one empty row, which
-/// gives a keyless aggregation its row over empty input.
+/// gives a keyless aggregation its row over empty input. `append_only`: only explicit deletes
+/// retract the input's rows (see [`Extreme`]).
 pub fn render<'s>(
     input: Rows<'s>,
     keys: &[Expr],
     aggregates: &[Aggregate],
     unit: &Rows<'s>,
     guard: &Guard,
+    append_only: bool,
 ) -> Rows<'s> {
-    let layout = Arc::new(GroupLayout::new(keys, aggregates));
+    let bounded = append_only.then(|| Some(guard.clone()));
+    let layout = Arc::new(GroupLayout::new(keys, aggregates, bounded));
     let presence = {
         let l = layout.clone();
         (keys.is_empty()).then(|| {
@@ -424,6 +553,7 @@ fn combine<'s>(
 mod tests {
     use super::*;
     use petrel_value::ColumnType;
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
 
     fn agg(func: AggFunc, args: Vec<Expr>, ty: ColumnType) -> Aggregate {
@@ -462,7 +592,7 @@ mod tests {
             only_positive,
             agg(AggFunc::Quantile, vec![x.clone()], ColumnType::Float64),
         ];
-        let layout = Arc::new(GroupLayout::new(&[], &aggregates));
+        let layout = Arc::new(GroupLayout::new(&[], &aggregates, None));
         let reference = ValuesLayout::new(&aggregates);
         for seed in 0..20u64 {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -507,5 +637,127 @@ mod tests {
                 assert_eq!(got, vec![want], "seed {seed} step {step}");
             }
         }
+    }
+
+    /// Over an append-only input, extremes keep at most `EXTREME_KEPT` pairs and equal the
+    /// whole-group evaluation at every completed time, whatever the order of a time's updates
+    /// (a row's retraction may come before its insertion). Only deletes can make the state
+    /// lose track, and then it says so instead of answering.
+    #[test]
+    fn bounded_extremes_equal_the_whole_group_evaluation_or_say_they_lost_track() {
+        let (x, y) = (Expr::Column(0), Expr::Column(1));
+        let aggregates = vec![
+            agg(AggFunc::Count, vec![], ColumnType::UInt(64)),
+            agg(AggFunc::Min, vec![x.clone()], ColumnType::Int(64)),
+            agg(AggFunc::Max, vec![x.clone()], ColumnType::Int(64)),
+            agg(
+                AggFunc::ArgMin,
+                vec![y.clone(), x.clone()],
+                ColumnType::Int(64),
+            ),
+            agg(
+                AggFunc::ArgMax,
+                vec![y.clone(), x.clone()],
+                ColumnType::Int(64),
+            ),
+        ];
+        let layout = Arc::new(GroupLayout::new(&[], &aggregates, Some(None)));
+        let reference = ValuesLayout::new(&aggregates);
+        let (mut lost_seeds, mut deleting_seeds) = (0, 0);
+        for seed in 0..60u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let deletes = seed % 2 == 1;
+            deleting_seeds += usize::from(deletes);
+            let mut state = GroupState::new(layout.clone());
+            let mut settled = GroupState::new(layout.clone());
+            let mut live: Vec<Row> = Vec::new();
+            for time in 0..60 {
+                let mut updates: Vec<(Row, isize)> = Vec::new();
+                for _ in 0..rng.random_range(1..40) {
+                    let row = vec![
+                        Value::Int(rng.random_range(-1000..1000)),
+                        Value::Int(rng.random_range(0..5)),
+                    ];
+                    live.push(row.clone());
+                    updates.push((row, 1));
+                }
+                // A row inserted and deleted within the time: the deletion may come first.
+                if deletes && rng.random_bool(0.5) {
+                    let row = vec![Value::Int(rng.random_range(-1200..1200)), Value::Int(9)];
+                    updates.push((row.clone(), 1));
+                    updates.push((row, -1));
+                }
+                if deletes && time % 4 == 3 {
+                    // Delete the rows holding the smallest or largest x, as a range delete.
+                    let by_x = |r: &Row| r[0].as_i64().unwrap_or(0);
+                    live.sort_by_key(by_x);
+                    let n = rng.random_range(0..live.len().min(4) + 1);
+                    let gone: Vec<Row> = if rng.random_bool(0.5) {
+                        live.drain(..n).collect()
+                    } else {
+                        live.drain(live.len() - n..).collect()
+                    };
+                    updates.extend(gone.into_iter().map(|r| (r, -1)));
+                }
+                // The same time's updates consolidated: a row inserted and deleted within the
+                // time never reaches this state.
+                let mut consolidated = updates.clone();
+                differential_dataflow::consolidation::consolidate(&mut consolidated);
+                for (row, diff) in consolidated {
+                    settled.apply(
+                        (layout.accumulated.contribution(&row), layout.cells(&row)),
+                        diff,
+                    );
+                }
+                settled.settle();
+                updates.shuffle(&mut rng);
+                for (row, diff) in updates {
+                    state.apply(
+                        (layout.accumulated.contribution(&row), layout.cells(&row)),
+                        diff,
+                    );
+                }
+                state.settle();
+                for part in &state.parts {
+                    if let PartState::Bounded(e) = part {
+                        assert!(e.kept.len() <= EXTREME_KEPT, "seed {seed} time {time}");
+                    }
+                }
+                let lost_track = |state: &GroupState| {
+                    state
+                        .parts
+                        .iter()
+                        .any(|p| matches!(p, PartState::Bounded(e) if e.result() == Err(LostTrack)))
+                };
+                let lost = lost_track(&state);
+                // The order within a time never makes the state lose track.
+                assert_eq!(lost, lost_track(&settled), "seed {seed} time {time}");
+                if lost {
+                    assert!(
+                        deletes,
+                        "seed {seed} time {time}: lost track without deletes"
+                    );
+                    lost_seeds += 1;
+                    break;
+                }
+                let mut got = Vec::new();
+                state.output(&Vec::new(), &mut got);
+                if live.is_empty() {
+                    assert!(got.is_empty(), "seed {seed} time {time}: {got:?}");
+                    continue;
+                }
+                let cut: Vec<Row> = live.iter().map(|r| reference.cut(r)).collect();
+                let group: Vec<(&Row, isize)> = cut.iter().map(|r| (r, 1)).collect();
+                let mut want = Vec::new();
+                reference.finish(&group, &mut want);
+                assert_eq!(got, vec![want], "seed {seed} time {time}");
+            }
+        }
+        // The deleting seeds exercise both outcomes: answers kept exact through deletes, and
+        // deletes that removed every kept pair.
+        assert!(
+            lost_seeds > 0 && lost_seeds < deleting_seeds,
+            "{lost_seeds} of {deleting_seeds}"
+        );
     }
 }

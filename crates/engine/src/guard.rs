@@ -93,6 +93,14 @@ impl Guard {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Fails the view so that the server rebuilds it from its history: an aggregate's bounded
+    /// state no longer knows its result (see `aggregate::Extreme`).
+    pub fn lose_track(&self, reason: String) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            self.view.fail_to_rebuild(reason);
+        }
+    }
+
     /// Runs `f`, or gives `None` if it panics (failing the view) or the view already failed.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
         if self.failed() {

@@ -43,6 +43,9 @@ pub trait KeyedState: 'static {
     ) -> Result<(), Self::Update> {
         Err(update)
     }
+    /// A time the key's updates came at is complete: every update of it was applied, so
+    /// the state's multiplicities are the rows' own (none negative) and it may compact.
+    fn settle(&mut self) {}
     /// Appends the key's output rows (none when the key has no result).
     fn output(&self, key: &Row, out: &mut Vec<Row>);
     /// True when the state holds nothing, so the key can be forgotten.
@@ -179,6 +182,7 @@ impl<S: KeyedState> States<S> {
             match slot.touched.take() {
                 Some((_, Touched::Delta(delta))) => changes.extend(delta),
                 Some((_, Touched::Before(old))) => {
+                    slot.state.settle();
                     changes.extend(old.into_iter().map(|r| (r, -1)));
                     let mut rows = Vec::new();
                     slot.state.output(key, &mut rows);

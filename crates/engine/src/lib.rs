@@ -130,6 +130,9 @@ pub(crate) struct InstallSpec {
     pub history: Vec<(String, Arc<dyn History>)>,
     /// The rows its joins may produce (ad-hoc queries), if bounded.
     pub budget: Option<Arc<RowBudget>>,
+    /// Whether extreme aggregates over append-only inputs keep only their best values
+    /// (single process; not for a view rebuilt because such a state lost track).
+    pub bounded_extremes: bool,
 }
 
 struct Clock {
@@ -279,7 +282,8 @@ impl Engine {
             } => {
                 let budget = budget.map(RowBudget::new);
                 let view = View::new(plan.columns.clone(), petrel_view::KeyColumns(Vec::new()), 0);
-                if let Err(e) = self.install_spec(Some(id), *plan, view, Some(floor), budget) {
+                if let Err(e) = self.install_spec(Some(id), *plan, view, Some(floor), budget, false)
+                {
                     tracing::error!(view = id, error = %e, "installing a view process 0 sent failed");
                 }
             }
@@ -410,18 +414,26 @@ impl Engine {
     /// Installs a dataflow maintaining `plan` into `view`. The view's first batch holds the
     /// result over all data inserted before this call.
     pub fn install(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
-        self.install_from(plan, view, None, None)
+        self.install_spec(None, plan, view, None, None, true)
+    }
+
+    /// As [`Engine::install`], with extreme aggregates keeping every distinct value: for a
+    /// view rebuilt because deletes removed all that a bounded extreme kept
+    /// ([`View::needs_rebuild`]), so the rebuild cannot lose track again.
+    pub fn install_exact(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
+        self.install_spec(None, plan, view, None, None, false)
     }
 
     /// As [`Engine::install`], for an ad-hoc query whose joins may produce at most
-    /// `budget`'s rows: past it the view fails and [`RowBudget::exceeded`] says why.
+    /// `budget`'s rows: past it the view fails and [`RowBudget::exceeded`] says why. Its
+    /// extremes are exact (it runs once, and could not be rebuilt).
     pub fn install_bounded(
         &self,
         plan: Plan,
         view: Arc<View>,
         budget: Arc<RowBudget>,
     ) -> Result<ViewId, EngineError> {
-        self.install_from(plan, view, None, Some(budget))
+        self.install_spec(None, plan, view, None, Some(budget), false)
     }
 
     /// As [`Engine::install`], for a view restored from a snapshot of its rows at `restored`:
@@ -434,23 +446,22 @@ impl Engine {
         view: Arc<View>,
         restored: Ts,
     ) -> Result<ViewId, EngineError> {
-        self.install_from(plan, view, Some(restored.saturating_sub(1)), None)
-    }
-
-    fn install_from(
-        &self,
-        plan: Plan,
-        view: Arc<View>,
-        floor: Option<Ts>,
-        budget: Option<Arc<RowBudget>>,
-    ) -> Result<ViewId, EngineError> {
-        self.install_spec(None, plan, view, floor, budget)
+        self.install_spec(
+            None,
+            plan,
+            view,
+            Some(restored.saturating_sub(1)),
+            None,
+            true,
+        )
     }
 
     /// Installs a view on this process's workers: with `id` `None` a view of this process's
     /// own (process 0 then sends it to the others), else one process 0 sent, whose history
     /// before `floor` is replayed at `floor` exactly as process 0 does. A datasource this
-    /// process does not know yet has no history here.
+    /// process does not know yet has no history here. `bounded_extremes`: see
+    /// [`InstallSpec::bounded_extremes`]; a cluster never bounds them, since a group's state
+    /// may live in a process whose view nobody reads, and could not ask for a rebuild.
     fn install_spec(
         &self,
         id: Option<ViewId>,
@@ -458,6 +469,7 @@ impl Engine {
         view: Arc<View>,
         floor: Option<Ts>,
         budget: Option<Arc<RowBudget>>,
+        bounded_extremes: bool,
     ) -> Result<ViewId, EngineError> {
         let remote = id.is_some();
         let mut tables = BTreeSet::new();
@@ -502,6 +514,7 @@ impl Engine {
             floor,
             history,
             budget,
+            bounded_extremes: bounded_extremes && clock.processes == 1,
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))

@@ -30,6 +30,8 @@ pub struct Sources<'s> {
     pub unit: Rows<'s>,
     /// The view's failure switch: every operator that evaluates SQL runs through it.
     pub(crate) guard: Guard,
+    /// Whether extremes over append-only inputs keep only their best values.
+    pub(crate) bounded_extremes: bool,
 }
 
 /// Renders `plan` over `sources`.
@@ -62,6 +64,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             aggregates,
             &sources.unit,
             &sources.guard,
+            sources.bounded_extremes && append_only(input),
         ),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
@@ -139,6 +142,19 @@ fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
     }
     let guard = guard.clone();
     rows.filter(move |_| guard.charge())
+}
+
+/// True when only an explicit delete or truncate can retract `plan`'s rows: datasource rows
+/// and constants through filters, projections and unions. Engine rules (ReplacingMergeTree
+/// read as FINAL, TTL), temporal filters, aggregates, joins and top-k retract rows as data
+/// lands, so plans holding them are not.
+fn append_only(plan: &Plan) -> bool {
+    match &plan.node {
+        PlanNode::Scan { .. } | PlanNode::Values { .. } => true,
+        PlanNode::Filter { input, .. } | PlanNode::Project { input, .. } => append_only(input),
+        PlanNode::Union { inputs } => inputs.iter().all(append_only),
+        _ => false,
+    }
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {

@@ -13,7 +13,7 @@ mod order;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use order::{add_multiplicity, RowOrder, SortDirection, SortValues, SortedRow};
@@ -126,6 +126,9 @@ pub struct View {
     /// does, the engine's batches wait in `deferred` instead of blocking the worker that
     /// publishes them (and every other view it serves) until the copy ends.
     copies: AtomicUsize,
+    /// Set when the view failed because its dataflow lost track of its result: the server
+    /// installs it again from its history.
+    rebuild: AtomicBool,
     /// Batches published during a long copy, applied in order before the publisher's next
     /// batch once no copy holds the lock.
     deferred: Mutex<Vec<ChangeBatch>>,
@@ -198,6 +201,7 @@ impl View {
             retention,
             state: RwLock::new(State::default()),
             copies: AtomicUsize::new(0),
+            rebuild: AtomicBool::new(false),
             deferred: Mutex::new(Vec::new()),
             upper_tx,
             changes_tx,
@@ -523,6 +527,21 @@ impl View {
         }
         // Whoever waits for a timestamp wakes up and finds the failure.
         self.upper_tx.send_modify(|_| {});
+    }
+
+    /// Fails the view because its dataflow lost track of its result (deletes removed what a
+    /// bounded aggregate state kept): readers and subscribers get the error, and the server
+    /// installs the view again from its history ([`View::needs_rebuild`]).
+    pub fn fail_to_rebuild(&self, reason: String) {
+        self.rebuild.store(true, Ordering::SeqCst);
+        self.fail(format!(
+            "{reason}; the view is being rebuilt from its history: read or subscribe again"
+        ));
+    }
+
+    /// True when the view failed with [`View::fail_to_rebuild`].
+    pub fn needs_rebuild(&self) -> bool {
+        self.rebuild.load(Ordering::SeqCst)
     }
 
     /// The error that stopped the view, if any.
