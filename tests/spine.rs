@@ -841,6 +841,56 @@ fn extremes_stay_exact_when_deletes_remove_every_kept_value() {
     );
 }
 
+/// A top-k inside a pipe over an append-only datasource keeps only its window and a few rows
+/// more. Deletes that empty what it kept while the datasource still has rows make the server
+/// rebuild the view; the next read answers exactly.
+#[test]
+fn a_top_k_stays_exact_when_deletes_remove_every_kept_row() {
+    let dir = common::copy_project_files("dataflows/clicks", "bounded-top-k");
+    std::fs::write(
+        dir.join("endpoints/top_clicks.pipe"),
+        "NODE best\nSQL >\n    SELECT user_id, click_count FROM clicks ORDER BY click_count DESC LIMIT 3\n\nNODE top_clicks_node\nSQL >\n    SELECT user_id, click_count FROM best ORDER BY click_count DESC\n\nTYPE endpoint\n",
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &[]);
+    let body: String = (1..=40)
+        .map(|c| format!("{{\"user_id\":{c},\"click_count\":{c},\"country\":\"DE\"}}\n"))
+        .collect();
+    ingest(&server, "clicks", &body);
+    let delete = |condition: &str| {
+        let r = client()
+            .post(format!("{}/v0/datasources/clicks/delete", server.url))
+            .query(&[("delete_condition", condition)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text());
+    };
+    let top = || -> Vec<u64> {
+        let (status, v) = get_json(&server, "/v0/pipes/top_clicks.json");
+        assert_eq!(status, 200, "{v}");
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["click_count"].as_u64())
+            .collect()
+    };
+    assert_eq!(top(), [40, 39, 38]);
+    // The rows kept past the window fill it again.
+    delete("click_count >= 30");
+    assert_eq!(top(), [29, 28, 27]);
+    // Every kept row is gone: the view is rebuilt.
+    delete("click_count >= 15");
+    assert_eq!(top(), [14, 13, 12]);
+    ingest(
+        &server,
+        "clicks",
+        "{\"user_id\":99,\"click_count\":13,\"country\":\"FR\"}\n",
+    );
+    assert_eq!(top(), [14, 13, 13]);
+}
+
 #[test]
 fn csv_and_ndjson_bodies_append_through_the_datasources_api() {
     let server = Server::start("dataflows/clicks", &[]);

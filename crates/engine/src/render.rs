@@ -99,10 +99,10 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
         } => top_k(
             render(input, sources),
             order_by,
-            *limit,
-            *offset,
+            (*limit, *offset),
             partition_by,
             &sources.guard,
+            sources.bounded_extremes && append_only(input),
         ),
         PlanNode::Window {
             input,
@@ -232,26 +232,35 @@ fn join<'s>(
     matched.concat(unmatched.map(pad))
 }
 
-/// `ORDER BY .. LIMIT n BY ..` inside a query: each partition keeps its rows in order
-/// (see `keyed`), and a change re-emits only the partition's window when it moves.
+/// How many rows past the end of its window a bounded top-k partition keeps, so that rows
+/// deleted from the window are replaced from what is kept.
+const TOP_SLACK: usize = 16;
+
+/// `ORDER BY .. LIMIT n BY ..` inside a query (and a subscription's LIMIT): each partition
+/// keeps its rows in order (see `keyed`), and a change re-emits only the partition's window
+/// when it moves. Over an append-only input (see [`append_only`]) a partition with a LIMIT
+/// keeps only its window and [`TOP_SLACK`] rows more, as `aggregate`'s extremes keep their
+/// best values: if deletes empty what it kept while rows remain, the view is rebuilt.
 fn top_k<'s>(
     input: Rows<'s>,
     order_by: &[SortKey],
-    limit: Option<u64>,
-    offset: u64,
+    (limit, offset): (Option<u64>, u64),
     partition_by: &[Expr],
     guard: &Guard,
+    append_only: bool,
 ) -> Rows<'s> {
     let part = partition_by.to_vec();
     let order = row_order(order_by);
     let g = guard.clone();
     let keyed = input.flat_map(move |row| g.run(|| (eval_all(&part, &row), row)));
-    fold_by_key(keyed, guard.clone(), move || TopState {
-        order: order.clone(),
-        rows: BTreeMap::new(),
-        total: 0,
-        offset: offset.min(usize::MAX as u64) as usize,
-        limit: limit.map(|l| l.min(usize::MAX as u64) as usize),
+    let bound = (append_only && limit.is_some()).then(|| guard.clone());
+    fold_by_key(keyed, guard.clone(), move || {
+        TopState::new(
+            order.clone(),
+            offset.min(usize::MAX as u64) as usize,
+            limit.map(|l| l.min(usize::MAX as u64) as usize),
+            bound.clone().map(Some),
+        )
     })
 }
 
@@ -259,17 +268,100 @@ fn top_k<'s>(
 struct TopState {
     order: RowOrder,
     rows: BTreeMap<SortedRow, i64>,
-    /// The sum of the positive multiplicities: how many rows the partition has.
+    /// The sum of the positive multiplicities of `rows`.
     total: usize,
     offset: usize,
     limit: Option<usize>,
+    /// Set when only the window and [`TOP_SLACK`] rows are kept.
+    bounded: Option<TopBound>,
+}
+
+/// What a bounded top-k partition knows of the rows it forgot.
+struct TopBound {
+    /// Told when the window is no longer known (none in unit tests).
+    guard: Option<Guard>,
+    /// Rows sorting at or after it are not kept; `None` until a row was forgotten.
+    boundary: Option<SortedRow>,
+    /// The partition's rows, kept or not.
+    present: i64,
+}
+
+impl TopState {
+    fn new(
+        order: RowOrder,
+        offset: usize,
+        limit: Option<usize>,
+        bound: Option<Option<Guard>>,
+    ) -> TopState {
+        TopState {
+            order,
+            rows: BTreeMap::new(),
+            total: 0,
+            offset,
+            limit,
+            bounded: bound.map(|guard| TopBound {
+                guard,
+                boundary: None,
+                present: 0,
+            }),
+        }
+    }
+
+    /// The rows the window needs kept: its end.
+    fn window_end(&self) -> usize {
+        self.offset.saturating_add(self.limit.unwrap_or(usize::MAX))
+    }
+
+    /// False when forgotten rows may belong in the window: deletes left fewer kept rows than
+    /// the window needs while the partition has more.
+    fn window_known(&self) -> bool {
+        self.bounded.as_ref().is_none_or(|b| {
+            b.boundary.is_none()
+                || self.total >= self.window_end()
+                || b.present <= self.total as i64
+        })
+    }
 }
 
 impl KeyedState for TopState {
     type Update = Row;
 
     fn apply(&mut self, row: Row, diff: isize) {
-        self.change(&row, diff);
+        let entry = self.order.entry(&row);
+        if let Some(b) = &mut self.bounded {
+            b.present += diff as i64;
+            if b.boundary
+                .as_ref()
+                .is_some_and(|boundary| entry >= *boundary)
+            {
+                return;
+            }
+        }
+        self.change_entry(entry, diff);
+    }
+
+    /// Forgets the rows past the window and its slack (only now: within a time, a row's
+    /// retraction may come before its insertion).
+    fn settle(&mut self) {
+        if self.bounded.is_none() {
+            return;
+        }
+        let end = self.window_end();
+        let keep = end.saturating_add(TOP_SLACK);
+        while self.total > keep {
+            let Some(last) = self.rows.last_entry() else {
+                break;
+            };
+            let n = (*last.get()).max(0) as usize;
+            if self.total - n < end {
+                break;
+            }
+            let (entry, _) = last.remove_entry();
+            self.total -= n;
+            if let Some(b) = &mut self.bounded {
+                b.boundary = Some(entry);
+            }
+        }
     }
 
     /// With no OFFSET and every row inside the LIMIT before and after, the window is the
@@ -280,8 +372,11 @@ impl KeyedState for TopState {
         diff: isize,
         delta: &mut Vec<(Row, isize)>,
     ) -> Result<(), Row> {
-        if self.offset != 0 {
+        if self.offset != 0 || self.bounded.as_ref().is_some_and(|b| b.boundary.is_some()) {
             return Err(row);
+        }
+        if let Some(b) = &mut self.bounded {
+            b.present += diff as i64;
         }
         let limit = self.limit.unwrap_or(usize::MAX);
         let grows = diff.max(0) as usize;
@@ -297,6 +392,14 @@ impl KeyedState for TopState {
     }
 
     fn output(&self, _key: &Row, out: &mut Vec<Row>) {
+        if !self.window_known() {
+            if let Some(Some(guard)) = self.bounded.as_ref().map(|b| &b.guard) {
+                guard.lose_track(format!(
+                    "deletes removed the rows a top-k kept past its window ({TOP_SLACK} rows) in a partition that still has rows"
+                ));
+            }
+            return;
+        }
         let mut skip = self.offset;
         let want = self.limit.unwrap_or(usize::MAX);
         let mut taken = 0;
@@ -314,14 +417,19 @@ impl KeyedState for TopState {
     }
 
     fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.is_empty() && self.bounded.as_ref().is_none_or(|b| b.present == 0)
     }
 }
 
 impl TopState {
     /// Adds `diff` copies of `row`; returns its multiplicity before and after.
     fn change(&mut self, row: &Row, diff: isize) -> (i64, i64) {
-        let (before, after) = add_multiplicity(&mut self.rows, self.order.entry(row), diff as i64);
+        self.change_entry(self.order.entry(row), diff)
+    }
+
+    /// Adds `diff` copies of the row `entry` sorts; returns its multiplicity before and after.
+    fn change_entry(&mut self, entry: SortedRow, diff: isize) -> (i64, i64) {
+        let (before, after) = add_multiplicity(&mut self.rows, entry, diff as i64);
         self.total = (self.total as i64 + after.max(0) - before.max(0)).max(0) as usize;
         (before, after)
     }
@@ -407,6 +515,7 @@ fn valid_interval(bounds: &[TemporalBound], row: Row) -> Vec<(Row, u64, isize)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
 
     fn multiset(rows: Vec<Row>) -> Vec<(Row, isize)> {
@@ -423,17 +532,16 @@ mod tests {
         for case in 0..60 {
             let limit = [None, Some(1), Some(5), Some(40)][case % 4];
             let offset = if case % 3 == 0 { 1 } else { 0 };
-            let mut state = TopState {
-                order: row_order(&[SortKey {
+            let mut state = TopState::new(
+                row_order(&[SortKey {
                     expr: Expr::Column(1),
                     desc: true,
                     nulls_first: false,
                 }]),
-                rows: BTreeMap::new(),
-                total: 0,
                 offset,
                 limit,
-            };
+                None,
+            );
             let mut live: Vec<Row> = Vec::new();
             let mut deltas = 0;
             for _ in 0..300 {
@@ -471,5 +579,96 @@ mod tests {
                 assert!(deltas > 0, "the fast path ran");
             }
         }
+    }
+
+    /// Over an append-only input, a top-k partition keeps at most its window and
+    /// `TOP_SLACK` rows, and its output is the window of all its rows at every completed
+    /// time, whatever the order of a time's updates. Only deletes can make it lose track, and
+    /// exactly when the same time's updates, consolidated, would.
+    #[test]
+    fn bounded_top_k_equals_the_window_of_all_rows_or_says_it_lost_track() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut lost_cases, mut deleting_cases) = (0, 0);
+        for case in 0..80usize {
+            let limit = [1usize, 5, 20][case % 3];
+            let offset = if case % 4 == 0 { 2 } else { 0 };
+            let deletes = case % 2 == 1;
+            deleting_cases += usize::from(deletes);
+            let order = row_order(&[SortKey {
+                expr: Expr::Column(1),
+                desc: true,
+                nulls_first: false,
+            }]);
+            let fresh = || TopState::new(order.clone(), offset, Some(limit), Some(None));
+            let (mut state, mut settled) = (fresh(), fresh());
+            let mut live: Vec<Row> = Vec::new();
+            let mut next_id = 0u64;
+            let mut row = |rng: &mut rand::rngs::StdRng| {
+                next_id += 1;
+                vec![Value::UInt(next_id), Value::Int(rng.random_range(0..500))]
+            };
+            for time in 0..50 {
+                let mut updates: Vec<(Row, isize)> = Vec::new();
+                for _ in 0..rng.random_range(0..30) {
+                    let r = row(&mut rng);
+                    live.push(r.clone());
+                    updates.push((r, 1));
+                }
+                if deletes && rng.random_bool(0.5) {
+                    let r = row(&mut rng);
+                    updates.push((r.clone(), 1));
+                    updates.push((r, -1));
+                }
+                if deletes && time % 4 == 3 && !live.is_empty() {
+                    // Delete some of the best rows (as a delete by condition would), or rows
+                    // anywhere.
+                    if rng.random_bool(0.5) {
+                        live.sort_by_key(|r| std::cmp::Reverse(r[1].as_i64().unwrap_or(0)));
+                    } else {
+                        live.shuffle(&mut rng);
+                    }
+                    let n = rng.random_range(0..live.len().min(limit + 8) + 1);
+                    updates.extend(live.drain(..n).map(|r| (r, -1)));
+                }
+                let mut consolidated = updates.clone();
+                differential_dataflow::consolidation::consolidate(&mut consolidated);
+                for (r, diff) in consolidated {
+                    settled.apply(r, diff);
+                }
+                settled.settle();
+                updates.shuffle(&mut rng);
+                for (r, diff) in updates {
+                    let mut delta = Vec::new();
+                    if let Err(r) = state.apply_delta(r, diff, &mut delta) {
+                        state.apply(r, diff);
+                    }
+                }
+                state.settle();
+                assert!(
+                    state.rows.len() <= offset + limit + TOP_SLACK,
+                    "case {case} time {time}"
+                );
+                let lost = !state.window_known();
+                assert_eq!(lost, !settled.window_known(), "case {case} time {time}");
+                if lost {
+                    assert!(
+                        deletes,
+                        "case {case} time {time}: lost track without deletes"
+                    );
+                    lost_cases += 1;
+                    break;
+                }
+                let mut got = Vec::new();
+                state.output(&Vec::new(), &mut got);
+                let mut want = live.clone();
+                want.sort_by_key(|a| order.entry(a));
+                let want: Vec<Row> = want.into_iter().skip(offset).take(limit).collect();
+                assert_eq!(got, want, "case {case} time {time}");
+            }
+        }
+        assert!(
+            lost_cases > 0 && lost_cases < deleting_cases,
+            "{lost_cases} of {deleting_cases}"
+        );
     }
 }
