@@ -337,8 +337,8 @@ pub struct Views {
     max_views: usize,
     prepared: Mutex<HashMap<String, Arc<Prepared>>>,
     live: Mutex<HashMap<ViewKey, Arc<Live>>>,
-    /// Views rebuilt because a bounded extreme lost track ([`View::needs_rebuild`]): this run
-    /// of the server installs them with exact extremes.
+    /// Views rebuilt because a bounded extreme or top-k lost track ([`View::needs_rebuild`]):
+    /// this run of the server installs them with exact states.
     exact: Mutex<HashSet<ViewKey>>,
     /// Ad-hoc queries running now, shown by `GET /v0/views` as `sql`.
     adhoc: Mutex<BTreeMap<ViewId, Arc<View>>>,
@@ -562,7 +562,7 @@ impl Views {
     }
 
     /// The live view for `key`, unless it has to be rebuilt ([`View::needs_rebuild`]): then
-    /// it is dropped, and the key is installed with exact extremes from now on.
+    /// it is dropped, and the key is installed with exact states from now on.
     fn healthy(&self, live: &mut HashMap<ViewKey, Arc<Live>>, key: &ViewKey) -> Option<Arc<Live>> {
         let l = live.get(key)?;
         if !l.view.needs_rebuild() {

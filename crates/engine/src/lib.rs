@@ -130,9 +130,9 @@ pub(crate) struct InstallSpec {
     pub history: Vec<(String, Arc<dyn History>)>,
     /// The rows its joins may produce (ad-hoc queries), if bounded.
     pub budget: Option<Arc<RowBudget>>,
-    /// Whether extreme aggregates over append-only inputs keep only their best values
-    /// (single process; not for a view rebuilt because such a state lost track).
-    pub bounded_extremes: bool,
+    /// Whether extremes and top-k over append-only inputs keep only their best values and
+    /// rows (single process; not for a view rebuilt because such a state lost track).
+    pub bounded_states: bool,
 }
 
 struct Clock {
@@ -417,9 +417,9 @@ impl Engine {
         self.install_spec(None, plan, view, None, None, true)
     }
 
-    /// As [`Engine::install`], with extreme aggregates keeping every distinct value: for a
-    /// view rebuilt because deletes removed all that a bounded extreme kept
-    /// ([`View::needs_rebuild`]), so the rebuild cannot lose track again.
+    /// As [`Engine::install`], with extreme aggregates keeping every distinct value and top-k
+    /// every row: for a view rebuilt because deletes removed all that such a bounded state
+    /// kept ([`View::needs_rebuild`]), so the rebuild cannot lose track again.
     pub fn install_exact(&self, plan: Plan, view: Arc<View>) -> Result<ViewId, EngineError> {
         self.install_spec(None, plan, view, None, None, false)
     }
@@ -459,8 +459,8 @@ impl Engine {
     /// Installs a view on this process's workers: with `id` `None` a view of this process's
     /// own (process 0 then sends it to the others), else one process 0 sent, whose history
     /// before `floor` is replayed at `floor` exactly as process 0 does. A datasource this
-    /// process does not know yet has no history here. `bounded_extremes`: see
-    /// [`InstallSpec::bounded_extremes`]; a cluster never bounds them, since a group's state
+    /// process does not know yet has no history here. `bounded_states`: see
+    /// [`InstallSpec::bounded_states`]; a cluster never bounds them, since a group's state
     /// may live in a process whose view nobody reads, and could not ask for a rebuild.
     fn install_spec(
         &self,
@@ -469,7 +469,7 @@ impl Engine {
         view: Arc<View>,
         floor: Option<Ts>,
         budget: Option<Arc<RowBudget>>,
-        bounded_extremes: bool,
+        bounded_states: bool,
     ) -> Result<ViewId, EngineError> {
         let remote = id.is_some();
         let mut tables = BTreeSet::new();
@@ -514,7 +514,7 @@ impl Engine {
             floor,
             history,
             budget,
-            bounded_extremes: bounded_extremes && clock.processes == 1,
+            bounded_states: bounded_states && clock.processes == 1,
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))

@@ -30,8 +30,9 @@ pub struct Sources<'s> {
     pub unit: Rows<'s>,
     /// The view's failure switch: every operator that evaluates SQL runs through it.
     pub(crate) guard: Guard,
-    /// Whether extremes over append-only inputs keep only their best values.
-    pub(crate) bounded_extremes: bool,
+    /// Whether extremes and top-k over append-only inputs keep only their best values and
+    /// rows.
+    pub(crate) bounded_states: bool,
 }
 
 /// Renders `plan` over `sources`.
@@ -64,7 +65,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             aggregates,
             &sources.unit,
             &sources.guard,
-            sources.bounded_extremes && append_only(input),
+            sources.bounded_states && append_only(input),
         ),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
@@ -102,7 +103,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             (*limit, *offset),
             partition_by,
             &sources.guard,
-            sources.bounded_extremes && append_only(input),
+            sources.bounded_states && append_only(input),
         ),
         PlanNode::Window {
             input,

@@ -117,7 +117,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             tables,
             unit,
             guard: guard.clone(),
-            bounded_extremes: spec.bounded_extremes,
+            bounded_states: spec.bounded_states,
         };
         let output = render(&spec.plan, &sources);
         crate::sink::publish(output, spec.view.clone(), guard, index == 0);
