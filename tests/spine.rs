@@ -783,6 +783,17 @@ fn delete_by_condition_retracts_matching_rows_everywhere() {
     assert_eq!(r.status(), 400);
 }
 
+/// Deletes the clicks for which `condition` holds, through the datasources API.
+fn delete_clicks(server: &Server, condition: &str) {
+    let r = client()
+        .post(format!("{}/v0/datasources/clicks/delete", server.url))
+        .query(&[("delete_condition", condition)])
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text());
+}
+
 /// `min`/`max` over an append-only datasource keep only the most extreme values. Deletes that
 /// remove every kept value while the group still has rows make the server rebuild the view
 /// from its history; the next read answers exactly, and the rebuilt view follows later
@@ -802,15 +813,7 @@ fn extremes_stay_exact_when_deletes_remove_every_kept_value() {
     let mut body: String = (1..=40).map(|c| row("DE", c)).collect();
     body.push_str(&row("FR", 7));
     ingest(&server, "clicks", &body);
-    let delete = |condition: &str| {
-        let r = client()
-            .post(format!("{}/v0/datasources/clicks/delete", server.url))
-            .query(&[("delete_condition", condition)])
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", r.text());
-    };
+    let delete = |condition: &str| delete_clicks(&server, condition);
     let range = || -> Value {
         let (status, v) = get_json(&server, "/v0/pipes/click_range.json");
         assert_eq!(status, 200, "{v}");
@@ -857,15 +860,7 @@ fn a_top_k_stays_exact_when_deletes_remove_every_kept_row() {
         .map(|c| format!("{{\"user_id\":{c},\"click_count\":{c},\"country\":\"DE\"}}\n"))
         .collect();
     ingest(&server, "clicks", &body);
-    let delete = |condition: &str| {
-        let r = client()
-            .post(format!("{}/v0/datasources/clicks/delete", server.url))
-            .query(&[("delete_condition", condition)])
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", r.text());
-    };
+    let delete = |condition: &str| delete_clicks(&server, condition);
     let top = || -> Vec<u64> {
         let (status, v) = get_json(&server, "/v0/pipes/top_clicks.json");
         assert_eq!(status, 200, "{v}");
