@@ -13,9 +13,12 @@
 //!   way a Tinybird user would: materialized views into SummingMergeTree and
 //!   AggregatingMergeTree targets (`-State` on insert, `-Merge` on read).
 //! - `uniq`: `uniqExact(user_id)` and `count()` per country over a plain MergeTree.
+//! - `quantile`: p50/p90/p99 of `duration` per path (500 paths), as a status page shows
+//!   latencies, over a plain MergeTree (ClickHouse answers with `quantileExactInclusive`, the
+//!   exact form of Petrel's interpolating `quantile`).
 //!
 //! `cargo bench --bench vs_clickhouse` (env: ROWS default 200000, BATCH default 20000,
-//! WORKLOAD=topk|mix|uniq|all default all, WORKERS default the number of cores, READS pull
+//! WORKLOAD=topk|mix|uniq|quantile|all default all, WORKERS default the number of cores, READS pull
 //! requests per client default 200, PETREL_PYTHON a Python with chdb, default
 //! `~/.cache/petrel/tools/venv/bin/python` as installed by `scripts/test.sh`).
 //!
@@ -36,7 +39,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 
-const WORKLOADS: [&str; 3] = ["topk", "mix", "uniq"];
+const WORKLOADS: [&str; 4] = ["topk", "mix", "uniq", "quantile"];
 
 /// Countries and their share of the traffic.
 const COUNTRIES: [(&str, f64); 8] = [
@@ -326,7 +329,30 @@ fn workload(name: &str, reads: usize) -> Workload {
                 ("countries", "SELECT uniqExact(country) FROM events"),
             ],
         },
-        other => panic!("unknown WORKLOAD {other:?}: topk, mix, uniq or all"),
+        "quantile" => Workload {
+            name: "quantile",
+            project: "benches/projects/vs_clickhouse/quantile",
+            ch_shape: "MergeTree, query recomputed per read",
+            ch_setup: vec![CH_EVENTS.into()],
+            endpoints: vec![Endpoint {
+                label: "path_latency".into(),
+                pipe: "path_latency",
+                params: String::new(),
+                // ClickHouse's `quantile` samples; its exact interpolating form is this one.
+                sql: "SELECT path, count() AS hits, \
+                      quantileExactInclusive(0.5)(duration) AS p50, \
+                      quantileExactInclusive(0.9)(duration) AS p90, \
+                      quantileExactInclusive(0.99)(duration) AS p99 \
+                      FROM events GROUP BY path ORDER BY path"
+                    .into(),
+                ordered: true,
+                reads,
+                ch_repeat: 50,
+                concurrent: false,
+            }],
+            stats: vec![("paths", "SELECT uniqExact(path) FROM events")],
+        },
+        other => panic!("unknown WORKLOAD {other:?}: topk, mix, uniq, quantile or all"),
     }
 }
 

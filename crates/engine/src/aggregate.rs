@@ -14,9 +14,10 @@
 //!   retracts), only the best [`EXTREME_KEPT`] pairs are kept ([`Extreme`]), so a group costs
 //!   the same whatever its number of distinct values; if deletes retract all of them while the
 //!   group still has rows, the view is rebuilt from its history ([`Guard::lose_track`]);
-//! - **whole-group** (`quantile`, `median`, `groupArray`, `groupUniqArray`): an ordered map of
-//!   their arguments, evaluated for a group when it changes (their result depends on every
-//!   value).
+//! - **quantiles** (`quantile*`, `median*`): the group's numbers in sorted blocks with their
+//!   counts ([`Ranked`]), so a change costs O(√n) and the k-th value is found without sorting;
+//! - **whole-group** (`groupArray`, `groupUniqArray`): an ordered map of their arguments,
+//!   evaluated for a group when it changes (their result is every value).
 //!
 //! So a change costs its own updates plus one output row per touched group, never a re-read
 //! of the group, except for the whole-group aggregates.
@@ -29,7 +30,7 @@ use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
 use petrel_sql::{AggFunc, Aggregate, Expr};
-use petrel_value::{Row, Value};
+use petrel_value::{Row, Value, F64};
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -42,7 +43,7 @@ use crate::render::Rows;
 use crate::values::ValuesLayout;
 
 /// How a distinct-count or extreme aggregate keeps its state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Part {
     /// Distinct values (each cell is a tuple of the arguments).
     Distinct,
@@ -52,6 +53,8 @@ enum Part {
     Least,
     /// The largest (ordering, value) pair.
     Greatest,
+    /// The interpolated quantile at this level of the numbers.
+    Quantile(f64),
 }
 
 /// Where an aggregate's result comes from.
@@ -90,7 +93,10 @@ impl GroupLayout {
                 AggFunc::UniqExactArray => Some(Part::DistinctElements),
                 AggFunc::Min | AggFunc::Any | AggFunc::ArgMin => Some(Part::Least),
                 AggFunc::Max | AggFunc::AnyLast | AggFunc::ArgMax => Some(Part::Greatest),
-                AggFunc::Quantile | AggFunc::GroupArray | AggFunc::GroupUniqArray => {
+                AggFunc::Quantile => Some(Part::Quantile(
+                    agg.params.first().and_then(Value::as_f64).unwrap_or(0.5),
+                )),
+                AggFunc::GroupArray | AggFunc::GroupUniqArray => {
                     sources.push(Source::WholeGroup(whole.len()));
                     whole.push(agg.clone());
                     continue;
@@ -146,6 +152,10 @@ impl GroupLayout {
                         }
                     }
                     Part::DistinctElements => agg.args[0].eval(row),
+                    Part::Quantile(_) => match agg.args[0].eval(row).as_f64() {
+                        Some(x) => Value::Float(F64(x)),
+                        None => Value::Null,
+                    },
                     Part::Least | Part::Greatest => {
                         let (order, value) = match agg.func {
                             AggFunc::ArgMin | AggFunc::ArgMax => {
@@ -198,6 +208,7 @@ enum PartState {
     Distinct(FxHashMap<Value, isize>),
     Ordered(BTreeMap<Pair, isize>),
     Bounded(Extreme),
+    Ranked(Ranked),
 }
 
 impl PartState {
@@ -206,7 +217,111 @@ impl PartState {
             PartState::Distinct(m) => m.is_empty(),
             PartState::Ordered(m) => m.is_empty(),
             PartState::Bounded(e) => e.is_empty(),
+            PartState::Ranked(r) => r.total == 0 && r.blocks.is_empty(),
         }
+    }
+}
+
+/// How many distinct numbers a [`Ranked`] block holds before it splits in two.
+const RANKED_BLOCK: usize = 512;
+
+/// A multiset of numbers in sorted blocks of (number, count), each with its total: adding a
+/// number costs a search and a shift within one block, and the k-th smallest is found by
+/// walking the blocks' totals, then one block: O(√n) each, where sorting the group was
+/// O(n log n) per change.
+#[derive(Default)]
+struct Ranked {
+    blocks: Vec<RankedBlock>,
+    /// The count of all numbers.
+    total: i64,
+}
+
+#[derive(Default)]
+struct RankedBlock {
+    /// Numbers as [`Ranked::key`]s, sorted, with their counts (never zero).
+    entries: Vec<(u64, i64)>,
+    total: i64,
+}
+
+impl Ranked {
+    /// A key whose unsigned order is `f64::total_cmp`'s.
+    fn key(x: f64) -> u64 {
+        let bits = x.to_bits();
+        if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        }
+    }
+
+    fn number(key: u64) -> f64 {
+        f64::from_bits(if key >> 63 == 1 {
+            key & !(1 << 63)
+        } else {
+            !key
+        })
+    }
+
+    fn add(&mut self, x: f64, diff: i64) {
+        let key = Ranked::key(x);
+        self.total += diff;
+        if self.blocks.is_empty() {
+            self.blocks.push(RankedBlock::default());
+        }
+        // The first block whose last key is at or after `key`, else the last block.
+        let at = self
+            .blocks
+            .partition_point(|b| b.entries.last().is_some_and(|(k, _)| *k < key))
+            .min(self.blocks.len() - 1);
+        let block = &mut self.blocks[at];
+        block.total += diff;
+        match block.entries.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(i) => {
+                block.entries[i].1 += diff;
+                if block.entries[i].1 == 0 {
+                    block.entries.remove(i);
+                }
+            }
+            Err(i) => block.entries.insert(i, (key, diff)),
+        }
+        if block.entries.is_empty() {
+            self.blocks.remove(at);
+        } else if block.entries.len() > 2 * RANKED_BLOCK {
+            let entries = block.entries.split_off(RANKED_BLOCK);
+            let total: i64 = entries.iter().map(|(_, n)| n).sum();
+            block.total -= total;
+            self.blocks.insert(at + 1, RankedBlock { entries, total });
+        }
+    }
+
+    /// The `k`-th smallest number (from 0), at a completed time (no negative counts).
+    fn nth(&self, mut k: i64) -> Option<f64> {
+        for block in &self.blocks {
+            if k >= block.total {
+                k -= block.total;
+                continue;
+            }
+            for &(key, n) in &block.entries {
+                if k < n {
+                    return Some(Ranked::number(key));
+                }
+                k -= n;
+            }
+        }
+        None
+    }
+
+    /// ClickHouse's interpolating quantile at level `p`, exactly (see `values::quantile`);
+    /// `None` over no numbers.
+    fn quantile(&self, p: f64) -> Option<f64> {
+        if self.total <= 0 {
+            return None;
+        }
+        let pos = p.clamp(0.0, 1.0) * (self.total - 1) as f64;
+        let lo = pos.floor() as i64;
+        let hi = (lo + 1).min(self.total - 1);
+        let frac = pos - lo as f64;
+        Some(self.nth(lo)? * (1.0 - frac) + self.nth(hi)? * frac)
     }
 }
 
@@ -341,6 +456,7 @@ impl GroupState {
                     PartState::Bounded(Extreme::new(*p == Part::Greatest))
                 }
                 Part::Least | Part::Greatest => PartState::Ordered(BTreeMap::new()),
+                Part::Quantile(_) => PartState::Ranked(Ranked::default()),
             })
             .collect();
         GroupState {
@@ -376,7 +492,8 @@ impl KeyedState for GroupState {
                     (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
                     diff,
                 ),
-                (PartState::Ordered(_) | PartState::Bounded(_), _) => {}
+                (PartState::Ranked(r), Value::Float(x)) => r.add(x.0, diff as i64),
+                (PartState::Ordered(_) | PartState::Bounded(_) | PartState::Ranked(_), _) => {}
             }
         }
         if cells.len() > n {
@@ -425,6 +542,13 @@ impl KeyedState for GroupState {
                         .next_back()
                         .map(|(_, v)| v.0.clone())
                         .unwrap_or(Value::Null),
+                    (PartState::Ranked(r), Part::Quantile(p)) => match r.quantile(p) {
+                        Some(q) => Value::Float(F64(q)),
+                        // Over no values: NULL for a Nullable argument, NaN otherwise.
+                        None if agg.ty.is_nullable() => Value::Null,
+                        None => Value::Float(F64(f64::NAN)),
+                    },
+                    (PartState::Ranked(_), _) => Value::Null,
                     (PartState::Bounded(e), _) => match e.result() {
                         Ok(v) => v.cloned().unwrap_or(Value::Null),
                         Err(LostTrack) => {
@@ -759,5 +883,56 @@ mod tests {
             lost_seeds > 0 && lost_seeds < deleting_seeds,
             "{lost_seeds} of {deleting_seeds}"
         );
+    }
+
+    /// A ranked multiset answers every k-th value and quantile as sorting its numbers does,
+    /// through block splits and merges-by-removal, over numbers of both signs, zeros of both
+    /// signs and repeats.
+    #[test]
+    fn ranked_numbers_answer_as_sorting_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut ranked = Ranked::default();
+        let mut live: Vec<f64> = Vec::new();
+        for step in 0..6000 {
+            let remove = !live.is_empty() && rng.random_bool(if step < 4000 { 0.2 } else { 0.7 });
+            if remove {
+                let x = live.swap_remove(rng.random_range(0..live.len()));
+                ranked.add(x, -1);
+            } else {
+                let x = match rng.random_range(0..10) {
+                    0 => -0.0,
+                    1 => 0.0,
+                    2 => 1.5,
+                    _ => rng.random_range(-2000..2000) as f64 / 4.0,
+                };
+                live.push(x);
+                ranked.add(x, 1);
+            }
+            if step % 97 != 0 {
+                continue;
+            }
+            let mut sorted = live.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            assert_eq!(ranked.total, sorted.len() as i64);
+            for k in [0, sorted.len() / 3, sorted.len().saturating_sub(1)] {
+                assert_eq!(
+                    ranked.nth(k as i64).map(f64::to_bits),
+                    sorted.get(k).map(|x| x.to_bits()),
+                    "step {step} k {k}"
+                );
+            }
+            for p in [0.0, 0.25, 0.5, 0.9, 0.99, 1.0] {
+                let want = match crate::values::quantile(&mut sorted.clone(), p) {
+                    Value::Float(F64(q)) if !sorted.is_empty() => Some(q.to_bits()),
+                    _ => None,
+                };
+                assert_eq!(
+                    ranked.quantile(p).map(f64::to_bits),
+                    want,
+                    "step {step} p {p}"
+                );
+            }
+        }
+        assert!(ranked.blocks.len() > 1, "the blocks split");
     }
 }

@@ -1,11 +1,9 @@
-//! Aggregates computed from all of a group's values at once: what `quantile`, `median`,
-//! `groupArray` and `groupUniqArray` need (their result depends on every value), and the
-//! reference evaluation of every aggregate that tests check the incremental families against.
+//! Aggregates computed from all of a group's values at once: what `groupArray` and
+//! `groupUniqArray` need (their result is every value), and the reference evaluation of every
+//! aggregate that tests check the incremental families against (`quantile` among them).
 //!
-//! These run as a differential `reduce` over the group's retained argument values, which keeps
-//! them exact under retraction. Each input row is cut down to the values the aggregates read
-//! (and one flag per `-If` condition) before it is arranged, so a group's memory is the
-//! aggregates' arguments, not whole rows.
+//! Each input row is cut down to the values the aggregates read (and one flag per `-If`
+//! condition), so a group's memory is the aggregates' arguments, not whole rows.
 
 use std::collections::HashSet;
 
@@ -205,7 +203,7 @@ fn extreme(values: impl Iterator<Item = Value>, max: bool) -> Value {
 }
 
 /// ClickHouse's interpolating quantile over all values (exact where ClickHouse samples).
-fn quantile(xs: &mut [f64], p: f64) -> Value {
+pub(crate) fn quantile(xs: &mut [f64], p: f64) -> Value {
     if xs.is_empty() {
         return Value::Float(F64(f64::NAN));
     }
