@@ -376,13 +376,13 @@ impl KeyedState for TopState {
         if self.offset != 0 || self.bounded.as_ref().is_some_and(|b| b.boundary.is_some()) {
             return Err(row);
         }
-        if let Some(b) = &mut self.bounded {
-            b.present += diff as i64;
-        }
         let limit = self.limit.unwrap_or(usize::MAX);
         let grows = diff.max(0) as usize;
         if self.total > limit || self.total.saturating_add(grows) > limit {
             return Err(row);
+        }
+        if let Some(b) = &mut self.bounded {
+            b.present += diff as i64;
         }
         let (before, after) = self.change(&row, diff);
         let shown = after.max(0) - before.max(0);
@@ -671,5 +671,29 @@ mod tests {
             lost_cases > 0 && lost_cases < deleting_cases,
             "{lost_cases} of {deleting_cases}"
         );
+    }
+
+    /// Regression: a row the delta path gives back (the partition outgrew its LIMIT) is
+    /// counted once, by `apply`, so a bounded partition whose rows are all deleted is empty
+    /// and knows its window, instead of counting rows it never had and asking for a rebuild.
+    #[test]
+    fn a_bounded_top_k_counts_each_row_once() {
+        let order = row_order(&[SortKey {
+            expr: Expr::Column(0),
+            desc: true,
+            nulls_first: false,
+        }]);
+        let mut state = TopState::new(order, 0, Some(1), Some(None));
+        let rows: Vec<Row> = (0..30).map(|x| vec![Value::Int(x)]).collect();
+        for diff in [1, -1] {
+            for row in &rows {
+                if let Err(row) = state.apply_delta(row.clone(), diff, &mut Vec::new()) {
+                    state.apply(row, diff);
+                }
+                state.settle();
+            }
+        }
+        assert!(state.window_known());
+        assert!(state.is_empty());
     }
 }
