@@ -67,9 +67,9 @@ enum Source {
 
 /// An aggregation's plan: which aggregates go where, and how a row contributes.
 struct GroupLayout {
-    /// Whether extremes keep only their best pairs (the input is append-only), and the guard
-    /// told when such a state loses track of its extreme (none in unit tests).
-    bounded_extremes: Option<Option<Guard>>,
+    /// Set when extremes keep only their best pairs (the input is append-only): the guard
+    /// told when such a state loses track of its extreme.
+    bounded_extremes: Option<Guard>,
     aggregates: Vec<Aggregate>,
     keys: Vec<Expr>,
     accumulated: AccumLayout,
@@ -83,7 +83,7 @@ impl GroupLayout {
     fn new(
         keys: &[Expr],
         aggregates: &[Aggregate],
-        bounded_extremes: Option<Option<Guard>>,
+        bounded_extremes: Option<Guard>,
     ) -> GroupLayout {
         let (mut acc, mut parts, mut whole, mut sources) = (vec![], vec![], vec![], vec![]);
         for agg in aggregates {
@@ -203,11 +203,10 @@ impl PartialOrd for SqlOrdered {
 /// An extreme's (ordering value, returned value) pair.
 type Pair = (SqlOrdered, SqlOrdered);
 
-/// The state of one distinct-count or extreme aggregate for one group.
+/// The state of one distinct-count, extreme or quantile aggregate for one group.
 enum PartState {
     Distinct(FxHashMap<Value, isize>),
-    Ordered(BTreeMap<Pair, isize>),
-    Bounded(Extreme),
+    Extreme(Extreme),
     Ranked(Ranked),
 }
 
@@ -215,9 +214,8 @@ impl PartState {
     fn is_empty(&self) -> bool {
         match self {
             PartState::Distinct(m) => m.is_empty(),
-            PartState::Ordered(m) => m.is_empty(),
-            PartState::Bounded(e) => e.is_empty(),
-            PartState::Ranked(r) => r.total == 0 && r.blocks.is_empty(),
+            PartState::Extreme(e) => e.is_empty(),
+            PartState::Ranked(r) => r.blocks.is_empty(),
         }
     }
 }
@@ -326,19 +324,21 @@ impl Ranked {
 }
 
 /// How many distinct pairs an [`Extreme`] keeps.
-pub(crate) const EXTREME_KEPT: usize = 8;
+const EXTREME_KEPT: usize = 8;
 
-/// An extreme over an append-only input: the best [`EXTREME_KEPT`] distinct pairs with their
-/// exact multiplicities, and the boundary from which pairs are no longer kept. Every pair
-/// better than the boundary is kept, so the best kept pair is the extreme; the boundary only
-/// moves towards better pairs, so a pair kept now was kept at each of its updates. Only when
+/// An extreme: its best `keep` distinct pairs (every pair, where retractions are part of
+/// normal operation; [`EXTREME_KEPT`] over an append-only input) with their exact
+/// multiplicities, and the boundary from which pairs are no longer kept. Every pair better
+/// than the boundary is kept, so the best kept pair is the extreme; the boundary only moves
+/// towards better pairs, so a pair kept now was kept at each of its updates. Only when
 /// retractions remove every kept pair while rows remain is the extreme unknown.
 struct Extreme {
     /// `max`-like (the greatest pair wins) rather than `min`-like.
     greatest: bool,
+    keep: usize,
     kept: BTreeMap<Pair, isize>,
     /// Pairs at the boundary or worse are not kept; `None` until a pair was forgotten.
-    boundary: Option<Pair>,
+    boundary: Option<Box<Pair>>,
     /// The rows that contribute a pair, so an empty `kept` is told apart from no rows.
     present: isize,
 }
@@ -348,9 +348,10 @@ struct Extreme {
 struct LostTrack;
 
 impl Extreme {
-    fn new(greatest: bool) -> Extreme {
+    fn new(greatest: bool, keep: usize) -> Extreme {
         Extreme {
             greatest,
+            keep,
             kept: BTreeMap::new(),
             boundary: None,
             present: 0,
@@ -358,16 +359,16 @@ impl Extreme {
     }
 
     /// Applies one row's pair. Pairs past the boundary are not kept; others are, even past
-    /// [`EXTREME_KEPT`] until the time completes ([`Extreme::settle`]): within a time, a
+    /// `keep` until the time completes ([`Extreme::settle`]): within a time, a
     /// row's retraction may come before its insertion, and forgetting a pair then could lose
     /// the insertion that makes it the extreme.
     fn apply(&mut self, pair: Pair, diff: isize) {
         self.present += diff;
         let forgotten = self.boundary.as_ref().is_some_and(|b| {
             if self.greatest {
-                pair <= *b
+                pair <= **b
             } else {
-                pair >= *b
+                pair >= **b
             }
         });
         if !forgotten {
@@ -375,15 +376,15 @@ impl Extreme {
         }
     }
 
-    /// At a completed time: forgets the pairs beyond the best [`EXTREME_KEPT`].
+    /// At a completed time: forgets the pairs beyond the best `keep`.
     fn settle(&mut self) {
-        while self.kept.len() > EXTREME_KEPT {
+        while self.kept.len() > self.keep {
             let worst = if self.greatest {
                 self.kept.pop_first()
             } else {
                 self.kept.pop_last()
             };
-            self.boundary = worst.map(|(pair, _)| pair);
+            self.boundary = worst.map(|(pair, _)| Box::new(pair));
         }
     }
 
@@ -452,10 +453,13 @@ impl GroupState {
                 Part::Distinct | Part::DistinctElements => {
                     PartState::Distinct(FxHashMap::default())
                 }
-                Part::Least | Part::Greatest if layout.bounded_extremes.is_some() => {
-                    PartState::Bounded(Extreme::new(*p == Part::Greatest))
+                Part::Least | Part::Greatest => {
+                    let keep = match layout.bounded_extremes {
+                        Some(_) => EXTREME_KEPT,
+                        None => usize::MAX,
+                    };
+                    PartState::Extreme(Extreme::new(*p == Part::Greatest, keep))
                 }
-                Part::Least | Part::Greatest => PartState::Ordered(BTreeMap::new()),
                 Part::Quantile(_) => PartState::Ranked(Ranked::default()),
             })
             .collect();
@@ -483,17 +487,12 @@ impl KeyedState for GroupState {
                     }
                 }
                 (PartState::Distinct(m), v) => bump_hashed(m, v.clone(), diff),
-                (PartState::Ordered(m), Value::Tuple(pair)) if pair.len() == 2 => bump(
-                    m,
-                    (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
-                    diff,
-                ),
-                (PartState::Bounded(e), Value::Tuple(pair)) if pair.len() == 2 => e.apply(
+                (PartState::Extreme(e), Value::Tuple(pair)) if pair.len() == 2 => e.apply(
                     (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
                     diff,
                 ),
                 (PartState::Ranked(r), Value::Float(x)) => r.add(x.0, diff as i64),
-                (PartState::Ordered(_) | PartState::Bounded(_) | PartState::Ranked(_), _) => {}
+                (PartState::Extreme(_) | PartState::Ranked(_), _) => {}
             }
         }
         if cells.len() > n {
@@ -503,7 +502,7 @@ impl KeyedState for GroupState {
 
     fn settle(&mut self) {
         for part in &mut self.parts {
-            if let PartState::Bounded(e) = part {
+            if let PartState::Extreme(e) = part {
                 e.settle();
             }
         }
@@ -532,16 +531,6 @@ impl KeyedState for GroupState {
                 Source::WholeGroup(i) => whole[i].clone(),
                 Source::Part(i) => match (&self.parts[i], layout.parts[i].1) {
                     (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
-                    (PartState::Ordered(m), Part::Least) => m
-                        .keys()
-                        .next()
-                        .map(|(_, v)| v.0.clone())
-                        .unwrap_or(Value::Null),
-                    (PartState::Ordered(m), _) => m
-                        .keys()
-                        .next_back()
-                        .map(|(_, v)| v.0.clone())
-                        .unwrap_or(Value::Null),
                     (PartState::Ranked(r), Part::Quantile(p)) => match r.quantile(p) {
                         Some(q) => Value::Float(F64(q)),
                         // Over no values: NULL for a Nullable argument, NaN otherwise.
@@ -549,10 +538,10 @@ impl KeyedState for GroupState {
                         None => Value::Float(F64(f64::NAN)),
                     },
                     (PartState::Ranked(_), _) => Value::Null,
-                    (PartState::Bounded(e), _) => match e.result() {
+                    (PartState::Extreme(e), _) => match e.result() {
                         Ok(v) => v.cloned().unwrap_or(Value::Null),
                         Err(LostTrack) => {
-                            if let Some(Some(guard)) = &layout.bounded_extremes {
+                            if let Some(guard) = &layout.bounded_extremes {
                                 guard.lose_track(format!(
                                     "deletes removed the {EXTREME_KEPT} most extreme values \
                                      of a {:?} in a group that still has rows",
@@ -600,7 +589,7 @@ pub fn render<'s>(
     guard: &Guard,
     append_only: bool,
 ) -> Rows<'s> {
-    let bounded = append_only.then(|| Some(guard.clone()));
+    let bounded = append_only.then(|| guard.clone());
     let layout = Arc::new(GroupLayout::new(keys, aggregates, bounded));
     let presence = {
         let l = layout.clone();
@@ -785,7 +774,7 @@ mod tests {
                 ColumnType::Int(64),
             ),
         ];
-        let layout = Arc::new(GroupLayout::new(&[], &aggregates, Some(None)));
+        let layout = Arc::new(GroupLayout::new(&[], &aggregates, Some(Guard::for_tests())));
         let reference = ValuesLayout::new(&aggregates);
         let (mut lost_seeds, mut deleting_seeds) = (0, 0);
         for seed in 0..60u64 {
@@ -843,7 +832,7 @@ mod tests {
                 }
                 state.settle();
                 for part in &state.parts {
-                    if let PartState::Bounded(e) = part {
+                    if let PartState::Extreme(e) = part {
                         assert!(e.kept.len() <= EXTREME_KEPT, "seed {seed} time {time}");
                     }
                 }
@@ -851,7 +840,7 @@ mod tests {
                     state
                         .parts
                         .iter()
-                        .any(|p| matches!(p, PartState::Bounded(e) if e.result() == Err(LostTrack)))
+                        .any(|p| matches!(p, PartState::Extreme(e) if e.result() == Err(LostTrack)))
                 };
                 let lost = lost_track(&state);
                 // The order within a time never makes the state lose track.

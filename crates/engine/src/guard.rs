@@ -93,6 +93,13 @@ impl Guard {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// A guard of a view of its own, for unit tests of the states that report to it.
+    #[cfg(test)]
+    pub fn for_tests() -> Guard {
+        let view = View::new(Vec::new(), petrel_view::KeyColumns(Vec::new()), 0);
+        Guard::new(view, None)
+    }
+
     /// Fails the view so that the server rebuilds it from its history: an aggregate's bounded
     /// state no longer knows its result (see `aggregate::Extreme`).
     pub fn lose_track(&self, reason: String) {

@@ -260,7 +260,7 @@ fn top_k<'s>(
             order.clone(),
             offset.min(usize::MAX as u64) as usize,
             limit.map(|l| l.min(usize::MAX as u64) as usize),
-            bound.clone().map(Some),
+            bound.clone(),
         )
     })
 }
@@ -279,8 +279,8 @@ struct TopState {
 
 /// What a bounded top-k partition knows of the rows it forgot.
 struct TopBound {
-    /// Told when the window is no longer known (none in unit tests).
-    guard: Option<Guard>,
+    /// Told when the window is no longer known.
+    guard: Guard,
     /// Rows sorting at or after it are not kept; `None` until a row was forgotten.
     boundary: Option<SortedRow>,
     /// The partition's rows, kept or not.
@@ -288,12 +288,7 @@ struct TopBound {
 }
 
 impl TopState {
-    fn new(
-        order: RowOrder,
-        offset: usize,
-        limit: Option<usize>,
-        bound: Option<Option<Guard>>,
-    ) -> TopState {
+    fn new(order: RowOrder, offset: usize, limit: Option<usize>, bound: Option<Guard>) -> TopState {
         TopState {
             order,
             rows: BTreeMap::new(),
@@ -394,8 +389,8 @@ impl KeyedState for TopState {
 
     fn output(&self, _key: &Row, out: &mut Vec<Row>) {
         if !self.window_known() {
-            if let Some(Some(guard)) = self.bounded.as_ref().map(|b| &b.guard) {
-                guard.lose_track(format!(
+            if let Some(b) = &self.bounded {
+                b.guard.lose_track(format!(
                     "deletes removed the rows a top-k kept past its window ({TOP_SLACK} rows) in a partition that still has rows"
                 ));
             }
@@ -600,7 +595,8 @@ mod tests {
                 desc: true,
                 nulls_first: false,
             }]);
-            let fresh = || TopState::new(order.clone(), offset, Some(limit), Some(None));
+            let fresh =
+                || TopState::new(order.clone(), offset, Some(limit), Some(Guard::for_tests()));
             let (mut state, mut settled) = (fresh(), fresh());
             let mut live: Vec<Row> = Vec::new();
             let mut next_id = 0u64;
@@ -683,7 +679,7 @@ mod tests {
             desc: true,
             nulls_first: false,
         }]);
-        let mut state = TopState::new(order, 0, Some(1), Some(None));
+        let mut state = TopState::new(order, 0, Some(1), Some(Guard::for_tests()));
         let rows: Vec<Row> = (0..30).map(|x| vec![Value::Int(x)]).collect();
         for diff in [1, -1] {
             for row in &rows {
