@@ -783,6 +783,13 @@ fn delete_by_condition_retracts_matching_rows_everywhere() {
     assert_eq!(r.status(), 400);
 }
 
+/// A server for the clicks project with one more endpoint, `name`, whose pipe file is `pipe`.
+fn clicks_server_with_pipe(name: &str, pipe: &str) -> Server {
+    let dir = common::copy_project_files("dataflows/clicks", name);
+    std::fs::write(dir.join(format!("endpoints/{name}.pipe")), pipe).unwrap();
+    Server::start_in(dir, &[])
+}
+
 /// Deletes the clicks for which `condition` holds, through the datasources API.
 fn delete_clicks(server: &Server, condition: &str) {
     let r = client()
@@ -800,13 +807,10 @@ fn delete_clicks(server: &Server, condition: &str) {
 /// inserts and deletes.
 #[test]
 fn extremes_stay_exact_when_deletes_remove_every_kept_value() {
-    let dir = common::copy_project_files("dataflows/clicks", "extremes");
-    std::fs::write(
-        dir.join("endpoints/click_range.pipe"),
+    let server = clicks_server_with_pipe(
+        "click_range",
         "NODE click_range_node\nSQL >\n    SELECT country, min(click_count) AS least, max(click_count) AS most, count() AS n\n    FROM clicks\n    GROUP BY country\n    ORDER BY country\n\nTYPE endpoint\n",
-    )
-    .unwrap();
-    let server = Server::start_in(dir, &[]);
+    );
     let row = |country: &str, clicks: u32| {
         format!("{{\"user_id\":{clicks},\"click_count\":{clicks},\"country\":\"{country}\"}}\n")
     };
@@ -849,13 +853,10 @@ fn extremes_stay_exact_when_deletes_remove_every_kept_value() {
 /// rebuild the view; the next read answers exactly.
 #[test]
 fn a_top_k_stays_exact_when_deletes_remove_every_kept_row() {
-    let dir = common::copy_project_files("dataflows/clicks", "bounded-top-k");
-    std::fs::write(
-        dir.join("endpoints/top_clicks.pipe"),
+    let server = clicks_server_with_pipe(
+        "top_clicks",
         "NODE best\nSQL >\n    SELECT user_id, click_count FROM clicks ORDER BY click_count DESC LIMIT 3\n\nNODE top_clicks_node\nSQL >\n    SELECT user_id, click_count FROM best ORDER BY click_count DESC\n\nTYPE endpoint\n",
-    )
-    .unwrap();
-    let server = Server::start_in(dir, &[]);
+    );
     let body: String = (1..=40)
         .map(|c| format!("{{\"user_id\":{c},\"click_count\":{c},\"country\":\"DE\"}}\n"))
         .collect();
