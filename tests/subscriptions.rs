@@ -475,9 +475,9 @@ async fn replacing_and_ttl_retractions_reach_pull_and_push() {
     assert_eq!(left["data"], json!([{"host": "b", "pings": 1}]));
 }
 
-/// Views are capped (`--max-views`): distinct-parameter subscriptions past the cap answer 429
-/// before upgrading while subscribers hold every view; once some close, their views make room
-/// (least recently used first) and reads keep working.
+/// Views are capped (`--max-views`), and each LIMIT's window counts as one: distinct-limit
+/// subscriptions past the cap answer 429 before upgrading while subscribers hold every view and
+/// window; once some close, their windows make room and reads keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_are_capped_and_make_room_least_recently_used_first() {
     let server =
@@ -486,9 +486,10 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
             .unwrap();
     let s = &server;
     tokio::task::block_in_place(|| ingest(s, SEED));
-    // Each LIMIT of a subscription is its own view (a maintained top-k).
+    // Each LIMIT of a subscription is a window of the pipe's view: the view and four windows
+    // fill the cap.
     let mut held = Vec::new();
-    for limit in 1..=5 {
+    for limit in 1..=4 {
         let mut ws = connect(&server, &format!("country=DE&limit={limit}")).await;
         assert_eq!(next_json(&mut ws).await["type"], "snapshot");
         held.push(ws);
@@ -509,8 +510,8 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
         other => panic!("expected 429, got {other}"),
     }
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
-    assert!(views["views"].as_array().unwrap().len() <= 5, "{views}");
-    // Two subscribers leave: their views make room for new ones (once the server has seen
+    assert_eq!(held_views(&views), 5, "{views}");
+    // Two subscribers leave: their windows make room for new ones (once the server has seen
     // the sockets close, within a progress interval).
     for mut ws in held.drain(..2) {
         ws.close(None).await.unwrap();
@@ -540,13 +541,23 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
     };
     assert_eq!(top["data"].as_array().map(Vec::len), Some(3), "{top}");
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
-    assert!(views["views"].as_array().unwrap().len() <= 5, "{views}");
+    assert!(held_views(&views) <= 5, "{views}");
     // The subscribers that stayed still receive changes.
     tokio::task::block_in_place(|| {
         ingest(s, "{\"user_id\":2,\"click_count\":1,\"country\":\"DE\"}\n")
     });
     let ch = next_of(&mut held[0], "changes").await;
     assert!(ch["data"].to_string().contains("23"), "{ch}");
+}
+
+/// The views and windows `GET /v0/views` lists: what `--max-views` caps.
+fn held_views(views: &Value) -> u64 {
+    views["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| 1 + v["windows"].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// Slow subscribers are bounded in bytes: 500 subscribers that never read, each with a 256 KiB
@@ -633,10 +644,10 @@ fn raise_open_files_limit() {
     }
 }
 
-/// 2,000 subscriptions with distinct values of a lookup parameter share one view (the value
-/// is a key of it, not a view of its own); distinct LIMITs, each a maintained top-k of its
-/// own, stop at `--max-views` with 429; the server's memory stays bounded, and a change
-/// reaches the subscriber of its key.
+/// 2,000 subscriptions with distinct values of a lookup parameter share one view and one
+/// window of it (the value is a key of it, not a view of its own); distinct LIMITs, each a
+/// window of its own, stop at `--max-views` with 429; the server's memory stays bounded, and
+/// a change reaches the subscriber of its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_distinct_parameter_subscriptions_stay_under_the_caps() {
     raise_open_files_limit();
@@ -658,7 +669,8 @@ async fn two_thousand_distinct_parameter_subscriptions_stay_under_the_caps() {
         by_country.push(ws);
     }
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
-    // The pipe's subscribers all hold one view (pulls have their own, unlimited one).
+    // The pipe's subscribers all hold one view (through one window of it: their LIMIT is the
+    // default's).
     let subscribed: Vec<&Value> = views["views"]
         .as_array()
         .unwrap()
@@ -671,6 +683,7 @@ async fn two_thousand_distinct_parameter_subscriptions_stay_under_the_caps() {
         "one view serves every country: {views}"
     );
     assert_eq!(subscribed[0]["subscribers"], 2_000, "{views}");
+    assert_eq!(subscribed[0]["windows"], 1, "{views}");
     let base = server.url.replace("http", "ws");
     let (mut served, mut refused) = (Vec::new(), 0);
     for limit in 1..=100 {
@@ -691,7 +704,7 @@ async fn two_thousand_distinct_parameter_subscriptions_stay_under_the_caps() {
         }
     }
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
-    assert!(views["views"].as_array().unwrap().len() <= 20, "{views}");
+    assert!(held_views(&views) <= 20, "{views}");
     assert!(
         served.len() <= 20 && refused >= 80,
         "{} served, {refused} refused",

@@ -89,7 +89,7 @@ pub async fn drive(
         (event, snap.upper, rx)
     };
     let (mut batches, mut sent_upper) = match options.since {
-        Some(since) => match view.resume(since) {
+        Some(since) => match view.resume(since, sub.key()) {
             (Resume::Changes(missed), _, rx) => {
                 let mut at = since;
                 for b in missed {

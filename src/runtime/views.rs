@@ -169,6 +169,28 @@ impl Subscription {
     }
 }
 
+/// The key of the view that serves `prepared` for a request's `values`: its shape and the
+/// values of the parameters the view is bound to.
+fn view_key(
+    prepared: &Prepared,
+    values: &BTreeMap<String, Value>,
+) -> Result<ViewKey, RuntimeError> {
+    let bound: Vec<(String, Value)> = prepared
+        .bound
+        .iter()
+        .map(|p| {
+            values
+                .get(p)
+                .map(|v| (p.clone(), v.clone()))
+                .ok_or_else(|| bad(format!("parameter '{p}' has no value")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ViewKey {
+        shape: prepared.shape.clone(),
+        bound,
+    })
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ViewKey {
     shape: String,
@@ -277,6 +299,9 @@ pub struct ViewInfo {
     /// LIMIT; false when the order depends on a request parameter the view is not bound to
     /// (each read then sorts the key's rows).
     pub ordered: bool,
+    /// How many windows of it (the rows OFFSET..OFFSET+LIMIT of each key) subscriptions with
+    /// a LIMIT read; each counts as a view under `--max-views`.
+    pub windows: usize,
     /// Why the view stopped (a failed evaluation, a failed replay), if it did: reads of it
     /// answer 500 with this error and its subscribers get an `error` frame.
     pub error: Option<String>,
@@ -459,22 +484,41 @@ impl Views {
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
     ) -> Result<Arc<Live>, RuntimeError> {
-        let bound: Vec<(String, Value)> = prepared
-            .bound
-            .iter()
-            .map(|p| {
-                values
-                    .get(p)
-                    .map(|v| (p.clone(), v.clone()))
-                    .ok_or_else(|| bad(format!("parameter '{p}' has no value")))
-            })
-            .collect::<Result<_, _>>()?;
-        let key = ViewKey {
-            shape: prepared.shape.clone(),
-            bound,
-        };
+        let key = view_key(prepared, values)?;
         self.lookup_or_install(prepared, key, &prepared.query, values)
             .await
+    }
+
+    /// For a subscription with a LIMIT/OFFSET: a window of the pipe's own view (the one pulls
+    /// read), kept up to date as that view folds each batch ([`View::window`]), and the view's
+    /// live entry. Taken when the view keeps the subscription's order, and when it exists
+    /// already or a top-k of the subscription's own would not keep fewer rows than it (its
+    /// input can retract rows, so it would hold every row of each key); otherwise `None`,
+    /// and the subscription gets a top-k dataflow that keeps just the window.
+    async fn window_of_view(
+        &self,
+        prepared: &Prepared,
+        values: &BTreeMap<String, Value>,
+        (offset, limit): (u64, Option<u64>),
+    ) -> Result<Option<(Arc<Live>, Arc<View>)>, RuntimeError> {
+        let key = view_key(prepared, values)?;
+        let exists = self.healthy(&mut lock(&self.live), &key).is_some();
+        if !exists && prepared.query.plan.is_append_only() {
+            return Ok(None);
+        }
+        let live = self
+            .lookup_or_install(prepared, key, &prepared.query, values)
+            .await?;
+        if live.sorts_on_read {
+            return Ok(None);
+        }
+        live.view.wait_for(live.as_of).await;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let (offset, limit) = (size(offset), limit.map(size));
+        if !live.view.has_window(offset, limit) {
+            self.make_room(&mut lock(&self.live))?;
+        }
+        Ok(live.view.window(offset, limit).map(|window| (live, window)))
     }
 
     /// The live view for `key`, installing `query` for it the first time (from its stored
@@ -514,30 +558,7 @@ impl Views {
         if let Some(l) = self.healthy(&mut live, &key) {
             return Ok(l);
         }
-        if live.len() >= self.max_views {
-            // Make room: drop the least recently used view nobody subscribes to.
-            let lru = live
-                .iter()
-                .filter(|(_, l)| l.subscribers.load(Ordering::SeqCst) == 0)
-                .min_by_key(|(_, l)| l.last_used.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            match lru.and_then(|k| live.remove(&k)) {
-                Some(old) => {
-                    self.counters.views_dropped.fetch_add(1, Ordering::Relaxed);
-                    // A request still waiting for it gets an error instead of waiting forever.
-                    old.view
-                        .fail("the view was dropped to make room (--max-views); retry".into());
-                    self.engine.drop_view(old.id);
-                }
-                None => {
-                    self.counters.views_refused.fetch_add(1, Ordering::Relaxed);
-                    return Err(RuntimeError::Exhausted(format!(
-                        "the server maintains {} views (--max-views) and subscribers hold all of them; close subscriptions or raise --max-views",
-                        self.max_views
-                    )));
-                }
-            }
-        }
+        self.make_room(&mut live)?;
         let label = std::iter::once(prepared.name.clone())
             .chain(
                 key.bound
@@ -559,6 +580,39 @@ impl Views {
         )?);
         live.insert(key, l.clone());
         Ok(l)
+    }
+
+    /// Makes room for one more view or window under `--max-views` (a window counts as a view:
+    /// it holds up to its limit of rows per key and costs work on every batch): drops the
+    /// least recently used view nobody subscribes to, or refuses when subscribers hold them all.
+    fn make_room(&self, live: &mut HashMap<ViewKey, Arc<Live>>) -> Result<(), RuntimeError> {
+        let held = live.len() + live.values().map(|l| l.view.window_count()).sum::<usize>();
+        if held < self.max_views {
+            return Ok(());
+        }
+        // Make room: drop the least recently used view nobody subscribes to.
+        let lru = live
+            .iter()
+            .filter(|(_, l)| l.subscribers.load(Ordering::SeqCst) == 0)
+            .min_by_key(|(_, l)| l.last_used.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone());
+        match lru.and_then(|k| live.remove(&k)) {
+            Some(old) => {
+                self.counters.views_dropped.fetch_add(1, Ordering::Relaxed);
+                // A request still waiting for it gets an error instead of waiting forever.
+                old.view
+                    .fail("the view was dropped to make room (--max-views); retry".into());
+                self.engine.drop_view(old.id);
+                Ok(())
+            }
+            None => {
+                self.counters.views_refused.fetch_add(1, Ordering::Relaxed);
+                Err(RuntimeError::Exhausted(format!(
+                    "the server maintains {} views and windows (--max-views) and subscribers hold all of them; close subscriptions or raise --max-views",
+                    self.max_views
+                )))
+            }
+        }
     }
 
     /// The live view for `key`, unless it has to be rebuilt ([`View::needs_rebuild`]): then
@@ -660,6 +714,7 @@ impl Views {
                 restored_from: l.restored_from,
                 catching_up: l.view.is_catching_up(),
                 ordered: !l.sorts_on_read,
+                windows: l.view.window_count(),
                 error: l.view.failure(),
             })
             .collect();
@@ -672,6 +727,7 @@ impl Views {
             restored_from: None,
             catching_up: false,
             ordered: true,
+            windows: 0,
             error: view.failure(),
         }));
         out.sort_by_key(|v| v.id);
@@ -819,17 +875,20 @@ impl Views {
         result
     }
 
-    /// A subscription to a prepared shape for a request's parameter values. A top-level
-    /// LIMIT/OFFSET becomes part of the maintained plan (a top-k per key), so pushed changes
-    /// keep the result limited; each limit value is then its own view.
+    /// A subscription to a prepared shape for a request's parameter values. With a top-level
+    /// LIMIT/OFFSET the pushed result stays limited: the subscription reads a window of the
+    /// pipe's view ([`Views::window_of_view`]), or else a view of its own whose plan keeps
+    /// the top rows per key (one per limit value).
     pub(super) async fn subscribe(
         &self,
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
     ) -> Result<Subscription, RuntimeError> {
         let key_columns: Vec<usize> = prepared.keys.iter().map(|k| k.column).collect();
-        let live = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
-            self.get_or_install(prepared, values).await?
+        let (live, view) = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
+            let live = self.get_or_install(prepared, values).await?;
+            let view = live.view.clone();
+            (live, view)
         } else {
             let number = |e: &Option<Expr>| -> Result<Option<u64>, RuntimeError> {
                 e.as_ref()
@@ -851,40 +910,50 @@ impl Views {
                 number(&prepared.query.limit)?,
                 number(&prepared.query.offset)?,
             );
-            let plan = &prepared.query.plan;
-            let top = petrel_sql::Plan {
-                columns: plan.columns.clone(),
-                node: petrel_sql::PlanNode::TopK {
-                    input: Box::new(plan.clone()),
-                    order_by: prepared.query.order_by.clone(),
-                    limit,
-                    offset: offset.unwrap_or(0),
-                    partition_by: key_columns.iter().map(|&c| Expr::Column(c)).collect(),
-                },
-            };
-            let query = Query {
-                plan: top,
-                ..prepared.query.clone()
-            };
-            let mut bound: Vec<(String, Value)> = prepared
-                .bound
-                .iter()
-                .filter_map(|p| values.get(p).map(|v| (p.clone(), v.clone())))
-                .collect();
-            bound.push(("__limit".into(), Value::UInt(limit.unwrap_or(u64::MAX))));
-            bound.push(("__offset".into(), Value::UInt(offset.unwrap_or(0))));
-            let key = ViewKey {
-                shape: prepared.shape.clone(),
-                bound,
-            };
-            self.lookup_or_install(prepared, key, &query, values)
+            if let Some(windowed) = self
+                .window_of_view(prepared, values, (offset.unwrap_or(0), limit))
                 .await?
+            {
+                windowed
+            } else {
+                let plan = &prepared.query.plan;
+                let top = petrel_sql::Plan {
+                    columns: plan.columns.clone(),
+                    node: petrel_sql::PlanNode::TopK {
+                        input: Box::new(plan.clone()),
+                        order_by: prepared.query.order_by.clone(),
+                        limit,
+                        offset: offset.unwrap_or(0),
+                        partition_by: key_columns.iter().map(|&c| Expr::Column(c)).collect(),
+                    },
+                };
+                let query = Query {
+                    plan: top,
+                    ..prepared.query.clone()
+                };
+                let mut bound: Vec<(String, Value)> = prepared
+                    .bound
+                    .iter()
+                    .filter_map(|p| values.get(p).map(|v| (p.clone(), v.clone())))
+                    .collect();
+                bound.push(("__limit".into(), Value::UInt(limit.unwrap_or(u64::MAX))));
+                bound.push(("__offset".into(), Value::UInt(offset.unwrap_or(0))));
+                let key = ViewKey {
+                    shape: prepared.shape.clone(),
+                    bound,
+                };
+                let live = self
+                    .lookup_or_install(prepared, key, &query, values)
+                    .await?;
+                let view = live.view.clone();
+                (live, view)
+            }
         };
         live.view.wait_for(live.as_of).await;
         let key = lookup_key(prepared, values);
         let order = row_order(&bind_order(&prepared.query, values)?);
         Ok(Subscription {
-            view: live.view.clone(),
+            view,
             _lease: Lease::new(live.clone()),
             key,
             key_columns,

@@ -65,7 +65,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             aggregates,
             &sources.unit,
             &sources.guard,
-            sources.bounded_states && append_only(input),
+            sources.bounded_states && input.is_append_only(),
         ),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
@@ -103,7 +103,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             (*limit, *offset),
             partition_by,
             &sources.guard,
-            sources.bounded_states && append_only(input),
+            sources.bounded_states && input.is_append_only(),
         ),
         PlanNode::Window {
             input,
@@ -143,19 +143,6 @@ fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
     }
     let guard = guard.clone();
     rows.filter(move |_| guard.charge())
-}
-
-/// True when only an explicit delete or truncate can retract `plan`'s rows: datasource rows
-/// and constants through filters, projections and unions. Engine rules (ReplacingMergeTree
-/// read as FINAL, TTL), temporal filters, aggregates, joins and top-k retract rows as data
-/// lands, so plans holding them are not.
-fn append_only(plan: &Plan) -> bool {
-    match &plan.node {
-        PlanNode::Scan { .. } | PlanNode::Values { .. } => true,
-        PlanNode::Filter { input, .. } | PlanNode::Project { input, .. } => append_only(input),
-        PlanNode::Union { inputs } => inputs.iter().all(append_only),
-        _ => false,
-    }
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
@@ -239,7 +226,7 @@ const TOP_SLACK: usize = 16;
 
 /// `ORDER BY .. LIMIT n BY ..` inside a query (and a subscription's LIMIT): each partition
 /// keeps its rows in order (see `keyed`), and a change re-emits only the partition's window
-/// when it moves. Over an append-only input (see [`append_only`]) a partition with a LIMIT
+/// when it moves. Over an append-only input (see [`Plan::is_append_only`]) a partition with a LIMIT
 /// keeps only its window and [`TOP_SLACK`] rows more, as `aggregate`'s extremes keep their
 /// best values: if deletes empty what it kept while rows remain, the view is rebuilt.
 fn top_k<'s>(

@@ -416,6 +416,22 @@ pub enum TableRef {
 }
 
 impl Plan {
+    /// True when only an explicit delete or truncate can retract the plan's rows: datasource
+    /// rows and constants through filters, projections and unions. Engine rules
+    /// (ReplacingMergeTree read as FINAL, TTL), temporal filters, aggregates, joins and top-k
+    /// retract rows as data lands, so plans holding them are not. A top-k over such a plan
+    /// can keep just its window, and min/max just their best values.
+    pub fn is_append_only(&self) -> bool {
+        match &self.node {
+            PlanNode::Scan { .. } | PlanNode::Values { .. } => true,
+            PlanNode::Filter { input, .. } | PlanNode::Project { input, .. } => {
+                input.is_append_only()
+            }
+            PlanNode::Union { inputs } => inputs.iter().all(Plan::is_append_only),
+            _ => false,
+        }
+    }
+
     /// The rows of a plan that reads no table and no parameter (constants, projected and
     /// filtered), computed now; `None` for anything else.
     pub fn constant_rows(&self) -> Option<Vec<Row>> {

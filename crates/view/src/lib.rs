@@ -10,6 +10,7 @@
 
 mod groups;
 mod order;
+mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -132,6 +133,12 @@ pub struct View {
     /// Batches published during a long copy, applied in order before the publisher's next
     /// batch once no copy holds the lock.
     deferred: Mutex<Vec<ChangeBatch>>,
+    /// The windows of this view that subscriptions with a LIMIT read ([`View::window`]),
+    /// kept up to date with each batch this view folds.
+    windows: Mutex<Vec<window::Window>>,
+    /// For a window: the view it is a window of, and its bounds (a subscriber resuming from
+    /// before the window existed catches up from that view's log).
+    source: Option<(Arc<View>, window::Bounds)>,
     upper_tx: watch::Sender<Ts>,
     changes_tx: broadcast::Sender<Arc<ChangeBatch>>,
 }
@@ -160,6 +167,15 @@ struct State {
     /// run of the server may have sent changes there that its crash erased.
     unresumable: Option<(Ts, Ts)>,
     failed: Option<String>,
+}
+
+impl State {
+    /// True when a crash of the previous run may have erased changes a subscriber holding
+    /// `since` was sent ([`View::refuse_resume_between`]).
+    fn erases(&self, since: Ts) -> bool {
+        self.unresumable
+            .is_some_and(|(durable, restarted)| since > durable && since < restarted)
+    }
 }
 
 /// The outcome of asking for the changes after a timestamp.
@@ -192,6 +208,16 @@ impl View {
         order: RowOrder,
         retention: Retention,
     ) -> Arc<View> {
+        View::with_source(columns, keys, order, retention, None)
+    }
+
+    fn with_source(
+        columns: Vec<Column>,
+        keys: KeyColumns,
+        order: RowOrder,
+        retention: Retention,
+        source: Option<(Arc<View>, window::Bounds)>,
+    ) -> Arc<View> {
         let (upper_tx, _) = watch::channel(0);
         let (changes_tx, _) = broadcast::channel(retention.ring.max(1));
         Arc::new(View {
@@ -203,6 +229,8 @@ impl View {
             copies: AtomicUsize::new(0),
             rebuild: AtomicBool::new(false),
             deferred: Mutex::new(Vec::new()),
+            windows: Mutex::new(Vec::new()),
+            source,
             upper_tx,
             changes_tx,
         })
@@ -323,6 +351,15 @@ impl View {
             state.started = true;
             state.trimmed_upto = state.trimmed_upto.max(upper);
         }
+        // Windows exist only once the view has caught up ([`View::window`]), so they follow
+        // the groups readers see.
+        let windows = match state.catching_up {
+            None => window::live(&mut self.windows.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(_) => Vec::new(),
+        };
+        let bounds: Vec<window::Bounds> = windows.iter().map(|(b, _)| *b).collect();
+        let deltas = (!windows.is_empty() && !batch.changes.is_empty())
+            .then(|| window::Deltas::before(&self.keys, &state.groups, &batch.changes, &bounds));
         let groups = match &mut state.catching_up {
             Some((groups, _)) => groups,
             None => &mut state.groups,
@@ -335,6 +372,18 @@ impl View {
             }
             Some(still) => state.catching_up = Some(still),
             None => state.upper = state.upper.max(upper),
+        }
+        let mut window_changes = match deltas {
+            Some(d) => d.after(&state.groups, &batch.changes, &bounds),
+            None => vec![Vec::new(); windows.len()],
+        };
+        for ((_, view), changes) in windows.iter().zip(&mut window_changes) {
+            view.consolidate(changes);
+            view.apply(ChangeBatch {
+                lower: batch.lower,
+                upper,
+                changes: std::mem::take(changes),
+            });
         }
         if !batch.changes.is_empty() {
             let bytes = batch_bytes(&batch.changes);
@@ -514,16 +563,82 @@ impl View {
         (out, upper)
     }
 
+    /// The view of this view's rows `offset .. offset + limit` for every key, in its order:
+    /// what a subscription with a LIMIT reads. Each batch this view folds updates the window
+    /// by what it changed there, so a window needs no dataflow of its own. Subscriptions
+    /// with the same bounds share one window; it lives as long as someone holds it. `None`
+    /// while the view catches up from a restored snapshot, and once it has failed.
+    pub fn window(self: &Arc<Self>, offset: usize, limit: Option<usize>) -> Option<Arc<View>> {
+        let state = self.write();
+        if state.failed.is_some() || state.catching_up.is_some() {
+            return None;
+        }
+        let bounds = window::Bounds {
+            offset,
+            limit: limit.unwrap_or(usize::MAX),
+        };
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, view)) = window::live(&mut windows)
+            .into_iter()
+            .find(|(b, _)| *b == bounds)
+        {
+            return Some(view);
+        }
+        let view = View::with_source(
+            self.columns.clone(),
+            self.keys.clone(),
+            self.order.detached(),
+            self.retention,
+            Some((self.clone(), bounds)),
+        );
+        let rows = state
+            .groups
+            .iter()
+            .flat_map(|(_, group)| window::rows_in(Some(group), bounds))
+            .collect();
+        view.apply(ChangeBatch {
+            lower: 0,
+            upper: state.upper,
+            changes: rows,
+        });
+        windows.push(window::Window {
+            bounds,
+            view: Arc::downgrade(&view),
+        });
+        Some(view)
+    }
+
+    /// True when a window with these bounds exists: asking for it again shares it.
+    pub fn has_window(&self, offset: usize, limit: Option<usize>) -> bool {
+        let bounds = window::Bounds {
+            offset,
+            limit: limit.unwrap_or(usize::MAX),
+        };
+        window::live(&mut self.windows.lock().unwrap_or_else(|e| e.into_inner()))
+            .iter()
+            .any(|(b, _)| *b == bounds)
+    }
+
+    /// How many windows of this view someone holds.
+    pub fn window_count(&self) -> usize {
+        window::live(&mut self.windows.lock().unwrap_or_else(|e| e.into_inner())).len()
+    }
+
     /// True while a view restored from a snapshot has not caught up yet.
     pub fn is_catching_up(&self) -> bool {
         self.read().catching_up.is_some()
     }
 
-    /// Marks the view as failed: reads return the error from now on.
+    /// Marks the view as failed: reads return the error from now on, here and in its
+    /// windows.
     pub fn fail(&self, error: String) {
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            state.failed = Some(error);
+            state.failed = Some(error.clone());
+        }
+        let windows = window::live(&mut self.windows.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, view) in windows {
+            view.fail(error.clone());
         }
         // Whoever waits for a timestamp wakes up and finds the failure.
         self.upper_tx.send_modify(|_| {});
@@ -622,13 +737,41 @@ impl View {
     /// For a client that holds every change below `since` (a frontier it was sent): the
     /// retained batches after it, and a receiver for the ones published later; `TooOld` when
     /// the log no longer reaches back to `since`.
-    pub fn resume(&self, since: Ts) -> (Resume, Ts, broadcast::Receiver<Arc<ChangeBatch>>) {
+    ///
+    /// `key` is the key the subscriber reads: a window ([`View::window`]) made after `since`
+    /// gives that key's changes since then in one batch, worked out from its view's log.
+    pub fn resume(
+        &self,
+        since: Ts,
+        key: &[Value],
+    ) -> (Resume, Ts, broadcast::Receiver<Arc<ChangeBatch>>) {
+        if let Some((source, bounds)) = &self.source {
+            // The source's lock first, as its publisher takes them: while it is held, no
+            // batch reaches this window.
+            let base = source.read();
+            let state = self.read();
+            if since < state.trimmed_upto
+                && since >= base.trimmed_upto
+                && since <= base.upper
+                && !state.erases(since)
+                && !base.erases(since)
+                && base.catching_up.is_none()
+            {
+                let batch = window::catch_up(
+                    (&self.keys, &self.order),
+                    base.groups.get(key),
+                    base.log.iter().map(|(b, _)| &**b),
+                    (key, since, base.upper),
+                    *bounds,
+                );
+                let rx = self.changes_tx.subscribe();
+                let upper = batch.upper;
+                return (Resume::Changes(vec![Arc::new(batch)]), upper, rx);
+            }
+        }
         let state = self.read();
         let rx = self.changes_tx.subscribe();
-        let erased = state
-            .unresumable
-            .is_some_and(|(durable, restarted)| since > durable && since < restarted);
-        let resume = if erased || since < state.trimmed_upto || since > state.upper {
+        let resume = if state.erases(since) || since < state.trimmed_upto || since > state.upper {
             Resume::TooOld
         } else {
             Resume::Changes(
@@ -919,6 +1062,149 @@ mod tests {
         }
     }
 
+    /// A window's offset and limit.
+    type Bounds = (usize, Option<usize>);
+
+    /// Windows (what subscriptions with a LIMIT read) equal the pages of the whole view after
+    /// every batch: random inserts and deletes over a few keys, rows held more than once, ties
+    /// in the sort value, windows made at different times, with and without an offset or a
+    /// limit. Each batch a window publishes is consolidated and moves it to the view's frontier.
+    #[test]
+    fn windows_equal_the_pages_of_the_view_after_every_batch() {
+        let mut next = crate::order::xorshift(0x5eed_0f01_2345_6789_u64);
+        let order = RowOrder::by(
+            vec![SortDirection {
+                desc: true,
+                nulls_first: false,
+            }],
+            Arc::new(|r: &Row| vec![Value::Int(r[1].as_i64().unwrap_or(0) / 4)]),
+        );
+        let base = View::ordered(
+            view().columns().to_vec(),
+            KeyColumns(vec![0]),
+            order.clone(),
+            Retention::for_ms(1_000_000),
+        );
+        // The view's rows after each frontier: history[s] is what a subscriber at `s` holds.
+        let mut history: Vec<BTreeMap<Row, i64>> = vec![BTreeMap::new()];
+        let page_at =
+            |rows: &BTreeMap<Row, i64>, key: &str, offset: usize, limit: Option<usize>| {
+                let all: Vec<Row> = rows
+                    .iter()
+                    .filter(|(r, _)| r[0] == Value::str(key))
+                    .flat_map(|(r, n)| std::iter::repeat_n(r.clone(), *n as usize))
+                    .collect();
+                order
+                    .sort(all)
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .collect::<Vec<Row>>()
+            };
+        let keys = ["a", "b", "c", "d"];
+        let all_bounds = [
+            (0, Some(3)),
+            (2, Some(3)),
+            (0, None),
+            (1, None),
+            (0, Some(1)),
+            (5, Some(10)),
+        ];
+        let mut windows: Vec<(Bounds, Arc<View>)> = Vec::new();
+        let mut held: BTreeMap<Row, i64> = BTreeMap::new();
+        for t in 0..400u64 {
+            let mut changes: Vec<(Row, i64)> = Vec::new();
+            for _ in 0..(next() % 12) {
+                let key = keys[(next() % keys.len() as u64) as usize];
+                let candidate = row(key, (next() % 24) as i64);
+                let held_now = held.get(&candidate).copied().unwrap_or(0);
+                let diff = if held_now > 0 && next().is_multiple_of(3) {
+                    -((next() % held_now as u64) as i64 + 1)
+                } else {
+                    (next() % 2) as i64 + 1
+                };
+                *held.entry(candidate.clone()).or_default() += diff;
+                changes.push((candidate, diff));
+            }
+            held.retain(|_, n| *n != 0);
+            base.consolidate(&mut changes);
+            base.apply(ChangeBatch {
+                lower: t,
+                upper: t + 1,
+                changes,
+            });
+            history.push(held.clone());
+            if t % 60 == 0 && windows.len() < all_bounds.len() {
+                let (offset, limit) = all_bounds[windows.len()];
+                let w = base
+                    .window(offset, limit)
+                    .expect("a healthy view has windows");
+                let again = base.window(offset, limit).expect("the same window");
+                assert!(Arc::ptr_eq(&w, &again), "equal bounds share one window");
+                // A subscriber that holds the window as it was before the window existed
+                // resumes with one batch that brings it to now.
+                let since = t.saturating_sub(7).max(1);
+                for key in keys {
+                    let mut then = page_at(&history[since as usize], key, offset, limit);
+                    let Resume::Changes(batches) = w.resume(since, &[Value::str(key)]).0 else {
+                        panic!("the view's log reaches back to {since}");
+                    };
+                    for b in batches {
+                        for (row, diff) in b.changes.iter().filter(|(r, _)| r[0] == Value::str(key))
+                        {
+                            for _ in 0..diff.abs() {
+                                if *diff > 0 {
+                                    then.push(row.clone());
+                                } else {
+                                    let at = then.iter().position(|r| r == row);
+                                    then.remove(at.expect("a retraction of a held row"));
+                                }
+                            }
+                        }
+                    }
+                    assert_eq!(
+                        order.sort(then),
+                        w.snapshot(&[Value::str(key)]).rows,
+                        "resumed window {offset}+{limit:?} of key {key} from {since}"
+                    );
+                }
+                windows.push(((offset, limit), w));
+            }
+            for ((offset, limit), w) in &windows {
+                assert_eq!(w.upper(), base.upper());
+                for key in keys {
+                    let k = [Value::str(key)];
+                    assert_eq!(
+                        w.snapshot(&k).rows,
+                        base.page(&k, *offset, *limit).rows,
+                        "window {offset}+{limit:?} of key {key} after batch {t}"
+                    );
+                }
+                let log = w
+                    .read()
+                    .log
+                    .iter()
+                    .map(|(b, _)| b.clone())
+                    .collect::<Vec<_>>();
+                for b in log {
+                    assert!(b.changes.iter().all(|(_, d)| *d != 0));
+                    let mut rows: Vec<&Row> = b.changes.iter().map(|(r, _)| r).collect();
+                    rows.sort();
+                    assert!(rows.windows(2).all(|p| p[0] != p[1]));
+                }
+            }
+        }
+        assert_eq!(windows.len(), all_bounds.len());
+        base.fail("boom".into());
+        for (_, w) in &windows {
+            assert_eq!(w.failure().as_deref(), Some("boom"));
+        }
+        assert!(
+            base.window(0, Some(3)).is_none(),
+            "a failed view makes no window"
+        );
+    }
+
     /// A key with more rows than a copy chunk is read as a long copy: its subscriber gets
     /// every row and then every later batch once.
     #[test]
@@ -991,11 +1277,11 @@ mod tests {
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 7)]);
         assert_eq!(v.upper(), 61);
         // Subscribers resume from the snapshot's frontier on, not from before it.
-        match v.resume(50).0 {
+        match v.resume(50, &[]).0 {
             Resume::Changes(b) => assert_eq!(b.len(), 1),
             Resume::TooOld => panic!("the log covers 50"),
         }
-        assert!(matches!(v.resume(20).0, Resume::TooOld));
+        assert!(matches!(v.resume(20, &[]).0, Resume::TooOld));
     }
 
     #[test]
@@ -1049,11 +1335,11 @@ mod tests {
                 changes: vec![(row("a", i as i64), 1)],
             });
         }
-        match v.resume(9_900).0 {
+        match v.resume(9_900, &[]).0 {
             Resume::Changes(b) => assert_eq!(b.len(), 1),
             Resume::TooOld => panic!("recent time must resume"),
         }
-        assert!(matches!(v.resume(100).0, Resume::TooOld));
+        assert!(matches!(v.resume(100, &[]).0, Resume::TooOld));
     }
 
     /// A view that changes fast keeps the newest batches that fit its byte bound, whatever
@@ -1080,12 +1366,12 @@ mod tests {
                     .collect(),
             });
         }
-        match v.resume(95).0 {
+        match v.resume(95, &[]).0 {
             Resume::Changes(b) => assert_eq!(b.len(), 5, "the five newest batches fit"),
             Resume::TooOld => panic!("the newest batches must resume"),
         }
-        assert!(matches!(v.resume(94).0, Resume::TooOld));
-        assert!(matches!(v.resume(10).0, Resume::TooOld));
+        assert!(matches!(v.resume(94, &[]).0, Resume::TooOld));
+        assert!(matches!(v.resume(10, &[]).0, Resume::TooOld));
         // The index itself keeps every row.
         assert_eq!(v.snapshot(&[Value::str("a")]).rows.len(), 1_000);
     }
