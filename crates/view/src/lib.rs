@@ -364,7 +364,10 @@ impl View {
             Some((groups, _)) => groups,
             None => &mut state.groups,
         };
-        groups.fold(&self.keys, &self.order, &batch.changes);
+        // A window keeps no rows: its source holds them.
+        if self.source.is_none() {
+            groups.fold(&self.keys, &self.order, &batch.changes);
+        }
         match state.catching_up.take() {
             Some((groups, restored)) if upper > restored => {
                 state.groups = groups;
@@ -564,10 +567,12 @@ impl View {
     }
 
     /// The view of this view's rows `offset .. offset + limit` for every key, in its order:
-    /// what a subscription with a LIMIT reads. Each batch this view folds updates the window
-    /// by what it changed there, so a window needs no dataflow of its own. Subscriptions
-    /// with the same bounds share one window; it lives as long as someone holds it. `None`
-    /// while the view catches up from a restored snapshot, and once it has failed.
+    /// what a subscription with a LIMIT reads. It keeps no rows: reads of it read this view's
+    /// rows in the window, and as this view folds each batch it publishes to the window (its
+    /// change log, its subscribers) what the batch changed there, so a window needs no
+    /// dataflow and no copy of its own. Subscriptions with the same bounds share one window;
+    /// it lives as long as someone holds it. `None` while the view catches up from a restored
+    /// snapshot, and once it has failed.
     pub fn window(self: &Arc<Self>, offset: usize, limit: Option<usize>) -> Option<Arc<View>> {
         let state = self.write();
         if state.failed.is_some() || state.catching_up.is_some() {
@@ -591,15 +596,10 @@ impl View {
             self.retention,
             Some((self.clone(), bounds)),
         );
-        let rows = state
-            .groups
-            .iter()
-            .flat_map(|(_, group)| window::rows_in(Some(group), bounds))
-            .collect();
         view.apply(ChangeBatch {
             lower: 0,
             upper: state.upper,
-            changes: rows,
+            changes: Vec::new(),
         });
         windows.push(window::Window {
             bounds,
@@ -666,10 +666,21 @@ impl View {
 
     /// The rows for one key value (one value per key column; empty for an unkeyed view).
     pub fn snapshot(&self, key: &[Value]) -> Snapshot {
-        self.read_group(key, |state| Snapshot {
-            upper: state.upper,
-            rows: rows_of(state.groups.get(key)),
-        })
+        self.read_rows(key, |upper, rows| Snapshot { upper, rows })
+    }
+
+    /// Reads one key's rows (a window's from the view it is a window of, which holds them)
+    /// with `f`, given the frontier they are at.
+    fn read_rows<R>(&self, key: &[Value], f: impl FnOnce(Ts, Vec<Row>) -> R) -> R {
+        match &self.source {
+            Some((source, bounds)) => source.read_group(key, |state| {
+                f(
+                    state.upper,
+                    expand(window::rows_in(state.groups.get(key), *bounds)),
+                )
+            }),
+            None => self.read_group(key, |state| f(state.upper, rows_of(state.groups.get(key)))),
+        }
     }
 
     /// Reads one key's rows with `f`: a key holding many rows is read as a long copy
@@ -690,47 +701,39 @@ impl View {
     /// The rows `offset..offset + limit` of one key in the view's order, and the key's row
     /// count: the cost is the window's size (plus a walk past `offset`), not the group's.
     pub fn page(&self, key: &[Value], offset: usize, limit: Option<usize>) -> Page {
-        let state = self.read();
-        let Some(group) = state.groups.get(key) else {
+        if let Some((source, bounds)) = &self.source {
+            let state = source.read();
+            let rows = expand(window::rows_in(state.groups.get(key), *bounds));
             return Page {
                 upper: state.upper,
-                rows: Vec::new(),
-                total: 0,
+                total: rows.len(),
+                rows: rows
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit.unwrap_or(usize::MAX))
+                    .collect(),
             };
-        };
-        let total = group.total.max(0) as usize;
-        let want = limit.unwrap_or(usize::MAX);
-        let mut rows = Vec::new();
-        let mut skip = offset;
-        for (entry, &count) in &group.rows {
-            if rows.len() >= want {
-                break;
-            }
-            let mut n = count.max(0) as usize;
-            let skipped = skip.min(n);
-            skip -= skipped;
-            n -= skipped;
-            let n = n.min(want - rows.len());
-            rows.extend(std::iter::repeat_n(entry.row(), n).cloned());
         }
+        let state = self.read();
+        let group = state.groups.get(key);
         Page {
             upper: state.upper,
-            rows,
-            total,
+            rows: expand(window::rows_in(
+                group,
+                window::Bounds {
+                    offset,
+                    limit: limit.unwrap_or(usize::MAX),
+                },
+            )),
+            total: group.map_or(0, |g| g.total.max(0) as usize),
         }
     }
 
     /// A consistent snapshot of one key plus a receiver for every batch published after it.
     pub fn subscribe(&self, key: &[Value]) -> (Snapshot, broadcast::Receiver<Arc<ChangeBatch>>) {
-        self.read_group(key, |state| {
-            let rx = self.changes_tx.subscribe();
-            (
-                Snapshot {
-                    upper: state.upper,
-                    rows: rows_of(state.groups.get(key)),
-                },
-                rx,
-            )
+        // A window's batches are published under its source's lock, which `read_rows` holds.
+        self.read_rows(key, |upper, rows| {
+            (Snapshot { upper, rows }, self.changes_tx.subscribe())
         })
     }
 
@@ -739,7 +742,7 @@ impl View {
     /// the log no longer reaches back to `since`.
     ///
     /// `key` is the key the subscriber reads: a window ([`View::window`]) made after `since`
-    /// gives that key's changes since then in one batch, worked out from its view's log.
+    /// gives that key's changes since then, batch by batch, worked out from its view's log.
     pub fn resume(
         &self,
         since: Ts,
@@ -757,16 +760,17 @@ impl View {
                 && !base.erases(since)
                 && base.catching_up.is_none()
             {
-                let batch = window::catch_up(
+                let log: Vec<&ChangeBatch> = base.log.iter().map(|(b, _)| &**b).collect();
+                let batches = window::catch_up(
                     (&self.keys, &self.order),
                     base.groups.get(key),
-                    base.log.iter().map(|(b, _)| &**b),
-                    (key, since, base.upper),
+                    &log,
+                    (key, since),
                     *bounds,
                 );
                 let rx = self.changes_tx.subscribe();
-                let upper = batch.upper;
-                return (Resume::Changes(vec![Arc::new(batch)]), upper, rx);
+                let batches = batches.into_iter().map(Arc::new).collect();
+                return (Resume::Changes(batches), base.upper, rx);
             }
         }
         let state = self.read();
@@ -824,6 +828,14 @@ impl View {
 fn consolidate_counted(rows: &mut CountedRows) {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     *rows = groups::merge_adjacent(std::mem::take(rows).into_iter());
+}
+
+/// Rows with multiplicities, each repeated that many times.
+fn expand(counted: Vec<(Row, i64)>) -> Vec<Row> {
+    counted
+        .into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize))
+        .collect()
 }
 
 fn rows_of(group: Option<&Group>) -> Vec<Row> {
@@ -1065,6 +1077,14 @@ mod tests {
     /// A window's offset and limit.
     type Bounds = (usize, Option<usize>);
 
+    /// A window, a receiver of its batches, and the rows they add up to.
+    type Mirrored = (
+        Bounds,
+        Arc<View>,
+        broadcast::Receiver<Arc<ChangeBatch>>,
+        BTreeMap<Row, i64>,
+    );
+
     /// Windows (what subscriptions with a LIMIT read) equal the pages of the whole view after
     /// every batch: random inserts and deletes over a few keys, rows held more than once, ties
     /// in the sort value, windows made at different times, with and without an offset or a
@@ -1110,7 +1130,7 @@ mod tests {
             (0, Some(1)),
             (5, Some(10)),
         ];
-        let mut windows: Vec<(Bounds, Arc<View>)> = Vec::new();
+        let mut windows: Vec<Mirrored> = Vec::new();
         let mut held: BTreeMap<Row, i64> = BTreeMap::new();
         for t in 0..400u64 {
             let mut changes: Vec<(Row, i64)> = Vec::new();
@@ -1168,35 +1188,43 @@ mod tests {
                         "resumed window {offset}+{limit:?} of key {key} from {since}"
                     );
                 }
-                windows.push(((offset, limit), w));
-            }
-            for ((offset, limit), w) in &windows {
-                assert_eq!(w.upper(), base.upper());
+                let (_, rx) = w.subscribe(&[]);
+                let mut mirror = BTreeMap::new();
                 for key in keys {
-                    let k = [Value::str(key)];
-                    assert_eq!(
-                        w.snapshot(&k).rows,
-                        base.page(&k, *offset, *limit).rows,
-                        "window {offset}+{limit:?} of key {key} after batch {t}"
-                    );
+                    for row in w.snapshot(&[Value::str(key)]).rows {
+                        *mirror.entry(row).or_default() += 1;
+                    }
                 }
-                let log = w
-                    .read()
-                    .log
-                    .iter()
-                    .map(|(b, _)| b.clone())
-                    .collect::<Vec<_>>();
-                for b in log {
+                windows.push(((offset, limit), w, rx, mirror));
+            }
+            for ((offset, limit), w, rx, mirror) in &mut windows {
+                assert_eq!(w.upper(), base.upper());
+                // What a subscriber holds: the window at its making, plus every batch since.
+                while let Ok(b) = rx.try_recv() {
                     assert!(b.changes.iter().all(|(_, d)| *d != 0));
                     let mut rows: Vec<&Row> = b.changes.iter().map(|(r, _)| r).collect();
                     rows.sort();
-                    assert!(rows.windows(2).all(|p| p[0] != p[1]));
+                    assert!(rows.windows(2).all(|p| p[0] != p[1]), "consolidated");
+                    for (row, diff) in &b.changes {
+                        *mirror.entry(row.clone()).or_default() += diff;
+                    }
+                    mirror.retain(|_, n| *n != 0);
+                }
+                for key in keys {
+                    let k = [Value::str(key)];
+                    let page = base.page(&k, *offset, *limit).rows;
+                    let mirrored = page_at(mirror, key, 0, None);
+                    assert_eq!(
+                        mirrored, page,
+                        "window {offset}+{limit:?} of key {key} after batch {t}"
+                    );
+                    assert_eq!(w.snapshot(&k).rows, page);
                 }
             }
         }
         assert_eq!(windows.len(), all_bounds.len());
         base.fail("boom".into());
-        for (_, w) in &windows {
+        for (_, w, _, _) in &windows {
             assert_eq!(w.failure().as_deref(), Some("boom"));
         }
         assert!(

@@ -1,8 +1,9 @@
-//! Windows of a view: the rows `OFFSET .. OFFSET + LIMIT` of every key, in the view's order,
-//! kept as views of their own. A subscription with a LIMIT reads one. The view that holds
-//! every row works out, as it folds each batch, what the batch changed in each window, so a
-//! window costs what the batch touched in it: it needs no dataflow (no second copy of the
-//! pipe's groups and their top-k) and no re-read of a key's rows beyond the window.
+//! Windows of a view: the rows `OFFSET .. OFFSET + LIMIT` of every key, in the view's order.
+//! A subscription with a LIMIT reads one. A window is a view that keeps no rows (reads of it
+//! read the rows of the view it is a window of), only its change log and subscribers: that
+//! view works out, as it folds each batch, what the batch changed in each window, so a window
+//! costs what the batch touched in it. It needs no dataflow (no second copy of the pipe's
+//! groups and their top-k) and no re-read of a key's rows beyond the window.
 
 use std::sync::{Arc, Weak};
 
@@ -98,14 +99,7 @@ impl Deltas {
             .map(|&bounds| {
                 touched
                     .iter()
-                    .map(|(key, _)| {
-                        let group = groups.get(key);
-                        if whole(bounds, group.map_or(0, |g| g.total)) {
-                            Before::Whole
-                        } else {
-                            Before::Rows(rows_in(group, bounds))
-                        }
-                    })
+                    .map(|(key, _)| before_of(groups.get(key), bounds))
                     .collect()
             })
             .collect();
@@ -128,32 +122,51 @@ impl Deltas {
             .map(|(&bounds, before)| {
                 let mut delta = Vec::new();
                 for ((key, places), before) in self.keys.iter().zip(before) {
-                    let group = groups.get(key);
-                    let total = group.map_or(0, |g| g.total);
-                    match before {
-                        // Every row was in the window and still is: its changes are the
-                        // window's.
-                        Before::Whole if whole(bounds, total) => {
-                            delta.extend(places.iter().map(|&n| changes[n].clone()));
-                        }
-                        // Every row was in the window, and now some are past its end: the
-                        // rows before are the rows after less the changes.
-                        Before::Whole => {
-                            delta.extend(rows_in(group, bounds));
-                            if let Some(g) = group {
-                                delta.extend(g.rows.iter().map(|(e, &c)| (e.row().clone(), -c)));
-                            }
-                            delta.extend(places.iter().map(|&n| changes[n].clone()));
-                        }
-                        Before::Rows(old) => {
-                            delta.extend(rows_in(group, bounds));
-                            delta.extend(old.into_iter().map(|(row, c)| (row, -c)));
-                        }
-                    }
+                    let key_changes = places.iter().map(|&n| &changes[n]);
+                    key_delta(before, groups.get(key), key_changes, bounds, &mut delta);
                 }
                 delta
             })
             .collect()
+    }
+}
+
+/// A key's window before a batch, from its group then.
+fn before_of(group: Option<&Group>, bounds: Bounds) -> Before {
+    if whole(bounds, group.map_or(0, |g| g.total)) {
+        Before::Whole
+    } else {
+        Before::Rows(rows_in(group, bounds))
+    }
+}
+
+/// Appends to `delta` what `changes` (one key's, in a batch) changed in the key's window, from
+/// the window before them and the key's group after them.
+fn key_delta<'a>(
+    before: Before,
+    group: Option<&Group>,
+    changes: impl Iterator<Item = &'a (Row, i64)>,
+    bounds: Bounds,
+    delta: &mut Vec<(Row, i64)>,
+) {
+    match before {
+        // Every row was in the window and still is: the key's changes are the window's.
+        Before::Whole if whole(bounds, group.map_or(0, |g| g.total)) => {
+            delta.extend(changes.cloned());
+        }
+        // Every row was in the window, and now some are past its end: the rows before are
+        // the rows after less the changes.
+        Before::Whole => {
+            delta.extend(rows_in(group, bounds));
+            if let Some(g) = group {
+                delta.extend(g.rows.iter().map(|(e, &c)| (e.row().clone(), -c)));
+            }
+            delta.extend(changes.cloned());
+        }
+        Before::Rows(old) => {
+            delta.extend(rows_in(group, bounds));
+            delta.extend(old.into_iter().map(|(row, c)| (row, -c)));
+        }
     }
 }
 
@@ -166,37 +179,58 @@ pub(crate) fn live(windows: &mut Vec<Window>) -> Vec<(Bounds, Arc<View>)> {
         .collect()
 }
 
-/// One key's window changes from `since` to now, for a subscriber that resumes from a
-/// frontier older than the window itself: the key's rows now, less the changes the view's
-/// log holds after `since`, are its rows then. `log` is the view's retained batches; `None`
-/// when they do not reach back to `since`. Costs the key's rows and the log's changes to it.
-pub(crate) fn catch_up<'a>(
+/// One key's window changes after `since`, batch by batch, for a subscriber that resumes
+/// from a frontier older than the window itself: the key's rows now, less the changes the
+/// view's `log` holds after `since`, are its rows then; the log's batches are then replayed
+/// on them, each giving what it changed in the window, at the times it first happened. The
+/// caller checks that the log reaches back to `since`. Costs the key's rows and the log's
+/// changes to it.
+pub(crate) fn catch_up(
     (keys, order): (&KeyColumns, &RowOrder),
     now: Option<&Group>,
-    log: impl Iterator<Item = &'a ChangeBatch>,
-    (key, since, upper): (&[Value], u64, u64),
+    log: &[&ChangeBatch],
+    (key, since): (&[Value], u64),
     bounds: Bounds,
-) -> ChangeBatch {
+) -> Vec<ChangeBatch> {
+    let of_key = |row: &Row| keys.0.iter().zip(key).all(|(&i, k)| row.get(i) == Some(k));
+    let after_since: Vec<(&ChangeBatch, Vec<&(Row, i64)>)> = log
+        .iter()
+        .filter(|b| b.upper > since)
+        .map(|b| {
+            (
+                *b,
+                b.changes.iter().filter(|(row, _)| of_key(row)).collect(),
+            )
+        })
+        .collect();
     let mut then = Group {
         rows: now.map(|g| g.rows.clone()).unwrap_or_default(),
         total: 0,
     };
-    let of_key = |row: &Row| keys.0.iter().zip(key).all(|(&i, k)| row.get(i) == Some(k));
-    for batch in log.filter(|b| b.upper > since) {
-        for (row, diff) in batch.changes.iter().filter(|(row, _)| of_key(row)) {
-            add_multiplicity(&mut then.rows, order.entry(row), -diff);
+    for (row, diff) in after_since.iter().flat_map(|(_, changes)| changes.iter()) {
+        add_multiplicity(&mut then.rows, order.entry(row), -diff);
+    }
+    then.total = then.rows.values().map(|&c| c.max(0)).sum();
+    let mut out = Vec::new();
+    for (batch, changes) in after_since {
+        if changes.is_empty() {
+            continue;
+        }
+        let before = before_of(Some(&then), bounds);
+        for (row, diff) in &changes {
+            let (was, is) = add_multiplicity(&mut then.rows, order.entry(row), *diff);
+            then.total += is.max(0) - was.max(0);
+        }
+        let mut delta = Vec::new();
+        key_delta(before, Some(&then), changes.into_iter(), bounds, &mut delta);
+        crate::groups::consolidate(keys, &mut delta);
+        if !delta.is_empty() {
+            out.push(ChangeBatch {
+                lower: batch.lower.max(since),
+                upper: batch.upper,
+                changes: delta,
+            });
         }
     }
-    let mut changes = rows_in(now, bounds);
-    changes.extend(
-        rows_in(Some(&then), bounds)
-            .into_iter()
-            .map(|(row, c)| (row, -c)),
-    );
-    crate::groups::consolidate(keys, &mut changes);
-    ChangeBatch {
-        lower: since,
-        upper,
-        changes,
-    }
+    out
 }
