@@ -77,6 +77,10 @@ struct GroupLayout {
     parts: Vec<(Aggregate, Part)>,
     whole: ValuesLayout,
     sources: Vec<Source>,
+    /// The columns of a group's row (its keys, then its aggregates) that the projection
+    /// over the aggregation reads, in its order, when it reads nothing but distinct columns:
+    /// the row's values then move into that order, with no projection operator after.
+    projected: Option<Vec<usize>>,
 }
 
 impl GroupLayout {
@@ -121,6 +125,7 @@ impl GroupLayout {
             parts,
             whole: ValuesLayout::new(&whole),
             sources,
+            projected: None,
         }
     }
 
@@ -524,7 +529,8 @@ impl KeyedState for GroupState {
             let group: Vec<(&Row, isize)> = self.whole.iter().map(|(r, n)| (r, *n)).collect();
             layout.whole.finish(&group, &mut whole);
         }
-        let mut row = key.clone();
+        let mut row = Vec::with_capacity(key.len() + layout.aggregates.len());
+        row.extend_from_slice(key);
         for (agg, source) in layout.aggregates.iter().zip(&layout.sources) {
             let v = match *source {
                 Source::Accumulated(i) => accumulated[i].clone(),
@@ -559,7 +565,16 @@ impl KeyedState for GroupState {
                 v
             });
         }
-        out.push(row);
+        out.push(match &layout.projected {
+            Some(columns) => columns
+                .iter()
+                .map(|&c| {
+                    row.get_mut(c)
+                        .map_or(Value::Null, |v| std::mem::replace(v, Value::Null))
+                })
+                .collect(),
+            None => row,
+        });
     }
 
     fn is_empty(&self) -> bool {
@@ -580,17 +595,21 @@ impl GroupLayout {
 
 /// Renders `GROUP BY keys` with `aggregates` over `input`; `unit` holds one empty row, which
 /// gives a keyless aggregation its row over empty input. `append_only`: only explicit deletes
-/// retract the input's rows (see [`Extreme`]).
+/// retract the input's rows (see [`Extreme`]). `projected`: the distinct columns of the
+/// group's row a projection over the aggregation reads, which the rows are then made of.
 pub fn render<'s>(
     input: Rows<'s>,
-    keys: &[Expr],
-    aggregates: &[Aggregate],
+    (keys, aggregates): (&[Expr], &[Aggregate]),
     unit: &Rows<'s>,
     guard: &Guard,
     append_only: bool,
+    projected: Option<Vec<usize>>,
 ) -> Rows<'s> {
     let bounded = append_only.then(|| guard.clone());
-    let layout = Arc::new(GroupLayout::new(keys, aggregates, bounded));
+    let layout = Arc::new(GroupLayout {
+        projected,
+        ..GroupLayout::new(keys, aggregates, bounded)
+    });
     let presence = {
         let l = layout.clone();
         (keys.is_empty()).then(|| {

@@ -51,21 +51,39 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
         PlanNode::TemporalFilter { input, bounds } => {
             temporal(render(input, sources), bounds, sources.guard.clone())
         }
-        PlanNode::Project { input, exprs } => {
-            let (exprs, guard) = (exprs.clone(), sources.guard.clone());
-            render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
-        }
+        PlanNode::Project { input, exprs } => match (&input.node, distinct_columns(exprs)) {
+            // The aggregation makes its rows with the projection's columns.
+            (
+                PlanNode::Aggregate {
+                    input,
+                    keys,
+                    aggregates,
+                },
+                Some(columns),
+            ) => aggregate::render(
+                render(input, sources),
+                (keys, aggregates),
+                &sources.unit,
+                &sources.guard,
+                sources.bounded_states && input.is_append_only(),
+                Some(columns),
+            ),
+            _ => {
+                let (exprs, guard) = (exprs.clone(), sources.guard.clone());
+                render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
+            }
+        },
         PlanNode::Aggregate {
             input,
             keys,
             aggregates,
         } => aggregate::render(
             render(input, sources),
-            keys,
-            aggregates,
+            (keys, aggregates),
             &sources.unit,
             &sources.guard,
             sources.bounded_states && input.is_append_only(),
+            None,
         ),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
@@ -143,6 +161,18 @@ fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
     }
     let guard = guard.clone();
     rows.filter(move |_| guard.charge())
+}
+
+/// The columns a projection reads, when it reads nothing but columns, each once.
+fn distinct_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
+    let mut columns = Vec::with_capacity(exprs.len());
+    for e in exprs {
+        match e {
+            Expr::Column(c) if !columns.contains(c) => columns.push(*c),
+            _ => return None,
+        }
+    }
+    Some(columns)
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
