@@ -154,6 +154,114 @@ async fn a_pull_pairs_with_a_subscription_since_its_frontier() {
     );
 }
 
+/// A subscription with a LIMIT holds what a pull with the same LIMIT reads, after every batch
+/// of seeded random clicks (users climbing into and falling out of the top rows, a key
+/// growing past the limit), for several limits at once, some shared by two subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_subscriptions_hold_what_a_pull_with_the_limit_reads() {
+    let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
+        .await
+        .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let limits = [1u64, 3, 3, 8, 1000];
+    let mut subs = Vec::new();
+    for limit in limits {
+        let mut ws = connect(&server, &format!("country=DE&limit={limit}")).await;
+        let snap = next_of(&mut ws, "snapshot").await;
+        let held: Vec<String> = snap["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        subs.push((limit, ws, held, snap["ts"].as_u64().unwrap()));
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..12 {
+        let body: String = (0..1 + next() % 6)
+            .map(|_| {
+                format!(
+                    "{{\"user_id\":{},\"click_count\":{},\"country\":\"DE\"}}\n",
+                    100 + next() % 12,
+                    1 + next() % 9
+                )
+            })
+            .collect();
+        tokio::task::block_in_place(|| ingest(s, &body));
+        let pulls: Vec<Value> = subs
+            .iter()
+            .map(|(limit, ..)| {
+                tokio::task::block_in_place(|| {
+                    common::get(
+                        s,
+                        &format!("/v0/pipes/clicks_by_user.json?country=DE&limit={limit}"),
+                    )
+                })
+            })
+            .collect();
+        // Every subscriber reads up to the pull's frontier at once (one that sees no change
+        // waits for a progress frame).
+        let caught_up = subs
+            .iter_mut()
+            .zip(&pulls)
+            .map(|((_, ws, held, upper), pulled)| {
+                mirror_until(
+                    ws,
+                    held,
+                    upper,
+                    pulled["statistics"]["upper"].as_u64().unwrap(),
+                )
+            });
+        futures_util::future::join_all(caught_up).await;
+        for ((limit, _, held, _), pulled) in subs.iter().zip(&pulls) {
+            let mut want: Vec<String> = pulled["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(Value::to_string)
+                .collect();
+            let mut have = held.clone();
+            want.sort();
+            have.sort();
+            assert_eq!(have, want, "limit {limit} after round {round}");
+        }
+    }
+}
+
+/// Folds a subscriber's messages into the rows it holds (as JSON) until its frontier reaches
+/// `until`.
+async fn mirror_until(ws: &mut Ws, held: &mut Vec<String>, upper: &mut u64, until: u64) {
+    while *upper < until {
+        let m = next_json(ws).await;
+        match m["type"].as_str() {
+            Some("changes") => {
+                for c in m["data"].as_array().unwrap() {
+                    let row = c["row"].to_string();
+                    let diff = c["diff"].as_i64().unwrap();
+                    for _ in 0..diff.abs() {
+                        if diff > 0 {
+                            held.push(row.clone());
+                        } else {
+                            let at = held.iter().position(|r| *r == row);
+                            held.remove(at.expect("a retraction of a held row"));
+                        }
+                    }
+                }
+                *upper = m["upper"].as_u64().unwrap();
+            }
+            Some("progress") => *upper = m["ts"].as_u64().unwrap(),
+            _ => panic!("unexpected {m}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_streams_and_resumes_with_last_event_id() {
     let server = tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &[]))
