@@ -658,6 +658,37 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
     assert!(ch["data"].to_string().contains("23"), "{ch}");
 }
 
+/// Making room for a window never drops the view the window is of: with room for one view,
+/// a LIMIT subscription over the pipe's view is refused (429), and the view keeps serving
+/// pulls, unchanged, instead of being dropped and replaced by a top-k of the subscription's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_never_makes_room_by_dropping_its_own_view() {
+    let server =
+        tokio::task::spawn_blocking(|| Server::start("dataflows/clicks", &["--max-views", "1"]))
+            .await
+            .unwrap();
+    let s = &server;
+    tokio::task::block_in_place(|| ingest(s, SEED));
+    let pull = "/v0/pipes/clicks_by_user.json?country=DE";
+    let before = tokio::task::block_in_place(|| common::get(s, pull));
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    let base = server.url.replace("http", "ws");
+    let err = tokio_tungstenite::connect_async(format!(
+        "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit=3"
+    ))
+    .await
+    .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 429),
+        other => panic!("expected 429, got {other}"),
+    }
+    let after = tokio::task::block_in_place(|| common::get(s, pull));
+    assert_eq!(after["data"], before["data"]);
+    let still = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    assert_eq!(still["views"][0]["id"], views["views"][0]["id"], "{still}");
+    assert!(still["views"][0]["error"].is_null(), "{still}");
+}
+
 /// The views and windows `GET /v0/views` lists: what `--max-views` caps.
 fn held_views(views: &Value) -> u64 {
     views["views"]

@@ -500,7 +500,12 @@ impl Views {
         prepared: &Prepared,
         values: &BTreeMap<String, Value>,
         (offset, limit): (u64, Option<u64>),
-    ) -> Result<Option<(Arc<Live>, Arc<View>)>, RuntimeError> {
+    ) -> Result<Option<(Lease, Arc<View>)>, RuntimeError> {
+        // A view whose order reads a parameter it is not bound to sorts on read: it keeps no
+        // order to take a window of.
+        if !prepared.ordered && !prepared.query.order_by.is_empty() {
+            return Ok(None);
+        }
         let key = view_key(prepared, values)?;
         let exists = self.healthy(&mut lock(&self.live), &key).is_some();
         if !exists && prepared.query.plan.is_append_only() {
@@ -509,16 +514,25 @@ impl Views {
         let live = self
             .lookup_or_install(prepared, key, &prepared.query, values)
             .await?;
-        if live.sorts_on_read {
-            return Ok(None);
-        }
+        // Held from here, so that making room for the window cannot drop its view.
+        let lease = Lease::new(live.clone());
         live.view.wait_for(live.as_of).await;
+        // A view restored from a snapshot takes windows once it has caught up.
+        let mut upper = live.view.watch_upper();
+        while live.view.is_catching_up() && live.view.failure().is_none() {
+            if upper.changed().await.is_err() {
+                break;
+            }
+        }
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let (offset, limit) = (size(offset), limit.map(size));
         if !live.view.has_window(offset, limit) {
             self.make_room(&mut lock(&self.live))?;
         }
-        Ok(live.view.window(offset, limit).map(|window| (live, window)))
+        Ok(live
+            .view
+            .window(offset, limit)
+            .map(|window| (lease, window)))
     }
 
     /// The live view for `key`, installing `query` for it the first time (from its stored
@@ -885,10 +899,10 @@ impl Views {
         values: &BTreeMap<String, Value>,
     ) -> Result<Subscription, RuntimeError> {
         let key_columns: Vec<usize> = prepared.keys.iter().map(|k| k.column).collect();
-        let (live, view) = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
+        let (lease, view) = if prepared.query.limit.is_none() && prepared.query.offset.is_none() {
             let live = self.get_or_install(prepared, values).await?;
             let view = live.view.clone();
-            (live, view)
+            (Lease::new(live), view)
         } else {
             let number = |e: &Option<Expr>| -> Result<Option<u64>, RuntimeError> {
                 e.as_ref()
@@ -946,15 +960,16 @@ impl Views {
                     .lookup_or_install(prepared, key, &query, values)
                     .await?;
                 let view = live.view.clone();
-                (live, view)
+                (Lease::new(live), view)
             }
         };
+        let live = &lease.0;
         live.view.wait_for(live.as_of).await;
         let key = lookup_key(prepared, values);
         let order = row_order(&bind_order(&prepared.query, values)?);
         Ok(Subscription {
             view,
-            _lease: Lease::new(live.clone()),
+            _lease: lease,
             key,
             key_columns,
             columns: prepared.query.plan.columns[..prepared.query.visible].to_vec(),

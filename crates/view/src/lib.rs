@@ -574,7 +574,9 @@ impl View {
     /// it lives as long as someone holds it. `None` while the view catches up from a restored
     /// snapshot, and once it has failed.
     pub fn window(self: &Arc<Self>, offset: usize, limit: Option<usize>) -> Option<Arc<View>> {
-        let state = self.write();
+        // Read, not write: the publisher needs the write lock, so no batch is folded while
+        // the window is made, and readers are not held up.
+        let state = self.read();
         if state.failed.is_some() || state.catching_up.is_some() {
             return None;
         }
@@ -596,6 +598,8 @@ impl View {
             self.retention,
             Some((self.clone(), bounds)),
         );
+        // Frontiers a crash may have erased are unresumable in the window too.
+        view.write().unresumable = state.unresumable;
         view.apply(ChangeBatch {
             lower: 0,
             upper: state.upper,
@@ -750,27 +754,31 @@ impl View {
     ) -> (Resume, Ts, broadcast::Receiver<Arc<ChangeBatch>>) {
         if let Some((source, bounds)) = &self.source {
             // The source's lock first, as its publisher takes them: while it is held, no
-            // batch reaches this window.
-            let base = source.read();
-            let state = self.read();
-            if since < state.trimmed_upto
-                && since >= base.trimmed_upto
-                && since <= base.upper
-                && !state.erases(since)
-                && !base.erases(since)
-                && base.catching_up.is_none()
-            {
-                let log: Vec<&ChangeBatch> = base.log.iter().map(|(b, _)| &**b).collect();
-                let batches = window::catch_up(
-                    (&self.keys, &self.order),
-                    base.groups.get(key),
-                    &log,
-                    (key, since),
-                    *bounds,
-                );
-                let rx = self.changes_tx.subscribe();
-                let batches = batches.into_iter().map(Arc::new).collect();
-                return (Resume::Changes(batches), base.upper, rx);
+            // batch reaches this window. Held as a long copy (it reads the source's log),
+            // so the publisher sets its batches aside meanwhile instead of waiting.
+            let caught_up = source.copy(|base| {
+                let state = self.read();
+                let from_source = since < state.trimmed_upto
+                    && since >= base.trimmed_upto
+                    && since <= base.upper
+                    && !base.erases(since)
+                    && base.catching_up.is_none();
+                from_source.then(|| {
+                    let log: Vec<&ChangeBatch> = base.log.iter().map(|(b, _)| &**b).collect();
+                    let batches = window::catch_up(
+                        (&self.keys, &self.order),
+                        base.groups.get(key),
+                        &log,
+                        (key, since),
+                        *bounds,
+                    );
+                    let rx = self.changes_tx.subscribe();
+                    let batches = batches.into_iter().map(Arc::new).collect();
+                    (Resume::Changes(batches), base.upper, rx)
+                })
+            });
+            if let Some(resumed) = caught_up {
+                return resumed;
             }
         }
         let state = self.read();
@@ -1223,6 +1231,21 @@ mod tests {
             }
         }
         assert_eq!(windows.len(), all_bounds.len());
+        // Frontiers a crash of the previous run may have erased stay unresumable through a
+        // window made afterwards.
+        base.refuse_resume_between(390, 450);
+        let late = base.window(0, Some(2)).expect("a window");
+        for t in 400..410u64 {
+            base.apply(ChangeBatch {
+                lower: t,
+                upper: t + 1,
+                changes: vec![(row("a", t as i64), 1)],
+            });
+        }
+        assert!(matches!(
+            late.resume(405, &[Value::str("a")]).0,
+            Resume::TooOld
+        ));
         base.fail("boom".into());
         for (_, w, _, _) in &windows {
             assert_eq!(w.failure().as_deref(), Some("boom"));
