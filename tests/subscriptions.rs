@@ -602,21 +602,10 @@ async fn views_are_capped_and_make_room_least_recently_used_first() {
         assert_eq!(next_json(&mut ws).await["type"], "snapshot");
         held.push(ws);
     }
+    let (status, body) = refused(&server, "country=DE&limit=6").await;
+    assert_eq!(status, 429);
+    assert!(body.contains("--max-views"), "{body}");
     let base = server.url.replace("http", "ws");
-    let err = tokio_tungstenite::connect_async(format!(
-        "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit=6"
-    ))
-    .await
-    .unwrap_err();
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(r) => {
-            assert_eq!(r.status(), 429);
-            let body =
-                String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned();
-            assert!(body.contains("--max-views"), "{body}");
-        }
-        other => panic!("expected 429, got {other}"),
-    }
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
     assert_eq!(held_views(&views), 5, "{views}");
     // Two subscribers leave: their windows make room for new ones (once the server has seen
@@ -672,21 +661,25 @@ async fn a_window_never_makes_room_by_dropping_its_own_view() {
     let pull = "/v0/pipes/clicks_by_user.json?country=DE";
     let before = tokio::task::block_in_place(|| common::get(s, pull));
     let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
-    let base = server.url.replace("http", "ws");
-    let err = tokio_tungstenite::connect_async(format!(
-        "{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&country=DE&limit=3"
-    ))
-    .await
-    .unwrap_err();
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 429),
-        other => panic!("expected 429, got {other}"),
-    }
+    assert_eq!(refused(&server, "country=DE&limit=3").await.0, 429);
     let after = tokio::task::block_in_place(|| common::get(s, pull));
     assert_eq!(after["data"], before["data"]);
     let still = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
     assert_eq!(still["views"][0]["id"], views["views"][0]["id"], "{still}");
     assert!(still["views"][0]["error"].is_null(), "{still}");
+}
+
+/// The status and body a WebSocket upgrade to `clicks_by_user.ws?QUERY` is refused with.
+async fn refused(server: &Server, query: &str) -> (u16, String) {
+    let base = server.url.replace("http", "ws");
+    let url = format!("{base}/v0/pipes/clicks_by_user.ws?token={ADMIN}&{query}");
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => (
+            r.status().as_u16(),
+            String::from_utf8_lossy(r.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        other => panic!("expected a refused upgrade, got {other:?}"),
+    }
 }
 
 /// The views and windows `GET /v0/views` lists: what `--max-views` caps.
