@@ -233,6 +233,32 @@ async fn limited_subscriptions_hold_what_a_pull_with_the_limit_reads() {
             assert_eq!(have, want, "limit {limit} after round {round}");
         }
     }
+    // Four distinct limits: four windows of the one view, in GET /v0/views and /metrics.
+    let views = tokio::task::block_in_place(|| common::get(s, "/v0/views"));
+    let windowed: Vec<&Value> = views["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["windows"].as_u64().unwrap_or(0) > 0)
+        .collect();
+    assert_eq!(windowed.len(), 1, "{views}");
+    assert_eq!(windowed[0]["windows"], 4, "{views}");
+    let metrics = tokio::task::block_in_place(|| {
+        client()
+            .get(format!("{}/metrics", s.url))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    });
+    let gauge = format!("petrel_view_windows{{id=\"{}\"", windowed[0]["id"]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&gauge) && l.ends_with(" 4")),
+        "{metrics}"
+    );
 }
 
 /// Folds a subscriber's messages into the rows it holds (as JSON) until its frontier reaches

@@ -168,6 +168,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         "Open subscriptions of each view.",
     );
+    family(
+        &mut out,
+        "petrel_view_windows",
+        "gauge",
+        "Windows of each view that subscriptions with a LIMIT read (each counts under --max-views).",
+    );
     for v in &views {
         let id = format!("id=\"{}\",label=\"{}\"", v.id, label(&v.label));
         let _ = writeln!(
@@ -177,6 +183,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         );
         let _ = writeln!(out, "petrel_view_rows{{{id}}} {}", v.rows);
         let _ = writeln!(out, "petrel_view_subscribers{{{id}}} {}", v.subscribers);
+        let _ = writeln!(out, "petrel_view_windows{{{id}}} {}", v.windows);
     }
     let buffers = runtime.subscriber_buffers();
     family(
