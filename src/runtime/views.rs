@@ -126,13 +126,6 @@ impl Subscription {
         row[..self.columns.len()].to_vec()
     }
 
-    fn selected(&self, row: &Row) -> bool {
-        self.key_columns
-            .iter()
-            .zip(&self.key)
-            .all(|(&c, k)| &row[c] == k)
-    }
-
     /// The subscriber's rows of a snapshot, sorted by the pipe's ORDER BY.
     pub fn rows(&self, snapshot: Vec<Row>) -> Vec<Row> {
         self.order
@@ -145,9 +138,8 @@ impl Subscription {
     /// The subscriber's share of a change batch: its key's rows, visible columns, consolidated.
     pub fn changes(&self, batch: &petrel_view::ChangeBatch) -> Vec<(Row, i64)> {
         let mut out: Vec<(Row, i64)> = batch
-            .changes
-            .iter()
-            .filter(|(r, _)| self.selected(r))
+            .of_key(&self.key_columns, &self.key)
+            .into_iter()
             .map(|(r, d)| (self.visible(r), *d))
             .collect();
         out.sort();

@@ -53,22 +53,14 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher
             // frontier gets exactly the batches at or after it.
             for (time, mut changes) in ready {
                 view.consolidate(&mut changes);
-                let batch = ChangeBatch {
-                    lower: time,
-                    upper: time + 1,
-                    changes,
-                };
+                let batch = ChangeBatch::new(time, time + 1, changes);
                 if guard.run(|| view.apply(batch)).is_none() {
                     return;
                 }
                 lower = time + 1;
             }
             if lower < upper {
-                view.apply(ChangeBatch {
-                    lower,
-                    upper,
-                    changes: Vec::new(),
-                });
+                view.apply(ChangeBatch::new(lower, upper, Vec::new()));
             }
             lower = upper;
         },

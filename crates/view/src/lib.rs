@@ -15,11 +15,12 @@ mod window;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use order::{add_multiplicity, RowOrder, SortDirection, SortValues, SortedRow};
 
 use petrel_value::{Column, Row, Value};
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 /// How many change batches a live subscriber may fall behind by default.
@@ -82,7 +83,7 @@ fn change_bytes(row: &Row) -> usize {
 pub use petrel_log::Ts;
 
 /// The consolidated changes of one view for all times in `[lower, upper)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ChangeBatch {
     /// Inclusive lower bound of the changes' times.
     pub lower: Ts,
@@ -90,6 +91,63 @@ pub struct ChangeBatch {
     pub upper: Ts,
     /// Rows with their signed multiplicity change, consolidated (no zero, no duplicates).
     pub changes: Vec<(Row, i64)>,
+    /// Where each key's changes are, for the key columns it was built with: made by the
+    /// first subscriber that asks ([`ChangeBatch::of_key`]) and shared by the others.
+    by_key: OnceLock<KeyIndex>,
+}
+
+/// The key columns an index was built with, and each key's places among a batch's changes.
+type KeyIndex = (Vec<usize>, FxHashMap<Row, Vec<usize>>);
+
+impl PartialEq for ChangeBatch {
+    fn eq(&self, other: &Self) -> bool {
+        (self.lower, self.upper, &self.changes) == (other.lower, other.upper, &other.changes)
+    }
+}
+
+/// Below this many changes a subscriber scans a batch for its key instead of indexing it.
+const INDEX_MIN_CHANGES: usize = 64;
+
+impl ChangeBatch {
+    /// The changes in `[lower, upper)`.
+    pub fn new(lower: Ts, upper: Ts, changes: Vec<(Row, i64)>) -> ChangeBatch {
+        ChangeBatch {
+            lower,
+            upper,
+            changes,
+            by_key: OnceLock::new(),
+        }
+    }
+
+    /// The changes of the rows whose `columns` hold `key`. A large batch is indexed by key
+    /// once, on the first call, so that each of many subscribers to distinct keys pays for
+    /// its own changes, not for a scan of the whole batch.
+    pub fn of_key(&self, columns: &[usize], key: &[Value]) -> Vec<&(Row, i64)> {
+        let selected = |row: &Row| columns.iter().zip(key).all(|(&c, k)| row.get(c) == Some(k));
+        if columns.is_empty() || self.changes.len() < INDEX_MIN_CHANGES {
+            return self.changes.iter().filter(|(r, _)| selected(r)).collect();
+        }
+        let (indexed, places) = self.by_key.get_or_init(|| {
+            let mut places: FxHashMap<Row, Vec<usize>> = FxHashMap::default();
+            for (n, (row, _)) in self.changes.iter().enumerate() {
+                let key: Row = columns
+                    .iter()
+                    .map(|&c| row.get(c).cloned().unwrap_or(Value::Null))
+                    .collect();
+                places.entry(key).or_default().push(n);
+            }
+            (columns.to_vec(), places)
+        });
+        if indexed.as_slice() != columns {
+            return self.changes.iter().filter(|(r, _)| selected(r)).collect();
+        }
+        places
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|&n| &self.changes[n])
+            .collect()
+    }
 }
 
 /// Where a view's rows are grouped: the columns that lifted equality parameters read.
@@ -382,11 +440,11 @@ impl View {
         };
         for ((_, view), changes) in windows.iter().zip(&mut window_changes) {
             view.consolidate(changes);
-            view.apply(ChangeBatch {
-                lower: batch.lower,
+            view.apply(ChangeBatch::new(
+                batch.lower,
                 upper,
-                changes: std::mem::take(changes),
-            });
+                std::mem::take(changes),
+            ));
         }
         if !batch.changes.is_empty() {
             let bytes = batch_bytes(&batch.changes);
@@ -600,11 +658,7 @@ impl View {
         );
         // Frontiers a crash may have erased are unresumable in the window too.
         view.write().unresumable = state.unresumable;
-        view.apply(ChangeBatch {
-            lower: 0,
-            upper: state.upper,
-            changes: Vec::new(),
-        });
+        view.apply(ChangeBatch::new(0, state.upper, Vec::new()));
         windows.push(window::Window {
             bounds,
             view: Arc::downgrade(&view),
@@ -917,17 +971,9 @@ mod tests {
 
             let one_by_one = view();
             for (r, d) in raw {
-                one_by_one.apply(ChangeBatch {
-                    lower: 0,
-                    upper: 1,
-                    changes: vec![(r, d)],
-                });
+                one_by_one.apply(ChangeBatch::new(0, 1, vec![(r, d)]));
             }
-            v.apply(ChangeBatch {
-                lower: 0,
-                upper: 1,
-                changes,
-            });
+            v.apply(ChangeBatch::new(0, 1, changes));
             for k in 0..100 {
                 let key = [Value::str(&format!("k{k}"))];
                 assert_eq!(
@@ -948,16 +994,14 @@ mod tests {
     fn batches_published_during_a_long_copy_wait_aside_in_order() {
         let v = view();
         let (_, mut rx) = v.subscribe(&[Value::str("a")]);
-        let batch = |t: u64| ChangeBatch {
-            lower: t - 1,
-            upper: t,
-            changes: vec![(row("a", t as i64), 1), (row("a", t as i64 - 1), -1)],
+        let batch = |t: u64| {
+            ChangeBatch::new(
+                t - 1,
+                t,
+                vec![(row("a", t as i64), 1), (row("a", t as i64 - 1), -1)],
+            )
         };
-        v.apply(ChangeBatch {
-            lower: 0,
-            upper: 1,
-            changes: vec![(row("a", 1), 1)],
-        });
+        v.apply(ChangeBatch::new(0, 1, vec![(row("a", 1), 1)]));
         // On the copying thread itself: the old code would deadlock here.
         let copied = v.copy(|state| {
             v.apply(batch(2));
@@ -1054,11 +1098,7 @@ mod tests {
                             held.remove(r);
                         }
                     }
-                    let batch = ChangeBatch {
-                        lower: t - 1,
-                        upper: t,
-                        changes,
-                    };
+                    let batch = ChangeBatch::new(t - 1, t, changes);
                     batches.push(batch.clone());
                     v.apply(batch);
                 };
@@ -1156,11 +1196,7 @@ mod tests {
             }
             held.retain(|_, n| *n != 0);
             base.consolidate(&mut changes);
-            base.apply(ChangeBatch {
-                lower: t,
-                upper: t + 1,
-                changes,
-            });
+            base.apply(ChangeBatch::new(t, t + 1, changes));
             history.push(held.clone());
             if t % 60 == 0 && windows.len() < all_bounds.len() {
                 let (offset, limit) = all_bounds[windows.len()];
@@ -1236,11 +1272,7 @@ mod tests {
         base.refuse_resume_between(390, 450);
         let late = base.window(0, Some(2)).expect("a window");
         for t in 400..410u64 {
-            base.apply(ChangeBatch {
-                lower: t,
-                upper: t + 1,
-                changes: vec![(row("a", t as i64), 1)],
-            });
+            base.apply(ChangeBatch::new(t, t + 1, vec![(row("a", t as i64), 1)]));
         }
         assert!(matches!(
             late.resume(405, &[Value::str("a")]).0,
@@ -1256,25 +1288,50 @@ mod tests {
         );
     }
 
+    /// A subscriber's share of a batch is the batch's changes of its key, whether the batch is
+    /// small (scanned) or large (indexed once, then shared), and for other key columns than
+    /// the index was built with.
+    #[test]
+    fn a_batch_gives_each_key_its_changes() {
+        for size in [10, 500] {
+            let changes: Vec<(Row, i64)> = (0..size)
+                .map(|i| {
+                    (
+                        row(["a", "b", "c", "d"][i % 4], i as i64),
+                        1 - 2 * (i as i64 % 2),
+                    )
+                })
+                .collect();
+            let batch = ChangeBatch::new(0, 1, changes.clone());
+            for key in ["a", "b", "c", "d", "zz"] {
+                let want: Vec<&(Row, i64)> = changes
+                    .iter()
+                    .filter(|(r, _)| r[0] == Value::str(key))
+                    .collect();
+                let got = batch.of_key(&[0], &[Value::str(key)]);
+                assert_eq!(got, want, "key {key}, {size} changes");
+            }
+            let by_n = batch.of_key(&[1], &[Value::Int(7)]);
+            assert_eq!(by_n, vec![&changes[7]]);
+            assert_eq!(batch.of_key(&[], &[]).len(), size);
+        }
+    }
+
     /// A key with more rows than a copy chunk is read as a long copy: its subscriber gets
     /// every row and then every later batch once.
     #[test]
     fn a_large_key_is_subscribed_whole() {
         let v = view();
         let n = COPY_CHUNK_ROWS as i64 + 10;
-        v.apply(ChangeBatch {
-            lower: 0,
-            upper: 1,
-            changes: (0..n).map(|i| (row("a", i), 1)).collect(),
-        });
+        v.apply(ChangeBatch::new(
+            0,
+            1,
+            (0..n).map(|i| (row("a", i), 1)).collect(),
+        ));
         let (snapshot, mut rx) = v.subscribe(&[Value::str("a")]);
         assert_eq!(snapshot.upper, 1);
         assert_eq!(snapshot.rows.len(), n as usize);
-        v.apply(ChangeBatch {
-            lower: 1,
-            upper: 2,
-            changes: vec![(row("a", n), 1)],
-        });
+        v.apply(ChangeBatch::new(1, 2, vec![(row("a", n), 1)]));
         assert_eq!(rx.try_recv().map(|b| b.upper).ok(), Some(2));
         assert_eq!(v.snapshot(&[Value::str("a")]).rows.len(), n as usize + 1);
     }
@@ -1282,16 +1339,16 @@ mod tests {
     #[test]
     fn folds_changes_by_key() {
         let v = view();
-        v.apply(ChangeBatch {
-            lower: 0,
-            upper: 10,
-            changes: vec![(row("a", 1), 1), (row("b", 2), 2)],
-        });
-        v.apply(ChangeBatch {
-            lower: 10,
-            upper: 20,
-            changes: vec![(row("a", 1), -1), (row("a", 5), 1)],
-        });
+        v.apply(ChangeBatch::new(
+            0,
+            10,
+            vec![(row("a", 1), 1), (row("b", 2), 2)],
+        ));
+        v.apply(ChangeBatch::new(
+            10,
+            20,
+            vec![(row("a", 1), -1), (row("a", 5), 1)],
+        ));
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
         assert_eq!(v.snapshot(&[Value::str("b")]).rows.len(), 2);
         assert_eq!(v.snapshot(&[Value::str("zz")]).rows, Vec::<Row>::new());
@@ -1305,25 +1362,21 @@ mod tests {
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
         assert_eq!(v.upper(), 50);
         // The engine replays history below the snapshot: readers keep the snapshot.
-        v.apply(ChangeBatch {
-            lower: 10,
-            upper: 11,
-            changes: vec![(row("a", 1), 1)],
-        });
-        v.apply(ChangeBatch {
-            lower: 30,
-            upper: 31,
-            changes: vec![(row("a", 1), -1), (row("a", 5), 1)],
-        });
+        v.apply(ChangeBatch::new(10, 11, vec![(row("a", 1), 1)]));
+        v.apply(ChangeBatch::new(
+            30,
+            31,
+            vec![(row("a", 1), -1), (row("a", 5), 1)],
+        ));
         assert!(v.is_catching_up());
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 5)]);
         assert_eq!(v.upper(), 50);
         // Past the snapshot's frontier the engine's state takes over.
-        v.apply(ChangeBatch {
-            lower: 60,
-            upper: 61,
-            changes: vec![(row("a", 5), -1), (row("a", 7), 1)],
-        });
+        v.apply(ChangeBatch::new(
+            60,
+            61,
+            vec![(row("a", 5), -1), (row("a", 7), 1)],
+        ));
         assert!(!v.is_catching_up());
         assert_eq!(v.snapshot(&[Value::str("a")]).rows, vec![row("a", 7)]);
         assert_eq!(v.upper(), 61);
@@ -1352,22 +1405,18 @@ mod tests {
         let mut changes: Vec<(Row, i64)> = (0..100).map(|i| (row("a", i), 1)).collect();
         changes.push((row("a", 50), 1));
         changes.push((row("b", 1000), 1));
-        v.apply(ChangeBatch {
-            lower: 0,
-            upper: 1,
-            changes,
-        });
+        v.apply(ChangeBatch::new(0, 1, changes));
         let page = v.page(&[Value::str("a")], 0, Some(3));
         assert_eq!(page.rows, vec![row("a", 99), row("a", 98), row("a", 97)]);
         assert_eq!(page.total, 101);
         // A row held twice counts twice, and a window may start inside it.
         let page = v.page(&[Value::str("a")], 49, Some(3));
         assert_eq!(page.rows, vec![row("a", 50), row("a", 50), row("a", 49)]);
-        v.apply(ChangeBatch {
-            lower: 1,
-            upper: 2,
-            changes: vec![(row("a", 99), -1), (row("a", 50), -1), (row("a", 120), 1)],
-        });
+        v.apply(ChangeBatch::new(
+            1,
+            2,
+            vec![(row("a", 99), -1), (row("a", 50), -1), (row("a", 120), 1)],
+        ));
         let page = v.page(&[Value::str("a")], 0, Some(2));
         assert_eq!(page.rows, vec![row("a", 120), row("a", 98)]);
         assert_eq!(page.total, 100);
@@ -1380,11 +1429,11 @@ mod tests {
     fn resume_within_and_beyond_retention() {
         let v = view();
         for i in 0..100u64 {
-            v.apply(ChangeBatch {
-                lower: i * 100,
-                upper: (i + 1) * 100,
-                changes: vec![(row("a", i as i64), 1)],
-            });
+            v.apply(ChangeBatch::new(
+                i * 100,
+                (i + 1) * 100,
+                vec![(row("a", i as i64), 1)],
+            ));
         }
         match v.resume(9_900, &[]).0 {
             Resume::Changes(b) => assert_eq!(b.len(), 1),
@@ -1409,13 +1458,13 @@ mod tests {
             },
         );
         for i in 0..100u64 {
-            v.apply(ChangeBatch {
-                lower: i,
-                upper: i + 1,
-                changes: (0..10)
+            v.apply(ChangeBatch::new(
+                i,
+                i + 1,
+                (0..10)
                     .map(|n| (row("a", (i * 10 + n) as i64), 1))
                     .collect(),
-            });
+            ));
         }
         match v.resume(95, &[]).0 {
             Resume::Changes(b) => assert_eq!(b.len(), 5, "the five newest batches fit"),

@@ -225,11 +225,7 @@ pub(crate) fn catch_up(
         key_delta(before, Some(&then), changes.into_iter(), bounds, &mut delta);
         crate::groups::consolidate(keys, &mut delta);
         if !delta.is_empty() {
-            out.push(ChangeBatch {
-                lower: batch.lower.max(since),
-                upper: batch.upper,
-                changes: delta,
-            });
+            out.push(ChangeBatch::new(batch.lower.max(since), batch.upper, delta));
         }
     }
     out
