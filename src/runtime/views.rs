@@ -161,6 +161,12 @@ impl Subscription {
     }
 }
 
+/// True when a view of `query` sorts each key's rows on read: its ORDER BY reads a parameter
+/// the view is not bound to (`ordered` false), so it keeps no order of its own.
+fn sorts_on_read(ordered: bool, query: &Query) -> bool {
+    !ordered && !query.order_by.is_empty()
+}
+
 /// The key of the view that serves `prepared` for a request's `values`: its shape and the
 /// values of the parameters the view is bound to.
 fn view_key(
@@ -495,7 +501,7 @@ impl Views {
     ) -> Result<Option<(Lease, Arc<View>)>, RuntimeError> {
         // A view whose order reads a parameter it is not bound to sorts on read: it keeps no
         // order to take a window of.
-        if !prepared.ordered && !prepared.query.order_by.is_empty() {
+        if sorts_on_read(prepared.ordered, &prepared.query) {
             return Ok(None);
         }
         let key = view_key(prepared, values)?;
@@ -761,7 +767,7 @@ impl Views {
         } else {
             RowOrder::natural()
         };
-        let sorts_on_read = !ordered && !query.order_by.is_empty();
+        let sorts_on_read = sorts_on_read(ordered, query);
         let view = View::ordered(
             plan.columns.clone(),
             KeyColumns(keys),

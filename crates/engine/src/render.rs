@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use differential_dataflow::VecCollection;
-use petrel_sql::{CmpOp, Expr, JoinKind, Plan, PlanNode, SortKey, TemporalBound};
+use petrel_sql::{Aggregate, CmpOp, Expr, JoinKind, Plan, PlanNode, SortKey, TemporalBound};
 use petrel_value::{Row, Value};
 
 use std::sync::Arc;
@@ -60,14 +60,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
                     aggregates,
                 },
                 Some(columns),
-            ) => aggregate::render(
-                render(input, sources),
-                (keys, aggregates),
-                &sources.unit,
-                &sources.guard,
-                sources.bounded_states && input.is_append_only(),
-                Some(columns),
-            ),
+            ) => grouped(input, (keys, aggregates), sources, Some(columns)),
             _ => {
                 let (exprs, guard) = (exprs.clone(), sources.guard.clone());
                 render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
@@ -77,14 +70,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             input,
             keys,
             aggregates,
-        } => aggregate::render(
-            render(input, sources),
-            (keys, aggregates),
-            &sources.unit,
-            &sources.guard,
-            sources.bounded_states && input.is_append_only(),
-            None,
-        ),
+        } => grouped(input, (keys, aggregates), sources, None),
         PlanNode::Distinct { input } => render(input, sources).distinct(),
         PlanNode::Join {
             left,
@@ -161,6 +147,24 @@ fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
     }
     let guard = guard.clone();
     rows.filter(move |_| guard.charge())
+}
+
+/// `GROUP BY keys` with `aggregates` over `input`, its rows made of the `projected` columns
+/// of each group's row when given.
+fn grouped<'s>(
+    input: &Plan,
+    (keys, aggregates): (&[Expr], &[Aggregate]),
+    sources: &Sources<'s>,
+    projected: Option<Vec<usize>>,
+) -> Rows<'s> {
+    aggregate::render(
+        render(input, sources),
+        (keys, aggregates),
+        &sources.unit,
+        &sources.guard,
+        sources.bounded_states && input.is_append_only(),
+        projected,
+    )
 }
 
 /// The columns a projection reads, when it reads nothing but columns, each once.

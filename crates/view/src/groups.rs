@@ -229,12 +229,10 @@ fn fold_shard<'a>(
     order: &RowOrder,
     changes: impl Iterator<Item = &'a (Row, i64)>,
 ) {
-    let key_of =
-        |row: &Row| -> Row { keys.0.iter().filter_map(|&i| row.get(i).cloned()).collect() };
     let same_key = |a: &Row, b: &Row| keys.0.iter().all(|&i| a.get(i) == b.get(i));
     let mut changes = changes.peekable();
     while let Some(first) = changes.next() {
-        let group = shard.entry(key_of(&first.0)).or_default();
+        let group = shard.entry(keys.key_of(&first.0)).or_default();
         let mut change = Some(first);
         while let Some((row, diff)) = change {
             let (before, after) = add_multiplicity(&mut group.rows, order.entry(row), *diff);
@@ -242,7 +240,7 @@ fn fold_shard<'a>(
             change = changes.next_if(|(next, _)| same_key(next, &first.0));
         }
         if group.rows.is_empty() {
-            shard.remove(&key_of(&first.0));
+            shard.remove(&keys.key_of(&first.0));
         }
     }
 }

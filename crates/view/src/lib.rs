@@ -123,9 +123,26 @@ impl ChangeBatch {
     /// once, on the first call, so that each of many subscribers to distinct keys pays for
     /// its own changes, not for a scan of the whole batch.
     pub fn of_key(&self, columns: &[usize], key: &[Value]) -> Vec<&(Row, i64)> {
-        let selected = |row: &Row| columns.iter().zip(key).all(|(&c, k)| row.get(c) == Some(k));
+        match self.index(columns) {
+            Some(places) => places
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|&n| &self.changes[n])
+                .collect(),
+            None => {
+                let selected =
+                    |row: &Row| columns.iter().zip(key).all(|(&c, k)| row.get(c) == Some(k));
+                self.changes.iter().filter(|(r, _)| selected(r)).collect()
+            }
+        }
+    }
+
+    /// Each key's places among the changes, by `columns`: built on the first call, `None`
+    /// for a small batch, no key columns, or columns other than the index was built with.
+    fn index(&self, columns: &[usize]) -> Option<&FxHashMap<Row, Vec<usize>>> {
         if columns.is_empty() || self.changes.len() < INDEX_MIN_CHANGES {
-            return self.changes.iter().filter(|(r, _)| selected(r)).collect();
+            return None;
         }
         let (indexed, places) = self.by_key.get_or_init(|| {
             let mut places: FxHashMap<Row, Vec<usize>> = FxHashMap::default();
@@ -138,21 +155,20 @@ impl ChangeBatch {
             }
             (columns.to_vec(), places)
         });
-        if indexed.as_slice() != columns {
-            return self.changes.iter().filter(|(r, _)| selected(r)).collect();
-        }
-        places
-            .get(key)
-            .into_iter()
-            .flatten()
-            .map(|&n| &self.changes[n])
-            .collect()
+        (indexed.as_slice() == columns).then_some(places)
     }
 }
 
 /// Where a view's rows are grouped: the columns that lifted equality parameters read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyColumns(pub Vec<usize>);
+
+impl KeyColumns {
+    /// The key of `row`: its values in the key columns.
+    pub(crate) fn key_of(&self, row: &Row) -> Row {
+        self.0.iter().filter_map(|&i| row.get(i).cloned()).collect()
+    }
+}
 
 /// A view's rows for one key at one timestamp.
 #[derive(Clone, Debug, PartialEq)]
@@ -581,12 +597,7 @@ impl View {
         let mut late: HashMap<(Row, usize), Vec<(Row, i64)>> = HashMap::new();
         for batch in &batches {
             for (row, diff) in &batch.changes {
-                let key: Row = self
-                    .keys
-                    .0
-                    .iter()
-                    .filter_map(|&i| row.get(i).cloned())
-                    .collect();
+                let key = self.keys.key_of(row);
                 let (place, copied_at) = match copied.get(&key) {
                     Some(chunks) => {
                         let entry = self.order.entry(row);
@@ -638,10 +649,7 @@ impl View {
         if state.failed.is_some() || state.catching_up.is_some() {
             return None;
         }
-        let bounds = window::Bounds {
-            offset,
-            limit: limit.unwrap_or(usize::MAX),
-        };
+        let bounds = window::Bounds::new(offset, limit);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, view)) = window::live(&mut windows)
             .into_iter()
@@ -668,10 +676,7 @@ impl View {
 
     /// True when a window with these bounds exists: asking for it again shares it.
     pub fn has_window(&self, offset: usize, limit: Option<usize>) -> bool {
-        let bounds = window::Bounds {
-            offset,
-            limit: limit.unwrap_or(usize::MAX),
-        };
+        let bounds = window::Bounds::new(offset, limit);
         window::live(&mut self.windows.lock().unwrap_or_else(|e| e.into_inner()))
             .iter()
             .any(|(b, _)| *b == bounds)
@@ -776,13 +781,7 @@ impl View {
         let group = state.groups.get(key);
         Page {
             upper: state.upper,
-            rows: expand(window::rows_in(
-                group,
-                window::Bounds {
-                    offset,
-                    limit: limit.unwrap_or(usize::MAX),
-                },
-            )),
+            rows: expand(window::rows_in(group, window::Bounds::new(offset, limit))),
             total: group.map_or(0, |g| g.total.max(0) as usize),
         }
     }

@@ -21,6 +21,16 @@ pub(crate) struct Bounds {
     pub(crate) limit: usize,
 }
 
+impl Bounds {
+    /// From an OFFSET and a LIMIT (none: every row past the offset).
+    pub(crate) fn new(offset: usize, limit: Option<usize>) -> Bounds {
+        Bounds {
+            offset,
+            limit: limit.unwrap_or(usize::MAX),
+        }
+    }
+}
+
 /// A window and the view that holds it; the view is dropped with its last subscriber.
 pub(crate) struct Window {
     pub(crate) bounds: Bounds,
@@ -87,7 +97,7 @@ impl Deltas {
         let mut places: FxHashMap<Row, usize> = FxHashMap::default();
         let mut touched: Vec<(Row, Vec<usize>)> = Vec::new();
         for (n, (row, _)) in changes.iter().enumerate() {
-            let key: Row = keys.0.iter().filter_map(|&i| row.get(i).cloned()).collect();
+            let key = keys.key_of(row);
             let place = *places.entry(key.clone()).or_insert_with(|| {
                 touched.push((key, Vec::new()));
                 touched.len() - 1
@@ -192,16 +202,10 @@ pub(crate) fn catch_up(
     (key, since): (&[Value], u64),
     bounds: Bounds,
 ) -> Vec<ChangeBatch> {
-    let of_key = |row: &Row| keys.0.iter().zip(key).all(|(&i, k)| row.get(i) == Some(k));
     let after_since: Vec<(&ChangeBatch, Vec<&(Row, i64)>)> = log
         .iter()
         .filter(|b| b.upper > since)
-        .map(|b| {
-            (
-                *b,
-                b.changes.iter().filter(|(row, _)| of_key(row)).collect(),
-            )
-        })
+        .map(|b| (*b, b.of_key(&keys.0, key)))
         .collect();
     let mut then = Group {
         rows: now.map(|g| g.rows.clone()).unwrap_or_default(),
