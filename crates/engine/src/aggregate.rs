@@ -40,6 +40,7 @@ use crate::accum::{Accum, AccumLayout};
 use crate::guard::Guard;
 use crate::keyed::{fold_by_key, KeyedState};
 use crate::render::Rows;
+use crate::source::Feed;
 use crate::values::ValuesLayout;
 
 /// How a distinct-count or extreme aggregate keeps its state.
@@ -598,7 +599,7 @@ impl GroupLayout {
 /// retract the input's rows (see [`Extreme`]). `projected`: the distinct columns of the
 /// group's row a projection over the aggregation reads, which the rows are then made of.
 pub fn render<'s>(
-    input: Rows<'s>,
+    input: Feed<'s>,
     (keys, aggregates): (&[Expr], &[Aggregate]),
     unit: &Rows<'s>,
     guard: &Guard,
@@ -620,19 +621,22 @@ pub fn render<'s>(
     let updates = if layout.only_accumulated() {
         // Pre-summed per key and batch before the exchange (a combiner).
         let (l, g) = (layout.clone(), guard.clone());
-        let contributions = input.explode(move |row| {
+        let contributions = input.map(move |row, diff| {
             g.run(|| {
                 let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
-                (key, l.accumulated.contribution(&row))
+                (key, l.accumulated.contribution(&row).multiply(&diff))
             })
         });
         combine(contributions)
     } else {
         let (l, g) = (layout.clone(), guard.clone());
-        input.flat_map(move |row| {
+        input.map(move |row, diff| {
             g.run(|| {
                 let key: Row = l.keys.iter().map(|e| e.eval(&row)).collect();
-                (key, (l.accumulated.contribution(&row), l.cells(&row)))
+                (
+                    (key, (l.accumulated.contribution(&row), l.cells(&row))),
+                    diff,
+                )
             })
         })
     };

@@ -23,6 +23,7 @@ mod guard;
 mod keyed;
 mod render;
 mod sink;
+mod source;
 mod values;
 mod window;
 mod worker;

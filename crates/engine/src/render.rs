@@ -16,15 +16,16 @@ use petrel_view::{add_multiplicity, RowOrder, SortDirection, SortedRow};
 use crate::aggregate;
 use crate::guard::Guard;
 use crate::keyed::{fold_by_key, KeyedState};
+use crate::source::{Feed, Scan, Slices};
 
 /// A collection of rows at millisecond timestamps.
 pub type Rows<'s> = VecCollection<'s, u64, Row, isize>;
 
-/// What rendering needs besides the plan: the source collections by datasource name and the
+/// What rendering needs besides the plan: the datasources' slices by name and the
 /// collection of the dataflow's constant rows.
 pub struct Sources<'s> {
-    /// Each datasource the plan scans, as a collection.
-    pub tables: BTreeMap<String, Rows<'s>>,
+    /// Each datasource the plan scans, as the slices of its batches.
+    pub(crate) tables: BTreeMap<String, Slices<'s>>,
     /// A collection holding the single empty row once (from worker 0 only); constant rows and
     /// keyless-aggregate markers are derived from it.
     pub unit: Rows<'s>,
@@ -35,19 +36,36 @@ pub struct Sources<'s> {
     pub(crate) bounded_states: bool,
 }
 
+impl<'s> Sources<'s> {
+    /// The rows of `plan` for an operator that reads them in place when it can: a datasource
+    /// under filters and projections is read from its batches, anything else is rendered.
+    pub(crate) fn feed(&self, plan: &Plan) -> Feed<'s> {
+        match Scan::of(plan) {
+            Some(scan) => {
+                let slices = self.tables[scan.table()].clone();
+                Feed::Scan(scan, slices, self.guard.clone())
+            }
+            None => Feed::Rows(render(plan, self)),
+        }
+    }
+}
+
 /// Renders `plan` over `sources`.
 pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
     match &plan.node {
-        PlanNode::Scan { table } => sources.tables[table].clone(),
+        PlanNode::Scan { table } => copied(Scan::whole(table), sources),
         PlanNode::Values { rows } => {
             let rows = rows.clone();
             sources.unit.clone().flat_map(move |_| rows.clone())
         }
-        PlanNode::Filter { input, predicate } => {
-            let (predicate, guard) = (predicate.clone(), sources.guard.clone());
-            render(input, sources)
-                .filter(move |row| guard.run(|| predicate.eval(row).is_true()) == Some(true))
-        }
+        PlanNode::Filter { input, predicate } => match Scan::of(plan) {
+            Some(scan) => copied(scan, sources),
+            None => {
+                let (predicate, guard) = (predicate.clone(), sources.guard.clone());
+                render(input, sources)
+                    .filter(move |row| guard.run(|| predicate.eval(row).is_true()) == Some(true))
+            }
+        },
         PlanNode::TemporalFilter { input, bounds } => {
             temporal(render(input, sources), bounds, sources.guard.clone())
         }
@@ -61,10 +79,13 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
                 },
                 Some(columns),
             ) => grouped(input, (keys, aggregates), sources, Some(columns)),
-            _ => {
-                let (exprs, guard) = (exprs.clone(), sources.guard.clone());
-                render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
-            }
+            _ => match Scan::of(plan) {
+                Some(scan) => copied(scan, sources),
+                None => {
+                    let (exprs, guard) = (exprs.clone(), sources.guard.clone());
+                    render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
+                }
+            },
         },
         PlanNode::Aggregate {
             input,
@@ -139,6 +160,15 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
     }
 }
 
+/// A datasource under filters and projections, its rows copied once: after the filters, as
+/// the projection's columns.
+fn copied<'s>(scan: Scan, sources: &Sources<'s>) -> Rows<'s> {
+    let slices = sources.tables[scan.table()].clone();
+    scan.read(slices, sources.guard.clone(), |row, diff| {
+        Some((row.into_owned(), diff))
+    })
+}
+
 /// Counts the rows `ARRAY JOIN` produced against the view's row budget (ad-hoc queries have
 /// one); past it they stop and the view fails. Joins charge as they make rows.
 fn bounded<'s>(rows: Rows<'s>, guard: &Guard) -> Rows<'s> {
@@ -158,7 +188,7 @@ fn grouped<'s>(
     projected: Option<Vec<usize>>,
 ) -> Rows<'s> {
     aggregate::render(
-        render(input, sources),
+        sources.feed(input),
         (keys, aggregates),
         &sources.unit,
         &sources.guard,

@@ -4,19 +4,36 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
-use differential_dataflow::input::{Input, InputSession};
+use std::sync::Arc;
+
+use differential_dataflow::input::Input as _;
 use petrel_value::Row;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::input::Handle;
+use timely::dataflow::operators::core::Input as _;
 use timely::worker::Worker;
 
 use crate::control::{Control, ControlPort};
 use crate::guard::Guard;
 use crate::render::{render, Sources};
+use crate::source::Slice;
 use crate::{Command, InstallSpec, ViewId};
+
+/// One datasource's input to a view's dataflow: slices of its batches, not copies of rows.
+type SliceInput = Handle<u64, CapacityContainerBuilder<Vec<Slice>>>;
 
 /// An installed view's inputs on this worker.
 struct Installed {
-    inputs: BTreeMap<String, InputSession<u64, Row, isize>>,
+    inputs: BTreeMap<String, SliceInput>,
     dataflow: usize,
+}
+
+/// Moves `input` to `ts` (never back) and lets the dataflow see what it was sent.
+fn advance(input: &mut SliceInput, ts: u64) {
+    if *input.time() < ts {
+        input.advance_to(ts);
+    }
+    input.flush();
 }
 
 /// Runs until told to shut down (or until the engine is gone). `local` is this worker's
@@ -45,12 +62,13 @@ pub(crate) fn run(
                     range,
                     ts,
                 }) => {
-                    let updates = updates.get(range).unwrap_or_default();
                     for inst in installed.values_mut() {
                         if let Some(input) = inst.inputs.get_mut(&*datasource) {
-                            for (row, diff) in updates {
-                                input.update_at(row.clone(), ts, *diff);
-                            }
+                            input.send(Slice {
+                                rows: updates.clone(),
+                                range: range.clone(),
+                                ts,
+                            });
                         }
                     }
                 }
@@ -59,8 +77,7 @@ pub(crate) fn run(
                     control.advance_to(ts);
                     for inst in installed.values_mut() {
                         for input in inst.inputs.values_mut() {
-                            input.advance_to(ts);
-                            input.flush();
+                            advance(input, ts);
                         }
                     }
                 }
@@ -107,9 +124,9 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
         let mut inputs = BTreeMap::new();
         let mut tables = BTreeMap::new();
         for (name, _) in &spec.history {
-            let (input, collection) = scope.new_collection::<Row, isize>();
+            let (input, slices) = scope.new_input::<Vec<Slice>>();
             inputs.insert(name.clone(), input);
-            tables.insert(name.clone(), collection);
+            tables.insert(name.clone(), slices);
         }
         let (unit_input, unit) = scope.new_collection::<Row, isize>();
         let guard = Guard::new(spec.view.clone(), spec.budget.clone());
@@ -130,26 +147,43 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
     drop(unit_input);
     for (name, history) in &spec.history {
         if let Some(input) = inputs.get_mut(name) {
-            input.advance_to(spec.floor);
+            advance(input, spec.floor);
             let floor = spec.floor;
-            let mut unstepped = 0;
+            // Rows of one time, sent as one slice of their own batch.
+            let mut batch: Vec<(Row, isize)> = Vec::with_capacity(REPLAY_STEP_ROWS);
+            let mut batch_ts = floor;
+            let send = |input: &mut SliceInput, batch: &mut Vec<(Row, isize)>, ts: u64| {
+                let rows = std::mem::replace(batch, Vec::with_capacity(REPLAY_STEP_ROWS));
+                let range = 0..rows.len();
+                input.send(Slice {
+                    rows: Arc::new(rows),
+                    range,
+                    ts,
+                });
+            };
             let replayed = history.replay(local_index, local_peers, &mut |row, ts, diff| {
-                input.update_at(row, ts.max(floor), diff);
-                unstepped += 1;
+                let ts = ts.max(floor);
+                if ts != batch_ts && !batch.is_empty() {
+                    send(input, &mut batch, batch_ts);
+                }
+                batch_ts = ts;
+                batch.push((row, diff));
                 // The dataflow folds the history as it comes, while its rows are still in
                 // cache, instead of queueing all of it in its channels first.
-                if unstepped == REPLAY_STEP_ROWS {
-                    unstepped = 0;
+                if batch.len() == REPLAY_STEP_ROWS {
+                    send(input, &mut batch, batch_ts);
                     input.flush();
                     worker.step();
                 }
             });
+            if !batch.is_empty() {
+                send(input, &mut batch, batch_ts);
+            }
             if let Err(e) = replayed {
                 spec.view
                     .fail(format!("replaying datasource '{name}' failed: {e}"));
             }
-            input.advance_to(spec.as_of);
-            input.flush();
+            advance(input, spec.as_of);
         }
     }
     Installed { inputs, dataflow }

@@ -1,0 +1,182 @@
+//! A datasource's rows as they reach a view's dataflow: the inserted batch itself, shared by
+//! every view that reads it, and read where it lies.
+//!
+//! An insert is one `Arc` of rows. Each view's input receives a [`Slice`] of it (a range and
+//! a time), not copies of its rows, and the filters and projections over the datasource (a
+//! [`Scan`]) run on each row in place: a view copies only the rows that pass its filters, a
+//! projection builds only its own columns, and a `GROUP BY` over a datasource makes its keys
+//! and contributions straight from the batch ([`Feed`]). So `n` views over one datasource cost
+//! `n` reads of each row, not `n` copies of it.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
+
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, VecCollection};
+use petrel_sql::{Expr, Plan, PlanNode};
+use petrel_value::Row;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map as _;
+use timely::dataflow::Stream;
+
+use crate::guard::Guard;
+use crate::render::Rows;
+
+/// Rows `range` of an inserted (or replayed) batch, entering at `ts`.
+#[derive(Clone)]
+pub(crate) struct Slice {
+    pub rows: Arc<Vec<(Row, isize)>>,
+    pub range: Range<usize>,
+    pub ts: u64,
+}
+
+impl Slice {
+    fn updates(&self) -> &[(Row, isize)] {
+        self.rows.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
+/// One datasource's slices, as a view's dataflow receives them.
+pub(crate) type Slices<'s> = Stream<'s, u64, Vec<Slice>>;
+
+/// One step of a [`Scan`].
+#[derive(Clone)]
+enum Step {
+    /// Keeps the rows the predicate holds for.
+    Filter(Expr),
+    /// Replaces each row by these expressions' values.
+    Project(Vec<Expr>),
+}
+
+/// Filters and projections over one datasource, applied to each row where it lies.
+#[derive(Clone)]
+pub(crate) struct Scan {
+    table: String,
+    /// In the order they apply.
+    steps: Vec<Step>,
+}
+
+impl Scan {
+    /// The scan `plan` is, when it is a datasource under filters and projections only.
+    pub(crate) fn of(plan: &Plan) -> Option<Scan> {
+        match &plan.node {
+            PlanNode::Scan { table } => Some(Scan::whole(table)),
+            PlanNode::Filter { input, predicate } => {
+                let mut scan = Scan::of(input)?;
+                scan.steps.push(Step::Filter(predicate.clone()));
+                Some(scan)
+            }
+            PlanNode::Project { input, exprs } => {
+                let mut scan = Scan::of(input)?;
+                scan.steps.push(Step::Project(exprs.clone()));
+                Some(scan)
+            }
+            _ => None,
+        }
+    }
+
+    /// All of `table`'s rows.
+    pub(crate) fn whole(table: &str) -> Scan {
+        Scan {
+            table: table.to_string(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// The datasource it reads.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// `row` after the steps, or None when a filter drops it (or evaluating fails: the guard
+    /// then fails the view). Borrowed unless a projection made a new row.
+    fn apply<'r>(&self, guard: &Guard, row: &'r Row) -> Option<Cow<'r, Row>> {
+        let mut row = Cow::Borrowed(row);
+        for step in &self.steps {
+            match step {
+                Step::Filter(predicate) => {
+                    if guard.run(|| predicate.eval(&row).is_true()) != Some(true) {
+                        return None;
+                    }
+                }
+                Step::Project(exprs) => {
+                    let projected: Row =
+                        guard.run(|| exprs.iter().map(|e| e.eval(&row)).collect())?;
+                    row = Cow::Owned(projected);
+                }
+            }
+        }
+        Some(row)
+    }
+
+    /// Applies `f` to each row of `slices` that passes the steps, with the row's multiplicity;
+    /// what it returns enters the collection at the slice's time.
+    pub(crate) fn read<'s, D, R>(
+        self,
+        slices: Slices<'s>,
+        guard: Guard,
+        f: impl Fn(Cow<'_, Row>, isize) -> Option<(D, R)> + 'static,
+    ) -> VecCollection<'s, u64, D, R>
+    where
+        D: differential_dataflow::Data,
+        R: Semigroup + 'static,
+    {
+        slices
+            .unary::<CapacityContainerBuilder<Vec<(D, u64, R)>>, _, _, _>(
+                Pipeline,
+                "Scan",
+                move |_, _| {
+                    move |input, output| {
+                        input.for_each(|cap, data| {
+                            let mut session = output.session(&cap);
+                            for slice in data.iter() {
+                                // The engine sends no slice older than its input's time; a
+                                // record is never placed before its capability.
+                                let ts = cap.least().map_or(slice.ts, |&t| slice.ts.max(t));
+                                for (row, diff) in slice.updates() {
+                                    if let Some(row) = self.apply(&guard, row) {
+                                        if let Some((d, r)) = f(row, *diff) {
+                                            session.give((d, ts, r));
+                                        }
+                                    }
+                                }
+                            }
+                        });
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+/// The rows an operator keyed on them reads: a collection, or a scan of a datasource read in
+/// place (no row is copied on its way to the operator's keys).
+pub(crate) enum Feed<'s> {
+    Rows(Rows<'s>),
+    Scan(Scan, Slices<'s>, Guard),
+}
+
+impl<'s> Feed<'s> {
+    /// What `f` makes of each row, with the row's multiplicity.
+    pub(crate) fn map<D, R>(
+        self,
+        f: impl Fn(Cow<'_, Row>, isize) -> Option<(D, R)> + 'static,
+    ) -> VecCollection<'s, u64, D, R>
+    where
+        D: differential_dataflow::Data,
+        R: Semigroup + 'static,
+    {
+        match self {
+            Feed::Rows(rows) => rows
+                .inner
+                .flat_map(move |(row, time, diff)| {
+                    f(Cow::Owned(row), diff).map(|(d, r)| (d, time, r))
+                })
+                .as_collection(),
+            Feed::Scan(scan, slices, guard) => scan.read(slices, guard, f),
+        }
+    }
+}
