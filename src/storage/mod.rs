@@ -23,6 +23,7 @@ mod cluster_log;
 mod manifest;
 mod memory_log;
 mod part;
+mod part_merge;
 mod table;
 mod view_snapshot;
 

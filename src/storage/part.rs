@@ -111,7 +111,7 @@ pub(crate) struct EncodedPart {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
+pub(super) enum Kind {
     Bool,
     Int,
     UInt,
@@ -401,7 +401,7 @@ pub(crate) struct PartWriter {
 
 impl PartWriter {
     /// A writer of parts with columns `names` stored as `kinds`.
-    fn new(names: &[String], kinds: Vec<Kind>) -> Result<PartWriter, StorageError> {
+    pub(super) fn new(names: &[String], kinds: Vec<Kind>) -> Result<PartWriter, StorageError> {
         let mut fields = vec![
             Field::new("_seq", DataType::UInt64, false),
             Field::new("_ts", DataType::UInt64, false),
@@ -461,22 +461,16 @@ impl PartWriter {
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
         ];
-        for (c, kind) in self.kinds.iter().enumerate() {
-            let array = build_column(rows, c, *kind)?;
-            let stats = &mut self.stats[c];
-            if let Some(found) = array_extremes(&array, *kind) {
-                if let Some((least, greatest)) = found {
-                    if stats.min.as_ref().is_none_or(|m| least < *m) {
-                        stats.min = Some(least);
-                    }
-                    if stats.max.as_ref().is_none_or(|m| greatest > *m) {
-                        stats.max = Some(greatest);
-                    }
-                }
+        for c in 0..self.kinds.len() {
+            let kind = self.kinds[c];
+            let array = build_column(rows, c, kind)?;
+            if let Some(found) = array_extremes(&array, kind) {
+                self.fold_extremes(c, found);
                 columns.push(array);
                 continue;
             }
             columns.push(array);
+            let stats = &mut self.stats[c];
             // The prefixes settle almost every comparison without comparing values.
             let prefix = |m: &Option<Value>| m.as_ref().map(|v| v.order_prefix().0);
             let (mut min_prefix, mut max_prefix) = (prefix(&stats.min), prefix(&stats.max));
@@ -497,6 +491,45 @@ impl PartWriter {
             }
         }
         Ok(columns)
+    }
+
+    /// Folds one batch's least and greatest value of column `c` into the part's statistics.
+    fn fold_extremes(&mut self, c: usize, found: Option<(Value, Value)>) {
+        let stats = &mut self.stats[c];
+        if let Some((least, greatest)) = found {
+            if stats.min.as_ref().is_none_or(|m| least < *m) {
+                stats.min = Some(least);
+            }
+            if stats.max.as_ref().is_none_or(|m| greatest > *m) {
+                stats.max = Some(greatest);
+            }
+        }
+    }
+
+    /// Appends one record batch of a part's columns (log position, time and diff first)
+    /// already in the part's order, as a columnar merge makes them, folding each column's
+    /// extremes into the statistics.
+    pub(super) fn write_batch(&mut self, columns: Vec<ArrayRef>) -> Result<(), StorageError> {
+        for (c, kind) in self.kinds.clone().into_iter().enumerate() {
+            let Some(array) = columns.get(c + 3) else {
+                continue;
+            };
+            let found = match array_extremes(array, kind) {
+                Some(found) => found,
+                None => {
+                    let mut cells: Vec<Row> = vec![Vec::with_capacity(1); array.len()];
+                    read_cells(array, kind, &mut cells)?;
+                    let mut values = cells.into_iter().flatten().filter(|v| !v.is_null());
+                    values.next().map(|first| {
+                        values.fold((first.clone(), first), |(lo, hi), v| {
+                            (lo.min(v.clone()), hi.max(v))
+                        })
+                    })
+                }
+            };
+            self.fold_extremes(c, found);
+        }
+        self.write_columns(columns)
     }
 
     /// Writes one record batch of the part's columns.
@@ -568,11 +601,11 @@ impl PartReader {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StorageError {
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("unreadable part: {e}"))
 }
 
-fn downcast<T: 'static>(a: &ArrayRef) -> Result<&T, StorageError> {
+pub(super) fn downcast<T: 'static>(a: &ArrayRef) -> Result<&T, StorageError> {
     a.as_any()
         .downcast_ref::<T>()
         .ok_or_else(|| corrupt("a column does not have the type its metadata says"))
@@ -664,7 +697,7 @@ fn read(
 }
 
 /// How a part's schema says its columns are stored.
-fn kinds_of(schema: &Schema) -> Result<Vec<Kind>, StorageError> {
+pub(super) fn kinds_of(schema: &Schema) -> Result<Vec<Kind>, StorageError> {
     schema
         .fields()
         .iter()

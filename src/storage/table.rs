@@ -22,6 +22,7 @@ use petrel_view::Ts;
 
 use super::manifest::{Manifest, PartInfo};
 use super::part::{self, PartRow};
+use super::part_merge;
 use super::{Storage, StorageError};
 
 /// One appended batch.
@@ -593,9 +594,39 @@ impl TableLog {
         b: &PartInfo,
         file: String,
     ) -> Result<(PartInfo, i64), StorageError> {
+        let (bytes_a, bytes_b) = (self.read_part(a)?, self.read_part(b)?);
+        // Column by column where both parts store their columns alike and no row can have
+        // expired (expiry is a function of the row's values).
+        if self.rules.expiry.is_none() {
+            let merged = part_merge::merge(
+                bytes_a.clone(),
+                bytes_b.clone(),
+                &self.columns,
+                &self.rules.sort_key,
+            )?;
+            if let Some(m) = merged {
+                let bytes = m.encoded.bytes.len() as u64;
+                self.storage
+                    .put(&self.path(&format!("parts/{file}")), m.encoded.bytes)?;
+                let info = PartInfo {
+                    file,
+                    first: a.first,
+                    end: b.end,
+                    partition: a.partition.clone(),
+                    updates: m.updates,
+                    net_rows: m.net_rows,
+                    bytes,
+                    row_groups: m.encoded.row_groups,
+                    min_ts: m.min_ts,
+                    max_ts: m.max_ts,
+                    columns: m.encoded.stats,
+                };
+                return Ok((info, 0));
+            }
+        }
         let mut readers = [
-            part::PartReader::open(self.read_part(a)?)?,
-            part::PartReader::open(self.read_part(b)?)?,
+            part::PartReader::open(bytes_a)?,
+            part::PartReader::open(bytes_b)?,
         ];
         let holds =
             |p: &PartInfo| -> Vec<bool> { p.columns.iter().map(|c| c.min.is_some()).collect() };
