@@ -149,14 +149,19 @@ impl GroupLayout {
                 Value::Null
             } else {
                 match part {
-                    Part::Distinct => {
-                        let args: Row = agg.args.iter().map(|a| a.eval(row)).collect();
-                        if args.first().is_some_and(Value::is_null) {
-                            Value::Null
-                        } else {
-                            Value::Tuple(args)
+                    // One argument is counted as itself (no tuple to allocate, hash and
+                    // compare through), several as their tuple.
+                    Part::Distinct => match agg.args.as_slice() {
+                        [arg] => arg.eval(row),
+                        args => {
+                            let args: Row = args.iter().map(|a| a.eval(row)).collect();
+                            if args.first().is_some_and(Value::is_null) {
+                                Value::Null
+                            } else {
+                                Value::Tuple(args)
+                            }
                         }
-                    }
+                    },
                     Part::DistinctElements => agg.args[0].eval(row),
                     Part::Quantile(_) => match agg.args[0].eval(row).as_f64() {
                         Some(x) => Value::Float(F64(x)),
@@ -483,26 +488,33 @@ impl KeyedState for GroupState {
 
     fn apply(&mut self, (accumulated, cells): (Accum, Row), diff: isize) {
         self.accumulated.plus_equals(&accumulated.multiply(&diff));
-        let n = self.parts.len();
-        for (state, cell) in self.parts.iter_mut().zip(&cells) {
+        // The cells are the update's own: each moves into the state that keeps it.
+        let mut cells = cells.into_iter();
+        let parts = self.parts.iter_mut().zip(&self.layout.parts);
+        for ((state, (_, part)), cell) in parts.zip(cells.by_ref()) {
             match (state, cell) {
                 (_, Value::Null) => {}
-                (PartState::Distinct(m), Value::Array(items)) => {
+                (PartState::Distinct(m), Value::Array(items))
+                    if *part == Part::DistinctElements =>
+                {
                     for item in items {
-                        bump_hashed(m, item.clone(), diff);
+                        bump_hashed(m, item, diff);
                     }
                 }
-                (PartState::Distinct(m), v) => bump_hashed(m, v.clone(), diff),
-                (PartState::Extreme(e), Value::Tuple(pair)) if pair.len() == 2 => e.apply(
-                    (SqlOrdered(pair[0].clone()), SqlOrdered(pair[1].clone())),
-                    diff,
-                ),
+                (PartState::Distinct(m), v) => bump_hashed(m, v, diff),
+                (PartState::Extreme(e), Value::Tuple(pair)) if pair.len() == 2 => {
+                    let mut pair = pair.into_iter();
+                    if let (Some(order), Some(value)) = (pair.next(), pair.next()) {
+                        e.apply((SqlOrdered(order), SqlOrdered(value)), diff);
+                    }
+                }
                 (PartState::Ranked(r), Value::Float(x)) => r.add(x.0, diff as i64),
                 (PartState::Extreme(_) | PartState::Ranked(_), _) => {}
             }
         }
-        if cells.len() > n {
-            bump(&mut self.whole, cells[n..].to_vec(), diff);
+        let whole: Row = cells.collect();
+        if !whole.is_empty() {
+            bump(&mut self.whole, whole, diff);
         }
     }
 
