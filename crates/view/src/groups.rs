@@ -138,21 +138,33 @@ fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
     });
     let mut taken: Vec<Option<(Row, i64)>> =
         std::mem::take(changes).into_iter().map(Some).collect();
-    *changes = merge_adjacent(order.into_iter().filter_map(|(_, _, n)| taken[n].take()));
+    *changes = merge_adjacent_hashed(
+        order
+            .into_iter()
+            .filter_map(|(_, hash, n)| taken[n].take().map(|(row, diff)| (hash, row, diff))),
+    );
 }
 
 /// Sums the multiplicities of equal rows that come one after another, dropping the rows
 /// that reach zero: consolidation once equal rows are next to each other.
 pub(crate) fn merge_adjacent(rows: impl Iterator<Item = (Row, i64)>) -> Vec<(Row, i64)> {
+    merge_adjacent_hashed(rows.map(|(row, diff)| (0, row, diff)))
+}
+
+/// [`merge_adjacent`] of rows with their hashes: rows whose hashes differ are told apart
+/// without comparing their values.
+fn merge_adjacent_hashed(rows: impl Iterator<Item = (u64, Row, i64)>) -> Vec<(Row, i64)> {
     let mut out: Vec<(Row, i64)> = Vec::with_capacity(rows.size_hint().0);
-    for (row, diff) in rows {
+    let mut last_hash = None;
+    for (hash, row, diff) in rows {
         match out.last_mut() {
-            Some((last, sum)) if *last == row => *sum += diff,
+            Some((last, sum)) if last_hash == Some(hash) && *last == row => *sum += diff,
             _ => {
                 if out.last().is_some_and(|(_, sum)| *sum == 0) {
                     out.pop();
                 }
                 out.push((row, diff));
+                last_hash = Some(hash);
             }
         }
     }
