@@ -187,6 +187,28 @@ fn grouped<'s>(
     sources: &Sources<'s>,
     projected: Option<Vec<usize>>,
 ) -> Rows<'s> {
+    // A projection of plain columns under the aggregation (a parameter lifted into the key
+    // copies its column) is read through: the keys and arguments read its input's columns,
+    // and no row of copies is made per input row.
+    if let PlanNode::Project {
+        input: inner,
+        exprs,
+    } = &input.node
+    {
+        if let Some(columns) = plain_columns(exprs) {
+            let map = |i: usize| columns.get(i).copied().unwrap_or(i);
+            let keys: Vec<Expr> = keys.iter().map(|k| k.map_columns(&map)).collect();
+            let aggregates: Vec<Aggregate> = aggregates
+                .iter()
+                .map(|a| Aggregate {
+                    args: a.args.iter().map(|e| e.map_columns(&map)).collect(),
+                    filter: a.filter.as_ref().map(|e| e.map_columns(&map)),
+                    ..a.clone()
+                })
+                .collect();
+            return grouped(inner, (&keys, &aggregates), sources, projected);
+        }
+    }
     aggregate::render(
         sources.feed(input),
         (keys, aggregates),
@@ -197,16 +219,25 @@ fn grouped<'s>(
     )
 }
 
+/// The columns a projection reads, when it reads nothing but columns.
+fn plain_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
+    exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Column(c) => Some(*c),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The columns a projection reads, when it reads nothing but columns, each once.
 fn distinct_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
-    let mut columns = Vec::with_capacity(exprs.len());
-    for e in exprs {
-        match e {
-            Expr::Column(c) if !columns.contains(c) => columns.push(*c),
-            _ => return None,
-        }
-    }
-    Some(columns)
+    let columns = plain_columns(exprs)?;
+    let distinct = columns
+        .iter()
+        .enumerate()
+        .all(|(i, c)| !columns[..i].contains(c));
+    distinct.then_some(columns)
 }
 
 fn eval_all(exprs: &[Expr], row: &[Value]) -> Row {
