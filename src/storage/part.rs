@@ -582,12 +582,21 @@ impl PartReader {
         PartKinds(self.kinds.clone())
     }
 
+    /// How the part stores each of its columns (the datasource's, in order).
+    pub(super) fn stored_kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// The next record batch, or `None` at the end.
+    pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, StorageError> {
+        self.batches.next().transpose().map_err(corrupt)
+    }
+
     /// The next updates, or `None` at the end.
     pub(crate) fn next_rows(&mut self) -> Result<Option<Vec<PartRow>>, StorageError> {
-        let Some(batch) = self.batches.next() else {
+        let Some(batch) = self.next_batch()? else {
             return Ok(None);
         };
-        let batch = batch.map_err(corrupt)?;
         let mut out = Vec::with_capacity(batch.num_rows());
         rows_of(&batch, &self.kinds, &mut |seq, row, ts, diff| {
             out.push(PartRow {

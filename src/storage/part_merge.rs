@@ -16,15 +16,13 @@ use arrow_array::{
     RecordBatch, StringArray, UInt64Array,
 };
 use arrow_select::interleave::interleave;
-use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use petrel_value::F64;
 use petrel_view::Ts;
 
-use super::part::{corrupt, downcast, kinds_of, EncodedPart, Kind, PartWriter, ROW_GROUP_ROWS};
+use super::part::{corrupt, downcast, EncodedPart, Kind, PartReader, PartWriter, ROW_GROUP_ROWS};
 use super::StorageError;
 
-/// A merged part and what the manifest says of it.
+/// A merged part and what the manifest says of it (a merge by rows gives the same).
 pub(crate) struct Merged {
     pub encoded: EncodedPart,
     pub updates: u64,
@@ -101,7 +99,7 @@ impl KeyColumn {
 
 /// One input part: its remaining batches and the batch being read.
 struct Side {
-    batches: ParquetRecordBatchReader,
+    reader: PartReader,
     /// The batch being read: its place among the held batches, its sorting-key columns and
     /// log positions, and the next row.
     current: Option<Current>,
@@ -123,8 +121,7 @@ impl Side {
         key_columns: &[(usize, Kind)],
     ) -> Result<(), StorageError> {
         self.current = None;
-        for batch in self.batches.by_ref() {
-            let batch = batch.map_err(corrupt)?;
+        while let Some(batch) = self.reader.next_batch()? {
             if batch.num_rows() == 0 {
                 continue;
             }
@@ -162,25 +159,24 @@ fn after(a: &Current, b: &Current) -> bool {
         .is_gt()
 }
 
-/// Merges parts `a` and `b` (each in the part order) into one part with columns `names`,
-/// streaming one row group at a time; `None` when their columns are not stored alike, so
-/// only a row-by-row merge can reconcile them.
+/// Whether two parts of a datasource with `width` columns can be merged by columns: they
+/// store every column alike, and none as encoded values (which only a merge by rows
+/// compares).
+pub(crate) fn applies(a: &PartReader, b: &PartReader, width: usize) -> bool {
+    a.stored_kinds() == b.stored_kinds()
+        && a.stored_kinds().len() == width
+        && !a.stored_kinds().contains(&Kind::Encoded)
+}
+
+/// Merges parts `a` and `b` (each in the part order, and [`applies`] to them) into one part
+/// with columns `names`, streaming one row group at a time.
 pub(crate) fn merge(
-    a: Bytes,
-    b: Bytes,
+    a: PartReader,
+    b: PartReader,
     names: &[String],
     sort_key: &[usize],
-) -> Result<Option<Merged>, StorageError> {
-    let open = |bytes: Bytes| -> Result<(Vec<Kind>, ParquetRecordBatchReader), StorageError> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?;
-        let kinds = kinds_of(builder.schema())?;
-        Ok((kinds, builder.build().map_err(corrupt)?))
-    };
-    let (kinds, a) = open(a)?;
-    let (kinds_b, b) = open(b)?;
-    if kinds != kinds_b || kinds.len() != names.len() || kinds.contains(&Kind::Encoded) {
-        return Ok(None);
-    }
+) -> Result<Merged, StorageError> {
+    let kinds = a.stored_kinds().to_vec();
     let key_columns: Vec<(usize, Kind)> = sort_key
         .iter()
         .filter_map(|&c| kinds.get(c).map(|k| (c + 3, *k)))
@@ -189,11 +185,11 @@ pub(crate) fn merge(
     let mut held: Vec<RecordBatch> = Vec::new();
     let mut sides = [
         Side {
-            batches: a,
+            reader: a,
             current: None,
         },
         Side {
-            batches: b,
+            reader: b,
             current: None,
         },
     ];
@@ -228,7 +224,7 @@ pub(crate) fn merge(
         }
     }
     write_picks(&mut writer, &mut held, &mut picks, &mut sides, &mut totals)?;
-    Ok(Some(Merged {
+    Ok(Merged {
         encoded: writer.finish()?,
         updates: totals.updates,
         net_rows: totals.net_rows,
@@ -238,7 +234,7 @@ pub(crate) fn merge(
             totals.min_ts
         },
         max_ts: totals.max_ts,
-    }))
+    })
 }
 
 /// Gathers the picked rows of the held batches into one record batch and writes it, then
@@ -319,7 +315,12 @@ mod tests {
         order.into_iter().map(|i| rows[i].clone()).collect()
     }
 
-    fn read_back(bytes: Bytes) -> Vec<(u64, Ts, isize, Vec<Value>)> {
+    fn reader(rows: &[PartRow]) -> PartReader {
+        let bytes = part::encode(&names(), rows).expect("encodes").bytes;
+        PartReader::open(bytes).expect("opens")
+    }
+
+    fn read_back(bytes: bytes::Bytes) -> Vec<(u64, Ts, isize, Vec<Value>)> {
         let mut out = Vec::new();
         part::decode_with_seq(bytes, &mut |seq, row, ts, diff| {
             out.push((seq, ts, diff, row))
@@ -336,10 +337,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let a = part_rows(&mut rng, ROW_GROUP_ROWS + 1_234, 0);
         let b = part_rows(&mut rng, 40_000, 100_000);
-        let encode = |rows: &[PartRow]| part::encode(&names(), rows).expect("encodes").bytes;
-        let merged = merge(encode(&a), encode(&b), &names(), &[0, 1])
-            .expect("merges")
-            .expect("both parts store their columns alike");
+        let (a_part, b_part) = (reader(&a), reader(&b));
+        assert!(applies(&a_part, &b_part, names().len()));
+        let merged = merge(a_part, b_part, &names(), &[0, 1]).expect("merges");
         let union: Vec<PartRow> = a.iter().chain(&b).cloned().collect();
         let expected: Vec<PartRow> = part::sort_order(&union, &[0, 1])
             .into_iter()
@@ -375,8 +375,6 @@ mod tests {
         let a = part_rows(&mut rng, 100, 0);
         let mut b = part_rows(&mut rng, 100, 1_000);
         b[0].row[1] = Value::Int(-1);
-        let encode = |rows: &[PartRow]| part::encode(&names(), rows).expect("encodes").bytes;
-        let merged = merge(encode(&a), encode(&b), &names(), &[0, 1]).expect("reads both");
-        assert!(merged.is_none());
+        assert!(!applies(&reader(&a), &reader(&b), names().len()));
     }
 }

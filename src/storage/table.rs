@@ -594,40 +594,49 @@ impl TableLog {
         b: &PartInfo,
         file: String,
     ) -> Result<(PartInfo, i64), StorageError> {
-        let (bytes_a, bytes_b) = (self.read_part(a)?, self.read_part(b)?);
+        let readers = [
+            part::PartReader::open(self.read_part(a)?)?,
+            part::PartReader::open(self.read_part(b)?)?,
+        ];
         // Column by column where both parts store their columns alike and no row can have
         // expired (expiry is a function of the row's values).
-        if self.rules.expiry.is_none() {
-            let merged = part_merge::merge(
-                bytes_a.clone(),
-                bytes_b.clone(),
-                &self.columns,
-                &self.rules.sort_key,
-            )?;
-            if let Some(m) = merged {
-                let bytes = m.encoded.bytes.len() as u64;
-                self.storage
-                    .put(&self.path(&format!("parts/{file}")), m.encoded.bytes)?;
-                let info = PartInfo {
-                    file,
-                    first: a.first,
-                    end: b.end,
-                    partition: a.partition.clone(),
-                    updates: m.updates,
-                    net_rows: m.net_rows,
-                    bytes,
-                    row_groups: m.encoded.row_groups,
-                    min_ts: m.min_ts,
-                    max_ts: m.max_ts,
-                    columns: m.encoded.stats,
-                };
-                return Ok((info, 0));
+        let (merged, dropped) = match readers {
+            [ra, rb]
+                if self.rules.expiry.is_none()
+                    && part_merge::applies(&ra, &rb, self.columns.len()) =>
+            {
+                let merged = part_merge::merge(ra, rb, &self.columns, &self.rules.sort_key)?;
+                (merged, 0)
             }
-        }
-        let mut readers = [
-            part::PartReader::open(bytes_a)?,
-            part::PartReader::open(bytes_b)?,
-        ];
+            readers => self.merge_rows(a, b, readers)?,
+        };
+        let bytes = merged.encoded.bytes.len() as u64;
+        self.storage
+            .put(&self.path(&format!("parts/{file}")), merged.encoded.bytes)?;
+        let info = PartInfo {
+            file,
+            first: a.first,
+            end: b.end,
+            partition: a.partition.clone(),
+            updates: merged.updates,
+            net_rows: merged.net_rows,
+            bytes,
+            row_groups: merged.encoded.row_groups,
+            min_ts: merged.min_ts,
+            max_ts: merged.max_ts,
+            columns: merged.encoded.stats,
+        };
+        Ok((info, dropped))
+    }
+
+    /// Merges two parts row by row, dropping expired rows; returns the merged part and the
+    /// net rows dropped.
+    fn merge_rows(
+        &self,
+        a: &PartInfo,
+        b: &PartInfo,
+        mut readers: [part::PartReader; 2],
+    ) -> Result<(part_merge::Merged, i64), StorageError> {
         let holds =
             |p: &PartInfo| -> Vec<bool> { p.columns.iter().map(|c| c.min.is_some()).collect() };
         let kinds = readers[0]
@@ -672,24 +681,14 @@ impl TableLog {
             }
         }
         flush(&mut out, &mut writer)?;
-        let encoded = writer.finish()?;
-        let bytes = encoded.bytes.len() as u64;
-        self.storage
-            .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
-        let info = PartInfo {
-            file,
-            first: a.first,
-            end: b.end,
-            partition: a.partition.clone(),
+        let merged = part_merge::Merged {
+            encoded: writer.finish()?,
             updates,
             net_rows,
-            bytes,
-            row_groups: encoded.row_groups,
             min_ts: if updates == 0 { 0 } else { min_ts },
             max_ts,
-            columns: encoded.stats,
         };
-        Ok((info, dropped))
+        Ok((merged, dropped))
     }
 
     /// The order rows have in a part: by the sorting key, then by log position.

@@ -41,12 +41,15 @@ impl<'s> Sources<'s> {
     /// under filters and projections is read from its batches, anything else is rendered.
     pub(crate) fn feed(&self, plan: &Plan) -> Feed<'s> {
         match Scan::of(plan) {
-            Some(scan) => {
-                let slices = self.tables[scan.table()].clone();
-                Feed::Scan(scan, slices, self.guard.clone())
-            }
+            Some(scan) => self.scanned(scan),
             None => Feed::Rows(render(plan, self)),
         }
+    }
+
+    /// `scan` read from its datasource's batches.
+    fn scanned(&self, scan: Scan) -> Feed<'s> {
+        let slices = self.tables[scan.table()].clone();
+        Feed::Scan(scan, slices, self.guard.clone())
     }
 }
 
@@ -163,10 +166,9 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
 /// A datasource under filters and projections, its rows copied once: after the filters, as
 /// the projection's columns.
 fn copied<'s>(scan: Scan, sources: &Sources<'s>) -> Rows<'s> {
-    let slices = sources.tables[scan.table()].clone();
-    scan.read(slices, sources.guard.clone(), |row, diff| {
-        Some((row.into_owned(), diff))
-    })
+    sources
+        .scanned(scan)
+        .map(|row, diff| Some((row.into_owned(), diff)))
 }
 
 /// Counts the rows `ARRAY JOIN` produced against the view's row budget (ad-hoc queries have

@@ -114,7 +114,7 @@ impl Scan {
 
     /// Applies `f` to each row of `slices` that passes the steps, with the row's multiplicity;
     /// what it returns enters the collection at the slice's time.
-    pub(crate) fn read<'s, D, R>(
+    fn read<'s, D, R>(
         self,
         slices: Slices<'s>,
         guard: Guard,

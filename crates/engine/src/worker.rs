@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use differential_dataflow::input::Input as _;
 use petrel_value::Row;
