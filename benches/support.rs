@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use petrel::project::Project;
@@ -10,7 +12,74 @@ use petrel::runtime::{Runtime, RuntimeConfig};
 use petrel::serve::{self, AppState, Tokens};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// Whether [`CountingAlloc`] counts (only the benches that report the heap turn it on).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Bytes allocated and not freed since counting started.
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+/// mimalloc, as the server's binary uses, that can also count the bytes allocated and not yet
+/// freed: the process's resident memory includes pages the allocator keeps after transient
+/// work, the heap is what the process holds.
+pub struct CountingAlloc;
+
+// SAFETY: every call is passed on to mimalloc unchanged; the counter only reads sizes.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        count(!p.is_null(), layout.size() as isize);
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        count(!p.is_null(), layout.size() as isize);
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        count(true, -(layout.size() as isize));
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        count(!p.is_null(), new_size as isize - layout.size() as isize);
+        p
+    }
+}
+
+fn count(done: bool, bytes: isize) {
+    if done && COUNTING.load(Ordering::Relaxed) {
+        LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Starts counting the heap (call first thing: frees of earlier allocations count as
+/// negative, so only differences between two readings mean anything).
+pub fn count_heap() {
+    COUNTING.store(true, Ordering::SeqCst);
+}
+
+/// Bytes allocated and not freed since [`count_heap`].
+pub fn heap_bytes() -> i64 {
+    LIVE_BYTES.load(Ordering::Relaxed) as i64
+}
+
+/// Waits until the process's background work (storage compaction and merges) is done: less
+/// than `max_busy` CPU seconds used over one `interval`, for two minutes at most. Returns the
+/// process's CPU seconds then.
+pub async fn wait_quiet(interval: std::time::Duration, max_busy: f64) -> f64 {
+    let mut last = cpu_seconds();
+    for _ in 0..(120.0 / interval.as_secs_f64()).ceil() as usize {
+        tokio::time::sleep(interval).await;
+        let now = cpu_seconds();
+        let busy = now - last;
+        last = now;
+        if busy < max_busy {
+            break;
+        }
+    }
+    last
+}
 
 pub const ADMIN: &str = "bench-admin";
 

@@ -495,16 +495,7 @@ fn petrel(w: &Workload, files: &[PathBuf], workers: usize) -> PetrelSide {
         // Storage keeps working after the last acknowledgement (compaction into parts and
         // merges, niced): wait until the process is quiet, so that work counts in full,
         // whenever it ran.
-        let mut last = support::cpu_seconds();
-        for _ in 0..120 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            let now = support::cpu_seconds();
-            let busy = now - last;
-            last = now;
-            if busy < 0.05 {
-                break;
-            }
-        }
+        let last = support::wait_quiet(std::time::Duration::from_secs(1), 0.05).await;
         let cpu_until_quiet = last - cpu_before;
         let rss_quiet = support::rss_bytes();
         let mut results = BTreeMap::new();
