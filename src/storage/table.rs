@@ -337,25 +337,56 @@ impl TableLog {
         self.state().manifest.clone()
     }
 
-    /// Writes every waiting batch as one segment (group commit); returns how many batches it
-    /// wrote. Batches stay waiting if the write fails, and the next flush tries again.
+    /// Writes every waiting batch (group commit): the batches that arrived together share a
+    /// write, in segments of at most `compact_max_rows` rows (a backlog, or batches queued
+    /// while the storage was slow, is not encoded into one buffer, nor compacted from one
+    /// segment larger than a part). Returns how many batches it wrote. Batches stay waiting
+    /// if a write fails, and the next flush tries again.
     pub fn flush(&self) -> Result<usize, StorageError> {
         let _turn = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let (first, records) = {
+        let (mut first, records) = {
             let st = self.state();
             if st.pending.is_empty() {
                 return Ok(0);
             }
             (st.len - st.pending.len() as u64, st.pending.clone())
         };
+        let max_rows = self.storage.config.compact_max_rows;
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            // At least one batch per segment, however large.
+            let mut take = 1;
+            let mut rows = rest[0].updates.len() as u64;
+            while let Some(next) = rest.get(take) {
+                if rows + next.updates.len() as u64 > max_rows {
+                    break;
+                }
+                rows += next.updates.len() as u64;
+                take += 1;
+            }
+            let (chunk, after) = rest.split_at(take);
+            self.write_segment(first, chunk, rows)?;
+            first += take as u64;
+            rest = after;
+        }
+        Ok(records.len())
+    }
+
+    /// Writes `records` (the oldest waiting batches, from batch `first` on, `rows` updates)
+    /// as one segment, and stops keeping them waiting.
+    fn write_segment(
+        &self,
+        first: u64,
+        records: &[Arc<Record>],
+        rows: u64,
+    ) -> Result<(), StorageError> {
         let end = first + records.len() as u64;
-        let bytes = encode_records(&records)?;
+        let bytes = encode_records(records)?;
         let size = bytes.len() as u64;
         let file = Segment::name(first, end);
         self.storage
             .put(&self.path(&format!("log/{file}")), bytes)?;
         let mut st = self.state();
-        let rows: u64 = records.iter().map(|r| r.updates.len() as u64).sum();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
         st.segments.push(Segment {
@@ -365,7 +396,7 @@ impl TableLog {
             bytes: size,
             rows,
         });
-        Ok(records.len())
+        Ok(())
     }
 
     /// Compacts segments into a part when they hold enough rows (or always, with `force`),
@@ -1076,6 +1107,58 @@ mod tests {
         expected.sort();
         assert_eq!(replayed, expected);
         drop(history);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A backlog of waiting batches is written as several segments of at most
+    /// `compact_max_rows` rows (a batch larger than that alone in its own), and everything
+    /// replays, once, in order, after a reopen: a backlog once became one segment, encoded
+    /// into one buffer and later compacted from memory all at once.
+    #[test]
+    fn a_backlog_flushes_in_segments_no_larger_than_a_part() {
+        let dir = std::env::temp_dir().join(format!("petrel-backlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StorageConfig {
+            compact_rows: u64::MAX,
+            compact_segments: usize::MAX,
+            compact_max_rows: 10,
+            ..StorageConfig::default()
+        };
+        let s = Storage::open(dir.to_str().unwrap(), false, config.clone()).unwrap();
+        let cols = vec!["k".to_string(), "v".to_string()];
+        let t = s.table("t", cols.clone(), TableRules::default()).unwrap();
+        // Batches of 4 rows, then one of 25 (larger than a segment), then 4 more of 4.
+        let sizes = [4, 4, 4, 4, 25, 4, 4, 4, 4];
+        let mut expected = Vec::new();
+        let mut n = 0i64;
+        for (b, size) in sizes.iter().enumerate() {
+            let rows: Vec<(Row, isize)> = (0..*size)
+                .map(|_| {
+                    n += 1;
+                    (vec![Value::str(&format!("k{}", n % 3)), Value::Int(n)], 1)
+                })
+                .collect();
+            let ts = 1_000 + b as u64;
+            expected.extend(rows.iter().map(|(r, d)| (r.clone(), ts, *d)));
+            t.append(ts, &Arc::new(rows), None).unwrap();
+        }
+        assert_eq!(
+            t.flush().unwrap(),
+            sizes.len(),
+            "one flush writes every batch"
+        );
+        let segments: Vec<u64> = t.state().segments.iter().map(|s| s.rows).collect();
+        assert_eq!(segments, vec![8, 8, 25, 8, 8]);
+        assert_eq!(t.figures().pending_batches, 0);
+        expected.sort();
+        assert_eq!(replay_all(&t, 2), expected);
+        drop(t);
+        drop(s);
+        let s = Storage::open(dir.to_str().unwrap(), false, config).unwrap();
+        let t = s.table("t", cols, TableRules::default()).unwrap();
+        assert_eq!(replay_all(&t, 1), expected, "the segments survive a reopen");
+        t.compact(true).unwrap();
+        assert_eq!(replay_all(&t, 2), expected, "and compact into parts");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
