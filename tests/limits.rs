@@ -396,3 +396,82 @@ fn a_decompression_bomb_answers_413() {
     let stats = common::get(&server, "/v0/datasources/clicks");
     assert_eq!(stats["row_count"].as_u64(), Some(0), "{stats}");
 }
+
+/// Rows the Events API accepted but the views have not read, as `GET /metrics` shows them.
+fn rows_waiting(server: &Server) -> u64 {
+    metrics(server)
+        .lines()
+        .find_map(|l| l.strip_prefix("petrel_rows_waiting_for_views "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the metric is served")
+}
+
+/// `POST /v0/events` of `rows` rows without waiting; the status.
+fn post_events(url: &str, rows: usize) -> u16 {
+    let body: String = (0..rows)
+        .map(|i| format!("{{\"user_id\":{i},\"click_count\":1,\"country\":\"US\"}}\n"))
+        .collect();
+    client()
+        .post(format!("{url}/v0/events?name=clicks"))
+        .bearer_auth(ADMIN)
+        .body(body)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A client that writes while a view cannot keep up does not queue rows without limit: once
+/// more than `--max-waiting-rows` wait for the views, its next request waits until they are
+/// read (here, until the view that held them, a runaway query, is cancelled), then lands.
+#[test]
+fn writes_wait_while_more_rows_than_the_limit_wait_for_the_views() {
+    let server = Server::start(
+        "dataflows/clicks",
+        &[
+            "--max-waiting-rows",
+            "100",
+            "--query-timeout-ms",
+            "4000",
+            "--query-max-rows",
+            "1000000000000",
+        ],
+    );
+    ingest(&server, 2_000);
+    let url = server.url.clone();
+    let runaway = std::thread::spawn(move || {
+        client()
+            .get(format!("{url}/v0/sql"))
+            .query(&[("q", CROSS_JOIN)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    wait_until(|| adhoc_views(&server) == 1, "the query shows in /v0/views");
+    // Accepted at once: nothing waited before it. The runaway query's view reads `clicks`
+    // and cannot pass these rows until it is done.
+    assert_eq!(post_events(&server.url, 500), 202);
+    assert_eq!(rows_waiting(&server), 500);
+    let url = server.url.clone();
+    let second = std::thread::spawn(move || post_events(&url, 300));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!runaway.is_finished(), "the runaway query still runs");
+    assert!(
+        !second.is_finished(),
+        "the second write waits while 500 rows wait for the views"
+    );
+    assert_eq!(
+        runaway.join().unwrap(),
+        408,
+        "the runaway query is cancelled"
+    );
+    assert_eq!(second.join().unwrap(), 202, "then the write lands");
+    wait_until(|| rows_waiting(&server) == 0, "the views read every row");
+    let count = common::get(
+        &server,
+        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
+    );
+    assert_eq!(count["data"][0]["n"], 2_800, "{count}");
+}

@@ -88,6 +88,10 @@ pub struct StartArgs {
     /// Open WebSocket/SSE subscriptions one token may hold at once; past it, 429.
     #[arg(long, default_value_t = 1_000)]
     max_subscriptions_per_token: usize,
+    /// Rows accepted by the Events API that the views have not read yet; past it, requests
+    /// wait for the views (429 after 30 s).
+    #[arg(long, default_value_t = 2_000_000)]
+    max_waiting_rows: u64,
     /// Connections served at once; further ones wait in the listen backlog.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -258,6 +262,7 @@ pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Resu
         subscribers_buffer_bytes: args.subscribers_buffer_bytes,
         change_ring_batches: args.change_ring_batches,
         max_subscriptions_per_token: args.max_subscriptions_per_token,
+        max_waiting_rows: args.max_waiting_rows,
         cluster: cluster.clone(),
         storage: crate::storage::StorageConfig {
             flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),

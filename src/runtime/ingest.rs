@@ -15,6 +15,12 @@ pub struct IngestReport {
     pub ts: Ts,
 }
 
+/// How long an Events API request waits for the views to catch up before it answers 429.
+const ADMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest accepted rows count as waiting, whatever the views do.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Runtime {
     /// Decodes an NDJSON body into `datasource`: good rows land, rows that do not fit go to
     /// `datasource_quarantine` with the reason. Blocking (decoding and the log write).
@@ -217,6 +223,30 @@ impl Runtime {
             ts = self.engine.insert(datasource, good).map_err(internal)?;
         }
         Ok(IngestReport { ts, ..report })
+    }
+
+    /// Waits until the views have read enough of the rows accepted before to take another
+    /// Events API request (`max_waiting_rows`); 429 if they do not within `ADMIT_PATIENCE`.
+    pub async fn admit_events(&self) -> Result<(), RuntimeError> {
+        self.admission.admit(ADMIT_PATIENCE).await
+    }
+
+    /// Counts `rows` accepted into `datasource` (and its quarantine) at `ts` as waiting until
+    /// every view that reads them has passed `ts`.
+    pub fn hold_until_read(&self, datasource: &str, ts: Ts, rows: u64) {
+        let tables = [datasource.to_string(), format!("{datasource}_quarantine")];
+        let read = self.views.read_by_readers(&tables, ts);
+        // A view that never passes `ts` (its dataflow stuck) must not hold the count
+        // forever and refuse every later request.
+        let read = async move {
+            let _ = tokio::time::timeout(HOLD_AT_MOST, read).await;
+        };
+        self.admission.hold(rows, read);
+    }
+
+    /// Rows accepted by the Events API that some view has not read yet.
+    pub fn waiting_rows(&self) -> u64 {
+        self.admission.waiting()
     }
 
     /// Waits until rows ingested into `datasource` at `ts` are on stable storage and visible

@@ -17,6 +17,7 @@
 //! `deploy`, `copy` (copy pipes), `describe` (datasource listings); this file starts the
 //! runtime and holds what they share.
 
+mod admission;
 mod copy;
 mod deploy;
 mod describe;
@@ -139,6 +140,10 @@ pub struct RuntimeConfig {
     pub change_ring_batches: usize,
     /// Open subscriptions one token may hold at once.
     pub max_subscriptions_per_token: usize,
+    /// Rows accepted by the Events API that the views have not read yet: past it, a new
+    /// request waits for the views (and answers 429 if they do not catch up in time), so a
+    /// client writing faster than the views fold cannot queue rows without limit.
+    pub max_waiting_rows: u64,
     /// This process's place in a cluster, if it runs in one.
     pub cluster: Option<ClusterRole>,
 }
@@ -162,6 +167,7 @@ impl Default for RuntimeConfig {
             subscribers_buffer_bytes: 256 << 20,
             change_ring_batches: petrel_view::CHANGE_RING,
             max_subscriptions_per_token: 1_000,
+            max_waiting_rows: 2_000_000,
             cluster: None,
         }
     }
@@ -193,6 +199,7 @@ pub struct Runtime {
     next_import: AtomicU64,
     buffers: SubscriberBuffers,
     subscriptions: Arc<SubscriptionCounts>,
+    admission: Arc<admission::Admission>,
 }
 
 /// Opens a datasource's table and its quarantine's, and registers both with the engine (on
@@ -409,6 +416,7 @@ impl Runtime {
             ),
             ready: AtomicBool::new(false),
             next_import: AtomicU64::new(1),
+            admission: admission::Admission::new(config.max_waiting_rows.max(1)),
             subscriptions: Arc::new(SubscriptionCounts {
                 max_per_token: config.max_subscriptions_per_token.max(1),
                 by_token: Default::default(),

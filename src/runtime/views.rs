@@ -1049,6 +1049,25 @@ impl Views {
     }
 
     /// Waits until every live view reading `table` holds the changes at `ts`.
+    /// Done once every view that reads one of `tables` now has passed `ts` (or was dropped);
+    /// owns what it waits on, so it can outlive the request that made it.
+    pub(super) fn read_by_readers(
+        &self,
+        tables: &[String],
+        ts: Ts,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let readers: Vec<Arc<Live>> = lock(&self.live)
+            .values()
+            .filter(|l| tables.iter().any(|t| l.tables.contains(t)))
+            .cloned()
+            .collect();
+        async move {
+            for l in readers {
+                l.view.wait_for(ts).await;
+            }
+        }
+    }
+
     pub(super) async fn wait_for_readers(&self, table: &str, ts: Ts) {
         let readers: Vec<Arc<Live>> = lock(&self.live)
             .values()

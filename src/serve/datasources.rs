@@ -18,11 +18,17 @@ pub(super) async fn events(
         &Scope::DatasourcesAppend(name.clone()),
     )?;
     let wait = params.get("wait").is_some_and(|w| w == "true" || w == "1");
+    state.runtime.admit_events().await?;
     let runtime = state.runtime.clone();
     let ds = name.clone();
     let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson(&ds, &body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    state.runtime.hold_until_read(
+        name,
+        report.ts,
+        (report.successful_rows + report.quarantined_rows) as u64,
+    );
     let status = if wait {
         state
             .runtime

@@ -261,6 +261,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "petrel_views_refused_total {}", limits.views_refused);
     family(
         &mut out,
+        "petrel_rows_waiting_for_views",
+        "gauge",
+        "Rows accepted by the Events API that some view has not read yet (--max-waiting-rows bounds it).",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_rows_waiting_for_views {}",
+        runtime.waiting_rows()
+    );
+    family(
+        &mut out,
         "petrel_resident_memory_bytes",
         "gauge",
         "The server process's resident memory.",
