@@ -8,7 +8,7 @@
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use petrel_sql::{AggFunc, Aggregate};
-use petrel_value::{ColumnType, Row, Value, F64};
+use petrel_value::{ColumnType, Value, F64};
 use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
 
@@ -164,34 +164,36 @@ impl AccumLayout {
         Accum(acc)
     }
 
-    /// The aggregates' output values for a group's accumulated vector.
-    pub fn finish(&self, acc: &Accum, out: &mut Row) {
+    /// The `i`-th aggregate's output value for a group's accumulated vector (NULL past the
+    /// aggregates): one value, so a group's output row is built without a vector of them all.
+    pub fn value(&self, acc: &Accum, i: usize) -> Value {
         let get = |i: usize| acc.0.get(i).copied().unwrap_or(0);
-        for (agg, slot) in &self.aggregates {
-            let v = match slot {
-                Slot::Count { at } => Value::UInt(get(*at).max(0) as u64),
-                Slot::SumInt { at, unsigned } => {
-                    if *unsigned {
-                        Value::UInt(get(*at) as u64)
-                    } else {
-                        Value::Int(get(*at) as i64)
-                    }
+        let Some((agg, slot)) = self.aggregates.get(i) else {
+            return Value::Null;
+        };
+        let v = match slot {
+            Slot::Count { at } => Value::UInt(get(*at).max(0) as u64),
+            Slot::SumInt { at, unsigned } => {
+                if *unsigned {
+                    Value::UInt(get(*at) as u64)
+                } else {
+                    Value::Int(get(*at) as i64)
                 }
-                Slot::SumFloat { at } => Value::Float(F64(from_fixed(get(*at)))),
-                Slot::Avg { at } => {
-                    let n = get(*at + 1);
-                    if n == 0 {
-                        Value::Float(F64(f64::NAN))
-                    } else {
-                        Value::Float(F64(from_fixed(get(*at)) / n as f64))
-                    }
+            }
+            Slot::SumFloat { at } => Value::Float(F64(from_fixed(get(*at)))),
+            Slot::Avg { at } => {
+                let n = get(*at + 1);
+                if n == 0 {
+                    Value::Float(F64(f64::NAN))
+                } else {
+                    Value::Float(F64(from_fixed(get(*at)) / n as f64))
                 }
-            };
-            out.push(if agg.ty.is_nullable() || !v.is_null() {
-                v
-            } else {
-                agg.ty.default_value()
-            });
+            }
+        };
+        if agg.ty.is_nullable() || !v.is_null() {
+            v
+        } else {
+            agg.ty.default_value()
         }
     }
 }

@@ -481,6 +481,46 @@ impl GroupState {
             whole: BTreeMap::new(),
         }
     }
+
+    /// The `i`-th aggregate's value (`whole`: the whole-group aggregates' values). `None`
+    /// when deletes removed every extreme value it kept while the group still has rows: then
+    /// the group has no right row, and the view is told.
+    fn aggregate(&self, i: usize, whole: &[Value]) -> Option<Value> {
+        let layout = &self.layout;
+        let (agg, source) = (&layout.aggregates[i], layout.sources[i]);
+        let v = match source {
+            Source::Accumulated(a) => layout.accumulated.value(&self.accumulated, a),
+            Source::WholeGroup(w) => whole.get(w).cloned().unwrap_or(Value::Null),
+            Source::Part(p) => match (&self.parts[p], layout.parts[p].1) {
+                (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
+                (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
+                    Some(q) => Value::Float(F64(q)),
+                    // Over no values: NULL for a Nullable argument, NaN otherwise.
+                    None if agg.ty.is_nullable() => Value::Null,
+                    None => Value::Float(F64(f64::NAN)),
+                },
+                (PartState::Ranked(_), _) => Value::Null,
+                (PartState::Extreme(e), _) => match e.result() {
+                    Ok(v) => v.cloned().unwrap_or(Value::Null),
+                    Err(LostTrack) => {
+                        if let Some(guard) = &layout.bounded_extremes {
+                            guard.lose_track(format!(
+                                "deletes removed the {EXTREME_KEPT} most extreme values of a \
+                                 {:?} in a group that still has rows",
+                                layout.parts[p].0.func
+                            ));
+                        }
+                        return None;
+                    }
+                },
+            },
+        };
+        Some(if v.is_null() && !agg.ty.is_nullable() {
+            agg.ty.default_value()
+        } else {
+            v
+        })
+    }
 }
 
 impl KeyedState for GroupState {
@@ -533,61 +573,23 @@ impl KeyedState for GroupState {
             return;
         }
         let layout = &self.layout;
-        let mut accumulated = Vec::new();
-        layout
-            .accumulated
-            .finish(&self.accumulated, &mut accumulated);
         let mut whole = Vec::new();
         if !layout.whole_is_empty() {
             let group: Vec<(&Row, isize)> = self.whole.iter().map(|(r, n)| (r, *n)).collect();
             layout.whole.finish(&group, &mut whole);
         }
-        let mut row = Vec::with_capacity(key.len() + layout.aggregates.len());
-        row.extend_from_slice(key);
-        for (agg, source) in layout.aggregates.iter().zip(&layout.sources) {
-            let v = match *source {
-                Source::Accumulated(i) => accumulated[i].clone(),
-                Source::WholeGroup(i) => whole[i].clone(),
-                Source::Part(i) => match (&self.parts[i], layout.parts[i].1) {
-                    (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
-                    (PartState::Ranked(r), Part::Quantile(p)) => match r.quantile(p) {
-                        Some(q) => Value::Float(F64(q)),
-                        // Over no values: NULL for a Nullable argument, NaN otherwise.
-                        None if agg.ty.is_nullable() => Value::Null,
-                        None => Value::Float(F64(f64::NAN)),
-                    },
-                    (PartState::Ranked(_), _) => Value::Null,
-                    (PartState::Extreme(e), _) => match e.result() {
-                        Ok(v) => v.cloned().unwrap_or(Value::Null),
-                        Err(LostTrack) => {
-                            if let Some(guard) = &layout.bounded_extremes {
-                                guard.lose_track(format!(
-                                    "deletes removed the {EXTREME_KEPT} most extreme values \
-                                     of a {:?} in a group that still has rows",
-                                    layout.parts[i].0.func
-                                ));
-                            }
-                            return;
-                        }
-                    },
-                },
-            };
-            row.push(if v.is_null() && !agg.ty.is_nullable() {
-                agg.ty.default_value()
-            } else {
-                v
-            });
-        }
-        out.push(match &layout.projected {
-            Some(columns) => columns
-                .iter()
-                .map(|&c| {
-                    row.get_mut(c)
-                        .map_or(Value::Null, |v| std::mem::replace(v, Value::Null))
-                })
-                .collect(),
-            None => row,
-        });
+        // Column `c` of the group's row: the key's columns, then the aggregates. Only the
+        // columns output are made, straight into the one row.
+        let cell = |c: usize| match c.checked_sub(key.len()) {
+            None => Some(key[c].clone()),
+            Some(i) if i < layout.aggregates.len() => self.aggregate(i, &whole),
+            Some(_) => Some(Value::Null),
+        };
+        let row: Option<Row> = match &layout.projected {
+            Some(columns) => columns.iter().map(|&c| cell(c)).collect(),
+            None => (0..key.len() + layout.aggregates.len()).map(cell).collect(),
+        };
+        out.extend(row);
     }
 
     fn is_empty(&self) -> bool {
