@@ -60,6 +60,24 @@ fn metrics(server: &Server) -> String {
 const CROSS_JOIN: &str =
     "SELECT count() AS n FROM clicks a CROSS JOIN clicks b CROSS JOIN clicks c";
 
+/// Starts `CROSS_JOIN` on its own thread, which answers its status once the server ends it,
+/// and returns once the query runs (`GET /v0/views` shows it).
+fn start_runaway(server: &Server) -> std::thread::JoinHandle<u16> {
+    let url = server.url.clone();
+    let runaway = std::thread::spawn(move || {
+        client()
+            .get(format!("{url}/v0/sql"))
+            .query(&[("q", CROSS_JOIN)])
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    wait_until(|| adhoc_views(server) == 1, "the query shows in /v0/views");
+    runaway
+}
+
 #[test]
 fn a_runaway_query_is_cancelled_and_others_keep_answering() {
     // A row budget too large to act first: this test is about the time limit.
@@ -214,18 +232,7 @@ fn queries_beyond_the_concurrency_limit_are_refused_at_once() {
         ],
     );
     ingest(&server, 2_000);
-    let url = server.url.clone();
-    let runaway = std::thread::spawn(move || {
-        client()
-            .get(format!("{url}/v0/sql"))
-            .query(&[("q", CROSS_JOIN)])
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    wait_until(|| adhoc_views(&server) == 1, "the query shows in /v0/views");
+    let runaway = start_runaway(&server);
     let count = || {
         let r = client()
             .get(format!("{}/v0/sql", server.url))
@@ -438,18 +445,7 @@ fn writes_wait_while_more_rows_than_the_limit_wait_for_the_views() {
         ],
     );
     ingest(&server, 2_000);
-    let url = server.url.clone();
-    let runaway = std::thread::spawn(move || {
-        client()
-            .get(format!("{url}/v0/sql"))
-            .query(&[("q", CROSS_JOIN)])
-            .bearer_auth(ADMIN)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    wait_until(|| adhoc_views(&server) == 1, "the query shows in /v0/views");
+    let runaway = start_runaway(&server);
     // Accepted at once: nothing waited before it. The runaway query's view reads `clicks`
     // and cannot pass these rows until it is done.
     assert_eq!(post_events(&server.url, 500), 202);
