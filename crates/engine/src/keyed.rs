@@ -63,8 +63,9 @@ type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<(Routed<U>, isize)>)>;
 enum Touched {
     /// Its output rows' changes so far, as its state reported them.
     Delta(Vec<(Row, isize)>),
-    /// Its output rows before the time: the new ones are diffed against them.
-    Before(Vec<Row>),
+    /// Its output rows before the time, `len` of them from `start` in [`States::before`]:
+    /// the new ones are diffed against them.
+    Before { start: usize, len: usize },
 }
 
 /// One key's state, and, when the time being folded touched the key, where the key is in
@@ -80,6 +81,11 @@ struct Slot<S> {
 struct States<S> {
     slots: HashTable<(Row, Slot<S>)>,
     touched: Vec<u64>,
+    /// The touched keys' output rows before the time, one run per key: one vector for the
+    /// time, not one per key.
+    before: Vec<Row>,
+    /// A key's output rows after the time, while its changes are made.
+    after: Vec<Row>,
 }
 
 impl<S: KeyedState> States<S> {
@@ -87,12 +93,15 @@ impl<S: KeyedState> States<S> {
         States {
             slots: HashTable::new(),
             touched: Vec::new(),
+            before: Vec::new(),
+            after: Vec::new(),
         }
     }
 
     fn clear(&mut self) {
         self.slots.clear();
         self.touched.clear();
+        self.before.clear();
     }
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
@@ -103,7 +112,12 @@ impl<S: KeyedState> States<S> {
         (hash, key, update): Routed<S::Update>,
         diff: isize,
     ) {
-        let States { slots, touched } = self;
+        let States {
+            slots,
+            touched,
+            before,
+            ..
+        } = self;
         let entry = match slots.entry(hash, |(k, _)| *k == key, |(k, _)| route(k)) {
             hash_table::Entry::Occupied(o) => o.into_mut(),
             hash_table::Entry::Vacant(v) => v
@@ -125,7 +139,7 @@ impl<S: KeyedState> States<S> {
             }
         };
         let update = match &mut slot.touched {
-            Some((_, Touched::Before(_))) => update,
+            Some((_, Touched::Before { .. })) => update,
             Some((_, Touched::Delta(delta))) => {
                 match slot.state.apply_delta(update, diff, delta) {
                     Ok(()) => return,
@@ -134,15 +148,16 @@ impl<S: KeyedState> States<S> {
                         let delta = std::mem::take(delta);
                         let mut rows = Vec::new();
                         slot.state.output(key, &mut rows);
-                        let mut before: Vec<(Row, isize)> =
-                            rows.into_iter().map(|r| (r, 1)).collect();
-                        before.extend(delta.into_iter().map(|(r, n)| (r, -n)));
-                        consolidate(&mut before);
-                        let rows = before
-                            .into_iter()
-                            .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize))
-                            .collect();
-                        slot.touched = Some((index, Touched::Before(rows)));
+                        let mut was: Vec<(Row, isize)> = rows.into_iter().map(|r| (r, 1)).collect();
+                        was.extend(delta.into_iter().map(|(r, n)| (r, -n)));
+                        consolidate(&mut was);
+                        let start = before.len();
+                        before.extend(
+                            was.into_iter()
+                                .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize)),
+                        );
+                        let len = before.len() - start;
+                        slot.touched = Some((index, Touched::Before { start, len }));
                         update
                     }
                 }
@@ -155,9 +170,10 @@ impl<S: KeyedState> States<S> {
                         return;
                     }
                     Err(update) => {
-                        let mut rows = Vec::new();
-                        slot.state.output(key, &mut rows);
-                        slot.touched = Some((index, Touched::Before(rows)));
+                        let start = before.len();
+                        slot.state.output(key, before);
+                        let len = before.len() - start;
+                        slot.touched = Some((index, Touched::Before { start, len }));
                         update
                     }
                 }
@@ -169,7 +185,12 @@ impl<S: KeyedState> States<S> {
     /// Appends, for every key the time touched, its output's changes (consolidated per key),
     /// and forgets the keys whose state is empty.
     fn drain_changes(&mut self, mut emit: impl FnMut(&mut Vec<(Row, isize)>)) {
-        let States { slots, touched } = self;
+        let States {
+            slots,
+            touched,
+            before,
+            after,
+        } = self;
         let mut changes: Vec<(Row, isize)> = Vec::new();
         for (index, hash) in touched.drain(..).enumerate() {
             // The touched key with this hash is the one that recorded this place.
@@ -181,12 +202,13 @@ impl<S: KeyedState> States<S> {
             let (key, slot) = found.get_mut();
             match slot.touched.take() {
                 Some((_, Touched::Delta(delta))) => changes.extend(delta),
-                Some((_, Touched::Before(old))) => {
+                Some((_, Touched::Before { start, len })) => {
                     slot.state.settle();
-                    changes.extend(old.into_iter().map(|r| (r, -1)));
-                    let mut rows = Vec::new();
-                    slot.state.output(key, &mut rows);
-                    changes.extend(rows.into_iter().map(|r| (r, 1)));
+                    // Each key's run is taken once: the rows move out, leaving empty ones.
+                    let old = before[start..start + len].iter_mut().map(std::mem::take);
+                    changes.extend(old.map(|r| (r, -1)));
+                    slot.state.output(key, after);
+                    changes.extend(after.drain(..).map(|r| (r, 1)));
                 }
                 None => {}
             }
@@ -197,6 +219,7 @@ impl<S: KeyedState> States<S> {
             emit(&mut changes);
             changes.clear();
         }
+        before.clear();
     }
 }
 
