@@ -60,9 +60,14 @@ fn metrics(server: &Server) -> String {
 const CROSS_JOIN: &str =
     "SELECT count() AS n FROM clicks a CROSS JOIN clicks b CROSS JOIN clicks c";
 
-/// Starts `CROSS_JOIN` on its own thread, which answers its status once the server ends it,
-/// and returns once the query runs (`GET /v0/views` shows it).
-fn start_runaway(server: &Server) -> std::thread::JoinHandle<u16> {
+/// A server of `dataflows/clicks` (started with `flags`, and a row budget too large to act)
+/// holding 2,000 rows and running `CROSS_JOIN` on its own thread, which answers the query's
+/// status once the server ends it; returns once the query runs (`GET /v0/views` shows it).
+fn server_with_a_runaway(flags: &[&str]) -> (Server, std::thread::JoinHandle<u16>) {
+    let mut args = flags.to_vec();
+    args.extend(["--query-max-rows", "1000000000000"]);
+    let server = Server::start("dataflows/clicks", &args);
+    ingest(&server, 2_000);
     let url = server.url.clone();
     let runaway = std::thread::spawn(move || {
         client()
@@ -74,8 +79,8 @@ fn start_runaway(server: &Server) -> std::thread::JoinHandle<u16> {
             .status()
             .as_u16()
     });
-    wait_until(|| adhoc_views(server) == 1, "the query shows in /v0/views");
-    runaway
+    wait_until(|| adhoc_views(&server) == 1, "the query shows in /v0/views");
+    (server, runaway)
 }
 
 #[test]
@@ -220,19 +225,12 @@ fn a_query_past_its_row_budget_is_cancelled_with_422() {
 /// behind the running ones; once they end, queries run again.
 #[test]
 fn queries_beyond_the_concurrency_limit_are_refused_at_once() {
-    let server = Server::start(
-        "dataflows/clicks",
-        &[
-            "--max-concurrent-queries",
-            "1",
-            "--query-timeout-ms",
-            "3000",
-            "--query-max-rows",
-            "1000000000000",
-        ],
-    );
-    ingest(&server, 2_000);
-    let runaway = start_runaway(&server);
+    let (server, runaway) = server_with_a_runaway(&[
+        "--max-concurrent-queries",
+        "1",
+        "--query-timeout-ms",
+        "3000",
+    ]);
     let count = || {
         let r = client()
             .get(format!("{}/v0/sql", server.url))
@@ -433,19 +431,8 @@ fn post_events(url: &str, rows: usize) -> u16 {
 /// read (here, until the view that held them, a runaway query, is cancelled), then lands.
 #[test]
 fn writes_wait_while_more_rows_than_the_limit_wait_for_the_views() {
-    let server = Server::start(
-        "dataflows/clicks",
-        &[
-            "--max-waiting-rows",
-            "100",
-            "--query-timeout-ms",
-            "4000",
-            "--query-max-rows",
-            "1000000000000",
-        ],
-    );
-    ingest(&server, 2_000);
-    let runaway = start_runaway(&server);
+    let (server, runaway) =
+        server_with_a_runaway(&["--max-waiting-rows", "100", "--query-timeout-ms", "4000"]);
     // Accepted at once: nothing waited before it. The runaway query's view reads `clicks`
     // and cannot pass these rows until it is done.
     assert_eq!(post_events(&server.url, 500), 202);
