@@ -1048,7 +1048,6 @@ impl Views {
         read_page(&live.view, &[], &prepared.query, &prepared.values).map(|r| self.as_of_now(r))
     }
 
-    /// Waits until every live view reading `table` holds the changes at `ts`.
     /// Done once every view that reads one of `tables` now has passed `ts` (or was dropped);
     /// owns what it waits on, so it can outlive the request that made it.
     pub(super) fn read_by_readers(
@@ -1068,15 +1067,9 @@ impl Views {
         }
     }
 
+    /// Waits until every live view reading `table` holds the changes at `ts`.
     pub(super) async fn wait_for_readers(&self, table: &str, ts: Ts) {
-        let readers: Vec<Arc<Live>> = lock(&self.live)
-            .values()
-            .filter(|l| l.tables.contains(table))
-            .cloned()
-            .collect();
-        for l in readers {
-            l.view.wait_for(ts).await;
-        }
+        self.read_by_readers(&[table.to_string()], ts).await
     }
 }
 

@@ -154,6 +154,20 @@ fn decode_records(bytes: &[u8]) -> Result<Vec<Record>, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("unreadable segment: {e}")))
 }
 
+/// How many of the leading items (each of so many rows) fit in `max_rows` together, at
+/// least one however large, and their rows: one segment's batches, one part's segments.
+fn leading_within(rows: impl Iterator<Item = u64>, max_rows: u64) -> (usize, u64) {
+    let (mut take, mut total) = (0, 0);
+    for n in rows {
+        if take > 0 && total + n > max_rows {
+            break;
+        }
+        total += n;
+        take += 1;
+    }
+    (take, total)
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -354,16 +368,8 @@ impl TableLog {
         let max_rows = self.storage.config.compact_max_rows;
         let mut rest = &records[..];
         while !rest.is_empty() {
-            // At least one batch per segment, however large.
-            let mut take = 1;
-            let mut rows = rest[0].updates.len() as u64;
-            while let Some(next) = rest.get(take) {
-                if rows + next.updates.len() as u64 > max_rows {
-                    break;
-                }
-                rows += next.updates.len() as u64;
-                take += 1;
-            }
+            let (take, rows) =
+                leading_within(rest.iter().map(|r| r.updates.len() as u64), max_rows);
             let (chunk, after) = rest.split_at(take);
             self.write_segment(first, chunk, rows)?;
             first += take as u64;
@@ -420,15 +426,8 @@ impl TableLog {
             }
             // At most `compact_max_rows` per part (at least one segment), so a backlog
             // compacts in bounded memory, run after run.
-            let mut take = 0;
-            let mut total = 0;
-            for seg in &segments {
-                if take > 0 && total + seg.rows > config.compact_max_rows {
-                    break;
-                }
-                total += seg.rows;
-                take += 1;
-            }
+            let (take, _) =
+                leading_within(segments.iter().map(|s| s.rows), config.compact_max_rows);
             self.compact_segments(&segments[..take])?;
         }
         self.merge_parts()?;
