@@ -119,6 +119,9 @@ pub struct Storage {
     stopped: AtomicBool,
     /// The last frontier the flusher wrote: every batch below it is durable.
     durable: AtomicU64,
+    /// Rows of written segments every table keeps in memory for its next compaction (at
+    /// most `compact_max_rows` in all).
+    held_rows: Arc<AtomicU64>,
     /// The engine's open tick, once the writer's background threads run: the frontier a
     /// flush makes durable is the tick read before it.
     clock: Mutex<Option<Clock>>,
@@ -208,6 +211,7 @@ impl Storage {
             tables: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             durable: AtomicU64::new(0),
+            held_rows: Arc::default(),
             clock: Mutex::new(None),
         }))
     }

@@ -80,10 +80,16 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
         .collect();
     keys.sort_unstable();
     let mut order: Vec<usize> = keys.iter().map(|k| k.2).collect();
+    // Rows whose prefixes are equal and exact over the whole key are equal by the key: the
+    // sort above already left them in log order. (Equal prefixes are exact alike.)
+    let settled = |n: usize| {
+        let (_, first_exact) = prefix(&rows[n], 0);
+        first_exact && sort_key.len() <= 2 && prefix(&rows[n], 1).1
+    };
     let mut start = 0;
     for end in 1..=keys.len() {
         if end == keys.len() || keys[end].0 != keys[start].0 || keys[end].1 != keys[start].1 {
-            if end - start > 1 {
+            if end - start > 1 && !settled(order[start]) {
                 order[start..end].sort_by(|&a, &b| part_order(sort_key, &rows[a], &rows[b]));
             }
             start = end;

@@ -12,6 +12,8 @@
 //! - **Replicas** open the same objects read-only and follow new segments (and parts, when
 //!   the writer compacted segments before the replica saw them).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -62,11 +64,28 @@ impl Segment {
     }
 }
 
+/// A written segment's batches, kept in memory until it is compacted so that the compaction
+/// neither reads nor decodes what was just written. Their rows count against the storage's
+/// bound on held rows until dropped.
+struct Held {
+    records: Vec<Arc<Record>>,
+    rows: u64,
+    count: Arc<AtomicU64>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.count.fetch_sub(self.rows, Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct State {
     manifest: Manifest,
     /// Written segments after the manifest's `log_start`, in order, without gaps.
     segments: Vec<Segment>,
+    /// The batches of written segments still in memory, by the segment's first batch.
+    held: BTreeMap<u64, Held>,
     /// Batches appended but not written yet: `len - pending.len() .. len`.
     pending: Vec<Arc<Record>>,
     pending_rows: u64,
@@ -308,6 +327,7 @@ impl TableLog {
         st.last_ts = last_ts;
         st.manifest = manifest;
         st.segments = segments;
+        st.held.clear();
         st.pending.clear();
         st.pending_rows = 0;
         st.fetched.clear();
@@ -392,9 +412,13 @@ impl TableLog {
         let file = Segment::name(first, end);
         self.storage
             .put(&self.path(&format!("log/{file}")), bytes)?;
+        let held = self.hold(records, rows);
         let mut st = self.state();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
+        if let Some(held) = held {
+            st.held.insert(first, held);
+        }
         st.segments.push(Segment {
             file,
             first,
@@ -403,6 +427,43 @@ impl TableLog {
             rows,
         });
         Ok(())
+    }
+
+    /// Keeps a written segment's batches for its compaction, when the storage holds fewer
+    /// than `compact_max_rows` rows of segments in all (beyond that the compaction reads the
+    /// segment back).
+    fn hold(&self, records: &[Arc<Record>], rows: u64) -> Option<Held> {
+        let count = &self.storage.held_rows;
+        let max = self.storage.config.compact_max_rows;
+        count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + rows <= max).then_some(held + rows)
+            })
+            .ok()?;
+        Some(Held {
+            records: records.to_vec(),
+            rows,
+            count: count.clone(),
+        })
+    }
+
+    /// A segment's batches (time, updates, metadata): the ones kept since it was written,
+    /// or else read back from storage.
+    fn segment_batches(&self, seg: &Segment) -> Result<Vec<Record>, StorageError> {
+        let Some(mut held) = self.state().held.remove(&seg.first) else {
+            return self.read_segment(seg);
+        };
+        let batches = std::mem::take(&mut held.records)
+            .into_iter()
+            .map(|r| {
+                Arc::try_unwrap(r).unwrap_or_else(|r| Record {
+                    ts: r.ts,
+                    updates: r.updates.clone(),
+                    meta: r.meta.clone(),
+                })
+            })
+            .collect();
+        Ok(batches)
     }
 
     /// Compacts segments into a part when they hold enough rows (or always, with `force`),
@@ -512,7 +573,7 @@ impl TableLog {
         let mut last_meta = None;
         let mut last_ts = 0;
         for seg in segments {
-            for (i, rec) in self.read_segment(seg)?.into_iter().enumerate() {
+            for (i, rec) in self.segment_batches(seg)?.into_iter().enumerate() {
                 let seq = seg.first + i as u64;
                 last_ts = last_ts.max(rec.ts);
                 if rec.meta.is_some() {
@@ -549,6 +610,7 @@ impl TableLog {
         let mut st = self.state();
         st.manifest = next;
         st.segments.retain(|s| s.first >= end);
+        st.held.retain(|&first, _| first >= end);
         st.net_rows -= dropped;
         for seg in segments {
             let p = self.path(&format!("log/{}", seg.file));
@@ -1158,6 +1220,63 @@ mod tests {
         assert_eq!(replay_all(&t, 1), expected, "the segments survive a reopen");
         t.compact(true).unwrap();
         assert_eq!(replay_all(&t, 2), expected, "and compact into parts");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A compaction takes the batches of the segments written since it last ran from memory
+    /// while the storage holds at most `compact_max_rows` rows of them, reads the other
+    /// segments back, and writes the same parts either way; the count of held rows returns to
+    /// zero once they are compacted.
+    #[test]
+    fn a_compaction_takes_held_segments_from_memory_and_reads_back_the_rest() {
+        let dir = std::env::temp_dir().join(format!("petrel-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StorageConfig {
+            compact_rows: u64::MAX,
+            compact_segments: usize::MAX,
+            compact_max_rows: 10,
+            ..StorageConfig::default()
+        };
+        let s = Storage::open(dir.to_str().unwrap(), false, config.clone()).unwrap();
+        let cols = vec!["k".to_string(), "v".to_string()];
+        let rules = || TableRules {
+            sort_key: vec![0],
+            ..TableRules::default()
+        };
+        let t = s.table("t", cols.clone(), rules()).unwrap();
+        let mut expected = Vec::new();
+        for b in 0..3i64 {
+            let rows: Vec<(Row, isize)> = (0..4)
+                .map(|i| {
+                    (
+                        vec![Value::str(&format!("k{}", i % 3)), Value::Int(b * 4 + i)],
+                        1,
+                    )
+                })
+                .collect();
+            let ts = 1_000 + b as u64;
+            expected.extend(rows.iter().map(|(r, d)| (r.clone(), ts, *d)));
+            t.append(ts, &Arc::new(rows), None).unwrap();
+            t.flush().unwrap();
+        }
+        expected.sort();
+        // Two segments of 4 rows fit under the bound of 10; the third is only on storage.
+        assert_eq!(
+            t.state().held.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(s.held_rows.load(Ordering::Relaxed), 8);
+        t.compact(true).unwrap();
+        assert_eq!(t.figures().segments, 0);
+        assert!(t.figures().parts >= 1);
+        assert!(t.state().held.is_empty());
+        assert_eq!(s.held_rows.load(Ordering::Relaxed), 0);
+        assert_eq!(replay_all(&t, 2), expected);
+        drop(t);
+        drop(s);
+        let s = Storage::open(dir.to_str().unwrap(), false, config).unwrap();
+        let t = s.table("t", cols, rules()).unwrap();
+        assert_eq!(replay_all(&t, 1), expected, "the parts survive a reopen");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
