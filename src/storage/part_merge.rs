@@ -1,9 +1,9 @@
-//! Merging two parts column by column.
+//! Merging parts column by column.
 //!
 //! A merge rewrites rows that were already written: as a datasource grows, each row is merged
-//! again every time its part doubles. Turning every cell into a [`Value`] and back made that
-//! the part of storage whose cost grew with the data. Here the two parts' record batches are
-//! merged as Arrow arrays: only the sorting key's columns and the log position are compared
+//! again every time its part grows by a merge. Turning every cell into a [`Value`] and back
+//! made that the part of storage whose cost grew with the data. Here the parts' record batches
+//! are merged as Arrow arrays: only the sorting key's columns and the log position are compared
 //! (typed, in place), and every column of the merged part is gathered from the inputs'
 //! arrays ([`interleave`]) without a value being built. Parts whose columns are stored
 //! differently (a column of mixed kinds, or of a kind one part never saw) are merged row by
@@ -159,40 +159,56 @@ fn after(a: &Current, b: &Current) -> bool {
         .is_gt()
 }
 
-/// Whether two parts of a datasource with `width` columns can be merged by columns: they
+/// Whether parts of a datasource with `width` columns can be merged by columns: they all
 /// store every column alike, and none as encoded values (which only a merge by rows
 /// compares).
-pub(crate) fn applies(a: &PartReader, b: &PartReader, width: usize) -> bool {
-    a.stored_kinds() == b.stored_kinds()
-        && a.stored_kinds().len() == width
-        && !a.stored_kinds().contains(&Kind::Encoded)
+pub(crate) fn applies(parts: &[PartReader], width: usize) -> bool {
+    let Some(first) = parts.first() else {
+        return false;
+    };
+    let kinds = first.stored_kinds();
+    parts.iter().all(|p| p.stored_kinds() == kinds)
+        && kinds.len() == width
+        && !kinds.contains(&Kind::Encoded)
 }
 
-/// Merges parts `a` and `b` (each in the part order, and [`applies`] to them) into one part
-/// with columns `names`, streaming one row group at a time.
+/// The side whose next row comes first in the part order, if any side has rows left.
+fn first_side(sides: &[Side]) -> Option<usize> {
+    let mut best: Option<(usize, &Current)> = None;
+    for (i, side) in sides.iter().enumerate() {
+        if let Some(current) = &side.current {
+            if best.is_none_or(|(_, b)| after(b, current)) {
+                best = Some((i, current));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// Merges `parts` (each in the part order, and [`applies`] to them) into one part with
+/// columns `names`, streaming one row group at a time: it holds one record batch per part.
 pub(crate) fn merge(
-    a: PartReader,
-    b: PartReader,
+    parts: Vec<PartReader>,
     names: &[String],
     sort_key: &[usize],
 ) -> Result<Merged, StorageError> {
-    let kinds = a.stored_kinds().to_vec();
+    let kinds = parts
+        .first()
+        .map(|p| p.stored_kinds().to_vec())
+        .unwrap_or_default();
     let key_columns: Vec<(usize, Kind)> = sort_key
         .iter()
         .filter_map(|&c| kinds.get(c).map(|k| (c + 3, *k)))
         .collect();
     let mut writer = PartWriter::new(names, kinds)?;
     let mut held: Vec<RecordBatch> = Vec::new();
-    let mut sides = [
-        Side {
-            reader: a,
+    let mut sides: Vec<Side> = parts
+        .into_iter()
+        .map(|reader| Side {
+            reader,
             current: None,
-        },
-        Side {
-            reader: b,
-            current: None,
-        },
-    ];
+        })
+        .collect();
     for side in &mut sides {
         side.advance(&mut held, &key_columns)?;
     }
@@ -203,13 +219,7 @@ pub(crate) fn merge(
         max_ts: 0,
     };
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(ROW_GROUP_ROWS);
-    loop {
-        let next = match (&sides[0].current, &sides[1].current) {
-            (None, None) => break,
-            (Some(_), None) => 0,
-            (None, Some(_)) => 1,
-            (Some(x), Some(y)) => usize::from(after(x, y)),
-        };
+    while let Some(next) = first_side(&sides) {
         let side = &mut sides[next];
         let Some(current) = side.current.as_mut() else {
             break;
@@ -243,7 +253,7 @@ fn write_picks(
     writer: &mut PartWriter,
     held: &mut Vec<RecordBatch>,
     picks: &mut Vec<(usize, usize)>,
-    sides: &mut [Side; 2],
+    sides: &mut [Side],
     totals: &mut Totals,
 ) -> Result<(), StorageError> {
     if !picks.is_empty() {
@@ -264,7 +274,7 @@ fn write_picks(
         writer.write_batch(columns)?;
         picks.clear();
     }
-    let mut kept = Vec::with_capacity(2);
+    let mut kept = Vec::with_capacity(sides.len());
     for side in sides.iter_mut() {
         if let Some(current) = side.current.as_mut() {
             kept.push(held[current.held].clone());
@@ -329,18 +339,19 @@ mod tests {
         out
     }
 
-    /// A columnar merge of two parts (each over several row groups, keys with NULLs, ties and
-    /// long strings) holds exactly the rows of both in the part order, and the statistics
+    /// A columnar merge of three parts (one over several row groups, keys with NULLs, ties
+    /// and long strings) holds exactly the rows of all in the part order, and the statistics
     /// and figures a merge of the rows themselves would give.
     #[test]
-    fn a_columnar_merge_equals_the_ordered_union_of_both_parts() {
+    fn a_columnar_merge_equals_the_ordered_union_of_its_parts() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let a = part_rows(&mut rng, ROW_GROUP_ROWS + 1_234, 0);
         let b = part_rows(&mut rng, 40_000, 100_000);
-        let (a_part, b_part) = (reader(&a), reader(&b));
-        assert!(applies(&a_part, &b_part, names().len()));
-        let merged = merge(a_part, b_part, &names(), &[0, 1]).expect("merges");
-        let union: Vec<PartRow> = a.iter().chain(&b).cloned().collect();
+        let c = part_rows(&mut rng, 7_000, 200_000);
+        let parts = vec![reader(&a), reader(&b), reader(&c)];
+        assert!(applies(&parts, names().len()));
+        let merged = merge(parts, &names(), &[0, 1]).expect("merges");
+        let union: Vec<PartRow> = a.iter().chain(&b).chain(&c).cloned().collect();
         let expected: Vec<PartRow> = part::sort_order(&union, &[0, 1])
             .into_iter()
             .map(|i| union[i].clone())
@@ -375,6 +386,7 @@ mod tests {
         let a = part_rows(&mut rng, 100, 0);
         let mut b = part_rows(&mut rng, 100, 1_000);
         b[0].row[1] = Value::Int(-1);
-        assert!(!applies(&reader(&a), &reader(&b), names().len()));
+        assert!(!applies(&[reader(&a), reader(&b)], names().len()));
+        assert!(applies(&[reader(&a), reader(&a)], names().len()));
     }
 }

@@ -187,6 +187,43 @@ fn leading_within(rows: impl Iterator<Item = u64>, max_rows: u64) -> (usize, u64
     (take, total)
 }
 
+/// The most parts one merge joins. A merge rewrites every row it joins, so joining several
+/// small parts at once rewrites a row fewer times over its life than merging them in pairs
+/// (each row about once, instead of once per doubling of its part).
+const MERGE_FAN_IN: usize = 8;
+
+/// Which neighbouring parts of one partition (their sizes in rows, in log order) to merge
+/// when it has more than `max_parts`: the run of 2 to [`MERGE_FAN_IN`] parts, of at most
+/// `max_rows` rows together, that rewrites the fewest rows per part it removes (the first
+/// such run on ties). Returns that cost and the run.
+fn merge_window(
+    sizes: &[u64],
+    max_parts: usize,
+    max_rows: u64,
+) -> Option<(f64, std::ops::Range<usize>)> {
+    if sizes.len() <= max_parts {
+        return None;
+    }
+    let mut best: Option<(f64, std::ops::Range<usize>)> = None;
+    for start in 0..sizes.len() {
+        let mut total = 0u64;
+        for end in start + 1..=(start + MERGE_FAN_IN).min(sizes.len()) {
+            total = total.saturating_add(sizes[end - 1]);
+            if total > max_rows {
+                break;
+            }
+            if end - start < 2 {
+                continue;
+            }
+            let cost = total as f64 / (end - start - 1) as f64;
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, start..end));
+            }
+        }
+    }
+    best
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -623,15 +660,14 @@ impl TableLog {
         Ok(())
     }
 
-    /// Merges parts while a partition has more than `max_parts`: the two neighbouring parts
-    /// (in log order) of that partition with the fewest rows, as long as the merged part stays
-    /// under `merge_max_rows`. Expired rows are dropped on the way.
+    /// Merges parts while a partition has more than `max_parts`: each time the run of
+    /// neighbouring parts (in log order) that [`merge_window`] picks, over every partition.
+    /// Expired rows are dropped on the way.
     fn merge_parts(&self) -> Result<(), StorageError> {
         let config = &self.storage.config;
         loop {
             let manifest = self.manifest();
-            let mut by_partition: std::collections::BTreeMap<Option<&Value>, Vec<usize>> =
-                Default::default();
+            let mut by_partition: BTreeMap<Option<&Value>, Vec<usize>> = BTreeMap::new();
             for (i, p) in manifest.parts.iter().enumerate() {
                 by_partition
                     .entry(p.partition.as_ref())
@@ -640,31 +676,39 @@ impl TableLog {
             }
             let best = by_partition
                 .values()
-                .filter(|parts| parts.len() > config.max_parts)
-                .flat_map(|parts| parts.windows(2).map(|w| (w[0], w[1])))
-                .map(|(a, b)| (manifest.parts[a].updates + manifest.parts[b].updates, a, b))
-                .filter(|(n, _, _)| *n <= config.merge_max_rows)
-                .min();
-            let Some((_, ia, ib)) = best else {
+                .filter_map(|parts| {
+                    let sizes: Vec<u64> =
+                        parts.iter().map(|&i| manifest.parts[i].updates).collect();
+                    merge_window(&sizes, config.max_parts, config.merge_max_rows)
+                        .map(|(cost, run)| (cost, parts[run].to_vec()))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((_, chosen)) = best else {
                 return Ok(());
             };
-            let (a, b) = (&manifest.parts[ia], &manifest.parts[ib]);
+            let run: Vec<&PartInfo> = chosen.iter().map(|&i| &manifest.parts[i]).collect();
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                return Ok(());
+            };
             let file = format!(
                 "{:020}-{:020}-m{}.parquet",
-                a.first,
-                b.end,
+                first.first,
+                last.end,
                 manifest.version + 1
             );
-            let (merged, dropped) = self.merge_pair(a, b, file)?;
+            let (merged, dropped) = self.merge_run(&run, file)?;
             let mut next = manifest.clone();
             next.version += 1;
-            next.parts[ia] = merged;
-            next.parts.remove(ib);
+            next.parts[chosen[0]] = merged;
+            // The run's indices rise: removing from the last keeps the others in place.
+            for &i in chosen[1..].iter().rev() {
+                next.parts.remove(i);
+            }
             self.commit_manifest(&next)?;
             let mut st = self.state();
             st.manifest = next;
             st.net_rows -= dropped;
-            for p in [a, b] {
+            for p in &run {
                 let path = self.path(&format!("parts/{}", p.file));
                 st.garbage.push(path);
             }
@@ -676,40 +720,35 @@ impl TableLog {
         }
     }
 
-    /// Merges two parts of one partition into the part `file`, streaming: both are sorted
-    /// by (sorting key, log position), so the merge reads and writes one record batch at a
-    /// time and its memory does not grow with the parts. Expired rows are dropped on the
-    /// way; returns the part and the net rows dropped.
-    fn merge_pair(
-        &self,
-        a: &PartInfo,
-        b: &PartInfo,
-        file: String,
-    ) -> Result<(PartInfo, i64), StorageError> {
-        let readers = [
-            part::PartReader::open(self.read_part(a)?)?,
-            part::PartReader::open(self.read_part(b)?)?,
-        ];
-        // Column by column where both parts store their columns alike and no row can have
-        // expired (expiry is a function of the row's values).
-        let (merged, dropped) = match readers {
-            [ra, rb]
-                if self.rules.expiry.is_none()
-                    && part_merge::applies(&ra, &rb, self.columns.len()) =>
-            {
-                let merged = part_merge::merge(ra, rb, &self.columns, &self.rules.sort_key)?;
-                (merged, 0)
-            }
-            readers => self.merge_rows(a, b, readers)?,
+    /// Merges neighbouring parts of one partition (`run`, in log order) into the part
+    /// `file`, streaming: each is sorted by (sorting key, log position), so the merge reads
+    /// and writes one record batch per part at a time and its memory does not grow with the
+    /// parts. Expired rows are dropped on the way; returns the part and the net rows dropped.
+    fn merge_run(&self, run: &[&PartInfo], file: String) -> Result<(PartInfo, i64), StorageError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Err(StorageError::Corrupt("a merge of no parts".into()));
         };
+        let readers = run
+            .iter()
+            .map(|p| part::PartReader::open(self.read_part(p)?))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        // Column by column where the parts store their columns alike and no row can have
+        // expired (expiry is a function of the row's values).
+        let (merged, dropped) =
+            if self.rules.expiry.is_none() && part_merge::applies(&readers, self.columns.len()) {
+                let merged = part_merge::merge(readers, &self.columns, &self.rules.sort_key)?;
+                (merged, 0)
+            } else {
+                self.merge_rows(run, readers)?
+            };
         let bytes = merged.encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), merged.encoded.bytes)?;
         let info = PartInfo {
             file,
-            first: a.first,
-            end: b.end,
-            partition: a.partition.clone(),
+            first: first.first,
+            end: last.end,
+            partition: first.partition.clone(),
             updates: merged.updates,
             net_rows: merged.net_rows,
             bytes,
@@ -721,21 +760,34 @@ impl TableLog {
         Ok((info, dropped))
     }
 
-    /// Merges two parts row by row, dropping expired rows; returns the merged part and the
-    /// net rows dropped.
+    /// Merges parts row by row, dropping expired rows; returns the merged part and the net
+    /// rows dropped.
     fn merge_rows(
         &self,
-        a: &PartInfo,
-        b: &PartInfo,
-        mut readers: [part::PartReader; 2],
+        run: &[&PartInfo],
+        mut readers: Vec<part::PartReader>,
     ) -> Result<(part_merge::Merged, i64), StorageError> {
+        // The kinds that store every part's values: where a part holds only NULLs in a
+        // column, the others decide.
         let holds =
             |p: &PartInfo| -> Vec<bool> { p.columns.iter().map(|c| c.min.is_some()).collect() };
-        let kinds = readers[0]
-            .kinds()
-            .merge(&holds(a), &readers[1].kinds(), &holds(b));
-        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds)?;
-        let mut heads: [std::collections::VecDeque<PartRow>; 2] = Default::default();
+        let mut stored = readers.iter().zip(run).map(|(r, p)| (r.kinds(), holds(p)));
+        let Some(mut kinds_has) = stored.next() else {
+            return Err(StorageError::Corrupt("a merge of no parts".into()));
+        };
+        for (kinds, has) in stored {
+            let merged = kinds_has.0.merge(&kinds_has.1, &kinds, &has);
+            let either = (0..kinds_has.1.len().max(has.len()))
+                .map(|c| {
+                    kinds_has.1.get(c).copied().unwrap_or(true)
+                        || has.get(c).copied().unwrap_or(true)
+                })
+                .collect();
+            kinds_has = (merged, either);
+        }
+        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds_has.0)?;
+        let mut heads: Vec<std::collections::VecDeque<PartRow>> =
+            readers.iter().map(|_| Default::default()).collect();
         let mut out: Vec<PartRow> = Vec::with_capacity(part::ROW_GROUP_ROWS);
         let (mut updates, mut net_rows, mut dropped) = (0u64, 0i64, 0i64);
         let (mut min_ts, mut max_ts) = (Ts::MAX, 0);
@@ -759,11 +811,16 @@ impl TableLog {
                     }
                 }
             }
-            let next = match (heads[0].front(), heads[1].front()) {
-                (None, None) => break,
-                (Some(_), None) => 0,
-                (None, Some(_)) => 1,
-                (Some(x), Some(y)) => usize::from(self.part_order(x, y).is_gt()),
+            let mut next: Option<(usize, &PartRow)> = None;
+            for (i, head) in heads.iter().enumerate() {
+                if let Some(row) = head.front() {
+                    if next.is_none_or(|(_, best)| self.part_order(best, row).is_gt()) {
+                        next = Some((i, row));
+                    }
+                }
+            }
+            let Some((next, _)) = next else {
+                break;
             };
             if let Some(row) = heads[next].pop_front() {
                 out.push(row);
@@ -1278,6 +1335,30 @@ mod tests {
         let t = s.table("t", cols, rules()).unwrap();
         assert_eq!(replay_all(&t, 1), expected, "the parts survive a reopen");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Merges join runs of small parts at once, never more than the fan-in or the row
+    /// bound, and only while a partition has too many parts.
+    #[test]
+    fn a_merge_joins_the_run_of_parts_that_rewrites_the_fewest_rows_per_part_removed() {
+        let k = 200_000;
+        let m = 2_000_000;
+        // At most eight parts: nothing to do.
+        assert_eq!(merge_window(&[k; 8], 8, m), None);
+        // Nine equal parts: eight of them at once (the first such run).
+        assert_eq!(merge_window(&[k; 9], 8, m).map(|w| w.1), Some(0..8));
+        // A large part and small ones after it: the small ones, not the large one.
+        let mut sizes = vec![8 * k];
+        sizes.extend([k; 8]);
+        assert_eq!(merge_window(&sizes, 8, m).map(|w| w.1), Some(1..9));
+        // The row bound caps the run; parts too large to join are left alone.
+        assert_eq!(merge_window(&[k; 9], 8, 3 * k).map(|w| w.1), Some(0..3));
+        assert_eq!(merge_window(&[m; 9], 8, m), None);
+        // Two small parts between large ones: those two.
+        assert_eq!(
+            merge_window(&[m, m, 10, 10, m, m, m, m, m], 8, m).map(|w| w.1),
+            Some(2..4)
+        );
     }
 
     fn replay_all(t: &TableLog, peers: usize) -> Vec<(Row, Ts, isize)> {
