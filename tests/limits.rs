@@ -406,7 +406,7 @@ fn a_decompression_bomb_answers_413() {
 fn rows_waiting(server: &Server) -> u64 {
     metrics(server)
         .lines()
-        .find_map(|l| l.strip_prefix("petrel_rows_waiting_for_views "))
+        .find_map(|l| l.strip_prefix("petrel_rows_waiting "))
         .and_then(|v| v.trim().parse().ok())
         .expect("the metric is served")
 }
@@ -457,4 +457,56 @@ fn writes_wait_while_more_rows_than_the_limit_wait_for_the_views() {
         "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
     );
     assert_eq!(count["data"][0]["n"], 2_800, "{count}");
+}
+
+/// While the storage refuses writes, rows acknowledged without `wait=true` stay in memory:
+/// they count as waiting, so once more than `--max-waiting-rows` wait, the next write waits
+/// too (the server's memory does not grow with a storage outage), and it lands once the
+/// storage takes writes again; no acknowledged row is lost.
+#[test]
+fn writes_wait_while_the_storage_refuses_to_store_the_rows_before_them() {
+    let server = Server::start("dataflows/clicks", &["--max-waiting-rows", "100"]);
+    ingest(&server, 100);
+    wait_until(|| rows_waiting(&server) == 0, "the first rows are stored");
+    let log = server.dir.join(".petrel/data/tables/clicks/log");
+    assert!(log.is_dir(), "the datasource's log is at {}", log.display());
+    // The storage refuses writes: its log folder becomes a file.
+    let away = server.dir.join(".petrel/log-away");
+    std::fs::rename(&log, &away).unwrap();
+    std::fs::write(&log, b"not a folder").unwrap();
+    assert_eq!(
+        post_events(&server.url, 500),
+        202,
+        "accepted: nothing waited before it"
+    );
+    let url = server.url.clone();
+    let second = std::thread::spawn(move || post_events(&url, 300));
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        rows_waiting(&server),
+        500,
+        "the views read the rows long ago, the storage has not stored them"
+    );
+    assert!(
+        !second.is_finished(),
+        "the second write waits while 500 rows wait for the storage"
+    );
+    // The storage takes writes again.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&away, &log).unwrap();
+    assert_eq!(second.join().unwrap(), 202, "then the write lands");
+    wait_until(|| rows_waiting(&server) == 0, "every row is stored");
+    let count = common::get(
+        &server,
+        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
+    );
+    assert_eq!(count["data"][0]["n"], 900, "{count}");
+    // Stored: a server killed now and restarted over the same data has every row.
+    let dir = server.stop();
+    let server = Server::start_in(dir, &[]);
+    let count = common::get(
+        &server,
+        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
+    );
+    assert_eq!(count["data"][0]["n"], 900, "after a restart: {count}");
 }

@@ -88,8 +88,8 @@ pub struct StartArgs {
     /// Open WebSocket/SSE subscriptions one token may hold at once; past it, 429.
     #[arg(long, default_value_t = 1_000)]
     max_subscriptions_per_token: usize,
-    /// Rows accepted by the Events API that the views have not read yet; past it, requests
-    /// wait for the views (429 after 30 s).
+    /// Rows accepted by the Events API that the views have not read or the storage has not
+    /// stored yet; past it, requests wait for them (429 after 30 s).
     #[arg(long, default_value_t = 2_000_000)]
     max_waiting_rows: u64,
     /// Connections served at once; further ones wait in the listen backlog.

@@ -1,11 +1,14 @@
-//! Ingest admission: the rows accepted but not yet read by the views are bounded.
+//! Ingest admission: the rows accepted but not yet read by the views, or not yet stored, are
+//! bounded.
 //!
-//! An append is acknowledged once its rows are in the log, before the views have read them
-//! (without `wait=true`). A client that writes faster than the views fold would otherwise
-//! queue rows in the engine without limit, until the process runs out of memory. Each
-//! accepted batch counts its rows as waiting until every view that reads its datasource has
-//! passed its timestamp; a new append waits while more than the limit wait, and is refused
-//! with 429 (nothing of it written, so a retry is safe) if the views do not catch up in time.
+//! An append is acknowledged once its rows are in the log's memory, before the views have
+//! read them and before the storage has written them (without `wait=true`). A client that
+//! writes faster than the views fold, or while the storage refuses writes, would otherwise
+//! queue rows in memory without limit, until the process runs out of it. Each accepted batch
+//! counts its rows as waiting until every view that reads its datasource has passed its
+//! timestamp and the storage holds it; a new append waits while more than the limit wait, and
+//! is refused with 429 (nothing of it written, so a retry is safe) if they do not catch up in
+//! time.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::RuntimeError;
 
-/// The count of rows waiting for the views, and the limit appends wait on.
+/// The count of rows waiting for the views or the storage, and the limit appends wait on.
 pub(crate) struct Admission {
     waiting: AtomicU64,
     max: u64,
@@ -24,7 +27,7 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Admits appends while at most `max` rows wait for the views.
+    /// Admits appends while at most `max` rows wait.
     pub(crate) fn new(max: u64) -> Arc<Admission> {
         Arc::new(Admission {
             waiting: AtomicU64::new(0),
@@ -33,13 +36,13 @@ impl Admission {
         })
     }
 
-    /// Rows accepted that some view has not read yet.
+    /// Rows accepted that some view has not read or the storage has not stored yet.
     pub(crate) fn waiting(&self) -> u64 {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Returns once at most the limit of rows wait for the views; after `patience`, refuses
-    /// the append with 429.
+    /// Returns once at most the limit of rows wait; after `patience`, refuses the append
+    /// with 429.
     pub(crate) async fn admit(&self, patience: Duration) -> Result<(), RuntimeError> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
@@ -51,8 +54,9 @@ impl Admission {
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return Err(RuntimeError::Exhausted(format!(
-                    "{} rows are waiting for the views to read them (the limit is {}, \
-                     --max-waiting-rows): nothing of this request was written; retry later",
+                    "{} rows are waiting for the views to read them or the storage to store them \
+                     (the limit is {}, --max-waiting-rows): nothing of this request was \
+                     written; retry later",
                     self.waiting(),
                     self.max
                 )));
@@ -60,11 +64,12 @@ impl Admission {
         }
     }
 
-    /// Counts `rows` as waiting until `read` (the views passing the rows' timestamp) is done.
+    /// Counts `rows` as waiting until `settled` (the views passing the rows' timestamp, the
+    /// storage storing them) is done.
     pub(crate) fn hold(
         self: &Arc<Self>,
         rows: u64,
-        read: impl Future<Output = ()> + Send + 'static,
+        settled: impl Future<Output = ()> + Send + 'static,
     ) {
         if rows == 0 {
             return;
@@ -72,7 +77,7 @@ impl Admission {
         self.waiting.fetch_add(rows, Ordering::Relaxed);
         let admission = self.clone();
         tokio::spawn(async move {
-            read.await;
+            settled.await;
             admission.waiting.fetch_sub(rows, Ordering::Relaxed);
             admission.freed.notify_waiters();
         });

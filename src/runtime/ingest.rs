@@ -18,7 +18,8 @@ pub struct IngestReport {
 /// How long an Events API request waits for the views to catch up before it answers 429.
 const ADMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The longest accepted rows count as waiting, whatever the views do.
+/// The longest accepted rows count as waiting for the views, whatever the views do (rows
+/// count as waiting for the storage as long as they are not stored: they are in memory).
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl Runtime {
@@ -225,26 +226,32 @@ impl Runtime {
         Ok(IngestReport { ts, ..report })
     }
 
-    /// Waits until the views have read enough of the rows accepted before to take another
-    /// Events API request (`max_waiting_rows`); 429 if they do not within `ADMIT_PATIENCE`.
+    /// Waits until the views have read, and the storage has stored, enough of the rows
+    /// accepted before to take another Events API request (`max_waiting_rows`); 429 if they
+    /// do not within `ADMIT_PATIENCE`.
     pub async fn admit_events(&self) -> Result<(), RuntimeError> {
         self.admission.admit(ADMIT_PATIENCE).await
     }
 
     /// Counts `rows` accepted into `datasource` (and its quarantine) at `ts` as waiting until
-    /// every view that reads them has passed `ts`.
-    pub fn hold_until_read(&self, datasource: &str, ts: Ts, rows: u64) {
+    /// every view that reads them has passed `ts` and the storage holds them durably.
+    pub fn hold_until_read_and_stored(&self, datasource: &str, ts: Ts, rows: u64) {
         let tables = [datasource.to_string(), format!("{datasource}_quarantine")];
         let read = self.views.read_by_readers(&tables, ts);
-        // A view that never passes `ts` (its dataflow stuck) must not hold the count
-        // forever and refuse every later request.
-        let read = async move {
+        let storage = self.storage.clone();
+        let settled = async move {
+            // A view that never passes `ts` (its dataflow stuck) must not hold the count
+            // forever and refuse every later request.
             let _ = tokio::time::timeout(HOLD_AT_MOST, read).await;
+            // Rows the storage has not written are in memory: a storage that refuses writes
+            // holds them, and the writers' next requests wait, then get 429.
+            storage.wait_durable_past(ts).await;
         };
-        self.admission.hold(rows, read);
+        self.admission.hold(rows, settled);
     }
 
-    /// Rows accepted by the Events API that some view has not read yet.
+    /// Rows accepted by the Events API that some view has not read yet or the storage has
+    /// not stored yet.
     pub fn waiting_rows(&self) -> u64 {
         self.admission.waiting()
     }

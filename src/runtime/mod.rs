@@ -140,9 +140,10 @@ pub struct RuntimeConfig {
     pub change_ring_batches: usize,
     /// Open subscriptions one token may hold at once.
     pub max_subscriptions_per_token: usize,
-    /// Rows accepted by the Events API that the views have not read yet: past it, a new
-    /// request waits for the views (and answers 429 if they do not catch up in time), so a
-    /// client writing faster than the views fold cannot queue rows without limit.
+    /// Rows accepted by the Events API that the views have not read or the storage has not
+    /// stored yet: past it, a new request waits for them (and answers 429 if they do not
+    /// catch up in time), so a client writing faster than the views fold, or during a storage
+    /// outage, cannot queue rows in memory without limit.
     pub max_waiting_rows: u64,
     /// This process's place in a cluster, if it runs in one.
     pub cluster: Option<ClusterRole>,

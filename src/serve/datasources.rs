@@ -24,7 +24,7 @@ pub(super) async fn events(
     let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson(&ds, &body))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    state.runtime.hold_until_read(
+    state.runtime.hold_until_read_and_stored(
         name,
         report.ts,
         (report.successful_rows + report.quarantined_rows) as u64,

@@ -261,15 +261,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "petrel_views_refused_total {}", limits.views_refused);
     family(
         &mut out,
-        "petrel_rows_waiting_for_views",
+        "petrel_rows_waiting",
         "gauge",
-        "Rows accepted by the Events API that some view has not read yet (--max-waiting-rows bounds it).",
+        "Rows accepted by the Events API that some view has not read or the storage has not stored yet (--max-waiting-rows bounds it).",
     );
-    let _ = writeln!(
-        out,
-        "petrel_rows_waiting_for_views {}",
-        runtime.waiting_rows()
-    );
+    let _ = writeln!(out, "petrel_rows_waiting {}", runtime.waiting_rows());
     family(
         &mut out,
         "petrel_resident_memory_bytes",

@@ -119,6 +119,11 @@ pub struct Storage {
     stopped: AtomicBool,
     /// The last frontier the flusher wrote: every batch below it is durable.
     durable: AtomicU64,
+    /// The same frontier, for writers that wait for their rows to be stored.
+    durable_watch: tokio::sync::watch::Sender<Ts>,
+    /// Set when a segment is written (by the flusher or by a request that waits for its
+    /// rows): the flusher then writes the frontier on its next round.
+    segment_written: AtomicBool,
     /// Rows of written segments every table keeps in memory for its next compaction (at
     /// most `compact_max_rows` in all).
     held_rows: Arc<AtomicU64>,
@@ -211,6 +216,8 @@ impl Storage {
             tables: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             durable: AtomicU64::new(0),
+            durable_watch: tokio::sync::watch::Sender::new(0),
+            segment_written: AtomicBool::new(false),
             held_rows: Arc::default(),
             clock: Mutex::new(None),
         }))
@@ -390,7 +397,16 @@ impl Storage {
         let body = serde_json::json!({ "ts": frontier }).to_string();
         self.put(&self.path("frontier"), body.into())?;
         self.durable.store(frontier, Ordering::SeqCst);
+        self.durable_watch.send_replace(frontier);
         Ok(())
+    }
+
+    /// Returns once every batch at `ts` or earlier is durable (the durable frontier passed
+    /// it); while the storage refuses writes, that is never.
+    pub async fn wait_durable_past(&self, ts: Ts) {
+        let mut frontier = self.durable_watch.subscribe();
+        // The sender lives as long as the storage, which the caller holds.
+        let _ = frontier.wait_for(|f| *f > ts).await;
     }
 
     /// The frontier this writer last stored: every batch below it is durable.
@@ -448,9 +464,11 @@ impl Storage {
                     let Some(storage) = weak.upgrade().filter(|s| !s.is_stopped()) else {
                         return;
                     };
+                    // Taken before the clock is read: a segment written since then is
+                    // seen next round.
+                    let mut wrote = storage.segment_written.swap(false, Ordering::SeqCst);
                     let frontier = clock();
                     let mut ok = true;
-                    let mut wrote = false;
                     for table in storage.tables() {
                         match table.flush() {
                             Ok(n) => wrote |= n > 0,

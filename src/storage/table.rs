@@ -449,6 +449,7 @@ impl TableLog {
         let file = Segment::name(first, end);
         self.storage
             .put(&self.path(&format!("log/{file}")), bytes)?;
+        self.storage.segment_written.store(true, Ordering::SeqCst);
         let held = self.hold(records, rows);
         let mut st = self.state();
         st.pending.drain(..records.len());
