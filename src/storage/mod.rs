@@ -478,6 +478,13 @@ impl Storage {
                             }
                         }
                     }
+                    if !wrote {
+                        // Writes paused: the segments held for the next compaction would
+                        // stay in memory until writes resume; it reads them back instead.
+                        for table in storage.tables() {
+                            table.release_held();
+                        }
+                    }
                     idle += every;
                     if ok && frontier > last_written && (wrote || idle >= Duration::from_secs(1))
                     {

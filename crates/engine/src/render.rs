@@ -407,7 +407,7 @@ impl KeyedState for TopState {
     type Update = Row;
 
     fn apply(&mut self, row: Row, diff: isize) {
-        let entry = self.order.entry(&row);
+        let entry = self.order.entry_of(row);
         if let Some(b) = &mut self.bounded {
             b.present += diff as i64;
             if b.boundary

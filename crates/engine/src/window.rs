@@ -53,7 +53,7 @@ impl KeyedState for WindowState {
     type Update = Row;
 
     fn apply(&mut self, row: Row, diff: isize) {
-        add_multiplicity(&mut self.rows, self.order.entry(&row), diff as i64);
+        add_multiplicity(&mut self.rows, self.order.entry_of(row), diff as i64);
     }
 
     fn output(&self, _key: &Row, out: &mut Vec<Row>) {
