@@ -389,6 +389,8 @@ impl Storage {
         if let Some(frontier) = frontier.filter(|f| *f > self.durable_frontier()) {
             self.write_frontier(frontier)?;
         }
+        // Writers waiting for their rows to be stored: they are (the flushes above).
+        self.durable_watch.send_modify(|_| {});
         Ok(())
     }
 
@@ -402,11 +404,12 @@ impl Storage {
     }
 
     /// Returns once every batch at `ts` or earlier is durable (the durable frontier passed
-    /// it); while the storage refuses writes, that is never.
+    /// it), or once the storage is stopped (its last flush wrote every batch); while the
+    /// storage refuses writes, that is never: the rows are only in memory.
     pub async fn wait_durable_past(&self, ts: Ts) {
         let mut frontier = self.durable_watch.subscribe();
         // The sender lives as long as the storage, which the caller holds.
-        let _ = frontier.wait_for(|f| *f > ts).await;
+        let _ = frontier.wait_for(|f| *f > ts || self.is_stopped()).await;
     }
 
     /// The frontier this writer last stored: every batch below it is durable.
@@ -478,12 +481,10 @@ impl Storage {
                             }
                         }
                     }
-                    if !wrote {
-                        // Writes paused: the segments held for the next compaction would
-                        // stay in memory until writes resume; it reads them back instead.
-                        for table in storage.tables() {
-                            table.release_held();
-                        }
+                    // A table whose writes paused would keep the segments held for its
+                    // next compaction until they resume: that compaction reads them back.
+                    for table in storage.tables() {
+                        table.release_held_if_idle();
                     }
                     idle += every;
                     if ok && frontier > last_written && (wrote || idle >= Duration::from_secs(1))

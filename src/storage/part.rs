@@ -51,13 +51,11 @@ pub(crate) fn part_order(sort_key: &[usize], a: &PartRow, b: &PartRow) -> std::c
         .then(a.seq.cmp(&b.seq))
 }
 
-/// Sorts rows into [`part_order`], keeping rows that compare equal in their order (as a
-/// stable sort does). Compactions sort hundreds of thousands of rows: they sort integer
-/// prefixes of the first two key columns ([`Value::order_prefix`]) and compare the rows
-/// themselves only within runs of equal prefixes.
-/// The positions of `rows` in the part order (see [`part_order`]), without moving the rows:
-/// a sort of each row's first two sort values' order prefixes, where only rows whose
-/// prefixes tie are compared themselves.
+/// The positions of `rows` (in log order, as compactions gather them) in the part order (see
+/// [`part_order`]), without moving the rows: a sort of each row's first two sort values'
+/// order prefixes ([`Value::order_prefix`]), where only rows whose prefixes tie are compared
+/// themselves (rows whose prefixes are exact over the whole key are equal by it and keep
+/// their log order). Compactions sort hundreds of thousands of rows.
 pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
     let prefix = |r: &PartRow, k: usize| match sort_key.get(k).map(|&i| r.row.get(i)) {
         None | Some(None) => ((0, 0), true),

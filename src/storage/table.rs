@@ -66,8 +66,8 @@ impl Segment {
 
 /// A written segment's batches, kept in memory until it is compacted so that the compaction
 /// neither reads nor decodes what was just written. Their rows count against the storage's
-/// bound on held rows until dropped; they are dropped when writes pause (a flusher round
-/// with nothing to write), so an idle table keeps nothing.
+/// bound on held rows until dropped; they are dropped when the table's writes pause (a
+/// flusher round in which it wrote no segment), so an idle table keeps nothing.
 struct Held {
     records: Vec<Arc<Record>>,
     rows: u64,
@@ -159,6 +159,9 @@ pub struct TableLog {
     flushing: Mutex<()>,
     /// Held while a compaction or merge runs.
     compacting: Mutex<()>,
+    /// Set when a segment is written; the flusher's next round takes it (see
+    /// [`TableLog::release_held_if_idle`]).
+    wrote_segment: std::sync::atomic::AtomicBool,
 }
 
 fn encode_records(records: &[Arc<Record>]) -> Result<Bytes, StorageError> {
@@ -260,6 +263,7 @@ impl TableLog {
             state: Mutex::new(State::default()),
             flushing: Mutex::new(()),
             compacting: Mutex::new(()),
+            wrote_segment: Default::default(),
         };
         table.reload()?;
         if !table.storage.is_read_only() {
@@ -451,6 +455,7 @@ impl TableLog {
         self.storage
             .put(&self.path(&format!("log/{file}")), bytes)?;
         self.storage.segment_written.store(true, Ordering::SeqCst);
+        self.wrote_segment.store(true, Ordering::SeqCst);
         let held = self.hold(records, rows);
         let mut st = self.state();
         st.pending.drain(..records.len());
@@ -490,6 +495,14 @@ impl TableLog {
     pub(crate) fn release_held(&self) {
         let held = std::mem::take(&mut self.state().held);
         drop(held);
+    }
+
+    /// [`TableLog::release_held`] when no segment of this table was written since the last
+    /// call: its writes paused, and what it holds would stay in memory until they resume.
+    pub(crate) fn release_held_if_idle(&self) {
+        if !self.wrote_segment.swap(false, Ordering::SeqCst) {
+            self.release_held();
+        }
     }
 
     /// A segment's batches (time, updates, metadata): the ones kept since it was written,
@@ -1344,8 +1357,17 @@ mod tests {
         t.append(2_000, &Arc::new(vec![(row, 1)]), None).unwrap();
         t.flush().unwrap();
         assert_eq!(s.held_rows.load(Ordering::Relaxed), 1);
-        t.release_held();
-        assert!(t.state().held.is_empty());
+        t.release_held_if_idle();
+        assert_eq!(
+            t.state().held.len(),
+            1,
+            "kept: the table wrote since the last round"
+        );
+        t.release_held_if_idle();
+        assert!(
+            t.state().held.is_empty(),
+            "released: it wrote nothing since"
+        );
         assert_eq!(s.held_rows.load(Ordering::Relaxed), 0);
         t.compact(true).unwrap();
         assert_eq!(replay_all(&t, 2), expected);
@@ -1379,6 +1401,40 @@ mod tests {
             merge_window(&[m, m, 10, 10, m, m, m, m, m], 8, m).map(|w| w.1),
             Some(2..4)
         );
+    }
+
+    /// A writer waiting for its rows to be stored is released by a clean stop (which writes
+    /// every waiting batch), though no flusher will write a frontier past its rows any more.
+    #[test]
+    fn a_clean_stop_releases_writers_waiting_for_their_rows_to_be_stored() {
+        let dir = std::env::temp_dir().join(format!("petrel-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = storage(&dir, false);
+        let t = s
+            .table("t", vec!["k".into()], TableRules::default())
+            .unwrap();
+        t.append(5, &Arc::new(vec![(vec![Value::Int(1)], 1)]), None)
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let waiter = {
+            let s = s.clone();
+            rt.spawn(async move { s.wait_durable_past(5).await })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!waiter.is_finished(), "nothing stored the row yet");
+        s.stop().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+                .await
+                .expect("the stop released the waiting writer")
+                .unwrap()
+        });
+        assert_eq!(t.figures().pending_batches, 0, "the stop wrote the batch");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn replay_all(t: &TableLog, peers: usize) -> Vec<(Row, Ts, isize)> {
