@@ -411,6 +411,14 @@ fn rows_waiting(server: &Server) -> u64 {
         .expect("the metric is served")
 }
 
+/// The answer to `SELECT count() AS n FROM clicks`.
+fn clicks_count(server: &Server) -> Value {
+    common::get(
+        server,
+        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
+    )
+}
+
 /// `POST /v0/events` of `rows` rows without waiting; the status.
 fn post_events(url: &str, rows: usize) -> u16 {
     let body: String = (0..rows)
@@ -452,10 +460,7 @@ fn writes_wait_while_more_rows_than_the_limit_wait_for_the_views() {
     );
     assert_eq!(second.join().unwrap(), 202, "then the write lands");
     wait_until(|| rows_waiting(&server) == 0, "the views read every row");
-    let count = common::get(
-        &server,
-        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
-    );
+    let count = clicks_count(&server);
     assert_eq!(count["data"][0]["n"], 2_800, "{count}");
 }
 
@@ -496,17 +501,11 @@ fn writes_wait_while_the_storage_refuses_to_store_the_rows_before_them() {
     std::fs::rename(&away, &log).unwrap();
     assert_eq!(second.join().unwrap(), 202, "then the write lands");
     wait_until(|| rows_waiting(&server) == 0, "every row is stored");
-    let count = common::get(
-        &server,
-        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
-    );
+    let count = clicks_count(&server);
     assert_eq!(count["data"][0]["n"], 900, "{count}");
     // Stored: a server killed now and restarted over the same data has every row.
     let dir = server.stop();
     let server = Server::start_in(dir, &[]);
-    let count = common::get(
-        &server,
-        "/v0/sql?q=SELECT%20count()%20AS%20n%20FROM%20clicks",
-    );
+    let count = clicks_count(&server);
     assert_eq!(count["data"][0]["n"], 900, "after a restart: {count}");
 }

@@ -1209,6 +1209,22 @@ mod tests {
         Storage::open(dir.to_str().unwrap(), read_only, config).unwrap()
     }
 
+    /// A fresh storage under a temporary folder named after `name` that compacts only when
+    /// told to, into parts (and segments) of at most 10 rows; with its folder and settings
+    /// for a reopen.
+    fn small_parts_storage(name: &str) -> (std::path::PathBuf, StorageConfig, Arc<Storage>) {
+        let dir = std::env::temp_dir().join(format!("petrel-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = StorageConfig {
+            compact_rows: u64::MAX,
+            compact_segments: usize::MAX,
+            compact_max_rows: 10,
+            ..StorageConfig::default()
+        };
+        let s = Storage::open(dir.to_str().unwrap(), false, config.clone()).unwrap();
+        (dir, config, s)
+    }
+
     /// Two workers replay one history while a compaction turns its segments into a part
     /// between their replays: every batch is replayed once (a restarted server's first ad-hoc
     /// query stored rows twice when each worker listed the units itself).
@@ -1255,15 +1271,7 @@ mod tests {
     /// into one buffer and later compacted from memory all at once.
     #[test]
     fn a_backlog_flushes_in_segments_no_larger_than_a_part() {
-        let dir = std::env::temp_dir().join(format!("petrel-backlog-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = StorageConfig {
-            compact_rows: u64::MAX,
-            compact_segments: usize::MAX,
-            compact_max_rows: 10,
-            ..StorageConfig::default()
-        };
-        let s = Storage::open(dir.to_str().unwrap(), false, config.clone()).unwrap();
+        let (dir, config, s) = small_parts_storage("backlog");
         let cols = vec!["k".to_string(), "v".to_string()];
         let t = s.table("t", cols.clone(), TableRules::default()).unwrap();
         // Batches of 4 rows, then one of 25 (larger than a segment), then 4 more of 4.
@@ -1307,15 +1315,7 @@ mod tests {
     /// either way; the count of held rows returns to zero once they are compacted.
     #[test]
     fn a_compaction_takes_held_segments_from_memory_and_reads_back_the_rest() {
-        let dir = std::env::temp_dir().join(format!("petrel-held-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let config = StorageConfig {
-            compact_rows: u64::MAX,
-            compact_segments: usize::MAX,
-            compact_max_rows: 10,
-            ..StorageConfig::default()
-        };
-        let s = Storage::open(dir.to_str().unwrap(), false, config.clone()).unwrap();
+        let (dir, config, s) = small_parts_storage("held");
         let cols = vec!["k".to_string(), "v".to_string()];
         let rules = || TableRules {
             sort_key: vec![0],
