@@ -50,15 +50,20 @@ pub(crate) struct Guard {
     view: Arc<View>,
     failed: Arc<AtomicBool>,
     budget: Option<Arc<RowBudget>>,
+    /// Set by the engine when the view is dropped, before its workers get to free the
+    /// dataflow: work still running for it (a join's pairs) can end early.
+    dropped: Arc<AtomicBool>,
 }
 
 impl Guard {
-    /// The guard of `view`'s dataflow, bounded by `budget` if it has one.
-    pub fn new(view: Arc<View>, budget: Option<Arc<RowBudget>>) -> Guard {
+    /// The guard of `view`'s dataflow, bounded by `budget` if it has one; `dropped` is set
+    /// once the view is dropped.
+    pub fn new(view: Arc<View>, budget: Option<Arc<RowBudget>>, dropped: Arc<AtomicBool>) -> Guard {
         Guard {
             view,
             failed: Arc::new(AtomicBool::new(false)),
             budget,
+            dropped,
         }
     }
 
@@ -93,11 +98,16 @@ impl Guard {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// True once the view failed or was dropped: nothing it still makes will be read.
+    pub fn stopped(&self) -> bool {
+        self.failed() || self.dropped.load(Ordering::Relaxed)
+    }
+
     /// A guard of a view of its own, for unit tests of the states that report to it.
     #[cfg(test)]
     pub fn for_tests() -> Guard {
         let view = View::new(Vec::new(), petrel_view::KeyColumns(Vec::new()), 0);
-        Guard::new(view, None)
+        Guard::new(view, None, Arc::new(AtomicBool::new(false)))
     }
 
     /// Fails the view so that the server rebuilds it from its history: an aggregate's bounded

@@ -20,6 +20,7 @@ mod accum;
 mod aggregate;
 mod control;
 mod guard;
+mod join;
 mod keyed;
 mod render;
 mod sink;
@@ -29,6 +30,7 @@ mod window;
 mod worker;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::Thread;
@@ -134,6 +136,9 @@ pub(crate) struct InstallSpec {
     /// Whether extremes and top-k over append-only inputs keep only their best values and
     /// rows (single process; not for a view rebuilt because such a state lost track).
     pub bounded_states: bool,
+    /// Set when the view is dropped, so that its operators' long work can end before the
+    /// workers free the dataflow.
+    pub dropped: Arc<AtomicBool>,
 }
 
 struct Clock {
@@ -148,7 +153,8 @@ struct Clock {
     next_view: ViewId,
     senders: Vec<Sender<Command>>,
     sources: HashMap<String, Arc<dyn SourceLog>>,
-    views: HashMap<ViewId, BTreeSet<String>>,
+    /// The installed views, each with the flag its operators read to learn it was dropped.
+    views: HashMap<ViewId, Arc<AtomicBool>>,
 }
 
 /// The running engine: a timely worker pool and its clock. Cheap to share behind an `Arc`.
@@ -516,6 +522,7 @@ impl Engine {
             history,
             budget,
             bounded_states: bounded_states && clock.processes == 1,
+            dropped: Arc::new(AtomicBool::new(false)),
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))
@@ -532,7 +539,7 @@ impl Engine {
                 .send(Command::Control(command))
                 .map_err(|e| EngineError::Stopped(e.to_string()))?;
         }
-        clock.views.insert(id, tables);
+        clock.views.insert(id, spec.dropped.clone());
         drop(clock);
         self.wake();
         Ok(id)
@@ -542,7 +549,8 @@ impl Engine {
     /// when process 0 drops it).
     pub fn drop_view(&self, id: ViewId) {
         let mut clock = lock(&self.clock);
-        if clock.views.remove(&id).is_some() {
+        if let Some(dropped) = clock.views.remove(&id) {
+            dropped.store(true, Ordering::Relaxed);
             for tx in &clock.senders {
                 let _ = tx.send(Command::Drop(id));
             }
@@ -558,6 +566,9 @@ impl Engine {
     pub fn shutdown(&self) {
         {
             let clock = lock(&self.clock);
+            for dropped in clock.views.values() {
+                dropped.store(true, Ordering::Relaxed);
+            }
             for tx in &clock.senders {
                 let _ = tx.send(Command::Shutdown);
             }

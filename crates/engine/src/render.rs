@@ -15,6 +15,7 @@ use petrel_view::{add_multiplicity, RowOrder, SortDirection, SortedRow};
 
 use crate::aggregate;
 use crate::guard::Guard;
+use crate::join::join_stopping;
 use crate::keyed::{fold_by_key, KeyedState};
 use crate::source::{Feed, Scan, Slices};
 
@@ -269,9 +270,12 @@ fn join<'s>(
     // Each joined row is charged to the view's row budget (ad-hoc queries have one) as it is
     // made: past the budget the join makes nothing more, so a runaway product never fills
     // memory on its way to the operators after it.
+    // The join ends its work early once the view fails or is dropped (`join_stopping`).
     let g = guard.clone();
-    let mut matched = keyed_left.clone().arrange_by_key().join_core(
+    let mut matched = join_stopping(
+        keyed_left.clone().arrange_by_key(),
         keyed_right.clone().arrange_by_key(),
+        guard.clone(),
         move |_k, l: &Row, r: &Row| {
             g.charge().then(|| {
                 let mut row = l.clone();

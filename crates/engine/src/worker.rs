@@ -128,7 +128,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             tables.insert(name.clone(), slices);
         }
         let (unit_input, unit) = scope.new_collection::<Row, isize>();
-        let guard = Guard::new(spec.view.clone(), spec.budget.clone());
+        let guard = Guard::new(spec.view.clone(), spec.budget.clone(), spec.dropped.clone());
         let sources = Sources {
             tables,
             unit,
