@@ -44,6 +44,10 @@ pub(crate) struct ControlPort {
     input: InputHandleVec<u64, Envelope>,
     /// Commands whose time every worker has passed, in order, not yet applied.
     ready: Rc<RefCell<Vec<Control>>>,
+    /// Views whose drop arrived here, before it is in order: their operators can stop their
+    /// work at once (a flag needs no order), while the drop itself waits for the frontier,
+    /// which a worker stuck in a long step holds back.
+    dropping: Rc<RefCell<Vec<ViewId>>>,
     /// The first worker of each other process (on process 0's first worker; else empty).
     targets: Vec<u64>,
     next_seq: u64,
@@ -56,6 +60,8 @@ impl ControlPort {
     pub(crate) fn build(worker: &mut Worker, followers: Vec<u64>) -> ControlPort {
         let ready: Rc<RefCell<Vec<Control>>> = Rc::new(RefCell::new(Vec::new()));
         let out = ready.clone();
+        let dropping: Rc<RefCell<Vec<ViewId>>> = Rc::new(RefCell::new(Vec::new()));
+        let early = dropping.clone();
         let input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Envelope>();
             let mut pending: BTreeMap<(u64, u64), Control> = BTreeMap::new();
@@ -65,6 +71,9 @@ impl ControlPort {
                 move |(handle, frontier)| {
                     handle.for_each(|_, data| {
                         for (_, time, seq, command) in data.drain(..) {
+                            if let Control::Drop(id) = &command {
+                                early.borrow_mut().push(*id);
+                            }
                             pending.insert((time, seq), command);
                         }
                     });
@@ -80,6 +89,7 @@ impl ControlPort {
         ControlPort {
             input,
             ready,
+            dropping,
             targets: followers,
             next_seq: 0,
         }
@@ -101,6 +111,11 @@ impl ControlPort {
             self.input.advance_to(ts);
             self.input.flush();
         }
+    }
+
+    /// The views whose drop has arrived, ready to apply or not.
+    pub(crate) fn take_dropping(&self) -> Vec<ViewId> {
+        std::mem::take(&mut *self.dropping.borrow_mut())
     }
 
     /// The commands ready to apply, in order.

@@ -44,7 +44,7 @@ impl RowBudget {
     }
 }
 
-/// A view's failure switch, shared by its operators on one worker.
+/// A view's failure switch, shared by its operators on every worker of this process.
 #[derive(Clone)]
 pub(crate) struct Guard {
     view: Arc<View>,
@@ -56,12 +56,18 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    /// The guard of `view`'s dataflow, bounded by `budget` if it has one; `dropped` is set
-    /// once the view is dropped.
-    pub fn new(view: Arc<View>, budget: Option<Arc<RowBudget>>, dropped: Arc<AtomicBool>) -> Guard {
+    /// The guard of `view`'s dataflow, bounded by `budget` if it has one. `failed` is shared
+    /// by the view's operators on every worker of this process (one worker's failure stops
+    /// them all); `dropped` is set once the view is dropped.
+    pub fn new(
+        view: Arc<View>,
+        budget: Option<Arc<RowBudget>>,
+        failed: Arc<AtomicBool>,
+        dropped: Arc<AtomicBool>,
+    ) -> Guard {
         Guard {
             view,
-            failed: Arc::new(AtomicBool::new(false)),
+            failed,
             budget,
             dropped,
         }
@@ -107,7 +113,12 @@ impl Guard {
     #[cfg(test)]
     pub fn for_tests() -> Guard {
         let view = View::new(Vec::new(), petrel_view::KeyColumns(Vec::new()), 0);
-        Guard::new(view, None, Arc::new(AtomicBool::new(false)))
+        Guard::new(
+            view,
+            None,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        )
     }
 
     /// Fails the view so that the server rebuilds it from its history: an aggregate's bounded

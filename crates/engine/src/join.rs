@@ -10,7 +10,7 @@
 //! was dropped, it makes nothing more and ends, and the worker gets on with the drop.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
 use differential_dataflow::consolidation::{consolidate_updates, ConsolidatingContainerBuilder};
@@ -170,19 +170,20 @@ where
                 std::cmp::Ordering::Equal => {
                     load(&mut edits0, cursor0, storage0, self.advance0);
                     load(&mut edits1, cursor1, storage1, self.advance1);
-                    let mut made = 0usize;
-                    'pairs: for &(val0, time0, diff0) in &edits0 {
-                        for &(val1, time1, diff1) in &edits1 {
+                    let (builder, guard) = (&mut self.builder, &self.guard);
+                    let made_all = pairs(
+                        &mut edits0,
+                        &mut edits1,
+                        |val0, val1, time, diff| {
                             if let Some(row) = (*logic)(key0, val0, val1) {
-                                self.builder
-                                    .push_into((row, time0.max(time1), diff0 * diff1));
+                                builder.push_into((row, time, diff));
                             }
-                            made += 1;
-                            if made.is_multiple_of(PAIRS_PER_CHECK) && self.guard.stopped() {
-                                stopped = true;
-                                break 'pairs;
-                            }
-                        }
+                        },
+                        || guard.stopped(),
+                    );
+                    if !made_all {
+                        stopped = true;
+                        break;
                     }
                     cursor0.step_key(storage0);
                     cursor1.step_key(storage1);
@@ -199,6 +200,80 @@ where
             return None;
         }
         self.ready.pop_front()
+    }
+}
+
+/// Makes the pairs of one key's edits: `pair(val0, val1, time, diff)` for each, at the later
+/// of the two times with the product of the multiplicities. Few edits on either side: every
+/// edit with every edit. Many on both: in time order, each edit paired with the other side's
+/// values live at that time, so an insert and its later retraction cancel before any pair is
+/// made (a key updated many times costs edits × live rows, not edits × edits), as
+/// differential's own join does. Looks at `stop` every [`PAIRS_PER_CHECK`] pairs; false if
+/// it said to stop.
+fn pairs<V0: Copy + Ord, V1: Copy + Ord>(
+    edits0: &mut [(V0, u64, isize)],
+    edits1: &mut [(V1, u64, isize)],
+    mut pair: impl FnMut(V0, V1, u64, isize),
+    stop: impl Fn() -> bool,
+) -> bool {
+    let mut made = 0usize;
+    let mut count = || {
+        made += 1;
+        !(made.is_multiple_of(PAIRS_PER_CHECK) && stop())
+    };
+    if edits0.len() < TIME_ORDER_MIN_EDITS || edits1.len() < TIME_ORDER_MIN_EDITS {
+        for &(val0, time0, diff0) in edits0.iter() {
+            for &(val1, time1, diff1) in edits1.iter() {
+                pair(val0, val1, time0.max(time1), diff0 * diff1);
+                if !count() {
+                    return false;
+                }
+            }
+        }
+        return true;
+    }
+    edits0.sort_by_key(|e| e.1);
+    edits1.sort_by_key(|e| e.1);
+    let mut live0: BTreeMap<V0, isize> = BTreeMap::new();
+    let mut live1: BTreeMap<V1, isize> = BTreeMap::new();
+    let (mut i, mut j) = (0, 0);
+    while i < edits0.len() || j < edits1.len() {
+        // Side 0 first at equal times: each pair is made once, when the later of its two
+        // edits comes, and then at that edit's time.
+        if j == edits1.len() || (i < edits0.len() && edits0[i].1 <= edits1[j].1) {
+            let (val0, time, diff0) = edits0[i];
+            i += 1;
+            for (&val1, &diff1) in &live1 {
+                pair(val0, val1, time, diff0 * diff1);
+                if !count() {
+                    return false;
+                }
+            }
+            add_live(&mut live0, val0, diff0);
+        } else {
+            let (val1, time, diff1) = edits1[j];
+            j += 1;
+            for (&val0, &diff0) in &live0 {
+                pair(val0, val1, time, diff0 * diff1);
+                if !count() {
+                    return false;
+                }
+            }
+            add_live(&mut live1, val1, diff1);
+        }
+    }
+    true
+}
+
+/// From how many edits on each side [`pairs`] walks them in time order.
+const TIME_ORDER_MIN_EDITS: usize = 10;
+
+/// Adds `diff` to a value's live multiplicity, forgetting it at zero.
+fn add_live<V: Copy + Ord>(live: &mut BTreeMap<V, isize>, val: V, diff: isize) {
+    let count = live.entry(val).or_insert(0);
+    *count += diff;
+    if *count == 0 {
+        live.remove(&val);
     }
 }
 
@@ -248,15 +323,18 @@ mod tests {
         Guard::new(
             View::new(Vec::new(), KeyColumns(Vec::new()), 0),
             None,
+            Arc::new(AtomicBool::new(false)),
             dropped.clone(),
         )
     }
 
-    /// Joins `left` and `right` (updates fed in time order) with `join_stopping` and with
-    /// differential's own join; returns both outputs and how many pairs `join_stopping` made.
+    /// Joins `left` and `right` (updates fed in time order, the dataflow stepped after each
+    /// time or only at the end) with `join_stopping` and with differential's own join;
+    /// returns both outputs.
     fn both_joins(
         left: Vec<Keyed>,
         right: Vec<Keyed>,
+        step_each_time: bool,
         guard: Guard,
         on_pair: impl Fn() + Send + Sync + 'static,
     ) -> (Vec<Update>, Vec<Update>) {
@@ -298,7 +376,9 @@ mod tests {
                 }
                 l.flush();
                 r.flush();
-                worker.step_while(|| l.time() < &time);
+                if step_each_time {
+                    worker.step_while(|| l.time() < &time);
+                }
             }
             l.close();
             r.close();
@@ -322,9 +402,8 @@ mod tests {
         ((vec![Value::Int(key)], vec![Value::Int(val)]), time, diff)
     }
 
-    #[test]
-    fn the_join_equals_differentials_at_every_time_over_inserts_and_retractions() {
-        // A seeded stream of inserts and retractions over skewed keys and many times.
+    /// A seeded stream of inserts and retractions over skewed keys and 40 times, per side.
+    fn random_sides() -> [Vec<Keyed>; 2] {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -348,11 +427,54 @@ mod tests {
                 }
             }
         }
-        let [left, right] = sides;
+        sides
+    }
+
+    #[test]
+    fn the_join_equals_differentials_at_every_time_over_inserts_and_retractions() {
+        // Stepped after each time (few edits per batch: every edit with every edit) and only
+        // at the end (each side's batch holds every time: the walk in time order).
+        for step_each_time in [true, false] {
+            let [left, right] = random_sides();
+            let dropped = Arc::new(AtomicBool::new(false));
+            let (ours, theirs) = both_joins(left, right, step_each_time, guard(&dropped), || {});
+            assert!(!ours.is_empty());
+            for time in 1..=40 {
+                assert_eq!(
+                    at(&ours, time),
+                    at(&theirs, time),
+                    "at time {time}, stepped each time: {step_each_time}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_updated_many_times_costs_its_live_rows_not_its_edits() {
+        // One key, one batch per side: 200 rows on the left and 100 on the right, each
+        // inserted and retracted before the next comes (at most one live per side). Every
+        // edit with every edit would be 400 x 200 pairs; in time order each edit meets the
+        // other side's one live row at most.
+        let mut left = Vec::new();
+        for v in 0..200u64 {
+            left.push(keyed(1, v as i64, 4 * v + 1, 1));
+            left.push(keyed(1, v as i64, 4 * v + 3, -1));
+        }
+        let mut right = Vec::new();
+        for w in 0..100u64 {
+            right.push(keyed(1, w as i64, 4 * w + 2, 1));
+            right.push(keyed(1, w as i64, 4 * w + 4, -1));
+        }
         let dropped = Arc::new(AtomicBool::new(false));
-        let (ours, theirs) = both_joins(left, right, guard(&dropped), || {});
+        let pairs = Arc::new(AtomicUsize::new(0));
+        let count = pairs.clone();
+        let (ours, theirs) = both_joins(left, right, false, guard(&dropped), move || {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        let pairs = pairs.load(Ordering::Relaxed);
+        assert!(pairs <= 600, "{pairs} pairs made");
         assert!(!ours.is_empty());
-        for time in 1..=40 {
+        for time in 1..=800 {
             assert_eq!(at(&ours, time), at(&theirs, time), "at time {time}");
         }
     }
@@ -366,7 +488,7 @@ mod tests {
         let dropped = Arc::new(AtomicBool::new(false));
         let pairs = Arc::new(AtomicUsize::new(0));
         let (flag, count) = (dropped.clone(), pairs.clone());
-        let (ours, theirs) = both_joins(left, right, guard(&dropped), move || {
+        let (ours, theirs) = both_joins(left, right, true, guard(&dropped), move || {
             if count.fetch_add(1, Ordering::Relaxed) == 10 {
                 flag.store(true, Ordering::Relaxed);
             }

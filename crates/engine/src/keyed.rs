@@ -254,9 +254,9 @@ where
                 // The time being folded early, if any (see below), with a capability for it.
                 let mut early: Option<(u64, Capability<u64>)> = None;
                 move |(input, frontier), output| {
-                    // A failed view's fold holds nothing back: its input is dropped and its
-                    // capabilities released, so the dataflow goes quiet.
-                    if guard.failed() {
+                    // A failed or dropped view's fold holds nothing back: its input is dropped
+                    // and its capabilities released, so the dataflow goes quiet.
+                    if guard.stopped() {
                         input.for_each(|_, data| data.clear());
                         pending.clear();
                         early = None;

@@ -139,6 +139,8 @@ pub(crate) struct InstallSpec {
     /// Set when the view is dropped, so that its operators' long work can end before the
     /// workers free the dataflow.
     pub dropped: Arc<AtomicBool>,
+    /// Set once the view failed on any worker of this process: its operators stop.
+    pub failed: Arc<AtomicBool>,
 }
 
 struct Clock {
@@ -523,6 +525,7 @@ impl Engine {
             budget,
             bounded_states: bounded_states && clock.processes == 1,
             dropped: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicBool::new(false)),
         });
         for tx in &clock.senders {
             tx.send(Command::Install(spec.clone()))

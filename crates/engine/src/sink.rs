@@ -29,7 +29,7 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher
                     pending.entry(time).or_default().push((row, diff as i64));
                 }
             });
-            if !publisher || guard.failed() {
+            if !publisher || guard.stopped() {
                 pending.clear();
                 return;
             }

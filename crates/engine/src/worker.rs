@@ -1,6 +1,7 @@
 //! One timely worker's loop: apply commands in order, then step the dataflows.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ type SliceInput = Handle<u64, CapacityContainerBuilder<Vec<Slice>>>;
 struct Installed {
     inputs: BTreeMap<String, SliceInput>,
     dataflow: usize,
+    /// The view's dropped flag (see [`InstallSpec::dropped`]).
+    dropped: Arc<AtomicBool>,
 }
 
 /// Moves `input` to `ts` (never back) and lets the dataflow see what it was sent.
@@ -99,6 +102,11 @@ pub(crate) fn run(
             }
         }
         worker.step_or_park(Some(Duration::from_millis(20)));
+        for id in control.take_dropping() {
+            if let Some(inst) = installed.get(&id) {
+                inst.dropped.store(true, Ordering::Relaxed);
+            }
+        }
         unapplied.extend(control.take_ready());
         while let Some(command) = unapplied.pop_front() {
             if let Err(command) = apply(command) {
@@ -128,7 +136,12 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             tables.insert(name.clone(), slices);
         }
         let (unit_input, unit) = scope.new_collection::<Row, isize>();
-        let guard = Guard::new(spec.view.clone(), spec.budget.clone(), spec.dropped.clone());
+        let guard = Guard::new(
+            spec.view.clone(),
+            spec.budget.clone(),
+            spec.failed.clone(),
+            spec.dropped.clone(),
+        );
         let sources = Sources {
             tables,
             unit,
@@ -185,5 +198,9 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             advance(input, spec.as_of);
         }
     }
-    Installed { inputs, dataflow }
+    Installed {
+        inputs,
+        dataflow,
+        dropped: spec.dropped.clone(),
+    }
 }
