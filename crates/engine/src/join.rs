@@ -236,32 +236,44 @@ fn pairs<V0: Copy + Ord, V1: Copy + Ord>(
     edits1.sort_by_key(|e| e.1);
     let mut live0: BTreeMap<V0, isize> = BTreeMap::new();
     let mut live1: BTreeMap<V1, isize> = BTreeMap::new();
+    let mut emit = |val0, val1, time, diff| {
+        pair(val0, val1, time, diff);
+        count()
+    };
     let (mut i, mut j) = (0, 0);
     while i < edits0.len() || j < edits1.len() {
         // Side 0 first at equal times: each pair is made once, when the later of its two
         // edits comes, and then at that edit's time.
-        if j == edits1.len() || (i < edits0.len() && edits0[i].1 <= edits1[j].1) {
-            let (val0, time, diff0) = edits0[i];
+        let made_all = if j == edits1.len() || (i < edits0.len() && edits0[i].1 <= edits1[j].1) {
             i += 1;
-            for (&val1, &diff1) in &live1 {
-                pair(val0, val1, time, diff0 * diff1);
-                if !count() {
-                    return false;
-                }
-            }
-            add_live(&mut live0, val0, diff0);
+            meet(edits0[i - 1], &live1, &mut live0, &mut emit)
         } else {
-            let (val1, time, diff1) = edits1[j];
             j += 1;
-            for (&val0, &diff0) in &live0 {
-                pair(val0, val1, time, diff0 * diff1);
-                if !count() {
-                    return false;
-                }
-            }
-            add_live(&mut live1, val1, diff1);
+            meet(edits1[j - 1], &live0, &mut live1, |v1, v0, t, d| {
+                emit(v0, v1, t, d)
+            })
+        };
+        if !made_all {
+            return false;
         }
     }
+    true
+}
+
+/// One edit of one side in the walk: paired with each of the other side's live values at
+/// the edit's time (`emit` answers false to stop), then added to its own side's live values.
+fn meet<A: Copy + Ord, B: Copy>(
+    (val, time, diff): (A, u64, isize),
+    others: &BTreeMap<B, isize>,
+    own: &mut BTreeMap<A, isize>,
+    mut emit: impl FnMut(A, B, u64, isize) -> bool,
+) -> bool {
+    for (&other, &other_diff) in others {
+        if !emit(val, other, time, diff * other_diff) {
+            return false;
+        }
+    }
+    add_live(own, val, diff);
     true
 }
 
