@@ -708,16 +708,7 @@ impl TableLog {
                 return Ok(());
             };
             let run: Vec<&PartInfo> = chosen.iter().map(|&i| &manifest.parts[i]).collect();
-            let (Some(first), Some(last)) = (run.first(), run.last()) else {
-                return Ok(());
-            };
-            let file = format!(
-                "{:020}-{:020}-m{}.parquet",
-                first.first,
-                last.end,
-                manifest.version + 1
-            );
-            let (merged, dropped) = self.merge_run(&run, file)?;
+            let (merged, dropped) = self.merge_run(&run, manifest.version + 1)?;
             let mut next = manifest.clone();
             next.version += 1;
             next.parts[chosen[0]] = merged;
@@ -741,14 +732,15 @@ impl TableLog {
         }
     }
 
-    /// Merges neighbouring parts of one partition (`run`, in log order) into the part
-    /// `file`, streaming: each is sorted by (sorting key, log position), so the merge reads
+    /// Merges neighbouring parts of one partition (`run`, in log order) into one part, named
+    /// for the manifest `version` that will list it, streaming: each is sorted by (sorting key, log position), so the merge reads
     /// and writes one record batch per part at a time and its memory does not grow with the
     /// parts. Expired rows are dropped on the way; returns the part and the net rows dropped.
-    fn merge_run(&self, run: &[&PartInfo], file: String) -> Result<(PartInfo, i64), StorageError> {
+    fn merge_run(&self, run: &[&PartInfo], version: u64) -> Result<(PartInfo, i64), StorageError> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Err(StorageError::Corrupt("a merge of no parts".into()));
         };
+        let file = format!("{:020}-{:020}-m{version}.parquet", first.first, last.end);
         let readers = run
             .iter()
             .map(|p| part::PartReader::open(self.read_part(p)?))
@@ -793,20 +785,18 @@ impl TableLog {
         let holds =
             |p: &PartInfo| -> Vec<bool> { p.columns.iter().map(|c| c.min.is_some()).collect() };
         let mut stored = readers.iter().zip(run).map(|(r, p)| (r.kinds(), holds(p)));
-        let Some(mut kinds_has) = stored.next() else {
+        let Some((mut kinds, mut has)) = stored.next() else {
             return Err(StorageError::Corrupt("a merge of no parts".into()));
         };
-        for (kinds, has) in stored {
-            let merged = kinds_has.0.merge(&kinds_has.1, &kinds, &has);
-            let either = (0..kinds_has.1.len().max(has.len()))
+        for (next_kinds, next_has) in stored {
+            kinds = kinds.merge(&has, &next_kinds, &next_has);
+            has = (0..has.len().max(next_has.len()))
                 .map(|c| {
-                    kinds_has.1.get(c).copied().unwrap_or(true)
-                        || has.get(c).copied().unwrap_or(true)
+                    has.get(c).copied().unwrap_or(true) || next_has.get(c).copied().unwrap_or(true)
                 })
                 .collect();
-            kinds_has = (merged, either);
         }
-        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds_has.0)?;
+        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds)?;
         let mut heads: Vec<std::collections::VecDeque<PartRow>> =
             readers.iter().map(|_| Default::default()).collect();
         let mut out: Vec<PartRow> = Vec::with_capacity(part::ROW_GROUP_ROWS);
