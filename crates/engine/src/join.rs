@@ -325,6 +325,8 @@ mod tests {
     use differential_dataflow::input::Input;
     use petrel_value::Value;
     use petrel_view::{KeyColumns, View};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     use super::*;
 
@@ -414,26 +416,21 @@ mod tests {
         ((vec![Value::Int(key)], vec![Value::Int(val)]), time, diff)
     }
 
-    /// A seeded stream of inserts and retractions over skewed keys and 40 times, per side.
+    /// A seeded stream of inserts and retractions over 16 skewed keys and 40 times, per side
+    /// (the busiest keys gather dozens of edits per side: enough for the walk in time order).
     fn random_sides() -> [Vec<Keyed>; 2] {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = StdRng::seed_from_u64(7);
         let mut sides: [Vec<Keyed>; 2] = [Vec::new(), Vec::new()];
         for time in 1..=40u64 {
             for side in &mut sides {
-                for _ in 0..next() % 12 {
-                    let key = (next() % 64).min(next() % 64) as i64;
-                    let val = (next() % 5) as i64;
+                for _ in 0..rng.random_range(0..12) {
+                    let key = rng.random_range(0..16).min(rng.random_range(0..16));
+                    let val = rng.random_range(0..5);
                     side.push(keyed(key, val, time, 1));
                 }
                 // Retract an earlier insert now and then.
-                if next() % 3 == 0 && !side.is_empty() {
-                    let i = (next() as usize) % side.len();
+                if rng.random_ratio(1, 3) && !side.is_empty() {
+                    let i = rng.random_range(0..side.len());
                     let ((k, v), _, d) = side[i].clone();
                     side.push(((k, v), time, -d));
                 }
