@@ -150,7 +150,8 @@ pub fn project_copy(project: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(project),
+        &PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join(project),
         &dir,
     );
     dir

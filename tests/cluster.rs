@@ -86,6 +86,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port whose next port is free too (`--local 2` takes `port` and `port + 1`).
+fn free_port_pair() -> u16 {
+    loop {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Starts the three processes of `hosts` over `dir` and `storage`; returns them in order.
 fn start_cluster(
     dir: &std::path::Path,
@@ -597,7 +608,14 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
 fn a_local_cluster_starts_serves_and_stops_together() {
     use std::io::{BufRead, BufReader};
     let dir = common::copy_project_files("dataflows/clicks", "cluster-local");
-    let (port, cluster_port) = (free_port(), free_port());
+    let port = free_port_pair();
+    let cluster_port = loop {
+        let p = free_port_pair();
+        if p.abs_diff(port) > 1 {
+            break p;
+        }
+    };
+    let log_path = std::env::temp_dir().join(format!("petrel-cluster-local-{port}.log"));
     let mut parent = Command::new(env!("CARGO_BIN_EXE_petrel"))
         .args([
             "cluster",
@@ -617,9 +635,10 @@ fn a_local_cluster_starts_serves_and_stops_together() {
         ])
         .env("PETREL_ADMIN_TOKEN", ADMIN)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
     let mut urls = Vec::new();
     for line in lines.by_ref() {
@@ -651,7 +670,11 @@ fn a_local_cluster_starts_serves_and_stops_together() {
             .ok()
             != Some(reqwest::StatusCode::OK)
         {
-            assert!(Instant::now() < deadline, "{url} serves");
+            assert!(
+                Instant::now() < deadline,
+                "{url} serves; its log:\n{}",
+                log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
