@@ -167,20 +167,15 @@ impl GroupLayout {
                         Some(x) => Value::Float(F64(x)),
                         None => Value::Null,
                     },
+                    // `min`-like aggregates order by the value itself: the bare value (no
+                    // pair is allocated for a row the extreme forgets at once).
+                    Part::Least | Part::Greatest if !is_paired(agg.func) => agg.args[0].eval(row),
                     Part::Least | Part::Greatest => {
-                        let (order, value) = match agg.func {
-                            AggFunc::ArgMin | AggFunc::ArgMax => {
-                                (agg.args[1].eval(row), agg.args[0].eval(row))
-                            }
-                            _ => {
-                                let v = agg.args[0].eval(row);
-                                (v.clone(), v)
-                            }
-                        };
+                        let order = agg.args[1].eval(row);
                         if order.is_null() {
                             Value::Null
                         } else {
-                            Value::Tuple(vec![order, value])
+                            Value::Tuple(vec![order, agg.args[0].eval(row)])
                         }
                     }
                 }
@@ -213,6 +208,13 @@ impl PartialOrd for SqlOrdered {
 
 /// An extreme's (ordering value, returned value) pair.
 type Pair = (SqlOrdered, SqlOrdered);
+
+/// True for the extremes ordered by another argument than the one they return (`argMin`,
+/// `argMax`): their cells are (ordering, returned) pairs; the others' cells are the bare
+/// value, which orders itself.
+fn is_paired(func: AggFunc) -> bool {
+    matches!(func, AggFunc::ArgMin | AggFunc::ArgMax)
+}
 
 /// The state of one distinct-count, extreme or quantile aggregate for one group.
 enum PartState {
@@ -387,6 +389,25 @@ impl Extreme {
         }
     }
 
+    /// [`Extreme::apply`] of a value that orders itself (`min`, `max`, `any`, `anyLast`): its
+    /// pair is made only when it is kept. A kept boundary is such a pair too, so comparing
+    /// the value with the boundary's ordering value says what comparing the pairs would.
+    fn apply_value(&mut self, value: Value, diff: isize) {
+        let forgotten = self.boundary.as_ref().is_some_and(|b| {
+            let o = value.sql_cmp(&b.0 .0).unwrap_or_else(|| value.cmp(&b.0 .0));
+            if self.greatest {
+                o.is_le()
+            } else {
+                o.is_ge()
+            }
+        });
+        if forgotten {
+            self.present += diff;
+        } else {
+            self.apply((SqlOrdered(value.clone()), SqlOrdered(value)), diff);
+        }
+    }
+
     /// At a completed time: forgets the pairs beyond the best `keep`.
     fn settle(&mut self) {
         while self.kept.len() > self.keep {
@@ -531,7 +552,7 @@ impl KeyedState for GroupState {
         // The cells are the update's own: each moves into the state that keeps it.
         let mut cells = cells.into_iter();
         let parts = self.parts.iter_mut().zip(&self.layout.parts);
-        for ((state, (_, part)), cell) in parts.zip(cells.by_ref()) {
+        for ((state, (agg, part)), cell) in parts.zip(cells.by_ref()) {
             match (state, cell) {
                 (_, Value::Null) => {}
                 (PartState::Distinct(m), Value::Array(items))
@@ -542,6 +563,9 @@ impl KeyedState for GroupState {
                     }
                 }
                 (PartState::Distinct(m), v) => bump_hashed(m, v, diff),
+                (PartState::Extreme(e), value) if !is_paired(agg.func) => {
+                    e.apply_value(value, diff)
+                }
                 (PartState::Extreme(e), Value::Tuple(pair)) if pair.len() == 2 => {
                     let mut pair = pair.into_iter();
                     if let (Some(order), Some(value)) = (pair.next(), pair.next()) {
