@@ -218,7 +218,7 @@ fn is_paired(func: AggFunc) -> bool {
 
 /// The state of one distinct-count, extreme or quantile aggregate for one group.
 enum PartState {
-    Distinct(FxHashMap<Value, isize>),
+    Distinct(DistinctValues),
     Extreme(Extreme),
     Ranked(Ranked),
 }
@@ -454,7 +454,36 @@ fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
     }
 }
 
-fn bump_hashed(map: &mut FxHashMap<Value, isize>, key: Value, diff: isize) {
+/// A distinct-count part's values with their multiplicities. Integers (the usual
+/// `uniqExact(user_id)`) are kept as plain integers: an entry a third of a value's size,
+/// hashed and compared inline. A value of another kind never equals an integer of these
+/// variants, so the count is the sum of the maps'.
+#[derive(Default)]
+struct DistinctValues {
+    uints: FxHashMap<u64, isize>,
+    ints: FxHashMap<i64, isize>,
+    others: FxHashMap<Value, isize>,
+}
+
+impl DistinctValues {
+    fn bump(&mut self, value: Value, diff: isize) {
+        match value {
+            Value::UInt(u) => bump_hashed(&mut self.uints, u, diff),
+            Value::Int(i) => bump_hashed(&mut self.ints, i, diff),
+            other => bump_hashed(&mut self.others, other, diff),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.uints.len() + self.ints.len() + self.others.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.uints.is_empty() && self.ints.is_empty() && self.others.is_empty()
+    }
+}
+
+fn bump_hashed<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, isize>, key: K, diff: isize) {
     match map.entry(key) {
         Entry::Occupied(mut e) => {
             *e.get_mut() += diff;
@@ -483,7 +512,7 @@ impl GroupState {
             .iter()
             .map(|(_, p)| match p {
                 Part::Distinct | Part::DistinctElements => {
-                    PartState::Distinct(FxHashMap::default())
+                    PartState::Distinct(DistinctValues::default())
                 }
                 Part::Least | Part::Greatest => {
                     let keep = match layout.bounded_extremes {
@@ -559,10 +588,10 @@ impl KeyedState for GroupState {
                     if *part == Part::DistinctElements =>
                 {
                     for item in items {
-                        bump_hashed(m, item, diff);
+                        m.bump(item, diff);
                     }
                 }
-                (PartState::Distinct(m), v) => bump_hashed(m, v, diff),
+                (PartState::Distinct(m), v) => m.bump(v, diff),
                 (PartState::Extreme(e), value) if !is_paired(agg.func) => {
                     e.apply_value(value, diff)
                 }
