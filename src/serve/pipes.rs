@@ -70,6 +70,10 @@ fn pipe_file(file: &str) -> Result<(&str, Answer), ApiError> {
 /// Request parameters that are not the pipe's own.
 pub(super) const RESERVED_PARAMS: [&str; 2] = ["token", "q"];
 
+/// The bytes a WebSocket subscription's connection reads into at a time (a larger message
+/// from the client still arrives whole; the buffer grows for it).
+const SUBSCRIBER_READ_BUFFER: usize = 4 * 1024;
+
 /// Further parameters a subscription reserves for itself.
 const SUBSCRIPTION_PARAMS: [&str; 4] = ["since", "snapshot", "envelope", "overflow"];
 
@@ -211,6 +215,9 @@ pub(super) async fn pipe(
                     .await
                     .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
             let frames = subscribe::start(sub, options, state.runtime.subscriber_buffers(), slot);
+            // A subscriber sends next to nothing (pings, a close): a small read buffer, not
+            // the 128 KiB default, so thousands of subscribers cost little memory each.
+            let upgrade = upgrade.read_buffer_size(SUBSCRIBER_READ_BUFFER);
             return Ok(upgrade.on_upgrade(move |socket| subscribe::websocket(socket, frames)));
         }
     };
