@@ -141,6 +141,12 @@ pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The repository's root, where the bench runs (cargo sets the variable at run time; a
+/// binary built in another checkout reads this one).
+pub fn repo() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+}
+
 /// A temporary copy of a project folder of the repository.
 pub fn project_copy(project: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -149,11 +155,7 @@ pub fn project_copy(project: &str) -> PathBuf {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(
-        &PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join(project),
-        &dir,
-    );
+    copy_dir(&repo().join(project), &dir);
     dir
 }
 

@@ -392,9 +392,7 @@ fn clickhouse(w: &Workload, files: &[PathBuf]) -> Json {
         })).collect::<Vec<_>>(),
         "stats": w.stats.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     });
-    let script =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("benches/clickhouse_driver.py");
+    let script = support::repo().join("benches/clickhouse_driver.py");
     let mut child = Command::new(&python)
         .arg(script)
         .stdin(Stdio::piped())

@@ -2,13 +2,17 @@
 //! storage never reaches into the engine (both meet in `petrel-log`). Reads the sources.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
+
+/// The checkout's `src/` (where the test runs, not where it was built).
+fn src() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("src")
+}
 
 /// Each top-level module of `src/` with the other top-level modules it names as `crate::X`.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
-    let src =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("src");
+    let src = src();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
@@ -75,9 +79,7 @@ fn top_level_modules_import_without_cycles() {
 
 #[test]
 fn storage_does_not_import_the_engine() {
-    let dir =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-            .join("src/storage");
+    let dir = src().join("storage");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();

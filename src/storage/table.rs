@@ -733,9 +733,10 @@ impl TableLog {
     }
 
     /// Merges neighbouring parts of one partition (`run`, in log order) into one part, named
-    /// for the manifest `version` that will list it, streaming: each is sorted by (sorting key, log position), so the merge reads
-    /// and writes one record batch per part at a time and its memory does not grow with the
-    /// parts. Expired rows are dropped on the way; returns the part and the net rows dropped.
+    /// for the manifest `version` that will list it, streaming: each is sorted by (sorting
+    /// key, log position), so the merge reads and writes one record batch per part at a time
+    /// and its memory does not grow with the parts. Expired rows are dropped on the way;
+    /// returns the part and the net rows dropped.
     fn merge_run(&self, run: &[&PartInfo], version: u64) -> Result<(PartInfo, i64), StorageError> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Err(StorageError::Corrupt("a merge of no parts".into()));

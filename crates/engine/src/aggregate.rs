@@ -194,10 +194,13 @@ struct SqlOrdered(Value);
 
 impl Ord for SqlOrdered {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0
-            .sql_cmp(&other.0)
-            .unwrap_or_else(|| self.0.cmp(&other.0))
+        sql_order(&self.0, &other.0)
     }
+}
+
+/// SQL's order where it is defined, the natural order elsewhere.
+fn sql_order(x: &Value, y: &Value) -> std::cmp::Ordering {
+    x.sql_cmp(y).unwrap_or_else(|| x.cmp(y))
 }
 
 impl PartialOrd for SqlOrdered {
@@ -394,7 +397,7 @@ impl Extreme {
     /// the value with the boundary's ordering value says what comparing the pairs would.
     fn apply_value(&mut self, value: Value, diff: isize) {
         let forgotten = self.boundary.as_ref().is_some_and(|b| {
-            let o = value.sql_cmp(&b.0 .0).unwrap_or_else(|| value.cmp(&b.0 .0));
+            let o = sql_order(&value, &b.0 .0);
             if self.greatest {
                 o.is_le()
             } else {
