@@ -9,12 +9,13 @@ Input on stdin (JSON):
 
 Runs the setup statements, then inserts each NDJSON file as one
 `INSERT INTO <table> FORMAT JSONEachRow` (one client, sequential, as Petrel receives the same
-batches); only the INSERT statements are timed (the file is read before the clock starts).
+batches); only the INSERT statements are timed (the file is read before the clock starts),
+in wall-clock seconds and in the process's CPU seconds.
 Then runs every query once for its answer and `repeat` more times, timing each run, and
 each `stats` query once (figures for the report, such as the number of groups).
 
 Output on stdout (JSON):
-  {"insert_seconds": s, "rows": n, "version": "...",
+  {"insert_seconds": s, "insert_cpu_seconds": s, "rows": n, "version": "...",
    "results": {name: [row, ...]}, "read_ms": {name: [ms, ...]}, "stats": {name: value}}
 """
 import json
@@ -41,11 +42,16 @@ def main():
 
     table = spec["table"]
     insert_seconds = 0.0
+    insert_cpu_seconds = 0.0
     for path in spec["files"]:
         with open(path, "r", encoding="utf-8") as f:
             body = f.read()
         started = time.perf_counter()
+        # CPU of the whole process (every ClickHouse thread, including merges running
+        # meanwhile), as Petrel's figure is its process's.
+        cpu_started = time.process_time()
         sess.query(f"INSERT INTO {table} FORMAT JSONEachRow\n" + body)
+        insert_cpu_seconds += time.process_time() - cpu_started
         insert_seconds += time.perf_counter() - started
     rows = rows_of(sess, f"SELECT count() AS n FROM {table}")[0]["n"]
 
@@ -68,6 +74,7 @@ def main():
     json.dump(
         {
             "insert_seconds": insert_seconds,
+            "insert_cpu_seconds": insert_cpu_seconds,
             "rows": rows,
             "version": rows_of(sess, "SELECT version() AS v")[0]["v"],
             "chdb": chdb.__version__,

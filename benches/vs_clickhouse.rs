@@ -687,10 +687,15 @@ fn run(name: &str) -> bool {
         format!("{:.2}x", p_rate / ch_rate)
     );
     println!("  {:<40} {:>20} {:>20}", "rows stored", p.accepted, ch_rows);
+    let ch_cpu = ch["insert_cpu_seconds"].as_f64().unwrap_or(f64::NAN);
+    let p_cpu_row = p.cpu_seconds * 1e6 / p.accepted.max(1) as f64;
+    let ch_cpu_row = ch_cpu * 1e6 / ch_rows.max(1) as f64;
     println!(
-        "  {:<40} {:>20}",
-        "Petrel CPU per row while ingesting",
-        format!("{:.2} µs", p.cpu_seconds * 1e6 / p.accepted.max(1) as f64)
+        "  {:<40} {:>20} {:>20} {:>14}",
+        "CPU per row while ingesting",
+        format!("{p_cpu_row:.2} µs"),
+        format!("{ch_cpu_row:.2} µs"),
+        format!("{:.2}x", ch_cpu_row / p_cpu_row)
     );
     println!(
         "  {:<40} {:>20}",
@@ -736,7 +741,7 @@ fn run(name: &str) -> bool {
         .map(|(k, _)| format!("{} {k}", ch["stats"][*k]))
         .collect();
     println!("  groups: {}", groups.join(", "));
-    println!("  ratio: ingest is Petrel/ClickHouse rows/s (above 1: Petrel faster); reads are ClickHouse p50 / Petrel p50");
+    println!("  ratio: ingest is Petrel/ClickHouse rows/s and CPU is ClickHouse/Petrel µs per row (above 1: Petrel faster or cheaper); reads are ClickHouse p50 / Petrel p50");
 
     let mut equal = p.accepted == rows as u64 && ch_rows == rows as u64;
     if !equal {
