@@ -79,7 +79,10 @@ struct Slot<S> {
 /// order, by hash): an update hashes its key once, and draining a time finds each touched key
 /// by its hash and its place in `touched`, without hashing, comparing or cloning keys again.
 struct States<S> {
-    slots: HashTable<(Row, Slot<S>)>,
+    /// Each key with its hash: the table rehashes as it grows by the stored hash, without
+    /// hashing each key's values again (reading them behind their pointer, a cache miss
+    /// each), and a probe compares keys only where the hashes are equal.
+    slots: HashTable<(u64, Row, Slot<S>)>,
     touched: Vec<u64>,
     /// The touched keys' output rows before the time, one run per key: one vector for the
     /// time, not one per key.
@@ -118,10 +121,11 @@ impl<S: KeyedState> States<S> {
             before,
             ..
         } = self;
-        let entry = match slots.entry(hash, |(k, _)| *k == key, |(k, _)| route(k)) {
+        let entry = match slots.entry(hash, |(h, k, _)| *h == hash && *k == key, |e| e.0) {
             hash_table::Entry::Occupied(o) => o.into_mut(),
             hash_table::Entry::Vacant(v) => v
                 .insert((
+                    hash,
                     key,
                     Slot {
                         state: fresh(),
@@ -130,7 +134,7 @@ impl<S: KeyedState> States<S> {
                 ))
                 .into_mut(),
         };
-        let (key, slot) = (&entry.0, &mut entry.1);
+        let (key, slot) = (&entry.1, &mut entry.2);
         let index = match &slot.touched {
             Some((index, _)) => *index,
             None => {
@@ -194,12 +198,11 @@ impl<S: KeyedState> States<S> {
         let mut changes: Vec<(Row, isize)> = Vec::new();
         for (index, hash) in touched.drain(..).enumerate() {
             // The touched key with this hash is the one that recorded this place.
-            let is_it =
-                |(_, slot): &(Row, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
+            let is_it = |(_, _, slot): &(u64, Row, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
                 continue;
             };
-            let (key, slot) = found.get_mut();
+            let (_, key, slot) = found.get_mut();
             match slot.touched.take() {
                 Some((_, Touched::Delta(delta))) => changes.extend(delta),
                 Some((_, Touched::Before { start, len })) => {
