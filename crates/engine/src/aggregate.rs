@@ -622,7 +622,7 @@ impl KeyedState for GroupState {
         }
     }
 
-    fn output(&self, key: &Row, out: &mut Vec<Row>) {
+    fn output(&self, key: &[Value], out: &mut Vec<Row>) {
         let acc = &self.accumulated.0;
         let exists = acc.first().is_some_and(|n| *n > 0) || acc.get(1).is_some_and(|n| *n > 0);
         if !exists {

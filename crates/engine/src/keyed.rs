@@ -16,7 +16,8 @@ use std::hash::{Hash, Hasher};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use hashbrown::hash_table::{self, HashTable};
-use petrel_value::Row;
+use petrel_value::{Row, Value};
+use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -47,7 +48,7 @@ pub trait KeyedState: 'static {
     /// the state's multiplicities are the rows' own (none negative) and it may compact.
     fn settle(&mut self) {}
     /// Appends the key's output rows (none when the key has no result).
-    fn output(&self, key: &Row, out: &mut Vec<Row>);
+    fn output(&self, key: &[Value], out: &mut Vec<Row>);
     /// True when the state holds nothing, so the key can be forgotten.
     fn is_empty(&self) -> bool;
 }
@@ -68,6 +69,11 @@ enum Touched {
     Before { start: usize, len: usize },
 }
 
+/// A key as its slot keeps it: up to two values inline (the usual `GROUP BY a, b`), so a
+/// probe that finds the key's slot compares its values there, without a second cache miss
+/// behind a pointer.
+type Key = SmallVec<[Value; 2]>;
+
 /// One key's state, and, when the time being folded touched the key, where the key is in
 /// [`States::touched`] and what the time changed in its output.
 struct Slot<S> {
@@ -82,7 +88,7 @@ struct States<S> {
     /// Each key with its hash: the table rehashes as it grows by the stored hash, without
     /// hashing each key's values again (reading them behind their pointer, a cache miss
     /// each), and a probe compares keys only where the hashes are equal.
-    slots: HashTable<(u64, Row, Slot<S>)>,
+    slots: HashTable<(u64, Key, Slot<S>)>,
     touched: Vec<u64>,
     /// The touched keys' output rows before the time, one run per key: one vector for the
     /// time, not one per key.
@@ -121,12 +127,12 @@ impl<S: KeyedState> States<S> {
             before,
             ..
         } = self;
-        let entry = match slots.entry(hash, |(h, k, _)| *h == hash && *k == key, |e| e.0) {
+        let entry = match slots.entry(hash, |(h, k, _)| *h == hash && **k == *key, |e| e.0) {
             hash_table::Entry::Occupied(o) => o.into_mut(),
             hash_table::Entry::Vacant(v) => v
                 .insert((
                     hash,
-                    key,
+                    Key::from_vec(key),
                     Slot {
                         state: fresh(),
                         touched: None,
@@ -198,7 +204,7 @@ impl<S: KeyedState> States<S> {
         let mut changes: Vec<(Row, isize)> = Vec::new();
         for (index, hash) in touched.drain(..).enumerate() {
             // The touched key with this hash is the one that recorded this place.
-            let is_it = |(_, _, slot): &(u64, Row, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
+            let is_it = |(_, _, slot): &(u64, Key, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
                 continue;
             };

@@ -475,7 +475,7 @@ impl KeyedState for TopState {
         Ok(())
     }
 
-    fn output(&self, _key: &Row, out: &mut Vec<Row>) {
+    fn output(&self, _key: &[Value], out: &mut Vec<Row>) {
         if !self.window_known() {
             if let Some(b) = &self.bounded {
                 b.guard.lose_track(format!(

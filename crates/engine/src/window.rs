@@ -56,7 +56,7 @@ impl KeyedState for WindowState {
         add_multiplicity(&mut self.rows, self.order.entry_of(row), diff as i64);
     }
 
-    fn output(&self, _key: &Row, out: &mut Vec<Row>) {
+    fn output(&self, _key: &[Value], out: &mut Vec<Row>) {
         let rows: Vec<&Row> = self
             .rows
             .iter()
