@@ -47,8 +47,6 @@ use petrel_engine::{Engine, EngineConfig, SourceLog};
 use petrel_sql::{AggFunc, Aggregate, Expr, Plan, PlanNode};
 use petrel_value::{Column, ColumnType, Row, Value};
 use petrel_view::{KeyColumns, Retention, RowOrder, SortDirection, View};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use rustc_hash::FxHasher;
 
 type Fx = BuildHasherDefault<FxHasher>;
@@ -157,6 +155,7 @@ fn compact(c: &Columns, seq: &[u64], dict: &Dictionary) -> usize {
                 order.iter().map(|&i| seq[i as usize]),
             )),
         ),
+        // A stand-in for the landing time: one per batch, as a batch lands at one time.
         (
             "_ts",
             Arc::new(UInt64Array::from_iter_values(
@@ -335,18 +334,9 @@ fn petrel_engine(columns: Vec<Column>) -> (Arc<Engine>, Arc<View>) {
 fn main() {
     let rows: usize = support::env("ROWS", 2_000_000);
     let batch: usize = support::env("BATCH", 20_000);
-    let mut rng = StdRng::seed_from_u64(0x5045_5452_454c);
-    let mut bodies = Vec::new();
-    let mut n = 0;
-    while n < rows {
-        let size = batch.min(rows - n);
-        let mut body = String::with_capacity(size * 128);
-        for i in n..n + size {
-            events::event(&mut rng, i, rows, &mut body);
-        }
-        bodies.push(body.into_bytes());
-        n += size;
-    }
+    let bodies: Vec<Vec<u8>> = events::batches(rows, batch)
+        .map(String::into_bytes)
+        .collect();
     let spec = |name: &str, ty: &str| ColumnSpec {
         column: Column {
             name: name.to_string(),

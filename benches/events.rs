@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 /// Countries and their share of the traffic.
 pub const COUNTRIES: [(&str, f64); 8] = [
@@ -49,7 +49,7 @@ fn home_country(user: u32) -> &'static str {
 /// traffic, most users are seen a few times), a country that is the user's home 85% of the
 /// time, time spread evenly over six hours with a minute of jitter, ~500 paths with a skew,
 /// and heavy-tailed durations.
-pub fn event(rng: &mut StdRng, n: usize, rows: usize, out: &mut String) {
+fn event(rng: &mut StdRng, n: usize, rows: usize, out: &mut String) {
     let user = (USERS * rng.random::<f64>().powi(3)) as u32;
     let country = if rng.random::<f64>() < 0.85 {
         home_country(user)
@@ -78,4 +78,23 @@ pub fn event(rng: &mut StdRng, n: usize, rows: usize, out: &mut String) {
         t % 60
     )
     .unwrap();
+}
+
+/// `rows` events as NDJSON bodies of `batch` lines each, the same for every bench and run
+/// (one seed), made one body at a time.
+pub fn batches(rows: usize, batch: usize) -> impl Iterator<Item = String> {
+    let mut rng = StdRng::seed_from_u64(0x5045_5452_454c);
+    let mut n = 0;
+    std::iter::from_fn(move || {
+        if n >= rows {
+            return None;
+        }
+        let size = batch.min(rows - n);
+        let mut body = String::with_capacity(size * 128);
+        for i in n..n + size {
+            event(&mut rng, i, rows, &mut body);
+        }
+        n += size;
+        Some(body)
+    })
 }

@@ -29,7 +29,7 @@ mod events;
 #[path = "support.rs"]
 mod support;
 
-use events::{event, COUNTRIES};
+use events::COUNTRIES;
 use support::{env, get_json};
 
 use std::collections::BTreeMap;
@@ -38,8 +38,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde_json::{json, Value as Json};
 
 const WORKLOADS: [&str; 4] = ["topk", "mix", "uniq", "quantile"];
@@ -54,21 +52,13 @@ const CH_EVENTS: &str = "CREATE TABLE events (
 /// Writes the batches as NDJSON files; returns their paths and the total bytes.
 fn write_batches(dir: &Path, rows: usize, batch: usize) -> (Vec<PathBuf>, usize) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut rng = StdRng::seed_from_u64(0x5045_5452_454c);
     let mut files = Vec::new();
     let mut bytes = 0;
-    let mut n = 0;
-    while n < rows {
-        let size = batch.min(rows - n);
-        let mut body = String::with_capacity(size * 128);
-        for i in n..n + size {
-            event(&mut rng, i, rows, &mut body);
-        }
+    for body in events::batches(rows, batch) {
         let path = dir.join(format!("batch-{:05}.ndjson", files.len()));
         std::fs::write(&path, &body).unwrap();
         bytes += body.len();
         files.push(path);
-        n += size;
     }
     (files, bytes)
 }

@@ -74,6 +74,9 @@ enum Touched {
 /// behind a pointer.
 type Key = SmallVec<[Value; 2]>;
 
+/// A key's entry in [`States::slots`]: its hash, the key, its slot.
+type Entry<S> = (u64, Key, Slot<S>);
+
 /// One key's state, and, when the time being folded touched the key, where the key is in
 /// [`States::touched`] and what the time changed in its output.
 struct Slot<S> {
@@ -88,7 +91,7 @@ struct States<S> {
     /// Each key with its hash: the table rehashes as it grows by the stored hash, without
     /// hashing each key's values again (reading them behind their pointer, a cache miss
     /// each), and a probe compares keys only where the hashes are equal.
-    slots: HashTable<(u64, Key, Slot<S>)>,
+    slots: HashTable<Entry<S>>,
     touched: Vec<u64>,
     /// The touched keys' output rows before the time, one run per key: one vector for the
     /// time, not one per key.
@@ -204,7 +207,8 @@ impl<S: KeyedState> States<S> {
         let mut changes: Vec<(Row, isize)> = Vec::new();
         for (index, hash) in touched.drain(..).enumerate() {
             // The touched key with this hash is the one that recorded this place.
-            let is_it = |(_, _, slot): &(u64, Key, Slot<S>)| matches!(slot.touched, Some((i, _)) if i == index);
+            let is_it =
+                |(_, _, slot): &Entry<S>| matches!(slot.touched, Some((i, _)) if i == index);
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
                 continue;
             };
