@@ -72,16 +72,18 @@ enum Touched {
 /// A key as its slot keeps it: up to two values inline (the usual `GROUP BY a, b`), so a
 /// probe that finds the key's slot compares its values there, without a second cache miss
 /// behind a pointer.
-type Key = SmallVec<[Value; 2]>;
+pub(crate) type Key = SmallVec<[Value; 2]>;
 
 /// A key's entry in [`States::slots`]: its hash, the key, its slot.
-type Entry<S> = (u64, Key, Slot<S>);
+pub(crate) type Entry<S> = (u64, Key, Slot<S>);
 
-/// One key's state, and, when the time being folded touched the key, where the key is in
-/// [`States::touched`] and what the time changed in its output.
-struct Slot<S> {
+/// One key's state, and, when the time being folded touched the key, its place in
+/// [`States::touched`] plus one (0: not touched). What the time changed in the key's output is
+/// kept there, not in the slot: the slot is copied each time its table grows, and most keys
+/// are not touched by a given time.
+pub(crate) struct Slot<S> {
     state: S,
-    touched: Option<(usize, Touched)>,
+    touched: usize,
 }
 
 /// Keys' states in a hash table, and the keys the time being folded touched (in first-touch
@@ -92,7 +94,8 @@ struct States<S> {
     /// hashing each key's values again (reading them behind their pointer, a cache miss
     /// each), and a probe compares keys only where the hashes are equal.
     slots: HashTable<Entry<S>>,
-    touched: Vec<u64>,
+    /// Each touched key's hash and what the time changed in its output so far.
+    touched: Vec<(u64, Touched)>,
     /// The touched keys' output rows before the time, one run per key: one vector for the
     /// time, not one per key.
     before: Vec<Row>,
@@ -138,23 +141,16 @@ impl<S: KeyedState> States<S> {
                     Key::from_vec(key),
                     Slot {
                         state: fresh(),
-                        touched: None,
+                        touched: 0,
                     },
                 ))
                 .into_mut(),
         };
         let (key, slot) = (&entry.1, &mut entry.2);
-        let index = match &slot.touched {
-            Some((index, _)) => *index,
-            None => {
-                touched.push(hash);
-                touched.len() - 1
-            }
-        };
-        let update = match &mut slot.touched {
-            Some((_, Touched::Before { .. })) => update,
-            Some((_, Touched::Delta(delta))) => {
-                match slot.state.apply_delta(update, diff, delta) {
+        let update = match slot.touched.checked_sub(1).and_then(|i| touched.get_mut(i)) {
+            Some((_, change)) => match change {
+                Touched::Before { .. } => update,
+                Touched::Delta(delta) => match slot.state.apply_delta(update, diff, delta) {
                     Ok(()) => return,
                     Err(update) => {
                         // The output before the time: the output now, less the delta so far.
@@ -170,23 +166,25 @@ impl<S: KeyedState> States<S> {
                                 .flat_map(|(r, n)| std::iter::repeat_n(r, n.max(0) as usize)),
                         );
                         let len = before.len() - start;
-                        slot.touched = Some((index, Touched::Before { start, len }));
+                        *change = Touched::Before { start, len };
                         update
                     }
-                }
-            }
+                },
+            },
             None => {
                 let mut delta = Vec::new();
                 match slot.state.apply_delta(update, diff, &mut delta) {
                     Ok(()) => {
-                        slot.touched = Some((index, Touched::Delta(delta)));
+                        touched.push((hash, Touched::Delta(delta)));
+                        slot.touched = touched.len();
                         return;
                     }
                     Err(update) => {
                         let start = before.len();
                         slot.state.output(key, before);
                         let len = before.len() - start;
-                        slot.touched = Some((index, Touched::Before { start, len }));
+                        touched.push((hash, Touched::Before { start, len }));
+                        slot.touched = touched.len();
                         update
                     }
                 }
@@ -205,17 +203,17 @@ impl<S: KeyedState> States<S> {
             after,
         } = self;
         let mut changes: Vec<(Row, isize)> = Vec::new();
-        for (index, hash) in touched.drain(..).enumerate() {
+        for (index, (hash, change)) in touched.drain(..).enumerate() {
             // The touched key with this hash is the one that recorded this place.
-            let is_it =
-                |(_, _, slot): &Entry<S>| matches!(slot.touched, Some((i, _)) if i == index);
+            let is_it = |(_, _, slot): &Entry<S>| slot.touched == index + 1;
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
                 continue;
             };
             let (_, key, slot) = found.get_mut();
-            match slot.touched.take() {
-                Some((_, Touched::Delta(delta))) => changes.extend(delta),
-                Some((_, Touched::Before { start, len })) => {
+            slot.touched = 0;
+            match change {
+                Touched::Delta(delta) => changes.extend(delta),
+                Touched::Before { start, len } => {
                     slot.state.settle();
                     // Each key's run is taken once: the rows move out, leaving empty ones.
                     let old = before[start..start + len].iter_mut().map(std::mem::take);
@@ -223,7 +221,6 @@ impl<S: KeyedState> States<S> {
                     slot.state.output(key, after);
                     changes.extend(after.drain(..).map(|r| (r, 1)));
                 }
-                None => {}
             }
             if slot.state.is_empty() {
                 found.remove();
