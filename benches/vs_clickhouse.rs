@@ -640,7 +640,9 @@ fn run(name: &str) -> bool {
     );
     println!("  {:<40} {:>20} {:>20}", "rows stored", p.accepted, ch_rows);
     let ch_cpu = ch["insert_cpu_seconds"].as_f64().unwrap_or(f64::NAN);
-    let p_cpu_row = p.cpu_seconds * 1e6 / p.accepted.max(1) as f64;
+    // Microseconds of Petrel's CPU per accepted row.
+    let p_per_row = |seconds: f64| seconds * 1e6 / p.accepted.max(1) as f64;
+    let p_cpu_row = p_per_row(p.cpu_seconds);
     let ch_cpu_row = ch_cpu * 1e6 / ch_rows.max(1) as f64;
     println!(
         "  {:<40} {:>20} {:>20} {:>14}",
@@ -652,15 +654,12 @@ fn run(name: &str) -> bool {
     println!(
         "  {:<40} {:>20}",
         "  with storage work until quiet",
-        format!(
-            "{:.2} µs",
-            p.cpu_until_quiet * 1e6 / p.accepted.max(1) as f64
-        )
+        format!("{:.2} µs", p_per_row(p.cpu_until_quiet))
     );
     println!(
         "  {:<40} {:>20}",
         "  bench client (reads, sends; not counted)",
-        format!("{:.2} µs", p.client_cpu * 1e6 / p.accepted.max(1) as f64)
+        format!("{:.2} µs", p_per_row(p.client_cpu))
     );
     for e in w.endpoints.iter().filter(|e| e.reads > 0) {
         let p1 = &p.read_1[&e.label];

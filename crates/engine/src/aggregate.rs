@@ -504,8 +504,9 @@ fn bump_hashed<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, isize>, key: K, d
 struct GroupState {
     layout: Arc<GroupLayout>,
     accumulated: Accum,
-    /// Boxed, as `whole` is: most groups have neither, and a group's state is a slot of
-    /// its worker's hash table, copied whole each time the table grows.
+    /// A boxed slice, 16 bytes and no allocation where the aggregation has no such part (as
+    /// `whole` is boxed): a group's state is a slot of its worker's hash table, copied whole
+    /// each time the table grows.
     parts: Box<[PartState]>,
     /// The whole-group aggregates' arguments, once the group has any. Boxed although a map
     /// keeps its entries on the heap already: the box is 8 bytes of the slot, the map 24.
@@ -772,6 +773,9 @@ fn combine<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petrel_value::ColumnType;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
 
     /// A group's slot in its worker's hash table stays at 224 bytes (272 before what a time
     /// changed moved out of it and the rarely used parts were boxed): the table copies every
@@ -781,9 +785,6 @@ mod tests {
     fn a_group_slot_stays_small() {
         assert_eq!(std::mem::size_of::<crate::keyed::Entry<GroupState>>(), 224);
     }
-    use petrel_value::ColumnType;
-    use rand::seq::SliceRandom;
-    use rand::{Rng, SeedableRng};
 
     fn agg(func: AggFunc, args: Vec<Expr>, ty: ColumnType) -> Aggregate {
         Aggregate {
