@@ -38,7 +38,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::accum::{Accum, AccumLayout};
 use crate::guard::Guard;
-use crate::keyed::{fold_by_key, KeyedState};
+use crate::keyed::{fold_by_key, fold_scanned_by_key, KeyedState};
 use crate::render::Rows;
 use crate::source::Feed;
 use crate::values::ValuesLayout;
@@ -683,6 +683,8 @@ impl GroupLayout {
 /// gives a keyless aggregation its row over empty input. `append_only`: only explicit deletes
 /// retract the input's rows (see [`Extreme`]). `projected`: the distinct columns of the
 /// group's row a projection over the aggregation reads, which the rows are then made of.
+/// `single_process`: the workers share one process, so a keyed aggregation over a datasource
+/// folds its rows where they lie ([`fold_scanned_by_key`]) instead of exchanging them.
 pub fn render<'s>(
     input: Feed<'s>,
     (keys, aggregates): (&[Expr], &[Aggregate]),
@@ -690,12 +692,33 @@ pub fn render<'s>(
     guard: &Guard,
     append_only: bool,
     projected: Option<Vec<usize>>,
+    single_process: bool,
 ) -> Rows<'s> {
     let bounded = append_only.then(|| guard.clone());
     let layout = Arc::new(GroupLayout {
         projected,
         ..GroupLayout::new(keys, aggregates, bounded)
     });
+    let input = match input {
+        Feed::Scan(scan, slices, scan_guard) if single_process && !keys.is_empty() => {
+            let (k, u) = (layout.clone(), layout.clone());
+            let columns = keys
+                .iter()
+                .map(|e| match e {
+                    Expr::Column(c) => Some(*c),
+                    _ => None,
+                })
+                .collect();
+            return fold_scanned_by_key(
+                (scan, slices, scan_guard),
+                columns,
+                move |row| k.keys.iter().map(|e| e.eval(row)).collect(),
+                move |row| (u.accumulated.contribution(row), u.cells(row)),
+                move || GroupState::new(layout.clone()),
+            );
+        }
+        other => other,
+    };
     let presence = {
         let l = layout.clone();
         (keys.is_empty()).then(|| {

@@ -26,6 +26,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::guard::Guard;
 use crate::render::Rows;
+use crate::source::{Scan, Slice, Slices};
 
 /// One key's state: updates fold into it, and it says what rows the key outputs.
 pub trait KeyedState: 'static {
@@ -57,8 +58,11 @@ pub trait KeyedState: 'static {
 /// it by the hash, and the fold finds the key's state by it.
 type Routed<U> = (u64, Row, U);
 
+/// An update as the fold takes it: its key's hash, the key, the update.
+type Keyed<U> = (u64, Key, U);
+
 /// Updates waiting for their time to complete, by time, with a capability to emit at it.
-type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<(Routed<U>, isize)>)>;
+type Pending<U> = BTreeMap<u64, (Capability<u64>, Vec<(Keyed<U>, isize)>)>;
 
 /// How a key touched in the time being folded will say what changed.
 enum Touched {
@@ -121,12 +125,7 @@ impl<S: KeyedState> States<S> {
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
     /// the state's own delta when it can give one, else its output rows before the time.
-    fn fold(
-        &mut self,
-        fresh: &impl Fn() -> S,
-        (hash, key, update): Routed<S::Update>,
-        diff: isize,
-    ) {
+    fn fold(&mut self, fresh: &impl Fn() -> S, (hash, key, update): Keyed<S::Update>, diff: isize) {
         let States {
             slots,
             touched,
@@ -138,7 +137,7 @@ impl<S: KeyedState> States<S> {
             hash_table::Entry::Vacant(v) => v
                 .insert((
                     hash,
-                    Key::from_vec(key),
+                    key,
                     Slot {
                         state: fresh(),
                         touched: 0,
@@ -234,10 +233,129 @@ impl<S: KeyedState> States<S> {
 }
 
 /// A key's worker: a hash that is the same on every worker and in every process.
-fn route(key: &Row) -> u64 {
+fn route(key: &[Value]) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
     key.hash(&mut h);
     h.finish()
+}
+
+/// One worker's share of a fold by key: the keys' states, the updates waiting for their time,
+/// and the time being folded early. Both ways of feeding a fold (updates exchanged by key, or
+/// a datasource's batches read where they lie) drive it the same way.
+struct Fold<S: KeyedState> {
+    pending: Pending<S::Update>,
+    states: States<S>,
+    /// The time being folded early, if any (see [`Fold::take`]), with a capability for it.
+    early: Option<(u64, Capability<u64>)>,
+}
+
+impl<S: KeyedState> Fold<S> {
+    fn new() -> Self {
+        Fold {
+            pending: BTreeMap::new(),
+            states: States::new(),
+            early: None,
+        }
+    }
+
+    /// Forgets everything (a failed or dropped view), releasing the capabilities.
+    fn clear(&mut self) {
+        self.pending.clear();
+        self.early = None;
+        self.states.clear();
+    }
+
+    /// Whether an update at `t` folds as it comes, `at` being the input frontier's time: its
+    /// time is the next to complete (no update before it can arrive any more, none earlier is
+    /// pending, no other time is being folded early), so the fold's order stays the times'
+    /// order, and a large time (a replay) costs its state, not a buffer of updates.
+    fn folds_now(&self, at: Option<u64>, t: u64) -> bool {
+        match &self.early {
+            Some((e, _)) => *e == t,
+            None => at == Some(t) && self.pending.first_key_value().is_none_or(|(k, _)| *k >= t),
+        }
+    }
+
+    /// Takes updates at `t`: folds them now when [`Fold::folds_now`], else keeps them until
+    /// `t` completes. `cap` makes a capability for `t`, asked for at most once.
+    fn take(
+        &mut self,
+        at: Option<u64>,
+        t: u64,
+        cap: impl FnOnce() -> Capability<u64>,
+        fresh: &impl Fn() -> S,
+        updates: impl Iterator<Item = (Keyed<S::Update>, isize)>,
+    ) {
+        if self.folds_now(at, t) {
+            if self.early.is_none() {
+                self.early = Some((t, cap()));
+            }
+            for (d, r) in updates {
+                self.states.fold(fresh, d, r);
+            }
+        } else {
+            let (_, pending) = self.pending.entry(t).or_insert_with(|| (cap(), Vec::new()));
+            pending.extend(updates);
+        }
+    }
+
+    /// The earliest time `done` says no update can come at any more, with a capability for
+    /// it, once its waiting updates are folded: [`Fold::drain_changes`] then gives its changes.
+    fn next_complete(
+        &mut self,
+        done: impl Fn(u64) -> bool,
+        fresh: &impl Fn() -> S,
+    ) -> Option<(Capability<u64>, u64)> {
+        // The early time is always the earliest.
+        let next = match (&self.early, self.pending.first_key_value()) {
+            (Some((t, _)), _) => *t,
+            (None, Some((t, _))) => *t,
+            (None, None) => return None,
+        };
+        if !done(next) {
+            return None;
+        }
+        let cap = match self.early.take() {
+            Some((_, cap)) => cap,
+            None => {
+                let (_, (cap, updates)) = self.pending.pop_first()?;
+                for (d, r) in updates {
+                    self.states.fold(fresh, d, r);
+                }
+                cap
+            }
+        };
+        // Updates at the same time that arrived before it was foldable.
+        if self
+            .pending
+            .first_key_value()
+            .is_some_and(|(t, _)| *t == next)
+        {
+            if let Some((_, (_, updates))) = self.pending.pop_first() {
+                for (d, r) in updates {
+                    self.states.fold(fresh, d, r);
+                }
+            }
+        }
+        Some((cap, next))
+    }
+
+    /// The changes of the time [`Fold::next_complete`] gave, key by key.
+    fn drain_changes(&mut self, emit: impl FnMut(&mut Vec<(Row, isize)>)) {
+        self.states.drain_changes(emit);
+    }
+}
+
+/// [`route`] of the key made of `row`'s `columns`, read where they lie; `None` when the row
+/// lacks one of them.
+fn route_columns(row: &[Value], columns: &[usize]) -> Option<u64> {
+    let mut h = rustc_hash::FxHasher::default();
+    // As a slice hashes: its length, then its items.
+    h.write_usize(columns.len());
+    for &c in columns {
+        row.get(c)?.hash(&mut h);
+    }
+    Some(h.finish())
 }
 
 /// Folds `input`'s updates into one state per key (made by `fresh`), in time order, and
@@ -259,93 +377,36 @@ where
             pact,
             "FoldByKey",
             move |_, _| {
-                let mut pending: Pending<S::Update> = BTreeMap::new();
-                let mut states: States<S> = States::new();
-                // The time being folded early, if any (see below), with a capability for it.
-                let mut early: Option<(u64, Capability<u64>)> = None;
+                let mut fold: Fold<S> = Fold::new();
                 move |(input, frontier), output| {
                     // A failed or dropped view's fold holds nothing back: its input is dropped
                     // and its capabilities released, so the dataflow goes quiet.
                     if guard.stopped() {
                         input.for_each(|_, data| data.clear());
-                        pending.clear();
-                        early = None;
-                        states.clear();
+                        fold.clear();
                         return;
                     }
                     let _ = guard.run(|| {
-                        // The input frontier's time: no update before it can arrive any more.
                         let at = frontier.frontier().first().copied();
                         input.for_each(|cap, data| {
-                            // A container's updates mostly share one time: look the time up
-                            // once per run of equal times, not once per update.
+                            // A container's updates mostly share one time: they are taken a
+                            // run of equal times at once.
                             let mut drained = data.drain(..).peekable();
-                            while let Some((d, t, r)) = drained.next() {
-                                // Updates at the frontier's own time, with nothing earlier still
-                                // pending, are folded as they come: their time is the next to
-                                // complete, so the fold's order stays the times' order, and a
-                                // large time (a replay) costs its state, not a buffer of updates.
-                                let first_pending = pending.first_key_value().map(|(k, _)| *k);
-                                let foldable = at == Some(t)
-                                    && first_pending.is_none_or(|k| k >= t)
-                                    && early.as_ref().is_none_or(|(e, _)| *e == t);
-                                if foldable {
-                                    if early.is_none() {
-                                        early = Some((t, cap.delayed(&t, 0)));
-                                    }
-                                    states.fold(&fresh, d, r);
-                                    while let Some((d, _, r)) =
-                                        drained.next_if(|(_, t2, _)| *t2 == t)
-                                    {
-                                        states.fold(&fresh, d, r);
-                                    }
-                                    continue;
-                                }
-                                let (_, updates) = pending
-                                    .entry(t)
-                                    .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
-                                updates.reserve(drained.size_hint().0 + 1);
-                                updates.push((d, r));
-                                while let Some((d, _, r)) = drained.next_if(|(_, t2, _)| *t2 == t) {
-                                    updates.push((d, r));
-                                }
+                            while let Some(&(_, t, _)) = drained.peek() {
+                                let run =
+                                    std::iter::from_fn(|| drained.next_if(|(_, t2, _)| *t2 == t))
+                                        .map(|((hash, key, update), _, r)| {
+                                            ((hash, Key::from_vec(key), update), r)
+                                        });
+                                fold.take(at, t, || cap.delayed(&t, 0), &fresh, run);
                             }
                         });
-                        // Complete times, in order: the early one (always the earliest), then the
-                        // pending ones.
-                        loop {
-                            let next = match (&early, pending.first_key_value()) {
-                                (Some((t, _)), _) => *t,
-                                (None, Some((t, _))) => *t,
-                                (None, None) => break,
-                            };
-                            if frontier.less_equal(&next) {
-                                break;
-                            }
-                            let cap = match early.take() {
-                                Some((_, cap)) => cap,
-                                None => match pending.pop_first() {
-                                    Some((_, (cap, updates))) => {
-                                        for (d, r) in updates {
-                                            states.fold(&fresh, d, r);
-                                        }
-                                        cap
-                                    }
-                                    None => break,
-                                },
-                            };
-                            // Updates at the same time that arrived before it was foldable.
-                            if pending.first_key_value().is_some_and(|(t, _)| *t == next) {
-                                if let Some((_, (_, updates))) = pending.pop_first() {
-                                    for (d, r) in updates {
-                                        states.fold(&fresh, d, r);
-                                    }
-                                }
-                            }
+                        let done = |t: u64| !frontier.less_equal(&t);
+                        while let Some((cap, t)) = fold.next_complete(done, &fresh) {
                             let mut session = output.session(&cap);
-                            states.drain_changes(|changes| {
+                            fold.drain_changes(|changes| {
                                 for (row, diff) in changes.drain(..) {
-                                    session.give((row, next, diff));
+                                    session.give((row, t, diff));
                                 }
                             });
                         }
@@ -354,4 +415,103 @@ where
             },
         )
         .as_collection()
+}
+
+/// Folds a datasource's rows, read where they lie in its batches through `scan`, into one state
+/// per key (made by `fresh`), in time order, and outputs each key's rows as they change: the
+/// fold of [`fold_by_key`] for a single process. Every worker reads each batch whole and folds
+/// the rows whose keys are its own, so no update is made into a record, combined, or exchanged
+/// between workers on its way to its key's state: a row that is not the worker's costs its key
+/// and the key's hash. `key_of` gives a row's key, `update_of` what the row carries for it;
+/// `key_columns`, the row's columns the key is when it is nothing else, lets a row that is not
+/// the worker's be hashed where it lies, without making its key.
+pub(crate) fn fold_scanned_by_key<'s, S, F>(
+    (scan, slices, guard): (Scan, Slices<'s>, Guard),
+    key_columns: Option<Vec<usize>>,
+    key_of: impl Fn(&Row) -> Key + 'static,
+    update_of: impl Fn(&Row) -> S::Update + 'static,
+    fresh: F,
+) -> Rows<'s>
+where
+    S: KeyedState,
+    F: Fn() -> S + 'static,
+{
+    let (peers, index) = (slices.scope().peers(), slices.scope().index());
+    // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
+    let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
+    let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
+    spread
+        .unary_frontier::<CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _>(
+            pact,
+            "FoldScannedByKey",
+            move |_, _| {
+                let mut fold: Fold<S> = Fold::new();
+                move |(input, frontier), output| {
+                    if guard.stopped() {
+                        input.for_each(|_, data| data.clear());
+                        fold.clear();
+                        return;
+                    }
+                    let _ = guard.run(|| {
+                        let at = frontier.frontier().first().copied();
+                        input.for_each(|cap, data| {
+                            for (_, slice) in data.drain(..) {
+                                // The engine sends no slice older than its input's time.
+                                let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
+                                let updates = slice.updates().iter().filter_map(|(row, diff)| {
+                                    let row = scan.apply(&guard, row)?;
+                                    // A bit of the hash that neither the worker's hash table
+                                    // (its low bits) nor its probes' tags (its top bits) use.
+                                    let own = |hash: u64| (hash >> 32) as usize % peers == index;
+                                    let (hash, key) = match key_columns
+                                        .as_deref()
+                                        .and_then(|c| route_columns(&row, c))
+                                    {
+                                        Some(hash) if !own(hash) => return None,
+                                        Some(hash) => (hash, key_of(&row)),
+                                        None => {
+                                            let key = key_of(&row);
+                                            (route(&key), key)
+                                        }
+                                    };
+                                    own(hash).then(|| ((hash, key, update_of(&row)), *diff))
+                                });
+                                fold.take(at, t, || cap.delayed(&t, 0), &fresh, updates);
+                            }
+                        });
+                        let done = |t: u64| !frontier.less_equal(&t);
+                        while let Some((cap, t)) = fold.next_complete(done, &fresh) {
+                            let mut session = output.session(&cap);
+                            fold.drain_changes(|changes| {
+                                for (row, diff) in changes.drain(..) {
+                                    session.give((row, t, diff));
+                                }
+                            });
+                        }
+                    });
+                }
+            },
+        )
+        .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key hashed from a row's columns where they lie routes as the key made of them.
+    #[test]
+    fn a_key_routes_alike_made_or_read_in_place() {
+        let row = vec![
+            Value::str("US"),
+            Value::UInt(7),
+            Value::Null,
+            Value::Int(-3),
+        ];
+        for columns in [vec![0], vec![1, 0], vec![3, 2, 1], vec![]] {
+            let key: Key = columns.iter().map(|&c| row[c].clone()).collect();
+            assert_eq!(route_columns(&row, &columns), Some(route(&key)));
+        }
+        assert_eq!(route_columns(&row, &[4]), None);
+    }
 }

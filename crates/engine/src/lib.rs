@@ -136,6 +136,8 @@ pub(crate) struct InstallSpec {
     /// Whether extremes and top-k over append-only inputs keep only their best values and
     /// rows (single process; not for a view rebuilt because such a state lost track).
     pub bounded_states: bool,
+    /// Whether every worker runs in this process (no cluster).
+    pub single_process: bool,
     /// Set when the view is dropped, so that its operators' long work can end before the
     /// workers free the dataflow.
     pub dropped: Arc<AtomicBool>,
@@ -524,6 +526,7 @@ impl Engine {
             history,
             budget,
             bounded_states: bounded_states && clock.processes == 1,
+            single_process: clock.processes == 1,
             dropped: Arc::new(AtomicBool::new(false)),
             failed: Arc::new(AtomicBool::new(false)),
         });

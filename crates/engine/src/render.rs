@@ -35,6 +35,8 @@ pub struct Sources<'s> {
     /// Whether extremes and top-k over append-only inputs keep only their best values and
     /// rows.
     pub(crate) bounded_states: bool,
+    /// Whether every worker is in this process (see [`aggregate::render`]).
+    pub(crate) single_process: bool,
 }
 
 impl<'s> Sources<'s> {
@@ -219,6 +221,7 @@ fn grouped<'s>(
         &sources.guard,
         sources.bounded_states && input.is_append_only(),
         projected,
+        sources.single_process,
     )
 }
 

@@ -26,7 +26,7 @@ use crate::guard::Guard;
 use crate::render::Rows;
 
 /// Rows `range` of an inserted (or replayed) batch, entering at `ts`.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Slice {
     pub rows: Arc<Vec<(Row, isize)>>,
     pub range: Range<usize>,
@@ -34,7 +34,8 @@ pub(crate) struct Slice {
 }
 
 impl Slice {
-    fn updates(&self) -> &[(Row, isize)] {
+    /// The slice's rows with their multiplicities.
+    pub(crate) fn updates(&self) -> &[(Row, isize)] {
         self.rows.get(self.range.clone()).unwrap_or_default()
     }
 }
@@ -93,7 +94,7 @@ impl Scan {
 
     /// `row` after the steps, or None when a filter drops it (or evaluating fails: the guard
     /// then fails the view). Borrowed unless a projection made a new row.
-    fn apply<'r>(&self, guard: &Guard, row: &'r Row) -> Option<Cow<'r, Row>> {
+    pub(crate) fn apply<'r>(&self, guard: &Guard, row: &'r Row) -> Option<Cow<'r, Row>> {
         let mut row = Cow::Borrowed(row);
         for step in &self.steps {
             match step {

@@ -147,6 +147,7 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             unit,
             guard: guard.clone(),
             bounded_states: spec.bounded_states,
+            single_process: spec.single_process,
         };
         let output = render(&spec.plan, &sources);
         crate::sink::publish(output, spec.view.clone(), guard, index == 0);
