@@ -498,7 +498,7 @@ impl KeyedState for TopState {
             let skipped = skip.min(n);
             skip -= skipped;
             n = (n - skipped).min(want - taken);
-            out.extend(std::iter::repeat_n(entry.row(), n).cloned());
+            out.extend(std::iter::repeat_n(entry.row(), n).map(<[Value]>::to_vec));
             taken += n;
         }
     }

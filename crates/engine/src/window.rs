@@ -57,7 +57,7 @@ impl KeyedState for WindowState {
     }
 
     fn output(&self, _key: &[Value], out: &mut Vec<Row>) {
-        let rows: Vec<&Row> = self
+        let rows: Vec<&[Value]> = self
             .rows
             .iter()
             .flat_map(|(entry, &n)| std::iter::repeat_n(entry.row(), n.max(0) as usize))
@@ -66,7 +66,7 @@ impl KeyedState for WindowState {
             .iter()
             .zip(window_values(&rows, &self.order_exprs, &self.function))
         {
-            let mut row = (*row).clone();
+            let mut row = row.to_vec();
             row.push(value);
             out.push(row);
         }
@@ -80,7 +80,7 @@ impl KeyedState for WindowState {
 /// The function's value for each of `rows` (one partition, in the window's order). Rows with
 /// equal `order_exprs` values are peers: they share the frame that ends with the last of them.
 pub(crate) fn window_values(
-    rows: &[&Row],
+    rows: &[&[Value]],
     order_exprs: &[Expr],
     function: &WindowFunction,
 ) -> Vec<Value> {
@@ -148,7 +148,7 @@ impl<'a> Accumulator<'a> {
         }
     }
 
-    fn add(&mut self, row: &Row) {
+    fn add(&mut self, row: &[Value]) {
         let a = self.aggregate;
         if let Some(f) = &a.filter {
             if !f.eval(row).is_true() {

@@ -525,7 +525,7 @@ impl View {
                 let rows = state
                     .groups
                     .iter()
-                    .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().clone(), *n)))
+                    .flat_map(|(_, g)| g.rows.iter().map(|(r, n)| (r.row().to_vec(), *n)))
                     .collect();
                 (rows, state.upper)
             })
@@ -554,7 +554,7 @@ impl View {
                             None => group.rows.range::<SortedRow, _>(..),
                         };
                         for (entry, n) in range.take(chunk) {
-                            rows.push((entry.row().clone(), *n));
+                            rows.push((entry.row().to_vec(), *n));
                             last = Some(entry);
                         }
                     }
@@ -903,7 +903,9 @@ fn rows_of(group: Option<&Group>) -> Vec<Row> {
     let mut rows = Vec::new();
     if let Some(group) = group {
         for (entry, &count) in &group.rows {
-            rows.extend(std::iter::repeat_n(entry.row(), count.max(0) as usize).cloned());
+            rows.extend(
+                std::iter::repeat_n(entry.row(), count.max(0) as usize).map(<[Value]>::to_vec),
+            );
         }
     }
     rows

@@ -66,7 +66,7 @@ pub(crate) fn rows_in(group: Option<&Group>, bounds: Bounds) -> Vec<(Row, i64)> 
         let n = n.min(room);
         if n > 0 {
             room -= n;
-            out.push((entry.row().clone(), n as i64));
+            out.push((entry.row().to_vec(), n as i64));
         }
     }
     out
@@ -169,7 +169,7 @@ fn key_delta<'a>(
         Before::Whole => {
             delta.extend(rows_in(group, bounds));
             if let Some(g) = group {
-                delta.extend(g.rows.iter().map(|(e, &c)| (e.row().clone(), -c)));
+                delta.extend(g.rows.iter().map(|(e, &c)| (e.row().to_vec(), -c)));
             }
             delta.extend(changes.cloned());
         }
