@@ -152,6 +152,109 @@ fn aggregates_follow_history_inserts_and_retractions() {
     engine.shutdown();
 }
 
+/// A `GROUP BY` over a datasource is folded where its rows lie, each of the two workers
+/// folding the keys that hash to it. Over many keys, seeded random inserts and retractions in
+/// many batches, and a filter, the view installed before the rows and the one installed
+/// halfway (whose history is replayed) both equal a recomputation from the rows.
+#[test]
+fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
+    let engine = start();
+    let plan = || Plan {
+        node: PlanNode::Aggregate {
+            input: Box::new(Plan {
+                node: PlanNode::Filter {
+                    input: Box::new(scan()),
+                    predicate: Expr::Call {
+                        func: petrel_sql::functions::Func::NotEq,
+                        args: vec![Expr::Column(1), Expr::Literal(Value::Int(3))],
+                    },
+                },
+                columns: columns(),
+            }),
+            keys: vec![Expr::Column(0)],
+            aggregates: vec![
+                agg(AggFunc::Count, vec![], ColumnType::UInt(64)),
+                agg(AggFunc::Sum, vec![Expr::Column(1)], ColumnType::Int(64)),
+                agg(
+                    AggFunc::UniqExact,
+                    vec![Expr::Column(1)],
+                    ColumnType::UInt(64),
+                ),
+            ],
+        },
+        columns: vec![],
+    };
+    let early = View::new(vec![], KeyColumns(vec![0]), 1000);
+    engine.install(plan(), early.clone()).unwrap();
+    let mut seed = 0x5eed_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut live: Vec<Row> = Vec::new();
+    let mut late = None;
+    let mut ts = 0;
+    for batch in 0..40 {
+        let mut updates: Vec<(Row, isize)> = Vec::new();
+        for _ in 0..50 {
+            if !live.is_empty() && next(4) == 0 {
+                let row = live.swap_remove(next(live.len() as u64) as usize);
+                updates.push((row, -1));
+            } else {
+                let row = vec![
+                    Value::str(&format!("k{}", next(200))),
+                    Value::Int(next(8) as i64),
+                ];
+                live.push(row.clone());
+                updates.push((row, 1));
+            }
+        }
+        ts = engine.insert("t", updates).unwrap();
+        if batch == 20 {
+            let view = View::new(vec![], KeyColumns(vec![0]), 1000);
+            engine.install(plan(), view.clone()).unwrap();
+            late = Some(view);
+        }
+    }
+    let late = late.unwrap();
+    // Each key's count, sum and distinct values of the rows that pass the filter.
+    let mut expected: std::collections::BTreeMap<String, (u64, i64, Vec<i64>)> = Default::default();
+    for row in live.iter().filter(|r| r[1] != Value::Int(3)) {
+        let (Value::String(k), Value::Int(v)) = (&row[0], &row[1]) else {
+            unreachable!()
+        };
+        let e = expected.entry(k.to_string()).or_default();
+        e.0 += 1;
+        e.1 += v;
+        if !e.2.contains(v) {
+            e.2.push(*v);
+        }
+    }
+    for view in [&early, &late] {
+        block_on(view.wait_for(ts));
+        for k in 0..200 {
+            let key = format!("k{k}");
+            let rows = view.snapshot(&[Value::str(&key)]).rows;
+            let want: Vec<Row> = expected
+                .get(&key)
+                .map(|(n, sum, distinct)| {
+                    vec![
+                        Value::str(&key),
+                        Value::UInt(*n),
+                        Value::Int(*sum),
+                        Value::UInt(distinct.len() as u64),
+                    ]
+                })
+                .into_iter()
+                .collect();
+            assert_eq!(rows, want, "key {key}");
+        }
+    }
+    engine.shutdown();
+}
+
 #[test]
 fn temporal_filters_retract_rows_when_the_clock_passes_them() {
     let engine = start();
