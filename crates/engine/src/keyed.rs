@@ -1,8 +1,10 @@
 //! Per-key state maintained in time order: the operator behind GROUP BY and top-k.
 //!
 //! Petrel's timestamps are totally ordered milliseconds, so a key's result at time `t` is a
-//! fold of the key's updates up to `t`. This operator exchanges updates by key and applies
-//! them to the key's state in time order: updates at the input frontier's own time are folded
+//! fold of the key's updates up to `t`. The fold gets each key's updates on one worker (the
+//! updates exchanged by key, or, for a datasource's rows in a single process, every worker
+//! reading the batch and keeping the keys that are its own) and applies them to the key's
+//! state in time order: updates at the input frontier's own time are folded
 //! as they arrive (that time is the next to complete), later ones wait for their time. When
 //! a time completes, it emits, for every key the time touched, the retraction of the key's
 //! old output rows and the insertion of its new ones (consolidated). The work per
@@ -234,9 +236,26 @@ impl<S: KeyedState> States<S> {
 
 /// A key's worker: a hash that is the same on every worker and in every process.
 fn route(key: &[Value]) -> u64 {
+    route_values(key.len(), key.iter())
+}
+
+/// [`route`] of a key given as its `len` values: its length, then its values, hashed one
+/// definition for keys made and keys read where they lie.
+fn route_values<'v>(len: usize, values: impl Iterator<Item = &'v Value>) -> u64 {
     let mut h = rustc_hash::FxHasher::default();
-    key.hash(&mut h);
+    h.write_usize(len);
+    for v in values {
+        v.hash(&mut h);
+    }
     h.finish()
+}
+
+/// The worker (of `peers`) that folds a key of this [`route`] hash when a batch is read where
+/// it lies. The hash is mixed first: a hash's bits that the workers' hash tables do not use
+/// depend on only a few low bits of each value (keys such as days, multiples of 2^7 seconds,
+/// would all fall on one worker), and a multiply carries every bit into the high ones.
+fn worker_of(hash: u64, peers: usize) -> usize {
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % peers.max(1)
 }
 
 /// One worker's share of a fold by key: the keys' states, the updates waiting for their time,
@@ -349,13 +368,13 @@ impl<S: KeyedState> Fold<S> {
 /// [`route`] of the key made of `row`'s `columns`, read where they lie; `None` when the row
 /// lacks one of them.
 fn route_columns(row: &[Value], columns: &[usize]) -> Option<u64> {
-    let mut h = rustc_hash::FxHasher::default();
-    // As a slice hashes: its length, then its items.
-    h.write_usize(columns.len());
-    for &c in columns {
-        row.get(c)?.hash(&mut h);
+    if columns.iter().any(|&c| c >= row.len()) {
+        return None;
     }
-    Some(h.finish())
+    Some(route_values(
+        columns.len(),
+        columns.iter().map(|&c| &row[c]),
+    ))
 }
 
 /// Folds `input`'s updates into one state per key (made by `fresh`), in time order, and
@@ -420,9 +439,10 @@ where
 /// Folds a datasource's rows, read where they lie in its batches through `scan`, into one state
 /// per key (made by `fresh`), in time order, and outputs each key's rows as they change: the
 /// fold of [`fold_by_key`] for a single process. Every worker reads each batch whole and folds
-/// the rows whose keys are its own, so no update is made into a record, combined, or exchanged
-/// between workers on its way to its key's state: a row that is not the worker's costs its key
-/// and the key's hash. `key_of` gives a row's key, `update_of` what the row carries for it;
+/// the rows whose keys are its own, so no update is combined or exchanged between workers on
+/// its way to its key's state (updates at a time after the input frontier's still wait for it
+/// in the fold). A row that is not the worker's costs the hash of its key; under filters alone
+/// the key is read before them, else after the scan's steps. `key_of` gives a row's key, `update_of` what the row carries for it;
 /// `key_columns`, the row's columns the key is when it is nothing else, lets a row that is not
 /// the worker's be hashed where it lies, without making its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
@@ -437,6 +457,8 @@ where
     F: Fn() -> S + 'static,
 {
     let (peers, index) = (slices.scope().peers(), slices.scope().index());
+    // The key columns as the batch holds them, when the scan keeps rows as they are.
+    let raw_key_columns = key_columns.clone().filter(|_| scan.only_filters());
     // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
     let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
     let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
@@ -454,19 +476,25 @@ where
                     }
                     let _ = guard.run(|| {
                         let at = frontier.frontier().first().copied();
+                        let keys_before_scan = raw_key_columns.as_deref();
                         input.for_each(|cap, data| {
                             for (_, slice) in data.drain(..) {
                                 // The engine sends no slice older than its input's time.
                                 let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
                                 let updates = slice.updates().iter().filter_map(|(row, diff)| {
+                                    let own = |hash: u64| worker_of(hash, peers) == index;
+                                    // Under filters alone a row's key is read before them, so
+                                    // a row that is not the worker's is not filtered here.
+                                    let before =
+                                        keys_before_scan.and_then(|c| route_columns(row, c));
+                                    if before.is_some_and(|hash| !own(hash)) {
+                                        return None;
+                                    }
                                     let row = scan.apply(&guard, row)?;
-                                    // A bit of the hash that neither the worker's hash table
-                                    // (its low bits) nor its probes' tags (its top bits) use.
-                                    let own = |hash: u64| (hash >> 32) as usize % peers == index;
-                                    let (hash, key) = match key_columns
-                                        .as_deref()
-                                        .and_then(|c| route_columns(&row, c))
-                                    {
+                                    let read = || {
+                                        key_columns.as_deref().and_then(|c| route_columns(&row, c))
+                                    };
+                                    let (hash, key) = match before.or_else(read) {
                                         Some(hash) if !own(hash) => return None,
                                         Some(hash) => (hash, key_of(&row)),
                                         None => {
@@ -513,5 +541,28 @@ mod tests {
             assert_eq!(route_columns(&row, &columns), Some(route(&key)));
         }
         assert_eq!(route_columns(&row, &[4]), None);
+    }
+
+    /// Keys whose values share their low bits (days as seconds, multiples of 2^7; ids in steps
+    /// of 1024) still spread over the workers that fold a batch where it lies.
+    #[test]
+    fn keys_with_equal_low_bits_spread_over_the_workers() {
+        let days = (0..200).map(|d| vec![Value::DateTime(d * 86_400)]);
+        let ids = (0..200).map(|i| vec![Value::UInt(i * 1024), Value::str("US")]);
+        for keys in [days.collect::<Vec<_>>(), ids.collect()] {
+            for peers in [2, 4] {
+                let mut counts = vec![0; peers];
+                for key in &keys {
+                    counts[worker_of(route(key), peers)] += 1;
+                }
+                let fair = keys.len() / peers;
+                assert!(
+                    counts
+                        .iter()
+                        .all(|&n| n * 4 >= fair * 3 && n * 4 <= fair * 5),
+                    "{peers} workers: {counts:?}"
+                );
+            }
+        }
     }
 }

@@ -600,8 +600,9 @@ const SPLIT_MIN_ROWS: usize = 2_048;
 
 /// Sends updates at `ts`, or at the open tick if the clock has passed `ts`; the caller holds
 /// the lock. A large batch is split evenly over the workers, so the operators before the first
-/// exchange (projections, filters, pre-aggregation) run on every core; a small one goes to
-/// one worker, round robin. Returns the timestamp used.
+/// exchange (projections, filters) run on every core; a small one goes to one worker, round
+/// robin. (A `GROUP BY` over the batch in a single process reads all of it on every worker
+/// instead, each folding its own keys.) Returns the timestamp used.
 fn send_insert(
     clock: &mut Clock,
     datasource: &str,

@@ -25,7 +25,9 @@ use timely::dataflow::Stream;
 use crate::guard::Guard;
 use crate::render::Rows;
 
-/// Rows `range` of an inserted (or replayed) batch, entering at `ts`.
+/// Rows `range` of an inserted (or replayed) batch, entering at `ts`. It is serializable only
+/// because timely's exchange asks it to be: a slice is sent between the workers of one process
+/// (as a handle on the batch), never to another process, where it would carry the whole batch.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Slice {
     pub rows: Arc<Vec<(Row, isize)>>,
@@ -85,6 +87,11 @@ impl Scan {
             table: table.to_string(),
             steps: Vec::new(),
         }
+    }
+
+    /// True when the scan only filters: the rows it keeps are the batch's rows as they are.
+    pub(crate) fn only_filters(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s, Step::Filter(_)))
     }
 
     /// The datasource it reads.

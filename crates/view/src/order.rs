@@ -100,23 +100,40 @@ impl RowOrder {
 
     /// The row with its sort values: the key that orders it.
     pub fn entry(&self, row: &Row) -> SortedRow {
-        self.entry_of(row.clone())
+        // One allocation of exactly the row and its sort values.
+        let values: Box<[Value]> = match &self.values {
+            Some(values) => {
+                let sort = values(row);
+                let mut all = Vec::with_capacity(row.len() + sort.len());
+                all.extend_from_slice(row);
+                all.extend(sort);
+                all.into_boxed_slice()
+            }
+            None => row.as_slice().into(),
+        };
+        self.entry_from(row.len(), values)
     }
 
     /// [`RowOrder::entry`] of a row the caller gives up (no copy of it is made).
     pub fn entry_of(&self, row: Row) -> SortedRow {
-        let row_len = u32::try_from(row.len()).unwrap_or(u32::MAX);
-        // The computed sort values follow the row's own, in one allocation.
+        let len = row.len();
         let values: Box<[Value]> = match &self.values {
             Some(values) => {
                 let sort = values(&row);
                 let mut all = row;
+                all.reserve_exact(sort.len());
                 all.extend(sort);
                 all.into_boxed_slice()
             }
             None => row.into_boxed_slice(),
         };
-        let (own, sort) = values.split_at((row_len as usize).min(values.len()));
+        self.entry_from(len, values)
+    }
+
+    /// The entry of a row of `row_len` values, followed in `values` by its computed sort
+    /// values (if the order computes them).
+    fn entry_from(&self, row_len: usize, values: Box<[Value]>) -> SortedRow {
+        let (own, sort) = values.split_at(row_len.min(values.len()));
         let item = |k: usize| match &self.spec.columns {
             Some(columns) => columns.get(k).map(|&c| own.get(c).unwrap_or(&NULL)),
             None => sort.get(k),
@@ -126,7 +143,7 @@ impl RowOrder {
             bits: [a.bits, b.bits],
             class: [a.class, b.class],
             exact: [a.exact, b.exact],
-            row_len,
+            row_len: u32::try_from(row_len).unwrap_or(u32::MAX),
             values,
             spec: self.spec.clone(),
         }
