@@ -21,10 +21,11 @@ use hashbrown::hash_table::{self, HashTable};
 use petrel_value::{Row, Value};
 use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::Stream;
 
 use crate::guard::Guard;
 use crate::render::Rows;
@@ -389,17 +390,53 @@ where
     F: Fn() -> S + 'static,
 {
     let pact = Exchange::new(|(d, _, _): &(Routed<S::Update>, u64, isize)| d.0);
-    input
+    let routed = input
         .inner
-        .map(|((key, update), time, diff)| ((route(&key), key, update), time, diff))
+        .map(|((key, update), time, diff)| ((route(&key), key, update), time, diff));
+    fold_operator(
+        routed,
+        pact,
+        "FoldByKey",
+        guard,
+        fresh,
+        |fold, fresh, at, cap, data| {
+            // A container's updates mostly share one time: they are taken a run of equal times
+            // at once.
+            let mut drained = data.drain(..).peekable();
+            while let Some(&(_, t, _)) = drained.peek() {
+                let run = std::iter::from_fn(|| drained.next_if(|(_, t2, _)| *t2 == t))
+                    .map(|((hash, key, update), _, r)| ((hash, Key::from_vec(key), update), r));
+                fold.take(at, t, || cap.delayed(&t, 0), fresh, run);
+            }
+        },
+    )
+}
+
+/// The operator around a [`Fold`]: `take` hands each input container's updates to the fold
+/// (given the input frontier's time and the container's capability); every time the frontier
+/// passes is then published, key by key. A failed or dropped view's fold holds nothing back:
+/// its input is dropped and its capabilities released, so the dataflow goes quiet.
+fn fold_operator<'s, S, F, D, P>(
+    stream: Stream<'s, u64, Vec<D>>,
+    pact: P,
+    name: &str,
+    guard: Guard,
+    fresh: F,
+    mut take: impl FnMut(&mut Fold<S>, &F, Option<u64>, &InputCapability<u64>, &mut Vec<D>) + 'static,
+) -> Rows<'s>
+where
+    S: KeyedState,
+    F: Fn() -> S + 'static,
+    D: Clone + 'static,
+    P: ParallelizationContract<u64, Vec<D>>,
+{
+    stream
         .unary_frontier::<CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _>(
             pact,
-            "FoldByKey",
+            name,
             move |_, _| {
                 let mut fold: Fold<S> = Fold::new();
                 move |(input, frontier), output| {
-                    // A failed or dropped view's fold holds nothing back: its input is dropped
-                    // and its capabilities released, so the dataflow goes quiet.
                     if guard.stopped() {
                         input.for_each(|_, data| data.clear());
                         fold.clear();
@@ -407,19 +444,7 @@ where
                     }
                     let _ = guard.run(|| {
                         let at = frontier.frontier().first().copied();
-                        input.for_each(|cap, data| {
-                            // A container's updates mostly share one time: they are taken a
-                            // run of equal times at once.
-                            let mut drained = data.drain(..).peekable();
-                            while let Some(&(_, t, _)) = drained.peek() {
-                                let run =
-                                    std::iter::from_fn(|| drained.next_if(|(_, t2, _)| *t2 == t))
-                                        .map(|((hash, key, update), _, r)| {
-                                            ((hash, Key::from_vec(key), update), r)
-                                        });
-                                fold.take(at, t, || cap.delayed(&t, 0), &fresh, run);
-                            }
-                        });
+                        input.for_each(|cap, data| take(&mut fold, &fresh, at, &cap, data));
                         let done = |t: u64| !frontier.less_equal(&t);
                         while let Some((cap, t)) = fold.next_complete(done, &fresh) {
                             let mut session = output.session(&cap);
@@ -462,65 +487,42 @@ where
     // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
     let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
     let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
-    spread
-        .unary_frontier::<CapacityContainerBuilder<Vec<(Row, u64, isize)>>, _, _, _>(
-            pact,
-            "FoldScannedByKey",
-            move |_, _| {
-                let mut fold: Fold<S> = Fold::new();
-                move |(input, frontier), output| {
-                    if guard.stopped() {
-                        input.for_each(|_, data| data.clear());
-                        fold.clear();
-                        return;
+    let scan_guard = guard.clone();
+    fold_operator(
+        spread,
+        pact,
+        "FoldScannedByKey",
+        guard,
+        fresh,
+        move |fold, fresh, at, cap, data| {
+            let keys_before_scan = raw_key_columns.as_deref();
+            for (_, slice) in data.drain(..) {
+                // The engine sends no slice older than its input's time.
+                let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
+                let updates = slice.updates().iter().filter_map(|(row, diff)| {
+                    let own = |hash: u64| worker_of(hash, peers) == index;
+                    // Under filters alone a row's key is read before them, so a row that is not
+                    // the worker's is not filtered here.
+                    let before = keys_before_scan.and_then(|c| route_columns(row, c));
+                    if before.is_some_and(|hash| !own(hash)) {
+                        return None;
                     }
-                    let _ = guard.run(|| {
-                        let at = frontier.frontier().first().copied();
-                        let keys_before_scan = raw_key_columns.as_deref();
-                        input.for_each(|cap, data| {
-                            for (_, slice) in data.drain(..) {
-                                // The engine sends no slice older than its input's time.
-                                let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
-                                let updates = slice.updates().iter().filter_map(|(row, diff)| {
-                                    let own = |hash: u64| worker_of(hash, peers) == index;
-                                    // Under filters alone a row's key is read before them, so
-                                    // a row that is not the worker's is not filtered here.
-                                    let before =
-                                        keys_before_scan.and_then(|c| route_columns(row, c));
-                                    if before.is_some_and(|hash| !own(hash)) {
-                                        return None;
-                                    }
-                                    let row = scan.apply(&guard, row)?;
-                                    let read = || {
-                                        key_columns.as_deref().and_then(|c| route_columns(&row, c))
-                                    };
-                                    let (hash, key) = match before.or_else(read) {
-                                        Some(hash) if !own(hash) => return None,
-                                        Some(hash) => (hash, key_of(&row)),
-                                        None => {
-                                            let key = key_of(&row);
-                                            (route(&key), key)
-                                        }
-                                    };
-                                    own(hash).then(|| ((hash, key, update_of(&row)), *diff))
-                                });
-                                fold.take(at, t, || cap.delayed(&t, 0), &fresh, updates);
-                            }
-                        });
-                        let done = |t: u64| !frontier.less_equal(&t);
-                        while let Some((cap, t)) = fold.next_complete(done, &fresh) {
-                            let mut session = output.session(&cap);
-                            fold.drain_changes(|changes| {
-                                for (row, diff) in changes.drain(..) {
-                                    session.give((row, t, diff));
-                                }
-                            });
+                    let row = scan.apply(&scan_guard, row)?;
+                    let read = || key_columns.as_deref().and_then(|c| route_columns(&row, c));
+                    let (hash, key) = match before.or_else(read) {
+                        Some(hash) if !own(hash) => return None,
+                        Some(hash) => (hash, key_of(&row)),
+                        None => {
+                            let key = key_of(&row);
+                            (route(&key), key)
                         }
-                    });
-                }
-            },
-        )
-        .as_collection()
+                    };
+                    own(hash).then(|| ((hash, key, update_of(&row)), *diff))
+                });
+                fold.take(at, t, || cap.delayed(&t, 0), fresh, updates);
+            }
+        },
+    )
 }
 
 #[cfg(test)]
