@@ -679,6 +679,12 @@ impl GroupLayout {
     }
 }
 
+/// The most workers that each read every row of a batch to fold the groups that are their
+/// own ([`fold_scanned_by_key`]): a row costs the hash of its key on every worker, and beyond
+/// this many workers those hashes cost more than making the row into a record and exchanging
+/// it (a few hashes' worth, about 100 ns).
+const IN_PLACE_MAX_WORKERS: usize = 8;
+
 /// Renders `GROUP BY keys` with `aggregates` over `input`; `unit` holds one empty row, which
 /// gives a keyless aggregation its row over empty input. `append_only`: only explicit deletes
 /// retract the input's rows (see [`Extreme`]). `projected`: the distinct columns of the
@@ -700,7 +706,11 @@ pub fn render<'s>(
         ..GroupLayout::new(keys, aggregates, bounded)
     });
     let input = match input {
-        Feed::Scan(scan, slices, scan_guard) if single_process && !keys.is_empty() => {
+        Feed::Scan(scan, slices, scan_guard)
+            if single_process
+                && !keys.is_empty()
+                && slices.scope().peers() <= IN_PLACE_MAX_WORKERS =>
+        {
             let (k, u) = (layout.clone(), layout.clone());
             let columns = keys
                 .iter()
