@@ -39,7 +39,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::accum::{Accum, AccumLayout};
 use crate::guard::Guard;
 use crate::keyed::{fold_by_key, fold_scanned_by_key, KeyedState};
-use crate::render::Rows;
+use crate::render::{plain_columns, Rows};
 use crate::source::Feed;
 use crate::values::ValuesLayout;
 
@@ -712,16 +712,9 @@ pub fn render<'s>(
                 && slices.scope().peers() <= IN_PLACE_MAX_WORKERS =>
         {
             let (k, u) = (layout.clone(), layout.clone());
-            let columns = keys
-                .iter()
-                .map(|e| match e {
-                    Expr::Column(c) => Some(*c),
-                    _ => None,
-                })
-                .collect();
             return fold_scanned_by_key(
                 (scan, slices, scan_guard),
-                columns,
+                plain_columns(keys),
                 move |row| k.keys.iter().map(|e| e.eval(row)).collect(),
                 move |row| (u.accumulated.contribution(row), u.cells(row)),
                 move || GroupState::new(layout.clone()),

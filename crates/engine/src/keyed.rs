@@ -251,6 +251,18 @@ fn route_values<'v>(len: usize, values: impl Iterator<Item = &'v Value>) -> u64 
     h.finish()
 }
 
+/// [`route`] of the key made of `row`'s `columns`, read where they lie; `None` when the row
+/// lacks one of them.
+fn route_columns(row: &[Value], columns: &[usize]) -> Option<u64> {
+    if columns.iter().any(|&c| c >= row.len()) {
+        return None;
+    }
+    Some(route_values(
+        columns.len(),
+        columns.iter().map(|&c| &row[c]),
+    ))
+}
+
 /// The worker (of `peers`) that folds a key of this [`route`] hash when a batch is read where
 /// it lies. The hash is mixed first: a hash's bits that the workers' hash tables do not use
 /// depend on only a few low bits of each value (keys such as days, multiples of 2^7 seconds,
@@ -320,7 +332,8 @@ impl<S: KeyedState> Fold<S> {
     }
 
     /// The earliest time `done` says no update can come at any more, with a capability for
-    /// it, once its waiting updates are folded: [`Fold::drain_changes`] then gives its changes.
+    /// it, once its waiting updates are folded: [`States::drain_changes`] then gives its
+    /// changes.
     fn next_complete(
         &mut self,
         done: impl Fn(u64) -> bool,
@@ -359,23 +372,6 @@ impl<S: KeyedState> Fold<S> {
         }
         Some((cap, next))
     }
-
-    /// The changes of the time [`Fold::next_complete`] gave, key by key.
-    fn drain_changes(&mut self, emit: impl FnMut(&mut Vec<(Row, isize)>)) {
-        self.states.drain_changes(emit);
-    }
-}
-
-/// [`route`] of the key made of `row`'s `columns`, read where they lie; `None` when the row
-/// lacks one of them.
-fn route_columns(row: &[Value], columns: &[usize]) -> Option<u64> {
-    if columns.iter().any(|&c| c >= row.len()) {
-        return None;
-    }
-    Some(route_values(
-        columns.len(),
-        columns.iter().map(|&c| &row[c]),
-    ))
 }
 
 /// Folds `input`'s updates into one state per key (made by `fresh`), in time order, and
@@ -448,7 +444,7 @@ where
                         let done = |t: u64| !frontier.less_equal(&t);
                         while let Some((cap, t)) = fold.next_complete(done, &fresh) {
                             let mut session = output.session(&cap);
-                            fold.drain_changes(|changes| {
+                            fold.states.drain_changes(|changes| {
                                 for (row, diff) in changes.drain(..) {
                                     session.give((row, t, diff));
                                 }

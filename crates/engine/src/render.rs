@@ -225,8 +225,9 @@ fn grouped<'s>(
     )
 }
 
-/// The columns a projection reads, when it reads nothing but columns.
-fn plain_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
+/// The columns a list of expressions reads (a projection, grouping keys, sort keys), when it
+/// reads nothing but columns.
+pub(crate) fn plain_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
     exprs
         .iter()
         .map(|e| match e {
@@ -536,16 +537,9 @@ pub fn row_order(order_by: &[SortKey]) -> RowOrder {
         })
         .collect();
     let exprs: Vec<Expr> = order_by.iter().map(|k| k.expr.clone()).collect();
-    let columns: Option<Vec<usize>> = exprs
-        .iter()
-        .map(|e| match e {
-            Expr::Column(i) => Some(*i),
-            _ => None,
-        })
-        .collect();
     // Sorting by plain columns (the common case) reads them from the row: nothing is
     // evaluated or copied per entry.
-    match columns {
+    match plain_columns(&exprs) {
         Some(columns) => RowOrder::by_columns(directions, columns),
         None => RowOrder::by(
             directions,
