@@ -97,42 +97,71 @@ fn free_port_pair() -> u16 {
     }
 }
 
-/// Starts the three processes of `hosts` over `dir` and `storage`; returns them in order.
+/// Writes `hosts`: three processes on loopback, each with a cluster port and an HTTP port
+/// that were free when picked.
+fn write_hosts(hosts: &std::path::Path) {
+    let lines: String = (0..3)
+        .map(|_| {
+            format!(
+                "127.0.0.1:{} http://127.0.0.1:{}\n",
+                free_port(),
+                free_port()
+            )
+        })
+        .collect();
+    std::fs::write(hosts, lines).unwrap();
+}
+
+/// Starts the three processes of `hosts` over `dir` and `storage`; returns them in order. A
+/// port picked free can be taken by another program before its process binds it; that
+/// process then exits and the others wait for it, so a start that does not complete within a
+/// minute is stopped and tried again on new ports (`hosts` rewritten).
 fn start_cluster(
     dir: &std::path::Path,
     hosts: &std::path::Path,
     storage: &str,
     env: &[(String, String)],
 ) -> Vec<Server> {
-    let starts: Vec<_> = (0..3)
-        .map(|i| {
-            let (dir, hosts, storage, env) = (
-                dir.to_path_buf(),
-                hosts.to_string_lossy().into_owned(),
-                storage.to_string(),
-                env.to_vec(),
-            );
-            std::thread::spawn(move || {
-                let process = i.to_string();
-                Server::run_env(
-                    &["cluster", "start"],
-                    dir,
-                    &[
-                        "--hosts",
-                        &hosts,
-                        "--process",
-                        &process,
-                        "--storage",
-                        &storage,
-                        "--workers",
-                        "1",
-                    ],
-                    &env,
-                )
+    for _ in 0..3 {
+        let starts: Vec<_> = (0..3)
+            .map(|i| {
+                let (dir, hosts, storage, env) = (
+                    dir.to_path_buf(),
+                    hosts.to_string_lossy().into_owned(),
+                    storage.to_string(),
+                    env.to_vec(),
+                );
+                std::thread::spawn(move || {
+                    let process = i.to_string();
+                    Server::try_run_env(
+                        &["cluster", "start"],
+                        dir,
+                        &[
+                            "--hosts",
+                            &hosts,
+                            "--process",
+                            &process,
+                            "--storage",
+                            &storage,
+                            "--workers",
+                            "1",
+                        ],
+                        &env,
+                        Duration::from_secs(60),
+                    )
+                })
             })
-        })
-        .collect();
-    starts.into_iter().map(|s| s.join().unwrap()).collect()
+            .collect();
+        let started: Vec<Option<Server>> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+        if started.iter().all(Option::is_some) {
+            return started.into_iter().flatten().collect();
+        }
+        for server in started.into_iter().flatten() {
+            server.stop();
+        }
+        write_hosts(hosts);
+    }
+    panic!("the cluster did not start in three attempts");
 }
 
 fn post_events(url: &str, body: String) -> reqwest::Result<reqwest::blocking::Response> {
@@ -213,16 +242,7 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
     let dir = common::temp_dir("cluster");
     write_project(&dir, &files);
     let hosts = dir.join("cluster.txt");
-    let lines: String = (0..3)
-        .map(|_| {
-            format!(
-                "127.0.0.1:{} http://127.0.0.1:{}\n",
-                free_port(),
-                free_port()
-            )
-        })
-        .collect();
-    std::fs::write(&hosts, lines).unwrap();
+    write_hosts(&hosts);
     let storage = s3.url("cluster");
     let mut cluster = start_cluster(&dir, &hosts, &storage, &env);
     let single_dir = common::temp_dir("cluster-single");

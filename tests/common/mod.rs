@@ -85,6 +85,20 @@ impl Server {
         extra: &[&str],
         env: &[(String, String)],
     ) -> Server {
+        Server::try_run_env(command, dir, extra, env, Duration::from_secs(120))
+            .expect("the server printed its address")
+    }
+
+    /// As [`Server::run_env`], or `None` when the server has not printed its address within
+    /// `patience` (it exited, or it waits for cluster peers that will not come): the process
+    /// is then killed.
+    pub fn try_run_env(
+        command: &[&str],
+        dir: PathBuf,
+        extra: &[&str],
+        env: &[(String, String)],
+        patience: Duration,
+    ) -> Option<Server> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_petrel"))
             .args(command)
             .args(["--port", "0", "--project"])
@@ -97,19 +111,26 @@ impl Server {
             .spawn()
             .expect("petrel starts");
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut url = None;
-        for line in lines.by_ref() {
-            let line = line.expect("server output");
-            if let Some(rest) = line.strip_prefix("Petrel is listening on ") {
-                url = Some(rest.trim().to_string());
-                break;
+        let (address, printed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            for line in lines.by_ref() {
+                if let Some(rest) = line.strip_prefix("Petrel is listening on ") {
+                    let _ = address.send(rest.trim().to_string());
+                    break;
+                }
+            }
+            // Keep draining stdout so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        match printed.recv_timeout(patience) {
+            Ok(url) => Some(Server { url, dir, child }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
             }
         }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let url = url.expect("the server printed its address");
-        Server { url, dir, child }
     }
 
     /// The server's resident memory in bytes (from /proc).
