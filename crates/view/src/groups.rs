@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::OnceLock;
 
+use hashbrown::{hash_table, HashTable};
 use petrel_value::{Row, Value};
 use rustc_hash::{FxHashMap, FxHasher};
 
@@ -20,12 +22,163 @@ const SHARDS: usize = 64;
 /// cost more than they save.
 const PARALLEL_MIN_CHANGES: usize = 4_096;
 
-/// One key's rows in the view's order, each with its multiplicity.
-#[derive(Default)]
+/// The fewest rows a large group keeps in the view's order ([`Group`]): reads of a key's
+/// first rows up to this many walk its ordered index. Reads that go further raise it for their
+/// view ([`crate::View::page`]).
+pub(crate) const ORDERED_ROWS_MIN: usize = 1_024;
+
+/// One key's rows, each with its multiplicity: the first ones in the view's order, the others
+/// (past what reads walk) in no order. A change to a row past the ordered ones costs a hash
+/// probe instead of a search of an ordered index on each side (its retraction and its
+/// insertion): a top-k view over many users keeps its readers' first rows in order and every
+/// other user's row where a change finds it at once.
+#[derive(Clone, Default)]
 pub(crate) struct Group {
-    pub(crate) rows: BTreeMap<SortedRow, i64>,
+    /// The key's first rows, in the view's order.
+    head: BTreeMap<SortedRow, i64>,
+    /// The key's other rows, each after every row of `head`, in no order, found by their
+    /// values' hash ([`row_hash`]) without making an entry of the row looked for. Empty while
+    /// the group holds few rows, or when its view's reads walk all of it.
+    tail: HashTable<(SortedRow, i64)>,
     /// The sum of the positive multiplicities: the key's row count.
     pub(crate) total: i64,
+}
+
+/// The hash a group's unordered rows are found by.
+fn row_hash(row: &[Value]) -> u64 {
+    let mut h = FxHasher::default();
+    row.hash(&mut h);
+    h.finish()
+}
+
+/// [`row_hash`] of a kept entry, for the table to move it when it grows.
+fn entry_hash((entry, _): &(SortedRow, i64)) -> u64 {
+    row_hash(entry.row())
+}
+
+impl Group {
+    /// How many distinct rows the key holds.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.tail.is_empty()
+    }
+
+    /// Every row with its multiplicity, in no particular order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&SortedRow, i64)> {
+        let tail = self.tail.iter().map(|(e, n)| (e, *n));
+        self.head.iter().map(|(e, &n)| (e, n)).chain(tail)
+    }
+
+    /// Every row with its multiplicity in the view's order: the unordered rows are sorted
+    /// only if the walk reaches them.
+    pub(crate) fn ordered(&self) -> impl Iterator<Item = (&SortedRow, i64)> {
+        let tail = &self.tail;
+        let tail = std::iter::once(())
+            .flat_map(move |()| sorted(tail.iter().map(|(e, n)| (e, *n)), usize::MAX));
+        self.head.iter().map(|(e, &n)| (e, n)).chain(tail)
+    }
+
+    /// At most `n` rows after `after` (from the first when `None`), in the view's order.
+    pub(crate) fn after(&self, after: Option<&SortedRow>, n: usize) -> Vec<(&SortedRow, i64)> {
+        let head = match after {
+            Some(a) => self.head.range((Excluded(a), Unbounded)),
+            None => self.head.range::<SortedRow, _>(..),
+        };
+        let mut out: Vec<(&SortedRow, i64)> = head.take(n).map(|(e, &c)| (e, c)).collect();
+        if out.len() < n && !self.tail.is_empty() {
+            let later = self
+                .tail
+                .iter()
+                .filter(|(e, _)| after.is_none_or(|a| e > a))
+                .map(|(e, c)| (e, *c));
+            out.extend(sorted(later, n - out.len()));
+        }
+        out
+    }
+
+    /// How many rows are past the ordered ones.
+    pub(crate) fn unordered(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Adds `diff` copies of `row` with one search (of the ordered rows or of the others, by
+    /// where the row falls in `order`); returns its multiplicity before and after.
+    pub(crate) fn add(&mut self, order: &RowOrder, row: &Row, diff: i64) -> (i64, i64) {
+        let past_head = !self.tail.is_empty()
+            && self
+                .head
+                .last_key_value()
+                .is_none_or(|(last, _)| order.is_after(row, last));
+        if !past_head {
+            return add_multiplicity(&mut self.head, order.entry(row), diff);
+        }
+        let hash = row_hash(row);
+        match self
+            .tail
+            .entry(hash, |(e, _)| e.row() == row.as_slice(), entry_hash)
+        {
+            hash_table::Entry::Occupied(mut o) => {
+                let before = o.get().1;
+                let after = before + diff;
+                if after == 0 {
+                    o.remove();
+                } else {
+                    o.get_mut().1 = after;
+                }
+                (before, after)
+            }
+            hash_table::Entry::Vacant(v) => {
+                if diff != 0 {
+                    v.insert((order.entry(row), diff));
+                }
+                (0, diff)
+            }
+        }
+    }
+
+    /// After a key's changes: keeps between `ordered` and four times `ordered` rows in order
+    /// (every row when the group holds fewer), moving rows between the two sides in bulk, so
+    /// neither move happens again before about `ordered` more changes.
+    pub(crate) fn settle(&mut self, ordered: usize) {
+        if !self.tail.is_empty() && self.head.len() < ordered {
+            let room = ordered.saturating_mul(2).saturating_sub(self.head.len());
+            let mut rest: Vec<(SortedRow, i64)> =
+                std::mem::take(&mut self.tail).into_iter().collect();
+            if room < rest.len() {
+                rest.select_nth_unstable_by(room, |a, b| a.0.cmp(&b.0));
+                for later in rest.drain(room..) {
+                    self.tail
+                        .insert_unique(entry_hash(&later), later, entry_hash);
+                }
+            }
+            self.head.extend(rest);
+        } else if self.head.len() > ordered.saturating_mul(4) {
+            let keep = ordered.saturating_mul(2);
+            if let Some(first_later) = self.head.keys().nth(keep).cloned() {
+                for later in self.head.split_off(&first_later) {
+                    self.tail
+                        .insert_unique(entry_hash(&later), later, entry_hash);
+                }
+            }
+        }
+    }
+}
+
+/// The `n` first of `rows` in the view's order, sorted (a selection, then a sort of those).
+fn sorted<'a>(
+    rows: impl Iterator<Item = (&'a SortedRow, i64)>,
+    n: usize,
+) -> impl Iterator<Item = (&'a SortedRow, i64)> {
+    let mut rows: Vec<(&SortedRow, i64)> = rows.collect();
+    if rows.len() > n {
+        rows.select_nth_unstable_by(n, |a, b| a.0.cmp(b.0));
+        rows.truncate(n);
+    }
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    rows.into_iter()
 }
 
 /// Rows by key, in shards.
@@ -206,8 +359,15 @@ impl Groups {
     }
 
     /// Folds consolidated changes into their keys' groups, dropping rows and groups that
-    /// reach zero; large batches fold on every core, one shard per task.
-    pub(crate) fn fold(&mut self, keys: &KeyColumns, order: &RowOrder, changes: &[(Row, i64)]) {
+    /// reach zero, and keeping at least `ordered` of each key's first rows in order ([`Group`]);
+    /// large batches fold on every core, one shard per task.
+    pub(crate) fn fold(
+        &mut self,
+        keys: &KeyColumns,
+        order: &RowOrder,
+        changes: &[(Row, i64)],
+        ordered: usize,
+    ) {
         // Most batches only advance the frontier (one per tick and view): nothing to fold.
         if changes.is_empty() {
             return;
@@ -229,7 +389,8 @@ impl Groups {
             .collect();
         let parallel = changes.len() >= PARALLEL_MIN_CHANGES;
         run_weighted(parallel, items, |((shard, order), picked)| {
-            fold_shard(shard, keys, order, picked.iter().map(|&n| &changes[n]));
+            let changes = picked.iter().map(|&n| &changes[n]);
+            fold_shard(shard, (keys, order, ordered), changes);
         });
     }
 }
@@ -237,8 +398,7 @@ impl Groups {
 /// Folds one shard's changes, finding each group once per run of changes with the same key.
 fn fold_shard<'a>(
     shard: &mut FxHashMap<Row, Group>,
-    keys: &KeyColumns,
-    order: &RowOrder,
+    (keys, order, ordered): (&KeyColumns, &RowOrder, usize),
     changes: impl Iterator<Item = &'a (Row, i64)>,
 ) {
     let same_key = |a: &Row, b: &Row| keys.0.iter().all(|&i| a.get(i) == b.get(i));
@@ -247,12 +407,97 @@ fn fold_shard<'a>(
         let group = shard.entry(keys.key_of(&first.0)).or_default();
         let mut change = Some(first);
         while let Some((row, diff)) = change {
-            let (before, after) = add_multiplicity(&mut group.rows, order.entry(row), *diff);
+            let (before, after) = group.add(order, row, *diff);
             group.total += after.max(0) - before.max(0);
             change = changes.next_if(|(next, _)| same_key(next, &first.0));
         }
-        if group.rows.is_empty() {
+        group.settle(ordered);
+        if group.is_empty() {
             shard.remove(&keys.key_of(&first.0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::{xorshift, SortDirection};
+
+    /// A row `[key, n, tag]`, ordered by `n DESC` (many rows tie on it) then by the whole row.
+    fn row(n: u64, tag: u64) -> Row {
+        vec![Value::str("k"), Value::UInt(n), Value::UInt(tag)]
+    }
+
+    /// A group kept partly in order reads as one ordered index: after every run of random
+    /// inserts and retractions (rows held several times, ties in the sort value, runs that
+    /// empty the ordered rows and refill them, runs that overflow them), its rows in order,
+    /// its rows after any row, its count and its unordered rows' place (each after every
+    /// ordered row) agree with an ordered map of the same changes. Rows go through both sides.
+    #[test]
+    fn a_group_kept_partly_in_order_reads_as_one_ordered_index() {
+        let desc = SortDirection {
+            desc: true,
+            nulls_first: false,
+        };
+        let order = RowOrder::by_columns(vec![desc], vec![1]);
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for ordered in [1, 3, 8] {
+            let mut group = Group::default();
+            let mut oracle: BTreeMap<SortedRow, i64> = BTreeMap::new();
+            let mut went_unordered = false;
+            for run in 0..300 {
+                // Some runs mostly take rows back, so the ordered rows empty and refill.
+                let retracting = run % 7 < 2;
+                for _ in 0..next() % 40 {
+                    let held: Vec<Row> = oracle.keys().map(|e| e.row().to_vec()).collect();
+                    let (r, diff) = if !held.is_empty() && (retracting || next().is_multiple_of(3))
+                    {
+                        (held[(next() % held.len() as u64) as usize].clone(), -1)
+                    } else {
+                        (row(next() % 30, next() % 5), 1 + (next() % 2) as i64)
+                    };
+                    let expected = add_multiplicity(&mut oracle, order.entry(&r), diff);
+                    assert_eq!(group.add(&order, &r, diff), expected);
+                }
+                group.settle(ordered);
+                went_unordered |= group.unordered() > 0;
+                let want: Vec<(Row, i64)> =
+                    oracle.iter().map(|(e, &n)| (e.row().to_vec(), n)).collect();
+                let got: Vec<(Row, i64)> = group
+                    .ordered()
+                    .map(|(e, n)| (e.row().to_vec(), n))
+                    .collect();
+                assert_eq!(got, want, "ordered {ordered}, run {run}");
+                assert_eq!(group.len(), oracle.len());
+                if let (Some((last, _)), Some(first_later)) = (
+                    group.head.last_key_value(),
+                    group.tail.iter().map(|(e, _)| e).min(),
+                ) {
+                    assert!(
+                        last < first_later,
+                        "every unordered row after the ordered ones"
+                    );
+                }
+                for (at, n) in [(None, 4), (Some(0), 2), (Some(want.len() / 2), 7)] {
+                    let after = at.and_then(|i| oracle.keys().nth(i));
+                    let expected: Vec<(Row, i64)> = oracle
+                        .iter()
+                        .filter(|(e, _)| after.is_none_or(|a| *e > a))
+                        .take(n)
+                        .map(|(e, &c)| (e.row().to_vec(), c))
+                        .collect();
+                    let got: Vec<(Row, i64)> = group
+                        .after(after, n)
+                        .into_iter()
+                        .map(|(e, c)| (e.row().to_vec(), c))
+                        .collect();
+                    assert_eq!(got, expected, "after {at:?}, {n} rows");
+                }
+            }
+            assert!(
+                went_unordered,
+                "ordered {ordered}: rows were kept out of order"
+            );
         }
     }
 }

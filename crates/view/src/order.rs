@@ -130,6 +130,30 @@ impl RowOrder {
         self.entry_from(len, values)
     }
 
+    /// True when `row` comes after `entry` in this order. When the order reads plain columns
+    /// and the first sort values settle it, no entry is made for the row (no copy of it).
+    pub fn is_after(&self, row: &Row, entry: &SortedRow) -> bool {
+        if let Some(columns) = &self.spec.columns {
+            for (k, d) in self.spec.directions.iter().enumerate().take(2) {
+                let hint = columns
+                    .get(k)
+                    .map(|&c| Hint::of(row.get(c).unwrap_or(&NULL)))
+                    .unwrap_or(Hint::NONE);
+                if hint.class == 0 || hint.class != entry.class[k] {
+                    break;
+                }
+                let o = hint.bits.cmp(&entry.bits[k]);
+                if o != Ordering::Equal {
+                    return (if d.desc { o.reverse() } else { o }) == Ordering::Greater;
+                }
+                if !(hint.exact && entry.exact[k]) {
+                    break;
+                }
+            }
+        }
+        self.entry(row) > *entry
+    }
+
     /// The entry of a row of `row_len` values, followed in `values` by its computed sort
     /// values (if the order computes them).
     fn entry_from(&self, row_len: usize, values: Box<[Value]>) -> SortedRow {

@@ -11,7 +11,7 @@ use petrel_value::{Row, Value};
 use rustc_hash::FxHashMap;
 
 use crate::groups::{Group, Groups};
-use crate::order::{add_multiplicity, RowOrder};
+use crate::order::RowOrder;
 use crate::{ChangeBatch, KeyColumns, View};
 
 /// Where a window starts in each key's rows and how many rows it holds.
@@ -55,7 +55,7 @@ pub(crate) fn rows_in(group: Option<&Group>, bounds: Bounds) -> Vec<(Row, i64)> 
     };
     let mut skip = bounds.offset;
     let mut room = bounds.limit;
-    for (entry, &count) in &group.rows {
+    for (entry, count) in group.ordered() {
         if room == 0 {
             break;
         }
@@ -169,7 +169,7 @@ fn key_delta<'a>(
         Before::Whole => {
             delta.extend(rows_in(group, bounds));
             if let Some(g) = group {
-                delta.extend(g.rows.iter().map(|(e, &c)| (e.row().to_vec(), -c)));
+                delta.extend(g.entries().map(|(e, c)| (e.row().to_vec(), -c)));
             }
             delta.extend(changes.cloned());
         }
@@ -207,14 +207,11 @@ pub(crate) fn catch_up(
         .filter(|b| b.upper > since)
         .map(|b| (*b, b.of_key(&keys.0, key)))
         .collect();
-    let mut then = Group {
-        rows: now.map(|g| g.rows.clone()).unwrap_or_default(),
-        total: 0,
-    };
+    let mut then = now.cloned().unwrap_or_default();
     for (row, diff) in after_since.iter().flat_map(|(_, changes)| changes.iter()) {
-        add_multiplicity(&mut then.rows, order.entry(row), -diff);
+        then.add(order, row, -diff);
     }
-    then.total = then.rows.values().map(|&c| c.max(0)).sum();
+    then.total = then.entries().map(|(_, c)| c.max(0)).sum();
     let mut out = Vec::new();
     for (batch, changes) in after_since {
         if changes.is_empty() {
@@ -222,7 +219,7 @@ pub(crate) fn catch_up(
         }
         let before = before_of(Some(&then), bounds);
         for (row, diff) in &changes {
-            let (was, is) = add_multiplicity(&mut then.rows, order.entry(row), *diff);
+            let (was, is) = then.add(order, row, *diff);
             then.total += is.max(0) - was.max(0);
         }
         let mut delta = Vec::new();
