@@ -83,7 +83,8 @@ pub struct StorageConfig {
     /// The most rows one compaction puts into a part (a backlog compacts run after run).
     pub compact_max_rows: u64,
     /// Background merges keep at most this many parts per table (parts larger than
-    /// `merge_max_rows` are left alone).
+    /// `merge_max_rows` are left alone). Parts are read only by replays, so a few more small
+    /// parts cost little, and each merge rewrites rows the ingest already paid for.
     pub max_parts: usize,
     /// The largest part a merge writes, in rows.
     pub merge_max_rows: u64,
@@ -99,7 +100,7 @@ impl Default for StorageConfig {
             compact_rows: 200_000,
             compact_segments: 16,
             compact_max_rows: 250_000,
-            max_parts: 8,
+            max_parts: 16,
             merge_max_rows: 2_000_000,
             keep_expired: Duration::from_secs(300),
         }

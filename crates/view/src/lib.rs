@@ -1149,6 +1149,44 @@ mod tests {
         }
     }
 
+    /// Rows by their number's quarter, largest first: an order computed from the row, with
+    /// ties (four numbers share a quarter) settled by the whole row.
+    fn quarters_descending() -> RowOrder {
+        RowOrder::by(
+            vec![SortDirection {
+                desc: true,
+                nulls_first: false,
+            }],
+            Arc::new(|r: &Row| vec![Value::Int(r[1].as_i64().unwrap_or(0) / 4)]),
+        )
+    }
+
+    /// `count` random changes to `held` (rows `row(key, 0..values)` over `keys`): inserts of
+    /// one or two copies, and retractions of some of a held row's copies.
+    fn random_changes(
+        next: &mut impl FnMut() -> u64,
+        held: &mut BTreeMap<Row, i64>,
+        keys: &[&str],
+        count: u64,
+        values: u64,
+    ) -> Vec<(Row, i64)> {
+        let mut changes = Vec::new();
+        for _ in 0..count {
+            let key = keys[(next() % keys.len() as u64) as usize];
+            let candidate = row(key, (next() % values) as i64);
+            let held_now = held.get(&candidate).copied().unwrap_or(0);
+            let diff = if held_now > 0 && next().is_multiple_of(3) {
+                -((next() % held_now as u64) as i64 + 1)
+            } else {
+                (next() % 2) as i64 + 1
+            };
+            *held.entry(candidate.clone()).or_default() += diff;
+            changes.push((candidate, diff));
+        }
+        held.retain(|_, n| *n != 0);
+        changes
+    }
+
     /// A window's offset and limit.
     type Bounds = (usize, Option<usize>);
 
@@ -1167,13 +1205,7 @@ mod tests {
     #[test]
     fn windows_equal_the_pages_of_the_view_after_every_batch() {
         let mut next = crate::order::xorshift(0x5eed_0f01_2345_6789_u64);
-        let order = RowOrder::by(
-            vec![SortDirection {
-                desc: true,
-                nulls_first: false,
-            }],
-            Arc::new(|r: &Row| vec![Value::Int(r[1].as_i64().unwrap_or(0) / 4)]),
-        );
+        let order = quarters_descending();
         let base = View::ordered(
             view().columns().to_vec(),
             KeyColumns(vec![0]),
@@ -1208,20 +1240,8 @@ mod tests {
         let mut windows: Vec<Mirrored> = Vec::new();
         let mut held: BTreeMap<Row, i64> = BTreeMap::new();
         for t in 0..400u64 {
-            let mut changes: Vec<(Row, i64)> = Vec::new();
-            for _ in 0..(next() % 12) {
-                let key = keys[(next() % keys.len() as u64) as usize];
-                let candidate = row(key, (next() % 24) as i64);
-                let held_now = held.get(&candidate).copied().unwrap_or(0);
-                let diff = if held_now > 0 && next().is_multiple_of(3) {
-                    -((next() % held_now as u64) as i64 + 1)
-                } else {
-                    (next() % 2) as i64 + 1
-                };
-                *held.entry(candidate.clone()).or_default() += diff;
-                changes.push((candidate, diff));
-            }
-            held.retain(|_, n| *n != 0);
+            let count = next() % 12;
+            let mut changes = random_changes(&mut next, &mut held, &keys, count, 24);
             base.consolidate(&mut changes);
             base.apply(ChangeBatch::new(t, t + 1, changes));
             history.push(held.clone());
@@ -1322,13 +1342,7 @@ mod tests {
     #[test]
     fn a_view_kept_partly_in_order_reads_as_one_kept_in_order() {
         let mut next = crate::order::xorshift(0x0dd_ba11_cafe_f00d_u64);
-        let order = RowOrder::by(
-            vec![SortDirection {
-                desc: true,
-                nulls_first: false,
-            }],
-            Arc::new(|r: &Row| vec![Value::Int(r[1].as_i64().unwrap_or(0) / 4)]),
-        );
+        let order = quarters_descending();
         let make = || {
             View::ordered(
                 view().columns().to_vec(),
@@ -1353,20 +1367,8 @@ mod tests {
         let mut held: BTreeMap<Row, i64> = BTreeMap::new();
         let mut batches = Vec::new();
         let mut batch = |held: &mut BTreeMap<Row, i64>, t: u64| {
-            let mut changes: Vec<(Row, i64)> = Vec::new();
-            for _ in 0..10 + next() % 50 {
-                let key = keys[(next() % keys.len() as u64) as usize];
-                let candidate = row(key, (next() % 200) as i64);
-                let held_now = held.get(&candidate).copied().unwrap_or(0);
-                let diff = if held_now > 0 && next().is_multiple_of(3) {
-                    -((next() % held_now as u64) as i64 + 1)
-                } else {
-                    (next() % 2) as i64 + 1
-                };
-                *held.entry(candidate.clone()).or_default() += diff;
-                changes.push((candidate, diff));
-            }
-            held.retain(|_, n| *n != 0);
+            let count = 10 + next() % 50;
+            let mut changes = random_changes(&mut next, held, &keys, count, 200);
             partly.consolidate(&mut changes);
             ChangeBatch::new(t, t + 1, changes)
         };
