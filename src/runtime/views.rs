@@ -768,9 +768,9 @@ impl Views {
             RowOrder::natural()
         };
         let sorts_on_read = sorts_on_read(ordered, query);
-        let view = View::ordered(
+        let view = View::identified(
             plan.columns.clone(),
-            KeyColumns(keys),
+            (KeyColumns(keys), plan.identity()),
             order,
             self.retention,
         );

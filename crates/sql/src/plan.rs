@@ -416,6 +416,26 @@ pub enum TableRef {
 }
 
 impl Plan {
+    /// Output columns whose values tell the result's rows apart, when the plan guarantees it:
+    /// a `GROUP BY`'s keys (one row per group) and a `DISTINCT`'s columns, through filters,
+    /// top-k and projections that keep them as plain columns. A view finds a row's earlier
+    /// version by them (a group's retraction and insertion), so one probe serves both.
+    pub fn identity(&self) -> Option<Vec<usize>> {
+        match &self.node {
+            PlanNode::Aggregate { keys, .. } => Some((0..keys.len()).collect()),
+            PlanNode::Distinct { .. } => Some((0..self.columns.len()).collect()),
+            PlanNode::Filter { input, .. }
+            | PlanNode::TemporalFilter { input, .. }
+            | PlanNode::TopK { input, .. } => input.identity(),
+            PlanNode::Project { input, exprs } => input
+                .identity()?
+                .into_iter()
+                .map(|i| exprs.iter().position(|e| *e == Expr::Column(i)))
+                .collect(),
+            _ => None,
+        }
+    }
+
     /// True when only an explicit delete or truncate can retract the plan's rows: datasource
     /// rows and constants through filters, projections and unions. Engine rules
     /// (ReplacingMergeTree read as FINAL, TTL), temporal filters, aggregates, joins and top-k

@@ -37,23 +37,39 @@ pub(crate) struct Group {
     /// The key's first rows, in the view's order.
     head: BTreeMap<SortedRow, i64>,
     /// The key's other rows, each after every row of `head`, in no order, found by their
-    /// values' hash ([`row_hash`]) without making an entry of the row looked for. Empty while
-    /// the group holds few rows, or when its view's reads walk all of it.
+    /// identity's hash ([`Identity`]) without making an entry of the row looked for. Empty
+    /// while the group holds few rows, or when its view's reads walk all of it.
     tail: HashTable<(SortedRow, i64)>,
     /// The sum of the positive multiplicities: the key's row count.
     pub(crate) total: i64,
 }
 
-/// The hash a group's unordered rows are found by.
-fn row_hash(row: &[Value]) -> u64 {
-    let mut h = FxHasher::default();
-    row.hash(&mut h);
-    h.finish()
-}
+/// The columns that tell a view's rows apart (a `GROUP BY`'s keys; every column when the
+/// query names none). A group's unordered rows are found by their hash, and consolidation
+/// puts a row's retraction next to the insertion of its new version, so the pair is folded
+/// with one probe ([`Group::replace`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity(Vec<usize>);
 
-/// [`row_hash`] of a kept entry, for the table to move it when it grows.
-fn entry_hash((entry, _): &(SortedRow, i64)) -> u64 {
-    row_hash(entry.row())
+impl Identity {
+    /// Rows told apart by `columns`; by all `width` of their columns when `columns` is `None`
+    /// or empty (a query with no group keys has one row).
+    pub fn new(columns: Option<Vec<usize>>, width: usize) -> Identity {
+        match columns {
+            Some(c) if !c.is_empty() => Identity(c),
+            _ => Identity((0..width).collect()),
+        }
+    }
+
+    /// The hash of a row's identity columns.
+    fn hash(&self, row: &[Value]) -> u64 {
+        hash_values(self.0.iter().map(|&i| row.get(i)))
+    }
+
+    /// True when two rows have the same identity.
+    fn same(&self, a: &[Value], b: &[Value]) -> bool {
+        self.0.iter().all(|&i| a.get(i) == b.get(i))
+    }
 }
 
 impl Group {
@@ -104,21 +120,31 @@ impl Group {
         self.tail.len()
     }
 
-    /// Adds `diff` copies of `row` with one search (of the ordered rows or of the others, by
-    /// where the row falls in `order`); returns its multiplicity before and after.
-    pub(crate) fn add(&mut self, order: &RowOrder, row: &Row, diff: i64) -> (i64, i64) {
-        let past_head = !self.tail.is_empty()
+    /// True when `row` falls among the unordered rows.
+    fn past_head(&self, order: &RowOrder, row: &Row) -> bool {
+        !self.tail.is_empty()
             && self
                 .head
                 .last_key_value()
-                .is_none_or(|(last, _)| order.is_after(row, last));
-        if !past_head {
+                .is_none_or(|(last, _)| order.is_after(row, last))
+    }
+
+    /// Adds `diff` copies of `row` with one search (of the ordered rows or of the others, by
+    /// where the row falls in `order`); returns its multiplicity before and after.
+    pub(crate) fn add(
+        &mut self,
+        (order, identity): (&RowOrder, &Identity),
+        row: &Row,
+        diff: i64,
+    ) -> (i64, i64) {
+        if !self.past_head(order, row) {
             return add_multiplicity(&mut self.head, order.entry(row), diff);
         }
-        let hash = row_hash(row);
+        let hash = identity.hash(row);
+        let rehash = |(e, _): &(SortedRow, i64)| identity.hash(e.row());
         match self
             .tail
-            .entry(hash, |(e, _)| e.row() == row.as_slice(), entry_hash)
+            .entry(hash, |(e, _)| e.row() == row.as_slice(), rehash)
         {
             hash_table::Entry::Occupied(mut o) => {
                 let before = o.get().1;
@@ -139,10 +165,42 @@ impl Group {
         }
     }
 
+    /// Replaces the `count` copies of `old` by as many of `new`, a row with the same identity,
+    /// with one probe, when both fall among the unordered rows, `old` is held exactly `count`
+    /// times and `new` not at all: the common change of a group's row. Returns false (having
+    /// changed nothing) otherwise; the caller then adds the two changes one by one.
+    pub(crate) fn replace(
+        &mut self,
+        (order, identity): (&RowOrder, &Identity),
+        old: &Row,
+        new: &Row,
+        count: i64,
+    ) -> bool {
+        if count <= 0 || !self.past_head(order, old) || !self.past_head(order, new) {
+            return false;
+        }
+        let hash = identity.hash(old);
+        if self
+            .tail
+            .find(hash, |(e, _)| e.row() == new.as_slice())
+            .is_some()
+        {
+            return false;
+        }
+        match self.tail.find_mut(hash, |(e, _)| e.row() == old.as_slice()) {
+            Some((entry, held)) if *held == count => {
+                *entry = order.entry(new);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// After a key's changes: keeps between `ordered` and four times `ordered` rows in order
     /// (every row when the group holds fewer), moving rows between the two sides in bulk, so
     /// neither move happens again before about `ordered` more changes.
-    pub(crate) fn settle(&mut self, ordered: usize) {
+    pub(crate) fn settle(&mut self, ordered: usize, identity: &Identity) {
+        let rehash = |(e, _): &(SortedRow, i64)| identity.hash(e.row());
         if !self.tail.is_empty() && self.head.len() < ordered {
             let room = ordered.saturating_mul(2).saturating_sub(self.head.len());
             let mut rest: Vec<(SortedRow, i64)> =
@@ -150,8 +208,7 @@ impl Group {
             if room < rest.len() {
                 rest.select_nth_unstable_by(room, |a, b| a.0.cmp(&b.0));
                 for later in rest.drain(room..) {
-                    self.tail
-                        .insert_unique(entry_hash(&later), later, entry_hash);
+                    self.tail.insert_unique(rehash(&later), later, rehash);
                 }
             }
             self.head.extend(rest);
@@ -159,8 +216,7 @@ impl Group {
             let keep = ordered.saturating_mul(2);
             if let Some(first_later) = self.head.keys().nth(keep).cloned() {
                 for later in self.head.split_off(&first_later) {
-                    self.tail
-                        .insert_unique(entry_hash(&later), later, entry_hash);
+                    self.tail.insert_unique(rehash(&later), later, rehash);
                 }
             }
         }
@@ -265,22 +321,28 @@ fn hash_values<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> u64 {
 }
 
 /// Sums the multiplicities of equal rows and drops the ones that cancel, leaving each key's
-/// rows together (a key whose hash collides with another's may take several runs). Rows are
-/// ordered by their key's hash and their own hash,
-/// integers compared at once; values are compared only where both hashes tie, so a batch costs
-/// a hash per row and a sort of integers, not a sort comparing rows value by value.
-fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
-    let mut order: Vec<(u64, u64, usize)> = changes
+/// rows together (a key whose hash collides with another's may take several runs), and within
+/// a key the rows of one identity together (a group's old and new row next to each other).
+/// Rows are ordered by their key's hash, their identity's hash and their own hash, integers
+/// compared at once; values are compared only where the hashes tie, so a batch costs a few
+/// hashes per row and a sort of integers, not a sort comparing rows value by value.
+fn consolidate_run(keys: &KeyColumns, identity: &Identity, changes: &mut Vec<(Row, i64)>) {
+    let mut order: Vec<(u64, u64, u64, usize)> = changes
         .iter()
         .enumerate()
         .map(|(n, (row, _))| {
             let key = hash_values(keys.0.iter().map(|&i| row.get(i)));
-            (key, hash_values(row.iter().map(Some)), n)
+            (
+                key,
+                identity.hash(row),
+                hash_values(row.iter().map(Some)),
+                n,
+            )
         })
         .collect();
     order.sort_unstable_by(|a, b| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-            let (ra, rb) = (&changes[a.2].0, &changes[b.2].0);
+        (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)).then_with(|| {
+            let (ra, rb) = (&changes[a.3].0, &changes[b.3].0);
             keys.0
                 .iter()
                 .map(|&i| ra.get(i).cmp(&rb.get(i)))
@@ -294,7 +356,7 @@ fn consolidate_run(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
     *changes = merge_adjacent_hashed(
         order
             .into_iter()
-            .filter_map(|(_, hash, n)| taken[n].take().map(|(row, diff)| (hash, row, diff))),
+            .filter_map(|(_, _, hash, n)| taken[n].take().map(|(row, diff)| (hash, row, diff))),
     );
 }
 
@@ -329,9 +391,9 @@ fn merge_adjacent_hashed(rows: impl Iterator<Item = (u64, Row, i64)>) -> Vec<(Ro
 
 /// Consolidates changes (see [`consolidate_run`]), large batches on every core: the
 /// result holds each key's changes in one run, shard after shard.
-pub(crate) fn consolidate(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
+pub(crate) fn consolidate(keys: &KeyColumns, identity: &Identity, changes: &mut Vec<(Row, i64)>) {
     if changes.len() < PARALLEL_MIN_CHANGES || threads() == 1 {
-        consolidate_run(keys, changes);
+        consolidate_run(keys, identity, changes);
         return;
     }
     let mut buckets: Vec<Vec<(Row, i64)>> = (0..SHARDS).map(|_| Vec::new()).collect();
@@ -343,7 +405,9 @@ pub(crate) fn consolidate(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
         .filter(|b| !b.is_empty())
         .map(|b| (b.len(), b))
         .collect();
-    run_weighted(true, items, |bucket| consolidate_run(keys, bucket));
+    run_weighted(true, items, |bucket| {
+        consolidate_run(keys, identity, bucket)
+    });
     changes.extend(buckets.into_iter().flatten());
 }
 
@@ -363,7 +427,7 @@ impl Groups {
     /// large batches fold on every core, one shard per task.
     pub(crate) fn fold(
         &mut self,
-        keys: &KeyColumns,
+        (keys, identity): (&KeyColumns, &Identity),
         order: &RowOrder,
         changes: &[(Row, i64)],
         ordered: usize,
@@ -390,15 +454,17 @@ impl Groups {
         let parallel = changes.len() >= PARALLEL_MIN_CHANGES;
         run_weighted(parallel, items, |((shard, order), picked)| {
             let changes = picked.iter().map(|&n| &changes[n]);
-            fold_shard(shard, (keys, order, ordered), changes);
+            fold_shard(shard, (keys, identity, order, ordered), changes);
         });
     }
 }
 
 /// Folds one shard's changes, finding each group once per run of changes with the same key.
+/// A retraction and an insertion of the same identity, one after the other, are a group's
+/// row changing: folded together with one probe where they can be ([`Group::replace`]).
 fn fold_shard<'a>(
     shard: &mut FxHashMap<Row, Group>,
-    (keys, order, ordered): (&KeyColumns, &RowOrder, usize),
+    (keys, identity, order, ordered): (&KeyColumns, &Identity, &RowOrder, usize),
     changes: impl Iterator<Item = &'a (Row, i64)>,
 ) {
     let same_key = |a: &Row, b: &Row| keys.0.iter().all(|&i| a.get(i) == b.get(i));
@@ -407,11 +473,25 @@ fn fold_shard<'a>(
         let group = shard.entry(keys.key_of(&first.0)).or_default();
         let mut change = Some(first);
         while let Some((row, diff)) = change {
-            let (before, after) = group.add(order, row, *diff);
+            let next = changes.next_if(|(next, _)| same_key(next, &first.0));
+            if let Some((next_row, next_diff)) = next {
+                if *diff == -*next_diff && identity.same(row, next_row) {
+                    let (old, new) = if *diff < 0 {
+                        (row, next_row)
+                    } else {
+                        (next_row, row)
+                    };
+                    if group.replace((order, identity), old, new, diff.abs()) {
+                        change = changes.next_if(|(next, _)| same_key(next, &first.0));
+                        continue;
+                    }
+                }
+            }
+            let (before, after) = group.add((order, identity), row, *diff);
             group.total += after.max(0) - before.max(0);
-            change = changes.next_if(|(next, _)| same_key(next, &first.0));
+            change = next;
         }
-        group.settle(ordered);
+        group.settle(ordered, identity);
         if group.is_empty() {
             shard.remove(&keys.key_of(&first.0));
         }
@@ -440,6 +520,7 @@ mod tests {
             nulls_first: false,
         };
         let order = RowOrder::by_columns(vec![desc], vec![1]);
+        let identity = Identity::new(None, 3);
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for ordered in [1, 3, 8] {
             let mut group = Group::default();
@@ -457,9 +538,9 @@ mod tests {
                         (row(next() % 30, next() % 5), 1 + (next() % 2) as i64)
                     };
                     let expected = add_multiplicity(&mut oracle, order.entry(&r), diff);
-                    assert_eq!(group.add(&order, &r, diff), expected);
+                    assert_eq!(group.add((&order, &identity), &r, diff), expected);
                 }
-                group.settle(ordered);
+                group.settle(ordered, &identity);
                 went_unordered |= group.unordered() > 0;
                 let want: Vec<(Row, i64)> =
                     oracle.iter().map(|(e, &n)| (e.row().to_vec(), n)).collect();

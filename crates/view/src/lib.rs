@@ -193,6 +193,8 @@ pub struct Page {
 pub struct View {
     columns: Vec<Column>,
     keys: KeyColumns,
+    /// The columns that tell the view's rows apart.
+    identity: Identity,
     order: RowOrder,
     retention: Retention,
     state: RwLock<State>,
@@ -222,6 +224,7 @@ pub struct View {
 /// Rows with their multiplicities: a view's state, as snapshots store it.
 pub type CountedRows = Vec<(Row, i64)>;
 
+pub use groups::Identity;
 use groups::{Group, Groups};
 
 #[derive(Default)]
@@ -284,12 +287,25 @@ impl View {
         order: RowOrder,
         retention: Retention,
     ) -> Arc<View> {
-        View::with_source(columns, keys, order, retention, None)
+        View::identified(columns, (keys, None), order, retention)
+    }
+
+    /// As [`View::ordered`], for a query whose rows the `identity` columns tell apart (a
+    /// `GROUP BY`'s keys, see `Plan::identity`): a group's row that changes is then folded
+    /// with one probe instead of two.
+    pub fn identified(
+        columns: Vec<Column>,
+        (keys, identity): (KeyColumns, Option<Vec<usize>>),
+        order: RowOrder,
+        retention: Retention,
+    ) -> Arc<View> {
+        let identity = Identity::new(identity, columns.len());
+        View::with_source(columns, (keys, identity), order, retention, None)
     }
 
     fn with_source(
         columns: Vec<Column>,
-        keys: KeyColumns,
+        (keys, identity): (KeyColumns, Identity),
         order: RowOrder,
         retention: Retention,
         source: Option<(Arc<View>, window::Bounds)>,
@@ -299,6 +315,7 @@ impl View {
         Arc::new(View {
             columns,
             keys,
+            identity,
             order,
             retention,
             state: RwLock::new(State::default()),
@@ -328,7 +345,7 @@ impl View {
     /// found once per batch instead of once per change (keys whose 64-bit hashes collide may
     /// take a few runs; they fold the same).
     pub fn consolidate(&self, changes: &mut Vec<(Row, i64)>) {
-        groups::consolidate(&self.keys, changes);
+        groups::consolidate(&self.keys, &self.identity, changes);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -444,7 +461,8 @@ impl View {
         // A window keeps no rows: its source holds them.
         if self.source.is_none() {
             let ordered = self.ordered_rows.load(Ordering::Relaxed);
-            groups.fold(&self.keys, &self.order, &batch.changes, ordered);
+            let by = (&self.keys, &self.identity);
+            groups.fold(by, &self.order, &batch.changes, ordered);
         }
         match state.catching_up.take() {
             Some((groups, restored)) if upper > restored => {
@@ -499,7 +517,8 @@ impl View {
                 return;
             }
             let ordered = self.ordered_rows.load(Ordering::Relaxed);
-            state.groups.fold(&self.keys, &self.order, &rows, ordered);
+            let by = (&self.keys, &self.identity);
+            state.groups.fold(by, &self.order, &rows, ordered);
             state.upper = upper;
             state.trimmed_upto = upper;
             state.catching_up = Some((Groups::default(), upper));
@@ -667,7 +686,7 @@ impl View {
         }
         let view = View::with_source(
             self.columns.clone(),
-            self.keys.clone(),
+            (self.keys.clone(), self.identity.clone()),
             self.order.detached(),
             self.retention,
             Some((self.clone(), bounds)),
@@ -845,7 +864,7 @@ impl View {
                 from_source.then(|| {
                     let log: Vec<&ChangeBatch> = base.log.iter().map(|(b, _)| &**b).collect();
                     let batches = window::catch_up(
-                        (&self.keys, &self.order),
+                        (&self.keys, &self.identity, &self.order),
                         base.groups.get(key),
                         &log,
                         (key, since),
@@ -1434,6 +1453,123 @@ mod tests {
         consolidate_counted(&mut expected);
         assert_eq!(rows, expected);
         assert!(upper > 160, "batches landed during the copy");
+    }
+
+    /// A view that tells rows apart by a group's keys (and folds a group's retraction and
+    /// insertion with one probe) holds and publishes what a view telling them apart by the
+    /// whole row does: random batches of group rows changing value (some into and out of the
+    /// ordered rows), groups appearing and vanishing, rows held twice, and changes that cancel.
+    #[test]
+    fn rows_told_apart_by_group_keys_read_as_rows_told_apart_whole() {
+        let mut next = crate::order::xorshift(0x1234_5678_9abc_def1_u64);
+        let columns = vec![
+            Column {
+                name: "k".into(),
+                ty: ColumnType::String,
+            },
+            Column {
+                name: "user".into(),
+                ty: ColumnType::Int(64),
+            },
+            Column {
+                name: "total".into(),
+                ty: ColumnType::Int(64),
+            },
+        ];
+        let desc = SortDirection {
+            desc: true,
+            nulls_first: false,
+        };
+        let make = |identity: Option<Vec<usize>>| {
+            let order = RowOrder::by_columns(vec![desc], vec![2]);
+            let keys = (KeyColumns(vec![0]), identity);
+            View::identified(columns.clone(), keys, order, Retention::for_ms(1_000_000))
+        };
+        let (by_keys, whole) = (make(Some(vec![0, 1])), make(None));
+        by_keys.keep_ordered_exactly(3);
+        let group_row = |k: &str, user: i64, total: i64| {
+            vec![Value::str(k), Value::Int(user), Value::Int(total)]
+        };
+        // Each group's rows: one (its total, held once or twice), or two once a change
+        // moved one copy of a row held twice.
+        let mut held: BTreeMap<(usize, i64), Vec<(i64, i64)>> = BTreeMap::new();
+        let keys = ["a", "b"];
+        for t in 0..300u64 {
+            let mut changes = Vec::new();
+            for _ in 0..5 + next() % 40 {
+                let k = (next() % 2) as usize;
+                let user = (next() % 120) as i64;
+                let change = next() % 10;
+                let rows = held.get(&(k, user)).cloned().unwrap_or_default();
+                match rows.as_slice() {
+                    [(total, 2)] if change == 1 => {
+                        // One of two copies changes: the other keeps the old total.
+                        let now = total + 1 + (next() % 20) as i64;
+                        changes.push((group_row(keys[k], user, *total), -1));
+                        changes.push((group_row(keys[k], user, now), 1));
+                        held.insert((k, user), vec![(*total, 1), (now, 1)]);
+                    }
+                    [(total, copies)] if change != 0 => {
+                        // Mostly up, sometimes down, sometimes no change at all.
+                        let now = total + (next() % 30) as i64 - 5;
+                        changes.push((group_row(keys[k], user, *total), -copies));
+                        changes.push((group_row(keys[k], user, now), *copies));
+                        held.insert((k, user), vec![(now, *copies)]);
+                    }
+                    [] => {
+                        let copies = 1 + (change == 1) as i64;
+                        let total = (next() % 100) as i64;
+                        changes.push((group_row(keys[k], user, total), copies));
+                        held.insert((k, user), vec![(total, copies)]);
+                    }
+                    [(first, 1), (second, 1)] if change % 2 == 1 => {
+                        // The changed copy comes back to the other's total: a change
+                        // whose new row is already held.
+                        changes.push((group_row(keys[k], user, *first), -1));
+                        changes.push((group_row(keys[k], user, *second), 1));
+                        held.insert((k, user), vec![(*second, 2)]);
+                    }
+                    rows => {
+                        for (total, copies) in rows {
+                            changes.push((group_row(keys[k], user, *total), -copies));
+                        }
+                        held.remove(&(k, user));
+                    }
+                }
+            }
+            let (mut a, mut b) = (changes.clone(), changes);
+            by_keys.consolidate(&mut a);
+            whole.consolidate(&mut b);
+            let (mut sa, mut sb) = (a.clone(), b.clone());
+            sa.sort();
+            sb.sort();
+            assert_eq!(sa, sb, "the same consolidated changes at {t}");
+            by_keys.apply(ChangeBatch::new(t, t + 1, a));
+            whole.apply(ChangeBatch::new(t, t + 1, b));
+            for k in keys {
+                let key = [Value::str(k)];
+                assert_eq!(
+                    by_keys.snapshot(&key),
+                    whole.snapshot(&key),
+                    "key {k} at {t}"
+                );
+                for (offset, limit) in [(0, Some(3)), (2, Some(4)), (0, None)] {
+                    assert_eq!(
+                        by_keys.page(&key, offset, limit),
+                        whole.page(&key, offset, limit)
+                    );
+                }
+            }
+            assert_eq!(by_keys.distinct_rows(), whole.distinct_rows());
+        }
+        assert!(
+            keys.iter().any(|k| by_keys
+                .read()
+                .groups
+                .get(&[Value::str(k)])
+                .is_some_and(|g| g.unordered() > 0)),
+            "rows were kept out of order"
+        );
     }
 
     /// A subscriber's share of a batch is the batch's changes of its key, whether the batch is

@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use petrel_value::{Row, Value};
 use rustc_hash::FxHashMap;
 
-use crate::groups::{Group, Groups};
+use crate::groups::{Group, Groups, Identity};
 use crate::order::RowOrder;
 use crate::{ChangeBatch, KeyColumns, View};
 
@@ -196,7 +196,7 @@ pub(crate) fn live(windows: &mut Vec<Window>) -> Vec<(Bounds, Arc<View>)> {
 /// caller checks that the log reaches back to `since`. Costs the key's rows and the log's
 /// changes to it.
 pub(crate) fn catch_up(
-    (keys, order): (&KeyColumns, &RowOrder),
+    (keys, identity, order): (&KeyColumns, &Identity, &RowOrder),
     now: Option<&Group>,
     log: &[&ChangeBatch],
     (key, since): (&[Value], u64),
@@ -209,7 +209,7 @@ pub(crate) fn catch_up(
         .collect();
     let mut then = now.cloned().unwrap_or_default();
     for (row, diff) in after_since.iter().flat_map(|(_, changes)| changes.iter()) {
-        then.add(order, row, -diff);
+        then.add((order, identity), row, -diff);
     }
     then.total = then.entries().map(|(_, c)| c.max(0)).sum();
     let mut out = Vec::new();
@@ -219,12 +219,12 @@ pub(crate) fn catch_up(
         }
         let before = before_of(Some(&then), bounds);
         for (row, diff) in &changes {
-            let (was, is) = then.add(order, row, *diff);
+            let (was, is) = then.add((order, identity), row, *diff);
             then.total += is.max(0) - was.max(0);
         }
         let mut delta = Vec::new();
         key_delta(before, Some(&then), changes.into_iter(), bounds, &mut delta);
-        crate::groups::consolidate(keys, &mut delta);
+        crate::groups::consolidate(keys, identity, &mut delta);
         if !delta.is_empty() {
             out.push(ChangeBatch::new(batch.lower.max(since), batch.upper, delta));
         }

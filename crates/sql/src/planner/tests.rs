@@ -1698,3 +1698,40 @@ fn window_functions_append_a_column_per_call() {
     let e = err("SELECT sum(amount) OVER (ORDER BY timestamp ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM events");
     assert!(e.message.contains("window frames"), "{e}");
 }
+
+/// A plan's identity is the output columns that tell its rows apart: a GROUP BY's keys where
+/// the SELECT keeps them as plain columns (in any order), a DISTINCT's columns, through
+/// HAVING and an inner ORDER BY .. LIMIT; none when a key is computed or dropped, or the rows
+/// are the table's own.
+#[test]
+fn an_identity_is_the_group_keys_the_result_keeps() {
+    let identity = |sql: &str| plan(sql).plan.identity();
+    assert_eq!(
+        identity("SELECT user_id, sum(amount) AS total FROM events GROUP BY user_id"),
+        Some(vec![0])
+    );
+    assert_eq!(
+        identity("SELECT sum(amount) AS total, action, user_id FROM events GROUP BY user_id, action HAVING total > 1"),
+        Some(vec![2, 1])
+    );
+    assert_eq!(
+        identity(
+            "SELECT user_id, count() AS n FROM events GROUP BY user_id ORDER BY n DESC LIMIT 5"
+        ),
+        Some(vec![0])
+    );
+    assert_eq!(
+        identity("SELECT DISTINCT user_id, action FROM events"),
+        Some(vec![0, 1])
+    );
+    assert_eq!(identity("SELECT count() AS n FROM events"), Some(vec![]));
+    assert_eq!(
+        identity("SELECT sum(amount) AS total FROM events GROUP BY user_id"),
+        None
+    );
+    assert_eq!(
+        identity("SELECT concat(user_id, 'x') AS u, sum(amount) FROM events GROUP BY user_id"),
+        None
+    );
+    assert_eq!(identity("SELECT user_id, amount FROM events"), None);
+}
