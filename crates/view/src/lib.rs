@@ -1180,6 +1180,17 @@ mod tests {
         )
     }
 
+    /// True when one of `keys` keeps some of its rows out of order.
+    fn keeps_rows_unordered(view: &View, keys: &[&str]) -> bool {
+        let state = view.read();
+        keys.iter().any(|k| {
+            state
+                .groups
+                .get(&[Value::str(k)])
+                .is_some_and(|g| g.unordered() > 0)
+        })
+    }
+
     /// `count` random changes to `held` (rows `row(key, 0..values)` over `keys`): inserts of
     /// one or two copies, and retractions of some of a held row's copies.
     fn random_changes(
@@ -1429,11 +1440,7 @@ mod tests {
             }
         }
         assert!(
-            keys.iter().any(|key| partly
-                .read()
-                .groups
-                .get(&[Value::str(key)])
-                .is_some_and(|g| g.unordered() > 0)),
+            keeps_rows_unordered(&partly, &keys),
             "rows were kept out of order"
         );
         // A copy a few rows at a time, with batches landing between the chunks.
@@ -1563,11 +1570,7 @@ mod tests {
             assert_eq!(by_keys.distinct_rows(), whole.distinct_rows());
         }
         assert!(
-            keys.iter().any(|k| by_keys
-                .read()
-                .groups
-                .get(&[Value::str(k)])
-                .is_some_and(|g| g.unordered() > 0)),
+            keeps_rows_unordered(&by_keys, &keys),
             "rows were kept out of order"
         );
     }
