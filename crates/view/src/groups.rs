@@ -49,12 +49,12 @@ pub(crate) struct Group {
 /// puts a row's retraction next to the insertion of its new version, so the pair is folded
 /// with one probe ([`Group::replace`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity(Vec<usize>);
+pub(crate) struct Identity(Vec<usize>);
 
 impl Identity {
     /// Rows told apart by `columns`; by all `width` of their columns when `columns` is `None`
     /// or empty (a query with no group keys has one row).
-    pub fn new(columns: Option<Vec<usize>>, width: usize) -> Identity {
+    pub(crate) fn new(columns: Option<Vec<usize>>, width: usize) -> Identity {
         match columns {
             Some(c) if !c.is_empty() => Identity(c),
             _ => Identity((0..width).collect()),

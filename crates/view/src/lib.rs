@@ -224,8 +224,7 @@ pub struct View {
 /// Rows with their multiplicities: a view's state, as snapshots store it.
 pub type CountedRows = Vec<(Row, i64)>;
 
-pub use groups::Identity;
-use groups::{Group, Groups};
+use groups::{Group, Groups, Identity};
 
 #[derive(Default)]
 struct State {
