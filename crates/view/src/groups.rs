@@ -49,26 +49,36 @@ pub(crate) struct Group {
 /// puts a row's retraction next to the insertion of its new version, so the pair is folded
 /// with one probe ([`Group::replace`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Identity(Vec<usize>);
+pub(crate) struct Identity {
+    columns: Vec<usize>,
+    /// Every column: a row's identity hash is then its own hash.
+    whole: bool,
+}
 
 impl Identity {
     /// Rows told apart by `columns`; by all `width` of their columns when `columns` is `None`
     /// or empty (a query with no group keys has one row).
     pub(crate) fn new(columns: Option<Vec<usize>>, width: usize) -> Identity {
         match columns {
-            Some(c) if !c.is_empty() => Identity(c),
-            _ => Identity((0..width).collect()),
+            Some(columns) if !columns.is_empty() => Identity {
+                columns,
+                whole: false,
+            },
+            _ => Identity {
+                columns: (0..width).collect(),
+                whole: true,
+            },
         }
     }
 
     /// The hash of a row's identity columns.
     fn hash(&self, row: &[Value]) -> u64 {
-        hash_values(self.0.iter().map(|&i| row.get(i)))
+        hash_values(self.columns.iter().map(|&i| row.get(i)))
     }
 
     /// True when two rows have the same identity.
     fn same(&self, a: &[Value], b: &[Value]) -> bool {
-        self.0.iter().all(|&i| a.get(i) == b.get(i))
+        self.columns.iter().all(|&i| a.get(i) == b.get(i))
     }
 }
 
@@ -332,12 +342,14 @@ fn consolidate_run(keys: &KeyColumns, identity: &Identity, changes: &mut Vec<(Ro
         .enumerate()
         .map(|(n, (row, _))| {
             let key = hash_values(keys.0.iter().map(|&i| row.get(i)));
-            (
-                key,
-                identity.hash(row),
-                hash_values(row.iter().map(Some)),
-                n,
-            )
+            let id = identity.hash(row);
+            // A whole-row identity's hash is a hash of the row: not taken twice.
+            let own = if identity.whole {
+                id
+            } else {
+                hash_values(row.iter().map(Some))
+            };
+            (key, id, own, n)
         })
         .collect();
     order.sort_unstable_by(|a, b| {

@@ -139,15 +139,10 @@ impl RowOrder {
                     .get(k)
                     .map(|&c| Hint::of(row.get(c).unwrap_or(&NULL)))
                     .unwrap_or(Hint::NONE);
-                if hint.class == 0 || hint.class != entry.class[k] {
-                    break;
-                }
-                let o = hint.bits.cmp(&entry.bits[k]);
-                if o != Ordering::Equal {
-                    return (if d.desc { o.reverse() } else { o }) == Ordering::Greater;
-                }
-                if !(hint.exact && entry.exact[k]) {
-                    break;
+                match by_hints(hint, entry.hint(k), *d) {
+                    Some(Ordering::Equal) => continue,
+                    Some(o) => return o == Ordering::Greater,
+                    None => break,
                 }
             }
         }
@@ -279,6 +274,15 @@ impl SortedRow {
         (self.row_len as usize).min(self.values.len())
     }
 
+    /// The `k`-th sort value's hint (`k` < 2).
+    fn hint(&self, k: usize) -> Hint {
+        Hint {
+            class: self.class[k],
+            exact: self.exact[k],
+            bits: self.bits[k],
+        }
+    }
+
     /// The `k`-th sort value.
     fn value(&self, k: usize) -> &Value {
         match &self.spec.columns {
@@ -310,15 +314,10 @@ impl Ord for SortedRow {
         let directions = &self.spec.directions;
         for (k, d) in directions.iter().enumerate() {
             if k < 2 {
-                let class = self.class[k];
-                if class != 0 && class == other.class[k] {
-                    let o = self.bits[k].cmp(&other.bits[k]);
-                    if o != Ordering::Equal {
-                        return if d.desc { o.reverse() } else { o };
-                    }
-                    if self.exact[k] && other.exact[k] {
-                        continue;
-                    }
+                match by_hints(self.hint(k), other.hint(k), *d) {
+                    Some(Ordering::Equal) => continue,
+                    Some(o) => return o,
+                    None => {}
                 }
             }
             let o = compare(self.value(k), other.value(k), *d);
@@ -327,6 +326,20 @@ impl Ord for SortedRow {
             }
         }
         self.row().cmp(other.row())
+    }
+}
+
+/// How two sort values compare by their hints in direction `d`: settled when their hints'
+/// bits differ, equal when both hints are exact and the same, `None` when only the values
+/// can tell.
+fn by_hints(a: Hint, b: Hint, d: SortDirection) -> Option<Ordering> {
+    if a.class == 0 || a.class != b.class {
+        return None;
+    }
+    match a.bits.cmp(&b.bits) {
+        Ordering::Equal => (a.exact && b.exact).then_some(Ordering::Equal),
+        o if d.desc => Some(o.reverse()),
+        o => Some(o),
     }
 }
 
