@@ -75,24 +75,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
         PlanNode::TemporalFilter { input, bounds } => {
             temporal(render(input, sources), bounds, sources.guard.clone())
         }
-        PlanNode::Project { input, exprs } => match (&input.node, distinct_columns(exprs)) {
-            // The aggregation makes its rows with the projection's columns.
-            (
-                PlanNode::Aggregate {
-                    input,
-                    keys,
-                    aggregates,
-                },
-                Some(columns),
-            ) => grouped(input, (keys, aggregates), sources, Some(columns)),
-            _ => match Scan::of(plan) {
-                Some(scan) => copied(scan, sources),
-                None => {
-                    let (exprs, guard) = (exprs.clone(), sources.guard.clone());
-                    render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
-                }
-            },
-        },
+        PlanNode::Project { input, exprs } => project(plan, (input, exprs), sources),
         PlanNode::Aggregate {
             input,
             keys,
@@ -235,6 +218,58 @@ pub(crate) fn plain_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
             _ => None,
         })
         .collect()
+}
+
+/// A projection. One of plain columns over another projection is rendered as one projection
+/// (which may then fold into an aggregation below it), and one that keeps its input's columns
+/// as they are is its input: neither copies each row once more.
+fn project<'s>(plan: &Plan, (input, exprs): (&Plan, &[Expr]), sources: &Sources<'s>) -> Rows<'s> {
+    let columns = plain_columns(exprs);
+    if let Some(columns) = &columns {
+        let identity = columns.len() == input.columns.len()
+            && columns.iter().enumerate().all(|(i, c)| i == *c);
+        if identity {
+            return render(input, sources);
+        }
+        if let PlanNode::Project {
+            input: inner,
+            exprs: inner_exprs,
+        } = &input.node
+        {
+            let composed: Option<Vec<Expr>> = columns
+                .iter()
+                .map(|&c| inner_exprs.get(c).cloned())
+                .collect();
+            if let Some(exprs) = composed {
+                let merged = Plan {
+                    node: PlanNode::Project {
+                        input: inner.clone(),
+                        exprs,
+                    },
+                    columns: plan.columns.clone(),
+                };
+                return render(&merged, sources);
+            }
+        }
+    }
+    match (&input.node, distinct_columns(exprs)) {
+        // The aggregation makes its rows with the projection's columns.
+        (
+            PlanNode::Aggregate {
+                input,
+                keys,
+                aggregates,
+            },
+            Some(columns),
+        ) => grouped(input, (keys, aggregates), sources, Some(columns)),
+        _ => match Scan::of(plan) {
+            Some(scan) => copied(scan, sources),
+            None => {
+                let (exprs, guard) = (exprs.to_vec(), sources.guard.clone());
+                render(input, sources).flat_map(move |row| guard.run(|| eval_all(&exprs, &row)))
+            }
+        },
+    }
 }
 
 /// The columns a projection reads, when it reads nothing but columns, each once.

@@ -255,6 +255,100 @@ fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
     engine.shutdown();
 }
 
+/// Projections stacked as a lifted parameter and a SELECT list leave them (a reordering of
+/// columns over another, the last keeping its input's columns as they are) read as the one
+/// projection they make, over an aggregation and over a table's rows.
+#[test]
+fn stacked_projections_read_as_the_projection_they_make() {
+    let engine = start();
+    let project = |input: Plan, exprs: Vec<Expr>| Plan {
+        columns: vec![columns()[0].clone(); exprs.len()],
+        node: PlanNode::Project {
+            input: Box::new(input),
+            exprs,
+        },
+    };
+    let sums = Plan {
+        node: PlanNode::Aggregate {
+            input: Box::new(scan()),
+            keys: vec![Expr::Column(0)],
+            aggregates: vec![agg(
+                AggFunc::Sum,
+                vec![Expr::Column(1)],
+                ColumnType::Int(64),
+            )],
+        },
+        columns: columns(),
+    };
+    // (k, sum) -> (sum, k, sum) -> (k, sum, sum) -> itself.
+    let over_sums = project(
+        project(
+            project(
+                sums,
+                vec![Expr::Column(1), Expr::Column(0), Expr::Column(1)],
+            ),
+            vec![Expr::Column(1), Expr::Column(0), Expr::Column(2)],
+        ),
+        vec![Expr::Column(0), Expr::Column(1), Expr::Column(2)],
+    );
+    // (k, v) -> (v, k, v + 1) -> (k, v + 1).
+    let plus_one = Expr::Call {
+        func: petrel_sql::functions::Func::Plus,
+        args: vec![Expr::Column(1), Expr::Literal(Value::Int(1))],
+    };
+    let over_rows = project(
+        project(scan(), vec![Expr::Column(1), Expr::Column(0), plus_one]),
+        vec![Expr::Column(1), Expr::Column(2)],
+    );
+    let by_sum = View::new(vec![], KeyColumns(vec![0]), 1000);
+    engine.install(over_sums, by_sum.clone()).unwrap();
+    let by_row = View::new(vec![], KeyColumns(vec![0]), 1000);
+    engine.install(over_rows, by_row.clone()).unwrap();
+    let mut live: Vec<Row> = Vec::new();
+    let mut ts = 0;
+    for i in 0..60i64 {
+        let row = vec![Value::str(&format!("k{}", i % 7)), Value::Int(i % 11)];
+        live.push(row.clone());
+        let mut updates = vec![(row, 1)];
+        if i % 5 == 4 {
+            updates.push((live.swap_remove((i as usize * 3) % live.len()), -1));
+        }
+        ts = engine.insert("t", updates).unwrap();
+    }
+    block_on(by_sum.wait_for(ts));
+    block_on(by_row.wait_for(ts));
+    for k in 0..7 {
+        let key = Value::str(&format!("k{k}"));
+        let values: Vec<i64> = live
+            .iter()
+            .filter(|r| r[0] == key)
+            .map(|r| match r[1] {
+                Value::Int(v) => v,
+                _ => unreachable!("the test inserts integers"),
+            })
+            .collect();
+        let sum = Value::Int(values.iter().sum());
+        let want = match values.is_empty() {
+            true => vec![],
+            false => vec![vec![key.clone(), sum.clone(), sum]],
+        };
+        assert_eq!(
+            by_sum.snapshot(std::slice::from_ref(&key)).rows,
+            want,
+            "sums of {key:?}"
+        );
+        let mut want: Vec<Row> = values
+            .iter()
+            .map(|v| vec![key.clone(), Value::Int(v + 1)])
+            .collect();
+        want.sort();
+        let mut got = by_row.snapshot(std::slice::from_ref(&key)).rows;
+        got.sort();
+        assert_eq!(got, want, "rows of {key:?}");
+    }
+    engine.shutdown();
+}
+
 #[test]
 fn temporal_filters_retract_rows_when_the_clock_passes_them() {
     let engine = start();
