@@ -272,6 +272,26 @@ fn project<'s>(plan: &Plan, (input, exprs): (&Plan, &[Expr]), sources: &Sources<
     }
 }
 
+/// True when the rendered plan never emits a row twice in one time's changes: a fold by
+/// group emits each group's changes of a time once, consolidated, from the one worker that
+/// holds the group, and the group's keys, kept in every row, tell groups apart. Filters keep
+/// that, and so do projections that reorder all their input's columns (one that dropped or
+/// computed a column could make a group's old and new row alike).
+pub(crate) fn emits_consolidated(plan: &Plan) -> bool {
+    match &plan.node {
+        PlanNode::Aggregate { .. } => true,
+        PlanNode::Filter { input, .. } => emits_consolidated(input),
+        PlanNode::Project { input, exprs } => {
+            let mut columns = plain_columns(exprs).unwrap_or_default();
+            columns.sort_unstable();
+            columns.len() == input.columns.len()
+                && columns.iter().enumerate().all(|(i, c)| i == *c)
+                && emits_consolidated(input)
+        }
+        _ => false,
+    }
+}
+
 /// The columns a projection reads, when it reads nothing but columns, each once.
 fn distinct_columns(exprs: &[Expr]) -> Option<Vec<usize>> {
     let columns = plain_columns(exprs)?;

@@ -15,7 +15,14 @@ use crate::render::Rows;
 
 /// Sends all of `output` to worker 0, which publishes into `view` (`publisher` is true there).
 /// A failure while folding into the view (its ORDER BY is evaluated there) fails the view.
-pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher: bool) {
+/// `consolidated`: the output's changes of a time never hold a row twice
+/// ([`crate::render::emits_consolidated`]), so they are only put in the view's order.
+pub(crate) fn publish(
+    output: Rows<'_>,
+    view: Arc<View>,
+    guard: Guard,
+    (publisher, consolidated): (bool, bool),
+) {
     // Updates not yet complete, by time: a frontier advance splits off the complete ones
     // without touching the rest (a replay can hold many times at once).
     let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
@@ -52,7 +59,11 @@ pub(crate) fn publish(output: Rows<'_>, view: Arc<View>, guard: Guard, publisher
             // (after a restart) publishes the same batches, and a subscriber resuming from a
             // frontier gets exactly the batches at or after it.
             for (time, mut changes) in ready {
-                view.consolidate(&mut changes);
+                if consolidated {
+                    view.group_consolidated(&mut changes);
+                } else {
+                    view.consolidate(&mut changes);
+                }
                 let batch = ChangeBatch::new(time, time + 1, changes);
                 if guard.run(|| view.apply(batch)).is_none() {
                     return;

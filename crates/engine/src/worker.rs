@@ -150,7 +150,8 @@ fn install(worker: &mut Worker, spec: &InstallSpec, local: (usize, usize)) -> In
             single_process: spec.single_process,
         };
         let output = render(&spec.plan, &sources);
-        crate::sink::publish(output, spec.view.clone(), guard, index == 0);
+        let consolidated = crate::render::emits_consolidated(&spec.plan);
+        crate::sink::publish(output, spec.view.clone(), guard, (index == 0, consolidated));
         (inputs, unit_input)
     });
     unit_input.advance_to(spec.floor);

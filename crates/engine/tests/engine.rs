@@ -349,6 +349,119 @@ fn stacked_projections_read_as_the_projection_they_make() {
     engine.shutdown();
 }
 
+/// A view over groups publishes each time's changes with no row twice, as subscribers read
+/// them: where every group column is kept (the groups' changes are consolidated already and
+/// only put in key order) and where a computed projection drops the sum (a group's old and
+/// new row are then alike, and cancel). Both views end equal to a recomputation.
+#[test]
+fn a_view_over_groups_publishes_each_row_once_per_time() {
+    let engine = start();
+    let sums = || Plan {
+        node: PlanNode::Aggregate {
+            input: Box::new(scan()),
+            keys: vec![Expr::Column(0)],
+            aggregates: vec![agg(
+                AggFunc::Sum,
+                vec![Expr::Column(1)],
+                ColumnType::Int(64),
+            )],
+        },
+        columns: columns(),
+    };
+    let project = |exprs: Vec<Expr>| Plan {
+        columns: vec![columns()[0].clone(); exprs.len()],
+        node: PlanNode::Project {
+            input: Box::new(sums()),
+            exprs,
+        },
+    };
+    // (sum, k), keyed by k; and (k, 1).
+    let kept = View::new(vec![], KeyColumns(vec![1]), 60_000);
+    engine
+        .install(
+            project(vec![Expr::Column(1), Expr::Column(0)]),
+            kept.clone(),
+        )
+        .unwrap();
+    let dropped = View::new(vec![], KeyColumns(vec![0]), 60_000);
+    engine
+        .install(
+            project(vec![Expr::Column(0), Expr::Literal(Value::Int(1))]),
+            dropped.clone(),
+        )
+        .unwrap();
+    let (_, mut kept_batches) = kept.subscribe(&[Value::str("k0")]);
+    let (_, mut dropped_batches) = dropped.subscribe(&[Value::str("k0")]);
+    let mut live: Vec<Row> = Vec::new();
+    for i in 0..40i64 {
+        let mut updates: Vec<(Row, isize)> = (0..25)
+            .map(|j| {
+                let row = vec![Value::str(&format!("k{}", (i + j) % 9)), Value::Int(j % 4)];
+                live.push(row.clone());
+                (row, 1)
+            })
+            .collect();
+        if i % 3 == 2 {
+            for _ in 0..20 {
+                updates.push((live.swap_remove((i as usize * 7) % live.len()), -1));
+            }
+        }
+        // Each batch at its own time: a group's sum changes from one time to the next.
+        let ts = engine.insert("t", updates).unwrap();
+        block_on(kept.wait_for(ts));
+        block_on(dropped.wait_for(ts));
+    }
+    for (name, batches) in [
+        ("kept", &mut kept_batches),
+        ("dropped", &mut dropped_batches),
+    ] {
+        let mut seen = 0;
+        while let Ok(batch) = batches.try_recv() {
+            let mut rows: Vec<&Row> = batch.changes.iter().map(|(r, _)| r).collect();
+            rows.sort();
+            rows.dedup();
+            assert_eq!(
+                rows.len(),
+                batch.changes.len(),
+                "{name}: a row twice in {batch:?}"
+            );
+            assert!(
+                batch.changes.iter().all(|(_, d)| *d != 0),
+                "{name}: {batch:?}"
+            );
+            seen += batch.changes.len();
+        }
+        assert!(seen > 0, "{name}: the subscriber saw changes");
+    }
+    for k in 0..9 {
+        let key = Value::str(&format!("k{k}"));
+        let values: Vec<i64> = live
+            .iter()
+            .filter(|r| r[0] == key)
+            .map(|r| match r[1] {
+                Value::Int(v) => v,
+                _ => unreachable!("the test inserts integers"),
+            })
+            .collect();
+        let sum = Value::Int(values.iter().sum());
+        let (want_kept, want_dropped) = match values.is_empty() {
+            true => (vec![], vec![]),
+            false => (
+                vec![vec![sum, key.clone()]],
+                vec![vec![key.clone(), Value::Int(1)]],
+            ),
+        };
+        let key = std::slice::from_ref(&key);
+        assert_eq!(kept.snapshot(key).rows, want_kept, "sums of {key:?}");
+        assert_eq!(
+            dropped.snapshot(key).rows,
+            want_dropped,
+            "groups of {key:?}"
+        );
+    }
+    engine.shutdown();
+}
+
 #[test]
 fn temporal_filters_retract_rows_when_the_clock_passes_them() {
     let engine = start();

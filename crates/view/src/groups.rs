@@ -330,6 +330,26 @@ fn hash_values<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> u64 {
     h.finish()
 }
 
+/// Puts changes that are consolidated already (no row twice, as a fold by group emits them)
+/// in the order [`consolidate`] leaves: each key's changes together (a key whose hash collides
+/// with another's may take several runs), in their own order otherwise, so a group's old and
+/// new row stay next to each other. One hash of each change's key and a sort of integers.
+pub(crate) fn group_by_key(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
+    if keys.0.is_empty() {
+        return;
+    }
+    let mut order: Vec<(u64, usize)> = changes
+        .iter()
+        .enumerate()
+        .map(|(n, (row, _))| (hash_values(keys.0.iter().map(|&i| row.get(i))), n))
+        .collect();
+    // Positions are unique: equal hashes keep the changes' own order.
+    order.sort_unstable();
+    let mut taken: Vec<Option<(Row, i64)>> =
+        std::mem::take(changes).into_iter().map(Some).collect();
+    changes.extend(order.into_iter().filter_map(|(_, n)| taken[n].take()));
+}
+
 /// Sums the multiplicities of equal rows and drops the ones that cancel, leaving each key's
 /// rows together (a key whose hash collides with another's may take several runs), and within
 /// a key the rows of one identity together (a group's old and new row next to each other).
@@ -591,6 +611,40 @@ mod tests {
                 went_unordered,
                 "ordered {ordered}: rows were kept out of order"
             );
+        }
+    }
+
+    /// Consolidated changes put in key order keep every change, each key's changes in one
+    /// run, and within a key their own order (a group's old row next to its new one).
+    #[test]
+    fn changes_grouped_by_key_keep_each_keys_own_order() {
+        let mut next = xorshift(0x5eed);
+        let keys = KeyColumns(vec![0]);
+        for len in [0, 1, 7, 300, 5_000] {
+            let changes: Vec<(Row, i64)> = (0..len)
+                .map(|n| {
+                    let key = Value::UInt(next() % 13);
+                    (
+                        vec![key, Value::UInt(n)],
+                        if next().is_multiple_of(2) { 1 } else { -1 },
+                    )
+                })
+                .collect();
+            let mut grouped = changes.clone();
+            group_by_key(&keys, &mut grouped);
+            assert_eq!(grouped.len(), changes.len());
+            let mut runs: Vec<&Value> = Vec::new();
+            for (row, _) in &grouped {
+                if runs.last() != Some(&&row[0]) {
+                    assert!(!runs.contains(&&row[0]), "len {len}: a key in two runs");
+                    runs.push(&row[0]);
+                }
+            }
+            for key in runs {
+                let own: Vec<_> = changes.iter().filter(|(r, _)| r[0] == *key).collect();
+                let now: Vec<_> = grouped.iter().filter(|(r, _)| r[0] == *key).collect();
+                assert_eq!(own, now, "len {len}: key {key:?} out of its order");
+            }
         }
     }
 }

@@ -347,6 +347,13 @@ impl View {
         groups::consolidate(&self.keys, &self.identity, changes);
     }
 
+    /// [`View::consolidate`] for changes that are consolidated already (each row at most
+    /// once, as a fold by group emits a time's changes): only puts each key's changes
+    /// together, without hashing or comparing whole rows.
+    pub fn group_consolidated(&self, changes: &mut Vec<(Row, i64)>) {
+        groups::group_by_key(&self.keys, changes);
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
