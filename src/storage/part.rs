@@ -191,22 +191,33 @@ impl Kind {
 
 /// The kind that stores every value of column `c`: the scalar kind all its non-null values
 /// share, else bincode.
-fn column_kind(rows: &[PartRow], c: usize) -> Kind {
-    let mut kind = None;
+/// How each of the first `columns` columns of `rows` is stored: the kind of its non-NULL
+/// values, bincode where they are of several kinds, a string column where all are NULL. One
+/// pass over the rows, reading each row's values where they lie.
+fn column_kinds(rows: &[PartRow], columns: usize) -> Vec<Kind> {
+    // None: only NULLs so far; Some(None): several kinds.
+    let mut kinds: Vec<Option<Option<Kind>>> = vec![None; columns];
     for r in rows {
-        match r.row.get(c) {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                let k = Kind::of(v);
-                match kind {
-                    None => kind = Some(k),
-                    Some(prev) if prev != k => return Kind::Encoded,
-                    Some(_) => {}
-                }
+        for (found, v) in kinds.iter_mut().zip(&r.row) {
+            if v.is_null() || *found == Some(None) {
+                continue;
+            }
+            let k = Kind::of(v);
+            match found {
+                None => *found = Some(Some(k)),
+                Some(Some(prev)) if *prev != k => *found = Some(None),
+                Some(_) => {}
             }
         }
     }
-    kind.unwrap_or(Kind::Str)
+    kinds
+        .into_iter()
+        .map(|k| match k {
+            None => Kind::Str,
+            Some(None) => Kind::Encoded,
+            Some(Some(k)) => k,
+        })
+        .collect()
 }
 
 fn encode_value(v: &Value) -> Result<Vec<u8>, StorageError> {
@@ -278,61 +289,95 @@ fn array_extremes(array: &ArrayRef, kind: Kind) -> Option<Option<(Value, Value)>
     })
 }
 
-fn build_column(rows: &[PartRow], c: usize, kind: Kind) -> Result<ArrayRef, StorageError> {
-    let cells = rows.iter().map(|r| match r.row.get(c) {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v),
-    });
-    macro_rules! build {
-        ($builder:expr, $pat:pat => $val:expr) => {{
-            let mut b = $builder;
-            for cell in cells {
-                match cell {
-                    Some($pat) => b.append_value($val),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish()) as ArrayRef
-        }};
+/// One column of a part being built, as the Arrow builder of its kind. A value of another
+/// kind than the column's (only NULL, once the kinds are known) is stored as NULL.
+enum Cells {
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    UInt(UInt64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+    Date(Int32Builder),
+    DateTime(Int64Builder),
+    DateTime64(Int64Builder),
+    Encoded(BinaryBuilder),
+}
+
+impl Cells {
+    fn new(kind: Kind, rows: usize) -> Cells {
+        match kind {
+            Kind::Bool => Cells::Bool(BooleanBuilder::with_capacity(rows)),
+            Kind::Int => Cells::Int(Int64Builder::with_capacity(rows)),
+            Kind::UInt => Cells::UInt(UInt64Builder::with_capacity(rows)),
+            Kind::Float => Cells::Float(Float64Builder::with_capacity(rows)),
+            Kind::Str => Cells::Str(StringBuilder::with_capacity(rows, rows * 8)),
+            Kind::Uuid => Cells::Uuid(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
+            Kind::Date => Cells::Date(Int32Builder::with_capacity(rows)),
+            Kind::DateTime => Cells::DateTime(Int64Builder::with_capacity(rows)),
+            Kind::DateTime64(_) => Cells::DateTime64(Int64Builder::with_capacity(rows)),
+            Kind::Encoded => Cells::Encoded(BinaryBuilder::with_capacity(rows, rows * 8)),
+        }
     }
-    Ok(match kind {
-        Kind::Bool => build!(BooleanBuilder::new(), Value::Bool(x) => *x),
-        Kind::Int => build!(Int64Builder::new(), Value::Int(x) => *x),
-        Kind::UInt => build!(UInt64Builder::new(), Value::UInt(x) => *x),
-        Kind::Float => build!(Float64Builder::new(), Value::Float(x) => x.0),
-        Kind::Str => build!(StringBuilder::new(), Value::String(x) => x.as_str()),
-        Kind::Date => build!(Int32Builder::new(), Value::Date(x) => *x),
-        Kind::DateTime => build!(Int64Builder::new(), Value::DateTime(x) => *x),
-        Kind::DateTime64(_) => build!(Int64Builder::new(), Value::DateTime64(x, _) => *x),
-        Kind::Uuid => {
-            let mut b = FixedSizeBinaryBuilder::new(16);
-            for cell in cells {
-                match cell {
-                    Some(Value::Uuid(u)) => b
-                        .append_value(u.to_be_bytes())
-                        .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
+
+    fn push(&mut self, cell: Option<&Value>) -> Result<(), StorageError> {
+        match (self, cell) {
+            (Cells::Bool(b), Some(Value::Bool(x))) => b.append_value(*x),
+            (Cells::Int(b), Some(Value::Int(x))) => b.append_value(*x),
+            (Cells::UInt(b), Some(Value::UInt(x))) => b.append_value(*x),
+            (Cells::Float(b), Some(Value::Float(x))) => b.append_value(x.0),
+            (Cells::Str(b), Some(Value::String(x))) => b.append_value(x.as_str()),
+            (Cells::Uuid(b), Some(Value::Uuid(u))) => b
+                .append_value(u.to_be_bytes())
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+            (Cells::Date(b), Some(Value::Date(x))) => b.append_value(*x),
+            (Cells::DateTime(b), Some(Value::DateTime(x))) => b.append_value(*x),
+            (Cells::DateTime64(b), Some(Value::DateTime64(x, _))) => b.append_value(*x),
+            (Cells::Encoded(b), Some(v)) if !v.is_null() => b.append_value(encode_value(v)?),
+            (Cells::Bool(b), _) => b.append_null(),
+            (Cells::Int(b) | Cells::DateTime(b) | Cells::DateTime64(b), _) => b.append_null(),
+            (Cells::UInt(b), _) => b.append_null(),
+            (Cells::Float(b), _) => b.append_null(),
+            (Cells::Str(b), _) => b.append_null(),
+            (Cells::Uuid(b), _) => b.append_null(),
+            (Cells::Date(b), _) => b.append_null(),
+            (Cells::Encoded(b), _) => b.append_null(),
         }
-        Kind::Encoded => {
-            let mut b = BinaryBuilder::new();
-            for cell in cells {
-                match cell {
-                    Some(v) => b.append_value(encode_value(v)?),
-                    None => b.append_null(),
-                }
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Cells::Bool(mut b) => Arc::new(b.finish()),
+            Cells::Int(mut b) | Cells::DateTime(mut b) | Cells::DateTime64(mut b) => {
+                Arc::new(b.finish())
             }
-            Arc::new(b.finish())
+            Cells::UInt(mut b) => Arc::new(b.finish()),
+            Cells::Float(mut b) => Arc::new(b.finish()),
+            Cells::Str(mut b) => Arc::new(b.finish()),
+            Cells::Uuid(mut b) => Arc::new(b.finish()),
+            Cells::Date(mut b) => Arc::new(b.finish()),
+            Cells::Encoded(mut b) => Arc::new(b.finish()),
         }
-    })
+    }
+}
+
+/// The Arrow columns of `rows` stored as `kinds`, built in one pass over the rows: each row's
+/// values are read once, where they lie, instead of once per column.
+fn build_columns(rows: &[PartRow], kinds: &[Kind]) -> Result<Vec<ArrayRef>, StorageError> {
+    let mut cells: Vec<Cells> = kinds.iter().map(|&k| Cells::new(k, rows.len())).collect();
+    for r in rows {
+        for (c, column) in cells.iter_mut().enumerate() {
+            column.push(r.row.get(c))?;
+        }
+    }
+    Ok(cells.into_iter().map(Cells::finish).collect())
 }
 
 /// Writes `rows` (already in the order the part keeps) as a Parquet file with one column per
 /// name, and computes each column's min/max for the manifest.
 pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, StorageError> {
-    let kinds = (0..names.len()).map(|c| column_kind(rows, c)).collect();
+    let kinds = column_kinds(rows, names.len());
     let mut writer = PartWriter::new(names, kinds)?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
         writer.write(chunk)?;
@@ -350,7 +395,7 @@ pub(crate) fn encode_in_order(
     rows: &[PartRow],
     order: &[usize],
 ) -> Result<EncodedPart, StorageError> {
-    let kinds = (0..names.len()).map(|c| column_kind(rows, c)).collect();
+    let kinds = column_kinds(rows, names.len());
     let mut writer = PartWriter::new(names, kinds)?;
     let columns = writer.columns(rows)?;
     for chunk in order.chunks(ROW_GROUP_ROWS) {
@@ -465,9 +510,9 @@ impl PartWriter {
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
         ];
-        for c in 0..self.kinds.len() {
+        let built = build_columns(rows, &self.kinds)?;
+        for (c, array) in built.into_iter().enumerate() {
             let kind = self.kinds[c];
-            let array = build_column(rows, c, kind)?;
             if let Some(found) = array_extremes(&array, kind) {
                 self.fold_extremes(c, found);
                 columns.push(array);
@@ -858,7 +903,7 @@ mod tests {
             });
         }
         let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
-        let kinds = (0..names.len()).map(|c| column_kind(&rows, c)).collect();
+        let kinds = column_kinds(&rows, names.len());
         let mut writer = PartWriter::new(&names, kinds).unwrap();
         for chunk in rows.chunks(700) {
             writer.write(chunk).unwrap();
@@ -893,6 +938,8 @@ mod tests {
                 Value::DateTime64(1_700_000_000_123, 3),
                 Value::Array(vec![Value::Int(1), Value::Int(2)]),
                 Value::Int(1),
+                Value::Null,
+                Value::Null,
             ],
             vec![
                 Value::Null,
@@ -906,9 +953,11 @@ mod tests {
                 Value::DateTime64(3, 3),
                 Value::Array(vec![]),
                 Value::str("mixed"),
+                Value::Null,
+                Value::UInt(3),
             ],
         ];
-        let names: Vec<String> = (0..11).map(|i| format!("c{i}")).collect();
+        let names: Vec<String> = (0..13).map(|i| format!("c{i}")).collect();
         let part: Vec<PartRow> = rows
             .iter()
             .enumerate()
