@@ -96,7 +96,7 @@ pub(crate) struct Slot<S> {
 /// Keys' states in a hash table, and the keys the time being folded touched (in first-touch
 /// order, by hash): an update hashes its key once, and draining a time finds each touched key
 /// by its hash and its place in `touched`, without hashing, comparing or cloning keys again.
-struct States<S> {
+struct States<S: KeyedState> {
     /// Each key with its hash: the table rehashes as it grows by the stored hash, without
     /// hashing each key's values again (reading them behind their pointer, a cache miss
     /// each), and a probe compares keys only where the hashes are equal.
@@ -108,6 +108,11 @@ struct States<S> {
     before: Vec<Row>,
     /// A key's output rows after the time, while its changes are made.
     after: Vec<Row>,
+    /// The updates being folded by [`States::fold_all`] and their keys' hashes (vectors
+    /// kept for the next run's; the hashes also of the keys [`States::drain_changes`]
+    /// drains).
+    run: Vec<(Keyed<S::Update>, isize)>,
+    hashes: Vec<u64>,
 }
 
 impl<S: KeyedState> States<S> {
@@ -117,6 +122,8 @@ impl<S: KeyedState> States<S> {
             touched: Vec::new(),
             before: Vec::new(),
             after: Vec::new(),
+            run: Vec::new(),
+            hashes: Vec::new(),
         }
     }
 
@@ -124,6 +131,42 @@ impl<S: KeyedState> States<S> {
         self.slots.clear();
         self.touched.clear();
         self.before.clear();
+    }
+
+    /// Folds a run of updates ([`States::fold`]), each key's slot fetched into the cache a few
+    /// updates ahead: in a table of many groups a slot is a cache miss, which the folds of
+    /// the updates in between hide.
+    fn fold_all(
+        &mut self,
+        fresh: &impl Fn() -> S,
+        updates: impl Iterator<Item = (Keyed<S::Update>, isize)>,
+    ) {
+        let (mut run, mut hashes) = (
+            std::mem::take(&mut self.run),
+            std::mem::take(&mut self.hashes),
+        );
+        run.extend(updates);
+        hashes.extend(run.iter().map(|((hash, _, _), _)| *hash));
+        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
+            self.prefetch(hash);
+        }
+        for (n, (keyed, diff)) in run.drain(..).enumerate() {
+            if let Some(&hash) = hashes.get(n + PREFETCH_AHEAD) {
+                self.prefetch(hash);
+            }
+            self.fold(fresh, keyed, diff);
+        }
+        hashes.clear();
+        (self.run, self.hashes) = (run, hashes);
+    }
+
+    /// Asks the processor to fetch the slot of the key with `hash` (the first slot whose tag
+    /// matches: the key's, unless it is new or another key's tag collides) into its cache.
+    /// A hint only: it reads nothing.
+    fn prefetch(&self, hash: u64) {
+        if let Some(entry) = self.slots.find(hash, |_| true) {
+            petrel_view::prefetch(std::slice::from_ref(entry));
+        }
     }
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
@@ -203,9 +246,22 @@ impl<S: KeyedState> States<S> {
             touched,
             before,
             after,
+            hashes,
+            ..
         } = self;
         let mut changes: Vec<(Row, isize)> = Vec::new();
+        // Each touched key's slot is fetched a few keys ahead, as the fold fetched it.
+        hashes.extend(touched.iter().map(|(hash, _)| *hash));
+        let ahead = |slots: &HashTable<Entry<S>>, hash: Option<&u64>| {
+            if let Some(entry) = hash.and_then(|&h| slots.find(h, |_| true)) {
+                petrel_view::prefetch(std::slice::from_ref(entry));
+            }
+        };
+        for hash in hashes.iter().take(PREFETCH_AHEAD) {
+            ahead(slots, Some(hash));
+        }
         for (index, (hash, change)) in touched.drain(..).enumerate() {
+            ahead(slots, hashes.get(index + PREFETCH_AHEAD));
             // The touched key with this hash is the one that recorded this place.
             let is_it = |(_, _, slot): &Entry<S>| slot.touched == index + 1;
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
@@ -232,8 +288,12 @@ impl<S: KeyedState> States<S> {
             changes.clear();
         }
         before.clear();
+        hashes.clear();
     }
 }
+
+/// How many updates ahead [`States::fold_all`] fetches a key's slot.
+const PREFETCH_AHEAD: usize = 8;
 
 /// A key's worker: a hash that is the same on every worker and in every process.
 fn route(key: &[Value]) -> u64 {
@@ -322,9 +382,7 @@ impl<S: KeyedState> Fold<S> {
             if self.early.is_none() {
                 self.early = Some((t, cap()));
             }
-            for (d, r) in updates {
-                self.states.fold(fresh, d, r);
-            }
+            self.states.fold_all(fresh, updates);
         } else {
             let (_, pending) = self.pending.entry(t).or_insert_with(|| (cap(), Vec::new()));
             pending.extend(updates);
@@ -352,9 +410,7 @@ impl<S: KeyedState> Fold<S> {
             Some((_, cap)) => cap,
             None => {
                 let (_, (cap, updates)) = self.pending.pop_first()?;
-                for (d, r) in updates {
-                    self.states.fold(fresh, d, r);
-                }
+                self.states.fold_all(fresh, updates.into_iter());
                 cap
             }
         };
@@ -365,9 +421,7 @@ impl<S: KeyedState> Fold<S> {
             .is_some_and(|(t, _)| *t == next)
         {
             if let Some((_, (_, updates))) = self.pending.pop_first() {
-                for (d, r) in updates {
-                    self.states.fold(fresh, d, r);
-                }
+                self.states.fold_all(fresh, updates.into_iter());
             }
         }
         Some((cap, next))

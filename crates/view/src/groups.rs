@@ -206,6 +206,22 @@ impl Group {
         }
     }
 
+    /// Fetches into the cache the unordered entry a row of identity hash `hash` would be
+    /// found at (the first whose tag matches), ahead of its change ([`fold_shard`]).
+    fn prefetch_entry(&self, hash: u64) {
+        if let Some(entry) = self.tail.find(hash, |_| true) {
+            crate::prefetch(std::slice::from_ref(entry));
+        }
+    }
+
+    /// Fetches into the cache the values of that entry's row, which finding the row compares
+    /// (the entry itself fetched a few changes before).
+    fn prefetch_row(&self, hash: u64) {
+        if let Some((entry, _)) = self.tail.find(hash, |_| true) {
+            crate::prefetch(entry.row());
+        }
+    }
+
     /// After a key's changes: keeps between `ordered` and four times `ordered` rows in order
     /// (every row when the group holds fewer), moving rows between the two sides in bulk, so
     /// neither move happens again before about `ordered` more changes.
@@ -500,13 +516,33 @@ fn fold_shard<'a>(
     changes: impl Iterator<Item = &'a (Row, i64)>,
 ) {
     let same_key = |a: &Row, b: &Row| keys.0.iter().all(|&i| a.get(i) == b.get(i));
-    let mut changes = changes.peekable();
-    while let Some(first) = changes.next() {
-        let group = shard.entry(keys.key_of(&first.0)).or_default();
-        let mut change = Some(first);
-        while let Some((row, diff)) = change {
-            let next = changes.next_if(|(next, _)| same_key(next, &first.0));
-            if let Some((next_row, next_diff)) = next {
+    let changes: Vec<&(Row, i64)> = changes.collect();
+    let mut start = 0;
+    while let Some(&(first, _)) = changes.get(start) {
+        let end = changes[start..]
+            .iter()
+            .position(|(row, _)| !same_key(row, first))
+            .map_or(changes.len(), |n| start + n);
+        let run = &changes[start..end];
+        let group = shard.entry(keys.key_of(first)).or_default();
+        // A large group's rows past the ordered ones are fetched ahead: each change's entry
+        // `2 * AHEAD` changes before it, the entry's row `AHEAD` changes before it.
+        let hashes: Vec<u64> = match group.tail.len() >= PREFETCH_MIN_ROWS {
+            true => run.iter().map(|(row, _)| identity.hash(row)).collect(),
+            false => Vec::new(),
+        };
+        let ahead = |n: usize, group: &Group| {
+            if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
+                group.prefetch_entry(hash);
+            }
+            if let Some(&hash) = hashes.get(n + PREFETCH_AHEAD) {
+                group.prefetch_row(hash);
+            }
+        };
+        let mut n = 0;
+        while let Some(&(row, diff)) = run.get(n) {
+            ahead(n, group);
+            if let Some(&(next_row, next_diff)) = run.get(n + 1) {
                 if *diff == -*next_diff && identity.same(row, next_row) {
                     let (old, new) = if *diff < 0 {
                         (row, next_row)
@@ -514,21 +550,30 @@ fn fold_shard<'a>(
                         (next_row, row)
                     };
                     if group.replace((order, identity), old, new, diff.abs()) {
-                        change = changes.next_if(|(next, _)| same_key(next, &first.0));
+                        ahead(n + 1, group);
+                        n += 2;
                         continue;
                     }
                 }
             }
             let (before, after) = group.add((order, identity), row, *diff);
             group.total += after.max(0) - before.max(0);
-            change = next;
+            n += 1;
         }
         group.settle(ordered, identity);
         if group.is_empty() {
-            shard.remove(&keys.key_of(&first.0));
+            shard.remove(&keys.key_of(first));
         }
+        start = end;
     }
 }
+
+/// How many changes ahead [`fold_shard`] fetches a row past a group's ordered rows.
+const PREFETCH_AHEAD: usize = 8;
+
+/// The fewest unordered rows a group has for its fold to fetch them ahead: a smaller table
+/// stays in the cache.
+const PREFETCH_MIN_ROWS: usize = 16_384;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@
 
 mod groups;
 mod order;
+mod prefetch;
 mod window;
 
 use std::collections::{HashMap, VecDeque};
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use order::{add_multiplicity, RowOrder, SortDirection, SortValues, SortedRow};
+pub use prefetch::prefetch;
 
 use petrel_value::{Column, Row, Value};
 use rustc_hash::FxHashMap;
