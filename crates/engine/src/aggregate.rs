@@ -29,9 +29,11 @@ use std::sync::Arc;
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
+use hashbrown::hash_table::{self, HashTable};
 use petrel_sql::{AggFunc, Aggregate, Expr};
 use petrel_value::{Row, Value, F64};
 use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -458,22 +460,42 @@ fn bump<K: Ord>(map: &mut BTreeMap<K, isize>, key: K, diff: isize) {
 }
 
 /// A distinct-count part's values with their multiplicities. Integers (the usual
-/// `uniqExact(user_id)`) are kept as plain integers: an entry a third of a value's size,
-/// hashed and compared inline. A value of another kind never equals an integer of these
-/// variants, so the count is the sum of the maps'.
+/// `uniqExact(user_id)`) are kept as plain integers, by their bits: an entry a third of a
+/// value's size, hashed and compared inline, and found by hash alone when the fold fetches it
+/// ahead ([`DistinctValues::prefetch`]). A value of another kind never equals an integer of
+/// these variants, so the count is the sum of the tables'.
 #[derive(Default)]
 struct DistinctValues {
-    uints: FxHashMap<u64, isize>,
-    ints: FxHashMap<i64, isize>,
+    /// `UInt`s and `Int`s (apart: -1 and 2^64 - 1 have the same bits), with their counts.
+    uints: HashTable<(u64, isize)>,
+    ints: HashTable<(u64, isize)>,
     others: FxHashMap<Value, isize>,
+}
+
+/// The hash of an integer kept in [`DistinctValues`].
+fn integer_hash(bits: u64) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(bits)
 }
 
 impl DistinctValues {
     fn bump(&mut self, value: Value, diff: isize) {
         match value {
-            Value::UInt(u) => bump_hashed(&mut self.uints, u, diff),
-            Value::Int(i) => bump_hashed(&mut self.ints, i, diff),
+            Value::UInt(u) => bump_integer(&mut self.uints, u, diff),
+            Value::Int(i) => bump_integer(&mut self.ints, i as u64, diff),
             other => bump_hashed(&mut self.others, other, diff),
+        }
+    }
+
+    /// Fetches into the cache the entry `value` would be counted at (see
+    /// [`KeyedState::prefetch`]).
+    fn prefetch(&self, value: &Value) {
+        let (table, bits) = match value {
+            Value::UInt(u) => (&self.uints, *u),
+            Value::Int(i) => (&self.ints, *i as u64),
+            _ => return,
+        };
+        if let Some(entry) = table.find(integer_hash(bits), |_| true) {
+            petrel_view::prefetch(std::slice::from_ref(entry));
         }
     }
 
@@ -483,6 +505,22 @@ impl DistinctValues {
 
     fn is_empty(&self) -> bool {
         self.uints.is_empty() && self.ints.is_empty() && self.others.is_empty()
+    }
+}
+
+/// Adds `diff` to the count of the integer `bits`, forgetting it at zero.
+fn bump_integer(table: &mut HashTable<(u64, isize)>, bits: u64, diff: isize) {
+    let hash = integer_hash(bits);
+    match table.entry(hash, |(b, _)| *b == bits, |(b, _)| integer_hash(*b)) {
+        hash_table::Entry::Occupied(mut e) => {
+            e.get_mut().1 += diff;
+            if e.get().1 == 0 {
+                e.remove();
+            }
+        }
+        hash_table::Entry::Vacant(e) => {
+            e.insert((bits, diff));
+        }
     }
 }
 
@@ -620,6 +658,14 @@ impl KeyedState for GroupState {
             bump(kept, whole, diff);
             if kept.is_empty() {
                 self.whole = None;
+            }
+        }
+    }
+
+    fn prefetch(&self, (_, cells): &(Accum, Row)) {
+        for (state, cell) in self.parts.iter().zip(cells) {
+            if let PartState::Distinct(m) = state {
+                m.prefetch(cell);
             }
         }
     }

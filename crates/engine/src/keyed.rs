@@ -12,7 +12,7 @@
 //! whole history: there is no arrangement to merge and no group to re-read, only a hash
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use differential_dataflow::consolidation::consolidate;
@@ -48,6 +48,9 @@ pub trait KeyedState: 'static {
     ) -> Result<(), Self::Update> {
         Err(update)
     }
+    /// Fetches into the cache what applying `update` will read inside the state (a
+    /// distinct value's entry), a few updates ahead of it. A hint: it changes nothing.
+    fn prefetch(&self, _update: &Self::Update) {}
     /// A time the key's updates came at is complete: every update of it was applied, so
     /// the state's multiplicities are the rows' own (none negative) and it may compact.
     fn settle(&mut self) {}
@@ -111,7 +114,7 @@ struct States<S: KeyedState> {
     /// The updates being folded by [`States::fold_all`] and their keys' hashes (vectors
     /// kept for the next run's; the hashes also of the keys [`States::drain_changes`]
     /// drains).
-    run: Vec<(Keyed<S::Update>, isize)>,
+    run: VecDeque<(Keyed<S::Update>, isize)>,
     hashes: Vec<u64>,
 }
 
@@ -122,7 +125,7 @@ impl<S: KeyedState> States<S> {
             touched: Vec::new(),
             before: Vec::new(),
             after: Vec::new(),
-            run: Vec::new(),
+            run: VecDeque::new(),
             hashes: Vec::new(),
         }
     }
@@ -134,8 +137,9 @@ impl<S: KeyedState> States<S> {
     }
 
     /// Folds a run of updates ([`States::fold`]), each key's slot fetched into the cache a few
-    /// updates ahead: in a table of many groups a slot is a cache miss, which the folds of
-    /// the updates in between hide.
+    /// updates ahead (and then what the update reads inside the state,
+    /// [`KeyedState::prefetch`]): in a table of many groups a slot is a cache miss, which the
+    /// folds of the updates in between hide.
     fn fold_all(
         &mut self,
         fresh: &impl Fn() -> S,
@@ -147,14 +151,24 @@ impl<S: KeyedState> States<S> {
         );
         run.extend(updates);
         hashes.extend(run.iter().map(|((hash, _, _), _)| *hash));
-        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
+        for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
             self.prefetch(hash);
         }
-        for (n, (keyed, diff)) in run.drain(..).enumerate() {
-            if let Some(&hash) = hashes.get(n + PREFETCH_AHEAD) {
+        // Each update's slot 16 updates ahead; 8 updates ahead, its slot in the cache by
+        // then, what the update will read inside the state.
+        let mut n = 0;
+        while let Some((keyed, diff)) = run.pop_front() {
+            if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
                 self.prefetch(hash);
             }
+            if let Some(((hash, _, update), _)) = run.get(PREFETCH_AHEAD - 1) {
+                let is_it = |(h, _, _): &Entry<S>| h == hash;
+                if let Some((_, _, slot)) = self.slots.find(*hash, is_it) {
+                    slot.state.prefetch(update);
+                }
+            }
             self.fold(fresh, keyed, diff);
+            n += 1;
         }
         hashes.clear();
         (self.run, self.hashes) = (run, hashes);
