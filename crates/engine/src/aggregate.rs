@@ -24,6 +24,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
@@ -33,7 +34,6 @@ use hashbrown::hash_table::{self, HashTable};
 use petrel_sql::{AggFunc, Aggregate, Expr};
 use petrel_value::{Row, Value, F64};
 use rustc_hash::FxHashMap;
-use std::hash::BuildHasher;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -848,6 +848,33 @@ mod tests {
     use petrel_value::ColumnType;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
+
+    /// Distinct integers are counted by value and kind: an `Int` and a `UInt` with the same
+    /// bits (-1 and 2^64 - 1) are two values, a value held twice is one until both copies
+    /// are retracted, and values of other kinds count beside them.
+    #[test]
+    fn distinct_integers_count_by_value_and_kind() {
+        let mut m = DistinctValues::default();
+        for (v, diff) in [
+            (Value::Int(-1), 1),
+            (Value::UInt(u64::MAX), 1),
+            (Value::UInt(u64::MAX), 1),
+            (Value::str("-1"), 1),
+            (Value::UInt(7), 1),
+        ] {
+            m.prefetch(&v);
+            m.bump(v, diff);
+        }
+        assert_eq!(m.len(), 4);
+        m.bump(Value::UInt(u64::MAX), -1);
+        assert_eq!(m.len(), 4, "one copy of two is left");
+        m.bump(Value::UInt(u64::MAX), -1);
+        m.bump(Value::Int(-1), -1);
+        assert_eq!(m.len(), 2);
+        m.bump(Value::UInt(7), -1);
+        m.bump(Value::str("-1"), -1);
+        assert!(m.is_empty());
+    }
 
     /// A group's slot in its worker's hash table stays at 224 bytes (272 before what a time
     /// changed moved out of it and the rarely used parts were boxed): the table copies every

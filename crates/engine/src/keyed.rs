@@ -152,14 +152,14 @@ impl<S: KeyedState> States<S> {
         run.extend(updates);
         hashes.extend(run.iter().map(|((hash, _, _), _)| *hash));
         for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
-            self.prefetch(hash);
+            fetch_slot(&self.slots, hash);
         }
         // Each update's slot 16 updates ahead; 8 updates ahead, its slot in the cache by
         // then, what the update will read inside the state.
         let mut n = 0;
         while let Some((keyed, diff)) = run.pop_front() {
             if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
-                self.prefetch(hash);
+                fetch_slot(&self.slots, hash);
             }
             if let Some(((hash, _, update), _)) = run.get(PREFETCH_AHEAD - 1) {
                 let is_it = |(h, _, _): &Entry<S>| h == hash;
@@ -172,15 +172,6 @@ impl<S: KeyedState> States<S> {
         }
         hashes.clear();
         (self.run, self.hashes) = (run, hashes);
-    }
-
-    /// Asks the processor to fetch the slot of the key with `hash` (the first slot whose tag
-    /// matches: the key's, unless it is new or another key's tag collides) into its cache.
-    /// A hint only: it reads nothing.
-    fn prefetch(&self, hash: u64) {
-        if let Some(entry) = self.slots.find(hash, |_| true) {
-            petrel_view::prefetch(std::slice::from_ref(entry));
-        }
     }
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
@@ -266,16 +257,13 @@ impl<S: KeyedState> States<S> {
         let mut changes: Vec<(Row, isize)> = Vec::new();
         // Each touched key's slot is fetched a few keys ahead, as the fold fetched it.
         hashes.extend(touched.iter().map(|(hash, _)| *hash));
-        let ahead = |slots: &HashTable<Entry<S>>, hash: Option<&u64>| {
-            if let Some(entry) = hash.and_then(|&h| slots.find(h, |_| true)) {
-                petrel_view::prefetch(std::slice::from_ref(entry));
-            }
-        };
-        for hash in hashes.iter().take(PREFETCH_AHEAD) {
-            ahead(slots, Some(hash));
+        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
+            fetch_slot(slots, hash);
         }
         for (index, (hash, change)) in touched.drain(..).enumerate() {
-            ahead(slots, hashes.get(index + PREFETCH_AHEAD));
+            if let Some(&ahead) = hashes.get(index + PREFETCH_AHEAD) {
+                fetch_slot(slots, ahead);
+            }
             // The touched key with this hash is the one that recorded this place.
             let is_it = |(_, _, slot): &Entry<S>| slot.touched == index + 1;
             let Ok(mut found) = slots.find_entry(hash, is_it) else {
@@ -306,8 +294,19 @@ impl<S: KeyedState> States<S> {
     }
 }
 
-/// How many updates ahead [`States::fold_all`] fetches a key's slot.
+/// How many updates ahead [`States::fold_all`] fetches what an update reads inside its
+/// key's state (and twice as many, the key's slot), and [`States::drain_changes`] a touched
+/// key's slot.
 const PREFETCH_AHEAD: usize = 8;
+
+/// Asks the processor to fetch the slot of the key with `hash` (the first slot whose tag
+/// matches: the key's, unless it is new or another key's tag collides) into its cache. A
+/// hint only: it reads no slot.
+fn fetch_slot<S>(slots: &HashTable<Entry<S>>, hash: u64) {
+    if let Some(entry) = slots.find(hash, |_| true) {
+        petrel_view::prefetch(std::slice::from_ref(entry));
+    }
+}
 
 /// A key's worker: a hash that is the same on every worker and in every process.
 fn route(key: &[Value]) -> u64 {
