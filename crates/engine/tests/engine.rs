@@ -255,20 +255,9 @@ fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
     engine.shutdown();
 }
 
-/// Projections stacked as a lifted parameter and a SELECT list leave them (a reordering of
-/// columns over another, the last keeping its input's columns as they are) read as the one
-/// projection they make, over an aggregation and over a table's rows.
-#[test]
-fn stacked_projections_read_as_the_projection_they_make() {
-    let engine = start();
-    let project = |input: Plan, exprs: Vec<Expr>| Plan {
-        columns: vec![columns()[0].clone(); exprs.len()],
-        node: PlanNode::Project {
-            input: Box::new(input),
-            exprs,
-        },
-    };
-    let sums = Plan {
+/// `SELECT k, sum(v) FROM t GROUP BY k`.
+fn sums_by_key() -> Plan {
+    Plan {
         node: PlanNode::Aggregate {
             input: Box::new(scan()),
             keys: vec![Expr::Column(0)],
@@ -279,12 +268,42 @@ fn stacked_projections_read_as_the_projection_they_make() {
             )],
         },
         columns: columns(),
-    };
+    }
+}
+
+/// `exprs` of `input`'s rows.
+fn project(input: Plan, exprs: Vec<Expr>) -> Plan {
+    Plan {
+        columns: vec![columns()[0].clone(); exprs.len()],
+        node: PlanNode::Project {
+            input: Box::new(input),
+            exprs,
+        },
+    }
+}
+
+/// The `v` of the rows of `live` whose `k` is `key` (the tests insert integers).
+fn values_of(live: &[Row], key: &Value) -> Vec<i64> {
+    live.iter()
+        .filter(|r| r[0] == *key)
+        .filter_map(|r| match r[1] {
+            Value::Int(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Projections stacked as a lifted parameter and a SELECT list leave them (a reordering of
+/// columns over another, the last keeping its input's columns as they are) read as the one
+/// projection they make, over an aggregation and over a table's rows.
+#[test]
+fn stacked_projections_read_as_the_projection_they_make() {
+    let engine = start();
     // (k, sum) -> (sum, k, sum) -> (k, sum, sum) -> itself.
     let over_sums = project(
         project(
             project(
-                sums,
+                sums_by_key(),
                 vec![Expr::Column(1), Expr::Column(0), Expr::Column(1)],
             ),
             vec![Expr::Column(1), Expr::Column(0), Expr::Column(2)],
@@ -319,14 +338,7 @@ fn stacked_projections_read_as_the_projection_they_make() {
     block_on(by_row.wait_for(ts));
     for k in 0..7 {
         let key = Value::str(&format!("k{k}"));
-        let values: Vec<i64> = live
-            .iter()
-            .filter(|r| r[0] == key)
-            .map(|r| match r[1] {
-                Value::Int(v) => v,
-                _ => unreachable!("the test inserts integers"),
-            })
-            .collect();
+        let values = values_of(&live, &key);
         let sum = Value::Int(values.iter().sum());
         let want = match values.is_empty() {
             true => vec![],
@@ -356,25 +368,7 @@ fn stacked_projections_read_as_the_projection_they_make() {
 #[test]
 fn a_view_over_groups_publishes_each_row_once_per_time() {
     let engine = start();
-    let sums = || Plan {
-        node: PlanNode::Aggregate {
-            input: Box::new(scan()),
-            keys: vec![Expr::Column(0)],
-            aggregates: vec![agg(
-                AggFunc::Sum,
-                vec![Expr::Column(1)],
-                ColumnType::Int(64),
-            )],
-        },
-        columns: columns(),
-    };
-    let project = |exprs: Vec<Expr>| Plan {
-        columns: vec![columns()[0].clone(); exprs.len()],
-        node: PlanNode::Project {
-            input: Box::new(sums()),
-            exprs,
-        },
-    };
+    let project = |exprs: Vec<Expr>| project(sums_by_key(), exprs);
     // (sum, k), keyed by k; and (k, 1).
     let kept = View::new(vec![], KeyColumns(vec![1]), 60_000);
     engine
@@ -435,14 +429,7 @@ fn a_view_over_groups_publishes_each_row_once_per_time() {
     }
     for k in 0..9 {
         let key = Value::str(&format!("k{k}"));
-        let values: Vec<i64> = live
-            .iter()
-            .filter(|r| r[0] == key)
-            .map(|r| match r[1] {
-                Value::Int(v) => v,
-                _ => unreachable!("the test inserts integers"),
-            })
-            .collect();
+        let values = values_of(&live, &key);
         let sum = Value::Int(values.iter().sum());
         let (want_kept, want_dropped) = match values.is_empty() {
             true => (vec![], vec![]),
@@ -550,18 +537,7 @@ fn a_two_process_cluster_maintains_views_over_both_processes_rows() {
     engines[1]
         .insert("t", vec![row("a", 2), row("b", 5)])
         .unwrap();
-    let plan = Plan {
-        node: PlanNode::Aggregate {
-            input: Box::new(scan()),
-            keys: vec![Expr::Column(0)],
-            aggregates: vec![agg(
-                AggFunc::Sum,
-                vec![Expr::Column(1)],
-                ColumnType::Int(64),
-            )],
-        },
-        columns: vec![],
-    };
+    let plan = sums_by_key();
     assert!(
         engines[1]
             .install(plan.clone(), View::new(vec![], KeyColumns(vec![0]), 1000))
