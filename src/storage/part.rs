@@ -65,35 +65,65 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
         }
     };
     // The second column's prefix orders rows only where the first column's values are
-    // known equal (an exact prefix); elsewhere the rows' own comparison decides.
-    type Prefix = (u8, u64);
-    let mut keys: Vec<(Prefix, Prefix, usize)> = rows
-        .iter()
-        .enumerate()
-        .map(|(n, r)| {
-            let (first, exact) = prefix(r, 0);
-            let second = if exact { prefix(r, 1).0 } else { (0, 0) };
-            (first, second, n)
-        })
-        .collect();
-    keys.sort_unstable();
-    let mut order: Vec<usize> = keys.iter().map(|k| k.2).collect();
+    // known equal (an exact prefix); elsewhere the rows' own comparison decides. The
+    // prefixes' classes are kept apart from their bits: a typed column has one class, and
+    // then the sort moves and compares two integers and a place per row.
+    let mut classes: Vec<(u8, u8)> = Vec::with_capacity(rows.len());
+    let mut bits: Vec<(u64, u64, u32)> = Vec::with_capacity(rows.len());
+    for (n, r) in rows.iter().enumerate() {
+        let (first, exact) = prefix(r, 0);
+        let second = if exact { prefix(r, 1).0 } else { (0, 0) };
+        classes.push((first.0, second.0));
+        bits.push((first.1, second.1, n as u32));
+    }
     // Rows whose prefixes are equal and exact over the whole key are equal by the key: the
-    // sort above already left them in log order. (Equal prefixes are exact alike.)
+    // sort leaves them in log order. (Equal prefixes are exact alike.)
     let settled = |n: usize| {
         let (_, first_exact) = prefix(&rows[n], 0);
         first_exact && sort_key.len() <= 2 && prefix(&rows[n], 1).1
     };
+    let by_rows = |run: &mut [usize]| {
+        if !settled(run[0]) {
+            run.sort_by(|&a, &b| part_order(sort_key, &rows[a], &rows[b]));
+        }
+    };
+    let one_class = classes.windows(2).all(|w| w[0] == w[1]);
+    if one_class && rows.len() <= u32::MAX as usize {
+        bits.sort_unstable();
+        let mut order: Vec<usize> = bits.iter().map(|k| k.2 as usize).collect();
+        let same = |a: usize, b: usize| (bits[a].0, bits[a].1) == (bits[b].0, bits[b].1);
+        sort_ties(&mut order, same, by_rows);
+        return order;
+    }
+    type Prefix = (u8, u64);
+    let mut keys: Vec<(Prefix, Prefix, usize)> = bits
+        .iter()
+        .zip(&classes)
+        .map(|(&(first, second, n), &(c1, c2))| ((c1, first), (c2, second), n as usize))
+        .collect();
+    keys.sort_unstable();
+    let mut order: Vec<usize> = keys.iter().map(|k| k.2).collect();
+    let same = |a: usize, b: usize| (keys[a].0, keys[a].1) == (keys[b].0, keys[b].1);
+    sort_ties(&mut order, same, by_rows);
+    order
+}
+
+/// Hands each run of places in `order` whose prefixes tie (`same`, of two places) to
+/// `by_rows`, which orders the run by the rows themselves.
+fn sort_ties(
+    order: &mut [usize],
+    same: impl Fn(usize, usize) -> bool,
+    by_rows: impl Fn(&mut [usize]),
+) {
     let mut start = 0;
-    for end in 1..=keys.len() {
-        if end == keys.len() || keys[end].0 != keys[start].0 || keys[end].1 != keys[start].1 {
-            if end - start > 1 && !settled(order[start]) {
-                order[start..end].sort_by(|&a, &b| part_order(sort_key, &rows[a], &rows[b]));
+    for end in 1..=order.len() {
+        if end == order.len() || !same(start, end) {
+            if end - start > 1 {
+                by_rows(&mut order[start..end]);
             }
             start = end;
         }
     }
-    order
 }
 
 /// The smallest and largest value of one column in a part.
@@ -811,7 +841,14 @@ mod tests {
             "abcdefgz",
             "DE",
         ];
-        for sort_key in [vec![], vec![0], vec![1, 0], vec![0, 1, 2], vec![2, 5]] {
+        for sort_key in [
+            vec![],
+            vec![0],
+            vec![1, 0],
+            vec![0, 1, 2],
+            vec![2, 5],
+            vec![2, 0],
+        ] {
             let mut rows = Vec::new();
             for n in 0..2_000u64 {
                 let s = Value::str(strings[(next() % strings.len() as u64) as usize]);
