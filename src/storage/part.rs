@@ -67,14 +67,14 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
     // The second column's prefix orders rows only where the first column's values are
     // known equal (an exact prefix); elsewhere the rows' own comparison decides. The
     // prefixes' classes are kept apart from their bits: a typed column has one class, and
-    // then the sort moves and compares two integers and a place per row.
+    // then the sort moves 24 bytes per row and compares two integers and a place.
     let mut classes: Vec<(u8, u8)> = Vec::with_capacity(rows.len());
-    let mut bits: Vec<(u64, u64, u32)> = Vec::with_capacity(rows.len());
+    let mut bits: Vec<(u64, u64, usize)> = Vec::with_capacity(rows.len());
     for (n, r) in rows.iter().enumerate() {
         let (first, exact) = prefix(r, 0);
         let second = if exact { prefix(r, 1).0 } else { (0, 0) };
         classes.push((first.0, second.0));
-        bits.push((first.1, second.1, n as u32));
+        bits.push((first.1, second.1, n));
     }
     // Rows whose prefixes are equal and exact over the whole key are equal by the key: the
     // sort leaves them in log order. (Equal prefixes are exact alike.)
@@ -88,9 +88,9 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
         }
     };
     let one_class = classes.windows(2).all(|w| w[0] == w[1]);
-    if one_class && rows.len() <= u32::MAX as usize {
+    if one_class {
         bits.sort_unstable();
-        let mut order: Vec<usize> = bits.iter().map(|k| k.2 as usize).collect();
+        let mut order: Vec<usize> = bits.iter().map(|k| k.2).collect();
         let same = |a: usize, b: usize| (bits[a].0, bits[a].1) == (bits[b].0, bits[b].1);
         sort_ties(&mut order, same, by_rows);
         return order;
@@ -99,7 +99,7 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
     let mut keys: Vec<(Prefix, Prefix, usize)> = bits
         .iter()
         .zip(&classes)
-        .map(|(&(first, second, n), &(c1, c2))| ((c1, first), (c2, second), n as usize))
+        .map(|(&(first, second, n), &(c1, c2))| ((c1, first), (c2, second), n))
         .collect();
     keys.sort_unstable();
     let mut order: Vec<usize> = keys.iter().map(|k| k.2).collect();

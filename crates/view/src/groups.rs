@@ -288,7 +288,12 @@ fn shard_of<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> usize {
 
 /// The shard of a row's key.
 fn row_shard(keys: &KeyColumns, row: &Row) -> usize {
-    shard_of(keys.0.iter().map(|&i| row.get(i)))
+    (key_hash(keys, row) >> 32) as usize % SHARDS
+}
+
+/// The hash of a row's key columns: [`hash_values`] of the key, as [`shard_of`] takes it.
+fn key_hash(keys: &KeyColumns, row: &Row) -> u64 {
+    hash_values(keys.0.iter().map(|&i| row.get(i)))
 }
 
 /// How many threads large batches use: the cores, at most 8.
@@ -357,7 +362,7 @@ pub(crate) fn group_by_key(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
     let mut order: Vec<(u64, usize)> = changes
         .iter()
         .enumerate()
-        .map(|(n, (row, _))| (hash_values(keys.0.iter().map(|&i| row.get(i))), n))
+        .map(|(n, (row, _))| (key_hash(keys, row), n))
         .collect();
     // Positions are unique: equal hashes keep the changes' own order.
     order.sort_unstable();
@@ -377,7 +382,7 @@ fn consolidate_run(keys: &KeyColumns, identity: &Identity, changes: &mut Vec<(Ro
         .iter()
         .enumerate()
         .map(|(n, (row, _))| {
-            let key = hash_values(keys.0.iter().map(|&i| row.get(i)));
+            let key = key_hash(keys, row);
             let id = identity.hash(row);
             // A whole-row identity's hash is a hash of the row: not taken twice.
             let own = if identity.whole {
@@ -527,9 +532,10 @@ fn fold_shard<'a>(
         let group = shard.entry(keys.key_of(first)).or_default();
         // A large group's rows past the ordered ones are fetched ahead: each change's entry
         // `2 * AHEAD` changes before it, the entry's row `AHEAD` changes before it.
-        let hashes: Vec<u64> = match group.tail.len() >= PREFETCH_MIN_ROWS {
-            true => run.iter().map(|(row, _)| identity.hash(row)).collect(),
-            false => Vec::new(),
+        let hashes: Vec<u64> = if group.tail.len() >= PREFETCH_MIN_ROWS {
+            run.iter().map(|(row, _)| identity.hash(row)).collect()
+        } else {
+            Vec::new()
         };
         let ahead = |n: usize, group: &Group| {
             if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
