@@ -126,8 +126,10 @@ pub struct Storage {
     /// rows): the flusher then writes the frontier on its next round.
     segment_written: AtomicBool,
     /// Rows of written segments every table keeps in memory for its next compaction (at
-    /// most `compact_max_rows` in all).
+    /// most [`Storage::held_rows_max`] in all).
     held_rows: Arc<AtomicU64>,
+    /// The compactor's thread, woken when a table has segments enough for a part.
+    compactor: std::sync::OnceLock<std::thread::Thread>,
     /// The engine's open tick, once the writer's background threads run: the frontier a
     /// flush makes durable is the tick read before it.
     clock: Mutex<Option<Clock>>,
@@ -220,6 +222,7 @@ impl Storage {
             durable_watch: tokio::sync::watch::Sender::new(0),
             segment_written: AtomicBool::new(false),
             held_rows: Arc::default(),
+            compactor: std::sync::OnceLock::new(),
             clock: Mutex::new(None),
         }))
     }
@@ -441,6 +444,22 @@ impl Storage {
         }
     }
 
+    /// Starts a compaction round now: a table's segments hold enough rows for a part. Its
+    /// segments are then compacted while the storage still holds them in memory, instead of
+    /// waiting up to half a second while more arrive (past [`Storage::held_rows_max`], a
+    /// compaction reads segments back from storage and decodes them).
+    pub(crate) fn wake_compactor(&self) {
+        if let Some(thread) = self.compactor.get() {
+            thread.unpark();
+        }
+    }
+
+    /// The most rows of written segments the storage keeps in memory for their compaction:
+    /// the part being compacted and the next one, arriving meanwhile.
+    pub(crate) fn held_rows_max(&self) -> u64 {
+        self.config.compact_max_rows.saturating_mul(2)
+    }
+
     fn tables(&self) -> Vec<Arc<TableLog>> {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.retain(|t| t.strong_count() > 0);
@@ -510,8 +529,11 @@ impl Storage {
                 background_priority();
                 compact_forever(weak)
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the compactor");
+        match spawned {
+            Ok(handle) => {
+                let _ = self.compactor.set(handle.thread().clone());
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the compactor"),
         }
     }
 }
@@ -529,10 +551,11 @@ pub(crate) fn background_priority() {
     }
 }
 
-/// Compacts every table every half second, until the storage is gone.
+/// Compacts every table when woken ([`Storage::wake_compactor`]) and at least every half
+/// second, until the storage is gone.
 fn compact_forever(weak: std::sync::Weak<Storage>) {
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::park_timeout(Duration::from_millis(500));
         let Some(storage) = weak.upgrade() else {
             return;
         };

@@ -470,15 +470,20 @@ impl TableLog {
             bytes: size,
             rows,
         });
+        let config = &self.storage.config;
+        let segment_rows: u64 = st.segments.iter().map(|s| s.rows).sum();
+        if segment_rows >= config.compact_rows || st.segments.len() >= config.compact_segments {
+            self.storage.wake_compactor();
+        }
         Ok(())
     }
 
     /// Keeps a written segment's batches for its compaction, when the storage holds fewer
-    /// than `compact_max_rows` rows of segments in all (beyond that the compaction reads the
-    /// segment back).
+    /// than [`Storage::held_rows_max`] rows of segments in all (beyond that the compaction
+    /// reads the segment back).
     fn hold(&self, records: &[Arc<Record>], rows: u64) -> Option<Held> {
         let count = &self.storage.held_rows;
-        let max = self.storage.config.compact_max_rows;
+        let max = self.storage.held_rows_max();
         count
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
                 (held + rows <= max).then_some(held + rows)
@@ -1301,7 +1306,7 @@ mod tests {
     }
 
     /// A compaction takes the batches of the segments written since it last ran from memory
-    /// while the storage holds at most `compact_max_rows` rows of them, reads the other
+    /// while the storage holds at most twice `compact_max_rows` rows of them, reads the other
     /// segments back (also those released when writes paused), and writes the same parts
     /// either way; the count of held rows returns to zero once they are compacted.
     #[test]
@@ -1314,7 +1319,7 @@ mod tests {
         };
         let t = s.table("t", cols.clone(), rules()).unwrap();
         let mut expected = Vec::new();
-        for b in 0..3i64 {
+        for b in 0..6i64 {
             let rows: Vec<(Row, isize)> = (0..4)
                 .map(|i| {
                     (
@@ -1329,12 +1334,13 @@ mod tests {
             t.flush().unwrap();
         }
         expected.sort();
-        // Two segments of 4 rows fit under the bound of 10; the third is only on storage.
+        // Five segments of 4 rows fit under the bound of 20 (two parts of 10 rows); the sixth
+        // is only on storage.
         assert_eq!(
             t.state().held.keys().copied().collect::<Vec<_>>(),
-            vec![0, 1]
+            vec![0, 1, 2, 3, 4]
         );
-        assert_eq!(s.held_rows.load(Ordering::Relaxed), 8);
+        assert_eq!(s.held_rows.load(Ordering::Relaxed), 20);
         t.compact(true).unwrap();
         assert_eq!(t.figures().segments, 0);
         assert!(t.figures().parts >= 1);

@@ -24,8 +24,9 @@ const PARALLEL_MIN_CHANGES: usize = 4_096;
 
 /// The fewest rows a large group keeps in the view's order ([`Group`]): reads of a key's
 /// first rows up to this many walk its ordered index. Reads that go further raise it for their
-/// view ([`crate::View::page`]).
-pub(crate) const ORDERED_ROWS_MIN: usize = 1_024;
+/// view ([`crate::View::page`]). Few: under skewed keys the rows that change most (a top-k's
+/// heaviest users) are the first ones, and each of their changes costs a search of the order.
+pub(crate) const ORDERED_ROWS_MIN: usize = 64;
 
 /// One key's rows, each with its multiplicity: the first ones in the view's order, the others
 /// (past what reads walk) in no order. A change to a row past the ordered ones costs a hash
