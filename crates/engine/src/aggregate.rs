@@ -41,7 +41,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::accum::{Accum, AccumLayout};
 use crate::guard::Guard;
 use crate::keyed::{fold_by_key, fold_scanned_by_key, KeyedState};
-use crate::render::{plain_columns, Rows};
+use crate::render::Rows;
 use crate::source::Feed;
 use crate::values::ValuesLayout;
 
@@ -757,11 +757,10 @@ pub fn render<'s>(
                 && !keys.is_empty()
                 && slices.scope().peers() <= IN_PLACE_MAX_WORKERS =>
         {
-            let (k, u) = (layout.clone(), layout.clone());
+            let u = layout.clone();
             return fold_scanned_by_key(
                 (scan, slices, scan_guard),
-                plain_columns(keys),
-                move |row| k.keys.iter().map(|e| e.eval(row)).collect(),
+                keys.to_vec(),
                 move |row| (u.accumulated.contribution(row), u.cells(row)),
                 move || GroupState::new(layout.clone()),
             );

@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use hashbrown::hash_table::{self, HashTable};
+use petrel_sql::Expr;
 use petrel_value::{Row, Value};
 use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
@@ -28,7 +29,7 @@ use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::Stream;
 
 use crate::guard::Guard;
-use crate::render::Rows;
+use crate::render::{plain_columns, Rows};
 use crate::source::{Scan, Slice, Slices};
 
 /// One key's state: updates fold into it, and it says what rows the key outputs.
@@ -529,14 +530,12 @@ where
 /// fold of [`fold_by_key`] for a single process. Every worker reads each batch whole and folds
 /// the rows whose keys are its own, so no update is combined or exchanged between workers on
 /// its way to its key's state (updates at a time after the input frontier's still wait for it
-/// in the fold). A row that is not the worker's costs the hash of its key; under filters alone
-/// the key is read before them, else after the scan's steps. `key_of` gives a row's key, `update_of` what the row carries for it;
-/// `key_columns`, the row's columns the key is when it is nothing else, lets a row that is not
-/// the worker's be hashed where it lies, without making its key.
+/// in the fold). A row that is not the worker's costs its key ([`Routing`]), not the scan's
+/// steps. `keys` are the key's expressions over the rows the scan keeps; `update_of` gives
+/// what such a row carries for its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
     (scan, slices, guard): (Scan, Slices<'s>, Guard),
-    key_columns: Option<Vec<usize>>,
-    key_of: impl Fn(&Row) -> Key + 'static,
+    keys: Vec<Expr>,
     update_of: impl Fn(&Row) -> S::Update + 'static,
     fresh: F,
 ) -> Rows<'s>
@@ -545,12 +544,12 @@ where
     F: Fn() -> S + 'static,
 {
     let (peers, index) = (slices.scope().peers(), slices.scope().index());
-    // The key columns as the batch holds them, when the scan keeps rows as they are.
-    let raw_key_columns = key_columns.clone().filter(|_| scan.only_filters());
+    let routing = Routing::new(&scan, &keys);
     // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
     let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
     let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
     let scan_guard = guard.clone();
+    let key_of = move |row: &Row| -> Key { keys.iter().map(|e| e.eval(row)).collect() };
     fold_operator(
         spread,
         pact,
@@ -558,26 +557,45 @@ where
         guard,
         fresh,
         move |fold, fresh, at, cap, data| {
-            let keys_before_scan = raw_key_columns.as_deref();
+            let own = |hash: u64| worker_of(hash, peers) == index;
             for (_, slice) in data.drain(..) {
                 // The engine sends no slice older than its input's time.
                 let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
                 let updates = slice.updates().iter().filter_map(|(row, diff)| {
-                    let own = |hash: u64| worker_of(hash, peers) == index;
-                    // Under filters alone a row's key is read before them, so a row that is not
-                    // the worker's is not filtered here.
-                    let before = keys_before_scan.and_then(|c| route_columns(row, c));
-                    if before.is_some_and(|hash| !own(hash)) {
-                        return None;
-                    }
-                    let row = scan.apply(&scan_guard, row)?;
-                    let read = || key_columns.as_deref().and_then(|c| route_columns(&row, c));
-                    let (hash, key) = match before.or_else(read) {
-                        Some(hash) if !own(hash) => return None,
-                        Some(hash) => (hash, key_of(&row)),
-                        None => {
-                            let key = key_of(&row);
-                            (route(&key), key)
+                    let (hash, key, row) = match &routing {
+                        Routing::Columns(columns) => match route_columns(row, columns) {
+                            Some(hash) if !own(hash) => return None,
+                            Some(hash) => {
+                                let row = scan.apply(&scan_guard, row)?;
+                                (hash, key_of(&row), row)
+                            }
+                            None => {
+                                let row = scan.apply(&scan_guard, row)?;
+                                let key = key_of(&row);
+                                (route(&key), key, row)
+                            }
+                        },
+                        Routing::Exprs(exprs) => {
+                            if !scan.filters_keep(&scan_guard, row) {
+                                return None;
+                            }
+                            let key: Key = exprs.iter().map(|e| e.eval(row)).collect();
+                            let hash = route(&key);
+                            if !own(hash) {
+                                return None;
+                            }
+                            (hash, key, scan.project(&scan_guard, row)?)
+                        }
+                        Routing::AfterScan(columns) => {
+                            let row = scan.apply(&scan_guard, row)?;
+                            match columns.as_deref().and_then(|c| route_columns(&row, c)) {
+                                Some(hash) if !own(hash) => return None,
+                                Some(hash) => (hash, key_of(&row), row),
+                                None => {
+                                    let key = key_of(&row);
+                                    (route(&key), key, row)
+                                }
+                            }
                         }
                     };
                     own(hash).then(|| ((hash, key, update_of(&row)), *diff))
@@ -586,6 +604,34 @@ where
             }
         },
     )
+}
+
+/// How [`fold_scanned_by_key`] finds a batch row's worker: from the row as it lies where it
+/// can, so that a row that is not the worker's never goes through the scan's filters and
+/// projections (on `n` workers, every row's scan would otherwise run `n` times).
+enum Routing {
+    /// The key is these columns of the batch's rows (through the scan's projections), hashed
+    /// where they lie, before the scan's filters.
+    Columns(Vec<usize>),
+    /// The key's expressions over the batch's rows ([`Scan::over_batch_rows`]), evaluated
+    /// on the rows the scan's filters keep, before its projections; a time bucket
+    /// (`toStartOfMinute(timestamp)`) is one.
+    Exprs(Vec<Expr>),
+    /// The key is known only after the scan's steps; when it is plain columns of the rows
+    /// the scan keeps, those are hashed without making the key.
+    AfterScan(Option<Vec<usize>>),
+}
+
+impl Routing {
+    fn new(scan: &Scan, keys: &[Expr]) -> Routing {
+        match scan.over_batch_rows(keys) {
+            Some(exprs) => match plain_columns(&exprs) {
+                Some(columns) => Routing::Columns(columns),
+                None => Routing::Exprs(exprs),
+            },
+            None => Routing::AfterScan(plain_columns(keys)),
+        }
+    }
 }
 
 #[cfg(test)]

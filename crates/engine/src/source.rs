@@ -89,9 +89,56 @@ impl Scan {
         }
     }
 
-    /// True when the scan only filters: the rows it keeps are the batch's rows as they are.
-    pub(crate) fn only_filters(&self) -> bool {
-        self.steps.iter().all(|s| matches!(s, Step::Filter(_)))
+    /// `exprs`, which read the rows the scan keeps, as expressions over the batch's rows as
+    /// they lie: each projection's columns substituted, from the last step to the first. Such
+    /// an expression is evaluated only on the rows the scan's filters keep
+    /// ([`Scan::filters_keep`]), so it is `None` unless every filter comes before every
+    /// projection (the filters then read the batch's rows too), and where a lambda is involved
+    /// ([`Expr::substitute_columns`]).
+    pub(crate) fn over_batch_rows(&self, exprs: &[Expr]) -> Option<Vec<Expr>> {
+        let project = self
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::Project(_)))
+            .unwrap_or(self.steps.len());
+        if self.steps[project..]
+            .iter()
+            .any(|s| matches!(s, Step::Filter(_)))
+        {
+            return None;
+        }
+        let mut exprs = exprs.to_vec();
+        for step in self.steps.iter().rev() {
+            if let Step::Project(columns) = step {
+                exprs = exprs
+                    .iter()
+                    .map(|e| e.substitute_columns(columns))
+                    .collect::<Option<Vec<Expr>>>()?;
+            }
+        }
+        Some(exprs)
+    }
+
+    /// True when the scan's filters keep `row`, for a scan whose filters all come before its
+    /// projections ([`Scan::over_batch_rows`]); [`Scan::project`] then makes the row it keeps.
+    pub(crate) fn filters_keep(&self, guard: &Guard, row: &Row) -> bool {
+        self.steps.iter().all(|step| match step {
+            Step::Filter(predicate) => guard.run(|| predicate.eval(row).is_true()) == Some(true),
+            Step::Project(_) => true,
+        })
+    }
+
+    /// `row` after the scan's projections alone: the row the scan keeps, for a row its
+    /// filters kept ([`Scan::filters_keep`]). `None` when evaluating fails.
+    pub(crate) fn project<'r>(&self, guard: &Guard, row: &'r Row) -> Option<Cow<'r, Row>> {
+        let mut row = Cow::Borrowed(row);
+        for step in &self.steps {
+            if let Step::Project(exprs) = step {
+                let projected: Row = guard.run(|| exprs.iter().map(|e| e.eval(&row)).collect())?;
+                row = Cow::Owned(projected);
+            }
+        }
+        Some(row)
     }
 
     /// The datasource it reads.

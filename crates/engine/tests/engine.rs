@@ -293,6 +293,149 @@ fn values_of(live: &[Row], key: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// `v + throwIf(v = 3)` over column `c`: `v` on any row without `v = 3`; a row with it fails
+/// the view that evaluates it there.
+fn v_unless_3(c: usize) -> Expr {
+    use petrel_sql::functions::Func;
+    let is_3 = Expr::call(
+        Func::Eq,
+        vec![Expr::Column(c), Expr::Literal(Value::Int(3))],
+    );
+    Expr::call(
+        Func::Plus,
+        vec![Expr::Column(c), Expr::call(Func::ThrowIf, vec![is_3])],
+    )
+}
+
+/// Group keys made by projections, on two workers that each read every batch and fold the rows
+/// whose keys are theirs: with the filter before the key's projection, after it, and with the
+/// key's columns reordered by a projection, each view equals a recomputation. A key is
+/// evaluated only on the rows the filters keep: `throwIf` in it fails no view.
+#[test]
+fn group_keys_made_by_projections_follow_the_filters_and_equal_a_recomputation() {
+    use petrel_sql::functions::Func;
+    let engine = start();
+    let not_3 = Expr::call(
+        Func::NotEq,
+        vec![Expr::Column(1), Expr::Literal(Value::Int(3))],
+    );
+    let filtered = |input: Plan| Plan {
+        node: PlanNode::Filter {
+            input: Box::new(input),
+            predicate: not_3.clone(),
+        },
+        columns: columns(),
+    };
+    let count_by = |input: Plan, keys: Vec<Expr>| Plan {
+        node: PlanNode::Aggregate {
+            input: Box::new(input),
+            keys,
+            aggregates: vec![agg(AggFunc::Count, vec![], ColumnType::UInt(64))],
+        },
+        columns: vec![],
+    };
+    let doubled = Expr::call(
+        Func::Multiply,
+        vec![Expr::Column(1), Expr::Literal(Value::Int(2))],
+    );
+    // Rows told apart by their key are recomputed as the key's values then the count.
+    let plans = [
+        // Filter, then the projection that makes the key.
+        count_by(
+            project(filtered(scan()), vec![Expr::Column(0), v_unless_3(1)]),
+            vec![Expr::Column(0), Expr::Column(1)],
+        ),
+        // A projection, then the filter, then a key made of the projection's columns.
+        count_by(
+            filtered(project(
+                scan(),
+                vec![Expr::Column(0), Expr::Column(1), doubled],
+            )),
+            vec![Expr::Column(2), v_unless_3(1)],
+        ),
+        // The key's columns reordered by a projection under the filter.
+        count_by(
+            project(filtered(scan()), vec![Expr::Column(1), Expr::Column(0)]),
+            vec![Expr::Column(0), Expr::Column(1)],
+        ),
+    ];
+    let views: Vec<Arc<View>> = plans
+        .into_iter()
+        .map(|plan| {
+            let view = View::new(vec![], KeyColumns(vec![]), 1000);
+            engine.install(plan, view.clone()).unwrap();
+            view
+        })
+        .collect();
+    let mut seed = 0x0ddba11_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut live: Vec<Row> = Vec::new();
+    let mut ts = 0;
+    for _ in 0..30 {
+        let mut updates: Vec<(Row, isize)> = Vec::new();
+        for _ in 0..60 {
+            if !live.is_empty() && next(4) == 0 {
+                let row = live.swap_remove(next(live.len() as u64) as usize);
+                updates.push((row, -1));
+            } else {
+                let row = vec![
+                    Value::str(&format!("k{}", next(50))),
+                    Value::Int(next(6) as i64),
+                ];
+                live.push(row.clone());
+                updates.push((row, 1));
+            }
+        }
+        ts = engine.insert("t", updates).unwrap();
+    }
+    // Each view's rows, recomputed: the count of the live rows by key.
+    let recompute = |key: &dyn Fn(&str, i64) -> Row| {
+        let mut counts: std::collections::BTreeMap<Row, u64> = Default::default();
+        for row in &live {
+            let (Value::String(k), Value::Int(v)) = (&row[0], &row[1]) else {
+                unreachable!()
+            };
+            *counts.entry(key(k, *v)).or_default() += 1;
+        }
+        let rows: Vec<(Row, i64)> = counts
+            .into_iter()
+            .map(|(mut key, n)| {
+                key.push(Value::UInt(n));
+                (key, 1)
+            })
+            .collect();
+        rows
+    };
+    let expected = [
+        recompute(&|k, v| match v {
+            3 => vec![],
+            v => vec![Value::str(k), Value::Int(v)],
+        }),
+        recompute(&|_, v| match v {
+            3 => vec![],
+            v => vec![Value::Int(2 * v), Value::Int(v)],
+        }),
+        recompute(&|k, v| match v {
+            3 => vec![],
+            v => vec![Value::Int(v), Value::str(k)],
+        }),
+    ];
+    for (i, (view, want)) in views.iter().zip(expected).enumerate() {
+        let want: Vec<(Row, i64)> = want.into_iter().filter(|(r, _)| r.len() > 1).collect();
+        block_on(view.wait_for(ts));
+        assert_eq!(view.failure(), None, "view {i}");
+        let (mut rows, _) = view.counted_rows();
+        rows.sort();
+        assert_eq!(rows, want, "view {i}");
+    }
+    engine.shutdown();
+}
+
 /// Projections stacked as a lifted parameter and a SELECT list leave them (a reordering of
 /// columns over another, the last keeping its input's columns as they are) read as the one
 /// projection they make, over an aggregation and over a table's rows.

@@ -156,6 +156,38 @@ impl Expr {
         }
     }
 
+    /// The expression over a row that `columns` are computed from: each column it reads is
+    /// replaced by that column's expression (a column past them reads NULL, as [`Expr::eval`]
+    /// does). `None` where a lambda is involved, on either side: a lambda's parameters are
+    /// numbered by how deep they sit, which a substitution would change.
+    pub fn substitute_columns(&self, columns: &[Expr]) -> Option<Expr> {
+        match self {
+            Expr::Column(i) => {
+                let column = columns.get(*i).cloned();
+                let column = column.unwrap_or(Expr::Literal(Value::Null));
+                (!column.has_lambda_arg()).then_some(column)
+            }
+            Expr::Call { func, args } => Some(Expr::Call {
+                func: func.clone(),
+                args: args
+                    .iter()
+                    .map(|a| a.substitute_columns(columns))
+                    .collect::<Option<Vec<Expr>>>()?,
+            }),
+            Expr::LambdaArg { .. } => None,
+            other => Some(other.clone()),
+        }
+    }
+
+    /// True when a lambda's parameter appears in the expression.
+    fn has_lambda_arg(&self) -> bool {
+        match self {
+            Expr::LambdaArg { .. } => true,
+            Expr::Call { args, .. } => args.iter().any(Expr::has_lambda_arg),
+            _ => false,
+        }
+    }
+
     /// True when the expression reads no column (it may still read parameters).
     pub fn is_constant(&self) -> bool {
         match self {
@@ -354,6 +386,28 @@ mod tests {
 
     fn lit(v: impl Into<Value>) -> Expr {
         Expr::Literal(v.into())
+    }
+
+    /// An expression over a projection's columns, substituted, evaluates on the projected
+    /// row's source as it does on the projected row; a column past the projection reads NULL;
+    /// a lambda's parameter on either side refuses the substitution.
+    #[test]
+    fn substituted_columns_evaluate_as_the_projection_they_read() {
+        let source = vec![Value::Int(5), Value::str("abc")];
+        let projection = vec![col(1), Expr::call(Func::Plus, vec![col(0), lit(2i64)])];
+        let projected: Vec<Value> = projection.iter().map(|e| e.eval(&source)).collect();
+        let over_projection = Expr::call(Func::Multiply, vec![col(1), lit(10i64)]);
+        let over_source = over_projection.substitute_columns(&projection).unwrap();
+        assert_eq!(over_source.eval(&source), over_projection.eval(&projected));
+        assert_eq!(over_source.eval(&source), Value::Int(70));
+        assert_eq!(col(0).substitute_columns(&projection), Some(col(1)));
+        assert_eq!(
+            col(5).substitute_columns(&projection),
+            Some(lit(Value::Null))
+        );
+        let arg = Expr::LambdaArg { level: 0, index: 0 };
+        assert_eq!(arg.substitute_columns(&projection), None);
+        assert_eq!(col(0).substitute_columns(&[arg]), None);
     }
 
     #[test]
