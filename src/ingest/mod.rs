@@ -65,7 +65,12 @@ pub fn decode_ndjson_body(
             good: Vec::new(),
             bad: Vec::new(),
         };
-        for line in slice.split(|b| *b == b'\n') {
+        // Line ends found a word at a time, not byte by byte.
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', slice).chain(std::iter::once(slice.len()));
+        for end in ends {
+            let line = &slice[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

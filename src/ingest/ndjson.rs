@@ -10,6 +10,7 @@ use std::fmt;
 use petrel_value::{ColumnType, Row, Value};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::flat_json;
 use crate::project::{ColumnDefault, ColumnSpec};
@@ -126,7 +127,8 @@ impl RowDecoder {
 
     /// Decodes one line into a row, or says why it does not fit.
     pub fn decode(&self, line: &str, now_secs: i64) -> Result<Row, Rejected> {
-        let mut slots: Vec<Option<&str>> = vec![None; self.columns.len()];
+        // On the stack for the usual datasource's columns: no allocation per line.
+        let mut slots: SmallVec<[Option<&str>; 32]> = smallvec::smallvec![None; self.columns.len()];
         let children = &self.trie.children;
         // Events mostly list their keys in one order: the key after the last one found is
         // tried first.
@@ -385,7 +387,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MapPairs<'a> {
 /// Visits one JSON object, capturing the raw values the trie asks for.
 struct ObjectSeed<'a, 'de> {
     trie: &'a Trie,
-    slots: &'a mut Vec<Option<&'de str>>,
+    slots: &'a mut [Option<&'de str>],
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectSeed<'_, 'de> {

@@ -200,7 +200,7 @@ impl Group {
         }
         match self.tail.find_mut(hash, |(e, _)| e.row() == old.as_slice()) {
             Some((entry, held)) if *held == count => {
-                *entry = order.entry(new);
+                order.replace_entry(entry, new);
                 true
             }
             _ => false,

@@ -114,6 +114,22 @@ impl RowOrder {
         self.entry_from(row.len(), values)
     }
 
+    /// Makes `entry` the entry of `row`, in the allocation it has when the row fits it (the
+    /// new version of a group's row has as many values): a changed row costs a copy of its
+    /// values, not an allocation and a free.
+    pub fn replace_entry(&self, entry: &mut SortedRow, row: &Row) {
+        if self.values.is_some() || entry.values.len() != row.len() {
+            *entry = self.entry(row);
+            return;
+        }
+        entry.values.clone_from_slice(row);
+        let [a, b] = self.hints(row.len(), &entry.values);
+        entry.bits = [a.bits, b.bits];
+        entry.class = [a.class, b.class];
+        entry.exact = [a.exact, b.exact];
+        entry.row_len = u32::try_from(row.len()).unwrap_or(u32::MAX);
+    }
+
     /// [`RowOrder::entry`] of a row the caller gives up (no copy of it is made).
     pub fn entry_of(&self, row: Row) -> SortedRow {
         let len = row.len();
@@ -152,12 +168,7 @@ impl RowOrder {
     /// The entry of a row of `row_len` values, followed in `values` by its computed sort
     /// values (if the order computes them).
     fn entry_from(&self, row_len: usize, values: Box<[Value]>) -> SortedRow {
-        let (own, sort) = values.split_at(row_len.min(values.len()));
-        let item = |k: usize| match &self.spec.columns {
-            Some(columns) => columns.get(k).map(|&c| own.get(c).unwrap_or(&NULL)),
-            None => sort.get(k),
-        };
-        let [a, b] = [0, 1].map(|k| item(k).map(Hint::of).unwrap_or(Hint::NONE));
+        let [a, b] = self.hints(row_len, &values);
         SortedRow {
             bits: [a.bits, b.bits],
             class: [a.class, b.class],
@@ -166,6 +177,17 @@ impl RowOrder {
             values,
             spec: self.spec.clone(),
         }
+    }
+
+    /// The hints of the first two sort values of an entry's `values` (a row of `row_len`
+    /// values, then its computed sort values).
+    fn hints(&self, row_len: usize, values: &[Value]) -> [Hint; 2] {
+        let (own, sort) = values.split_at(row_len.min(values.len()));
+        let item = |k: usize| match &self.spec.columns {
+            Some(columns) => columns.get(k).map(|&c| own.get(c).unwrap_or(&NULL)),
+            None => sort.get(k),
+        };
+        [0, 1].map(|k| item(k).map(Hint::of).unwrap_or(Hint::NONE))
     }
 }
 
@@ -428,6 +450,35 @@ mod tests {
             assert_eq!(entry.into_row(), row);
         }
         assert_eq!(by_second_desc().sort(vec![row.clone()]), vec![row]);
+    }
+
+    /// An entry made over for another row, in its allocation or not (a row of another length,
+    /// an order that computes its sort values), is the entry made for that row: the same row,
+    /// equal, and ordered alike against others.
+    #[test]
+    fn an_entry_made_over_is_the_new_rows_entry() {
+        let old = vec![Value::str("a"), Value::Int(5), Value::Null];
+        let others = [
+            vec![Value::str("long enough to skip the hint"), Value::Int(7)],
+            vec![Value::str("b"), Value::Int(4), Value::UInt(1)],
+            vec![Value::str("a"), Value::Int(9), Value::Null],
+        ];
+        for order in [
+            by_second_desc(),
+            RowOrder::by_columns(vec![SortDirection::default()], vec![1]),
+        ] {
+            for new in &others {
+                let mut entry = order.entry(&old);
+                order.replace_entry(&mut entry, new);
+                let fresh = order.entry(new);
+                assert_eq!(entry.row(), new.as_slice());
+                assert!(entry == fresh);
+                for other in others.iter().chain([&old]) {
+                    let other = order.entry(other);
+                    assert_eq!(entry.cmp(&other), fresh.cmp(&other));
+                }
+            }
+        }
     }
 
     fn by_second_desc() -> RowOrder {
