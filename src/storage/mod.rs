@@ -128,7 +128,7 @@ pub struct Storage {
     /// Rows of written segments every table keeps in memory for its next compaction (at
     /// most [`Storage::held_rows_max`] in all).
     held_rows: Arc<AtomicU64>,
-    /// The compactor's thread, woken when a table has segments enough for a part.
+    /// The compactor's thread, woken when a table's segments reach the compaction threshold.
     compactor: std::sync::OnceLock<std::thread::Thread>,
     /// The engine's open tick, once the writer's background threads run: the frontier a
     /// flush makes durable is the tick read before it.
@@ -444,10 +444,10 @@ impl Storage {
         }
     }
 
-    /// Starts a compaction round now: a table's segments hold enough rows for a part. Its
-    /// segments are then compacted while the storage still holds them in memory, instead of
-    /// waiting up to half a second while more arrive (past [`Storage::held_rows_max`], a
-    /// compaction reads segments back from storage and decodes them).
+    /// Starts a compaction round now: a table's segments reach the compaction threshold
+    /// (`compact_rows` or `compact_segments`). They are then compacted while the storage still
+    /// holds them in memory, instead of up to half a second later, when more have arrived
+    /// (past [`Storage::held_rows_max`], a compaction reads segments back and decodes them).
     pub(crate) fn wake_compactor(&self) {
         if let Some(thread) = self.compactor.get() {
             thread.unpark();
@@ -556,7 +556,7 @@ pub(crate) fn background_priority() {
 fn compact_forever(weak: std::sync::Weak<Storage>) {
     loop {
         std::thread::park_timeout(Duration::from_millis(500));
-        let Some(storage) = weak.upgrade() else {
+        let Some(storage) = weak.upgrade().filter(|s| !s.is_stopped()) else {
             return;
         };
         for table in storage.tables() {

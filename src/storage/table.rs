@@ -472,7 +472,10 @@ impl TableLog {
         });
         let config = &self.storage.config;
         let segment_rows: u64 = st.segments.iter().map(|s| s.rows).sum();
-        if segment_rows >= config.compact_rows || st.segments.len() >= config.compact_segments {
+        let due =
+            segment_rows >= config.compact_rows || st.segments.len() >= config.compact_segments;
+        drop(st);
+        if due && !self.storage.is_stopped() {
             self.storage.wake_compactor();
         }
         Ok(())
@@ -537,6 +540,11 @@ impl TableLog {
             return Ok(());
         }
         let _turn = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        // A background round woken just before the storage stopped: the stop waited for the
+        // compaction running then, not for one starting after it.
+        if !force && self.storage.is_stopped() {
+            return Ok(());
+        }
         let config = &self.storage.config;
         loop {
             let segments = self.state().segments.clone();

@@ -726,9 +726,10 @@ impl GroupLayout {
 }
 
 /// The most workers that each read every row of a batch to fold the groups that are their
-/// own ([`fold_scanned_by_key`]): a row costs the hash of its key on every worker, and beyond
-/// this many workers those hashes cost more than making the row into a record and exchanging
-/// it (a few hashes' worth, about 100 ns).
+/// own ([`fold_scanned_by_key`]): a row costs its key (the hash of its columns, or the key's
+/// expressions after the scan's filters) on every worker, and beyond this many workers those
+/// costs exceed making the row into a record and exchanging it (a few hashes' worth, about
+/// 100 ns).
 const IN_PLACE_MAX_WORKERS: usize = 8;
 
 /// Renders `GROUP BY keys` with `aggregates` over `input`; `unit` holds one empty row, which

@@ -530,8 +530,8 @@ where
 /// fold of [`fold_by_key`] for a single process. Every worker reads each batch whole and folds
 /// the rows whose keys are its own, so no update is combined or exchanged between workers on
 /// its way to its key's state (updates at a time after the input frontier's still wait for it
-/// in the fold). A row that is not the worker's costs its key ([`Routing`]), not the scan's
-/// steps. `keys` are the key's expressions over the rows the scan keeps; `update_of` gives
+/// in the fold). A row that is not the worker's costs at most its key and the scan's filters
+/// ([`Routing`]); the whole scan where the key is known only after it. `keys` are the key's expressions over the rows the scan keeps; `update_of` gives
 /// what such a row carries for its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
     (scan, slices, guard): (Scan, Slices<'s>, Guard),
@@ -579,7 +579,8 @@ where
                             if !scan.filters_keep(&scan_guard, row) {
                                 return None;
                             }
-                            let key: Key = exprs.iter().map(|e| e.eval(row)).collect();
+                            let key: Key =
+                                scan_guard.run(|| exprs.iter().map(|e| e.eval(row)).collect())?;
                             let hash = route(&key);
                             if !own(hash) {
                                 return None;
@@ -607,8 +608,8 @@ where
 }
 
 /// How [`fold_scanned_by_key`] finds a batch row's worker: from the row as it lies where it
-/// can, so that a row that is not the worker's never goes through the scan's filters and
-/// projections (on `n` workers, every row's scan would otherwise run `n` times).
+/// can, so that a row that is not the worker's goes through as few of the scan's steps as its
+/// key allows (on `n` workers, every row's scan would otherwise run `n` times).
 enum Routing {
     /// The key is these columns of the batch's rows (through the scan's projections), hashed
     /// where they lie, before the scan's filters.

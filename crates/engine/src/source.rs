@@ -93,8 +93,9 @@ impl Scan {
     /// they lie: each projection's columns substituted, from the last step to the first. Such
     /// an expression is evaluated only on the rows the scan's filters keep
     /// ([`Scan::filters_keep`]), so it is `None` unless every filter comes before every
-    /// projection (the filters then read the batch's rows too), and where a lambda is involved
-    /// ([`Expr::substitute_columns`]).
+    /// projection (the filters then read the batch's rows too), where a lambda is involved
+    /// ([`Expr::substitute_columns`]), and where a computed column would be substituted more
+    /// than once (its work would be repeated, and over stacked projections multiplied).
     pub(crate) fn over_batch_rows(&self, exprs: &[Expr]) -> Option<Vec<Expr>> {
         let project = self
             .steps
@@ -110,6 +111,14 @@ impl Scan {
         let mut exprs = exprs.to_vec();
         for step in self.steps.iter().rev() {
             if let Step::Project(columns) = step {
+                let mut reads = vec![0usize; columns.len()];
+                exprs.iter().for_each(|e| count_reads(e, &mut reads));
+                let repeated = |(read, column): (&usize, &Expr)| {
+                    *read > 1 && matches!(column, Expr::Call { .. })
+                };
+                if reads.iter().zip(columns).any(repeated) {
+                    return None;
+                }
                 exprs = exprs
                     .iter()
                     .map(|e| e.substitute_columns(columns))
@@ -207,6 +216,20 @@ impl Scan {
     }
 }
 
+/// Adds to `reads[c]` each time `expr` reads column `c` (columns past `reads` are not
+/// counted).
+fn count_reads(expr: &Expr, reads: &mut [usize]) {
+    match expr {
+        Expr::Column(c) => {
+            if let Some(n) = reads.get_mut(*c) {
+                *n += 1;
+            }
+        }
+        Expr::Call { args, .. } => args.iter().for_each(|a| count_reads(a, reads)),
+        _ => {}
+    }
+}
+
 /// The rows an operator keyed on them reads: a collection, or a scan of a datasource read in
 /// place (no row is copied on its way to the operator's keys).
 pub(crate) enum Feed<'s> {
@@ -233,5 +256,59 @@ impl<'s> Feed<'s> {
                 .as_collection(),
             Feed::Scan(scan, slices, guard) => scan.read(slices, guard, f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petrel_sql::functions::Func;
+    use petrel_value::Value;
+
+    fn scan_of(steps: Vec<Step>) -> Scan {
+        Scan {
+            table: "t".into(),
+            steps,
+        }
+    }
+
+    fn plus_one(c: usize) -> Expr {
+        Expr::call(
+            Func::Plus,
+            vec![Expr::Column(c), Expr::Literal(Value::Int(1))],
+        )
+    }
+
+    /// Keys over the rows a scan keeps are rewritten over the batch's rows through its
+    /// projections, except where a filter follows a projection or a computed column would be
+    /// evaluated twice; filters before the projections leave the rewrite as it is.
+    #[test]
+    fn keys_read_the_batch_rows_through_the_projections_they_can() {
+        let filter = Step::Filter(Expr::call(
+            Func::NotEq,
+            vec![Expr::Column(0), Expr::Literal(Value::Int(3))],
+        ));
+        let project = Step::Project(vec![Expr::Column(2), plus_one(0)]);
+        let scan = scan_of(vec![filter.clone(), project.clone()]);
+        assert_eq!(
+            scan.over_batch_rows(&[Expr::Column(1), Expr::Column(0)]),
+            Some(vec![plus_one(0), Expr::Column(2)])
+        );
+        assert_eq!(
+            scan.over_batch_rows(&[Expr::Column(0), Expr::Column(0)]),
+            Some(vec![Expr::Column(2), Expr::Column(2)]),
+            "a plain column may be read twice"
+        );
+        assert_eq!(
+            scan.over_batch_rows(&[Expr::Column(1), plus_one(1)]),
+            None,
+            "the computed column would be computed twice"
+        );
+        let filter_after = scan_of(vec![project, filter]);
+        assert_eq!(filter_after.over_batch_rows(&[Expr::Column(0)]), None);
+        assert_eq!(
+            scan_of(Vec::new()).over_batch_rows(&[plus_one(1)]),
+            Some(vec![plus_one(1)])
+        );
     }
 }
