@@ -585,32 +585,6 @@ impl PartWriter {
         }
     }
 
-    /// Appends one record batch of a part's columns (log position, time and diff first)
-    /// already in the part's order, as a columnar merge makes them, folding each column's
-    /// extremes into the statistics.
-    pub(super) fn write_batch(&mut self, columns: Vec<ArrayRef>) -> Result<(), StorageError> {
-        for (c, kind) in self.kinds.clone().into_iter().enumerate() {
-            let Some(array) = columns.get(c + 3) else {
-                continue;
-            };
-            let found = match array_extremes(array, kind) {
-                Some(found) => found,
-                None => {
-                    let mut cells: Vec<Row> = vec![Vec::with_capacity(1); array.len()];
-                    read_cells(array, kind, &mut cells)?;
-                    let mut values = cells.into_iter().flatten().filter(|v| !v.is_null());
-                    values.next().map(|first| {
-                        values.fold((first.clone(), first), |(lo, hi), v| {
-                            (lo.min(v.clone()), hi.max(v))
-                        })
-                    })
-                }
-            };
-            self.fold_extremes(c, found);
-        }
-        self.write_columns(columns)
-    }
-
     /// Writes one record batch of the part's columns.
     fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<(), StorageError> {
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
@@ -659,11 +633,6 @@ impl PartReader {
     /// How the part stores its columns.
     pub(crate) fn kinds(&self) -> PartKinds {
         PartKinds(self.kinds.clone())
-    }
-
-    /// How the part stores each of its columns (the datasource's, in order).
-    pub(super) fn stored_kinds(&self) -> &[Kind] {
-        &self.kinds
     }
 
     /// The next record batch, or `None` at the end.

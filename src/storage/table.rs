@@ -746,26 +746,29 @@ impl TableLog {
     }
 
     /// Merges neighbouring parts of one partition (`run`, in log order) into one part, named
-    /// for the manifest `version` that will list it, streaming: each is sorted by (sorting
-    /// key, log position), so the merge reads and writes one record batch per part at a time
-    /// and its memory does not grow with the parts. Expired rows are dropped on the way;
-    /// returns the part and the net rows dropped.
+    /// for the manifest `version` that will list it: by copying their row groups where they
+    /// store their columns alike and no row can have expired ([`part_merge`]), else row by
+    /// row, streaming (each part is sorted by (sorting key, log position), so the merge holds
+    /// one record batch per part at a time) and dropping expired rows on the way. Returns the
+    /// part and the net rows dropped.
     fn merge_run(&self, run: &[&PartInfo], version: u64) -> Result<(PartInfo, i64), StorageError> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Err(StorageError::Corrupt("a merge of no parts".into()));
         };
         let file = format!("{:020}-{:020}-m{version}.parquet", first.first, last.end);
-        let readers = run
+        let files = run
             .iter()
-            .map(|p| part::PartReader::open(self.read_part(p)?))
+            .map(|p| part_merge::PartFile::open(self.read_part(p)?))
             .collect::<Result<Vec<_>, StorageError>>()?;
-        // Column by column where the parts store their columns alike and no row can have
-        // expired (expiry is a function of the row's values).
+        // Expiry is a function of the row's values: a copy would keep expired rows.
         let (merged, dropped) =
-            if self.rules.expiry.is_none() && part_merge::applies(&readers, self.columns.len()) {
-                let merged = part_merge::merge(readers, &self.columns, &self.rules.sort_key)?;
-                (merged, 0)
+            if self.rules.expiry.is_none() && part_merge::applies(&files, self.columns.len()) {
+                (part_merge::concatenate(&files, run)?, 0)
             } else {
+                let readers = files
+                    .into_iter()
+                    .map(|f| part::PartReader::open(f.into_bytes()))
+                    .collect::<Result<Vec<_>, StorageError>>()?;
                 self.merge_rows(run, readers)?
             };
         let bytes = merged.encoded.bytes.len() as u64;
