@@ -156,6 +156,50 @@ fn aggregates_follow_history_inserts_and_retractions() {
 /// folding the keys that hash to it. Over many keys, seeded random inserts and retractions in
 /// many batches, and a filter, the view installed before the rows and the one installed
 /// halfway (whose history is replayed) both equal a recomputation from the rows.
+/// Seeded random inserts and retractions of `(k, v)` rows, and the rows they leave live: what
+/// the tests that check a view against a recomputation insert.
+struct Changes {
+    seed: u64,
+    live: Vec<Row>,
+}
+
+impl Changes {
+    fn new(seed: u64) -> Changes {
+        Changes {
+            seed,
+            live: Vec::new(),
+        }
+    }
+
+    /// A number below `n` (xorshift).
+    fn next(&mut self, n: u64) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed % n
+    }
+
+    /// `n` changes: about a quarter retract a live row, the others insert a row of one of
+    /// `keys` keys with a value below `values`.
+    fn batch(&mut self, n: usize, keys: u64, values: u64) -> Vec<(Row, isize)> {
+        let mut updates = Vec::with_capacity(n);
+        for _ in 0..n {
+            if !self.live.is_empty() && self.next(4) == 0 {
+                let at = self.next(self.live.len() as u64) as usize;
+                updates.push((self.live.swap_remove(at), -1));
+            } else {
+                let row = vec![
+                    Value::str(&format!("k{}", self.next(keys))),
+                    Value::Int(self.next(values) as i64),
+                ];
+                self.live.push(row.clone());
+                updates.push((row, 1));
+            }
+        }
+        updates
+    }
+}
+
 #[test]
 fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
     let engine = start();
@@ -186,39 +230,18 @@ fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
     };
     let early = View::new(vec![], KeyColumns(vec![0]), 1000);
     engine.install(plan(), early.clone()).unwrap();
-    let mut seed = 0x5eed_u64;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let mut live: Vec<Row> = Vec::new();
+    let mut changes = Changes::new(0x5eed);
     let mut late = None;
     let mut ts = 0;
     for batch in 0..40 {
-        let mut updates: Vec<(Row, isize)> = Vec::new();
-        for _ in 0..50 {
-            if !live.is_empty() && next(4) == 0 {
-                let row = live.swap_remove(next(live.len() as u64) as usize);
-                updates.push((row, -1));
-            } else {
-                let row = vec![
-                    Value::str(&format!("k{}", next(200))),
-                    Value::Int(next(8) as i64),
-                ];
-                live.push(row.clone());
-                updates.push((row, 1));
-            }
-        }
-        ts = engine.insert("t", updates).unwrap();
+        ts = engine.insert("t", changes.batch(50, 200, 8)).unwrap();
         if batch == 20 {
             let view = View::new(vec![], KeyColumns(vec![0]), 1000);
             engine.install(plan(), view.clone()).unwrap();
             late = Some(view);
         }
     }
-    let late = late.unwrap();
+    let (late, live) = (late.unwrap(), changes.live);
     // Each key's count, sum and distinct values of the rows that pass the filter.
     let mut expected: std::collections::BTreeMap<String, (u64, i64, Vec<i64>)> = Default::default();
     for row in live.iter().filter(|r| r[1] != Value::Int(3)) {
@@ -367,32 +390,12 @@ fn group_keys_made_by_projections_follow_the_filters_and_equal_a_recomputation()
             view
         })
         .collect();
-    let mut seed = 0x0ddba11_u64;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
-    let mut live: Vec<Row> = Vec::new();
+    let mut changes = Changes::new(0x0ddba11);
     let mut ts = 0;
     for _ in 0..30 {
-        let mut updates: Vec<(Row, isize)> = Vec::new();
-        for _ in 0..60 {
-            if !live.is_empty() && next(4) == 0 {
-                let row = live.swap_remove(next(live.len() as u64) as usize);
-                updates.push((row, -1));
-            } else {
-                let row = vec![
-                    Value::str(&format!("k{}", next(50))),
-                    Value::Int(next(6) as i64),
-                ];
-                live.push(row.clone());
-                updates.push((row, 1));
-            }
-        }
-        ts = engine.insert("t", updates).unwrap();
+        ts = engine.insert("t", changes.batch(60, 50, 6)).unwrap();
     }
+    let live = changes.live;
     // Each view's rows, recomputed: the count of the live rows by key.
     let recompute = |key: &dyn Fn(&str, i64) -> Row| {
         let mut counts: std::collections::BTreeMap<Row, u64> = Default::default();
