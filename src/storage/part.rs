@@ -219,8 +219,6 @@ impl Kind {
     }
 }
 
-/// The kind that stores every value of column `c`: the scalar kind all its non-null values
-/// share, else bincode.
 /// How each of the first `columns` columns of `rows` is stored: the kind of its non-NULL
 /// values, bincode where they are of several kinds, a string column where all are NULL. One
 /// pass over the rows, reading each row's values where they lie.

@@ -56,17 +56,20 @@ impl PartFile {
 }
 
 /// True when `parts` can be merged by copying their row groups: they have one Parquet schema
-/// (each column stored as the same kind), with the log position, time and diff and the
-/// datasource's `width` columns.
+/// and one Arrow schema (each column stored as the same kind: kinds that share a Parquet type,
+/// as integers and times do, differ in the Arrow schema's metadata), with the log position,
+/// time and diff and the datasource's `width` columns.
 pub(crate) fn applies(parts: &[PartFile], width: usize) -> bool {
     let Some(first) = parts.first() else {
         return false;
     };
-    let schema = first.metadata.file_metadata().schema();
-    first.metadata.file_metadata().schema_descr().num_columns() == width + 3
-        && parts
-            .iter()
-            .all(|p| p.metadata.file_metadata().schema() == schema)
+    let file = first.metadata.file_metadata();
+    file.schema_descr().num_columns() == width + 3
+        && parts.iter().all(|p| {
+            let other = p.metadata.file_metadata();
+            other.schema() == file.schema()
+                && other.key_value_metadata() == file.key_value_metadata()
+        })
 }
 
 /// Copies the row groups of `parts` (in log order; [`applies`] to them), which `infos`
@@ -253,8 +256,8 @@ mod tests {
         );
     }
 
-    /// Parts that store a column differently, or lack a column of the datasource, are left to
-    /// the row-by-row merge.
+    /// Parts that store a column differently (also as kinds that share a Parquet type), or lack
+    /// a column of the datasource, are left to the row-by-row merge.
     #[test]
     fn parts_stored_differently_are_not_merged_by_row_groups() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -263,6 +266,21 @@ mod tests {
         b[0].row[1] = Value::Int(-1);
         let (fa, fb, fa2) = (part(&a).0, part(&b).0, part(&a).0);
         assert!(!applies(&[fa, fb], names().len()));
+        // Integers and times are both stored as 64-bit integers; only the kind tells them
+        // apart.
+        let times = |rows: &[PartRow], time: bool| -> Vec<PartRow> {
+            let mut rows = rows.to_vec();
+            for r in &mut rows {
+                r.row[1] = match (&r.row[1], time) {
+                    (Value::UInt(u), true) => Value::DateTime(*u as i64),
+                    (Value::UInt(u), false) => Value::Int(*u as i64),
+                    (v, _) => v.clone(),
+                };
+            }
+            rows
+        };
+        let (ints, dates) = (part(&times(&a, false)).0, part(&times(&a, true)).0);
+        assert!(!applies(&[ints, dates], names().len()));
         assert!(applies(std::slice::from_ref(&fa2), names().len()));
         assert!(!applies(&[fa2], names().len() + 1));
     }
