@@ -14,7 +14,7 @@
 //! ```text
 //! tables/NAME/manifest/VERSION.json      the parts and where the log continues
 //! tables/NAME/log/FIRST-END.seg          batches FIRST..END (bincode), written once
-//! tables/NAME/parts/FIRST-END.parquet    batches FIRST..END as a sorted Parquet part
+//! tables/NAME/parts/FIRST-END.parquet    batches FIRST..END as a Parquet part
 //! frontier                               every batch below this timestamp is durable
 //! views/KEY.json, views/KEY-UPPER.parquet a view's rows at a timestamp (see view_snapshot)
 //! ```

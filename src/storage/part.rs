@@ -29,7 +29,8 @@ use petrel_view::Ts;
 
 use super::StorageError;
 
-/// Rows per Parquet row group: the unit workers split a replay by.
+/// The most rows per Parquet row group (row groups are the unit workers split a replay by; a
+/// merged part copies its parts' row groups, the last of each part's possibly smaller).
 pub(crate) const ROW_GROUP_ROWS: usize = 65_536;
 
 /// One update as a part holds it: log position, timestamp, multiplicity, row.
@@ -634,7 +635,7 @@ impl PartReader {
     }
 
     /// The next record batch, or `None` at the end.
-    pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, StorageError> {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, StorageError> {
         self.batches.next().transpose().map_err(corrupt)
     }
 
@@ -660,7 +661,7 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("unreadable part: {e}"))
 }
 
-pub(super) fn downcast<T: 'static>(a: &ArrayRef) -> Result<&T, StorageError> {
+fn downcast<T: 'static>(a: &ArrayRef) -> Result<&T, StorageError> {
     a.as_any()
         .downcast_ref::<T>()
         .ok_or_else(|| corrupt("a column does not have the type its metadata says"))

@@ -5,16 +5,16 @@
 //! in one order: it copies each part's row groups, encoded and compressed as they are, one
 //! after the other into the merged part. No value is decoded, compared or encoded again, and
 //! a merge costs the bytes it copies; it was the part of storage whose cost grew with the
-//! data (a row was decoded and encoded again each time its part grew). Each row group stays
-//! sorted by the sorting key, as its compaction wrote it, and its Parquet statistics stay
-//! with it. Parts whose Parquet schemas differ (a column stored as another kind, or added
-//! since), and the parts of a table whose rows expire, are merged row by row instead
-//! (`TableLog::merge_rows`).
+//! data (a row was decoded and encoded again each time its part grew). A row group keeps its
+//! Parquet statistics. Parts whose Parquet or Arrow schemas differ (a column stored as another
+//! kind), parts whose row groups are mostly small (a table that compacts few rows at a time:
+//! copied, they would never be joined, and a replay reads a part's footer once per row
+//! group), and the parts of a table whose rows expire are merged row by row instead
+//! (`TableLog::merge_rows`), into full row groups.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
@@ -22,7 +22,7 @@ use parquet::file::writer::SerializedFileWriter;
 use petrel_view::Ts;
 
 use super::manifest::PartInfo;
-use super::part::{corrupt, ColumnStats, EncodedPart};
+use super::part::{corrupt, ColumnStats, EncodedPart, ROW_GROUP_ROWS};
 use super::StorageError;
 
 /// A merged part and what the manifest says of it (a merge by rows gives the same).
@@ -58,13 +58,24 @@ impl PartFile {
 /// True when `parts` can be merged by copying their row groups: they have one Parquet schema
 /// and one Arrow schema (each column stored as the same kind: kinds that share a Parquet type,
 /// as integers and times do, differ in the Arrow schema's metadata), with the log position,
-/// time and diff and the datasource's `width` columns.
+/// time and diff and the datasource's `width` columns; and the merged part would hold at most
+/// one row group more per part than its rows need. Small row groups are then never copied
+/// into a part more than once: a part made of them is merged row by row the next time.
 pub(crate) fn applies(parts: &[PartFile], width: usize) -> bool {
     let Some(first) = parts.first() else {
         return false;
     };
     let file = first.metadata.file_metadata();
+    let rows: i64 = parts
+        .iter()
+        .map(|p| p.metadata.file_metadata().num_rows())
+        .sum();
+    let groups: usize = parts.iter().map(|p| p.metadata.num_row_groups()).sum();
+    let needed = usize::try_from(rows)
+        .unwrap_or(usize::MAX)
+        .div_ceil(ROW_GROUP_ROWS);
     file.schema_descr().num_columns() == width + 3
+        && groups <= needed.saturating_add(parts.len())
         && parts.iter().all(|p| {
             let other = p.metadata.file_metadata();
             other.schema() == file.schema()
@@ -78,10 +89,17 @@ pub(crate) fn concatenate(parts: &[PartFile], infos: &[&PartInfo]) -> Result<Mer
     let Some(first) = parts.first() else {
         return Err(StorageError::Corrupt("a merge of no parts".into()));
     };
+    if parts.len() != infos.len() {
+        return Err(StorageError::Corrupt(format!(
+            "a merge of {} parts described by {} manifest entries",
+            parts.len(),
+            infos.len()
+        )));
+    }
     let file = first.metadata.file_metadata();
-    // The Arrow schema (each column's stored kind) is in the footer's key-value metadata.
+    // The Arrow schema (each column's stored kind) is in the footer's key-value metadata. The
+    // copied column chunks keep their own compression.
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_key_value_metadata(file.key_value_metadata().cloned())
         .build();
     let schema = file.schema_descr().root_schema_ptr();
@@ -93,8 +111,8 @@ pub(crate) fn concatenate(parts: &[PartFile], infos: &[&PartInfo]) -> Result<Mer
             let mut out = writer.next_row_group().map_err(corrupt)?;
             for column in group.columns() {
                 let chunk = ColumnCloseResult {
-                    bytes_written: u64::try_from(column.compressed_size()).unwrap_or(0),
-                    rows_written: u64::try_from(group.num_rows()).unwrap_or(0),
+                    bytes_written: u64::try_from(column.compressed_size()).map_err(corrupt)?,
+                    rows_written: u64::try_from(group.num_rows()).map_err(corrupt)?,
                     metadata: column.clone(),
                     bloom_filter: None,
                     column_index: None,
@@ -152,7 +170,7 @@ fn joined_stats(infos: &[&PartInfo]) -> Vec<ColumnStats> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::part::{self, PartReader, PartRow, ROW_GROUP_ROWS};
+    use crate::storage::part::{self, PartReader, PartRow};
     use petrel_value::{Value, F64};
     use rand::{Rng, SeedableRng};
 
@@ -254,6 +272,24 @@ mod tests {
             stored(merged.encoded.bytes.clone()),
             stored(part::encode(&names(), &a).expect("encodes").bytes)
         );
+    }
+
+    /// Parts of few rows (a table that compacts few rows at a time) are merged by copying
+    /// once; a part made of their small row groups is not copied again, so a part never holds
+    /// more than one row group per part of its last merge beyond what its rows need.
+    #[test]
+    fn small_row_groups_are_copied_into_one_part_only() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let small: Vec<(PartFile, PartInfo)> = (0..3)
+            .map(|i| part(&part_rows(&mut rng, 10, i * 100)))
+            .collect();
+        let (files, infos): (Vec<PartFile>, Vec<PartInfo>) = small.into_iter().unzip();
+        assert!(applies(&files, names().len()));
+        let merged = concatenate(&files, &infos.iter().collect::<Vec<_>>()).expect("merges");
+        assert_eq!(merged.encoded.row_groups, 3);
+        let copied = || PartFile::open(merged.encoded.bytes.clone()).expect("opens");
+        assert!(!applies(&[copied(), copied()], names().len()));
+        assert!(!applies(&[copied()], names().len()));
     }
 
     /// Parts that store a column differently (also as kinds that share a Parquet type), or lack

@@ -747,10 +747,9 @@ impl TableLog {
 
     /// Merges neighbouring parts of one partition (`run`, in log order) into one part, named
     /// for the manifest `version` that will list it: by copying their row groups where they
-    /// store their columns alike and no row can have expired ([`part_merge`]), else row by
-    /// row, streaming (each part is sorted by (sorting key, log position), so the merge holds
-    /// one record batch per part at a time) and dropping expired rows on the way. Returns the
-    /// part and the net rows dropped.
+    /// store their columns alike, their row groups are mostly full and no row can have
+    /// expired ([`part_merge`]), else row by row, streaming (one record batch per part at a
+    /// time) and dropping expired rows on the way. Returns the part and the net rows dropped.
     fn merge_run(&self, run: &[&PartInfo], version: u64) -> Result<(PartInfo, i64), StorageError> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Err(StorageError::Corrupt("a merge of no parts".into()));
