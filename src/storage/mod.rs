@@ -93,6 +93,13 @@ pub struct StorageConfig {
     pub keep_expired: Duration,
 }
 
+impl StorageConfig {
+    /// True when a table's segments, `rows` in `segments` of them, make a part.
+    pub(crate) fn compaction_due(&self, rows: u64, segments: usize) -> bool {
+        rows >= self.compact_rows || segments >= self.compact_segments
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {

@@ -138,6 +138,19 @@ pub struct ColumnStats {
     pub max: Option<Value>,
 }
 
+impl ColumnStats {
+    /// Widens the column's extremes to take in values from `least` to `greatest` (a batch's,
+    /// or another part's when parts are merged).
+    pub(crate) fn include(&mut self, least: Value, greatest: Value) {
+        if self.min.as_ref().is_none_or(|m| least < *m) {
+            self.min = Some(least);
+        }
+        if self.max.as_ref().is_none_or(|m| greatest > *m) {
+            self.max = Some(greatest);
+        }
+    }
+}
+
 /// What writing a part produced, for the manifest.
 pub(crate) struct EncodedPart {
     pub bytes: Bytes,
@@ -543,7 +556,9 @@ impl PartWriter {
         for (c, array) in built.into_iter().enumerate() {
             let kind = self.kinds[c];
             if let Some(found) = array_extremes(&array, kind) {
-                self.fold_extremes(c, found);
+                if let Some((least, greatest)) = found {
+                    self.stats[c].include(least, greatest);
+                }
                 columns.push(array);
                 continue;
             }
@@ -569,19 +584,6 @@ impl PartWriter {
             }
         }
         Ok(columns)
-    }
-
-    /// Folds one batch's least and greatest value of column `c` into the part's statistics.
-    fn fold_extremes(&mut self, c: usize, found: Option<(Value, Value)>) {
-        let stats = &mut self.stats[c];
-        if let Some((least, greatest)) = found {
-            if stats.min.as_ref().is_none_or(|m| least < *m) {
-                stats.min = Some(least);
-            }
-            if stats.max.as_ref().is_none_or(|m| greatest > *m) {
-                stats.max = Some(greatest);
-            }
-        }
     }
 
     /// Writes one record batch of the part's columns.

@@ -152,15 +152,8 @@ fn joined_stats(infos: &[&PartInfo]) -> Vec<ColumnStats> {
     let mut stats = first.columns.clone();
     for info in &infos[1..] {
         for (joined, column) in stats.iter_mut().zip(&info.columns) {
-            if let Some(min) = &column.min {
-                if joined.min.as_ref().is_none_or(|m| min < m) {
-                    joined.min = Some(min.clone());
-                }
-            }
-            if let Some(max) = &column.max {
-                if joined.max.as_ref().is_none_or(|m| max > m) {
-                    joined.max = Some(max.clone());
-                }
+            if let (Some(min), Some(max)) = (&column.min, &column.max) {
+                joined.include(min.clone(), max.clone());
             }
         }
     }

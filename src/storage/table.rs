@@ -470,10 +470,8 @@ impl TableLog {
             bytes: size,
             rows,
         });
-        let config = &self.storage.config;
         let segment_rows: u64 = st.segments.iter().map(|s| s.rows).sum();
-        let due =
-            segment_rows >= config.compact_rows || st.segments.len() >= config.compact_segments;
+        let due = (self.storage.config).compaction_due(segment_rows, st.segments.len());
         drop(st);
         if due && !self.storage.is_stopped() {
             self.storage.wake_compactor();
@@ -549,11 +547,7 @@ impl TableLog {
         loop {
             let segments = self.state().segments.clone();
             let rows: u64 = segments.iter().map(|s| s.rows).sum();
-            if segments.is_empty()
-                || !(force
-                    || rows >= config.compact_rows
-                    || segments.len() >= config.compact_segments)
-            {
+            if segments.is_empty() || !(force || config.compaction_due(rows, segments.len())) {
                 break;
             }
             // At most `compact_max_rows` per part (at least one segment), so a backlog

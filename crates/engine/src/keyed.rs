@@ -12,6 +12,7 @@
 //! whole history: there is no arrangement to merge and no group to re-read, only a hash
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
@@ -531,8 +532,9 @@ where
 /// the rows whose keys are its own, so no update is combined or exchanged between workers on
 /// its way to its key's state (updates at a time after the input frontier's still wait for it
 /// in the fold). A row that is not the worker's costs at most its key and the scan's filters
-/// ([`Routing`]); the whole scan where the key is known only after it. `keys` are the key's expressions over the rows the scan keeps; `update_of` gives
-/// what such a row carries for its key.
+/// ([`Routing`]); the whole scan where the key is known only after it. `keys` are the key's
+/// expressions over the rows the scan keeps; `update_of` gives what such a row carries for
+/// its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
     (scan, slices, guard): (Scan, Slices<'s>, Guard),
     keys: Vec<Expr>,
@@ -565,15 +567,7 @@ where
                     let (hash, key, row) = match &routing {
                         Routing::Columns(columns) => match route_columns(row, columns) {
                             Some(hash) if !own(hash) => return None,
-                            Some(hash) => {
-                                let row = scan.apply(&scan_guard, row)?;
-                                (hash, key_of(&row), row)
-                            }
-                            None => {
-                                let row = scan.apply(&scan_guard, row)?;
-                                let key = key_of(&row);
-                                (route(&key), key, row)
-                            }
+                            hash => keyed(&key_of, scan.apply(&scan_guard, row)?, hash),
                         },
                         Routing::Exprs(exprs) => {
                             if !scan.filters_keep(&scan_guard, row) {
@@ -591,11 +585,7 @@ where
                             let row = scan.apply(&scan_guard, row)?;
                             match columns.as_deref().and_then(|c| route_columns(&row, c)) {
                                 Some(hash) if !own(hash) => return None,
-                                Some(hash) => (hash, key_of(&row), row),
-                                None => {
-                                    let key = key_of(&row);
-                                    (route(&key), key, row)
-                                }
+                                hash => keyed(&key_of, row, hash),
                             }
                         }
                     };
@@ -605,6 +595,17 @@ where
             }
         },
     )
+}
+
+/// A row the scan kept with its key (`key_of`) and the key's hash, given when it is known
+/// already.
+fn keyed<'r>(
+    key_of: &impl Fn(&Row) -> Key,
+    row: Cow<'r, Row>,
+    hash: Option<u64>,
+) -> (u64, Key, Cow<'r, Row>) {
+    let key = key_of(&row);
+    (hash.unwrap_or_else(|| route(&key)), key, row)
 }
 
 /// How [`fold_scanned_by_key`] finds a batch row's worker: from the row as it lies where it

@@ -112,7 +112,7 @@ impl Scan {
         for step in self.steps.iter().rev() {
             if let Step::Project(columns) = step {
                 let mut reads = vec![0usize; columns.len()];
-                exprs.iter().for_each(|e| count_reads(e, &mut reads));
+                exprs.iter().for_each(|e| e.count_column_reads(&mut reads));
                 let repeated = |(read, column): (&usize, &Expr)| {
                     *read > 1 && matches!(column, Expr::Call { .. })
                 };
@@ -143,8 +143,7 @@ impl Scan {
         let mut row = Cow::Borrowed(row);
         for step in &self.steps {
             if let Step::Project(exprs) = step {
-                let projected: Row = guard.run(|| exprs.iter().map(|e| e.eval(&row)).collect())?;
-                row = Cow::Owned(projected);
+                row = Cow::Owned(projected(guard, exprs, &row)?);
             }
         }
         Some(row)
@@ -166,11 +165,7 @@ impl Scan {
                         return None;
                     }
                 }
-                Step::Project(exprs) => {
-                    let projected: Row =
-                        guard.run(|| exprs.iter().map(|e| e.eval(&row)).collect())?;
-                    row = Cow::Owned(projected);
-                }
+                Step::Project(exprs) => row = Cow::Owned(projected(guard, exprs, &row)?),
             }
         }
         Some(row)
@@ -216,18 +211,9 @@ impl Scan {
     }
 }
 
-/// Adds to `reads[c]` each time `expr` reads column `c` (columns past `reads` are not
-/// counted).
-fn count_reads(expr: &Expr, reads: &mut [usize]) {
-    match expr {
-        Expr::Column(c) => {
-            if let Some(n) = reads.get_mut(*c) {
-                *n += 1;
-            }
-        }
-        Expr::Call { args, .. } => args.iter().for_each(|a| count_reads(a, reads)),
-        _ => {}
-    }
+/// The row `exprs` make of `row` (a projection); `None` when evaluating fails.
+fn projected(guard: &Guard, exprs: &[Expr], row: &Row) -> Option<Row> {
+    guard.run(|| exprs.iter().map(|e| e.eval(row)).collect())
 }
 
 /// The rows an operator keyed on them reads: a collection, or a scan of a datasource read in

@@ -144,6 +144,20 @@ impl Expr {
         }
     }
 
+    /// Adds to `reads[c]` each time the expression reads column `c` (columns past `reads` are
+    /// not counted): [`Expr::columns`], with how often.
+    pub fn count_column_reads(&self, reads: &mut [usize]) {
+        match self {
+            Expr::Column(c) => {
+                if let Some(n) = reads.get_mut(*c) {
+                    *n += 1;
+                }
+            }
+            Expr::Call { args, .. } => args.iter().for_each(|a| a.count_column_reads(reads)),
+            _ => {}
+        }
+    }
+
     /// The expression with every column index mapped through `f`.
     pub fn map_columns(&self, f: &impl Fn(usize) -> usize) -> Expr {
         match self {
