@@ -16,7 +16,7 @@ use crate::render::Rows;
 /// Sends all of `output` to worker 0, which publishes into `view` (`publisher` is true there).
 /// A failure while folding into the view (its ORDER BY is evaluated there) fails the view.
 /// `consolidated`: the output's changes of a time never hold a row twice
-/// ([`crate::render::emits_consolidated`]), so they are only put in the view's order.
+/// ([`crate::render::emits_consolidated`]), so they go to the view as they are.
 pub(crate) fn publish(
     output: Rows<'_>,
     view: Arc<View>,
@@ -59,9 +59,9 @@ pub(crate) fn publish(
             // (after a restart) publishes the same batches, and a subscriber resuming from a
             // frontier gets exactly the batches at or after it.
             for (time, mut changes) in ready {
-                if consolidated {
-                    view.group_consolidated(&mut changes);
-                } else {
+                // Consolidated changes go to the view as they are: its fold puts each key's
+                // changes together.
+                if !consolidated {
                     view.consolidate(&mut changes);
                 }
                 let batch = ChangeBatch::new(time, time + 1, changes);

@@ -142,16 +142,22 @@ impl Group {
 
     /// Adds `diff` copies of `row` with one search (of the ordered rows or of the others, by
     /// where the row falls in `order`); returns its multiplicity before and after.
-    pub(crate) fn add(
+    pub(crate) fn add(&mut self, by: (&RowOrder, &Identity), row: &Row, diff: i64) -> (i64, i64) {
+        self.add_hashed(by, row, diff, None)
+    }
+
+    /// [`Group::add`] given the row's identity hash when the caller has it already.
+    fn add_hashed(
         &mut self,
         (order, identity): (&RowOrder, &Identity),
         row: &Row,
         diff: i64,
+        hash: Option<u64>,
     ) -> (i64, i64) {
         if !self.past_head(order, row) {
             return add_multiplicity(&mut self.head, order.entry(row), diff);
         }
-        let hash = identity.hash(row);
+        let hash = hash.unwrap_or_else(|| identity.hash(row));
         let rehash = |(e, _): &(SortedRow, i64)| identity.hash(e.row());
         match self
             .tail
@@ -179,26 +185,31 @@ impl Group {
     /// Replaces the `count` copies of `old` by as many of `new`, a row with the same identity,
     /// with one probe, when both fall among the unordered rows, `old` is held exactly `count`
     /// times and `new` not at all: the common change of a group's row. Returns false (having
-    /// changed nothing) otherwise; the caller then adds the two changes one by one.
+    /// changed nothing) otherwise; the caller then adds the two changes one by one. `hash`:
+    /// the rows' identity hash, when the caller has it already. One walk of the rows with
+    /// that hash finds `old` and makes sure `new` is not there.
     pub(crate) fn replace(
         &mut self,
         (order, identity): (&RowOrder, &Identity),
-        old: &Row,
-        new: &Row,
+        (old, new): (&Row, &Row),
         count: i64,
+        hash: Option<u64>,
     ) -> bool {
         if count <= 0 || !self.past_head(order, old) || !self.past_head(order, new) {
             return false;
         }
-        let hash = identity.hash(old);
-        if self
-            .tail
-            .find(hash, |(e, _)| e.row() == new.as_slice())
-            .is_some()
-        {
-            return false;
+        let hash = hash.unwrap_or_else(|| identity.hash(old));
+        let mut found = None;
+        for (entry, held) in self.tail.iter_hash_mut(hash) {
+            let row = entry.row();
+            if row == new.as_slice() {
+                return false;
+            }
+            if found.is_none() && row == old.as_slice() {
+                found = Some((entry, held));
+            }
         }
-        match self.tail.find_mut(hash, |(e, _)| e.row() == old.as_slice()) {
+        match found {
             Some((entry, held)) if *held == count => {
                 order.replace_entry(entry, new);
                 true
@@ -284,12 +295,17 @@ impl Default for Groups {
 /// The shard of a key, from its values in order (the same for a key and for the key
 /// columns of a row).
 fn shard_of<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> usize {
-    (hash_values(values) >> 32) as usize % SHARDS
+    hash_shard(hash_values(values))
 }
 
 /// The shard of a row's key.
 fn row_shard(keys: &KeyColumns, row: &Row) -> usize {
-    (key_hash(keys, row) >> 32) as usize % SHARDS
+    hash_shard(key_hash(keys, row))
+}
+
+/// The shard of a key of this [`key_hash`].
+fn hash_shard(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 /// The hash of a row's key columns: [`hash_values`] of the key, as [`shard_of`] takes it.
@@ -350,26 +366,6 @@ fn hash_values<'a>(values: impl Iterator<Item = Option<&'a Value>>) -> u64 {
         v.hash(&mut h);
     }
     h.finish()
-}
-
-/// Puts changes that are consolidated already (no row twice, as a fold by group emits them)
-/// in the order [`consolidate`] leaves: each key's changes together (a key whose hash collides
-/// with another's may take several runs), in their own order otherwise, so a group's old and
-/// new row stay next to each other. One hash of each change's key and a sort of integers.
-pub(crate) fn group_by_key(keys: &KeyColumns, changes: &mut Vec<(Row, i64)>) {
-    if keys.0.is_empty() {
-        return;
-    }
-    let mut order: Vec<(u64, usize)> = changes
-        .iter()
-        .enumerate()
-        .map(|(n, (row, _))| (key_hash(keys, row), n))
-        .collect();
-    // Positions are unique: equal hashes keep the changes' own order.
-    order.sort_unstable();
-    let mut taken: Vec<Option<(Row, i64)>> =
-        std::mem::take(changes).into_iter().map(Some).collect();
-    changes.extend(order.into_iter().filter_map(|(_, n)| taken[n].take()));
 }
 
 /// Sums the multiplicities of equal rows and drops the ones that cancel, leaving each key's
@@ -478,38 +474,45 @@ impl Groups {
 
     /// Folds consolidated changes into their keys' groups, dropping rows and groups that
     /// reach zero, and keeping at least `ordered` of each key's first rows in order ([`Group`]);
-    /// large batches fold on every core, one shard per task.
+    /// large batches fold on every core, one shard per task. Returns the places of the
+    /// changes in the order they were folded: each key's changes in one run (a key whose
+    /// hash collides with another's may take several), in their own order within it.
     pub(crate) fn fold(
         &mut self,
         (keys, identity): (&KeyColumns, &Identity),
         order: &RowOrder,
         changes: &[(Row, i64)],
         ordered: usize,
-    ) {
+    ) -> Vec<usize> {
         // Most batches only advance the frontier (one per tick and view): nothing to fold.
         if changes.is_empty() {
-            return;
+            return Vec::new();
         }
         if self.orders.len() != SHARDS {
             self.orders = (0..SHARDS).map(|_| order.detached()).collect();
         }
-        let mut picks: Vec<Vec<usize>> = (0..SHARDS).map(|_| Vec::new()).collect();
+        // Each change's key hash, taken once: it picks the shard, and sorting a shard's
+        // changes by it (then by place) puts each key's changes in one run, in their order.
+        let mut picks: Vec<Vec<(u64, usize)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for (n, (row, _)) in changes.iter().enumerate() {
-            picks[row_shard(keys, row)].push(n);
+            let hash = key_hash(keys, row);
+            picks[hash_shard(hash)].push((hash, n));
         }
         let items = self
             .shards
             .iter_mut()
             .zip(&self.orders)
-            .zip(picks)
+            .zip(picks.iter_mut())
             .filter(|(_, picked)| !picked.is_empty())
             .map(|(shard, picked)| (picked.len(), (shard, picked)))
             .collect();
         let parallel = changes.len() >= PARALLEL_MIN_CHANGES;
         run_weighted(parallel, items, |((shard, order), picked)| {
-            let changes = picked.iter().map(|&n| &changes[n]);
+            picked.sort_unstable();
+            let changes = picked.iter().map(|&(_, n)| &changes[n]);
             fold_shard(shard, (keys, identity, order, ordered), changes);
         });
+        picks.into_iter().flatten().map(|(_, n)| n).collect()
     }
 }
 
@@ -556,14 +559,16 @@ fn fold_shard<'a>(
                     } else {
                         (next_row, row)
                     };
-                    if group.replace((order, identity), old, new, diff.abs()) {
+                    let hash = hashes.get(n).copied();
+                    if group.replace((order, identity), (old, new), diff.abs(), hash) {
                         ahead(n + 1, group);
                         n += 2;
                         continue;
                     }
                 }
             }
-            let (before, after) = group.add((order, identity), row, *diff);
+            let hash = hashes.get(n).copied();
+            let (before, after) = group.add_hashed((order, identity), row, *diff, hash);
             group.total += after.max(0) - before.max(0);
             n += 1;
         }
@@ -663,40 +668,6 @@ mod tests {
                 went_unordered,
                 "ordered {ordered}: rows were kept out of order"
             );
-        }
-    }
-
-    /// Consolidated changes put in key order keep every change, each key's changes in one
-    /// run, and within a key their own order (a group's old row next to its new one).
-    #[test]
-    fn changes_grouped_by_key_keep_each_keys_own_order() {
-        let mut next = xorshift(0x5eed);
-        let keys = KeyColumns(vec![0]);
-        for len in [0, 1, 7, 300, 5_000] {
-            let changes: Vec<(Row, i64)> = (0..len)
-                .map(|n| {
-                    let key = Value::UInt(next() % 13);
-                    (
-                        vec![key, Value::UInt(n)],
-                        if next().is_multiple_of(2) { 1 } else { -1 },
-                    )
-                })
-                .collect();
-            let mut grouped = changes.clone();
-            group_by_key(&keys, &mut grouped);
-            assert_eq!(grouped.len(), changes.len());
-            let mut runs: Vec<&Value> = Vec::new();
-            for (row, _) in &grouped {
-                if runs.last() != Some(&&row[0]) {
-                    assert!(!runs.contains(&&row[0]), "len {len}: a key in two runs");
-                    runs.push(&row[0]);
-                }
-            }
-            for key in runs {
-                let own: Vec<_> = changes.iter().filter(|(r, _)| r[0] == *key).collect();
-                let now: Vec<_> = grouped.iter().filter(|(r, _)| r[0] == *key).collect();
-                assert_eq!(own, now, "len {len}: key {key:?} out of its order");
-            }
         }
     }
 }

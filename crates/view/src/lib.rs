@@ -349,13 +349,6 @@ impl View {
         groups::consolidate(&self.keys, &self.identity, changes);
     }
 
-    /// [`View::consolidate`] for changes that are consolidated already (each row at most
-    /// once, as a fold by group emits a time's changes): only puts each key's changes
-    /// together, without hashing or comparing whole rows.
-    pub fn group_consolidated(&self, changes: &mut Vec<(Row, i64)>) {
-        groups::group_by_key(&self.keys, changes);
-    }
-
     fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -444,9 +437,8 @@ impl View {
     }
 
     /// Folds one batch into the state and its change log, and sends it to subscribers.
-    fn apply_locked(&self, state: &mut State, batch: ChangeBatch) {
+    fn apply_locked(&self, state: &mut State, mut batch: ChangeBatch) {
         let upper = batch.upper;
-        let batch = Arc::new(batch);
         if !state.started {
             // The first batch is the view's starting state: the changes below its upper
             // are not known one by one, so no subscriber can resume from before it.
@@ -467,11 +459,14 @@ impl View {
             None => &mut state.groups,
         };
         // A window keeps no rows: its source holds them.
-        if self.source.is_none() {
-            let ordered = self.ordered_rows.load(Ordering::Relaxed);
-            let by = (&self.keys, &self.identity);
-            groups.fold(by, &self.order, &batch.changes, ordered);
-        }
+        let folded = match self.source {
+            None => {
+                let ordered = self.ordered_rows.load(Ordering::Relaxed);
+                let by = (&self.keys, &self.identity);
+                groups.fold(by, &self.order, &batch.changes, ordered)
+            }
+            Some(_) => Vec::new(),
+        };
         match state.catching_up.take() {
             Some((groups, restored)) if upper > restored => {
                 state.groups = groups;
@@ -492,6 +487,17 @@ impl View {
                 std::mem::take(changes),
             ));
         }
+        // The log keeps each key's changes in one run, as the fold took them (a subscriber
+        // to one key reads its run).
+        if folded.len() == batch.changes.len() && !folded.is_empty() {
+            let mut taken: Vec<Option<(Row, i64)>> = std::mem::take(&mut batch.changes)
+                .into_iter()
+                .map(Some)
+                .collect();
+            batch.changes = folded.iter().filter_map(|&n| taken[n].take()).collect();
+            batch.by_key = OnceLock::new();
+        }
+        let batch = Arc::new(batch);
         if !batch.changes.is_empty() {
             let bytes = batch_bytes(&batch.changes);
             state.log.push_back((batch.clone(), bytes));
@@ -1718,6 +1724,52 @@ mod tests {
         assert_eq!(page.upper, 2);
         assert_eq!(v.page(&[Value::str("zz")], 0, None).total, 0);
         assert_eq!(v.page(&[Value::str("b")], 5, None).rows, Vec::<Row>::new());
+    }
+
+    /// A batch's changes, interleaved across keys as the engine's workers send them, reach
+    /// the change log with each key's changes in one run, in their own order, all of them;
+    /// and the index holds them. Small batches fold on one thread, large ones on every core.
+    #[test]
+    fn a_batch_is_logged_with_each_keys_changes_in_one_run_in_their_order() {
+        let mut next = crate::order::xorshift(0x10_9e);
+        for len in [7usize, 300, 6_000] {
+            let v = view();
+            // The first batch is the view's starting state, which no subscriber resumes from.
+            v.apply(ChangeBatch::new(0, 1, Vec::new()));
+            let changes: Vec<(Row, i64)> = (0..len)
+                .map(|n| {
+                    let key = format!("k{}", next() % 13);
+                    (row(&key, n as i64), 1)
+                })
+                .collect();
+            v.apply(ChangeBatch::new(1, 2, changes.clone()));
+            let Resume::Changes(batches) = v.resume(1, &[]).0 else {
+                panic!("the log holds the batch");
+            };
+            let logged: Vec<(Row, i64)> = batches.iter().flat_map(|b| b.changes.clone()).collect();
+            assert_eq!(
+                logged.len(),
+                changes.len(),
+                "len {len}: every change logged"
+            );
+            let mut runs: Vec<&Value> = Vec::new();
+            for (row, _) in &logged {
+                if runs.last() != Some(&&row[0]) {
+                    assert!(!runs.contains(&&row[0]), "len {len}: a key in two runs");
+                    runs.push(&row[0]);
+                }
+            }
+            for key in runs {
+                let own: Vec<_> = changes.iter().filter(|(r, _)| r[0] == *key).collect();
+                let now: Vec<_> = logged.iter().filter(|(r, _)| r[0] == *key).collect();
+                assert_eq!(own, now, "len {len}: key {key:?} out of its order");
+                let mut held: Vec<Row> = own.iter().map(|(r, _)| r.clone()).collect();
+                let mut rows = v.snapshot(std::slice::from_ref(key)).rows;
+                held.sort();
+                rows.sort();
+                assert_eq!(rows, held, "len {len}: key {key:?} holds its rows");
+            }
+        }
     }
 
     #[test]
