@@ -415,8 +415,10 @@ impl View {
     }
 
     /// Applies the deferred batches, then `batch`, under one write lock, and announces the
-    /// new frontier.
+    /// new frontier. The batches that left the change log are freed after the announcement:
+    /// a writer waiting for its rows to be visible does not wait for that.
     fn apply_deferred(&self, batch: Option<ChangeBatch>) {
+        let mut trimmed = Vec::new();
         let published_upper = {
             let mut state = self.write();
             let deferred =
@@ -425,7 +427,7 @@ impl View {
                 return;
             }
             for b in deferred.into_iter().chain(batch) {
-                self.apply_locked(&mut state, b);
+                self.apply_locked(&mut state, b, &mut trimmed);
             }
             state.upper
         };
@@ -434,10 +436,17 @@ impl View {
             *u = (*u).max(published_upper);
             advanced
         });
+        drop(trimmed);
     }
 
-    /// Folds one batch into the state and its change log, and sends it to subscribers.
-    fn apply_locked(&self, state: &mut State, mut batch: ChangeBatch) {
+    /// Folds one batch into the state and its change log, and sends it to subscribers. The
+    /// batches the log no longer keeps go to `trimmed`.
+    fn apply_locked(
+        &self,
+        state: &mut State,
+        mut batch: ChangeBatch,
+        trimmed: &mut Vec<Arc<ChangeBatch>>,
+    ) {
         let upper = batch.upper;
         if !state.started {
             // The first batch is the view's starting state: the changes below its upper
@@ -511,6 +520,7 @@ impl View {
                 if let Some((old, bytes)) = state.log.pop_front() {
                     state.trimmed_upto = old.upper;
                     state.log_bytes -= bytes;
+                    trimmed.push(old);
                 }
             }
             // Sent under the lock so that a subscriber that snapshots under the read lock
