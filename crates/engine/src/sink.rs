@@ -32,8 +32,13 @@ pub(crate) fn publish(
         "ViewSink",
         move |(input, frontier)| {
             input.for_each(|_, data| {
-                for (row, time, diff) in data.drain(..) {
-                    pending.entry(time).or_default().push((row, diff as i64));
+                // A container's changes mostly share one time: its vector is found once per
+                // run of equal times, not once per change.
+                let mut drained = data.drain(..).peekable();
+                while let Some(&(_, time, _)) = drained.peek() {
+                    let run = std::iter::from_fn(|| drained.next_if(|(_, t, _)| *t == time));
+                    let changes = pending.entry(time).or_default();
+                    changes.extend(run.map(|(row, _, diff)| (row, diff as i64)));
                 }
             });
             if !publisher || guard.stopped() {
