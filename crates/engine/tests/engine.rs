@@ -509,7 +509,7 @@ fn stacked_projections_read_as_the_projection_they_make() {
 
 /// A view over groups publishes each time's changes with no row twice, as subscribers read
 /// them: where every group column is kept (the groups' changes are consolidated already and
-/// only put in key order) and where a computed projection drops the sum (a group's old and
+/// go to the view as they are) and where a computed projection drops the sum (a group's old and
 /// new row are then alike, and cancel). Both views end equal to a recomputation.
 #[test]
 fn a_view_over_groups_publishes_each_row_once_per_time() {
