@@ -341,10 +341,9 @@ impl View {
         &self.keys
     }
 
-    /// Consolidates changes (sums the multiplicities of equal rows, drops zeros) into the
-    /// order [`View::apply`] folds fastest: each key's changes together, so its group is
-    /// found once per batch instead of once per change (keys whose 64-bit hashes collide may
-    /// take a few runs; they fold the same).
+    /// Consolidates changes (sums the multiplicities of equal rows, drops zeros), leaving a
+    /// group's old row next to its new one, so that [`View::apply`] folds the pair with one
+    /// probe (it puts each key's changes together itself).
     pub fn consolidate(&self, changes: &mut Vec<(Row, i64)>) {
         groups::consolidate(&self.keys, &self.identity, changes);
     }
@@ -496,9 +495,10 @@ impl View {
                 std::mem::take(changes),
             ));
         }
-        // The log keeps each key's changes in one run, as the fold took them (a subscriber
-        // to one key reads its run).
-        if folded.len() == batch.changes.len() && !folded.is_empty() {
+        // The log keeps the changes as the fold took them, each key's in one run, unless
+        // they came in that order already.
+        let in_order = folded.windows(2).all(|w| w[0] < w[1]);
+        if folded.len() == batch.changes.len() && !in_order {
             let mut taken: Vec<Option<(Row, i64)>> = std::mem::take(&mut batch.changes)
                 .into_iter()
                 .map(Some)
