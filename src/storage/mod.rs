@@ -94,9 +94,10 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    /// True when a table's segments, `rows` in `segments` of them, make a part.
-    pub(crate) fn compaction_due(&self, rows: u64, segments: usize) -> bool {
-        rows >= self.compact_rows || segments >= self.compact_segments
+    /// True when a table's segments, of `segment_rows` rows each, make a part.
+    pub(crate) fn compaction_due(&self, segment_rows: impl ExactSizeIterator<Item = u64>) -> bool {
+        let segments = segment_rows.len();
+        segment_rows.sum::<u64>() >= self.compact_rows || segments >= self.compact_segments
     }
 }
 

@@ -470,8 +470,7 @@ impl TableLog {
             bytes: size,
             rows,
         });
-        let segment_rows: u64 = st.segments.iter().map(|s| s.rows).sum();
-        let due = (self.storage.config).compaction_due(segment_rows, st.segments.len());
+        let due = (self.storage.config).compaction_due(st.segments.iter().map(|s| s.rows));
         drop(st);
         if due && !self.storage.is_stopped() {
             self.storage.wake_compactor();
@@ -546,8 +545,8 @@ impl TableLog {
         let config = &self.storage.config;
         loop {
             let segments = self.state().segments.clone();
-            let rows: u64 = segments.iter().map(|s| s.rows).sum();
-            if segments.is_empty() || !(force || config.compaction_due(rows, segments.len())) {
+            let due = || config.compaction_due(segments.iter().map(|s| s.rows));
+            if segments.is_empty() || !(force || due()) {
                 break;
             }
             // At most `compact_max_rows` per part (at least one segment), so a backlog

@@ -122,12 +122,12 @@ impl RowOrder {
             *entry = self.entry(row);
             return;
         }
+        // The entry's values are the row's alone, as many as before: its `row_len` stands.
         entry.values.clone_from_slice(row);
         let [a, b] = self.hints(row.len(), &entry.values);
         entry.bits = [a.bits, b.bits];
         entry.class = [a.class, b.class];
         entry.exact = [a.exact, b.exact];
-        entry.row_len = u32::try_from(row.len()).unwrap_or(u32::MAX);
     }
 
     /// [`RowOrder::entry`] of a row the caller gives up (no copy of it is made).
