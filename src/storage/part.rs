@@ -23,7 +23,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use petrel_value::{Row, Value, F64};
 use petrel_view::Ts;
 
@@ -53,60 +53,146 @@ pub(crate) fn part_order(sort_key: &[usize], a: &PartRow, b: &PartRow) -> std::c
 }
 
 /// The positions of `rows` (in log order, as compactions gather them) in the part order (see
-/// [`part_order`]), without moving the rows: a sort of each row's first two sort values'
-/// order prefixes ([`Value::order_prefix`]), where only rows whose prefixes tie are compared
-/// themselves (rows whose prefixes are exact over the whole key are equal by it and keep
-/// their log order). Compactions sort hundreds of thousands of rows.
+/// [`part_order`]), without moving the rows ([`sort_places`] over the rows' values). A
+/// compaction sorts from the part's built columns instead ([`encode_sorted`]) where it can.
 pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
     let prefix = |r: &PartRow, k: usize| match sort_key.get(k).map(|&i| r.row.get(i)) {
-        None | Some(None) => ((0, 0), true),
-        Some(Some(v)) => {
-            let ((class, bits), exact) = v.order_prefix();
-            ((class + 1, bits), exact)
-        }
+        None | Some(None) => (0, true),
+        Some(Some(v)) => wide_prefix(v.order_prefix()),
     };
+    let (firsts, seconds) = rows.iter().map(|r| (prefix(r, 0), prefix(r, 1))).unzip();
+    sort_places(sort_key.len(), (firsts, seconds), |a, b| {
+        part_order(sort_key, &rows[a], &rows[b])
+    })
+}
+
+/// An order prefix ([`Value::order_prefix`]) as one integer above every NULL's (0), and
+/// whether it is exact.
+type Prefix = (u128, bool);
+
+/// [`Prefix`]es of each row's first and second sort column.
+type Prefixes = (Vec<Prefix>, Vec<Prefix>);
+
+/// A part's columns as built, and how each is stored.
+type BuiltColumns = (Vec<Kind>, Vec<ArrayRef>);
+
+/// A value's order prefix as a [`Prefix`].
+fn wide_prefix(((class, bits), exact): ((u8, u64), bool)) -> Prefix {
+    (((class as u128 + 1) << 64) | bits as u128, exact)
+}
+
+/// The places of rows sorted by a key of `key_len` columns: a sort of each row's first two
+/// columns' order prefixes (`firsts`, `seconds`: a prefix and whether it is exact, one per
+/// row), where only rows whose prefixes tie are compared by `cmp` (the whole order, log
+/// position last); rows whose prefixes are exact over the whole key are equal by it and keep
+/// their places' order.
+fn sort_places(
+    key_len: usize,
+    (firsts, seconds): Prefixes,
+    cmp: impl Fn(usize, usize) -> std::cmp::Ordering,
+) -> Vec<usize> {
     // The second column's prefix orders rows only where the first column's values are
-    // known equal (an exact prefix); elsewhere the rows' own comparison decides. The
-    // prefixes' classes are kept apart from their bits: a typed column has one class, and
-    // then the sort moves 24 bytes per row and compares two integers and a place.
-    let mut classes: Vec<(u8, u8)> = Vec::with_capacity(rows.len());
-    let mut bits: Vec<(u64, u64, usize)> = Vec::with_capacity(rows.len());
-    for (n, r) in rows.iter().enumerate() {
-        let (first, exact) = prefix(r, 0);
-        let second = if exact { prefix(r, 1).0 } else { (0, 0) };
-        classes.push((first.0, second.0));
-        bits.push((first.1, second.1, n));
-    }
-    // Rows whose prefixes are equal and exact over the whole key are equal by the key: the
-    // sort leaves them in log order. (Equal prefixes are exact alike.)
-    let settled = |n: usize| {
-        let (_, first_exact) = prefix(&rows[n], 0);
-        first_exact && sort_key.len() <= 2 && prefix(&rows[n], 1).1
-    };
+    // known equal (an exact prefix); elsewhere the rows' own comparison decides.
+    let (keys, exact): (Vec<(u128, u128)>, Vec<bool>) = firsts
+        .iter()
+        .zip(&seconds)
+        .map(
+            |(&(first, first_exact), &(second, second_exact))| match first_exact {
+                true => ((first, second), second_exact && key_len <= 2),
+                false => ((first, 0), false),
+            },
+        )
+        .unzip();
     let by_rows = |run: &mut [usize]| {
-        if !settled(run[0]) {
-            run.sort_by(|&a, &b| part_order(sort_key, &rows[a], &rows[b]));
+        if !exact[run[0]] {
+            run.sort_by(|&a, &b| cmp(a, b));
         }
     };
-    let one_class = classes.windows(2).all(|w| w[0] == w[1]);
-    if one_class {
-        bits.sort_unstable();
-        let mut order: Vec<usize> = bits.iter().map(|k| k.2).collect();
-        let same = |a: usize, b: usize| (bits[a].0, bits[a].1) == (bits[b].0, bits[b].1);
-        sort_ties(&mut order, same, by_rows);
-        return order;
+    match PackedKeys::of(&keys) {
+        Some(mut packed) => {
+            let mut sorted = std::mem::take(&mut packed.keys);
+            sorted.sort_unstable();
+            let mut order: Vec<usize> = sorted.iter().map(|&k| packed.place(k)).collect();
+            let same =
+                |a: usize, b: usize| packed.prefixes(sorted[a]) == packed.prefixes(sorted[b]);
+            sort_ties(&mut order, same, by_rows);
+            order
+        }
+        None => {
+            let mut sorted: Vec<(u128, u128, usize)> = keys
+                .iter()
+                .enumerate()
+                .map(|(place, &(a, b))| (a, b, place))
+                .collect();
+            sorted.sort_unstable();
+            let mut order: Vec<usize> = sorted.iter().map(|k| k.2).collect();
+            let same =
+                |a: usize, b: usize| (sorted[a].0, sorted[a].1) == (sorted[b].0, sorted[b].1);
+            sort_ties(&mut order, same, by_rows);
+            order
+        }
     }
-    type Prefix = (u8, u64);
-    let mut keys: Vec<(Prefix, Prefix, usize)> = bits
-        .iter()
-        .zip(&classes)
-        .map(|(&(first, second, n), &(c1, c2))| ((c1, first), (c2, second), n))
-        .collect();
-    keys.sort_unstable();
-    let mut order: Vec<usize> = keys.iter().map(|k| k.2).collect();
-    let same = |a: usize, b: usize| (keys[a].0, keys[a].1) == (keys[b].0, keys[b].1);
-    sort_ties(&mut order, same, by_rows);
-    order
+}
+
+/// Each row's two prefixes and its place packed into one integer that orders as the
+/// (first, second, place) triple does: of each prefix only the bits where the rows' prefixes
+/// differ are kept (the bits above and below them are the same in every row, so they order
+/// nothing). A sort of one integer per row moves 16 bytes and compares once; keys such as
+/// a country code and a user id need about 50 bits in all.
+struct PackedKeys {
+    keys: Vec<u128>,
+    /// How many low bits hold the place.
+    place_bits: u32,
+}
+
+impl PackedKeys {
+    /// `None` when the differing bits and the place need more than 128 bits.
+    fn of(keys: &[(u128, u128)]) -> Option<PackedKeys> {
+        let (first0, second0) = *keys.first()?;
+        let (differ1, differ2) = keys.iter().fold((0u128, 0u128), |(a, b), &(f, s)| {
+            (a | (f ^ first0), b | (s ^ second0))
+        });
+        // The lowest differing bit and how many bits reach from it to the highest.
+        let window = |d: u128| match d {
+            0 => (0, 0),
+            d => (
+                d.trailing_zeros(),
+                128 - d.leading_zeros() - d.trailing_zeros(),
+            ),
+        };
+        let ((low1, width1), (low2, width2)) = (window(differ1), window(differ2));
+        let place_bits = (usize::BITS - keys.len().leading_zeros()).max(1);
+        if width1 + width2 + place_bits > 128 {
+            return None;
+        }
+        let bits = |v: u128, low: u32, width: u32| (v >> low) & (u128::MAX >> (128 - width.max(1)));
+        let keys = keys
+            .iter()
+            .enumerate()
+            .map(|(n, &(f, s))| {
+                let first = match width1 {
+                    0 => 0,
+                    w => bits(f, low1, w) << (width2 + place_bits),
+                };
+                let second = match width2 {
+                    0 => 0,
+                    w => bits(s, low2, w) << place_bits,
+                };
+                first | second | n as u128
+            })
+            .collect();
+        Some(PackedKeys { keys, place_bits })
+    }
+
+    /// The row's place in the rows.
+    fn place(&self, key: u128) -> usize {
+        (key & ((1u128 << self.place_bits) - 1)) as usize
+    }
+
+    /// The key's prefixes without the place.
+    fn prefixes(&self, key: u128) -> u128 {
+        key >> self.place_bits
+    }
 }
 
 /// Hands each run of places in `order` whose prefixes tie (`same`, of two places) to
@@ -427,19 +513,31 @@ pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, 
     writer.finish()
 }
 
-/// As [`encode`], for rows in the part's order `order` (from [`sort_order`]) rather than
-/// moved into it. The columns are built in the rows' own order, which reads each row's
-/// values where they were allocated, one after the other; only the built columns are then
-/// gathered into the part's order. Rows sorted in place are scattered in memory, and
-/// reading them costs a cache miss each.
-pub(crate) fn encode_in_order(
+/// Writes `rows` (in log order, as compactions gather them) as a part in the part order
+/// ([`part_order`] by `sort_key`). The columns are built in the rows' own order, which reads
+/// each row's values where they were allocated, one after the other; the order is then
+/// sorted from the built columns ([`sort_order_of_columns`]), and only the columns are
+/// gathered into it. Rows sorted in place are scattered in memory, and reading them costs a
+/// cache miss each.
+pub(crate) fn encode_sorted(
     names: &[String],
     rows: &[PartRow],
-    order: &[usize],
+    sort_key: &[usize],
 ) -> Result<EncodedPart, StorageError> {
-    let kinds = column_kinds(rows, names.len());
+    let (kinds, built, order) = match build_columns_by_first_kind(rows, names.len())? {
+        Some((kinds, built)) => {
+            let order = sort_order_of_columns(&built, &kinds, sort_key, rows.len())
+                .unwrap_or_else(|| sort_order(rows, sort_key));
+            (kinds, built, order)
+        }
+        None => {
+            let kinds = column_kinds(rows, names.len());
+            let built = build_columns(rows, &kinds)?;
+            (kinds, built, sort_order(rows, sort_key))
+        }
+    };
     let mut writer = PartWriter::new(names, kinds)?;
-    let columns = writer.columns(rows)?;
+    let columns = writer.with_statistics(rows, built);
     for chunk in order.chunks(ROW_GROUP_ROWS) {
         let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
         let taken = columns
@@ -450,6 +548,205 @@ pub(crate) fn encode_in_order(
         writer.write_columns(taken)?;
     }
     writer.finish()
+}
+
+/// A column being built by [`build_columns_by_first_kind`]: NULLs so far, or the kind of its
+/// first value and its cells.
+enum FirstKind {
+    Nulls(usize),
+    Typed(Kind, Cells),
+}
+
+/// The Arrow columns of `rows` and how each is stored, in one pass over the rows: a column
+/// is stored as the kind of its first non-NULL value (a string column when it is all NULL).
+/// `None` when a column holds values of several kinds or a row lacks a column: then
+/// [`column_kinds`] decides the kinds first (several kinds are stored as bincode).
+fn build_columns_by_first_kind(
+    rows: &[PartRow],
+    columns: usize,
+) -> Result<Option<BuiltColumns>, StorageError> {
+    let mut built: Vec<FirstKind> = (0..columns).map(|_| FirstKind::Nulls(0)).collect();
+    for r in rows {
+        if r.row.len() != columns {
+            return Ok(None);
+        }
+        for (column, v) in built.iter_mut().zip(&r.row) {
+            match column {
+                FirstKind::Typed(kind, cells) => {
+                    if !v.is_null() && *kind != Kind::Encoded && Kind::of(v) != *kind {
+                        return Ok(None);
+                    }
+                    cells.push(Some(v))?;
+                }
+                FirstKind::Nulls(nulls) if v.is_null() => *nulls += 1,
+                FirstKind::Nulls(nulls) => {
+                    let kind = Kind::of(v);
+                    let mut cells = Cells::new(kind, rows.len());
+                    for _ in 0..*nulls {
+                        cells.push(None)?;
+                    }
+                    cells.push(Some(v))?;
+                    *column = FirstKind::Typed(kind, cells);
+                }
+            }
+        }
+    }
+    let mut kinds = Vec::with_capacity(columns);
+    let mut arrays = Vec::with_capacity(columns);
+    for column in built {
+        let (kind, cells) = match column {
+            FirstKind::Typed(kind, cells) => (kind, cells),
+            FirstKind::Nulls(nulls) => {
+                let mut cells = Cells::new(Kind::Str, nulls);
+                for _ in 0..nulls {
+                    cells.push(None)?;
+                }
+                (Kind::Str, cells)
+            }
+        };
+        kinds.push(kind);
+        arrays.push(cells.finish());
+    }
+    Ok(Some((kinds, arrays)))
+}
+
+/// A sort-key column of a part as built, read where its values lie.
+enum SortColumn<'a> {
+    Bool(&'a BooleanArray),
+    /// `Int`, `DateTime` and `DateTime64` (the kind says which).
+    Int(&'a Int64Array, Kind),
+    UInt(&'a UInt64Array),
+    Float(&'a Float64Array),
+    Str(&'a StringArray),
+    Date(&'a Int32Array),
+    Uuid(&'a FixedSizeBinaryArray),
+}
+
+/// A row's value in a [`SortColumn`], ordered as the values are: strings borrowed, other
+/// kinds as values (which none allocates). A column holds one kind, so cells of different
+/// variants only ever compare NULL with a value.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum SortCell<'a> {
+    Null,
+    Str(&'a str),
+    Value(Value),
+}
+
+impl<'a> SortColumn<'a> {
+    /// `None` for a column stored as bincode, whose values are not read in place.
+    fn of(array: &'a ArrayRef, kind: Kind) -> Option<SortColumn<'a>> {
+        let any = array.as_any();
+        Some(match kind {
+            Kind::Bool => SortColumn::Bool(any.downcast_ref()?),
+            Kind::Int | Kind::DateTime | Kind::DateTime64(_) => {
+                SortColumn::Int(any.downcast_ref()?, kind)
+            }
+            Kind::UInt => SortColumn::UInt(any.downcast_ref()?),
+            Kind::Float => SortColumn::Float(any.downcast_ref()?),
+            Kind::Str => SortColumn::Str(any.downcast_ref()?),
+            Kind::Date => SortColumn::Date(any.downcast_ref()?),
+            Kind::Uuid => SortColumn::Uuid(any.downcast_ref()?),
+            Kind::Encoded => return None,
+        })
+    }
+
+    fn cell(&self, i: usize) -> SortCell<'a> {
+        macro_rules! cell {
+            ($a:expr, $x:ident => $val:expr) => {
+                if $a.is_null(i) {
+                    SortCell::Null
+                } else {
+                    let $x = $a.value(i);
+                    $val
+                }
+            };
+        }
+        match self {
+            SortColumn::Bool(a) => cell!(a, x => SortCell::Value(Value::Bool(x))),
+            SortColumn::Int(a, kind) => cell!(a, x => SortCell::Value(match kind {
+                Kind::DateTime => Value::DateTime(x),
+                Kind::DateTime64(p) => Value::DateTime64(x, *p),
+                _ => Value::Int(x),
+            })),
+            SortColumn::UInt(a) => cell!(a, x => SortCell::Value(Value::UInt(x))),
+            SortColumn::Float(a) => cell!(a, x => SortCell::Value(Value::Float(F64(x)))),
+            SortColumn::Str(a) => cell!(a, x => SortCell::Str(x)),
+            SortColumn::Date(a) => cell!(a, x => SortCell::Value(Value::Date(x))),
+            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x)))),
+        }
+    }
+
+    /// The first `rows` rows' order prefixes, as [`sort_order`] takes them from the rows'
+    /// values: one loop over each kind's array.
+    fn prefixes(&self, rows: usize) -> Vec<Prefix> {
+        macro_rules! prefixes {
+            ($a:expr, $x:ident => $prefix:expr) => {
+                (0..rows)
+                    .map(|i| match $a.is_null(i) {
+                        true => (0, true),
+                        false => {
+                            let $x = $a.value(i);
+                            wide_prefix($prefix)
+                        }
+                    })
+                    .collect()
+            };
+        }
+        match self {
+            SortColumn::Str(a) => prefixes!(a, x => Value::str_order_prefix(x)),
+            SortColumn::UInt(a) => prefixes!(a, x => Value::UInt(x).order_prefix()),
+            _ => (0..rows)
+                .map(|i| match self.cell(i) {
+                    SortCell::Null => (0, true),
+                    SortCell::Str(s) => wide_prefix(Value::str_order_prefix(s)),
+                    SortCell::Value(v) => wide_prefix(v.order_prefix()),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A UUID stored as its 16 big-endian bytes.
+fn uuid_of(bytes: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    if bytes.len() == 16 {
+        b.copy_from_slice(bytes);
+    }
+    u128::from_be_bytes(b)
+}
+
+/// [`sort_order`] of `rows` rows from their built columns (in the rows' order, stored as
+/// `kinds`): the prefixes and the ties' values are read from the typed arrays, which lie
+/// together, instead of from each row's values behind its pointer. For columns built by
+/// [`build_columns_by_first_kind`] (every row has every column); `None` when a sort column
+/// is stored as bincode.
+fn sort_order_of_columns(
+    columns: &[ArrayRef],
+    kinds: &[Kind],
+    sort_key: &[usize],
+    rows: usize,
+) -> Option<Vec<usize>> {
+    let sort_columns: Vec<SortColumn> = sort_key
+        .iter()
+        .map(|&c| SortColumn::of(columns.get(c)?, *kinds.get(c)?))
+        .collect::<Option<_>>()?;
+    let prefixes = |k: usize| match sort_columns.get(k) {
+        Some(column) => column.prefixes(rows),
+        None => vec![(0, true); rows],
+    };
+    let cmp = |a: usize, b: usize| {
+        sort_columns
+            .iter()
+            .map(|c| c.cell(a).cmp(&c.cell(b)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    };
+    Some(sort_places(
+        sort_columns.len(),
+        (prefixes(0), prefixes(1)),
+        cmp,
+    ))
 }
 
 /// How each column of a part is stored, read from its schema.
@@ -508,6 +805,9 @@ impl PartWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            // Min/max per row group; no page index (nothing reads one, and it costs the
+            // writer a statistics pass per page).
+            .set_statistics_enabled(EnabledStatistics::Chunk)
             .build();
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
             .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
@@ -547,12 +847,19 @@ impl PartWriter {
     /// The part's Arrow columns of `rows` (log position, time and diff first), in the rows'
     /// order; each column's extremes are folded into the part's statistics.
     fn columns(&mut self, rows: &[PartRow]) -> Result<Vec<ArrayRef>, StorageError> {
+        let built = build_columns(rows, &self.kinds)?;
+        Ok(self.with_statistics(rows, built))
+    }
+
+    /// The part's Arrow columns of `rows`: their log position, time and diff, then `built`
+    /// (the rows' columns, stored as the writer's kinds), whose extremes are folded into the
+    /// part's statistics.
+    fn with_statistics(&mut self, rows: &[PartRow], built: Vec<ArrayRef>) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
         ];
-        let built = build_columns(rows, &self.kinds)?;
         for (c, array) in built.into_iter().enumerate() {
             let kind = self.kinds[c];
             if let Some(found) = array_extremes(&array, kind) {
@@ -583,7 +890,7 @@ impl PartWriter {
                 }
             }
         }
-        Ok(columns)
+        columns
     }
 
     /// Writes one record batch of the part's columns.
@@ -692,13 +999,7 @@ fn read_cells(array: &ArrayRef, kind: Kind, out: &mut [Row]) -> Result<(), Stora
         Kind::Date => read!(Int32Array, x => Value::Date(x)),
         Kind::DateTime => read!(Int64Array, x => Value::DateTime(x)),
         Kind::DateTime64(p) => read!(Int64Array, x => Value::DateTime64(x, p)),
-        Kind::Uuid => read!(FixedSizeBinaryArray, x => {
-            let mut b = [0u8; 16];
-            if x.len() == 16 {
-                b.copy_from_slice(x);
-            }
-            Value::Uuid(u128::from_be_bytes(b))
-        }),
+        Kind::Uuid => read!(FixedSizeBinaryArray, x => Value::Uuid(uuid_of(x))),
         Kind::Encoded => {
             let a = downcast::<BinaryArray>(array)?;
             for (i, row) in out.iter_mut().enumerate() {
@@ -793,9 +1094,9 @@ fn rows_of(
 #[cfg(test)]
 mod tests {
     /// The prefix sort gives exactly what a stable sort by the part order gives, on keys
-    /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions;
-    /// and a part written in that order from the unmoved rows equals one written from the
-    /// sorted rows.
+    /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions,
+    /// whether it reads the rows or (typed columns) the built columns; and a part a
+    /// compaction writes from the unmoved rows equals one written from the sorted rows.
     #[test]
     fn sorting_part_rows_matches_a_stable_sort() {
         use rand::{Rng, SeedableRng};
@@ -809,61 +1110,105 @@ mod tests {
             "abcdefg\0",
             "abcdefgh",
             "abcdefgz",
+            "abcdefgh-long-enough-to-be-on-the-heap",
+            "abcdefgh-long-enough-to-be-on-the-heap!",
             "DE",
         ];
-        for sort_key in [
-            vec![],
-            vec![0],
-            vec![1, 0],
-            vec![0, 1, 2],
-            vec![2, 5],
-            vec![2, 0],
-        ] {
-            let mut rows = Vec::new();
-            for n in 0..2_000u64 {
-                let s = Value::str(strings[(next() % strings.len() as u64) as usize]);
-                let i = match next() % 5 {
-                    0 => Value::Null,
-                    1 => Value::Int(-((next() % 4) as i64)),
-                    _ => Value::UInt(next() % 6),
+        for typed in [false, true] {
+            for sort_key in [
+                vec![],
+                vec![0],
+                vec![1, 0],
+                vec![0, 1, 2],
+                vec![2, 5],
+                vec![2, 0],
+                vec![3, 1],
+            ] {
+                let mut rows = Vec::new();
+                for n in 0..2_000u64 {
+                    let s = match next() % 7 {
+                        0 => Value::Null,
+                        _ => Value::str(strings[(next() % strings.len() as u64) as usize]),
+                    };
+                    let i = match (next() % 5, typed) {
+                        (0, _) => Value::Null,
+                        (1, false) => Value::Int(-((next() % 4) as i64)),
+                        _ => Value::UInt(next() % 6),
+                    };
+                    let f = Value::Float(F64((next() % 5) as f64 - 2.0));
+                    let mut row = vec![s, i, f];
+                    if typed {
+                        row.push(Value::DateTime((next() % 3) as i64 - 1));
+                    }
+                    rows.push(PartRow {
+                        seq: n / 3,
+                        ts: 0,
+                        diff: n as i64,
+                        row,
+                    });
+                }
+                let expected: Vec<i64> = {
+                    let mut r: Vec<&PartRow> = rows.iter().collect();
+                    r.sort_by(|a, b| part_order(&sort_key, a, b));
+                    r.iter().map(|r| r.diff).collect()
                 };
-                let f = Value::Float(F64((next() % 5) as f64 - 2.0));
-                rows.push(PartRow {
-                    seq: n / 3,
-                    ts: 0,
-                    diff: n as i64,
-                    row: vec![s, i, f],
-                });
+                let order = sort_order(&rows, &sort_key);
+                let got: Vec<i64> = order.iter().map(|&i| rows[i].diff).collect();
+                assert_eq!(got.len(), 2_000);
+                assert_eq!(got, expected, "sort key {sort_key:?}");
+                // A compaction's part, sorted from its built columns (typed) or its rows, is
+                // the part written from the rows moved into the order: the same rows, in the
+                // same order, with the same statistics.
+                let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
+                let by_columns = build_columns_by_first_kind(&rows, 4).unwrap().is_some();
+                assert_eq!(by_columns, typed);
+                let moved: Vec<PartRow> = order.iter().map(|&i| rows[i].clone()).collect();
+                let (a, b) = (
+                    encode(&names, &moved).unwrap(),
+                    encode_sorted(&names, &rows, &sort_key).unwrap(),
+                );
+                assert_eq!(a.stats, b.stats);
+                let read = |bytes: Bytes| {
+                    let mut out = Vec::new();
+                    decode_with_seq(bytes, &mut |seq, row, ts, diff| {
+                        out.push((seq, row, ts, diff))
+                    })
+                    .unwrap();
+                    out
+                };
+                assert_eq!(
+                    read(a.bytes),
+                    read(b.bytes),
+                    "sort key {sort_key:?}, typed {typed}"
+                );
             }
-            let expected: Vec<i64> = {
-                let mut r: Vec<&PartRow> = rows.iter().collect();
-                r.sort_by(|a, b| part_order(&sort_key, a, b));
-                r.iter().map(|r| r.diff).collect()
-            };
-            let order = sort_order(&rows, &sort_key);
-            let got: Vec<i64> = order.iter().map(|&i| rows[i].diff).collect();
-            assert_eq!(got.len(), 2_000);
-            assert_eq!(got, expected, "sort key {sort_key:?}");
-            // A part written in that order without moving the rows is the part written from
-            // the rows moved into it: the same rows, in the same order, with the same
-            // statistics.
-            let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
-            let moved: Vec<PartRow> = order.iter().map(|&i| rows[i].clone()).collect();
-            let (a, b) = (
-                encode(&names, &moved).unwrap(),
-                encode_in_order(&names, &rows, &order).unwrap(),
-            );
-            assert_eq!(a.stats, b.stats);
-            let read = |bytes: Bytes| {
-                let mut out = Vec::new();
-                decode_with_seq(bytes, &mut |seq, row, ts, diff| {
-                    out.push((seq, row, ts, diff))
-                })
-                .unwrap();
-                out
-            };
-            assert_eq!(read(a.bytes), read(b.bytes), "sort key {sort_key:?}");
         }
+    }
+
+    /// A column takes the kind of its first value when every value is of that kind, and is
+    /// stored as bincode (its kinds decided first) when its values are of several kinds.
+    #[test]
+    fn a_part_column_of_one_kind_is_typed_and_of_several_kinds_encoded() {
+        let row = |a: Value, b: Value| PartRow {
+            seq: 0,
+            ts: 0,
+            diff: 1,
+            row: vec![a, b],
+        };
+        let rows = vec![
+            row(Value::Null, Value::UInt(1)),
+            row(Value::str("x"), Value::Null),
+            row(Value::Null, Value::UInt(2)),
+        ];
+        let (kinds, built) = build_columns_by_first_kind(&rows, 2).unwrap().unwrap();
+        assert_eq!(kinds, vec![Kind::Str, Kind::UInt]);
+        assert_eq!(built[0].null_count(), 2);
+        let mixed = vec![
+            row(Value::UInt(1), Value::Null),
+            row(Value::Int(-1), Value::Null),
+        ];
+        assert!(build_columns_by_first_kind(&mixed, 2).unwrap().is_none());
+        assert_eq!(column_kinds(&mixed, 2), vec![Kind::Encoded, Kind::Str]);
     }
 
     use super::*;

@@ -601,8 +601,7 @@ impl TableLog {
         partition: Option<Value>,
         rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
-        let order = part::sort_order(&rows, &self.rules.sort_key);
-        let encoded = part::encode_in_order(&self.columns, &rows, &order)?;
+        let encoded = part::encode_sorted(&self.columns, &rows, &self.rules.sort_key)?;
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;

@@ -122,15 +122,7 @@ impl Value {
             Value::Int(i) => ((2, flip(*i)), true),
             Value::UInt(u) => ((3, *u), true),
             Value::Float(f) => ((4, f.key()), true),
-            Value::String(s) => {
-                // The first seven bytes, then the length up to 8: strings of up to seven
-                // bytes are told apart exactly (also "ab" from "ab\0"), longer ones tie.
-                let mut b = [0u8; 8];
-                let n = s.len().min(7);
-                b[..n].copy_from_slice(&s.as_bytes()[..n]);
-                b[7] = s.len().min(8) as u8;
-                ((5, u64::from_be_bytes(b)), s.len() <= 7)
-            }
+            Value::String(s) => Value::str_order_prefix(s),
             Value::Uuid(u) => ((6, (*u >> 64) as u64), false),
             Value::Date(d) => ((7, flip(*d as i64)), true),
             Value::DateTime(t) => ((8, flip(*t)), true),
@@ -139,6 +131,18 @@ impl Value {
             Value::Tuple(_) => ((11, 0), false),
             Value::Map(_) => ((12, 0), false),
         }
+    }
+
+    /// [`Value::order_prefix`] of the string `s`, read where it lies (a column of strings
+    /// sorted without making a value of each). The first seven bytes, then the length up to
+    /// 8: strings of up to seven bytes are told apart exactly (also "ab" from "ab\0"), longer
+    /// ones tie.
+    pub fn str_order_prefix(s: &str) -> ((u8, u64), bool) {
+        let mut b = [0u8; 8];
+        let n = s.len().min(7);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        b[7] = s.len().min(8) as u8;
+        ((5, u64::from_be_bytes(b)), s.len() <= 7)
     }
 
     /// True for NULL.
