@@ -1123,6 +1123,9 @@ mod tests {
                 vec![2, 5],
                 vec![2, 0],
                 vec![3, 1],
+                vec![4, 5],
+                vec![6, 7, 4],
+                vec![5, 0],
             ] {
                 let mut rows = Vec::new();
                 for n in 0..2_000u64 {
@@ -1139,6 +1142,14 @@ mod tests {
                     let mut row = vec![s, i, f];
                     if typed {
                         row.push(Value::DateTime((next() % 3) as i64 - 1));
+                        row.push(match next() % 4 {
+                            0 => Value::Null,
+                            // Values that tie on their first 64 bits, and some that do not.
+                            n => Value::Uuid(((n as u128) << 64) | (next() % 3) as u128),
+                        });
+                        row.push(Value::DateTime64((next() % 5) as i64 - 2, 3));
+                        row.push(Value::Date((next() % 3) as i32 - 1));
+                        row.push(Value::Bool(next() % 2 == 0));
                     }
                     rows.push(PartRow {
                         seq: n / 3,
@@ -1159,8 +1170,8 @@ mod tests {
                 // A compaction's part, sorted from its built columns (typed) or its rows, is
                 // the part written from the rows moved into the order: the same rows, in the
                 // same order, with the same statistics.
-                let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
-                let by_columns = build_columns_by_first_kind(&rows, 4).unwrap().is_some();
+                let names: Vec<String> = (0..8).map(|c| format!("c{c}")).collect();
+                let by_columns = build_columns_by_first_kind(&rows, 8).unwrap().is_some();
                 assert_eq!(by_columns, typed);
                 let moved: Vec<PartRow> = order.iter().map(|&i| rows[i].clone()).collect();
                 let (a, b) = (
