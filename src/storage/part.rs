@@ -83,9 +83,9 @@ fn wide_prefix(((class, bits), exact): ((u8, u64), bool)) -> Prefix {
 
 /// The places of rows sorted by a key of `key_len` columns: a sort of each row's first two
 /// columns' order prefixes (`firsts`, `seconds`: a prefix and whether it is exact, one per
-/// row), where only rows whose prefixes tie are compared by `cmp` (the whole order, log
-/// position last); rows whose prefixes are exact over the whole key are equal by it and keep
-/// their places' order.
+/// row), where only rows whose prefixes tie are compared by `cmp` (the whole order, the rows'
+/// places or log positions last: rows come in log order); rows whose prefixes are exact over
+/// the whole key are equal by it and keep their places' order.
 fn sort_places(
     key_len: usize,
     (firsts, seconds): Prefixes,
@@ -559,8 +559,10 @@ enum FirstKind {
 
 /// The Arrow columns of `rows` and how each is stored, in one pass over the rows: a column
 /// is stored as the kind of its first non-NULL value (a string column when it is all NULL).
-/// `None` when a column holds values of several kinds or a row lacks a column: then
-/// [`column_kinds`] decides the kinds first (several kinds are stored as bincode).
+/// A column whose first value is an array, tuple or map is stored as bincode, whatever
+/// follows. `None` when a typed column meets a value of another kind, or a row has another
+/// number of columns: then [`column_kinds`] decides the kinds first (several kinds are
+/// stored as bincode).
 fn build_columns_by_first_kind(
     rows: &[PartRow],
     columns: usize,

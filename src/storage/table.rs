@@ -167,12 +167,32 @@ pub struct TableLog {
     segment_row_bytes: AtomicU64,
 }
 
+/// The most bytes a segment's buffer reserves before its encoding starts: one segment of
+/// unusually wide rows (a few rows of megabytes each) must not make the next, of many small
+/// rows, ask for more memory than the machine has. A larger segment's buffer grows as it is
+/// written.
+const SEGMENT_RESERVE_MAX: u64 = 64 << 20;
+
+/// The bytes to reserve for a segment of `rows` rows when the last one took `per_row` bytes a
+/// row: a tenth more (reserved, not yet touched), up to [`SEGMENT_RESERVE_MAX`].
+fn segment_reserve(per_row: u64, rows: u64) -> usize {
+    per_row
+        .saturating_add(per_row / 10)
+        .saturating_mul(rows)
+        .min(SEGMENT_RESERVE_MAX) as usize
+}
+
 /// Encodes a segment's records into a buffer of `capacity` bytes to start with.
 fn encode_records(records: &[Arc<Record>], capacity: usize) -> Result<Bytes, StorageError> {
     let refs: Vec<&Record> = records.iter().map(|r| r.as_ref()).collect();
     let mut out = Vec::with_capacity(capacity);
     bincode::serde::encode_into_std_write(&refs, &mut out, bincode::config::standard())
         .map_err(|e| StorageError::Corrupt(format!("cannot encode a segment: {e}")))?;
+    // A reservation that overshot (narrower rows than the last segment's) is not kept with
+    // the bytes, which a store in memory holds as long as the segment.
+    if out.capacity() > out.len() + out.len() / 4 {
+        out.shrink_to_fit();
+    }
     Ok(Bytes::from(out))
 }
 
@@ -455,11 +475,8 @@ impl TableLog {
         rows: u64,
     ) -> Result<(), StorageError> {
         let end = first + records.len() as u64;
-        // A tenth more than the last segment's bytes per row (reserved, not yet touched).
         let per_row = self.segment_row_bytes.load(Ordering::Relaxed);
-        let capacity =
-            (per_row + per_row / 10).saturating_mul(rows.min(self.storage.config.compact_max_rows));
-        let bytes = encode_records(records, capacity as usize)?;
+        let bytes = encode_records(records, segment_reserve(per_row, rows))?;
         if let Some(per_row) = (bytes.len() as u64).checked_div(rows) {
             self.segment_row_bytes.store(per_row, Ordering::Relaxed);
         }
@@ -1392,6 +1409,24 @@ mod tests {
         let t = s.table("t", cols, rules()).unwrap();
         assert_eq!(replay_all(&t, 1), expected, "the parts survive a reopen");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A segment's buffer is reserved from the last segment's bytes per row, and never more
+    /// than the bound: a segment of one very wide row does not make the next, of many small
+    /// rows, reserve more memory than the machine has (the process would abort).
+    #[test]
+    fn a_segments_buffer_is_sized_from_the_last_and_bounded() {
+        assert_eq!(segment_reserve(0, 20_000), 0);
+        assert_eq!(segment_reserve(100, 20_000), 2_200_000);
+        // One segment of a 4 MB row, then one of a part's worth of small rows: not a terabyte.
+        assert_eq!(
+            segment_reserve(4_200_000, 250_000),
+            SEGMENT_RESERVE_MAX as usize
+        );
+        assert_eq!(
+            segment_reserve(u64::MAX, u64::MAX),
+            SEGMENT_RESERVE_MAX as usize
+        );
     }
 
     /// Merges join runs of small parts at once, never more than the fan-in or the row
