@@ -112,11 +112,12 @@ fn sort_places(
         Some(mut packed) => {
             let mut sorted = std::mem::take(&mut packed.keys);
             sorted.sort_unstable();
-            let mut order: Vec<usize> = sorted.iter().map(|&k| packed.place(k)).collect();
-            let same =
-                |a: usize, b: usize| packed.prefixes(sorted[a]) == packed.prefixes(sorted[b]);
-            sort_ties(&mut order, same, by_rows);
-            order
+            order_of_sorted(
+                &sorted,
+                |&k| packed.place(k),
+                |&k| packed.prefixes(k),
+                by_rows,
+            )
         }
         None => {
             let mut sorted: Vec<(u128, u128, usize)> = keys
@@ -125,11 +126,7 @@ fn sort_places(
                 .map(|(place, &(a, b))| (a, b, place))
                 .collect();
             sorted.sort_unstable();
-            let mut order: Vec<usize> = sorted.iter().map(|k| k.2).collect();
-            let same =
-                |a: usize, b: usize| (sorted[a].0, sorted[a].1) == (sorted[b].0, sorted[b].1);
-            sort_ties(&mut order, same, by_rows);
-            order
+            order_of_sorted(&sorted, |k| k.2, |k| (k.0, k.1), by_rows)
         }
     }
 }
@@ -195,22 +192,26 @@ impl PackedKeys {
     }
 }
 
-/// Hands each run of places in `order` whose prefixes tie (`same`, of two places) to
-/// `by_rows`, which orders the run by the rows themselves.
-fn sort_ties(
-    order: &mut [usize],
-    same: impl Fn(usize, usize) -> bool,
+/// The places of `sorted` (each row's sort key, sorted, giving its `place` and its
+/// `prefixes`), where each run of rows whose prefixes tie is handed to `by_rows`, which
+/// orders the run by the rows themselves.
+fn order_of_sorted<T, P: PartialEq>(
+    sorted: &[T],
+    place: impl Fn(&T) -> usize,
+    prefixes: impl Fn(&T) -> P,
     by_rows: impl Fn(&mut [usize]),
-) {
+) -> Vec<usize> {
+    let mut order: Vec<usize> = sorted.iter().map(place).collect();
     let mut start = 0;
     for end in 1..=order.len() {
-        if end == order.len() || !same(start, end) {
+        if end == order.len() || prefixes(&sorted[start]) != prefixes(&sorted[end]) {
             if end - start > 1 {
                 by_rows(&mut order[start..end]);
             }
             start = end;
         }
     }
+    order
 }
 
 /// The smallest and largest value of one column in a part.
