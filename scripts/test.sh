@@ -17,12 +17,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/petrel/target}"
 export PETREL_TOOLS="${PETREL_TOOLS:-$HOME/.cache/petrel/tools}"
 mkdir -p "$CARGO_TARGET_DIR" "$PETREL_TOOLS"
 
-# Python with chdb for the oracle tests.
+# Python with chdb for the oracle tests. One pinned version (the one the suite last passed
+# with), so that the oracle and the ClickHouse side of `cargo bench --bench vs_clickhouse` run
+# the same ClickHouse on every machine.
+CHDB_VERSION=4.4.0
 if [ ! -x "$PETREL_TOOLS/venv/bin/python" ]; then
   python3 -m venv "$PETREL_TOOLS/venv"
 fi
-if ! "$PETREL_TOOLS/venv/bin/python" -c 'import chdb' 2>/dev/null; then
-  "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'chdb>=3'
+if ! "$PETREL_TOOLS/venv/bin/python" -c "import chdb, sys; sys.exit(chdb.__version__ != '$CHDB_VERSION')" 2>/dev/null; then
+  "$PETREL_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "chdb==$CHDB_VERSION"
 fi
 export PETREL_PYTHON="$PETREL_TOOLS/venv/bin/python"
 
