@@ -113,8 +113,9 @@ struct States<S: KeyedState> {
     before: Vec<Row>,
     /// A key's output rows after the time, while its changes are made.
     after: Vec<Row>,
-    /// The window of updates [`States::fold_all`] folds next (kept for the next run's), and
-    /// the hashes of the keys [`States::drain_changes`] drains.
+    /// The updates being folded by [`States::fold_all`] and their keys' hashes (vectors
+    /// kept for the next run's; the hashes also of the keys [`States::drain_changes`]
+    /// drains).
     run: VecDeque<(Keyed<S::Update>, isize)>,
     hashes: Vec<u64>,
 }
@@ -140,45 +141,39 @@ impl<S: KeyedState> States<S> {
     /// Folds a run of updates ([`States::fold`]), each key's slot fetched into the cache a few
     /// updates ahead (and then what the update reads inside the state,
     /// [`KeyedState::prefetch`]): in a table of many groups a slot is a cache miss, which the
-    /// folds of the updates in between hide. The updates are made from `updates`
-    /// [`FOLD_CHUNK`] at a time, each chunk folded before the next is made: a batch's updates
-    /// are never all laid out at once (tens of thousands of them, each a key, an update and
-    /// its hash, held per view and per worker, and out of the cache by their fold).
+    /// folds of the updates in between hide.
     fn fold_all(
         &mut self,
         fresh: &impl Fn() -> S,
         updates: impl Iterator<Item = (Keyed<S::Update>, isize)>,
     ) {
-        let mut window = std::mem::take(&mut self.run);
-        let mut updates = updates.fuse();
-        loop {
-            if window.len() <= 2 * PREFETCH_AHEAD {
-                // The updates that enter short of the fetch distance are fetched now; the
-                // others as they reach it, below.
-                let before = window.len();
-                window.extend(updates.by_ref().take(FOLD_CHUNK));
-                for ((hash, _, _), _) in window.range(before..).take(2 * PREFETCH_AHEAD) {
-                    fetch_slot(&self.slots, *hash);
-                }
+        let (mut run, mut hashes) = (
+            std::mem::take(&mut self.run),
+            std::mem::take(&mut self.hashes),
+        );
+        run.extend(updates);
+        hashes.extend(run.iter().map(|((hash, _, _), _)| *hash));
+        for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
+            fetch_slot(&self.slots, hash);
+        }
+        // Each update's slot 16 updates ahead; 8 updates ahead, its slot in the cache by
+        // then, what the update will read inside the state.
+        let mut n = 0;
+        while let Some((keyed, diff)) = run.pop_front() {
+            if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
+                fetch_slot(&self.slots, hash);
             }
-            let Some((keyed, diff)) = window.pop_front() else {
-                break;
-            };
-            // Each update's slot 2 * PREFETCH_AHEAD updates before its fold; PREFETCH_AHEAD
-            // before, its slot in the cache by then, what the update will read inside the
-            // state.
-            if let Some(((hash, _, _), _)) = window.get(2 * PREFETCH_AHEAD - 1) {
-                fetch_slot(&self.slots, *hash);
-            }
-            if let Some(((hash, _, update), _)) = window.get(PREFETCH_AHEAD - 1) {
+            if let Some(((hash, _, update), _)) = run.get(PREFETCH_AHEAD - 1) {
                 let is_it = |(h, _, _): &Entry<S>| h == hash;
                 if let Some((_, _, slot)) = self.slots.find(*hash, is_it) {
                     slot.state.prefetch(update);
                 }
             }
             self.fold(fresh, keyed, diff);
+            n += 1;
         }
-        self.run = window;
+        hashes.clear();
+        (self.run, self.hashes) = (run, hashes);
     }
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
@@ -305,10 +300,6 @@ impl<S: KeyedState> States<S> {
 /// key's state (and twice as many, the key's slot), and [`States::drain_changes`] a touched
 /// key's slot.
 const PREFETCH_AHEAD: usize = 8;
-
-/// How many updates [`States::fold_all`] makes at a time before folding them: enough that
-/// making them is a loop of its own, few enough that they are still in the cache when folded.
-const FOLD_CHUNK: usize = 256;
 
 /// Asks the processor to fetch the slot of the key with `hash` (the first slot whose tag
 /// matches: the key's, unless it is new or another key's tag collides) into its cache. A

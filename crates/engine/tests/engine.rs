@@ -205,8 +205,9 @@ fn a_group_by_folded_where_its_rows_lie_equals_a_recomputation() {
     group_by_equals_a_recomputation(40, 50);
 }
 
-/// Batches of more updates than the fold makes at a time (it folds a batch's updates in
-/// chunks of a few hundred): none is lost or folded twice where a chunk ends.
+/// Batches of hundreds of updates per worker (the fold fetches each key's state a few
+/// updates ahead of its fold, and folds a batch's updates as one run): each update is folded
+/// once, whatever its place in the run.
 #[test]
 fn a_group_by_over_large_batches_equals_a_recomputation() {
     group_by_equals_a_recomputation(6, 1_500);
