@@ -202,13 +202,17 @@ fn order_of_sorted<T, P: PartialEq>(
     by_rows: impl Fn(&mut [usize]),
 ) -> Vec<usize> {
     let mut order: Vec<usize> = sorted.iter().map(place).collect();
+    // Each row's prefixes are read once: the run's are kept while the rows after it tie.
     let mut start = 0;
+    let mut run = sorted.first().map(&prefixes);
     for end in 1..=order.len() {
-        if end == order.len() || prefixes(&sorted[start]) != prefixes(&sorted[end]) {
+        let next = sorted.get(end).map(&prefixes);
+        if next != run {
             if end - start > 1 {
                 by_rows(&mut order[start..end]);
             }
             start = end;
+            run = next;
         }
     }
     order
