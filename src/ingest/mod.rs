@@ -11,6 +11,7 @@ pub use cells::{typed_row, Cell};
 pub use ndjson::{ColumnError, Rejected, RowDecoder};
 
 use petrel_value::{Row, Value};
+use rayon::prelude::*;
 
 /// An NDJSON body decoded: the rows that fit, and the quarantine rows of those that did not,
 /// each in the body's order.
@@ -84,27 +85,27 @@ pub fn decode_ndjson_body(
         }
         out
     };
-    let Some((first, rest)) = parts.split_first() else {
-        return decode(body);
-    };
-    if rest.is_empty() {
-        return decode(first);
+    if parts.len() <= 1 {
+        return decode(parts.first().copied().unwrap_or(body));
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = rest
-            .iter()
-            .map(|slice| scope.spawn(|| decode(slice)))
-            .collect();
-        let mut out = decode(first);
-        for h in handles {
-            // A decode never panics on input (errors become quarantine rows); if a thread
-            // did, re-raise its panic rather than drop its rows.
-            let part = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            out.good.extend(part.good);
-            out.bad.extend(part.bad);
-        }
-        out
-    })
+    // The slices are decoded by the process's helper pool (rayon's threads, which live as
+    // long as the process): a helper woken for a slice goes to a free core, where a thread
+    // started for the body was queued behind the one starting it while the compactor held
+    // the other core. A panic in a slice (a decode never panics on input: errors become
+    // quarantine rows) is raised here rather than its rows dropped.
+    let decoded = parts
+        .par_iter()
+        .map(|slice| decode(slice))
+        .collect::<Vec<_>>();
+    let mut out = DecodedBody {
+        good: Vec::with_capacity(decoded.iter().map(|d| d.good.len()).sum()),
+        bad: Vec::new(),
+    };
+    for part in decoded {
+        out.good.extend(part.good);
+        out.bad.extend(part.bad);
+    }
+    out
 }
 
 /// The quarantine row for a rejected line.

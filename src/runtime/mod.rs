@@ -280,6 +280,15 @@ fn read_frontiers(storage: &Storage, others: &[Arc<Storage>]) -> Result<Option<T
     Ok(least)
 }
 
+/// Names the threads of the helper pool (rayon's global pool) that decodes large bodies and
+/// folds large batches into views on every core, so that profiles and `top -H` tell them
+/// apart. Only the first call names them (the pool starts once per process).
+fn name_helper_threads() {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("petrel-help-{i}"))
+        .build_global();
+}
+
 impl Runtime {
     /// Opens the storage at `storage_url` (a folder, or `s3://BUCKET/PREFIX`) and every
     /// datasource's table in it, starts the engine, and installs the default view of every
@@ -290,6 +299,7 @@ impl Runtime {
         storage_url: &str,
         config: RuntimeConfig,
     ) -> Result<Arc<Runtime>, RuntimeError> {
+        name_helper_threads();
         let engine_config = petrel_engine::EngineConfig {
             history_ms: config.retention_ms,
             cluster: config.cluster.as_ref().map(|role| petrel_engine::Cluster {

@@ -20,6 +20,7 @@
 //! ```
 
 mod cluster_log;
+mod compactor_priority;
 mod manifest;
 mod memory_log;
 mod part;
@@ -35,6 +36,8 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use petrel_view::Ts;
+
+use compactor_priority::CompactorPriority;
 
 pub use cluster_log::ClusterLog;
 pub use manifest::{Manifest, PartInfo};
@@ -138,6 +141,8 @@ pub struct Storage {
     held_rows: Arc<AtomicU64>,
     /// The compactor's thread, woken when a table's segments reach the compaction threshold.
     compactor: std::sync::OnceLock<std::thread::Thread>,
+    /// The compactor's thread priority: idle while it keeps up, nice 10 when behind.
+    pub(crate) compactor_priority: CompactorPriority,
     /// The engine's open tick, once the writer's background threads run: the frontier a
     /// flush makes durable is the tick read before it.
     clock: Mutex<Option<Clock>>,
@@ -231,6 +236,7 @@ impl Storage {
             segment_written: AtomicBool::new(false),
             held_rows: Arc::default(),
             compactor: std::sync::OnceLock::new(),
+            compactor_priority: CompactorPriority::default(),
             clock: Mutex::new(None),
         }))
     }
@@ -533,10 +539,7 @@ impl Storage {
         let weak = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("petrel-compact".into())
-            .spawn(move || {
-                background_priority();
-                compact_forever(weak)
-            });
+            .spawn(move || compact_forever(weak));
         match spawned {
             Ok(handle) => {
                 let _ = self.compactor.set(handle.thread().clone());
@@ -546,9 +549,10 @@ impl Storage {
     }
 }
 
-/// Lowers the calling thread's CPU priority (nice 10 on Linux): compaction and merges are
-/// background work, and on a busy machine the engine's workers, which decide ingest and push
-/// latency, should get the cores first.
+/// Lowers the calling thread's CPU priority (nice 10 on Linux): view snapshots are background
+/// work, and on a busy machine the engine's workers, which decide ingest and push latency,
+/// should get the cores first. (The compactor's priority is paced by its backlog,
+/// [`CompactorPriority`].)
 pub(crate) fn background_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid and setpriority take no pointers; they only read and set the calling
@@ -560,13 +564,19 @@ pub(crate) fn background_priority() {
 }
 
 /// Compacts every table when woken ([`Storage::wake_compactor`]) and at least every half
-/// second, until the storage is gone.
+/// second, until the storage is gone; each round at the priority its backlog calls for
+/// ([`CompactorPriority`]).
 fn compact_forever(weak: std::sync::Weak<Storage>) {
+    if let Some(storage) = weak.upgrade() {
+        storage.compactor_priority.register_current_thread();
+    }
     loop {
         std::thread::park_timeout(Duration::from_millis(500));
         let Some(storage) = weak.upgrade().filter(|s| !s.is_stopped()) else {
             return;
         };
+        let backlog = storage.tables().iter().map(|t| t.uncompacted_rows()).sum();
+        (storage.compactor_priority).pace(backlog, storage.config.compact_max_rows);
         for table in storage.tables() {
             if let Err(e) = table.compact(false) {
                 tracing::warn!(table = %table.name(), error = %e, "compaction failed");

@@ -434,6 +434,11 @@ impl TableLog {
         }
     }
 
+    /// Rows in written segments not compacted into a part yet: the compactor's backlog.
+    pub(crate) fn uncompacted_rows(&self) -> u64 {
+        self.state().segments.iter().map(|s| s.rows).sum()
+    }
+
     /// The current manifest.
     pub fn manifest(&self) -> Manifest {
         self.state().manifest.clone()
@@ -501,7 +506,10 @@ impl TableLog {
             rows,
         });
         let due = (self.storage.config).compaction_due(st.segments.iter().map(|s| s.rows));
+        let backlog: u64 = st.segments.iter().map(|s| s.rows).sum();
         drop(st);
+        let bound = self.storage.config.compact_max_rows;
+        (self.storage.compactor_priority).raise_if_behind(backlog, bound);
         if due && !self.storage.is_stopped() {
             self.storage.wake_compactor();
         }

@@ -325,8 +325,11 @@ fn threads() -> usize {
 }
 
 /// Runs `work` on each item. With `parallel`, the items are spread over the threads by
-/// weight (heaviest first, each to the least loaded thread) and the calling thread takes one
-/// share itself; otherwise they run here, in order.
+/// weight (heaviest first, each to the least loaded thread), each share run by a thread of
+/// the process's helper pool (rayon's), which lives as long as the process: a thread woken
+/// there goes to a core the rest of the process leaves free (one running only background work
+/// at idle priority, as Petrel's compactor does), where a thread started for the batch was
+/// queued behind the one starting it. Otherwise they run here, in order.
 fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T) + Sync) {
     let lanes = if parallel {
         threads().min(items.len()).max(1)
@@ -347,14 +350,9 @@ fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T
         }
     }
     let work = &work;
-    std::thread::scope(|scope| {
-        let mut shares = shares.into_iter();
-        let own = shares.next();
+    rayon::scope(|scope| {
         for (_, share) in shares {
-            scope.spawn(move || share.into_iter().for_each(work));
-        }
-        if let Some((_, share)) = own {
-            share.into_iter().for_each(work);
+            scope.spawn(move |_| share.into_iter().for_each(work));
         }
     });
 }

@@ -414,8 +414,9 @@ impl View {
     }
 
     /// Applies the deferred batches, then `batch`, under one write lock, and announces the
-    /// new frontier. The batches that left the change log are freed after the announcement:
-    /// a writer waiting for its rows to be visible does not wait for that.
+    /// new frontier. The batches that left the change log are freed after the announcement,
+    /// by a thread of the helper pool: neither a writer waiting for its rows to be visible
+    /// nor the publisher's next batch waits for that.
     fn apply_deferred(&self, batch: Option<ChangeBatch>) {
         let mut trimmed = Vec::new();
         let published_upper = {
@@ -435,7 +436,9 @@ impl View {
             *u = (*u).max(published_upper);
             advanced
         });
-        drop(trimmed);
+        if !trimmed.is_empty() {
+            rayon::spawn(move || drop(trimmed));
+        }
     }
 
     /// Folds one batch into the state and its change log, and sends it to subscribers. The
