@@ -10,9 +10,9 @@
 //! get no time at all on a saturated machine, so once the tables' uncompacted segments hold
 //! more than one part's worth of rows (`compact_max_rows`, before they outgrow what the
 //! storage keeps in memory for compaction and must be read back), the compactor goes back to
-//! nice 10, raised by the writer that sees the backlog if the compactor is starved mid-round. A thread
-//! may leave idle priority only with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 10 or more: without
-//! either, the compactor stays at nice 10 all along, as before.
+//! nice 10, raised by the writer that sees the backlog if the compactor is starved
+//! mid-round. A thread may leave idle priority only with `CAP_SYS_NICE` or an `RLIMIT_NICE`
+//! of 10 or more: without either, the compactor stays at nice 10 all along, as before.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -68,7 +68,7 @@ impl CompactorPriority {
 }
 
 /// The calling thread's id, as the kernel's scheduling calls take it (0 off Linux).
-fn current_tid() -> i32 {
+pub(crate) fn current_tid() -> i32 {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid takes no arguments and only returns the calling thread's id.
     unsafe {
@@ -94,8 +94,9 @@ fn set_idle(tid: i32) -> bool {
     }
 }
 
-/// Puts thread `tid` at the normal policy with nice 10; false when the kernel refused.
-fn set_low(tid: i32) -> bool {
+/// Puts thread `tid` at the normal policy with nice 10 (the compactor when behind, view
+/// snapshots); false when the kernel refused.
+pub(crate) fn set_low(tid: i32) -> bool {
     #[cfg(target_os = "linux")]
     // SAFETY: as in `set_idle`; setpriority takes no pointers.
     unsafe {

@@ -554,13 +554,7 @@ impl Storage {
 /// should get the cores first. (The compactor's priority is paced by its backlog,
 /// [`CompactorPriority`].)
 pub(crate) fn background_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take no pointers; they only read and set the calling
-    // thread's scheduling priority.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
+    compactor_priority::set_low(compactor_priority::current_tid());
 }
 
 /// Compacts every table when woken ([`Storage::wake_compactor`]) and at least every half
@@ -575,9 +569,10 @@ fn compact_forever(weak: std::sync::Weak<Storage>) {
         let Some(storage) = weak.upgrade().filter(|s| !s.is_stopped()) else {
             return;
         };
-        let backlog = storage.tables().iter().map(|t| t.uncompacted_rows()).sum();
+        let tables = storage.tables();
+        let backlog = tables.iter().map(|t| t.uncompacted_rows()).sum();
         (storage.compactor_priority).pace(backlog, storage.config.compact_max_rows);
-        for table in storage.tables() {
+        for table in tables {
             if let Err(e) = table.compact(false) {
                 tracing::warn!(table = %table.name(), error = %e, "compaction failed");
             }

@@ -80,6 +80,13 @@ impl Drop for Held {
     }
 }
 
+impl State {
+    /// Rows in the written segments, not compacted yet.
+    fn segment_rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.rows).sum()
+    }
+}
+
 #[derive(Default)]
 struct State {
     manifest: Manifest,
@@ -436,7 +443,7 @@ impl TableLog {
 
     /// Rows in written segments not compacted into a part yet: the compactor's backlog.
     pub(crate) fn uncompacted_rows(&self) -> u64 {
-        self.state().segments.iter().map(|s| s.rows).sum()
+        self.state().segment_rows()
     }
 
     /// The current manifest.
@@ -506,7 +513,7 @@ impl TableLog {
             rows,
         });
         let due = (self.storage.config).compaction_due(st.segments.iter().map(|s| s.rows));
-        let backlog: u64 = st.segments.iter().map(|s| s.rows).sum();
+        let backlog = st.segment_rows();
         drop(st);
         let bound = self.storage.config.compact_max_rows;
         (self.storage.compactor_priority).raise_if_behind(backlog, bound);
