@@ -472,19 +472,17 @@ impl Groups {
 
     /// Folds consolidated changes into their keys' groups, dropping rows and groups that
     /// reach zero, and keeping at least `ordered` of each key's first rows in order ([`Group`]);
-    /// large batches fold on every core, one shard per task. Returns the places of the
-    /// changes in the order they were folded: each key's changes in one run (a key whose
-    /// hash collides with another's may take several), in their own order within it.
+    /// large batches fold on every core, one shard per task.
     pub(crate) fn fold(
         &mut self,
         (keys, identity): (&KeyColumns, &Identity),
         order: &RowOrder,
         changes: &[(Row, i64)],
         ordered: usize,
-    ) -> Vec<usize> {
+    ) {
         // Most batches only advance the frontier (one per tick and view): nothing to fold.
         if changes.is_empty() {
-            return Vec::new();
+            return;
         }
         if self.orders.len() != SHARDS {
             self.orders = (0..SHARDS).map(|_| order.detached()).collect();
@@ -510,7 +508,6 @@ impl Groups {
             let changes = picked.iter().map(|&(_, n)| &changes[n]);
             fold_shard(shard, (keys, identity, order, ordered), changes);
         });
-        picks.into_iter().flatten().map(|(_, n)| n).collect()
     }
 }
 
