@@ -224,8 +224,12 @@ impl RowDecoder {
 enum Reader {
     /// `String` (also under `LowCardinality`), not `Nullable`.
     Text,
-    /// Integers, not `Nullable`.
-    Integer,
+    /// Integers, not `Nullable`, of this signedness and width in bits: read and checked
+    /// against the type's range in one step.
+    Integer {
+        signed: bool,
+        bits: u8,
+    },
     /// `DateTime`, not `Nullable`.
     DateTime,
     General,
@@ -238,7 +242,14 @@ impl Reader {
         }
         match ty.base() {
             ColumnType::String => Reader::Text,
-            ColumnType::Int(_) | ColumnType::UInt(_) => Reader::Integer,
+            ColumnType::Int(bits) => Reader::Integer {
+                signed: true,
+                bits: *bits,
+            },
+            ColumnType::UInt(bits) => Reader::Integer {
+                signed: false,
+                bits: *bits,
+            },
             ColumnType::DateTime => Reader::DateTime,
             _ => Reader::General,
         }
@@ -247,10 +258,19 @@ impl Reader {
     fn read(self, ty: &ColumnType, text: &str) -> Option<Value> {
         let direct = match self {
             Reader::Text => unescaped_string(text).map(Value::from),
-            Reader::Integer => text
+            Reader::Integer { signed: true, bits } => text
                 .parse::<i64>()
                 .ok()
-                .and_then(|i| ty.coerce(&Value::Int(i))),
+                .filter(|&i| bits >= 64 || (i >> (bits - 1) == 0 || i >> (bits - 1) == -1))
+                .map(Value::Int),
+            Reader::Integer {
+                signed: false,
+                bits,
+            } => text
+                .parse::<u64>()
+                .ok()
+                .filter(|&u| bits >= 64 || u >> bits == 0)
+                .map(Value::UInt),
             Reader::DateTime => unescaped_string(text)
                 .filter(|inner| !inner.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|inner| petrel_value::time::parse_datetime(inner, 0))
@@ -451,6 +471,8 @@ mod tests {
             ("f", "Float64"),
             ("a", "Array(Int32)"),
             ("b", "Bool"),
+            ("i8", "Int8"),
+            ("u64", "UInt64"),
         ]
         .iter()
         .map(|(name, ty)| ColumnSpec {
@@ -496,6 +518,14 @@ mod tests {
             r#"  {"s" : "spaced" , "u" : 3 }  "#,
             r#"[1]"#,
             r#"{"f":"nan","u":"0x1"}"#,
+            r#"{"i8":127,"u":0}"#,
+            r#"{"i8":128}"#,
+            r#"{"i8":-128,"u":-0}"#,
+            r#"{"i8":-129}"#,
+            r#"{"i8":-0,"i":-9223372036854775808}"#,
+            r#"{"u64":18446744073709551615}"#,
+            r#"{"u64":18446744073709551616}"#,
+            r#"{"u64":-1,"i8":1e2}"#,
         ] {
             assert_eq!(fast.decode(line, 0), general.decode(line, 0), "{line}");
         }
