@@ -547,7 +547,7 @@ pub(crate) fn encode_sorted(
         let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
         let taken = columns
             .iter()
-            .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
+            .map(|c| super::gather::gather(c, &indices))
             .collect::<Result<Vec<ArrayRef>, _>>()
             .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
         writer.write_columns(taken)?;
