@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use petrel_value::{ColumnType, Row, Value};
+use petrel_value::{same_bytes, ColumnType, Row, Value};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
@@ -136,11 +136,13 @@ impl RowDecoder {
         let scanned = self.flat
             && flat_json::scan(line, |key, raw| {
                 let found = match children.get(guess) {
-                    Some((k, node)) if k == key => Some((guess, node)),
+                    Some((k, node)) if same_bytes(k.as_bytes(), key.as_bytes()) => {
+                        Some((guess, node))
+                    }
                     _ => children
                         .iter()
                         .enumerate()
-                        .find(|(_, (k, _))| k == key)
+                        .find(|(_, (k, _))| same_bytes(k.as_bytes(), key.as_bytes()))
                         .map(|(i, (_, node))| (i, node)),
                 };
                 if let Some((i, node)) = found {

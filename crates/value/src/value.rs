@@ -54,10 +54,11 @@ impl Hash for F64 {
 /// strings are small-string-optimised and cheap to clone, and times are integers in UTC.
 ///
 /// The derived order (variant first) is what differential dataflow sorts by; SQL comparisons
-/// across numeric variants use [`Value::sql_cmp`].
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+/// across numeric variants use [`Value::sql_cmp`]. Equality is the derived one's, written out
+/// so that strings compare without a call to `memcmp` ([`same_bytes`]).
+// Equal values hash alike: `eq` holds exactly where the derived equality does.
+#[allow(clippy::derived_hash_with_manual_eq)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// SQL NULL.
     Null,
@@ -85,6 +86,42 @@ pub enum Value {
     Tuple(Vec<Value>),
     /// `Map(K, V)`, as ordered pairs.
     Map(Vec<(Value, Value)>),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::String(a), Value::String(b)) => same_bytes(a.as_bytes(), b.as_bytes()),
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::UInt(a), Value::UInt(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Uuid(a), Value::Uuid(b)) => a == b,
+            (Value::Date(a), Value::Date(b)) => a == b,
+            (Value::DateTime(a), Value::DateTime(b)) => a == b,
+            (Value::DateTime64(a, p), Value::DateTime64(b, q)) => a == b && p == q,
+            (Value::Array(a), Value::Array(b)) | (Value::Tuple(a), Value::Tuple(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// How long a string [`same_bytes`] compares a byte at a time.
+const SHORT_BYTES: usize = 16;
+
+/// True when two byte strings are equal. Short ones (an event's country, path or key) are
+/// compared a byte at a time without branching, which costs less than the call to `memcmp`
+/// that comparing slices makes; rows are compared by their strings in every hash probe.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.len() > SHORT_BYTES {
+        return a == b;
+    }
+    a.iter().zip(b).fold(true, |same, (x, y)| same & (x == y))
 }
 
 impl Value {
@@ -495,6 +532,49 @@ mod tests {
     }
 
     use super::*;
+
+    /// Equality holds exactly where the derived order says equal, and equal values hash
+    /// alike: over every kind of value, strings up to and past the length compared a byte at
+    /// a time, and an array and a tuple of the same values (not equal).
+    #[test]
+    fn equality_agrees_with_the_order_and_the_hash() {
+        let hash = |v: &Value| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            v.hash(&mut h);
+            h.finish()
+        };
+        let long = "a string longer than sixteen bytes";
+        let mut values = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-1),
+            Value::UInt(1),
+            Value::Float(F64(-0.0)),
+            Value::Float(F64(0.0)),
+            Value::Float(F64(f64::NAN)),
+            Value::Uuid(7),
+            Value::Date(1),
+            Value::DateTime(1),
+            Value::DateTime64(1, 3),
+            Value::DateTime64(1, 6),
+            Value::Array(vec![Value::Int(1), Value::str("US")]),
+            Value::Tuple(vec![Value::Int(1), Value::str("US")]),
+            Value::Map(vec![(Value::str("k"), Value::Int(1))]),
+        ];
+        for len in 0..=long.len() {
+            values.push(Value::str(&long[..len]));
+            values.push(Value::str(&format!("{}z", &long[..len])));
+        }
+        for a in &values {
+            for b in &values {
+                assert_eq!(a == b, a.cmp(b).is_eq(), "{a:?} vs {b:?}");
+                if a == b {
+                    assert_eq!(hash(a), hash(b), "{a:?} vs {b:?}");
+                }
+            }
+            assert_eq!(a, &a.clone());
+        }
+    }
 
     #[test]
     fn floats_order_totally() {
