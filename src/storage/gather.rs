@@ -40,17 +40,15 @@ fn gather_strings(strings: &StringArray, indices: &[u32]) -> Option<StringArray>
         let end = usize::try_from(*offsets.get(i + 1)?).ok()?;
         Some((start, end))
     };
-    let mut total = 0usize;
-    for &i in indices {
-        let (start, end) = bounds(i)?;
-        total += end.checked_sub(start)?;
-    }
-    let mut bytes: Vec<u8> = Vec::with_capacity(total + SHORT);
+    // The gathered strings' bytes, reckoned from the column's average length (a chunk of
+    // the part is gathered at a time).
+    let estimate = data.len().saturating_mul(indices.len()) / strings.len().max(1);
+    let mut bytes: Vec<u8> = Vec::with_capacity(estimate + SHORT);
     let mut ends: Vec<i32> = Vec::with_capacity(indices.len() + 1);
     ends.push(0);
     for &i in indices {
         let (start, end) = bounds(i)?;
-        let len = end - start;
+        let len = end.checked_sub(start)?;
         match data.get(start..start + SHORT) {
             Some(chunk) if len <= SHORT => {
                 bytes.extend_from_slice(chunk);
