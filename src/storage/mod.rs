@@ -26,6 +26,7 @@ mod manifest;
 mod memory_log;
 mod part;
 mod part_merge;
+mod segment_codec;
 mod table;
 mod view_snapshot;
 

@@ -25,15 +25,17 @@ use petrel_view::Ts;
 use super::manifest::{Manifest, PartInfo};
 use super::part::{self, PartRow};
 use super::part_merge;
+use super::segment_codec;
 use super::{Storage, StorageError};
 
-/// One appended batch.
+/// One appended batch. Segments are read back with its derived `Deserialize`, and written
+/// by [`segment_codec`] in the bytes its derived `Serialize` would write.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Record {
-    ts: Ts,
+pub(super) struct Record {
+    pub(super) ts: Ts,
     /// Shared with the engine's workers while it waits in memory.
-    updates: Arc<Vec<(Row, isize)>>,
-    meta: Option<Vec<u8>>,
+    pub(super) updates: Arc<Vec<(Row, isize)>>,
+    pub(super) meta: Option<Vec<u8>>,
 }
 
 /// A written segment: batches `first..end`.
@@ -191,10 +193,11 @@ fn segment_reserve(per_row: u64, rows: u64) -> usize {
 
 /// Encodes a segment's records into a buffer of `capacity` bytes to start with.
 fn encode_records(records: &[Arc<Record>], capacity: usize) -> Result<Bytes, StorageError> {
-    let refs: Vec<&Record> = records.iter().map(|r| r.as_ref()).collect();
     let mut out = Vec::with_capacity(capacity);
-    bincode::serde::encode_into_std_write(&refs, &mut out, bincode::config::standard())
-        .map_err(|e| StorageError::Corrupt(format!("cannot encode a segment: {e}")))?;
+    segment_codec::length(&mut out, records.len());
+    for r in records {
+        segment_codec::encode_batch(&mut out, r.ts, &r.updates, r.meta.as_deref())?;
+    }
     // A reservation that overshot (narrower rows than the last segment's) is not kept with
     // the bytes, which a store in memory holds as long as the segment.
     if out.capacity() > out.len() + out.len() / 4 {
