@@ -22,8 +22,9 @@ use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use petrel_value::{Row, Value, F64};
 use petrel_view::Ts;
 
@@ -310,6 +311,14 @@ impl Kind {
         })
     }
 
+    /// Stored as a Parquet integer (what a delta encoding applies to).
+    fn is_integer(self) -> bool {
+        matches!(
+            self,
+            Kind::Int | Kind::UInt | Kind::Date | Kind::DateTime | Kind::DateTime64(_)
+        )
+    }
+
     fn data_type(self) -> DataType {
         match self {
             Kind::Bool => DataType::Boolean,
@@ -511,7 +520,7 @@ fn build_columns(rows: &[PartRow], kinds: &[Kind]) -> Result<Vec<ArrayRef>, Stor
 /// name, and computes each column's min/max for the manifest.
 pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, StorageError> {
     let kinds = column_kinds(rows, names.len());
-    let mut writer = PartWriter::new(names, kinds)?;
+    let mut writer = PartWriter::new(names, kinds, &[])?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
         writer.write(chunk)?;
     }
@@ -541,7 +550,7 @@ pub(crate) fn encode_sorted(
             (kinds, built, sort_order(rows, sort_key))
         }
     };
-    let mut writer = PartWriter::new(names, kinds)?;
+    let mut writer = PartWriter::new(names, kinds, sort_key)?;
     let columns = writer.with_statistics(rows, built);
     for chunk in order.chunks(ROW_GROUP_ROWS) {
         let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
@@ -795,8 +804,13 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    /// A writer of parts with columns `names` stored as `kinds`.
-    pub(super) fn new(names: &[String], kinds: Vec<Kind>) -> Result<PartWriter, StorageError> {
+    /// A writer of parts with columns `names` stored as `kinds`, whose rows come sorted by
+    /// the columns `sort_key` (empty when they come in no order).
+    pub(super) fn new(
+        names: &[String],
+        kinds: Vec<Kind>,
+        sort_key: &[usize],
+    ) -> Result<PartWriter, StorageError> {
         let mut fields = vec![
             Field::new("_seq", DataType::UInt64, false),
             Field::new("_ts", DataType::UInt64, false),
@@ -809,13 +823,27 @@ impl PartWriter {
             );
         }
         let schema = Arc::new(Schema::new(fields));
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             // Min/max per row group; no page index (nothing reads one, and it costs the
             // writer a statistics pass per page).
-            .set_statistics_enabled(EnabledStatistics::Chunk)
-            .build();
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        // Log positions are all distinct, and integers of the sorting key come in runs of
+        // rising values: both are stored as the differences between neighbours, bit-packed,
+        // which is smaller than a dictionary and costs no hash per value.
+        let deltas = sort_key
+            .iter()
+            .filter(|&&c| kinds.get(c).is_some_and(|k| k.is_integer()))
+            .filter_map(|&c| names.get(c).cloned())
+            .chain(["_seq".to_string()]);
+        for name in deltas {
+            let column = ColumnPath::new(vec![name]);
+            props = props
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
             .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
         let stats = names
@@ -838,8 +866,9 @@ impl PartWriter {
     pub(crate) fn with_kinds(
         names: &[String],
         kinds: PartKinds,
+        sort_key: &[usize],
     ) -> Result<PartWriter, StorageError> {
-        PartWriter::new(names, kinds.0)
+        PartWriter::new(names, kinds.0, sort_key)
     }
 
     /// Appends rows (in the part's order).
@@ -1203,6 +1232,66 @@ mod tests {
         }
     }
 
+    /// Integers of the sorting key (and log positions) are stored as deltas: the whole range
+    /// of each integer kind, where neighbours' differences overflow, reads back exactly.
+    #[test]
+    fn sorting_key_integers_at_their_extremes_read_back() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let ints = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+        let rows: Vec<PartRow> = (0..3_000u64)
+            .map(|n| {
+                let int = ints[rng.random_range(0..ints.len())];
+                PartRow {
+                    // In log order (as compactions gather rows), over the whole range.
+                    seq: n * (u64::MAX / 3_000),
+                    ts: n,
+                    diff: 1,
+                    row: vec![
+                        Value::Int(int),
+                        Value::UInt(int as u64),
+                        Value::Date([i32::MIN, -1, 0, i32::MAX][rng.random_range(0..4)]),
+                        Value::DateTime(int),
+                        Value::DateTime64(int, 6),
+                        if n % 5 == 0 {
+                            Value::Null
+                        } else {
+                            Value::Int(int)
+                        },
+                    ],
+                }
+            })
+            .collect();
+        let names: Vec<String> = (0..6).map(|c| format!("c{c}")).collect();
+        for sort_key in [vec![0, 1], vec![1, 2, 3], vec![4, 5], vec![5]] {
+            let part = encode_sorted(&names, &rows, &sort_key).unwrap();
+            let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
+                .unwrap()
+                .metadata()
+                .clone();
+            // Columns 0..3 are `_seq`, `_ts` and `_diff`.
+            for c in sort_key.iter().map(|c| c + 3).chain([0]) {
+                let chunk = meta.row_group(0).column(c);
+                assert!(
+                    chunk
+                        .encodings()
+                        .any(|e| e == Encoding::DELTA_BINARY_PACKED),
+                    "column {c} of sort key {sort_key:?}"
+                );
+            }
+            let mut read = Vec::new();
+            decode_with_seq(part.bytes, &mut |seq, row, ts, diff| {
+                read.push((seq, row, ts, diff as i64))
+            })
+            .unwrap();
+            let expected: Vec<(u64, Row, Ts, i64)> = sort_order(&rows, &sort_key)
+                .into_iter()
+                .map(|i| (rows[i].seq, rows[i].row.clone(), rows[i].ts, rows[i].diff))
+                .collect();
+            assert_eq!(read, expected, "sort key {sort_key:?}");
+        }
+    }
+
     /// A column takes the kind of its first value when every value is of that kind, and is
     /// stored as bincode (its kinds decided first) when its values are of several kinds.
     #[test]
@@ -1274,7 +1363,7 @@ mod tests {
         }
         let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
         let kinds = column_kinds(&rows, names.len());
-        let mut writer = PartWriter::new(&names, kinds).unwrap();
+        let mut writer = PartWriter::new(&names, kinds, &[]).unwrap();
         for chunk in rows.chunks(700) {
             writer.write(chunk).unwrap();
         }

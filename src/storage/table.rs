@@ -855,7 +855,7 @@ impl TableLog {
                 })
                 .collect();
         }
-        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds)?;
+        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds, &self.rules.sort_key)?;
         let mut heads: Vec<std::collections::VecDeque<PartRow>> =
             readers.iter().map(|_| Default::default()).collect();
         let mut out: Vec<PartRow> = Vec::with_capacity(part::ROW_GROUP_ROWS);
