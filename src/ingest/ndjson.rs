@@ -10,7 +10,6 @@ use std::fmt;
 use petrel_value::{same_bytes, ColumnType, Row, Value};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use smallvec::SmallVec;
 
 use super::flat_json;
 use crate::project::{ColumnDefault, ColumnSpec};
@@ -53,6 +52,9 @@ impl Trie {
         &mut self.children[pos].1
     }
 }
+
+/// How many columns' raw values a line's decode keeps on the stack (more go on the heap).
+const SLOTS_ON_STACK: usize = 32;
 
 /// Decodes NDJSON lines into rows of one datasource's schema.
 pub struct RowDecoder {
@@ -127,8 +129,17 @@ impl RowDecoder {
 
     /// Decodes one line into a row, or says why it does not fit.
     pub fn decode(&self, line: &str, now_secs: i64) -> Result<Row, Rejected> {
-        // On the stack for the usual datasource's columns: no allocation per line.
-        let mut slots: SmallVec<[Option<&str>; 32]> = smallvec::smallvec![None; self.columns.len()];
+        // On the stack for the usual datasource's columns: no allocation per line, and no
+        // copy (a `SmallVec` returned by value moved its 520 bytes on every line).
+        let mut on_stack = [None; SLOTS_ON_STACK];
+        let mut on_heap = Vec::new();
+        let slots: &mut [Option<&str>] = match on_stack.get_mut(..self.columns.len()) {
+            Some(slots) => slots,
+            None => {
+                on_heap.resize(self.columns.len(), None);
+                &mut on_heap
+            }
+        };
         let children = &self.trie.children;
         // Events mostly list their keys in one order: the key after the last one found is
         // tried first.
@@ -158,7 +169,7 @@ impl RowDecoder {
             let mut de = serde_json::Deserializer::from_str(line);
             let parsed = ObjectSeed {
                 trie: &self.trie,
-                slots: &mut slots,
+                slots: &mut *slots,
             }
             .deserialize(&mut de)
             .and_then(|_| de.end());

@@ -702,11 +702,22 @@ impl KeyedState for GroupState {
             Some(i) if i < layout.aggregates.len() => self.aggregate(i, &whole),
             Some(_) => Some(Value::Null),
         };
-        let row: Option<Row> = match &layout.projected {
-            Some(columns) => columns.iter().map(|&c| cell(c)).collect(),
-            None => (0..key.len() + layout.aggregates.len()).map(cell).collect(),
+        // Made at its final size: collecting through `Option` would not know it.
+        let width = key.len() + layout.aggregates.len();
+        let mut row = Vec::with_capacity(layout.projected.as_ref().map_or(width, Vec::len));
+        let made = match &layout.projected {
+            Some(columns) => columns.iter().try_for_each(|&c| {
+                row.push(cell(c)?);
+                Some(())
+            }),
+            None => (0..width).try_for_each(|c| {
+                row.push(cell(c)?);
+                Some(())
+            }),
         };
-        out.extend(row);
+        if made.is_some() {
+            out.push(row);
+        }
     }
 
     fn is_empty(&self) -> bool {
