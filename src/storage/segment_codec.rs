@@ -2,7 +2,7 @@
 //!
 //! A segment is bincode's standard encoding (little-endian, variable-length integers) of its
 //! batches, and is read back with bincode. Encoding through serde cost a call for each value
-//! and a call to `memcpy` for each byte written; on the top-k benchmark that was a tenth of
+//! and a call to `memcpy` for each byte written; on the top-k benchmark that was 7% of
 //! the process's samples, on the thread answering a `wait=true` write. This module writes the
 //! same bytes itself for the values rows are made of (nested values, rare in a log, still go
 //! through bincode), so a segment written here reads back exactly as before.
