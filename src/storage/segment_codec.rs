@@ -7,8 +7,11 @@
 //! same bytes itself for the values rows are made of (nested values, rare in a log, still go
 //! through bincode), so a segment written here reads back exactly as before.
 
+use std::sync::Arc;
+
 use petrel_value::{Row, Value};
 
+use super::table::Record;
 use super::StorageError;
 
 /// bincode's marker before a 2-byte integer (values up to 250 are one byte).
@@ -20,9 +23,21 @@ const U64_MARK: u8 = 253;
 /// bincode's marker before a 16-byte integer.
 const U128_MARK: u8 = 254;
 
-/// Appends bincode's encoding of a batch: its timestamp, its updates (each a row and a
-/// difference) and its metadata.
-pub(super) fn encode_batch(
+/// Appends bincode's encoding of a segment: its batches, as a sequence.
+pub(super) fn encode_segment(
+    out: &mut Vec<u8>,
+    records: &[Arc<Record>],
+) -> Result<(), StorageError> {
+    length(out, records.len());
+    for r in records {
+        encode_batch(out, r.ts, &r.updates, r.meta.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Appends bincode's encoding of a batch ([`Record`]): its timestamp, its updates (each a
+/// row and a difference) and its metadata.
+fn encode_batch(
     out: &mut Vec<u8>,
     ts: u64,
     updates: &[(Row, isize)],
@@ -49,7 +64,7 @@ pub(super) fn encode_batch(
 }
 
 /// Appends a sequence's length, as bincode writes a `usize`.
-pub(super) fn length(out: &mut Vec<u8>, n: usize) {
+fn length(out: &mut Vec<u8>, n: usize) {
     unsigned(out, n as u64);
 }
 
@@ -137,9 +152,7 @@ fn signed(out: &mut Vec<u8>, n: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::table::Record;
     use rand::{Rng, SeedableRng};
-    use std::sync::Arc;
 
     fn random_value(rng: &mut rand::rngs::StdRng, depth: u32) -> Value {
         let int = |rng: &mut rand::rngs::StdRng| -> i64 {

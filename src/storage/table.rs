@@ -194,10 +194,7 @@ fn segment_reserve(per_row: u64, rows: u64) -> usize {
 /// Encodes a segment's records into a buffer of `capacity` bytes to start with.
 fn encode_records(records: &[Arc<Record>], capacity: usize) -> Result<Bytes, StorageError> {
     let mut out = Vec::with_capacity(capacity);
-    segment_codec::length(&mut out, records.len());
-    for r in records {
-        segment_codec::encode_batch(&mut out, r.ts, &r.updates, r.meta.as_deref())?;
-    }
+    segment_codec::encode_segment(&mut out, records)?;
     // A reservation that overshot (narrower rows than the last segment's) is not kept with
     // the bytes, which a store in memory holds as long as the segment.
     if out.capacity() > out.len() + out.len() / 4 {
