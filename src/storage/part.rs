@@ -550,7 +550,9 @@ pub(crate) fn encode_sorted(
             (kinds, built, sort_order(rows, sort_key))
         }
     };
-    let mut writer = PartWriter::new(names, kinds, sort_key)?;
+    let mut deltas = sort_key.to_vec();
+    deltas.extend(many_valued_integer_columns(&built, &kinds));
+    let mut writer = PartWriter::new(names, kinds, &deltas)?;
     let columns = writer.with_statistics(rows, built);
     for chunk in order.chunks(ROW_GROUP_ROWS) {
         let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
@@ -562,6 +564,45 @@ pub(crate) fn encode_sorted(
         writer.write_columns(taken)?;
     }
     writer.finish()
+}
+
+/// How many of an integer column's first values [`many_valued_integer_columns`] reads.
+const ENCODING_SAMPLE: usize = 1024;
+
+/// The integer columns whose first [`ENCODING_SAMPLE`] values (in log order) are more than a
+/// quarter distinct: stored as deltas rather than through a dictionary, which would cost a
+/// hash per value and store about as many bits per value (a dictionary index of a column of
+/// thousands of values against the differences of its neighbours). A column of few values
+/// (status codes, flags), whose indices are a few bits each, keeps its dictionary.
+fn many_valued_integer_columns(built: &[ArrayRef], kinds: &[Kind]) -> Vec<usize> {
+    let mut sample: Vec<i64> = Vec::with_capacity(ENCODING_SAMPLE);
+    let mut columns = Vec::new();
+    for (c, (array, kind)) in built.iter().zip(kinds).enumerate() {
+        if !kind.is_integer() {
+            continue;
+        }
+        sample.clear();
+        let any = array.as_any();
+        if let Some(ints) = any.downcast_ref::<Int64Array>() {
+            sample.extend(ints.iter().flatten().take(ENCODING_SAMPLE));
+        } else if let Some(uints) = any.downcast_ref::<UInt64Array>() {
+            sample.extend(
+                uints
+                    .iter()
+                    .flatten()
+                    .take(ENCODING_SAMPLE)
+                    .map(|u| u as i64),
+            );
+        } else if let Some(days) = any.downcast_ref::<Int32Array>() {
+            sample.extend(days.iter().flatten().take(ENCODING_SAMPLE).map(i64::from));
+        }
+        sample.sort_unstable();
+        sample.dedup();
+        if sample.len() > ENCODING_SAMPLE / 4 {
+            columns.push(c);
+        }
+    }
+    columns
 }
 
 /// A column being built by [`build_columns_by_first_kind`]: NULLs so far, or the kind of its
@@ -804,12 +845,13 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    /// A writer of parts with columns `names` stored as `kinds`, whose rows come sorted by
-    /// the columns `sort_key` (empty when they come in no order).
+    /// A writer of parts with columns `names` stored as `kinds`, the integer ones among
+    /// `deltas` as the differences between neighbours (the sorting key's integers, whose
+    /// rows come in runs of rising values, and columns of many values).
     pub(super) fn new(
         names: &[String],
         kinds: Vec<Kind>,
-        sort_key: &[usize],
+        deltas: &[usize],
     ) -> Result<PartWriter, StorageError> {
         let mut fields = vec![
             Field::new("_seq", DataType::UInt64, false),
@@ -829,14 +871,15 @@ impl PartWriter {
             // Min/max per row group; no page index (nothing reads one, and it costs the
             // writer a statistics pass per page).
             .set_statistics_enabled(EnabledStatistics::Chunk);
-        // Log positions are all distinct, and integers of the sorting key come in runs of
-        // rising values: both are stored as the differences between neighbours, bit-packed,
-        // which is smaller than a dictionary and costs no hash per value.
-        let deltas = sort_key
+        // Log positions are all distinct, a row's tick and multiplicity come in long runs
+        // of one value, and the `deltas` columns in runs of rising values or of many values:
+        // all are stored as the differences between neighbours, bit-packed, which is no
+        // larger than a dictionary and costs no hash per value.
+        let deltas = deltas
             .iter()
             .filter(|&&c| kinds.get(c).is_some_and(|k| k.is_integer()))
             .filter_map(|&c| names.get(c).cloned())
-            .chain(["_seq".to_string()]);
+            .chain(["_seq", "_ts", "_diff"].map(String::from));
         for name in deltas {
             let column = ColumnPath::new(vec![name]);
             props = props
@@ -1290,6 +1333,58 @@ mod tests {
                 .collect();
             assert_eq!(read, expected, "sort key {sort_key:?}");
         }
+    }
+
+    /// An integer column of many values is stored as deltas, one of few values (a status
+    /// code) through its dictionary, and a row's tick and multiplicity as deltas; every
+    /// value reads back.
+    #[test]
+    fn integer_columns_are_stored_as_their_values_suit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(30);
+        let rows: Vec<PartRow> = (0..5_000u64)
+            .map(|n| PartRow {
+                seq: n,
+                ts: n / 700,
+                diff: if n % 11 == 0 { -1 } else { 1 },
+                row: vec![
+                    Value::UInt(rng.random_range(0..100_000)),
+                    Value::Int([200, 404, 500][rng.random_range(0..3)]),
+                    Value::Int(rng.random_range(i64::MIN..i64::MAX)),
+                    Value::str("x"),
+                ],
+            })
+            .collect();
+        let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
+        let part = encode_sorted(&names, &rows, &[3]).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
+            .unwrap()
+            .metadata()
+            .clone();
+        let encodings = |c: usize| meta.row_group(0).column(c).encodings().collect::<Vec<_>>();
+        // Columns 0..3 are `_seq`, `_ts` and `_diff`.
+        for c in [0, 1, 2, 3, 5] {
+            assert!(
+                encodings(c).contains(&Encoding::DELTA_BINARY_PACKED),
+                "column {c}: {:?}",
+                encodings(c)
+            );
+        }
+        assert!(
+            !encodings(4).contains(&Encoding::DELTA_BINARY_PACKED),
+            "few values keep their dictionary: {:?}",
+            encodings(4)
+        );
+        let mut read = Vec::new();
+        decode_with_seq(part.bytes, &mut |seq, row, ts, diff| {
+            read.push((seq, row, ts, diff as i64))
+        })
+        .unwrap();
+        let expected: Vec<(u64, Row, Ts, i64)> = sort_order(&rows, &[3])
+            .into_iter()
+            .map(|i| (rows[i].seq, rows[i].row.clone(), rows[i].ts, rows[i].diff))
+            .collect();
+        assert_eq!(read, expected);
     }
 
     /// A column takes the kind of its first value when every value is of that kind, and is
