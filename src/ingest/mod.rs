@@ -180,4 +180,30 @@ mod body_tests {
         assert_eq!(small.good.len(), 1);
         assert_eq!(small.bad.len(), 1);
     }
+
+    /// A line that is not UTF-8 is rejected on its own, in a body of any size: the lines
+    /// around it (in the same slice) still land, and a character of several bytes is read
+    /// whole.
+    #[test]
+    fn a_line_that_is_not_utf8_is_rejected_alone() {
+        for lines in [3u32, 150_000] {
+            let mut body = Vec::new();
+            for i in 0..lines {
+                if i == lines / 2 {
+                    body.extend_from_slice(b"{\"n\": 1, \"x\": \"\xff\"}\n");
+                } else {
+                    body.extend_from_slice(format!("{{\"n\": {i}, \"x\": \"é\"}}\n").as_bytes());
+                }
+            }
+            let decoded = decode_ndjson_body(&decoder(), &body, 0, "import");
+            assert_eq!(decoded.good.len(), lines as usize - 1, "{lines} lines");
+            assert_eq!(decoded.bad.len(), 1, "{lines} lines");
+            let expected: Vec<Row> = (0..lines)
+                .filter(|&i| i != lines / 2)
+                .map(|i| vec![Value::UInt(i as u64)])
+                .collect();
+            let rows: Vec<Row> = decoded.good.into_iter().map(|(r, _)| r).collect();
+            assert_eq!(rows, expected);
+        }
+    }
 }
