@@ -670,6 +670,10 @@ impl KeyedState for GroupState {
         }
     }
 
+    fn reads_inside((_, cells): &(Accum, Row)) -> bool {
+        !cells.is_empty()
+    }
+
     fn settle(&mut self) {
         for part in self.parts.iter_mut() {
             if let PartState::Extreme(e) = part {

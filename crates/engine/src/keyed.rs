@@ -54,6 +54,12 @@ pub trait KeyedState: 'static {
     /// Fetches into the cache what applying `update` will read inside the state (a
     /// distinct value's entry), a few updates ahead of it. A hint: it changes nothing.
     fn prefetch(&self, _update: &Self::Update) {}
+    /// Whether [`KeyedState::prefetch`] may fetch anything for `update`: the fold finds the
+    /// update's slot ahead of it only then (finding it reads the slot, which only the folds
+    /// in between would otherwise wait for).
+    fn reads_inside(_update: &Self::Update) -> bool {
+        false
+    }
     /// A time the key's updates came at is complete: every update of it was applied, so
     /// the state's multiplicities are the rows' own (none negative) and it may compact.
     fn settle(&mut self) {}
@@ -164,7 +170,10 @@ impl<S: KeyedState> States<S> {
             if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
                 fetch_slot(&self.slots, hash);
             }
-            if let Some(((hash, _, update), _)) = run.get(PREFETCH_AHEAD - 1) {
+            if let Some(((hash, _, update), _)) = run
+                .get(PREFETCH_AHEAD - 1)
+                .filter(|((_, _, update), _)| S::reads_inside(update))
+            {
                 let is_it = |(h, _, _): &Entry<S>| h == hash;
                 if let Some((_, _, slot)) = self.slots.find(*hash, is_it) {
                     slot.state.prefetch(update);
