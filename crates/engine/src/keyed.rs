@@ -579,25 +579,8 @@ where
     let (peers, index) = (slices.scope().peers(), slices.scope().index());
     let routing = Routing::new(&scan, &keys);
     // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
-    // Where the key is columns of the batch's rows, the worker whose slice it is hashes them
-    // once and sends each worker the rows that are its own: no row is hashed twice, and a
-    // worker does not walk the rows that are not its own.
-    let columns = match &routing {
-        Routing::Columns(columns) => Some(columns.clone()),
-        _ => None,
-    };
-    let spread = slices.flat_map(move |slice| {
-        let mut picks = columns
-            .as_deref()
-            .and_then(|columns| pick_by_worker(slice.updates(), columns, peers))
-            .map(|picks| picks.into_iter().map(Some).collect::<Vec<_>>())
-            .unwrap_or_else(|| vec![None; peers]);
-        (0..peers).map(move |to| {
-            let own = picks.get_mut(to).and_then(Option::take);
-            (to as u64, slice.clone(), own)
-        })
-    });
-    let pact = Exchange::new(|(to, _, _): &Spread| *to);
+    let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
+    let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
     let scan_guard = guard.clone();
     let key_of = move |row: &Row| -> Key { keys.iter().map(|e| e.eval(row)).collect() };
     fold_operator(
@@ -608,21 +591,10 @@ where
         fresh,
         move |fold, fresh, at, cap, data| {
             let own = |hash: u64| worker_of(hash, peers) == index;
-            for (_, slice, picked) in data.drain(..) {
+            for (_, slice) in data.drain(..) {
                 // The engine sends no slice older than its input's time.
                 let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
-                let rows = slice.updates();
-                if let Some(picked) = picked {
-                    let updates = picked.iter().filter_map(|&(n, hash)| {
-                        let (row, diff) = rows.get(n as usize)?;
-                        let (hash, key, row) =
-                            keyed(&key_of, scan.apply(&scan_guard, row)?, Some(hash));
-                        Some(((hash, key, update_of(&row)), *diff))
-                    });
-                    fold.take(at, t, || cap.delayed(&t, 0), fresh, updates);
-                    continue;
-                }
-                let updates = rows.iter().filter_map(|(row, diff)| {
+                let updates = slice.updates().iter().filter_map(|(row, diff)| {
                     let (hash, key, row) = match &routing {
                         Routing::Columns(columns) => match route_columns(row, columns) {
                             Some(hash) if !own(hash) => return None,
@@ -654,32 +626,6 @@ where
             }
         },
     )
-}
-
-/// A slice on its way to worker `.0`, with the rows of it that are that worker's (their places
-/// in the slice and their keys' [`route`] hashes) when the sender picked them
-/// ([`pick_by_worker`]); `None`: the worker reads the whole slice and picks its own rows.
-type Spread = (u64, Slice, Option<Vec<(u32, u64)>>);
-
-/// For each of `peers` workers, the rows of `rows` whose key (their `columns`) is its own, with
-/// the key's [`route`] hash; `None` when a row lacks one of the columns (its key is known only
-/// after the scan) or the slice is too long to number its rows in 32 bits.
-fn pick_by_worker(
-    rows: &[(Row, isize)],
-    columns: &[usize],
-    peers: usize,
-) -> Option<Vec<Vec<(u32, u64)>>> {
-    u32::try_from(rows.len()).ok()?;
-    let mut picks: Vec<Vec<(u32, u64)>> = (0..peers)
-        .map(|_| Vec::with_capacity(rows.len() / peers.max(1) + rows.len() / 8))
-        .collect();
-    for (n, (row, _)) in rows.iter().enumerate() {
-        let hash = route_columns(row, columns)?;
-        picks
-            .get_mut(worker_of(hash, peers))?
-            .push((n as u32, hash));
-    }
-    Some(picks)
 }
 
 /// A row the scan kept with its key (`key_of`) and the key's hash, given when it is known
@@ -739,40 +685,6 @@ mod tests {
             assert_eq!(route_columns(&row, &columns), Some(route(&key)));
         }
         assert_eq!(route_columns(&row, &[4]), None);
-    }
-
-    /// A slice's rows picked by the worker that sends it go, each exactly once and in order,
-    /// to the worker that would have kept it reading the whole slice, with its key's hash; a
-    /// row without the key's columns leaves every worker to read the slice itself.
-    #[test]
-    fn a_slices_rows_are_picked_for_the_workers_that_own_them() {
-        let rows: Vec<(Row, isize)> = (0..500u64)
-            .map(|n| {
-                (
-                    vec![Value::UInt(n % 37), Value::str("x"), Value::Int(n as i64)],
-                    1,
-                )
-            })
-            .collect();
-        for peers in [1, 2, 3, 8] {
-            let picks = pick_by_worker(&rows, &[0, 1], peers).expect("every row has the key");
-            assert_eq!(picks.len(), peers);
-            for (worker, picked) in picks.iter().enumerate() {
-                let expected: Vec<(u32, u64)> = rows
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(n, (row, _))| {
-                        let hash = route_columns(row, &[0, 1])?;
-                        (worker_of(hash, peers) == worker).then_some((n as u32, hash))
-                    })
-                    .collect();
-                assert_eq!(*picked, expected, "worker {worker} of {peers}");
-            }
-            assert_eq!(picks.iter().map(Vec::len).sum::<usize>(), rows.len());
-        }
-        let mut short = rows.clone();
-        short[250].0.truncate(1);
-        assert!(pick_by_worker(&short, &[0, 1], 2).is_none());
     }
 
     /// One key's changes settle as differential's consolidation settles them: the pair fast
