@@ -709,13 +709,17 @@ impl KeyedState for GroupState {
         // Made at its final size: collecting through `Option` would not know it.
         let width = key.len() + layout.aggregates.len();
         let mut row = Vec::with_capacity(layout.projected.as_ref().map_or(width, Vec::len));
-        let mut push = |c: usize| {
-            row.push(cell(c)?);
-            Some(())
-        };
+        // Two copies of the push, not one closure called from both: the closure was not
+        // inlined in the production build, and each cell then cost a call.
         let made = match &layout.projected {
-            Some(columns) => columns.iter().try_for_each(|&c| push(c)),
-            None => (0..width).try_for_each(push),
+            Some(columns) => columns.iter().try_for_each(|&c| {
+                row.push(cell(c)?);
+                Some(())
+            }),
+            None => (0..width).try_for_each(|c| {
+                row.push(cell(c)?);
+                Some(())
+            }),
         };
         if made.is_some() {
             out.push(row);
