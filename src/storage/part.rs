@@ -871,15 +871,16 @@ impl PartWriter {
             // Min/max per row group; no page index (nothing reads one, and it costs the
             // writer a statistics pass per page).
             .set_statistics_enabled(EnabledStatistics::Chunk);
-        // Log positions are all distinct, a row's tick and multiplicity come in long runs
-        // of one value, and the `deltas` columns in runs of rising values or of many values:
-        // all are stored as the differences between neighbours, bit-packed, which is no
-        // larger than a dictionary and costs no hash per value.
+        // Log positions, a row's multiplicity (long runs of one value), and the `deltas`
+        // columns (in runs of rising values, or of many values) are stored as the
+        // differences between neighbours, bit-packed, which is no larger than a dictionary
+        // and costs no hash per value. A row's tick keeps its dictionary: a part holds few
+        // ticks, scattered over its rows once they are sorted by the sorting key.
         let deltas = deltas
             .iter()
             .filter(|&&c| kinds.get(c).is_some_and(|k| k.is_integer()))
             .filter_map(|&c| names.get(c).cloned())
-            .chain(["_seq", "_ts", "_diff"].map(String::from));
+            .chain(["_seq", "_diff"].map(String::from));
         for name in deltas {
             let column = ColumnPath::new(vec![name]);
             props = props
@@ -1336,8 +1337,8 @@ mod tests {
     }
 
     /// An integer column of many values is stored as deltas, one of few values (a status
-    /// code) through its dictionary, and a row's tick and multiplicity as deltas; every
-    /// value reads back.
+    /// code) through its dictionary, and a row's multiplicity as deltas; every value reads
+    /// back.
     #[test]
     fn integer_columns_are_stored_as_their_values_suit() {
         use rand::{Rng, SeedableRng};
@@ -1363,7 +1364,7 @@ mod tests {
             .clone();
         let encodings = |c: usize| meta.row_group(0).column(c).encodings().collect::<Vec<_>>();
         // Columns 0..3 are `_seq`, `_ts` and `_diff`.
-        for c in [0, 1, 2, 3, 5] {
+        for c in [0, 2, 3, 5] {
             assert!(
                 encodings(c).contains(&Encoding::DELTA_BINARY_PACKED),
                 "column {c}: {:?}",
