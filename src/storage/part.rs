@@ -578,23 +578,24 @@ fn many_valued_integer_columns(built: &[ArrayRef], kinds: &[Kind]) -> Vec<usize>
     let mut sample: Vec<i64> = Vec::with_capacity(ENCODING_SAMPLE);
     let mut columns = Vec::new();
     for (c, (array, kind)) in built.iter().zip(kinds).enumerate() {
-        if !kind.is_integer() {
-            continue;
-        }
         sample.clear();
-        let any = array.as_any();
-        if let Some(ints) = any.downcast_ref::<Int64Array>() {
-            sample.extend(ints.iter().flatten().take(ENCODING_SAMPLE));
-        } else if let Some(uints) = any.downcast_ref::<UInt64Array>() {
-            sample.extend(
+        // Read where the values lie, as the sort reads them; the order of the sampled
+        // values does not matter, only how many differ (unsigned ones are counted by bits).
+        match SortColumn::of(array, *kind) {
+            Some(SortColumn::Int(ints, _)) => {
+                sample.extend(ints.iter().flatten().take(ENCODING_SAMPLE))
+            }
+            Some(SortColumn::UInt(uints)) => sample.extend(
                 uints
                     .iter()
                     .flatten()
                     .take(ENCODING_SAMPLE)
                     .map(|u| u as i64),
-            );
-        } else if let Some(days) = any.downcast_ref::<Int32Array>() {
-            sample.extend(days.iter().flatten().take(ENCODING_SAMPLE).map(i64::from));
+            ),
+            Some(SortColumn::Date(days)) => {
+                sample.extend(days.iter().flatten().take(ENCODING_SAMPLE).map(i64::from))
+            }
+            _ => continue,
         }
         sample.sort_unstable();
         sample.dedup();
