@@ -202,7 +202,7 @@ fn consume(
                         Value::DateTime(msg.timestamp().to_millis().unwrap_or(0) / 1000),
                         Value::from(key),
                         Value::from(payload.as_ref()),
-                        Value::Map(headers),
+                        Value::Map(headers.into()),
                     ];
                     for (at, v) in meta_at.iter().zip(values) {
                         if let Some(i) = at {

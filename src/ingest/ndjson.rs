@@ -347,7 +347,7 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
             items
                 .iter()
                 .map(|i| convert(inner, i.get()))
-                .collect::<Option<Vec<_>>>()
+                .collect::<Option<Box<[_]>>>()
                 .map(Value::Array)
         }
         ColumnType::Bool => match text {
@@ -368,7 +368,7 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
                     };
                     Some((key, convert(v, value.get())?))
                 })
-                .collect::<Option<Vec<_>>>()
+                .collect::<Option<Box<[_]>>>()
                 .map(Value::Map)
         }
         // A JSON array with one item per element.
@@ -381,7 +381,7 @@ fn convert(ty: &ColumnType, text: &str) -> Option<Value> {
                 .iter()
                 .zip(items)
                 .map(|(t, i)| convert(t, i.get()))
-                .collect::<Option<Vec<_>>>()
+                .collect::<Option<Box<[_]>>>()
                 .map(Value::Tuple)
         }
         // A number for a time is seconds since the epoch, as ClickHouse reads it.

@@ -113,7 +113,7 @@ fn value_at(a: &ArrayRef, i: usize) -> Value {
         DataType::FixedSizeBinary(16) => {
             let mut b = [0u8; 16];
             b.copy_from_slice(a.as_fixed_size_binary().value(i));
-            Value::Uuid(u128::from_be_bytes(b))
+            Value::Uuid(u128::from_be_bytes(b).into())
         }
         DataType::Date32 => Value::Date(a.as_primitive::<Date32Type>().value(i)),
         DataType::Date64 => Value::DateTime64(a.as_primitive::<Date64Type>().value(i), 3),

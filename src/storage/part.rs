@@ -470,7 +470,7 @@ impl Cells {
             (Cells::Float(b), Some(Value::Float(x))) => b.append_value(x.0),
             (Cells::Str(b), Some(Value::String(x))) => b.append_value(x.as_str()),
             (Cells::Uuid(b), Some(Value::Uuid(u))) => b
-                .append_value(u.to_be_bytes())
+                .append_value(u.get().to_be_bytes())
                 .map_err(|e| StorageError::Corrupt(e.to_string()))?,
             (Cells::Date(b), Some(Value::Date(x))) => b.append_value(*x),
             (Cells::DateTime(b), Some(Value::DateTime(x))) => b.append_value(*x),
@@ -730,7 +730,7 @@ impl<'a> SortColumn<'a> {
             SortColumn::Float(a) => cell!(a, x => SortCell::Value(Value::Float(F64(x)))),
             SortColumn::Str(a) => cell!(a, x => SortCell::Str(x)),
             SortColumn::Date(a) => cell!(a, x => SortCell::Value(Value::Date(x))),
-            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x)))),
+            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x).into()))),
         }
     }
 
@@ -1080,7 +1080,7 @@ fn read_cells(array: &ArrayRef, kind: Kind, out: &mut [Row]) -> Result<(), Stora
         Kind::Date => read!(Int32Array, x => Value::Date(x)),
         Kind::DateTime => read!(Int64Array, x => Value::DateTime(x)),
         Kind::DateTime64(p) => read!(Int64Array, x => Value::DateTime64(x, p)),
-        Kind::Uuid => read!(FixedSizeBinaryArray, x => Value::Uuid(uuid_of(x))),
+        Kind::Uuid => read!(FixedSizeBinaryArray, x => Value::Uuid(uuid_of(x).into())),
         Kind::Encoded => {
             let a = downcast::<BinaryArray>(array)?;
             for (i, row) in out.iter_mut().enumerate() {
@@ -1226,7 +1226,7 @@ mod tests {
                         row.push(match next() % 4 {
                             0 => Value::Null,
                             // Values that tie on their first 64 bits, and some that do not.
-                            n => Value::Uuid(((n as u128) << 64) | (next() % 3) as u128),
+                            n => Value::Uuid((((n as u128) << 64) | (next() % 3) as u128).into()),
                         });
                         row.push(Value::DateTime64((next() % 5) as i64 - 2, 3));
                         row.push(Value::Date((next() % 3) as i32 - 1));
@@ -1488,11 +1488,11 @@ mod tests {
                 Value::UInt(7),
                 Value::Float(F64(1.5)),
                 Value::str("a"),
-                Value::Uuid(0x1234_5678_9abc_def0_1122_3344_5566_7788),
+                Value::Uuid(0x1234_5678_9abc_def0_1122_3344_5566_7788u128.into()),
                 Value::Date(19_000),
                 Value::DateTime(1_700_000_000),
                 Value::DateTime64(1_700_000_000_123, 3),
-                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                Value::Array(vec![Value::Int(1), Value::Int(2)].into()),
                 Value::Int(1),
                 Value::Null,
                 Value::Null,
@@ -1507,7 +1507,7 @@ mod tests {
                 Value::Date(1),
                 Value::DateTime(2),
                 Value::DateTime64(3, 3),
-                Value::Array(vec![]),
+                Value::Array(vec![].into()),
                 Value::str("mixed"),
                 Value::Null,
                 Value::UInt(3),

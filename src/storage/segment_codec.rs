@@ -93,7 +93,7 @@ fn value(out: &mut Vec<u8>, v: &Value) -> Result<(), StorageError> {
         }
         Value::Uuid(u) => {
             out.push(6);
-            unsigned_128(out, *u);
+            unsigned_128(out, u.get());
         }
         Value::Date(d) => {
             out.push(7);
@@ -186,11 +186,14 @@ mod tests {
                 let len = [0usize, 3, 16, 23, 24, 300][rng.random_range(0..6)];
                 Value::str(&"é-ab".repeat(len).chars().take(len).collect::<String>())
             }
-            6 => Value::Uuid(match rng.random_range(0..3) {
-                0 => u128::MAX,
-                1 => u128::from(rng.random::<u64>()),
-                _ => rng.random(),
-            }),
+            6 => Value::Uuid(
+                match rng.random_range(0..3) {
+                    0 => u128::MAX,
+                    1 => u128::from(rng.random::<u64>()),
+                    _ => rng.random::<u128>(),
+                }
+                .into(),
+            ),
             7 => Value::Date(match rng.random_range(0..3) {
                 0 => i32::MIN,
                 1 => i32::MAX,

@@ -135,7 +135,7 @@ pub fn render<'s>(plan: &Plan, sources: &Sources<'s>) -> Rows<'s> {
             let column = *column;
             let rows = render(input, sources).flat_map(move |row| {
                 let items = match &row[column] {
-                    Value::Array(items) => items.clone(),
+                    Value::Array(items) => items.to_vec(),
                     _ => Vec::new(),
                 };
                 items.into_iter().map(move |item| {

@@ -137,13 +137,13 @@ impl ValuesLayout {
                     for (r, n) in non_null() {
                         items.extend(std::iter::repeat_n(arg(r, 0), *n as usize));
                     }
-                    Value::Array(items)
+                    Value::Array(items.into())
                 }
                 AggFunc::GroupUniqArray => {
                     let mut items: Vec<Value> = non_null().map(|(r, _)| arg(r, 0)).collect();
                     items.sort();
                     items.dedup();
-                    Value::Array(items)
+                    Value::Array(items.into())
                 }
             };
             out.push(if v.is_null() && !agg.ty.is_nullable() {

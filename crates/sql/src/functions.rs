@@ -1006,7 +1006,7 @@ impl Func {
                     Value::String(s) => s.is_empty(),
                     Value::Array(a) => a.is_empty(),
                     Value::Map(m) => m.is_empty(),
-                    Value::Uuid(u) => *u == 0,
+                    Value::Uuid(u) => u.get() == 0,
                     _ => false,
                 };
                 bool_value(empty == (*self == Func::Empty))
@@ -1062,7 +1062,7 @@ impl Func {
                 } else {
                     s.split(sep.as_ref()).map(Value::from).collect()
                 };
-                Value::Array(parts)
+                Value::Array(parts.into())
             }
             Func::ToString => match arg(0) {
                 Value::Null => Value::Null,
@@ -1198,7 +1198,7 @@ impl Func {
             Func::EncodeUrlComponent => map_str(arg(0), |s| percent_encode(s, false)),
             Func::EncodeUrlFormComponent => map_str(arg(0), |s| percent_encode(s, true)),
             Func::ArrayIntersect => {
-                let lists: Option<Vec<&Vec<Value>>> = args
+                let lists: Option<Vec<&Box<[Value]>>> = args
                     .iter()
                     .map(|a| match a {
                         Value::Array(items) => Some(items),
@@ -1215,7 +1215,7 @@ impl Func {
                                 out.push(v.clone());
                             }
                         }
-                        Value::Array(out)
+                        Value::Array(out.into())
                     }
                     _ => Value::Null,
                 }
@@ -2168,7 +2168,7 @@ mod city {
             Value::Date(d) => int_hash64(*d as u32 as u64),
             Value::DateTime(s) => int_hash64(*s as u64),
             Value::DateTime64(t, _) => int_hash64(*t as u64),
-            Value::Uuid(u) => hash64(&u.to_le_bytes()),
+            Value::Uuid(u) => hash64(&u.get().to_le_bytes()),
             Value::Null => 0,
             Value::Array(items) | Value::Tuple(items) => combine(items.iter()),
             Value::Map(pairs) => combine(pairs.iter().flat_map(|(k, v)| [k, v])),
@@ -2258,7 +2258,7 @@ pub(crate) fn higher_order(
     let mut lists = Vec::with_capacity(values.len());
     for v in &values {
         match v {
-            Value::Array(items) => lists.push(items.as_slice()),
+            Value::Array(items) => lists.push(&items[..]),
             Value::Null => return Value::Null,
             _ => return Value::Null,
         }
@@ -2993,14 +2993,14 @@ mod tests {
         assert_eq!(
             call(
                 Func::NotIn,
-                &[Value::str("x"), Value::Array(vec![Value::str("x")])]
+                &[Value::str("x"), Value::Array(vec![Value::str("x")].into())]
             ),
             Value::UInt(0)
         );
         assert_eq!(
             call(
                 Func::Has,
-                &[Value::Array(vec![Value::UInt(1)]), Value::Int(1)]
+                &[Value::Array(vec![Value::UInt(1)].into()), Value::Int(1)]
             ),
             Value::UInt(1)
         );
@@ -3067,11 +3067,11 @@ mod tests {
         assert_eq!(call(Func::TrimRight, &[s("  a ")]), s("  a"));
         assert_eq!(
             call(Func::SplitByChar, &[s("-"), s("a-b")]),
-            Value::Array(vec![s("a"), s("b")])
+            Value::Array(vec![s("a"), s("b")].into())
         );
         assert_eq!(
             call(Func::SplitByString, &[s("::"), s("a::b::")]),
-            Value::Array(vec![s("a"), s("b"), s("")])
+            Value::Array(vec![s("a"), s("b"), s("")].into())
         );
         assert_eq!(call(Func::Empty, &[s("")]), Value::UInt(1));
         assert_eq!(call(Func::NotEmpty, &[s("")]), Value::UInt(0));
@@ -3233,7 +3233,7 @@ mod tests {
 
     #[test]
     fn arrays_tuples_and_json() {
-        let arr = Value::Array(vec![Value::str("a"), Value::str("b")]);
+        let arr = Value::Array(vec![Value::str("a"), Value::str("b")].into());
         assert_eq!(
             call(Func::ArrayElement, &[arr.clone(), Value::Int(1)]),
             Value::str("a")
@@ -3257,7 +3257,7 @@ mod tests {
         assert_eq!(
             call(
                 Func::TupleElement(2),
-                &[Value::Tuple(vec![Value::Int(1), Value::Int(2)])]
+                &[Value::Tuple(vec![Value::Int(1), Value::Int(2)].into())]
             ),
             Value::Int(2)
         );
@@ -3354,7 +3354,7 @@ mod tests {
             two,
             call(
                 Func::CityHash64,
-                &[Value::Tuple(vec![Value::str("a"), Value::Int(1)])]
+                &[Value::Tuple(vec![Value::str("a"), Value::Int(1)].into())]
             )
         );
     }

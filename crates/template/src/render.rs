@@ -1211,7 +1211,7 @@ fn convert_array(elem: &ParamType, type_name: &str, x: &Val) -> Result<(Val, Val
             },
         }
     }
-    Ok((Val::List(logic), Value::Array(bound)))
+    Ok((Val::List(logic), Value::Array(bound.into())))
 }
 
 fn lit(l: &Lit) -> Val {

@@ -76,7 +76,7 @@ fn shape_does_not_depend_on_typed_values() {
     assert!(a.sql.contains("OFFSET ($page * $page_size)"), "{}", a.sql);
     assert_eq!(
         a.values["ids"],
-        Value::Array(vec![Value::UInt(1), Value::UInt(2)])
+        Value::Array(vec![Value::UInt(1), Value::UInt(2)].into())
     );
     assert_eq!(b.values["start"], Value::DateTime(1_683_280_800));
     assert_ne!(a.values, b.values);
@@ -177,7 +177,7 @@ fn arrays() {
     assert_eq!(r.sql, " WHERE id IN $ids");
     assert_eq!(
         r.values["ids"],
-        Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)])
+        Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)].into())
     );
     assert_eq!(
         r.types["ids"],
@@ -194,12 +194,12 @@ fn arrays() {
     let r = render("% {{ Array(s, 'String', 'pre,pro') }}", &[]).unwrap();
     assert_eq!(
         r.values["s"],
-        Value::Array(vec![Value::str("pre"), Value::str("pro")])
+        Value::Array(vec![Value::str("pre"), Value::str("pro")].into())
     );
     let r = render("% {{ Array(s, 'String', ['a','b']) }}", &[]).unwrap();
     assert_eq!(
         r.values["s"],
-        Value::Array(vec![Value::str("a"), Value::str("b")])
+        Value::Array(vec![Value::str("a"), Value::str("b")].into())
     );
     // Unknown element types are unvalidated strings, as in Tinybird.
     let r = render("% {{ Array(s, 'link_id') }}", &[("s", "x,y")]).unwrap();
@@ -545,7 +545,7 @@ fn declared_parameters() {
     assert!(decls[1].required, "required=True");
     assert_eq!(
         decls[2].default,
-        Some(Value::Array(vec![Value::UInt(1), Value::UInt(2)]))
+        Some(Value::Array(vec![Value::UInt(1), Value::UInt(2)].into()))
     );
     assert!(decls[3].required);
     assert!(!decls[4].required);

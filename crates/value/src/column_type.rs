@@ -277,13 +277,13 @@ impl ColumnType {
             ColumnType::UInt(_) => Value::UInt(0),
             ColumnType::Float32 | ColumnType::Float64 => Value::Float(F64(0.0)),
             ColumnType::String | ColumnType::AggregateState { .. } => Value::str(""),
-            ColumnType::Uuid => Value::Uuid(0),
+            ColumnType::Uuid => Value::Uuid(0.into()),
             ColumnType::Date => Value::Date(0),
             ColumnType::DateTime => Value::DateTime(0),
             ColumnType::DateTime64(p) => Value::DateTime64(0, *p),
-            ColumnType::Array(_) => Value::Array(Vec::new()),
+            ColumnType::Array(_) => Value::Array(Box::default()),
             ColumnType::Tuple(ts) => Value::Tuple(ts.iter().map(|t| t.default_value()).collect()),
-            ColumnType::Map(_, _) => Value::Map(Vec::new()),
+            ColumnType::Map(_, _) => Value::Map(Box::default()),
             ColumnType::Nullable(_) | ColumnType::LowCardinality(_) | ColumnType::Domain(_) => {
                 Value::Null
             }
@@ -363,7 +363,7 @@ impl ColumnType {
                 items
                     .iter()
                     .map(|i| inner.coerce(i))
-                    .collect::<Option<Vec<_>>>()?,
+                    .collect::<Option<Box<[_]>>>()?,
             )),
             (ColumnType::Tuple(types), Value::Tuple(items)) if types.len() == items.len() => {
                 Some(Value::Tuple(
@@ -371,14 +371,14 @@ impl ColumnType {
                         .iter()
                         .zip(items)
                         .map(|(t, i)| t.coerce(i))
-                        .collect::<Option<Vec<_>>>()?,
+                        .collect::<Option<Box<[_]>>>()?,
                 ))
             }
             (ColumnType::Map(k, v), Value::Map(pairs)) => Some(Value::Map(
                 pairs
                     .iter()
                     .map(|(key, value)| Some((k.coerce(key)?, v.coerce(value)?)))
-                    .collect::<Option<Vec<_>>>()?,
+                    .collect::<Option<Box<[_]>>>()?,
             )),
             (ColumnType::AggregateState { .. }, _) => Some(v.clone()),
             _ => None,
@@ -437,17 +437,17 @@ impl ColumnType {
             ColumnType::DateTime64(p) => {
                 time::parse_datetime(s, *p).map(|t| Value::DateTime64(t, *p))
             }
-            ColumnType::Uuid => parse_uuid(s).map(Value::Uuid),
+            ColumnType::Uuid => parse_uuid(s).map(|u| Value::Uuid(u.into())),
             ColumnType::Array(inner) => {
                 let t = s.trim();
                 let body = t.strip_prefix('[')?.strip_suffix(']')?;
                 if body.trim().is_empty() {
-                    return Some(Value::Array(Vec::new()));
+                    return Some(Value::Array(Box::default()));
                 }
                 split_top_level(body)
                     .into_iter()
                     .map(|item| inner.parse_text(&unquote_text(item)))
-                    .collect::<Option<Vec<_>>>()
+                    .collect::<Option<Box<[_]>>>()
                     .map(Value::Array)
             }
             ColumnType::AggregateState { .. } => Some(Value::from(s)),
@@ -455,7 +455,7 @@ impl ColumnType {
             ColumnType::Map(k, v) => {
                 let body = s.trim().strip_prefix('{')?.strip_suffix('}')?;
                 if body.trim().is_empty() {
-                    return Some(Value::Map(Vec::new()));
+                    return Some(Value::Map(Box::default()));
                 }
                 split_top_level(body)
                     .into_iter()
@@ -466,7 +466,7 @@ impl ColumnType {
                             v.parse_text(&unquote_text(value))?,
                         ))
                     })
-                    .collect::<Option<Vec<_>>>()
+                    .collect::<Option<Box<[_]>>>()
                     .map(Value::Map)
             }
             // ClickHouse's text form `('a',1)`.
@@ -480,7 +480,7 @@ impl ColumnType {
                     .iter()
                     .zip(items)
                     .map(|(t, item)| t.parse_text(&unquote_text(item)))
-                    .collect::<Option<Vec<_>>>()
+                    .collect::<Option<Box<[_]>>>()
                     .map(Value::Tuple)
             }
             ColumnType::Nullable(_) | ColumnType::LowCardinality(_) | ColumnType::Domain(_) => None,
@@ -640,7 +640,7 @@ mod tests {
         let t = ColumnType::parse("Array(Int32)").unwrap();
         assert_eq!(
             t.parse_text("[1, 2]"),
-            Some(Value::Array(vec![Value::Int(1), Value::Int(2)]))
+            Some(Value::Array(vec![Value::Int(1), Value::Int(2)].into()))
         );
         let t = ColumnType::parse("Nullable(Float64)").unwrap();
         assert_eq!(t.parse_text(""), Some(Value::Null));

@@ -153,7 +153,7 @@ impl Domain {
                     Some(Value::str(&ipv6_text(a)))
                 }
                 // Parquet's 16-byte binary, as ClickHouse writes an IPv6.
-                Value::Uuid(bits) => Some(Value::str(&ipv6_text(Ipv6Addr::from(*bits)))),
+                Value::Uuid(bits) => Some(Value::str(&ipv6_text(Ipv6Addr::from(bits.get())))),
                 _ => None,
             },
             Domain::Decimal(p, s) => {

@@ -12,7 +12,7 @@ pub use value::write_json_string;
 
 pub use column_type::{ColumnType, TypeError};
 pub use domain::Domain;
-pub use value::{same_bytes, Value, F64};
+pub use value::{same_bytes, Value, F64, U128};
 
 /// One row of a datasource, a view or an intermediate collection: values in column order.
 pub type Row = Vec<Value>;

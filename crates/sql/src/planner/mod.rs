@@ -915,7 +915,7 @@ impl Planner<'_> {
                 Func::If,
                 vec![
                     Expr::call(Func::Empty, vec![x.clone()]),
-                    Expr::Literal(Value::Array(vec![inner.default_value()])),
+                    Expr::Literal(Value::Array(vec![inner.default_value()].into())),
                     x,
                 ],
             )

@@ -243,7 +243,7 @@ fn select_without_from_and_constants() {
         [
             lit(Value::UInt(3)),
             lit(Value::Date(time::parse_date("2024-01-03").unwrap() as i32)),
-            lit(Value::Array(vec![Value::Int(1), Value::Int(-1)])),
+            lit(Value::Array(vec![Value::Int(1), Value::Int(-1)].into())),
         ]
     );
     assert_eq!(
@@ -703,7 +703,7 @@ fn parameters() {
         ("p".to_string(), Value::str("u")),
         (
             "arr".to_string(),
-            Value::Array(vec![Value::str("a"), Value::str("b")]),
+            Value::Array(vec![Value::str("a"), Value::str("b")].into()),
         ),
     ]);
     let bound = q.bind(&values).unwrap();
@@ -951,7 +951,7 @@ fn array_joins() {
             Func::If,
             vec![
                 call(Func::Empty, vec![c(7)]),
-                lit(Value::Array(vec![Value::str("")])),
+                lit(Value::Array(vec![Value::str("")].into())),
                 c(7)
             ]
         )
@@ -1512,12 +1512,10 @@ fn lambdas_and_range() {
     assert_eq!(
         project_exprs(&q.plan),
         [
-            lit(Value::Array(vec![
-                Value::UInt(2),
-                Value::UInt(4),
-                Value::UInt(6)
-            ])),
-            lit(Value::Array(vec![Value::str("a"), Value::str("c")])),
+            lit(Value::Array(
+                vec![Value::UInt(2), Value::UInt(4), Value::UInt(6)].into()
+            )),
+            lit(Value::Array(vec![Value::str("a"), Value::str("c")].into())),
         ]
     );
     assert_eq!(
@@ -1535,16 +1533,16 @@ fn lambdas_and_range() {
          FROM events",
     );
     let exprs = project_exprs(&q.plan).to_vec();
-    let tags = Value::Array(vec![Value::str("ab"), Value::str("b"), Value::str("b")]);
+    let tags = Value::Array(vec![Value::str("ab"), Value::str("b"), Value::str("b")].into());
     let mut row = vec![Value::Null; events().len()];
     row[7] = tags;
     assert_eq!(
         exprs[0].eval(&row),
-        Value::Array(vec![Value::str("ab2"), Value::str("b1"), Value::str("b1")])
+        Value::Array(vec![Value::str("ab2"), Value::str("b1"), Value::str("b1")].into())
     );
     assert_eq!(exprs[1].eval(&row), Value::UInt(1));
     assert_eq!(exprs[2].eval(&row), Value::str("b"));
-    row[7] = Value::Array(vec![Value::str("a")]);
+    row[7] = Value::Array(vec![Value::str("a")].into());
     assert_eq!(exprs[1].eval(&row), Value::UInt(0));
     assert_eq!(exprs[2].eval(&row), Value::str(""));
     // A date series, as real pipes make one.
