@@ -19,7 +19,6 @@ use std::hash::{Hash, Hasher};
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
-use hashbrown::hash_table::{self, HashTable};
 use petrel_sql::Expr;
 use petrel_value::{Row, Value};
 use smallvec::SmallVec;
@@ -32,6 +31,7 @@ use timely::dataflow::Stream;
 
 use crate::guard::Guard;
 use crate::render::{plain_columns, Rows};
+use crate::slot_table::SlotTable;
 use crate::source::{Scan, Slice, Slices};
 
 /// One key's state: updates fold into it, and it says what rows the key outputs.
@@ -94,6 +94,7 @@ enum Touched {
 pub(crate) type Key = SmallVec<[Value; 2]>;
 
 /// A key's entry in [`States::slots`]: its hash, the key, its slot.
+#[cfg(test)]
 pub(crate) type Entry<S> = (u64, Key, Slot<S>);
 
 /// One key's state, and, when the time being folded touched the key, its place in
@@ -106,36 +107,43 @@ pub(crate) struct Slot<S> {
 }
 
 /// Keys' states in a hash table, and the keys the time being folded touched (in first-touch
-/// order, by hash): an update hashes its key once, and draining a time finds each touched key
-/// by its hash and its place in `touched`, without hashing, comparing or cloning keys again.
+/// order, by position): an update hashes its key once, and draining a time finds each touched
+/// key at its position, without hashing, comparing or cloning keys again.
 struct States<S: KeyedState> {
     /// Each key with its hash: the table rehashes as it grows by the stored hash, without
     /// hashing each key's values again (reading them behind their pointer, a cache miss
-    /// each), and a probe compares keys only where the hashes are equal.
-    slots: HashTable<Entry<S>>,
-    /// Each touched key's hash and what the time changed in its output so far.
-    touched: Vec<(u64, Touched)>,
+    /// each), and a probe compares keys only where the hashes are equal. A key's place in
+    /// it is fetched ahead by its hash alone ([`SlotTable`]).
+    slots: SlotTable<Key, Slot<S>>,
+    /// Each touched key's position in `slots` and what the time changed in its output so
+    /// far. Positions hold until the time is drained (keys are forgotten only then).
+    touched: Vec<(usize, Touched)>,
     /// The touched keys' output rows before the time, one run per key: one vector for the
     /// time, not one per key.
     before: Vec<Row>,
     /// A key's output rows after the time, while its changes are made.
     after: Vec<Row>,
-    /// The updates being folded by [`States::fold_all`] and their keys' hashes (vectors
-    /// kept for the next run's; the hashes also of the keys [`States::drain_changes`]
-    /// drains).
-    run: VecDeque<(Keyed<S::Update>, isize)>,
-    hashes: Vec<u64>,
+    /// The next updates [`States::fold_all`] folds (kept for the next run's).
+    window: VecDeque<(Keyed<S::Update>, isize)>,
 }
 
 impl<S: KeyedState> States<S> {
     fn new() -> Self {
         States {
-            slots: HashTable::new(),
+            slots: SlotTable::new(),
             touched: Vec::new(),
             before: Vec::new(),
             after: Vec::new(),
-            run: VecDeque::new(),
-            hashes: Vec::new(),
+            window: VecDeque::new(),
+        }
+    }
+
+    /// Asks the processor to fetch the slot of the key with `hash` (the first whose
+    /// fingerprint matches: the key's, unless it is new or another key's collides) into its
+    /// cache. Reads the key's cells (fetched ahead), not its slot.
+    fn fetch_slot(&self, hash: u64) {
+        if let Some(position) = self.slots.likely_position(hash) {
+            self.slots.prefetch_position(position);
         }
     }
 
@@ -145,45 +153,44 @@ impl<S: KeyedState> States<S> {
         self.before.clear();
     }
 
-    /// Folds a run of updates ([`States::fold`]), each key's slot fetched into the cache a few
-    /// updates ahead (and then what the update reads inside the state,
-    /// [`KeyedState::prefetch`]): in a table of many groups a slot is a cache miss, which the
-    /// folds of the updates in between hide.
+    /// Folds a run of updates ([`States::fold`]) through a window of the next 16: each key's
+    /// cell in the table is fetched into the cache as its update enters the window, its slot
+    /// 8 updates ahead (the cell read from the cache by then), and 4 updates ahead what the
+    /// update reads inside the state ([`KeyedState::prefetch`]): in a table of many groups
+    /// each is a cache miss, which the folds of the updates in between hide. The window stays
+    /// in the cache; the updates are made one by one as it needs them (a batch's updates
+    /// gathered first were written to memory and read back, a copy of each).
     fn fold_all(
         &mut self,
         fresh: &impl Fn() -> S,
-        updates: impl Iterator<Item = (Keyed<S::Update>, isize)>,
+        mut updates: impl Iterator<Item = (Keyed<S::Update>, isize)>,
     ) {
-        let (mut run, mut hashes) = (
-            std::mem::take(&mut self.run),
-            std::mem::take(&mut self.hashes),
-        );
-        run.extend(updates);
-        hashes.extend(run.iter().map(|((hash, _, _), _)| *hash));
-        for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
-            fetch_slot(&self.slots, hash);
+        let mut window = std::mem::take(&mut self.window);
+        while window.len() < 2 * PREFETCH_AHEAD && pull(&mut updates, &mut window, &self.slots) {}
+        for ((hash, _, _), _) in window.iter().take(PREFETCH_AHEAD) {
+            self.fetch_slot(*hash);
         }
-        // Each update's slot 16 updates ahead; 8 updates ahead, its slot in the cache by
-        // then, what the update will read inside the state.
-        let mut n = 0;
-        while let Some((keyed, diff)) = run.pop_front() {
-            if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
-                fetch_slot(&self.slots, hash);
+        loop {
+            pull(&mut updates, &mut window, &self.slots);
+            let Some((keyed, diff)) = window.pop_front() else {
+                break;
+            };
+            if let Some(((hash, _, _), _)) = window.get(PREFETCH_AHEAD - 1) {
+                self.fetch_slot(*hash);
             }
-            if let Some(((hash, _, update), _)) = run
-                .get(PREFETCH_AHEAD - 1)
+            if let Some(((hash, _, update), _)) = window
+                .get(PREFETCH_AHEAD / 2 - 1)
                 .filter(|((_, _, update), _)| S::reads_inside(update))
             {
-                let is_it = |(h, _, _): &Entry<S>| h == hash;
-                if let Some((_, _, slot)) = self.slots.find(*hash, is_it) {
+                let found = self.slots.likely_position(*hash);
+                let entry = found.and_then(|p| self.slots.get(p));
+                if let Some((_, _, slot)) = entry.filter(|(h, _, _)| h == hash) {
                     slot.state.prefetch(update);
                 }
             }
             self.fold(fresh, keyed, diff);
-            n += 1;
         }
-        hashes.clear();
-        (self.run, self.hashes) = (run, hashes);
+        self.window = window;
     }
 
     /// Folds one update into its key's state, keeping what the time changed in its output:
@@ -195,20 +202,19 @@ impl<S: KeyedState> States<S> {
             before,
             ..
         } = self;
-        let entry = match slots.entry(hash, |(h, k, _)| *h == hash && **k == *key, |e| e.0) {
-            hash_table::Entry::Occupied(o) => o.into_mut(),
-            hash_table::Entry::Vacant(v) => v
-                .insert((
-                    hash,
-                    key,
-                    Slot {
-                        state: fresh(),
-                        touched: 0,
-                    },
-                ))
-                .into_mut(),
+        let position = match slots.position(hash, |k| *k == key) {
+            Some(position) => position,
+            None => {
+                let slot = Slot {
+                    state: fresh(),
+                    touched: 0,
+                };
+                slots.insert_new(hash, key, slot)
+            }
         };
-        let (key, slot) = (&entry.1, &mut entry.2);
+        let Some((_, key, slot)) = slots.get_mut(position) else {
+            return;
+        };
         let update = match slot.touched.checked_sub(1).and_then(|i| touched.get_mut(i)) {
             Some((_, change)) => match change {
                 Touched::Before { .. } => update,
@@ -237,7 +243,7 @@ impl<S: KeyedState> States<S> {
                 let mut delta = Vec::new();
                 match slot.state.apply_delta(update, diff, &mut delta) {
                     Ok(()) => {
-                        touched.push((hash, Touched::Delta(delta)));
+                        touched.push((position, Touched::Delta(delta)));
                         slot.touched = touched.len();
                         return;
                     }
@@ -245,7 +251,7 @@ impl<S: KeyedState> States<S> {
                         let start = before.len();
                         slot.state.output(key, before);
                         let len = before.len() - start;
-                        touched.push((hash, Touched::Before { start, len }));
+                        touched.push((position, Touched::Before { start, len }));
                         slot.touched = touched.len();
                         update
                     }
@@ -263,25 +269,25 @@ impl<S: KeyedState> States<S> {
             touched,
             before,
             after,
-            hashes,
             ..
         } = self;
         let mut changes: Vec<(Row, isize)> = Vec::new();
-        // Each touched key's slot is fetched a few keys ahead, as the fold fetched it.
-        hashes.extend(touched.iter().map(|(hash, _)| *hash));
-        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
-            fetch_slot(slots, hash);
+        // Each touched key's slot is fetched a few keys ahead, at its position.
+        for (position, _) in touched.iter().take(PREFETCH_AHEAD) {
+            slots.prefetch_position(*position);
         }
-        for (index, (hash, change)) in touched.drain(..).enumerate() {
-            if let Some(&ahead) = hashes.get(index + PREFETCH_AHEAD) {
-                fetch_slot(slots, ahead);
+        let mut empty = Vec::new();
+        for index in 0..touched.len() {
+            if let Some((ahead, _)) = touched.get(index + PREFETCH_AHEAD) {
+                slots.prefetch_position(*ahead);
             }
-            // The touched key with this hash is the one that recorded this place.
-            let is_it = |(_, _, slot): &Entry<S>| slot.touched == index + 1;
-            let Ok(mut found) = slots.find_entry(hash, is_it) else {
+            let (position, change) = std::mem::replace(
+                &mut touched[index],
+                (usize::MAX, Touched::Delta(Vec::new())),
+            );
+            let Some((_, key, slot)) = slots.get_mut(position) else {
                 continue;
             };
-            let (_, key, slot) = found.get_mut();
             slot.touched = 0;
             match change {
                 Touched::Delta(delta) => changes.extend(delta),
@@ -295,14 +301,33 @@ impl<S: KeyedState> States<S> {
                 }
             }
             if slot.state.is_empty() {
-                found.remove();
+                empty.push(position);
             }
             consolidate_key(&mut changes);
             emit(&mut changes);
             changes.clear();
         }
+        touched.clear();
         before.clear();
-        hashes.clear();
+        // Forgotten only now: forgetting a key moves another into its place.
+        slots.remove_positions(empty);
+    }
+}
+
+/// Takes the next of `updates` into `window`, asking the processor for its key's cell in
+/// `slots` ([`States::fold_all`]); false when none is left.
+fn pull<U, K, V>(
+    updates: &mut impl Iterator<Item = (Keyed<U>, isize)>,
+    window: &mut VecDeque<(Keyed<U>, isize)>,
+    slots: &SlotTable<K, V>,
+) -> bool {
+    match updates.next() {
+        Some(update) => {
+            slots.prefetch_cell(update.0 .0);
+            window.push_back(update);
+            true
+        }
+        None => false,
     }
 }
 
@@ -331,15 +356,6 @@ fn consolidate_key(changes: &mut Vec<(Row, isize)>) {
 /// key's state (and twice as many, the key's slot), and [`States::drain_changes`] a touched
 /// key's slot.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Asks the processor to fetch the slot of the key with `hash` (the first slot whose tag
-/// matches: the key's, unless it is new or another key's tag collides) into its cache. A
-/// hint only: it reads no slot.
-fn fetch_slot<S>(slots: &HashTable<Entry<S>>, hash: u64) {
-    if let Some(entry) = slots.find(hash, |_| true) {
-        petrel_view::prefetch(std::slice::from_ref(entry));
-    }
-}
 
 /// A key's worker: a hash that is the same on every worker and in every process.
 fn route(key: &[Value]) -> u64 {
