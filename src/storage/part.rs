@@ -25,7 +25,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use petrel_value::{Row, Value, F64};
+use petrel_value::{Row, Value, F64, U128};
 use petrel_view::Ts;
 
 use super::StorageError;
@@ -730,7 +730,7 @@ impl<'a> SortColumn<'a> {
             SortColumn::Float(a) => cell!(a, x => SortCell::Value(Value::Float(F64(x)))),
             SortColumn::Str(a) => cell!(a, x => SortCell::Str(x)),
             SortColumn::Date(a) => cell!(a, x => SortCell::Value(Value::Date(x))),
-            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x).into()))),
+            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x)))),
         }
     }
 
@@ -765,12 +765,12 @@ impl<'a> SortColumn<'a> {
 }
 
 /// A UUID stored as its 16 big-endian bytes.
-fn uuid_of(bytes: &[u8]) -> u128 {
+fn uuid_of(bytes: &[u8]) -> U128 {
     let mut b = [0u8; 16];
     if bytes.len() == 16 {
         b.copy_from_slice(bytes);
     }
-    u128::from_be_bytes(b)
+    u128::from_be_bytes(b).into()
 }
 
 /// [`sort_order`] of `rows` rows from their built columns (in the rows' order, stored as
@@ -1080,7 +1080,7 @@ fn read_cells(array: &ArrayRef, kind: Kind, out: &mut [Row]) -> Result<(), Stora
         Kind::Date => read!(Int32Array, x => Value::Date(x)),
         Kind::DateTime => read!(Int64Array, x => Value::DateTime(x)),
         Kind::DateTime64(p) => read!(Int64Array, x => Value::DateTime64(x, p)),
-        Kind::Uuid => read!(FixedSizeBinaryArray, x => Value::Uuid(uuid_of(x).into())),
+        Kind::Uuid => read!(FixedSizeBinaryArray, x => Value::Uuid(uuid_of(x))),
         Kind::Encoded => {
             let a = downcast::<BinaryArray>(array)?;
             for (i, row) in out.iter_mut().enumerate() {

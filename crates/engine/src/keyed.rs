@@ -202,19 +202,11 @@ impl<S: KeyedState> States<S> {
             before,
             ..
         } = self;
-        let position = match slots.position(hash, |k| *k == key) {
-            Some(position) => position,
-            None => {
-                let slot = Slot {
-                    state: fresh(),
-                    touched: 0,
-                };
-                slots.insert_new(hash, key, slot)
-            }
+        let fresh_slot = || Slot {
+            state: fresh(),
+            touched: 0,
         };
-        let Some((_, key, slot)) = slots.get_mut(position) else {
-            return;
-        };
+        let (position, (_, key, slot)) = slots.find_or_insert(hash, key, fresh_slot);
         let update = match slot.touched.checked_sub(1).and_then(|i| touched.get_mut(i)) {
             Some((_, change)) => match change {
                 Touched::Before { .. } => update,
@@ -277,14 +269,11 @@ impl<S: KeyedState> States<S> {
             slots.prefetch_position(*position);
         }
         let mut empty = Vec::new();
-        for index in 0..touched.len() {
-            if let Some((ahead, _)) = touched.get(index + PREFETCH_AHEAD) {
+        let mut drained = touched.drain(..);
+        while let Some((position, change)) = drained.next() {
+            if let Some((ahead, _)) = drained.as_slice().get(PREFETCH_AHEAD - 1) {
                 slots.prefetch_position(*ahead);
             }
-            let (position, change) = std::mem::replace(
-                &mut touched[index],
-                (usize::MAX, Touched::Delta(Vec::new())),
-            );
             let Some((_, key, slot)) = slots.get_mut(position) else {
                 continue;
             };
@@ -307,7 +296,6 @@ impl<S: KeyedState> States<S> {
             emit(&mut changes);
             changes.clear();
         }
-        touched.clear();
         before.clear();
         // Forgotten only now: forgetting a key moves another into its place.
         slots.remove_positions(empty);

@@ -125,6 +125,24 @@ impl<K, V> SlotTable<K, V> {
         self.entries.get_mut(position)
     }
 
+    /// The position and entry of `key` (with `hash`), added with the value `value` makes
+    /// when the table does not hold it.
+    pub(crate) fn find_or_insert(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: impl FnOnce() -> V,
+    ) -> (usize, &mut (u64, K, V))
+    where
+        K: PartialEq,
+    {
+        let position = match self.position(hash, |k| *k == key) {
+            Some(position) => position,
+            None => self.insert_new(hash, key, value()),
+        };
+        (position, &mut self.entries[position])
+    }
+
     /// Adds an entry for a key the table does not hold (the caller looked it up); returns its
     /// position.
     pub(crate) fn insert_new(&mut self, hash: u64, key: K, value: V) -> usize {
