@@ -7,10 +7,58 @@
 //! general parser, which handles every shape and words the errors: so a line gets the same
 //! row, or the same rejection, whichever path reads it.
 
-/// Calls `entry(key, raw_value)` for each entry of the flat object on `line`, in order, and
-/// returns `Some(())`; returns `None`, possibly after some calls, when the line is not a flat
-/// object this scanner reads (the caller then discards what it was given).
-pub(crate) fn scan<'a>(line: &'a str, mut entry: impl FnMut(&'a str, &'a str)) -> Option<()> {
+use petrel_value::same_bytes;
+
+/// The keys a scan looks for, each by its index: a schema's top-level JSON keys.
+pub(crate) struct Keys {
+    names: Vec<Box<str>>,
+    /// The key has no quote, backslash or control character, so the JSON string of its
+    /// bytes between two quotes is the key itself: a line's key is checked against the
+    /// key expected there by comparing bytes, without scanning it first.
+    plain: Vec<bool>,
+}
+
+impl Keys {
+    /// The keys `names`, by their index in it.
+    pub(crate) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Keys {
+        let names: Vec<Box<str>> = names.into_iter().map(Box::from).collect();
+        let plain = names
+            .iter()
+            .map(|k| !k.bytes().any(|b| STOPS_STRING[b as usize]))
+            .collect();
+        Keys { names, plain }
+    }
+
+    /// The index of the key whose string opens at `i` (or `None` for a key not looked for),
+    /// and the position past its closing quote. Events mostly list their keys in one order:
+    /// `guess`, the key after the one found last, is tried first.
+    fn find(&self, b: &[u8], i: usize, guess: usize) -> Option<(Option<usize>, usize)> {
+        if let (Some(name), Some(true)) = (self.names.get(guess), self.plain.get(guess)) {
+            let end = i + 1 + name.len();
+            if b.get(i + 1..end) == Some(name.as_bytes()) && b.get(end) == Some(&b'"') {
+                return Some((Some(guess), end + 1));
+            }
+        }
+        let end = string_end(b, i)?;
+        let key = b.get(i + 1..end)?;
+        let found = self
+            .names
+            .iter()
+            .position(|k| same_bytes(k.as_bytes(), key));
+        Some((found, end + 1))
+    }
+}
+
+/// Calls `entry(key, raw_value)` for each entry of the flat object on `line` whose key is
+/// one of `keys` (by its index), in order, and returns `Some(())`; returns `None`, possibly
+/// after some calls, when the line is not a flat object this scanner reads, or when `entry`
+/// gives up by returning `None` (the caller then discards what it was given). The values of
+/// other keys are checked and skipped.
+pub(crate) fn scan<'a>(
+    line: &'a str,
+    keys: &Keys,
+    mut entry: impl FnMut(usize, &'a str) -> Option<()>,
+) -> Option<()> {
     let b = line.as_bytes();
     let mut i = skip_whitespace(b, 0);
     if *b.get(i)? != b'{' {
@@ -20,20 +68,23 @@ pub(crate) fn scan<'a>(line: &'a str, mut entry: impl FnMut(&'a str, &'a str)) -
     if *b.get(i)? == b'}' {
         return only_whitespace_after(b, i + 1);
     }
+    let mut guess = 0;
     loop {
         if *b.get(i)? != b'"' {
             return None;
         }
-        let key_end = string_end(b, i)?;
-        let key = line.get(i + 1..key_end)?;
-        i = skip_whitespace(b, key_end + 1);
+        let (key, key_end) = keys.find(b, i, guess)?;
+        i = skip_whitespace(b, key_end);
         if *b.get(i)? != b':' {
             return None;
         }
         i = skip_whitespace(b, i + 1);
         let start = i;
         i = scalar_end(b, i)?;
-        entry(key, line.get(start..i)?);
+        if let Some(key) = key {
+            guess = key + 1;
+            entry(key, line.get(start..i)?)?;
+        }
         i = skip_whitespace(b, i);
         match *b.get(i)? {
             b',' => i = skip_whitespace(b, i + 1),
@@ -132,9 +183,15 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// The keys the tests' lines use; a key with a quote is looked for by scanning it.
+    const KEYS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "é", "q\"x"];
+
     fn entries(line: &str) -> Option<Vec<(&str, &str)>> {
         let mut out = Vec::new();
-        scan(line, |k, v| out.push((k, v)))?;
+        scan(line, &Keys::new(KEYS), |k, v| {
+            out.push((KEYS[k], v));
+            Some(())
+        })?;
         Some(out)
     }
 
@@ -152,6 +209,17 @@ mod tests {
             ])
         );
         assert_eq!(entries("{}"), Some(vec![]));
+        // Keys in another order, keys not looked for (skipped), a key that is a prefix of
+        // another.
+        assert_eq!(
+            entries(r#"{"b":2,"ab":3,"a":1,"bb":[],"c":"z"}"#),
+            None,
+            "a nested value is not read, even under a key not looked for"
+        );
+        assert_eq!(
+            entries(r#"{"b":2,"ab":3,"a":1,"bb":"w","c":"z","a2":0}"#),
+            Some(vec![("b", "2"), ("a", "1"), ("c", r#""z""#)])
+        );
         assert_eq!(entries(r#"{"é":"ü"}"#), Some(vec![("é", r#""ü""#)]));
     }
 

@@ -63,20 +63,28 @@ pub fn decode_ndjson_body(
     }
     let decode = |slice: &[u8]| {
         let mut out = DecodedBody {
-            good: Vec::new(),
+            good: Vec::with_capacity(slice.len() / 64),
             bad: Vec::new(),
         };
+        // A slice that is UTF-8 throughout (the usual body) is checked once, not line by
+        // line; a line end is ASCII, so each line is a `str` of it.
+        let text = std::str::from_utf8(slice).ok();
         // Line ends found a word at a time, not byte by byte.
         let mut start = 0;
         let ends = memchr::memchr_iter(b'\n', slice).chain(std::iter::once(slice.len()));
         for end in ends {
             let line = &slice[start..end];
+            let line_text = text.and_then(|t| t.get(start..end));
             start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match decoder.decode_bytes(line, now_secs) {
+            let decoded = match line_text {
+                Some(t) => decoder.decode(t.strip_suffix('\r').unwrap_or(t), now_secs),
+                None => decoder.decode_bytes(line, now_secs),
+            };
+            match decoded {
                 Ok(row) => out.good.push((row, 1)),
                 Err(rejected) => out
                     .bad
