@@ -57,12 +57,11 @@ pub(crate) fn part_order(sort_key: &[usize], a: &PartRow, b: &PartRow) -> std::c
 /// [`part_order`]), without moving the rows ([`sort_places`] over the rows' values). A
 /// compaction sorts from the part's built columns instead ([`encode_sorted`]) where it can.
 pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
-    let prefix = |r: &PartRow, k: usize| match sort_key.get(k).map(|&i| r.row.get(i)) {
-        None | Some(None) => (0, true),
-        Some(Some(v)) => wide_prefix(v.order_prefix()),
+    let prefix = |k: usize, r: usize| match sort_key.get(k).and_then(|&i| rows[r].row.get(i)) {
+        None => (0, true),
+        Some(v) => wide_prefix(v.order_prefix()),
     };
-    let (firsts, seconds) = rows.iter().map(|r| (prefix(r, 0), prefix(r, 1))).unzip();
-    sort_places(sort_key.len(), (firsts, seconds), |a, b| {
+    sort_places(rows.len(), sort_key.len(), prefix, |a, b| {
         part_order(sort_key, &rows[a], &rows[b])
     })
 }
@@ -70,9 +69,6 @@ pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
 /// An order prefix ([`Value::order_prefix`]) as one integer above every NULL's (0), and
 /// whether it is exact.
 type Prefix = (u128, bool);
-
-/// [`Prefix`]es of each row's first and second sort column.
-type Prefixes = (Vec<Prefix>, Vec<Prefix>);
 
 /// A part's columns as built, and how each is stored.
 type BuiltColumns = (Vec<Kind>, Vec<ArrayRef>);
@@ -82,72 +78,90 @@ fn wide_prefix(((class, bits), exact): ((u8, u64), bool)) -> Prefix {
     (((class as u128 + 1) << 64) | bits as u128, exact)
 }
 
-/// The places of rows sorted by a key of `key_len` columns: a sort of each row's first two
-/// columns' order prefixes (`firsts`, `seconds`: a prefix and whether it is exact, one per
-/// row), where only rows whose prefixes tie are compared by `cmp` (the whole order, the rows'
-/// places or log positions last: rows come in log order); rows whose prefixes are exact over
-/// the whole key are equal by it and keep their places' order.
+/// The places of `rows` rows sorted by a key of `key_len` columns: a sort of each row's first
+/// two columns' order prefixes (`prefix(column, row)`, 0 or 1, with whether it is exact),
+/// where only rows whose prefixes tie are compared by `cmp` (the whole order, the rows' places
+/// or log positions last: rows come in log order); rows whose prefixes are exact over the
+/// whole key are equal by it and keep their places' order. The prefixes are read where they
+/// lie, once to find the bits where rows differ and once to pack them: no vector of them is
+/// built (those vectors, each written and read back, cost a compaction more than its sort).
 fn sort_places(
+    rows: usize,
     key_len: usize,
-    (firsts, seconds): Prefixes,
+    prefix: impl Fn(usize, usize) -> Prefix,
     cmp: impl Fn(usize, usize) -> std::cmp::Ordering,
 ) -> Vec<usize> {
     // The second column's prefix orders rows only where the first column's values are
     // known equal (an exact prefix); elsewhere the rows' own comparison decides.
-    let (keys, exact): (Vec<(u128, u128)>, Vec<bool>) = firsts
-        .iter()
-        .zip(&seconds)
-        .map(
-            |(&(first, first_exact), &(second, second_exact))| match first_exact {
-                true => ((first, second), second_exact && key_len <= 2),
-                false => ((first, 0), false),
-            },
-        )
-        .unzip();
+    let key = |row: usize| match prefix(0, row) {
+        (first, true) => {
+            let (second, second_exact) = prefix(1, row);
+            ((first, second), second_exact && key_len <= 2)
+        }
+        (first, false) => ((first, 0), false),
+    };
     let by_rows = |run: &mut [usize]| {
-        if !exact[run[0]] {
+        if !key(run[0]).1 {
             run.sort_by(|&a, &b| cmp(a, b));
         }
     };
-    match PackedKeys::of(&keys) {
-        Some(mut packed) => {
-            let mut sorted = std::mem::take(&mut packed.keys);
+    let Some(packing) = Packing::of(rows, &|row| key(row).0) else {
+        let mut sorted: Vec<(u128, u128, usize)> = (0..rows)
+            .map(|row| {
+                let (a, b) = key(row).0;
+                (a, b, row)
+            })
+            .collect();
+        sorted.sort_unstable();
+        return order_of_sorted(&sorted, |k| k.2, |k| (k.0, k.1), by_rows);
+    };
+    let packed = (0..rows).map(|row| packing.pack(key(row).0, row));
+    match packing.bits() <= u64::BITS {
+        // Keys of up to 64 bits (a country code, a user id and a place) are sorted as
+        // `u64`s: half the bytes to move, and one comparison of a machine word each.
+        true => {
+            let mut sorted: Vec<u64> = packed.map(|k| k as u64).collect();
             sorted.sort_unstable();
             order_of_sorted(
                 &sorted,
-                |&k| packed.place(k),
-                |&k| packed.prefixes(k),
+                |&k| packing.place(k.into()),
+                |&k| packing.prefixes(k.into()),
                 by_rows,
             )
         }
-        None => {
-            let mut sorted: Vec<(u128, u128, usize)> = keys
-                .iter()
-                .enumerate()
-                .map(|(place, &(a, b))| (a, b, place))
-                .collect();
+        false => {
+            let mut sorted: Vec<u128> = packed.collect();
             sorted.sort_unstable();
-            order_of_sorted(&sorted, |k| k.2, |k| (k.0, k.1), by_rows)
+            order_of_sorted(
+                &sorted,
+                |&k| packing.place(k),
+                |&k| packing.prefixes(k),
+                by_rows,
+            )
         }
     }
 }
 
-/// Each row's two prefixes and its place packed into one integer that orders as the
+/// How each row's two prefixes and its place are packed into one integer that orders as the
 /// (first, second, place) triple does: of each prefix only the bits where the rows' prefixes
 /// differ are kept (the bits above and below them are the same in every row, so they order
-/// nothing). A sort of one integer per row moves 16 bytes and compares once; keys such as
-/// a country code and a user id need about 50 bits in all.
-struct PackedKeys {
-    keys: Vec<u128>,
+/// nothing). A sort of one integer per row moves 8 or 16 bytes and compares once; keys such
+/// as a country code and a user id need about 50 bits in all.
+struct Packing {
+    /// The lowest differing bit and the width of each prefix's differing bits.
+    first: (u32, u32),
+    second: (u32, u32),
     /// How many low bits hold the place.
     place_bits: u32,
 }
 
-impl PackedKeys {
-    /// `None` when the differing bits and the place need more than 128 bits.
-    fn of(keys: &[(u128, u128)]) -> Option<PackedKeys> {
-        let (first0, second0) = *keys.first()?;
-        let (differ1, differ2) = keys.iter().fold((0u128, 0u128), |(a, b), &(f, s)| {
+impl Packing {
+    /// The packing of `rows` rows' prefix pairs (`key(row)`); `None` when there are no rows,
+    /// or the differing bits and the place need more than 128 bits.
+    fn of(rows: usize, key: &impl Fn(usize) -> (u128, u128)) -> Option<Packing> {
+        let (first0, second0) = (rows > 0).then(|| key(0))?;
+        let (differ1, differ2) = (0..rows).fold((0u128, 0u128), |(a, b), row| {
+            let (f, s) = key(row);
             (a | (f ^ first0), b | (s ^ second0))
         });
         // The lowest differing bit and how many bits reach from it to the highest.
@@ -158,28 +172,30 @@ impl PackedKeys {
                 128 - d.leading_zeros() - d.trailing_zeros(),
             ),
         };
-        let ((low1, width1), (low2, width2)) = (window(differ1), window(differ2));
-        let place_bits = (usize::BITS - keys.len().leading_zeros()).max(1);
-        if width1 + width2 + place_bits > 128 {
-            return None;
-        }
-        let bits = |v: u128, low: u32, width: u32| (v >> low) & (u128::MAX >> (128 - width.max(1)));
-        let keys = keys
-            .iter()
-            .enumerate()
-            .map(|(n, &(f, s))| {
-                let first = match width1 {
-                    0 => 0,
-                    w => bits(f, low1, w) << (width2 + place_bits),
-                };
-                let second = match width2 {
-                    0 => 0,
-                    w => bits(s, low2, w) << place_bits,
-                };
-                first | second | n as u128
-            })
-            .collect();
-        Some(PackedKeys { keys, place_bits })
+        let packing = Packing {
+            first: window(differ1),
+            second: window(differ2),
+            place_bits: (usize::BITS - rows.leading_zeros()).max(1),
+        };
+        (packing.bits() <= u128::BITS).then_some(packing)
+    }
+
+    /// The bits a packed key takes.
+    fn bits(&self) -> u32 {
+        self.first.1 + self.second.1 + self.place_bits
+    }
+
+    /// The packed key of the row at `place` with prefixes `(f, s)`.
+    fn pack(&self, (f, s): (u128, u128), place: usize) -> u128 {
+        // A prefix's differing bits, shifted above `shift` bits (none when it has none: a
+        // shift by the whole width would overflow).
+        let bits = |v: u128, (low, width): (u32, u32), shift: u32| match width {
+            0 => 0,
+            w => ((v >> low) & (u128::MAX >> (128 - w))) << shift,
+        };
+        bits(f, self.first, self.second.1 + self.place_bits)
+            | bits(s, self.second, self.place_bits)
+            | place as u128
     }
 
     /// The row's place in the rows.
@@ -734,32 +750,20 @@ impl<'a> SortColumn<'a> {
         }
     }
 
-    /// The first `rows` rows' order prefixes, as [`sort_order`] takes them from the rows'
-    /// values: one loop over each kind's array.
-    fn prefixes(&self, rows: usize) -> Vec<Prefix> {
-        macro_rules! prefixes {
-            ($a:expr, $x:ident => $prefix:expr) => {
-                (0..rows)
-                    .map(|i| match $a.is_null(i) {
-                        true => (0, true),
-                        false => {
-                            let $x = $a.value(i);
-                            wide_prefix($prefix)
-                        }
-                    })
-                    .collect()
-            };
-        }
+    /// Row `i`'s order prefix, as [`sort_order`] takes it from the row's value, read from
+    /// the typed array (strings and unsigned integers, the usual keys, without making a
+    /// value).
+    fn prefix(&self, i: usize) -> Prefix {
         match self {
-            SortColumn::Str(a) => prefixes!(a, x => Value::str_order_prefix(x)),
-            SortColumn::UInt(a) => prefixes!(a, x => Value::UInt(x).order_prefix()),
-            _ => (0..rows)
-                .map(|i| match self.cell(i) {
-                    SortCell::Null => (0, true),
-                    SortCell::Str(s) => wide_prefix(Value::str_order_prefix(s)),
-                    SortCell::Value(v) => wide_prefix(v.order_prefix()),
-                })
-                .collect(),
+            SortColumn::Str(a) if !a.is_null(i) => wide_prefix(Value::str_order_prefix(a.value(i))),
+            SortColumn::UInt(a) if !a.is_null(i) => {
+                wide_prefix(Value::UInt(a.value(i)).order_prefix())
+            }
+            _ => match self.cell(i) {
+                SortCell::Null => (0, true),
+                SortCell::Str(s) => wide_prefix(Value::str_order_prefix(s)),
+                SortCell::Value(v) => wide_prefix(v.order_prefix()),
+            },
         }
     }
 }
@@ -788,9 +792,9 @@ fn sort_order_of_columns(
         .iter()
         .map(|&c| SortColumn::of(columns.get(c)?, *kinds.get(c)?))
         .collect::<Option<_>>()?;
-    let prefixes = |k: usize| match sort_columns.get(k) {
-        Some(column) => column.prefixes(rows),
-        None => vec![(0, true); rows],
+    let prefix = |k: usize, row: usize| match sort_columns.get(k) {
+        Some(column) => column.prefix(row),
+        None => (0, true),
     };
     let cmp = |a: usize, b: usize| {
         sort_columns
@@ -800,11 +804,7 @@ fn sort_order_of_columns(
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(a.cmp(&b))
     };
-    Some(sort_places(
-        sort_columns.len(),
-        (prefixes(0), prefixes(1)),
-        cmp,
-    ))
+    Some(sort_places(rows, sort_columns.len(), prefix, cmp))
 }
 
 /// How each column of a part is stored, read from its schema.
@@ -1175,9 +1175,10 @@ fn rows_of(
 #[cfg(test)]
 mod tests {
     /// The prefix sort gives exactly what a stable sort by the part order gives, on keys
-    /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions,
-    /// whether it reads the rows or (typed columns) the built columns; and a part a
-    /// compaction writes from the unmoved rows equals one written from the sorted rows.
+    /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions
+    /// (packed in 64 bits, in 128, or in neither), whether it reads the rows or (typed
+    /// columns) the built columns; and a part a compaction writes from the unmoved rows
+    /// equals one written from the sorted rows.
     #[test]
     fn sorting_part_rows_matches_a_stable_sort() {
         use rand::{Rng, SeedableRng};
@@ -1207,6 +1208,8 @@ mod tests {
                 vec![4, 5],
                 vec![6, 7, 4],
                 vec![5, 0],
+                // Prefixes differing in more bits than one integer holds: sorted as triples.
+                vec![0, 0],
             ] {
                 let mut rows = Vec::new();
                 for n in 0..2_000u64 {

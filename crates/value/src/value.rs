@@ -233,11 +233,18 @@ impl Value {
     /// 8: strings of up to seven bytes are told apart exactly (also "ab" from "ab\0"), longer
     /// ones tie.
     pub fn str_order_prefix(s: &str) -> ((u8, u64), bool) {
-        let mut b = [0u8; 8];
-        let n = s.len().min(7);
-        b[..n].copy_from_slice(&s.as_bytes()[..n]);
-        b[7] = s.len().min(8) as u8;
-        ((5, u64::from_be_bytes(b)), s.len() <= 7)
+        let bytes = s.as_bytes();
+        // Read as one word where there are eight bytes, else a byte at a time (a copy of a
+        // length known only at run time was a call to `memcpy`, in every sort of a part).
+        let head = match bytes.first_chunk::<8>() {
+            Some(eight) => u64::from_be_bytes(*eight) & !0xff,
+            None => bytes
+                .iter()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b))
+                .checked_shl(8 * (8 - bytes.len() as u32))
+                .unwrap_or(0),
+        };
+        ((5, head | bytes.len().min(8) as u64), bytes.len() <= 7)
     }
 
     /// True for NULL.
