@@ -523,16 +523,33 @@ fn fold_shard<'a>(
     let changes: Vec<&(Row, i64)> = changes.collect();
     let mut start = 0;
     while let Some(&(first, _)) = changes.get(start) {
-        let end = changes[start..]
-            .iter()
-            .position(|(row, _)| !same_key(row, first))
-            .map_or(changes.len(), |n| start + n);
+        // The key's run; this is where each change's row is first read, so each is asked for
+        // a few changes ahead.
+        let mut end = start + 1;
+        while let Some(&(row, _)) = changes.get(end) {
+            if let Some(&(ahead, _)) = changes.get(end + PREFETCH_AHEAD) {
+                crate::prefetch(ahead.as_slice());
+            }
+            if !same_key(row, first) {
+                break;
+            }
+            end += 1;
+        }
         let run = &changes[start..end];
         let group = shard.entry(keys.key_of(first)).or_default();
         // A large group's rows past the ordered ones are fetched ahead: each change's entry
         // `2 * AHEAD` changes before it, the entry's row `AHEAD` changes before it.
         let hashes: Vec<u64> = if group.tail.len() >= PREFETCH_MIN_ROWS {
-            run.iter().map(|(row, _)| identity.hash(row)).collect()
+            // The changes' rows were made by the engine's workers, on other cores: each is
+            // asked for a few changes before it is hashed.
+            (0..run.len())
+                .map(|n| {
+                    if let Some((ahead, _)) = run.get(n + PREFETCH_AHEAD) {
+                        crate::prefetch(ahead.as_slice());
+                    }
+                    identity.hash(&run[n].0)
+                })
+                .collect()
         } else {
             Vec::new()
         };
