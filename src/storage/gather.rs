@@ -68,21 +68,10 @@ fn gather_strings(strings: &StringArray, indices: &[u32]) -> Option<StringArray>
     ends.push(0);
     for (n, &i) in indices.iter().enumerate() {
         if let Some(&ahead) = indices.get(n + AHEAD) {
-            prefetch(
-                offsets
-                    .get(ahead as usize..)
-                    .unwrap_or_default()
-                    .get(..2)
-                    .unwrap_or_default(),
-            );
+            prefetch_from(offsets, ahead as usize, 2);
         }
         if let Some((start, _)) = indices.get(n + AHEAD / 2).and_then(|&ahead| bounds(ahead)) {
-            prefetch(
-                data.get(start..)
-                    .unwrap_or_default()
-                    .get(..SHORT)
-                    .unwrap_or_default(),
-            );
+            prefetch_from(data, start, SHORT);
         }
         let (start, end) = bounds(i)?;
         let len = end.checked_sub(start)?;
@@ -109,19 +98,19 @@ fn gather_primitives<T: ArrowPrimitiveType>(
     let mut gathered = Vec::with_capacity(indices.len());
     for (n, &i) in indices.iter().enumerate() {
         if let Some(&ahead) = indices.get(n + AHEAD) {
-            prefetch(
-                values
-                    .get(ahead as usize..)
-                    .unwrap_or_default()
-                    .get(..1)
-                    .unwrap_or_default(),
-            );
+            prefetch_from(values, ahead as usize, 1);
         }
         gathered.push(*values.get(i as usize)?);
     }
     let array = PrimitiveArray::<T>::try_new(ScalarBuffer::from(gathered), None).ok()?;
     // A type with parameters (a time zone, a precision) keeps them.
     Some(Arc::new(array.with_data_type(column.data_type().clone())))
+}
+
+/// Asks for up to `len` of `items` from `start` (what of them is in range).
+fn prefetch_from<T>(items: &[T], start: usize, len: usize) {
+    let from = items.get(start..).unwrap_or_default();
+    prefetch(from.get(..len).unwrap_or(from));
 }
 
 #[cfg(test)]
