@@ -155,11 +155,11 @@ impl RowDecoder {
         let children = &self.trie.children;
         flat_json::scan(line, keys, |key, raw| {
             for &c in &children.get(key)?.1.columns {
-                let value = match self.readers.get(c)?.read_direct(raw) {
-                    Some(v) => v,
-                    None => self.cell(c, Some(raw), now_secs).ok()?,
-                };
-                *row.get_mut(c)? = value;
+                let reader = *self.readers.get(c)?;
+                let place = row.get_mut(c)?;
+                if !reader.read_into(raw, place) {
+                    *place = self.cell(c, Some(raw), now_secs).ok()?;
+                }
                 set |= 1u64.checked_shl(c as u32).unwrap_or(0);
             }
             Some(())
@@ -308,27 +308,54 @@ impl Reader {
     /// The value of `text` for the common types, where they read it directly; `None` where
     /// [`convert`] must decide (which may still read it, or reject it).
     fn read_direct(self, text: &str) -> Option<Value> {
+        let mut value = Value::Null;
+        self.read_into(text, &mut value).then_some(value)
+    }
+
+    /// [`Reader::read_direct`] into `place`; false (`place` unchanged) where [`convert`] must
+    /// decide. The value is made where it goes: one returned and then moved into a row was
+    /// copied in pieces, each copy waiting on the stores that had just made it.
+    #[inline(always)]
+    fn read_into(self, text: &str, place: &mut Value) -> bool {
         match self {
-            Reader::Text => unescaped_string(text).map(Value::from),
-            Reader::Integer { signed: true, bits } => text
-                .parse::<i64>()
-                .ok()
-                .filter(|&i| bits >= 64 || (i >> (bits - 1) == 0 || i >> (bits - 1) == -1))
-                .map(Value::Int),
+            Reader::Text => match unescaped_string(text) {
+                Some(s) => put(place, Value::from(s)),
+                None => return false,
+            },
+            Reader::Integer { signed: true, bits } => match text.parse::<i64>() {
+                Ok(i) if bits >= 64 || (i >> (bits - 1) == 0 || i >> (bits - 1) == -1) => {
+                    put(place, Value::Int(i))
+                }
+                _ => return false,
+            },
             Reader::Integer {
                 signed: false,
                 bits,
-            } => text
-                .parse::<u64>()
-                .ok()
-                .filter(|&u| bits >= 64 || u >> bits == 0)
-                .map(Value::UInt),
-            Reader::DateTime => unescaped_string(text)
+            } => match text.parse::<u64>() {
+                Ok(u) if bits >= 64 || u >> bits == 0 => put(place, Value::UInt(u)),
+                _ => return false,
+            },
+            Reader::DateTime => match unescaped_string(text)
                 .filter(|inner| !inner.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|inner| petrel_value::time::parse_datetime(inner, 0))
-                .map(Value::DateTime),
-            Reader::General => None,
+            {
+                Some(secs) => put(place, Value::DateTime(secs)),
+                None => return false,
+            },
+            Reader::General => return false,
         }
+        true
+    }
+}
+
+/// Puts `value` in `place`; a NULL there (a row's cell not yet set) is overwritten without a
+/// call to drop it.
+#[inline(always)]
+fn put(place: &mut Value, value: Value) {
+    if place.is_null() {
+        std::mem::forget(std::mem::replace(place, value));
+    } else {
+        *place = value;
     }
 }
 
