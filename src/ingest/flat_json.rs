@@ -35,7 +35,10 @@ impl Keys {
     fn find(&self, b: &[u8], i: usize, guess: usize) -> Option<(Option<usize>, usize)> {
         if let (Some(name), Some(true)) = (self.names.get(guess), self.plain.get(guess)) {
             let end = i + 1 + name.len();
-            if b.get(i + 1..end) == Some(name.as_bytes()) && b.get(end) == Some(&b'"') {
+            let same = b
+                .get(i + 1..end)
+                .is_some_and(|k| same_bytes(k, name.as_bytes()));
+            if same && b.get(end) == Some(&b'"') {
                 return Some((Some(guess), end + 1));
             }
         }

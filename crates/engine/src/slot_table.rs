@@ -243,13 +243,9 @@ mod tests {
     /// whose hashes collide (fingerprint and all) and runs that wrap around the index.
     #[test]
     fn the_table_agrees_with_a_map() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.random::<u64>();
         for keys in [8u64, 100, 5_000] {
             let mut table: SlotTable<u64, u64> = SlotTable::new();
             let mut oracle: HashMap<u64, u64> = HashMap::new();
