@@ -147,7 +147,11 @@ impl RowDecoder {
     /// rejection, the general path gives.
     fn decode_flat(&self, line: &str, now_secs: i64) -> Option<Row> {
         let keys = self.flat.as_ref()?;
-        let mut row = vec![Value::Null; self.columns.len()];
+        // Each place made NULL where it lies: `vec![Value::Null; n]` clones the first (a call
+        // that writes the value to the stack, each copy then read back whole before the
+        // stores that made it were done).
+        let mut row = Vec::with_capacity(self.columns.len());
+        row.resize_with(self.columns.len(), || Value::Null);
         // Which columns the line set, for the first 64 (a wider schema's others are found
         // by their NULL, which no direct read gives, and are read as missing again when
         // they are NULL).
