@@ -164,36 +164,38 @@ impl AccumLayout {
         Accum(acc)
     }
 
-    /// The `i`-th aggregate's output value for a group's accumulated vector (NULL past the
-    /// aggregates): one value, so a group's output row is built without a vector of them all.
-    pub fn value(&self, acc: &Accum, i: usize) -> Value {
+    /// Writes the `i`-th aggregate's output value for a group's accumulated vector into
+    /// `place` (NULL past the aggregates): one value, so a group's output row is built
+    /// without a vector of them all, and made where it lies in the row (a value made apart
+    /// and moved in was read back before the stores that made it were done).
+    #[inline]
+    pub fn write_value(&self, acc: &Accum, i: usize, place: &mut Value) {
         let get = |i: usize| acc.0.get(i).copied().unwrap_or(0);
         let Some((agg, slot)) = self.aggregates.get(i) else {
-            return Value::Null;
+            *place = Value::Null;
+            return;
         };
-        let v = match slot {
-            Slot::Count { at } => Value::UInt(get(*at).max(0) as u64),
+        match slot {
+            Slot::Count { at } => *place = Value::UInt(get(*at).max(0) as u64),
             Slot::SumInt { at, unsigned } => {
-                if *unsigned {
+                *place = if *unsigned {
                     Value::UInt(get(*at) as u64)
                 } else {
                     Value::Int(get(*at) as i64)
                 }
             }
-            Slot::SumFloat { at } => Value::Float(F64(from_fixed(get(*at)))),
+            Slot::SumFloat { at } => *place = Value::Float(F64(from_fixed(get(*at)))),
             Slot::Avg { at } => {
                 let n = get(*at + 1);
-                if n == 0 {
+                *place = if n == 0 {
                     Value::Float(F64(f64::NAN))
                 } else {
                     Value::Float(F64(from_fixed(get(*at)) / n as f64))
                 }
             }
-        };
-        if agg.ty.is_nullable() || !v.is_null() {
-            v
-        } else {
-            agg.ty.default_value()
+        }
+        if place.is_null() && !agg.ty.is_nullable() {
+            *place = agg.ty.default_value();
         }
     }
 }

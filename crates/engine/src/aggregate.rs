@@ -579,44 +579,46 @@ impl GroupState {
         }
     }
 
-    /// The `i`-th aggregate's value (`whole`: the whole-group aggregates' values). `None`
-    /// when deletes removed every extreme value it kept while the group still has rows: then
-    /// the group has no right row, and the view is told.
-    fn aggregate(&self, i: usize, whole: &[Value]) -> Option<Value> {
+    /// Writes the `i`-th aggregate's value into `place` (`whole`: the whole-group
+    /// aggregates' values). `None` when deletes removed every extreme value it kept while
+    /// the group still has rows: then the group has no right row, and the view is told.
+    #[inline]
+    fn write_aggregate(&self, i: usize, whole: &[Value], place: &mut Value) -> Option<()> {
         let layout = &self.layout;
         let (agg, source) = (&layout.aggregates[i], layout.sources[i]);
-        let v = match source {
-            Source::Accumulated(a) => layout.accumulated.value(&self.accumulated, a),
-            Source::WholeGroup(w) => whole.get(w).cloned().unwrap_or(Value::Null),
-            Source::Part(p) => match (&self.parts[p], layout.parts[p].1) {
-                (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
-                (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
-                    Some(q) => Value::Float(F64(q)),
-                    // Over no values: NULL for a Nullable argument, NaN otherwise.
-                    None if agg.ty.is_nullable() => Value::Null,
-                    None => Value::Float(F64(f64::NAN)),
-                },
-                (PartState::Ranked(_), _) => Value::Null,
-                (PartState::Extreme(e), _) => match e.result() {
-                    Ok(v) => v.cloned().unwrap_or(Value::Null),
-                    Err(LostTrack) => {
-                        if let Some(guard) = &layout.bounded_extremes {
-                            guard.lose_track(format!(
-                                "deletes removed the {EXTREME_KEPT} most extreme values of a \
+        match source {
+            Source::Accumulated(a) => layout.accumulated.write_value(&self.accumulated, a, place),
+            Source::WholeGroup(w) => *place = whole.get(w).cloned().unwrap_or(Value::Null),
+            Source::Part(p) => {
+                *place = match (&self.parts[p], layout.parts[p].1) {
+                    (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
+                    (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
+                        Some(q) => Value::Float(F64(q)),
+                        // Over no values: NULL for a Nullable argument, NaN otherwise.
+                        None if agg.ty.is_nullable() => Value::Null,
+                        None => Value::Float(F64(f64::NAN)),
+                    },
+                    (PartState::Ranked(_), _) => Value::Null,
+                    (PartState::Extreme(e), _) => match e.result() {
+                        Ok(v) => v.cloned().unwrap_or(Value::Null),
+                        Err(LostTrack) => {
+                            if let Some(guard) = &layout.bounded_extremes {
+                                guard.lose_track(format!(
+                                    "deletes removed the {EXTREME_KEPT} most extreme values of a \
                                  {:?} in a group that still has rows",
-                                layout.parts[p].0.func
-                            ));
+                                    layout.parts[p].0.func
+                                ));
+                            }
+                            return None;
                         }
-                        return None;
-                    }
-                },
-            },
-        };
-        Some(if v.is_null() && !agg.ty.is_nullable() {
-            agg.ty.default_value()
-        } else {
-            v
-        })
+                    },
+                }
+            }
+        }
+        if place.is_null() && !agg.ty.is_nullable() {
+            *place = agg.ty.default_value();
+        }
+        Some(())
     }
 }
 
@@ -700,30 +702,27 @@ impl KeyedState for GroupState {
             layout.whole.finish(&group, &mut whole);
         }
         // Column `c` of the group's row: the key's columns, then the aggregates. Only the
-        // columns output are made, straight into the one row.
-        let cell = |c: usize| match c.checked_sub(key.len()) {
-            None => Some(key[c].clone()),
-            Some(i) if i < layout.aggregates.len() => self.aggregate(i, &whole),
-            Some(_) => Some(Value::Null),
-        };
-        // Made at its final size: collecting through `Option` would not know it.
+        // columns output are made, each where it lies in the one row (made at its final size,
+        // NULL): a cell made apart and moved in was read back whole before the stores that
+        // made it were done.
         let width = key.len() + layout.aggregates.len();
-        let mut row = Vec::with_capacity(layout.projected.as_ref().map_or(width, Vec::len));
-        // Two copies of the push, not one closure called from both: the closure was not
-        // inlined in the production build, and each cell then cost a call.
-        let made = match &layout.projected {
-            Some(columns) => columns.iter().try_for_each(|&c| {
-                row.push(cell(c)?);
-                Some(())
-            }),
-            None => (0..width).try_for_each(|c| {
-                row.push(cell(c)?);
-                Some(())
-            }),
-        };
-        if made.is_some() {
-            out.push(row);
+        let projected = layout.projected.as_deref();
+        let cells = projected.map_or(width, <[usize]>::len);
+        let mut row = Vec::with_capacity(cells);
+        row.resize_with(cells, || Value::Null);
+        for (n, place) in row.iter_mut().enumerate() {
+            let c = projected.map_or(n, |columns| columns[n]);
+            match c.checked_sub(key.len()) {
+                None => *place = key[c].clone(),
+                Some(i) if i < layout.aggregates.len() => {
+                    if self.write_aggregate(i, &whole, place).is_none() {
+                        return;
+                    }
+                }
+                Some(_) => {}
+            }
         }
+        out.push(row);
     }
 
     fn is_empty(&self) -> bool {
