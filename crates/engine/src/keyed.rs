@@ -377,8 +377,20 @@ fn route_columns(row: &[Value], columns: &[usize]) -> Option<u64> {
 /// it lies. The hash is mixed first: a hash's bits that the workers' hash tables do not use
 /// depend on only a few low bits of each value (keys such as days, multiples of 2^7 seconds,
 /// would all fall on one worker), and a multiply carries every bit into the high ones.
+///
+/// The worker is the mixed hash's remainder by `peers`, its low bits: a worker's keys then
+/// still differ in the high bits, which place them in the worker's own table
+/// ([`SlotTable`]; choosing the worker by the high bits left each table half its places).
 fn worker_of(hash: u64, peers: usize) -> usize {
-    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % peers.max(1)
+    let mixed = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+    let peers = peers.max(1);
+    // The same remainder without a division (every worker paid one on every row of every
+    // batch) when `peers` is a power of two, as it usually is.
+    if peers.is_power_of_two() {
+        mixed & (peers - 1)
+    } else {
+        mixed % peers
+    }
 }
 
 /// One worker's share of a fold by key: the keys' states, the updates waiting for their time,
@@ -715,6 +727,29 @@ mod tests {
                 consolidate(&mut expected);
                 consolidate_key(&mut changes);
                 assert_eq!(changes, expected);
+            }
+        }
+    }
+
+    /// A worker's keys still take every place of its table: the bits that choose the worker
+    /// are not the ones that place a key in the table ([`crate::slot_table::fingerprint`]'s
+    /// top bits), or each worker's table would fill only a part of its places and probe long
+    /// runs.
+    #[test]
+    fn a_workers_keys_spread_over_its_tables_places() {
+        for peers in [2, 3, 4] {
+            let mut homes = vec![[0usize; 8]; peers];
+            for user in 0..4_000u64 {
+                let hash = route(&[Value::str("US"), Value::UInt(user)]);
+                let home = (crate::slot_table::fingerprint(hash) >> 29) as usize;
+                homes[worker_of(hash, peers)][home] += 1;
+            }
+            for (worker, counts) in homes.iter().enumerate() {
+                let fair = counts.iter().sum::<usize>() / 8;
+                assert!(
+                    counts.iter().all(|&n| n * 2 >= fair),
+                    "{peers} workers, worker {worker}'s keys by their table's eighth: {counts:?}"
+                );
             }
         }
     }

@@ -26,7 +26,7 @@ const LOAD_DEN: usize = 8;
 
 /// 32 well-mixed bits of a hash: its cell is their top `bits` bits, and a probe compares them
 /// before it compares keys. The multiply carries every bit of the hash into the high ones.
-fn fingerprint(hash: u64) -> u32 {
+pub(crate) fn fingerprint(hash: u64) -> u32 {
     (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
 }
 
