@@ -19,7 +19,7 @@ const SHORT: usize = 16;
 
 /// How many rows ahead a gather asks for the value it will read (for a string, its offsets;
 /// half as many ahead, its bytes).
-const AHEAD: usize = 16;
+const AHEAD: usize = 32;
 
 /// `column`'s values at `indices`, in that order.
 pub(super) fn gather(
