@@ -476,6 +476,16 @@ impl Storage {
         self.config.compact_max_rows.saturating_mul(2)
     }
 
+    /// The most uncompacted rows the compactor takes only idle time for
+    /// ([`CompactorPriority`]): a part being compacted and half the next one, which arrives
+    /// while it is (its rows still counted until the part is written). At one part's rows
+    /// the compactor ran at nice 10 most of the time (its backlog passed the bound as soon
+    /// as rows arrived during a compaction), and a thread the ingest woke then waited behind
+    /// another of its own on one core instead of taking the compactor's.
+    pub(crate) fn idle_backlog_max(&self) -> u64 {
+        self.config.compact_max_rows.saturating_mul(3) / 2
+    }
+
     fn tables(&self) -> Vec<Arc<TableLog>> {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.retain(|t| t.strong_count() > 0);
@@ -573,7 +583,7 @@ fn compact_forever(weak: std::sync::Weak<Storage>) {
         };
         let tables = storage.tables();
         let backlog = tables.iter().map(|t| t.uncompacted_rows()).sum();
-        (storage.compactor_priority).pace(backlog, storage.config.compact_max_rows);
+        (storage.compactor_priority).pace(backlog, storage.idle_backlog_max());
         for table in tables {
             if let Err(e) = table.compact(false) {
                 tracing::warn!(table = %table.name(), error = %e, "compaction failed");

@@ -515,7 +515,7 @@ impl TableLog {
         let due = (self.storage.config).compaction_due(st.segments.iter().map(|s| s.rows));
         let backlog = st.segment_rows();
         drop(st);
-        let bound = self.storage.config.compact_max_rows;
+        let bound = self.storage.idle_backlog_max();
         (self.storage.compactor_priority).raise_if_behind(backlog, bound);
         if due && !self.storage.is_stopped() {
             self.storage.wake_compactor();
