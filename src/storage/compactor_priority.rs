@@ -10,9 +10,10 @@
 //! get no time at all on a saturated machine, so once the tables' uncompacted segments hold
 //! more than a part and a half's worth of rows ([`super::Storage::idle_backlog_max`], before
 //! they outgrow what the storage keeps in memory for compaction and must be read back), the
-//! compactor goes back to nice 10, raised by the writer that sees the backlog if the compactor is starved
-//! mid-round. A thread may leave idle priority only with `CAP_SYS_NICE` or an `RLIMIT_NICE`
-//! of 10 or more: without either, the compactor stays at nice 10 all along, as before.
+//! compactor goes back to nice 10, raised by the writer that sees the backlog if the
+//! compactor is starved mid-round. A thread may leave idle priority only with `CAP_SYS_NICE`
+//! or an `RLIMIT_NICE` of 10 or more: without either, the compactor stays at nice 10 all
+//! along, as before.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
