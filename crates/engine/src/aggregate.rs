@@ -605,7 +605,7 @@ impl GroupState {
                             if let Some(guard) = &layout.bounded_extremes {
                                 guard.lose_track(format!(
                                     "deletes removed the {EXTREME_KEPT} most extreme values of a \
-                                 {:?} in a group that still has rows",
+                                     {:?} in a group that still has rows",
                                     layout.parts[p].0.func
                                 ));
                             }
