@@ -52,15 +52,46 @@ impl Keys {
     }
 }
 
-/// Calls `entry(key, raw_value)` for each entry of the flat object on `line` whose key is
-/// one of `keys` (by its index), in order, and returns `Some(())`; returns `None`, possibly
-/// after some calls, when the line is not a flat object this scanner reads, or when `entry`
-/// gives up by returning `None` (the caller then discards what it was given). The values of
-/// other keys are checked and skipped.
+/// A value the scan found: its raw JSON text, and what the scan learnt of it on the way, so
+/// that reading it as a column's type does not scan it again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Found<'a> {
+    /// The value's JSON text (a string with its quotes).
+    pub(crate) raw: &'a str,
+    pub(crate) shape: Shape,
+}
+
+/// What a found value is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Shape {
+    /// A string without escapes or control characters: its value is its text between the
+    /// quotes.
+    String,
+    /// A number without fraction or exponent whose magnitude fits in a `u64`.
+    Integer { magnitude: u64, negative: bool },
+    /// Any other number, or a literal.
+    Other,
+}
+
+impl<'a> Found<'a> {
+    /// A [`Shape::String`]'s value: its text between the quotes.
+    pub(crate) fn string(&self) -> Option<&'a str> {
+        match self.shape {
+            Shape::String => self.raw.get(1..self.raw.len() - 1),
+            _ => None,
+        }
+    }
+}
+
+/// Calls `entry(key, value)` for each entry of the flat object on `line` whose key is one of
+/// `keys` (by its index), in order, and returns `Some(())`; returns `None`, possibly after
+/// some calls, when the line is not a flat object this scanner reads, or when `entry` gives
+/// up by returning `None` (the caller then discards what it was given). The values of other
+/// keys are checked and skipped.
 pub(crate) fn scan<'a>(
     line: &'a str,
     keys: &Keys,
-    mut entry: impl FnMut(usize, &'a str) -> Option<()>,
+    mut entry: impl FnMut(usize, Found<'a>) -> Option<()>,
 ) -> Option<()> {
     let b = line.as_bytes();
     let mut i = skip_whitespace(b, 0);
@@ -83,10 +114,12 @@ pub(crate) fn scan<'a>(
         }
         i = skip_whitespace(b, i + 1);
         let start = i;
-        i = scalar_end(b, i)?;
+        let shape;
+        (i, shape) = scalar(b, i)?;
         if let Some(key) = key {
             guess = key + 1;
-            entry(key, line.get(start..i)?)?;
+            let raw = line.get(start..i)?;
+            entry(key, Found { raw, shape })?;
         }
         i = skip_whitespace(b, i);
         match *b.get(i)? {
@@ -133,12 +166,14 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
     (b[i] == b'"').then_some(i)
 }
 
-/// The end (exclusive) of the string, number or literal starting at `i`; `None` for objects,
-/// arrays and anything that is not valid JSON there.
-fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
+/// The end (exclusive) and shape of the string, number or literal starting at `i`; `None`
+/// for objects, arrays and anything that is not valid JSON there. Inlined: returned through
+/// memory, the pair was read back whole before the stores that made it were done.
+#[inline(always)]
+fn scalar(b: &[u8], i: usize) -> Option<(usize, Shape)> {
     match *b.get(i)? {
-        b'"' => string_end(b, i).map(|end| end + 1),
-        b'-' | b'0'..=b'9' => number_end(b, i),
+        b'"' => string_end(b, i).map(|end| (end + 1, Shape::String)),
+        b'-' | b'0'..=b'9' => number(b, i),
         b't' => literal_end(b, i, b"true"),
         b'f' => literal_end(b, i, b"false"),
         b'n' => literal_end(b, i, b"null"),
@@ -146,14 +181,16 @@ fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
+fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<(usize, Shape)> {
     b.get(i..)?
         .starts_with(literal)
-        .then_some(i + literal.len())
+        .then_some((i + literal.len(), Shape::Other))
 }
 
-/// The end of a JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+/// The end of a JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) and its
+/// shape: an integer's magnitude is read with its digits, as they are checked.
+#[inline(always)]
+fn number(b: &[u8], mut i: usize) -> Option<(usize, Shape)> {
     let digits = |b: &[u8], mut i: usize| {
         let start = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -161,16 +198,27 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
         }
         (i > start).then_some(i)
     };
-    if b.get(i) == Some(&b'-') {
+    let negative = b.get(i) == Some(&b'-');
+    if negative {
         i += 1;
     }
-    i = match *b.get(i)? {
-        b'0' => i + 1,
-        b'1'..=b'9' => digits(b, i)?,
+    let mut magnitude = Some(0u64);
+    match *b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => {
+            while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+                magnitude = magnitude
+                    .and_then(|m| m.checked_mul(10))
+                    .and_then(|m| m.checked_add(u64::from(d - b'0')));
+                i += 1;
+            }
+        }
         _ => return None,
-    };
+    }
+    let mut integer = true;
     if b.get(i) == Some(&b'.') {
         i = digits(b, i + 1)?;
+        integer = false;
     }
     if matches!(b.get(i), Some(b'e' | b'E')) {
         i += 1;
@@ -178,8 +226,16 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
             i += 1;
         }
         i = digits(b, i)?;
+        integer = false;
     }
-    Some(i)
+    let shape = match magnitude {
+        Some(magnitude) if integer => Shape::Integer {
+            magnitude,
+            negative,
+        },
+        _ => Shape::Other,
+    };
+    Some((i, shape))
 }
 
 #[cfg(test)]
@@ -192,7 +248,7 @@ mod tests {
     fn entries(line: &str) -> Option<Vec<(&str, &str)>> {
         let mut out = Vec::new();
         scan(line, &Keys::new(KEYS), |k, v| {
-            out.push((KEYS[k], v));
+            out.push((KEYS[k], v.raw));
             Some(())
         })?;
         Some(out)
@@ -224,6 +280,43 @@ mod tests {
             Some(vec![("b", "2"), ("a", "1"), ("c", r#""z""#)])
         );
         assert_eq!(entries(r#"{"é":"ü"}"#), Some(vec![("é", r#""ü""#)]));
+    }
+
+    /// The scan tells strings without escapes and integers (with their magnitude, read as
+    /// their digits are checked) from other values.
+    #[test]
+    fn tells_the_shape_of_each_value() {
+        let mut found = Vec::new();
+        let line = r#"{"a":"x","b":0,"c":-17,"d":18446744073709551615,"e":18446744073709551616,"f":1.5,"a":-0,"b":2e3,"c":true,"d":null}"#;
+        scan(line, &Keys::new(KEYS), |_, v| {
+            found.push(v.shape);
+            Some(())
+        })
+        .unwrap();
+        let integer = |magnitude, negative| Shape::Integer {
+            magnitude,
+            negative,
+        };
+        assert_eq!(
+            found,
+            vec![
+                Shape::String,
+                integer(0, false),
+                integer(17, true),
+                integer(u64::MAX, false),
+                Shape::Other,
+                Shape::Other,
+                integer(0, true),
+                Shape::Other,
+                Shape::Other,
+                Shape::Other,
+            ]
+        );
+        let string = Found {
+            raw: r#""x y""#,
+            shape: Shape::String,
+        };
+        assert_eq!(string.string(), Some("x y"));
     }
 
     /// Every line this scanner does not read is left to the general parser: nested values,
