@@ -682,4 +682,74 @@ mod tests {
             );
         }
     }
+
+    /// A key with enough unordered rows for its fold to fetch them ahead (entries, then
+    /// their rows), whose table grows in the middle of a run, folds each run of changes as an
+    /// ordered map of them says: groups' rows replaced (a retraction next to its new row),
+    /// added and taken back.
+    #[test]
+    fn a_large_key_folds_its_changes_fetched_ahead() {
+        let desc = SortDirection {
+            desc: true,
+            nulls_first: false,
+        };
+        let order = RowOrder::by_columns(vec![desc], vec![1]);
+        let identity = Identity::new(Some(vec![0, 2]), 3);
+        let keys = KeyColumns(vec![0]);
+        let mut shard: FxHashMap<Row, Group> = FxHashMap::default();
+        let mut oracle: BTreeMap<SortedRow, i64> = BTreeMap::new();
+        // Each user's row (its total, by user): user `u` is `[k, total, u]`.
+        let mut totals: Vec<Option<u64>> = vec![None; 40_000];
+        let mut next = xorshift(0x51_7cc1_b727_220a);
+        // Run 0 adds 20k users; run 1 20k more (the table, sized for the first 20k, grows
+        // while the run is fetched ahead) and changes 10k of the first; run 2 changes or takes
+        // back 15k users.
+        let runs: [(std::ops::Range<usize>, usize); 3] =
+            [(0..20_000, 0), (20_000..40_000, 10_000), (0..0, 15_000)];
+        let mut seen = 0;
+        for (run, (added, changed)) in runs.into_iter().enumerate() {
+            let mut changes: Vec<(Row, i64)> = Vec::new();
+            let mut touched = std::collections::HashSet::new();
+            let picked: Vec<usize> = (0..changed)
+                .map(|_| (next() % seen.max(1) as u64) as usize)
+                .collect();
+            seen = seen.max(added.end);
+            for user in added.chain(picked) {
+                if !touched.insert(user) {
+                    continue;
+                }
+                let old = totals[user];
+                let new = match old {
+                    Some(_) if next().is_multiple_of(9) => None,
+                    Some(t) => Some(t + 1 + next() % 50),
+                    None => Some(next() % 1_000),
+                };
+                for (total, diff) in [(old, -1), (new, 1)] {
+                    if let Some(total) = total {
+                        let r = vec![
+                            Value::str("k"),
+                            Value::UInt(total),
+                            Value::UInt(user as u64),
+                        ];
+                        add_multiplicity(&mut oracle, order.entry(&r), diff);
+                        changes.push((r, diff));
+                    }
+                }
+                totals[user] = new;
+            }
+            fold_shard(&mut shard, (&keys, &identity, &order, 64), changes.iter());
+            let group = shard
+                .get(&vec![Value::str("k")])
+                .expect("the key holds rows");
+            assert!(group.unordered() >= PREFETCH_MIN_ROWS, "run {run}");
+            let want: Vec<(Row, i64)> =
+                oracle.iter().map(|(e, &n)| (e.row().to_vec(), n)).collect();
+            let got: Vec<(Row, i64)> = group
+                .ordered()
+                .map(|(e, n)| (e.row().to_vec(), n))
+                .collect();
+            assert_eq!(got, want, "run {run}");
+            assert_eq!(group.len(), oracle.len(), "run {run}");
+        }
+    }
 }
