@@ -609,6 +609,20 @@ mod tests {
         vec![Value::str("k"), Value::UInt(n), Value::UInt(tag)]
     }
 
+    /// The order of the tests' rows: by their second column, descending, then the whole row.
+    fn by_n_desc() -> RowOrder {
+        let desc = SortDirection {
+            desc: true,
+            nulls_first: false,
+        };
+        RowOrder::by_columns(vec![desc], vec![1])
+    }
+
+    /// Rows with their multiplicities, as owned rows to compare.
+    fn held<'a>(rows: impl Iterator<Item = (&'a SortedRow, i64)>) -> Vec<(Row, i64)> {
+        rows.map(|(e, n)| (e.row().to_vec(), n)).collect()
+    }
+
     /// A group kept partly in order reads as one ordered index: after every run of random
     /// inserts and retractions (rows held several times, ties in the sort value, runs that
     /// empty the ordered rows and refill them, runs that overflow them), its rows in order,
@@ -616,11 +630,7 @@ mod tests {
     /// ordered row) agree with an ordered map of the same changes. Rows go through both sides.
     #[test]
     fn a_group_kept_partly_in_order_reads_as_one_ordered_index() {
-        let desc = SortDirection {
-            desc: true,
-            nulls_first: false,
-        };
-        let order = RowOrder::by_columns(vec![desc], vec![1]);
+        let order = by_n_desc();
         let identity = Identity::new(None, 3);
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for ordered in [1, 3, 8] {
@@ -643,13 +653,8 @@ mod tests {
                 }
                 group.settle(ordered, &identity);
                 went_unordered |= group.unordered() > 0;
-                let want: Vec<(Row, i64)> =
-                    oracle.iter().map(|(e, &n)| (e.row().to_vec(), n)).collect();
-                let got: Vec<(Row, i64)> = group
-                    .ordered()
-                    .map(|(e, n)| (e.row().to_vec(), n))
-                    .collect();
-                assert_eq!(got, want, "ordered {ordered}, run {run}");
+                let want = held(oracle.iter().map(|(e, &n)| (e, n)));
+                assert_eq!(held(group.ordered()), want, "ordered {ordered}, run {run}");
                 assert_eq!(group.len(), oracle.len());
                 if let (Some((last, _)), Some(first_later)) = (
                     group.head.last_key_value(),
@@ -689,11 +694,7 @@ mod tests {
     /// added and taken back.
     #[test]
     fn a_large_key_folds_its_changes_fetched_ahead() {
-        let desc = SortDirection {
-            desc: true,
-            nulls_first: false,
-        };
-        let order = RowOrder::by_columns(vec![desc], vec![1]);
+        let order = by_n_desc();
         let identity = Identity::new(Some(vec![0, 2]), 3);
         let keys = KeyColumns(vec![0]);
         let mut shard: FxHashMap<Row, Group> = FxHashMap::default();
@@ -742,13 +743,8 @@ mod tests {
                 .get(&vec![Value::str("k")])
                 .expect("the key holds rows");
             assert!(group.unordered() >= PREFETCH_MIN_ROWS, "run {run}");
-            let want: Vec<(Row, i64)> =
-                oracle.iter().map(|(e, &n)| (e.row().to_vec(), n)).collect();
-            let got: Vec<(Row, i64)> = group
-                .ordered()
-                .map(|(e, n)| (e.row().to_vec(), n))
-                .collect();
-            assert_eq!(got, want, "run {run}");
+            let want = held(oracle.iter().map(|(e, &n)| (e, n)));
+            assert_eq!(held(group.ordered()), want, "run {run}");
             assert_eq!(group.len(), oracle.len(), "run {run}");
         }
     }
