@@ -77,7 +77,7 @@ impl<'a> Found<'a> {
     /// A [`Shape::String`]'s value: its text between the quotes.
     pub(crate) fn string(&self) -> Option<&'a str> {
         match self.shape {
-            Shape::String => self.raw.get(1..self.raw.len() - 1),
+            Shape::String => self.raw.get(1..self.raw.len().saturating_sub(1)),
             _ => None,
         }
     }
