@@ -343,7 +343,7 @@ impl Reader {
                     magnitude,
                     negative: false,
                 },
-            ) if bits >= 64 || magnitude >> bits == 0 => put(place, Value::UInt(magnitude)),
+            ) if fits_unsigned(magnitude, bits) => put(place, Value::UInt(magnitude)),
             (
                 Reader::Integer { signed: true, bits },
                 Shape::Integer {
@@ -362,16 +362,12 @@ impl Reader {
                         Err(_) => return false,
                     }
                 };
-                if bits < 64 && i >> (bits - 1) != 0 && i >> (bits - 1) != -1 {
+                if !fits_signed(i, bits) {
                     return false;
                 }
                 put(place, Value::Int(i))
             }
-            (Reader::DateTime, Shape::String) => match found
-                .string()
-                .filter(|inner| !inner.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|inner| petrel_value::time::parse_datetime(inner, 0))
-            {
+            (Reader::DateTime, Shape::String) => match found.string().and_then(datetime_text) {
                 Some(secs) => put(place, Value::DateTime(secs)),
                 None => return false,
             },
@@ -391,22 +387,17 @@ impl Reader {
                 None => return false,
             },
             Reader::Integer { signed: true, bits } => match text.parse::<i64>() {
-                Ok(i) if bits >= 64 || (i >> (bits - 1) == 0 || i >> (bits - 1) == -1) => {
-                    put(place, Value::Int(i))
-                }
+                Ok(i) if fits_signed(i, bits) => put(place, Value::Int(i)),
                 _ => return false,
             },
             Reader::Integer {
                 signed: false,
                 bits,
             } => match text.parse::<u64>() {
-                Ok(u) if bits >= 64 || u >> bits == 0 => put(place, Value::UInt(u)),
+                Ok(u) if fits_unsigned(u, bits) => put(place, Value::UInt(u)),
                 _ => return false,
             },
-            Reader::DateTime => match unescaped_string(text)
-                .filter(|inner| !inner.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|inner| petrel_value::time::parse_datetime(inner, 0))
-            {
+            Reader::DateTime => match unescaped_string(text).and_then(datetime_text) {
                 Some(secs) => put(place, Value::DateTime(secs)),
                 None => return false,
             },
@@ -414,6 +405,25 @@ impl Reader {
         }
         true
     }
+}
+
+/// Whether `u` is in the range of an unsigned integer of `bits` bits.
+fn fits_unsigned(u: u64, bits: u8) -> bool {
+    bits >= 64 || u >> bits == 0
+}
+
+/// Whether `i` is in the range of a signed integer of `bits` bits.
+fn fits_signed(i: i64, bits: u8) -> bool {
+    bits >= 64 || i >> (bits - 1) == 0 || i >> (bits - 1) == -1
+}
+
+/// The seconds of a `DateTime` written as a time (`2024-06-01 10:00:00`); a string of digits
+/// only is left to [`convert`], which reads it as seconds.
+fn datetime_text(inner: &str) -> Option<i64> {
+    if inner.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    petrel_value::time::parse_datetime(inner, 0)
 }
 
 /// Puts `value` in `place`; a NULL there (a row's cell not yet set) is overwritten without a

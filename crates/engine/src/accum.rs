@@ -167,11 +167,12 @@ impl AccumLayout {
     /// Writes the `i`-th aggregate's output value for a group's accumulated vector into
     /// `place` (NULL past the aggregates): one value, so a group's output row is built
     /// without a vector of them all, and made where it lies in the row (a value made apart
-    /// and moved in was read back before the stores that made it were done).
+    /// and moved in was read back before the stores that made it were done). No slot makes
+    /// a NULL; the caller gives a NULL its type's default.
     #[inline]
     pub fn write_value(&self, acc: &Accum, i: usize, place: &mut Value) {
         let get = |i: usize| acc.0.get(i).copied().unwrap_or(0);
-        let Some((agg, slot)) = self.aggregates.get(i) else {
+        let Some((_, slot)) = self.aggregates.get(i) else {
             *place = Value::Null;
             return;
         };
@@ -193,9 +194,6 @@ impl AccumLayout {
                     Value::Float(F64(from_fixed(get(*at)) / n as f64))
                 }
             }
-        }
-        if place.is_null() && !agg.ty.is_nullable() {
-            *place = agg.ty.default_value();
         }
     }
 }
