@@ -524,6 +524,13 @@ where
     )
 }
 
+/// The most changes a fold hands on in one container. A time's changes are sent as a few
+/// containers of many changes rather than one change at a time (a container builder's check
+/// and copy per change, and a new container per 8 KiB, cost the emitting worker more than
+/// the changes' rows), and bounded so that a replay's many changes at one time are not held
+/// twice at once.
+const EMIT_CHUNK: usize = 1 << 16;
+
 /// The operator around a [`Fold`]: `take` hands each input container's updates to the fold
 /// (given the input frontier's time and the container's capability); every time the frontier
 /// passes is then published, key by key. A failed or dropped view's fold holds nothing back:
@@ -560,11 +567,19 @@ where
                         let done = |t: u64| !frontier.less_equal(&t);
                         while let Some((cap, t)) = fold.next_complete(done, &fresh) {
                             let mut session = output.session(&cap);
+                            // A key's usual change is two rows: its old one and its new one.
+                            let chunk = fold.states.touched.len().saturating_mul(2).min(EMIT_CHUNK);
+                            let mut out = Vec::with_capacity(chunk);
                             fold.states.drain_changes(|changes| {
-                                for (row, diff) in changes.drain(..) {
-                                    session.give((row, t, diff));
+                                out.extend(changes.drain(..).map(|(row, diff)| (row, t, diff)));
+                                if out.len() >= EMIT_CHUNK {
+                                    session.give_container(&mut out);
+                                    out = Vec::with_capacity(chunk);
                                 }
                             });
+                            if !out.is_empty() {
+                                session.give_container(&mut out);
+                            }
                         }
                     });
                 }

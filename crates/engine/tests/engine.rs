@@ -528,6 +528,36 @@ fn stacked_projections_read_as_the_projection_they_make() {
 /// them: where every group column is kept (the groups' changes are consolidated already and
 /// go to the view as they are) and where a computed projection drops the sum (a group's old and
 /// new row are then alike, and cancel). Both views end equal to a recomputation.
+/// One time that changes more groups than a worker hands on in one container (each worker's
+/// share of 160k keys is about 80k, twice over when every group changes): every group's row
+/// reaches the view, once, with its new sum.
+#[test]
+fn a_time_that_changes_many_groups_publishes_every_one() {
+    let engine = start();
+    // All rows under one key, told apart by their values.
+    let view = View::new(columns(), KeyColumns(vec![]), 60_000);
+    engine.install(sums_by_key(), view.clone()).unwrap();
+    let keys = 160_000i64;
+    let row = |k: i64, v: i64| vec![Value::str(&format!("k{k}")), Value::Int(v)];
+    let ts = engine
+        .insert("t", (0..keys).map(|k| (row(k, k), 1)).collect())
+        .unwrap();
+    block_on(view.wait_for(ts));
+    assert_eq!(view.snapshot(&[]).rows.len(), keys as usize);
+    // Every group changes at one time: its old row out, its new one in.
+    let ts = engine
+        .insert("t", (0..keys).map(|k| (row(k, 1), 1)).collect())
+        .unwrap();
+    block_on(view.wait_for(ts));
+    let mut rows = view.snapshot(&[]).rows;
+    rows.sort();
+    let mut want: Vec<Row> = (0..keys).map(|k| row(k, k + 1)).collect();
+    want.sort();
+    assert_eq!(rows.len(), want.len());
+    assert!(rows == want, "a group's sum is missing or wrong");
+    engine.shutdown();
+}
+
 #[test]
 fn a_view_over_groups_publishes_each_row_once_per_time() {
     let engine = start();
