@@ -7,8 +7,12 @@ use std::sync::Arc;
 
 use petrel_value::Row;
 use petrel_view::{ChangeBatch, View};
-use timely::dataflow::channels::pact::Exchange;
+use timely::communication::Push;
+use timely::dataflow::channels::pact::DistributorPact;
+use timely::dataflow::channels::pushers::exchange::Distributor;
+use timely::dataflow::channels::Message;
 use timely::dataflow::operators::generic::Operator;
+use timely::progress::Stamp;
 
 use crate::guard::Guard;
 use crate::render::Rows;
@@ -28,7 +32,7 @@ pub(crate) fn publish(
     let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
     let mut lower: u64 = 0;
     output.inner.sink(
-        Exchange::new(|_: &(Row, u64, isize)| 0u64),
+        DistributorPact(|_peers: usize| ToPublisher),
         "ViewSink",
         move |(input, frontier)| {
             input.for_each(|_, data| {
@@ -81,4 +85,29 @@ pub(crate) fn publish(
             lower = upper;
         },
     );
+}
+
+/// Hands each container of a view's output whole to worker 0, the view's publisher. Every
+/// change goes there, so timely's `Exchange`, which copies each item into a new container for
+/// its worker, would copy every change for nothing.
+struct ToPublisher;
+
+impl<D> Distributor<Vec<D>> for ToPublisher {
+    fn partition<T: Clone, P: Push<Message<T, Vec<D>>>>(
+        &mut self,
+        container: &mut Vec<D>,
+        stamp: &Stamp<T>,
+        pushers: &mut [P],
+    ) {
+        if container.is_empty() {
+            return;
+        }
+        if let Some(publisher) = pushers.first_mut() {
+            Message::push_at(container, stamp.clone(), publisher);
+            // What the channel hands back, if anything, is a spent container.
+            container.clear();
+        }
+    }
+
+    fn flush<T: Clone, P: Push<Message<T, Vec<D>>>>(&mut self, _: &Stamp<T>, _: &mut [P]) {}
 }
