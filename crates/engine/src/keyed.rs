@@ -12,7 +12,6 @@
 //! whole history: there is no arrangement to merge and no group to re-read, only a hash
 //! table of small states (accumulators, ordered maps of distinct values, ordered rows).
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -590,13 +589,14 @@ where
 
 /// Folds a datasource's rows, read where they lie in its batches through `scan`, into one state
 /// per key (made by `fresh`), in time order, and outputs each key's rows as they change: the
-/// fold of [`fold_by_key`] for a single process. Every worker reads each batch whole and folds
-/// the rows whose keys are its own, so no update is combined or exchanged between workers on
-/// its way to its key's state (updates at a time after the input frontier's still wait for it
-/// in the fold). A row that is not the worker's costs at most its key and the scan's filters
-/// ([`Routing`]); the whole scan where the key is known only after it. `keys` are the key's
-/// expressions over the rows the scan keeps; `update_of` gives what such a row carries for
-/// its key.
+/// fold of [`fold_by_key`] for a single process. No update is combined or exchanged between
+/// workers on its way to its key's state: each worker finds which worker's key every row of
+/// its own slices of a batch has ([`RowRouter::route_slice`]) and hands each worker the indices of its
+/// rows in the batch with their keys' hashes, so a row's key is hashed once and a worker reads
+/// only its own rows (updates at a time after the input frontier's still wait for it in the
+/// fold). Where the key is known only after the scan ([`Routing::AfterScan`]), every worker
+/// reads each batch whole and keeps its own rows. `keys` are the key's expressions over the
+/// rows the scan keeps; `update_of` gives what such a row carries for its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
     (scan, slices, guard): (Scan, Slices<'s>, Guard),
     keys: Vec<Expr>,
@@ -609,11 +609,16 @@ where
 {
     let (peers, index) = (slices.scope().peers(), slices.scope().index());
     let routing = Routing::new(&scan, &keys);
-    // Each worker's slices of a batch go to every worker (a slice is a handle on the batch).
-    let spread = slices.flat_map(move |slice| (0..peers as u64).map(move |to| (to, slice.clone())));
-    let pact = Exchange::new(|(to, _): &(u64, Slice)| *to);
+    let router = RowRouter {
+        routing: routing.clone(),
+        scan: scan.clone(),
+        guard: guard.clone(),
+        keys: keys.clone(),
+        peers,
+    };
+    let spread = slices.flat_map(move |slice| router.route_slice(slice));
+    let pact = Exchange::new(|(to, _): &(u64, RoutedSlice)| *to);
     let scan_guard = guard.clone();
-    let key_of = move |row: &Row| -> Key { keys.iter().map(|e| e.eval(row)).collect() };
     fold_operator(
         spread,
         pact,
@@ -622,57 +627,158 @@ where
         fresh,
         move |fold, fresh, at, cap, data| {
             let own = |hash: u64| worker_of(hash, peers) == index;
-            for (_, slice) in data.drain(..) {
+            for (_, RoutedSlice { slice, rows }) in data.drain(..) {
                 // The engine sends no slice older than its input's time.
                 let t = cap.least().map_or(slice.ts, |&c| slice.ts.max(c));
-                let updates = slice.updates().iter().filter_map(|(row, diff)| {
-                    let (hash, key, row) = match &routing {
-                        Routing::Columns(columns) => match route_columns(row, columns) {
-                            Some(hash) if !own(hash) => return None,
-                            hash => keyed(&key_of, scan.apply(&scan_guard, row)?, hash),
-                        },
-                        Routing::Exprs(exprs) => {
-                            if !scan.filters_keep(&scan_guard, row) {
-                                return None;
-                            }
-                            let key: Key =
-                                scan_guard.run(|| exprs.iter().map(|e| e.eval(row)).collect())?;
-                            let hash = route(&key);
-                            if !own(hash) {
-                                return None;
-                            }
-                            (hash, key, scan.project(&scan_guard, row)?)
-                        }
-                        Routing::AfterScan(columns) => {
+                let batch = &slice.rows;
+                let delayed = || cap.delayed(&t, 0);
+                match rows {
+                    OwnRows::Hashed(rows) => {
+                        let updates = rows.iter().filter_map(|&(i, hash)| {
+                            let (row, diff) = batch.get(i)?;
                             let row = scan.apply(&scan_guard, row)?;
-                            match columns.as_deref().and_then(|c| route_columns(&row, c)) {
-                                Some(hash) if !own(hash) => return None,
-                                hash => keyed(&key_of, row, hash),
+                            Some(((hash, key_of(&keys, &row), update_of(&row)), *diff))
+                        });
+                        fold.take(at, t, delayed, fresh, updates);
+                    }
+                    OwnRows::Keyed(rows) => {
+                        let updates = rows.into_iter().filter_map(|(i, hash, key)| {
+                            let (row, diff) = batch.get(i)?;
+                            let row = scan.project(&scan_guard, row)?;
+                            Some(((hash, key, update_of(&row)), *diff))
+                        });
+                        fold.take(at, t, delayed, fresh, updates);
+                    }
+                    OwnRows::All => {
+                        let columns = match &routing {
+                            Routing::AfterScan(columns) => columns.as_deref(),
+                            _ => None,
+                        };
+                        let updates = slice.updates().iter().filter_map(|(row, diff)| {
+                            let row = scan.apply(&scan_guard, row)?;
+                            let hash = columns.and_then(|c| route_columns(&row, c));
+                            if hash.is_some_and(|h| !own(h)) {
+                                return None;
                             }
-                        }
-                    };
-                    own(hash).then(|| ((hash, key, update_of(&row)), *diff))
-                });
-                fold.take(at, t, || cap.delayed(&t, 0), fresh, updates);
+                            let key = key_of(&keys, &row);
+                            let hash = hash.unwrap_or_else(|| route(&key));
+                            own(hash).then(|| ((hash, key, update_of(&row)), *diff))
+                        });
+                        fold.take(at, t, delayed, fresh, updates);
+                    }
+                }
             }
         },
     )
 }
 
-/// A row the scan kept with its key (`key_of`) and the key's hash, given when it is known
-/// already.
-fn keyed<'r>(
-    key_of: &impl Fn(&Row) -> Key,
-    row: Cow<'r, Row>,
-    hash: Option<u64>,
-) -> (u64, Key, Cow<'r, Row>) {
-    let key = key_of(&row);
-    (hash.unwrap_or_else(|| route(&key)), key, row)
+/// The key `keys` make of a row the scan kept.
+fn key_of(keys: &[Expr], row: &Row) -> Key {
+    keys.iter().map(|e| e.eval(row)).collect()
+}
+
+/// A slice of a batch as one worker of [`fold_scanned_by_key`] receives it, with which of its
+/// rows are the worker's.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct RoutedSlice {
+    slice: Slice,
+    rows: OwnRows,
+}
+
+/// The rows of a [`RoutedSlice`] slice that are the receiving worker's, as the worker that routed
+/// the slice found them.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum OwnRows {
+    /// Every row of the slice: the receiving worker finds its own ([`Routing::AfterScan`]).
+    All,
+    /// Each row's index in the batch and its key's hash; the receiving worker runs the scan
+    /// on it and makes its key ([`Routing::Columns`]).
+    Hashed(Vec<(usize, u64)>),
+    /// Each row's index in the batch, its key's hash and its key, for rows the scan's
+    /// filters keep; the receiving worker runs the scan's projections on it
+    /// ([`Routing::Exprs`]).
+    Keyed(Vec<(usize, u64, Key)>),
+}
+
+/// What the worker that receives a slice of a batch needs to send each worker its rows
+/// ([`RowRouter::route_slice`]).
+struct RowRouter {
+    routing: Routing,
+    scan: Scan,
+    guard: Guard,
+    keys: Vec<Expr>,
+    peers: usize,
+}
+
+impl RowRouter {
+    /// `slice` for each worker that has rows in it: the slice itself for every worker where
+    /// the key is known only after the scan, else the indices of the worker's rows with their
+    /// keys' hashes (and keys, where they are expressions). A row whose key cannot be read
+    /// where it lies (a row with fewer columns) is routed by the key the scan makes of it;
+    /// a row the scan's filters drop is routed to no worker where the filters ran here.
+    fn route_slice(&self, slice: Slice) -> Vec<(u64, RoutedSlice)> {
+        let peers = self.peers.max(1);
+        if self.guard.stopped() {
+            return Vec::new();
+        }
+        let routed = |to: usize, rows: OwnRows| {
+            let slice = slice.clone();
+            (to as u64, RoutedSlice { slice, rows })
+        };
+        let start = slice.range.start;
+        let share = slice.range.len() / peers + slice.range.len() / 8 + 1;
+        match &self.routing {
+            Routing::AfterScan(_) => (0..peers).map(|to| routed(to, OwnRows::All)).collect(),
+            Routing::Columns(columns) => {
+                let mut lists = vec![Vec::with_capacity(share); peers];
+                for (i, (row, _)) in slice.updates().iter().enumerate() {
+                    let hash = match route_columns(row, columns) {
+                        Some(hash) => hash,
+                        None => {
+                            let Some(row) = self.scan.apply(&self.guard, row) else {
+                                continue;
+                            };
+                            match self.guard.run(|| key_of(&self.keys, &row)) {
+                                Some(key) => route(&key),
+                                None => continue,
+                            }
+                        }
+                    };
+                    lists[worker_of(hash, peers)].push((start + i, hash));
+                }
+                let lists = lists.into_iter().enumerate();
+                let lists = lists.filter(|(_, rows)| !rows.is_empty());
+                lists
+                    .map(|(to, rows)| routed(to, OwnRows::Hashed(rows)))
+                    .collect()
+            }
+            Routing::Exprs(exprs) => {
+                let mut lists = vec![Vec::with_capacity(share); peers];
+                for (i, (row, _)) in slice.updates().iter().enumerate() {
+                    if !self.scan.filters_keep(&self.guard, row) {
+                        continue;
+                    }
+                    let key: Option<Key> = self
+                        .guard
+                        .run(|| exprs.iter().map(|e| e.eval(row)).collect());
+                    let Some(key) = key else { continue };
+                    let hash = route(&key);
+                    lists[worker_of(hash, peers)].push((start + i, hash, key));
+                }
+                let lists = lists.into_iter().enumerate();
+                let lists = lists.filter(|(_, rows)| !rows.is_empty());
+                lists
+                    .map(|(to, rows)| routed(to, OwnRows::Keyed(rows)))
+                    .collect()
+            }
+        }
+    }
 }
 
 /// How [`fold_scanned_by_key`] finds a batch row's worker: from the row as it lies where it
-/// can, so that a row that is not the worker's goes through as few of the scan's steps as its
-/// key allows (on `n` workers, every row's scan would otherwise run `n` times).
+/// can, so that the worker that routes a row runs as few of the scan's steps as its key
+/// allows, and its own worker the rest.
+#[derive(Clone)]
 enum Routing {
     /// The key is these columns of the batch's rows (through the scan's projections), hashed
     /// where they lie, before the scan's filters.
