@@ -327,6 +327,12 @@ impl Kind {
         })
     }
 
+    /// Whether a column of this kind has its extremes read value by value, not from its
+    /// built column ([`array_extremes`]).
+    fn read_by_value(self) -> bool {
+        matches!(self, Kind::Bool | Kind::Uuid | Kind::Encoded)
+    }
+
     /// Stored as a Parquet integer (what a delta encoding applies to).
     fn is_integer(self) -> bool {
         matches!(
@@ -545,31 +551,44 @@ pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, 
 
 /// Writes `rows` (in log order, as compactions gather them) as a part in the part order
 /// ([`part_order`] by `sort_key`). The columns are built in the rows' own order, which reads
-/// each row's values where they were allocated, one after the other; the order is then
+/// each row's values where they were allocated, one after the other, and frees each row's
+/// values once its cells are built, while they are still in the cache (a second pass to
+/// free them missed the cache on every row): `rows` keep their log positions, times and
+/// multiplicities, and their values only where a column's kinds are mixed. The order is then
 /// sorted from the built columns ([`sort_order_of_columns`]), and only the columns are
 /// gathered into it. Rows sorted in place are scattered in memory, and reading them costs a
 /// cache miss each.
 pub(crate) fn encode_sorted(
     names: &[String],
-    rows: &[PartRow],
+    rows: &mut [PartRow],
     sort_key: &[usize],
 ) -> Result<EncodedPart, StorageError> {
-    let (kinds, built, order) = match build_columns_by_first_kind(rows, names.len())? {
-        Some((kinds, built)) => {
-            let order = sort_order_of_columns(&built, &kinds, sort_key, rows.len())
-                .unwrap_or_else(|| sort_order(rows, sort_key));
-            (kinds, built, order)
+    let (kinds, built, extremes, order) = match build_columns_by_first_kind(rows, names.len())? {
+        Some(Built {
+            kinds,
+            arrays,
+            extremes,
+        }) => {
+            let order = match sort_order_of_columns(&arrays, &kinds, sort_key, rows.len()) {
+                Some(order) => order,
+                None => {
+                    restore_rows(&arrays, &kinds, rows)?;
+                    sort_order(rows, sort_key)
+                }
+            };
+            (kinds, arrays, Some(extremes), order)
         }
         None => {
             let kinds = column_kinds(rows, names.len());
             let built = build_columns(rows, &kinds)?;
-            (kinds, built, sort_order(rows, sort_key))
+            let order = sort_order(rows, sort_key);
+            (kinds, built, None, order)
         }
     };
     let mut deltas = sort_key.to_vec();
     deltas.extend(many_valued_integer_columns(&built, &kinds));
     let mut writer = PartWriter::new(names, kinds, &deltas)?;
-    let columns = writer.with_statistics(rows, built);
+    let columns = writer.with_statistics(rows, built, extremes);
     for chunk in order.chunks(ROW_GROUP_ROWS) {
         let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
         let taken = columns
@@ -580,6 +599,28 @@ pub(crate) fn encode_sorted(
         writer.write_columns(taken)?;
     }
     writer.finish()
+}
+
+/// Puts back the values of `rows` that [`build_columns_by_first_kind`] took, from the
+/// columns it built of them (`arrays`, of at least as many cells as `rows`, stored as
+/// `kinds`): the rare part whose column kinds are mixed, or whose sort key is stored as
+/// bincode, is then written from its rows.
+fn restore_rows(
+    arrays: &[ArrayRef],
+    kinds: &[Kind],
+    rows: &mut [PartRow],
+) -> Result<(), StorageError> {
+    let mut values: Vec<Row> = rows
+        .iter()
+        .map(|_| Vec::with_capacity(kinds.len()))
+        .collect();
+    for (array, kind) in arrays.iter().zip(kinds) {
+        read_cells(array, *kind, &mut values)?;
+    }
+    for (r, row) in rows.iter_mut().zip(values) {
+        r.row = row;
+    }
+    Ok(())
 }
 
 /// How many of an integer column's first values [`many_valued_integer_columns`] reads.
@@ -629,28 +670,44 @@ enum FirstKind {
     Typed(Kind, Cells),
 }
 
-/// The Arrow columns of `rows` and how each is stored, in one pass over the rows: a column
-/// is stored as the kind of its first non-NULL value (a string column when it is all NULL).
-/// A column whose first value is an array, tuple or map is stored as bincode, whatever
-/// follows. `None` when a typed column meets a value of another kind, or a row has another
-/// number of columns: then [`column_kinds`] decides the kinds first (several kinds are
-/// stored as bincode).
+/// A part's columns as [`build_columns_by_first_kind`] built them.
+struct Built {
+    kinds: Vec<Kind>,
+    arrays: Vec<ArrayRef>,
+    /// Each column's extremes, read from its values for the kinds [`array_extremes`] does
+    /// not read from the built column.
+    extremes: Vec<Extremes>,
+}
+
+/// The Arrow columns of `rows` and how each is stored, in one pass over the rows, which
+/// takes each row's values once their cells are built (the caller keeps the rows' log
+/// positions, times and multiplicities): a column is stored as the kind of its first
+/// non-NULL value (a string column when it is all NULL). A column whose first value is an
+/// array, tuple or map is stored as bincode, whatever follows. `None` when a typed column
+/// meets a value of another kind, or a row has another number of columns: the values taken
+/// are put back ([`restore_rows`]), and [`column_kinds`] decides the kinds first (several
+/// kinds are stored as bincode).
 fn build_columns_by_first_kind(
-    rows: &[PartRow],
+    rows: &mut [PartRow],
     columns: usize,
-) -> Result<Option<BuiltColumns>, StorageError> {
+) -> Result<Option<Built>, StorageError> {
     let mut built: Vec<FirstKind> = (0..columns).map(|_| FirstKind::Nulls(0)).collect();
-    for r in rows {
-        if r.row.len() != columns {
-            return Ok(None);
-        }
-        for (column, v) in built.iter_mut().zip(&r.row) {
+    let mut extremes: Vec<Extremes> = (0..columns).map(|_| Extremes::default()).collect();
+    for i in 0..rows.len() {
+        let row = &rows[i].row;
+        let mut fits = row.len() == columns;
+        let width = if fits { columns } else { 0 };
+        for ((column, extremes), v) in built.iter_mut().zip(&mut extremes).zip(row).take(width) {
             match column {
                 FirstKind::Typed(kind, cells) => {
                     if !v.is_null() && *kind != Kind::Encoded && Kind::of(v) != *kind {
-                        return Ok(None);
+                        fits = false;
+                        break;
                     }
                     cells.push(Some(v))?;
+                    if !v.is_null() && kind.read_by_value() {
+                        extremes.include(v);
+                    }
                 }
                 FirstKind::Nulls(nulls) if v.is_null() => *nulls += 1,
                 FirstKind::Nulls(nulls) => {
@@ -660,13 +717,32 @@ fn build_columns_by_first_kind(
                         cells.push(None)?;
                     }
                     cells.push(Some(v))?;
+                    if kind.read_by_value() {
+                        extremes.include(v);
+                    }
                     *column = FirstKind::Typed(kind, cells);
                 }
             }
         }
+        if !fits {
+            let (kinds, arrays) = finish_first_kinds(built)?;
+            restore_rows(&arrays, &kinds, &mut rows[..i])?;
+            return Ok(None);
+        }
+        drop(std::mem::take(&mut rows[i].row));
     }
-    let mut kinds = Vec::with_capacity(columns);
-    let mut arrays = Vec::with_capacity(columns);
+    let (kinds, arrays) = finish_first_kinds(built)?;
+    Ok(Some(Built {
+        kinds,
+        arrays,
+        extremes,
+    }))
+}
+
+/// The kinds and Arrow columns of columns being built (an all-NULL column as strings).
+fn finish_first_kinds(built: Vec<FirstKind>) -> Result<BuiltColumns, StorageError> {
+    let mut kinds = Vec::with_capacity(built.len());
+    let mut arrays = Vec::with_capacity(built.len());
     for column in built {
         let (kind, cells) = match column {
             FirstKind::Typed(kind, cells) => (kind, cells),
@@ -681,7 +757,33 @@ fn build_columns_by_first_kind(
         kinds.push(kind);
         arrays.push(cells.finish());
     }
-    Ok(Some((kinds, arrays)))
+    Ok((kinds, arrays))
+}
+
+/// The least and greatest non-NULL values of a column, read value by value; each value's
+/// order prefix settles almost every comparison without comparing values.
+#[derive(Default)]
+struct Extremes {
+    min: Option<(Value, (u8, u64))>,
+    max: Option<(Value, (u8, u64))>,
+}
+
+impl Extremes {
+    /// Takes in the non-NULL value `v`.
+    fn include(&mut self, v: &Value) {
+        let p = v.order_prefix().0;
+        if self.min.as_ref().is_none_or(|(m, mp)| p <= *mp && v < m) {
+            self.min = Some((v.clone(), p));
+        }
+        if self.max.as_ref().is_none_or(|(m, mp)| p >= *mp && v > m) {
+            self.max = Some((v.clone(), p));
+        }
+    }
+
+    /// The extremes, when any value was taken in.
+    fn found(self) -> Option<(Value, Value)> {
+        Some((self.min?.0, self.max?.0))
+    }
 }
 
 /// A sort-key column of a part as built, read where its values lie.
@@ -929,47 +1031,46 @@ impl PartWriter {
     /// order; each column's extremes are folded into the part's statistics.
     fn columns(&mut self, rows: &[PartRow]) -> Result<Vec<ArrayRef>, StorageError> {
         let built = build_columns(rows, &self.kinds)?;
-        Ok(self.with_statistics(rows, built))
+        Ok(self.with_statistics(rows, built, None))
     }
 
     /// The part's Arrow columns of `rows`: their log position, time and diff, then `built`
     /// (the rows' columns, stored as the writer's kinds), whose extremes are folded into the
-    /// part's statistics.
-    fn with_statistics(&mut self, rows: &[PartRow], built: Vec<ArrayRef>) -> Vec<ArrayRef> {
+    /// part's statistics: read from the built columns, or for the kinds read value by value
+    /// ([`Kind::read_by_value`]), taken from `extremes` when given, else from the rows.
+    fn with_statistics(
+        &mut self,
+        rows: &[PartRow],
+        built: Vec<ArrayRef>,
+        extremes: Option<Vec<Extremes>>,
+    ) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.seq))),
             Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.ts))),
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.diff))),
         ];
+        let mut extremes = extremes.map(Vec::into_iter);
         for (c, array) in built.into_iter().enumerate() {
             let kind = self.kinds[c];
-            if let Some(found) = array_extremes(&array, kind) {
-                if let Some((least, greatest)) = found {
-                    self.stats[c].include(least, greatest);
-                }
-                columns.push(array);
-                continue;
+            let known = extremes.as_mut().and_then(Iterator::next);
+            let found = match array_extremes(&array, kind) {
+                Some(found) => found,
+                None => match known {
+                    Some(known) => known.found(),
+                    None => {
+                        let mut read = Extremes::default();
+                        let values = rows.iter().filter_map(|r| r.row.get(c));
+                        values
+                            .filter(|v| !v.is_null())
+                            .for_each(|v| read.include(v));
+                        read.found()
+                    }
+                },
+            };
+            if let Some((least, greatest)) = found {
+                self.stats[c].include(least, greatest);
             }
             columns.push(array);
-            let stats = &mut self.stats[c];
-            // The prefixes settle almost every comparison without comparing values.
-            let prefix = |m: &Option<Value>| m.as_ref().map(|v| v.order_prefix().0);
-            let (mut min_prefix, mut max_prefix) = (prefix(&stats.min), prefix(&stats.max));
-            for v in rows
-                .iter()
-                .filter_map(|r| r.row.get(c))
-                .filter(|v| !v.is_null())
-            {
-                let p = v.order_prefix().0;
-                if min_prefix.is_none_or(|m| p <= m) && stats.min.as_ref().is_none_or(|m| v < m) {
-                    stats.min = Some(v.clone());
-                    min_prefix = Some(p);
-                }
-                if max_prefix.is_none_or(|m| p >= m) && stats.max.as_ref().is_none_or(|m| v > m) {
-                    stats.max = Some(v.clone());
-                    max_prefix = Some(p);
-                }
-            }
         }
         columns
     }
@@ -1255,12 +1356,14 @@ mod tests {
                 // the part written from the rows moved into the order: the same rows, in the
                 // same order, with the same statistics.
                 let names: Vec<String> = (0..8).map(|c| format!("c{c}")).collect();
-                let by_columns = build_columns_by_first_kind(&rows, 8).unwrap().is_some();
+                let by_columns = build_columns_by_first_kind(&mut rows.clone(), 8)
+                    .unwrap()
+                    .is_some();
                 assert_eq!(by_columns, typed);
                 let moved: Vec<PartRow> = order.iter().map(|&i| rows[i].clone()).collect();
                 let (a, b) = (
                     encode(&names, &moved).unwrap(),
-                    encode_sorted(&names, &rows, &sort_key).unwrap(),
+                    encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap(),
                 );
                 assert_eq!(a.stats, b.stats);
                 let read = |bytes: Bytes| {
@@ -1277,6 +1380,48 @@ mod tests {
                     "sort key {sort_key:?}, typed {typed}"
                 );
             }
+        }
+    }
+
+    /// A compaction frees each row's values as it builds the part's columns; a part whose
+    /// column meets a value of another kind only at its last row, or whose sorting key is
+    /// stored as bincode (an array), is written from its rows put back: every row reads back,
+    /// in the part order, with the statistics of a part written from the sorted rows.
+    #[test]
+    fn a_part_whose_kinds_mix_late_or_whose_key_is_bincode_keeps_every_row() {
+        let names: Vec<String> = (0..3).map(|c| format!("c{c}")).collect();
+        let row = |n: u64, last: bool| PartRow {
+            seq: n,
+            ts: n / 10,
+            diff: 1,
+            row: vec![
+                Value::Array(vec![Value::UInt(n % 7), Value::str("a")].into()),
+                if last {
+                    Value::Int(-1)
+                } else {
+                    Value::UInt(n % 13)
+                },
+                Value::Bool(n.is_multiple_of(3)),
+            ],
+        };
+        let rows: Vec<PartRow> = (0..3_000).map(|n| row(n, n == 2_999)).collect();
+        let typed: Vec<PartRow> = (0..3_000).map(|n| row(n, false)).collect();
+        for (rows, sort_key) in [(&rows, vec![1]), (&rows, vec![0]), (&typed, vec![0, 1])] {
+            let mut sorted = rows.clone();
+            sorted.sort_by(|a, b| part_order(&sort_key, a, b));
+            let expected = encode(&names, &sorted).unwrap();
+            let got = encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap();
+            assert_eq!(got.stats, expected.stats, "sort key {sort_key:?}");
+            let mut read = Vec::new();
+            decode_with_seq(got.bytes, &mut |seq, row, ts, diff| {
+                read.push((seq, row, ts, diff))
+            })
+            .unwrap();
+            let want: Vec<_> = sorted
+                .into_iter()
+                .map(|r| (r.seq, r.row, r.ts, r.diff as isize))
+                .collect();
+            assert_eq!(read, want, "sort key {sort_key:?}");
         }
     }
 
@@ -1312,7 +1457,7 @@ mod tests {
             .collect();
         let names: Vec<String> = (0..6).map(|c| format!("c{c}")).collect();
         for sort_key in [vec![0, 1], vec![1, 2, 3], vec![4, 5], vec![5]] {
-            let part = encode_sorted(&names, &rows, &sort_key).unwrap();
+            let part = encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap();
             let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
                 .unwrap()
                 .metadata()
@@ -1361,7 +1506,7 @@ mod tests {
             })
             .collect();
         let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
-        let part = encode_sorted(&names, &rows, &[3]).unwrap();
+        let part = encode_sorted(&names, &mut rows.clone(), &[3]).unwrap();
         let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
             .unwrap()
             .metadata()
@@ -1407,14 +1552,22 @@ mod tests {
             row(Value::str("x"), Value::Null),
             row(Value::Null, Value::UInt(2)),
         ];
-        let (kinds, built) = build_columns_by_first_kind(&rows, 2).unwrap().unwrap();
-        assert_eq!(kinds, vec![Kind::Str, Kind::UInt]);
-        assert_eq!(built[0].null_count(), 2);
+        let built = build_columns_by_first_kind(&mut rows.clone(), 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(built.kinds, vec![Kind::Str, Kind::UInt]);
+        assert_eq!(built.arrays[0].null_count(), 2);
         let mixed = vec![
             row(Value::UInt(1), Value::Null),
             row(Value::Int(-1), Value::Null),
         ];
-        assert!(build_columns_by_first_kind(&mixed, 2).unwrap().is_none());
+        let mut taken = mixed.clone();
+        assert!(build_columns_by_first_kind(&mut taken, 2)
+            .unwrap()
+            .is_none());
+        // The values it took are put back.
+        let rows_of = |rows: &[PartRow]| rows.iter().map(|r| r.row.clone()).collect::<Vec<_>>();
+        assert_eq!(rows_of(&taken), rows_of(&mixed));
         assert_eq!(column_kinds(&mixed, 2), vec![Kind::Encoded, Kind::Str]);
     }
 

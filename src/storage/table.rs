@@ -644,9 +644,9 @@ impl TableLog {
         first: u64,
         end: u64,
         partition: Option<Value>,
-        rows: Vec<PartRow>,
+        mut rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
-        let encoded = part::encode_sorted(&self.columns, &rows, &self.rules.sort_key)?;
+        let encoded = part::encode_sorted(&self.columns, &mut rows, &self.rules.sort_key)?;
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
