@@ -30,6 +30,16 @@ impl Runtime {
         datasource: &str,
         body: &[u8],
     ) -> Result<IngestReport, RuntimeError> {
+        self.ingest_ndjson_chunks(datasource, &[body])
+    }
+
+    /// [`Runtime::ingest_ndjson`] of the body made of `chunks`, as a request's body arrives:
+    /// decoded where the chunks lie (only a line cut by a chunk's end is copied).
+    pub fn ingest_ndjson_chunks<B: AsRef<[u8]>>(
+        &self,
+        datasource: &str,
+        chunks: &[B],
+    ) -> Result<IngestReport, RuntimeError> {
         self.refuse_on_replica()?;
         let source = self.source(datasource);
         let Some(decoder) = source.as_ref().and_then(|s| s.decoder.as_ref()) else {
@@ -40,7 +50,7 @@ impl Runtime {
         let now = wall_secs();
         let import_id = format!("{:x}", self.next_import.fetch_add(1, Ordering::Relaxed));
         let crate::ingest::DecodedBody { good, bad } =
-            crate::ingest::decode_ndjson_body(decoder, body, now, &import_id);
+            crate::ingest::decode_ndjson_chunks(decoder, chunks, now, &import_id);
         let mut report = IngestReport {
             successful_rows: good.len(),
             quarantined_rows: bad.len(),
