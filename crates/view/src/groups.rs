@@ -324,35 +324,28 @@ fn threads() -> usize {
     })
 }
 
-/// Runs `work` on each item. With `parallel`, the items are spread over the threads by
-/// weight (heaviest first, each to the least loaded thread), each share run by a thread of
-/// the process's helper pool (rayon's), which lives as long as the process: a thread woken
-/// there goes to a core the rest of the process leaves free (one running only background work
-/// at idle priority, as Petrel's compactor does), where a thread started for the batch was
-/// queued behind the one starting it. Otherwise they run here, in order.
+/// Runs `work` on each item. With `parallel`, each item is a task of the process's helper
+/// pool (rayon's), which lives as long as the process: a thread woken there goes to a core
+/// the rest of the process leaves free (one running only background work at idle priority,
+/// as Petrel's compactor does), where a thread started for the batch was queued behind the
+/// one starting it. Each helper takes the next item when it is done with one, the heaviest
+/// first, so the helpers finish together: items spread beforehand in equal shares of weight
+/// left one helper working alone whenever its share ran slower (a share's weight counts its
+/// changes, not what they cost, and a helper may start late). Otherwise they run here, in
+/// order.
 fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T) + Sync) {
-    let lanes = if parallel {
-        threads().min(items.len()).max(1)
-    } else {
-        1
-    };
-    if lanes == 1 {
+    if !parallel || threads() == 1 || items.len() <= 1 {
         items.into_iter().for_each(|(_, item)| work(item));
         return;
     }
     let mut items = items;
-    items.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
-    let mut shares: Vec<(usize, Vec<T>)> = (0..lanes).map(|_| (0, Vec::new())).collect();
-    for (weight, item) in items {
-        if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
-            share.0 += weight;
-            share.1.push(item);
-        }
-    }
+    // The helper that runs the scope takes its own tasks last-spawned first, the others
+    // take them first-spawned first: lightest first here, so the heaviest are taken first.
+    items.sort_by_key(|(weight, _)| *weight);
     let work = &work;
     rayon::scope(|scope| {
-        for (_, share) in shares {
-            scope.spawn(move |_| share.into_iter().for_each(work));
+        for (_, item) in items {
+            scope.spawn(move |_| work(item));
         }
     });
 }
