@@ -2,10 +2,10 @@
 //!
 //! Petrel's timestamps are totally ordered milliseconds, so a key's result at time `t` is a
 //! fold of the key's updates up to `t`. The fold gets each key's updates on one worker (the
-//! updates exchanged by key, or, for a datasource's rows in a single process, every worker
-//! reading the batch and keeping the keys that are its own) and applies them to the key's
-//! state in time order: updates at the input frontier's own time are folded
-//! as they arrive (that time is the next to complete), later ones wait for their time. When
+//! updates exchanged by key, or, for a datasource's rows in a single process, the positions
+//! of its rows in the shared batch, routed by the worker that read them) and applies them to
+//! the key's state in time order: updates at the input frontier's own time are folded as
+//! they arrive (that time is the next to complete), later ones wait for their time. When
 //! a time completes, it emits, for every key the time touched, the retraction of the key's
 //! old output rows and the insertion of its new ones (consolidated). The work per
 //! time is proportional to the updates and the touched keys' outputs, never to the keys'

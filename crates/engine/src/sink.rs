@@ -17,6 +17,9 @@ use timely::progress::Stamp;
 use crate::guard::Guard;
 use crate::render::Rows;
 
+/// A container of a view's output: changes with their times.
+type Container = Vec<(Row, u64, isize)>;
+
 /// Sends all of `output` to worker 0, which publishes into `view` (`publisher` is true there).
 /// A failure while folding into the view (its ORDER BY is evaluated there) fails the view.
 /// `consolidated`: the output's changes of a time never hold a row twice
@@ -27,22 +30,29 @@ pub(crate) fn publish(
     guard: Guard,
     (publisher, consolidated): (bool, bool),
 ) {
-    // Updates not yet complete, by time: a frontier advance splits off the complete ones
-    // without touching the rest (a replay can hold many times at once).
-    let mut pending: BTreeMap<u64, Vec<(Row, i64)>> = BTreeMap::new();
+    // Updates not yet complete, by time, in the containers they came in: a frontier advance
+    // splits off the complete ones without touching the rest (a replay can hold many times at
+    // once), and each time's changes are copied once, into a vector of their exact size (grown
+    // change by change, a time's vector was copied again at each doubling).
+    let mut pending: BTreeMap<u64, Vec<Container>> = BTreeMap::new();
     let mut lower: u64 = 0;
     output.inner.sink(
         DistributorPact(|_peers: usize| ToPublisher),
         "ViewSink",
         move |(input, frontier)| {
             input.for_each(|_, data| {
-                // A container's changes mostly share one time: its vector is found once per
-                // run of equal times, not once per change.
+                // A fold's container holds one time's changes: it is kept whole.
+                if let Some(&(_, time, _)) = data.first() {
+                    if data.iter().all(|(_, t, _)| *t == time) {
+                        pending.entry(time).or_default().push(std::mem::take(data));
+                        return;
+                    }
+                }
+                // Otherwise a run of equal times at a time.
                 let mut drained = data.drain(..).peekable();
                 while let Some(&(_, time, _)) = drained.peek() {
                     let run = std::iter::from_fn(|| drained.next_if(|(_, t, _)| *t == time));
-                    let changes = pending.entry(time).or_default();
-                    changes.extend(run.map(|(row, _, diff)| (row, diff as i64)));
+                    pending.entry(time).or_default().push(run.collect());
                 }
             });
             if !publisher || guard.stopped() {
@@ -67,7 +77,15 @@ pub(crate) fn publish(
             // changes apart and says exactly when they happened: a view installed again
             // (after a restart) publishes the same batches, and a subscriber resuming from a
             // frontier gets exactly the batches at or after it.
-            for (time, mut changes) in ready {
+            for (time, containers) in ready {
+                let mut changes = Vec::with_capacity(containers.iter().map(Vec::len).sum());
+                for container in containers {
+                    changes.extend(
+                        container
+                            .into_iter()
+                            .map(|(row, _, diff)| (row, diff as i64)),
+                    );
+                }
                 // Consolidated changes go to the view as they are: its fold puts each key's
                 // changes together.
                 if !consolidated {
