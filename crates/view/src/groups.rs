@@ -328,11 +328,11 @@ fn threads() -> usize {
 /// pool (rayon's), which lives as long as the process: a thread woken there goes to a core
 /// the rest of the process leaves free (one running only background work at idle priority,
 /// as Petrel's compactor does), where a thread started for the batch was queued behind the
-/// one starting it. Each helper takes the next item when it is done with one, the heaviest
-/// first, so the helpers finish together: items spread beforehand in equal shares of weight
-/// left one helper working alone whenever its share ran slower (a share's weight counts its
-/// changes, not what they cost, and a helper may start late). Otherwise they run here, in
-/// order.
+/// one starting it. Each helper takes the next item when it is done with one (the helper
+/// that spawns them from the heaviest down, the others from the lightest up), so the helpers
+/// finish together: items spread beforehand in equal shares of weight left one helper
+/// working alone whenever its share ran slower (a share's weight counts its changes, not
+/// what they cost, and a helper may start late). Otherwise they run here, in order.
 fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T) + Sync) {
     if !parallel || threads() == 1 || items.len() <= 1 {
         items.into_iter().for_each(|(_, item)| work(item));
@@ -340,7 +340,7 @@ fn run_weighted<T: Send>(parallel: bool, items: Vec<(usize, T)>, work: impl Fn(T
     }
     let mut items = items;
     // The helper that runs the scope takes its own tasks last-spawned first, the others
-    // take them first-spawned first: lightest first here, so the heaviest are taken first.
+    // first-spawned first: spawned lightest first, the largest are started first.
     items.sort_by_key(|(weight, _)| *weight);
     let work = &work;
     rayon::scope(|scope| {
