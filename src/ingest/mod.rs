@@ -135,13 +135,12 @@ fn whole_lines<B: AsRef<[u8]>>(chunks: &[B]) -> Vec<std::borrow::Cow<'_, [u8]>> 
 /// equal bytes, each cut just past a line end; a part is the pieces, or pieces' ends, it
 /// holds, in order.
 fn split_at_line_ends<'a>(pieces: &[&'a [u8]], total: usize, slices: usize) -> Vec<Vec<&'a [u8]>> {
-    let mut parts: Vec<Vec<&'a [u8]>> = vec![Vec::new()];
-    // Bytes of the body before the piece being read.
-    let mut before = 0;
+    let (mut parts, mut part) = (Vec::new(), Vec::new());
+    // Bytes of the body before `rest`.
+    let mut at = 0;
     let mut next_cut = 1;
     for &piece in pieces {
         let mut rest = piece;
-        let mut at = before;
         while next_cut < slices && total * next_cut / slices < at + rest.len() {
             let target = (total * next_cut / slices).saturating_sub(at);
             // Just past the next line end at or after the target byte.
@@ -149,19 +148,18 @@ fn split_at_line_ends<'a>(pieces: &[&'a [u8]], total: usize, slices: usize) -> V
                 Some(end) => target + end + 1,
                 None => rest.len(),
             };
-            if let Some(part) = parts.last_mut() {
-                part.push(&rest[..cut]);
-            }
-            parts.push(Vec::new());
+            part.push(&rest[..cut]);
+            parts.push(std::mem::take(&mut part));
             rest = &rest[cut..];
             at += cut;
             next_cut += 1;
         }
-        if let Some(part) = parts.last_mut() {
+        if !rest.is_empty() {
             part.push(rest);
         }
-        before += piece.len();
+        at += rest.len();
     }
+    parts.push(part);
     parts.retain(|part| part.iter().any(|p| !p.is_empty()));
     parts
 }

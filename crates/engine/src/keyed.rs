@@ -591,10 +591,10 @@ where
 /// per key (made by `fresh`), in time order, and outputs each key's rows as they change: the
 /// fold of [`fold_by_key`] for a single process. No update is combined or exchanged between
 /// workers on its way to its key's state: each worker finds which worker's key every row of
-/// its own slices of a batch has ([`RowRouter::route_slice`]) and hands each worker the indices of its
-/// rows in the batch with their keys' hashes, so a row's key is hashed once and a worker reads
-/// only its own rows (updates at a time after the input frontier's still wait for it in the
-/// fold). Where the key is known only after the scan ([`Routing::AfterScan`]), every worker
+/// its own slices of a batch has ([`RowRouter::route_slice`]) and hands each worker the
+/// indices of its rows in the batch with their keys' hashes, so a row's key is hashed once and
+/// a worker reads only its own rows (updates at a time after the input frontier's still wait
+/// for it in the fold). Where the key is known only after the scan ([`Routing::AfterScan`]), every worker
 /// reads each batch whole and keeps its own rows. `keys` are the key's expressions over the
 /// rows the scan keeps; `update_of` gives what such a row carries for its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
@@ -721,16 +721,14 @@ impl RowRouter {
         if self.guard.stopped() {
             return Vec::new();
         }
-        let routed = |to: usize, rows: OwnRows| {
-            let slice = slice.clone();
-            (to as u64, RoutedSlice { slice, rows })
-        };
         let start = slice.range.start;
         let share = slice.range.len() / peers + slice.range.len() / 8 + 1;
         match &self.routing {
-            Routing::AfterScan(_) => (0..peers).map(|to| routed(to, OwnRows::All)).collect(),
+            Routing::AfterScan(_) => (0..peers)
+                .map(|to| routed(to, &slice, OwnRows::All))
+                .collect(),
             Routing::Columns(columns) => {
-                let mut lists = vec![Vec::with_capacity(share); peers];
+                let mut lists = worker_lists(peers, share);
                 for (i, (row, _)) in slice.updates().iter().enumerate() {
                     let hash = match route_columns(row, columns) {
                         Some(hash) => hash,
@@ -746,33 +744,49 @@ impl RowRouter {
                     };
                     lists[worker_of(hash, peers)].push((start + i, hash));
                 }
-                let lists = lists.into_iter().enumerate();
-                let lists = lists.filter(|(_, rows)| !rows.is_empty());
-                lists
-                    .map(|(to, rows)| routed(to, OwnRows::Hashed(rows)))
-                    .collect()
+                addressed(&slice, lists, OwnRows::Hashed)
             }
             Routing::Exprs(exprs) => {
-                let mut lists = vec![Vec::with_capacity(share); peers];
+                let mut lists = worker_lists(peers, share);
                 for (i, (row, _)) in slice.updates().iter().enumerate() {
                     if !self.scan.filters_keep(&self.guard, row) {
                         continue;
                     }
-                    let key: Option<Key> = self
-                        .guard
-                        .run(|| exprs.iter().map(|e| e.eval(row)).collect());
-                    let Some(key) = key else { continue };
+                    let Some(key) = self.guard.run(|| key_of(exprs, row)) else {
+                        continue;
+                    };
                     let hash = route(&key);
                     lists[worker_of(hash, peers)].push((start + i, hash, key));
                 }
-                let lists = lists.into_iter().enumerate();
-                let lists = lists.filter(|(_, rows)| !rows.is_empty());
-                lists
-                    .map(|(to, rows)| routed(to, OwnRows::Keyed(rows)))
-                    .collect()
+                addressed(&slice, lists, OwnRows::Keyed)
             }
         }
     }
+}
+
+/// Each worker's rows of `slice` (`lists`, by worker), sent to it with the slice (a handle on
+/// the batch); a worker with none is sent nothing.
+fn addressed<T>(
+    slice: &Slice,
+    lists: Vec<Vec<T>>,
+    own: fn(Vec<T>) -> OwnRows,
+) -> Vec<(u64, RoutedSlice)> {
+    let lists = lists.into_iter().enumerate();
+    let lists = lists.filter(|(_, rows)| !rows.is_empty());
+    lists
+        .map(|(to, rows)| routed(to, slice, own(rows)))
+        .collect()
+}
+
+/// `slice` with the rows of it that are worker `to`'s, addressed to that worker.
+fn routed(to: usize, slice: &Slice, rows: OwnRows) -> (u64, RoutedSlice) {
+    let slice = slice.clone();
+    (to as u64, RoutedSlice { slice, rows })
+}
+
+/// One empty list of rows per worker, each with room for `share` rows.
+fn worker_lists<T>(peers: usize, share: usize) -> Vec<Vec<T>> {
+    (0..peers).map(|_| Vec::with_capacity(share)).collect()
 }
 
 /// How [`fold_scanned_by_key`] finds a batch row's worker: from the row as it lies where it

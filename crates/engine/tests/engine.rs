@@ -524,10 +524,6 @@ fn stacked_projections_read_as_the_projection_they_make() {
     engine.shutdown();
 }
 
-/// A view over groups publishes each time's changes with no row twice, as subscribers read
-/// them: where every group column is kept (the groups' changes are consolidated already and
-/// go to the view as they are) and where a computed projection drops the sum (a group's old and
-/// new row are then alike, and cancel). Both views end equal to a recomputation.
 /// One time that changes more groups than a worker hands on in one container (each worker's
 /// share of 160k keys is about 80k, twice over when every group changes): every group's row
 /// reaches the view, once, with its new sum.
@@ -565,7 +561,7 @@ fn a_time_that_changes_many_groups_publishes_every_one() {
 #[test]
 fn rows_narrower_than_the_key_are_routed_by_the_key_the_scan_makes() {
     let engine = start();
-    // `SELECT v, sum(v) FROM t GROUP BY v`: the key is the second column.
+    // `SELECT v, count() FROM t GROUP BY v`: the key is the second column.
     let plan = Plan {
         node: PlanNode::Aggregate {
             input: Box::new(scan()),
@@ -600,6 +596,10 @@ fn rows_narrower_than_the_key_are_routed_by_the_key_the_scan_makes() {
     engine.shutdown();
 }
 
+/// A view over groups publishes each time's changes with no row twice, as subscribers read
+/// them: where every group column is kept (the groups' changes are consolidated already and
+/// go to the view as they are) and where a computed projection drops the sum (a group's old and
+/// new row are then alike, and cancel). Both views end equal to a recomputation.
 #[test]
 fn a_view_over_groups_publishes_each_row_once_per_time() {
     let engine = start();
