@@ -170,7 +170,6 @@ impl Project {
             columns,
             read_sql: None,
             kafka: None,
-            sort_key: Vec::new(),
             partition_key: None,
             expiry: None,
             file: path.to_path_buf(),
@@ -198,7 +197,6 @@ impl Project {
             }
         });
         let kafka = kafka_source(&ds);
-        let sort_key = sort_key_columns(&ds, &probe.columns);
         let mut storage_rule = |what: &str, setting: Option<&petrel_datafile::Setting>| {
             let setting =
                 setting.filter(|s| !s.value.trim().is_empty() && s.value.trim() != "tuple()")?;
@@ -235,7 +233,6 @@ impl Project {
             Datasource {
                 read_sql,
                 kafka,
-                sort_key,
                 partition_key,
                 expiry,
                 ..probe
@@ -635,26 +632,6 @@ fn row_expr(ds: &Datasource, expr: &str) -> Result<Expr, String> {
         }
         _ => Err(format!("'{expr}' is not an expression over the row")),
     }
-}
-
-/// The indices of the plain columns named in `ENGINE_SORTING_KEY` (`a, b`, `(a, b)` or
-/// `tuple()`); expressions are skipped.
-fn sort_key_columns(ds: &petrel_datafile::Datasource, columns: &[ColumnSpec]) -> Vec<usize> {
-    let Some(key) = ds.engine.sorting_key.as_ref() else {
-        return Vec::new();
-    };
-    let text = key.value.trim();
-    let text = text
-        .strip_prefix("tuple(")
-        .or_else(|| text.strip_prefix('('))
-        .and_then(|t| t.strip_suffix(')'))
-        .unwrap_or(text);
-    text.split(',')
-        .filter_map(|name| {
-            let name = name.trim().trim_matches('`');
-            columns.iter().position(|c| c.column.name == name)
-        })
-        .collect()
 }
 
 /// The SQL a datasource is read through (see [`Datasource::read_sql`]).

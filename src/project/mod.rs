@@ -93,9 +93,6 @@ pub struct Datasource {
     pub read_sql: Option<String>,
     /// Where its rows come from when it reads a Kafka topic.
     pub kafka: Option<KafkaSource>,
-    /// The columns of `ENGINE_SORTING_KEY` that are plain columns, as indices: stored parts
-    /// are sorted by them.
-    pub sort_key: Vec<usize>,
     /// `ENGINE_PARTITION_KEY` over a row: stored parts hold one partition each.
     pub partition_key: Option<Expr>,
     /// `ENGINE_TTL`'s expiry time over a row: storage drops rows once they expired.

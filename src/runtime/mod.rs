@@ -223,7 +223,6 @@ fn open_sources(
         Some(Arc::new(move |row: &Row| e.eval(row)))
     };
     let rules = || TableRules {
-        sort_key: ds.sort_key.clone(),
         partition: row_fn(&ds.partition_key),
         expiry: row_fn(&ds.expiry),
     };

@@ -21,7 +21,6 @@
 
 mod cluster_log;
 mod compactor_priority;
-mod gather;
 mod manifest;
 mod memory_log;
 mod part;

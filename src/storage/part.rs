@@ -16,7 +16,7 @@ use arrow_array::builder::{
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+    Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -43,197 +43,8 @@ pub(crate) struct PartRow {
     pub row: Row,
 }
 
-/// The order rows have in a part: by the sorting key's columns, then by log position.
-pub(crate) fn part_order(sort_key: &[usize], a: &PartRow, b: &PartRow) -> std::cmp::Ordering {
-    sort_key
-        .iter()
-        .map(|&i| a.row.get(i).cmp(&b.row.get(i)))
-        .find(|o| o.is_ne())
-        .unwrap_or(std::cmp::Ordering::Equal)
-        .then(a.seq.cmp(&b.seq))
-}
-
-/// The positions of `rows` (in log order, as compactions gather them) in the part order (see
-/// [`part_order`]), without moving the rows ([`sort_places`] over the rows' values). A
-/// compaction sorts from the part's built columns instead ([`encode_sorted`]) where it can.
-pub(crate) fn sort_order(rows: &[PartRow], sort_key: &[usize]) -> Vec<usize> {
-    let prefix = |k: usize, r: usize| match sort_key.get(k).and_then(|&i| rows[r].row.get(i)) {
-        None => (0, true),
-        Some(v) => wide_prefix(v.order_prefix()),
-    };
-    sort_places(rows.len(), sort_key.len(), prefix, |a, b| {
-        part_order(sort_key, &rows[a], &rows[b])
-    })
-}
-
-/// An order prefix ([`Value::order_prefix`]) as one integer above every NULL's (0), and
-/// whether it is exact.
-type Prefix = (u128, bool);
-
 /// A part's columns as built, and how each is stored.
 type BuiltColumns = (Vec<Kind>, Vec<ArrayRef>);
-
-/// A value's order prefix as a [`Prefix`].
-fn wide_prefix(((class, bits), exact): ((u8, u64), bool)) -> Prefix {
-    (((class as u128 + 1) << 64) | bits as u128, exact)
-}
-
-/// The places of `rows` rows sorted by a key of `key_len` columns: a sort of each row's first
-/// two columns' order prefixes (`prefix(column, row)`, 0 or 1, with whether it is exact),
-/// where only rows whose prefixes tie are compared by `cmp` (the whole order, the rows' places
-/// or log positions last: rows come in log order); rows whose prefixes are exact over the
-/// whole key are equal by it and keep their places' order. The prefixes are read where they
-/// lie, once to find the bits where rows differ and once to pack them: no vector of them is
-/// built (those vectors, each written and read back, cost a compaction more than its sort).
-fn sort_places(
-    rows: usize,
-    key_len: usize,
-    prefix: impl Fn(usize, usize) -> Prefix,
-    cmp: impl Fn(usize, usize) -> std::cmp::Ordering,
-) -> Vec<usize> {
-    // The second column's prefix orders rows only where the first column's values are
-    // known equal (an exact prefix); elsewhere the rows' own comparison decides.
-    let key = |row: usize| match prefix(0, row) {
-        (first, true) => {
-            let (second, second_exact) = prefix(1, row);
-            ((first, second), second_exact && key_len <= 2)
-        }
-        (first, false) => ((first, 0), false),
-    };
-    let by_rows = |run: &mut [usize]| {
-        if !key(run[0]).1 {
-            run.sort_by(|&a, &b| cmp(a, b));
-        }
-    };
-    let Some(packing) = Packing::of(rows, &|row| key(row).0) else {
-        let mut sorted: Vec<(u128, u128, usize)> = (0..rows)
-            .map(|row| {
-                let (a, b) = key(row).0;
-                (a, b, row)
-            })
-            .collect();
-        sorted.sort_unstable();
-        return order_of_sorted(&sorted, |k| k.2, |k| (k.0, k.1), by_rows);
-    };
-    let packed = (0..rows).map(|row| packing.pack(key(row).0, row));
-    match packing.bits() <= u64::BITS {
-        // Keys of up to 64 bits (a country code, a user id and a place) are sorted as
-        // `u64`s: half the bytes to move, and one comparison of a machine word each.
-        true => {
-            let mut sorted: Vec<u64> = packed.map(|k| k as u64).collect();
-            sorted.sort_unstable();
-            order_of_sorted(
-                &sorted,
-                |&k| packing.place(k.into()),
-                |&k| packing.prefixes(k.into()),
-                by_rows,
-            )
-        }
-        false => {
-            let mut sorted: Vec<u128> = packed.collect();
-            sorted.sort_unstable();
-            order_of_sorted(
-                &sorted,
-                |&k| packing.place(k),
-                |&k| packing.prefixes(k),
-                by_rows,
-            )
-        }
-    }
-}
-
-/// How each row's two prefixes and its place are packed into one integer that orders as the
-/// (first, second, place) triple does: of each prefix only the bits where the rows' prefixes
-/// differ are kept (the bits above and below them are the same in every row, so they order
-/// nothing). A sort of one integer per row moves 8 or 16 bytes and compares once; keys such
-/// as a country code and a user id need about 50 bits in all.
-struct Packing {
-    /// The lowest differing bit and the width of each prefix's differing bits.
-    first: (u32, u32),
-    second: (u32, u32),
-    /// How many low bits hold the place.
-    place_bits: u32,
-}
-
-impl Packing {
-    /// The packing of `rows` rows' prefix pairs (`key(row)`); `None` when there are no rows,
-    /// or the differing bits and the place need more than 128 bits.
-    fn of(rows: usize, key: &impl Fn(usize) -> (u128, u128)) -> Option<Packing> {
-        let (first0, second0) = (rows > 0).then(|| key(0))?;
-        let (differ1, differ2) = (0..rows).fold((0u128, 0u128), |(a, b), row| {
-            let (f, s) = key(row);
-            (a | (f ^ first0), b | (s ^ second0))
-        });
-        // The lowest differing bit and how many bits reach from it to the highest.
-        let window = |d: u128| match d {
-            0 => (0, 0),
-            d => (
-                d.trailing_zeros(),
-                128 - d.leading_zeros() - d.trailing_zeros(),
-            ),
-        };
-        let packing = Packing {
-            first: window(differ1),
-            second: window(differ2),
-            place_bits: (usize::BITS - rows.leading_zeros()).max(1),
-        };
-        (packing.bits() <= u128::BITS).then_some(packing)
-    }
-
-    /// The bits a packed key takes.
-    fn bits(&self) -> u32 {
-        self.first.1 + self.second.1 + self.place_bits
-    }
-
-    /// The packed key of the row at `place` with prefixes `(f, s)`.
-    fn pack(&self, (f, s): (u128, u128), place: usize) -> u128 {
-        // A prefix's differing bits, shifted above `shift` bits (none when it has none: a
-        // shift by the whole width would overflow).
-        let bits = |v: u128, (low, width): (u32, u32), shift: u32| match width {
-            0 => 0,
-            w => ((v >> low) & (u128::MAX >> (128 - w))) << shift,
-        };
-        bits(f, self.first, self.second.1 + self.place_bits)
-            | bits(s, self.second, self.place_bits)
-            | place as u128
-    }
-
-    /// The row's place in the rows.
-    fn place(&self, key: u128) -> usize {
-        (key & ((1u128 << self.place_bits) - 1)) as usize
-    }
-
-    /// The key's prefixes without the place.
-    fn prefixes(&self, key: u128) -> u128 {
-        key >> self.place_bits
-    }
-}
-
-/// The places of `sorted` (each row's sort key, sorted, giving its `place` and its
-/// `prefixes`), where each run of rows whose prefixes tie is handed to `by_rows`, which
-/// orders the run by the rows themselves.
-fn order_of_sorted<T, P: PartialEq>(
-    sorted: &[T],
-    place: impl Fn(&T) -> usize,
-    prefixes: impl Fn(&T) -> P,
-    by_rows: impl Fn(&mut [usize]),
-) -> Vec<usize> {
-    let mut order: Vec<usize> = sorted.iter().map(place).collect();
-    // Each row's prefixes are read once: the run's are kept while the rows after it tie.
-    let mut start = 0;
-    let mut run = sorted.first().map(&prefixes);
-    for end in 1..=order.len() {
-        let next = sorted.get(end).map(&prefixes);
-        if next != run {
-            if end - start > 1 {
-                by_rows(&mut order[start..end]);
-            }
-            start = end;
-            run = next;
-        }
-    }
-    order
-}
 
 /// The smallest and largest value of one column in a part.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -542,61 +353,45 @@ fn build_columns(rows: &[PartRow], kinds: &[Kind]) -> Result<Vec<ArrayRef>, Stor
 /// name, and computes each column's min/max for the manifest.
 pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, StorageError> {
     let kinds = column_kinds(rows, names.len());
-    let mut writer = PartWriter::new(names, kinds, &[])?;
+    let mut writer = PartWriter::new(names, kinds)?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
         writer.write(chunk)?;
     }
     writer.finish()
 }
 
-/// Writes `rows` (in log order, as compactions gather them) as a part in the part order
-/// ([`part_order`] by `sort_key`). The columns are built in the rows' own order, which reads
-/// each row's values where they were allocated, one after the other, and frees each row's
-/// values once its cells are built, while they are still in the cache (a second pass to
-/// free them missed the cache on every row): `rows` keep their log positions, times and
-/// multiplicities, and their values only where a column's kinds are mixed. The order is then
-/// sorted from the built columns ([`sort_order_of_columns`]), and only the columns are
-/// gathered into it. Rows sorted in place are scattered in memory, and reading them costs a
-/// cache miss each.
-pub(crate) fn encode_sorted(
+/// Writes `rows` (in log order, as compactions gather them) as a part in that order, taking
+/// their values. The columns are built in one pass over the rows, which reads each row's
+/// values where they were allocated, one after the other, and frees each row's values once
+/// its cells are built, while they are still in the cache (a second pass to free them missed
+/// the cache on every row): `rows` keep their log positions, times and multiplicities, and
+/// their values only where a column's kinds are mixed. Each row group is a slice of the
+/// built columns: nothing is copied again. Parts are read only by replays, which take a
+/// part's rows in any order, so a part is not sorted (see docs/storage.md: sorting cost a
+/// third of a compaction and bought nothing a reader used).
+pub(crate) fn encode_taking(
     names: &[String],
     rows: &mut [PartRow],
-    sort_key: &[usize],
 ) -> Result<EncodedPart, StorageError> {
-    let (kinds, built, extremes, order) = match build_columns_by_first_kind(rows, names.len())? {
+    let (kinds, built, extremes) = match build_columns_by_first_kind(rows, names.len())? {
         Some(Built {
             kinds,
             arrays,
             extremes,
-        }) => {
-            let order = match sort_order_of_columns(&arrays, &kinds, sort_key, rows.len()) {
-                Some(order) => order,
-                None => {
-                    restore_rows(&arrays, &kinds, rows)?;
-                    sort_order(rows, sort_key)
-                }
-            };
-            (kinds, arrays, Some(extremes), order)
-        }
+        }) => (kinds, arrays, Some(extremes)),
         None => {
             let kinds = column_kinds(rows, names.len());
             let built = build_columns(rows, &kinds)?;
-            let order = sort_order(rows, sort_key);
-            (kinds, built, None, order)
+            (kinds, built, None)
         }
     };
-    let mut deltas = sort_key.to_vec();
-    deltas.extend(many_valued_integer_columns(&built, &kinds));
-    let mut writer = PartWriter::new(names, kinds, &deltas)?;
+    let mut writer = PartWriter::new(names, kinds)?;
     let columns = writer.with_statistics(rows, built, extremes);
-    for chunk in order.chunks(ROW_GROUP_ROWS) {
-        let indices = UInt32Array::from_iter_values(chunk.iter().map(|&i| i as u32));
-        let taken = columns
-            .iter()
-            .map(|c| super::gather::gather(c, &indices))
-            .collect::<Result<Vec<ArrayRef>, _>>()
-            .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
-        writer.write_columns(taken)?;
+    let mut start = 0;
+    while start < rows.len() {
+        let len = ROW_GROUP_ROWS.min(rows.len() - start);
+        writer.write_columns(columns.iter().map(|c| c.slice(start, len)).collect())?;
+        start += len;
     }
     writer.finish()
 }
@@ -636,20 +431,31 @@ fn many_valued_integer_columns(built: &[ArrayRef], kinds: &[Kind]) -> Vec<usize>
     let mut columns = Vec::new();
     for (c, (array, kind)) in built.iter().zip(kinds).enumerate() {
         sample.clear();
-        // Read where the values lie, as the sort reads them; the order of the sampled
-        // values does not matter, only how many differ (unsigned ones are counted by bits).
-        match SortColumn::of(array, *kind) {
-            Some(SortColumn::Int(ints, _)) => {
+        // Only how many values differ matters: unsigned ones are counted by their bits.
+        let any = array.as_any();
+        match kind {
+            Kind::Int | Kind::DateTime | Kind::DateTime64(_) => {
+                let Some(ints) = any.downcast_ref::<Int64Array>() else {
+                    continue;
+                };
                 sample.extend(ints.iter().flatten().take(ENCODING_SAMPLE))
             }
-            Some(SortColumn::UInt(uints)) => sample.extend(
-                uints
-                    .iter()
-                    .flatten()
-                    .take(ENCODING_SAMPLE)
-                    .map(|u| u as i64),
-            ),
-            Some(SortColumn::Date(days)) => {
+            Kind::UInt => {
+                let Some(uints) = any.downcast_ref::<UInt64Array>() else {
+                    continue;
+                };
+                sample.extend(
+                    uints
+                        .iter()
+                        .flatten()
+                        .take(ENCODING_SAMPLE)
+                        .map(|u| u as i64),
+                )
+            }
+            Kind::Date => {
+                let Some(days) = any.downcast_ref::<Int32Array>() else {
+                    continue;
+                };
                 sample.extend(days.iter().flatten().take(ENCODING_SAMPLE).map(i64::from))
             }
             _ => continue,
@@ -786,90 +592,6 @@ impl Extremes {
     }
 }
 
-/// A sort-key column of a part as built, read where its values lie.
-enum SortColumn<'a> {
-    Bool(&'a BooleanArray),
-    /// `Int`, `DateTime` and `DateTime64` (the kind says which).
-    Int(&'a Int64Array, Kind),
-    UInt(&'a UInt64Array),
-    Float(&'a Float64Array),
-    Str(&'a StringArray),
-    Date(&'a Int32Array),
-    Uuid(&'a FixedSizeBinaryArray),
-}
-
-/// A row's value in a [`SortColumn`], ordered as the values are: strings borrowed, other
-/// kinds as values (which none allocates). A column holds one kind, so cells of different
-/// variants only ever compare NULL with a value.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum SortCell<'a> {
-    Null,
-    Str(&'a str),
-    Value(Value),
-}
-
-impl<'a> SortColumn<'a> {
-    /// `None` for a column stored as bincode, whose values are not read in place.
-    fn of(array: &'a ArrayRef, kind: Kind) -> Option<SortColumn<'a>> {
-        let any = array.as_any();
-        Some(match kind {
-            Kind::Bool => SortColumn::Bool(any.downcast_ref()?),
-            Kind::Int | Kind::DateTime | Kind::DateTime64(_) => {
-                SortColumn::Int(any.downcast_ref()?, kind)
-            }
-            Kind::UInt => SortColumn::UInt(any.downcast_ref()?),
-            Kind::Float => SortColumn::Float(any.downcast_ref()?),
-            Kind::Str => SortColumn::Str(any.downcast_ref()?),
-            Kind::Date => SortColumn::Date(any.downcast_ref()?),
-            Kind::Uuid => SortColumn::Uuid(any.downcast_ref()?),
-            Kind::Encoded => return None,
-        })
-    }
-
-    fn cell(&self, i: usize) -> SortCell<'a> {
-        macro_rules! cell {
-            ($a:expr, $x:ident => $val:expr) => {
-                if $a.is_null(i) {
-                    SortCell::Null
-                } else {
-                    let $x = $a.value(i);
-                    $val
-                }
-            };
-        }
-        match self {
-            SortColumn::Bool(a) => cell!(a, x => SortCell::Value(Value::Bool(x))),
-            SortColumn::Int(a, kind) => cell!(a, x => SortCell::Value(match kind {
-                Kind::DateTime => Value::DateTime(x),
-                Kind::DateTime64(p) => Value::DateTime64(x, *p),
-                _ => Value::Int(x),
-            })),
-            SortColumn::UInt(a) => cell!(a, x => SortCell::Value(Value::UInt(x))),
-            SortColumn::Float(a) => cell!(a, x => SortCell::Value(Value::Float(F64(x)))),
-            SortColumn::Str(a) => cell!(a, x => SortCell::Str(x)),
-            SortColumn::Date(a) => cell!(a, x => SortCell::Value(Value::Date(x))),
-            SortColumn::Uuid(a) => cell!(a, x => SortCell::Value(Value::Uuid(uuid_of(x)))),
-        }
-    }
-
-    /// Row `i`'s order prefix, as [`sort_order`] takes it from the row's value, read from
-    /// the typed array (strings and unsigned integers, the usual keys, without making a
-    /// value).
-    fn prefix(&self, i: usize) -> Prefix {
-        match self {
-            SortColumn::Str(a) if !a.is_null(i) => wide_prefix(Value::str_order_prefix(a.value(i))),
-            SortColumn::UInt(a) if !a.is_null(i) => {
-                wide_prefix(Value::UInt(a.value(i)).order_prefix())
-            }
-            _ => match self.cell(i) {
-                SortCell::Null => (0, true),
-                SortCell::Str(s) => wide_prefix(Value::str_order_prefix(s)),
-                SortCell::Value(v) => wide_prefix(v.order_prefix()),
-            },
-        }
-    }
-}
-
 /// A UUID stored as its 16 big-endian bytes.
 fn uuid_of(bytes: &[u8]) -> U128 {
     let mut b = [0u8; 16];
@@ -877,36 +599,6 @@ fn uuid_of(bytes: &[u8]) -> U128 {
         b.copy_from_slice(bytes);
     }
     u128::from_be_bytes(b).into()
-}
-
-/// [`sort_order`] of `rows` rows from their built columns (in the rows' order, stored as
-/// `kinds`): the prefixes and the ties' values are read from the typed arrays, which lie
-/// together, instead of from each row's values behind its pointer. For columns built by
-/// [`build_columns_by_first_kind`] (every row has every column); `None` when a sort column
-/// is stored as bincode.
-fn sort_order_of_columns(
-    columns: &[ArrayRef],
-    kinds: &[Kind],
-    sort_key: &[usize],
-    rows: usize,
-) -> Option<Vec<usize>> {
-    let sort_columns: Vec<SortColumn> = sort_key
-        .iter()
-        .map(|&c| SortColumn::of(columns.get(c)?, *kinds.get(c)?))
-        .collect::<Option<_>>()?;
-    let prefix = |k: usize, row: usize| match sort_columns.get(k) {
-        Some(column) => column.prefix(row),
-        None => (0, true),
-    };
-    let cmp = |a: usize, b: usize| {
-        sort_columns
-            .iter()
-            .map(|c| c.cell(a).cmp(&c.cell(b)))
-            .find(|o| o.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(&b))
-    };
-    Some(sort_places(rows, sort_columns.len(), prefix, cmp))
 }
 
 /// How each column of a part is stored, read from its schema.
@@ -941,21 +633,18 @@ impl PartKinds {
 /// Writes a part one row group at a time, so its Arrow arrays never exist whole: a merge
 /// streams its inputs through it in bounded memory.
 pub(crate) struct PartWriter {
-    writer: ArrowWriter<Vec<u8>>,
+    /// Opened by the first row group written, whose columns decide which are stored as
+    /// deltas ([`PartWriter::open`]).
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    names: Vec<String>,
     schema: Arc<Schema>,
     kinds: Vec<Kind>,
     stats: Vec<ColumnStats>,
 }
 
 impl PartWriter {
-    /// A writer of parts with columns `names` stored as `kinds`, the integer ones among
-    /// `deltas` as the differences between neighbours (the sorting key's integers, whose
-    /// rows come in runs of rising values, and columns of many values).
-    pub(super) fn new(
-        names: &[String],
-        kinds: Vec<Kind>,
-        deltas: &[usize],
-    ) -> Result<PartWriter, StorageError> {
+    /// A writer of parts with columns `names` stored as `kinds`.
+    pub(super) fn new(names: &[String], kinds: Vec<Kind>) -> Result<PartWriter, StorageError> {
         let mut fields = vec![
             Field::new("_seq", DataType::UInt64, false),
             Field::new("_ts", DataType::UInt64, false),
@@ -967,32 +656,6 @@ impl PartWriter {
                     .with_metadata(HashMap::from([("petrel".to_string(), kind.tag())])),
             );
         }
-        let schema = Arc::new(Schema::new(fields));
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            // Min/max per row group; no page index (nothing reads one, and it costs the
-            // writer a statistics pass per page).
-            .set_statistics_enabled(EnabledStatistics::Chunk);
-        // Log positions, a row's multiplicity (long runs of one value), and the `deltas`
-        // columns (in runs of rising values, or of many values) are stored as the
-        // differences between neighbours, bit-packed, which is no larger than a dictionary
-        // and costs no hash per value. A row's tick keeps its dictionary: a part holds few
-        // ticks, scattered over its rows once they are sorted by the sorting key.
-        let deltas = deltas
-            .iter()
-            .filter(|&&c| kinds.get(c).is_some_and(|k| k.is_integer()))
-            .filter_map(|&c| names.get(c).cloned())
-            .chain(["_seq", "_diff"].map(String::from));
-        for name in deltas {
-            let column = ColumnPath::new(vec![name]);
-            props = props
-                .set_column_dictionary_enabled(column.clone(), false)
-                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
-        }
-        let props = props.build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
-            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))?;
         let stats = names
             .iter()
             .map(|name| ColumnStats {
@@ -1002,8 +665,9 @@ impl PartWriter {
             })
             .collect();
         Ok(PartWriter {
-            writer,
-            schema,
+            writer: None,
+            names: names.to_vec(),
+            schema: Arc::new(Schema::new(fields)),
             kinds,
             stats,
         })
@@ -1013,9 +677,36 @@ impl PartWriter {
     pub(crate) fn with_kinds(
         names: &[String],
         kinds: PartKinds,
-        sort_key: &[usize],
     ) -> Result<PartWriter, StorageError> {
-        PartWriter::new(names, kinds.0, sort_key)
+        PartWriter::new(names, kinds.0)
+    }
+
+    /// The Parquet writer, with the integer columns among `deltas` stored as the differences
+    /// between neighbours.
+    fn open(&self, deltas: &[usize]) -> Result<ArrowWriter<Vec<u8>>, StorageError> {
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            // Min/max per row group; no page index (nothing reads one, and it costs the
+            // writer a statistics pass per page).
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        // Log positions (rising), a row's multiplicity (long runs of one value), and the
+        // `deltas` columns (of many values) are stored as the differences between
+        // neighbours, bit-packed, which is no larger than a dictionary and costs no hash per
+        // value. A row's tick keeps its dictionary: a part holds few ticks.
+        let deltas = deltas
+            .iter()
+            .filter(|&&c| self.kinds.get(c).is_some_and(|k| k.is_integer()))
+            .filter_map(|&c| self.names.get(c).cloned())
+            .chain(["_seq", "_diff"].map(String::from));
+        for name in deltas {
+            let column = ColumnPath::new(vec![name]);
+            props = props
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+        ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(props.build()))
+            .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))
     }
 
     /// Appends rows (in the part's order).
@@ -1075,20 +766,31 @@ impl PartWriter {
         columns
     }
 
-    /// Writes one record batch of the part's columns.
+    /// Writes one record batch of the part's columns (log position, time and diff first).
+    /// The first one opens the file: its many-valued integer columns
+    /// ([`many_valued_integer_columns`]) are stored as deltas.
     fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<(), StorageError> {
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| StorageError::Corrupt(format!("cannot build a part: {e}")))?;
-        self.writer
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => {
+                let own = batch.columns().get(3..).unwrap_or_default();
+                let deltas = many_valued_integer_columns(own, &self.kinds);
+                self.writer.insert(self.open(&deltas)?)
+            }
+        };
+        writer
             .write(&batch)
             .map_err(|e| StorageError::Corrupt(format!("cannot write a part: {e}")))
     }
 
     /// Closes the file.
-    pub(crate) fn finish(self) -> Result<EncodedPart, StorageError> {
-        let PartWriter {
-            mut writer, stats, ..
-        } = self;
+    pub(crate) fn finish(mut self) -> Result<EncodedPart, StorageError> {
+        let mut writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => self.open(&[])?,
+        };
         let fail = |e: parquet::errors::ParquetError| {
             StorageError::Corrupt(format!("cannot write a part: {e}"))
         };
@@ -1098,7 +800,7 @@ impl PartWriter {
         Ok(EncodedPart {
             bytes: Bytes::from(out),
             row_groups,
-            stats,
+            stats: self.stats,
         })
     }
 }
@@ -1275,13 +977,30 @@ fn rows_of(
 
 #[cfg(test)]
 mod tests {
-    /// The prefix sort gives exactly what a stable sort by the part order gives, on keys
-    /// with ties, shared string prefixes, NULLs, missing columns and repeated log positions
-    /// (packed in 64 bits, in 128, or in neither), whether it reads the rows or (typed
-    /// columns) the built columns; and a part a compaction writes from the unmoved rows
-    /// equals one written from the sorted rows.
+    /// Every row of `part` with its log position, time and multiplicity, in the part's order.
+    fn read_back(part: Bytes) -> Vec<(u64, Row, Ts, i64)> {
+        let mut read = Vec::new();
+        decode_with_seq(part, &mut |seq, row, ts, diff| {
+            read.push((seq, row, ts, diff as i64))
+        })
+        .unwrap();
+        read
+    }
+
+    /// `rows` as [`read_back`] gives them.
+    fn as_read(rows: &[PartRow]) -> Vec<(u64, Row, Ts, i64)> {
+        rows.iter()
+            .map(|r| (r.seq, r.row.clone(), r.ts, r.diff))
+            .collect()
+    }
+
+    /// A compaction's part, whose columns are built from the rows it takes (typed: every
+    /// column of one kind) or, when kinds mix, written from the rows themselves, is the part
+    /// written from the rows as they are: the same rows, in log order (over several row
+    /// groups), with the same statistics; on rows with NULLs, strings inline and on the heap,
+    /// and every scalar kind.
     #[test]
-    fn sorting_part_rows_matches_a_stable_sort() {
+    fn a_compaction_writes_its_rows_in_log_order() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         let mut next = move || rng.random::<u64>();
@@ -1289,106 +1008,60 @@ mod tests {
             "",
             "US",
             "US\0",
-            "abcdefg",
-            "abcdefg\0",
             "abcdefgh",
-            "abcdefgz",
             "abcdefgh-long-enough-to-be-on-the-heap",
-            "abcdefgh-long-enough-to-be-on-the-heap!",
             "DE",
         ];
         for typed in [false, true] {
-            for sort_key in [
-                vec![],
-                vec![0],
-                vec![1, 0],
-                vec![0, 1, 2],
-                vec![2, 5],
-                vec![2, 0],
-                vec![3, 1],
-                vec![4, 5],
-                vec![6, 7, 4],
-                vec![5, 0],
-                // Prefixes differing in more bits than one integer holds: sorted as triples.
-                vec![0, 0],
-            ] {
-                let mut rows = Vec::new();
-                for n in 0..2_000u64 {
-                    let s = match next() % 7 {
+            let mut rows = Vec::new();
+            for n in 0..(ROW_GROUP_ROWS as u64 + 2_000) {
+                let s = match next() % 7 {
+                    0 => Value::Null,
+                    _ => Value::str(strings[(next() % strings.len() as u64) as usize]),
+                };
+                let i = match (next() % 5, typed) {
+                    (0, _) => Value::Null,
+                    (1, false) => Value::Int(-((next() % 4) as i64)),
+                    _ => Value::UInt(next() % 6),
+                };
+                let mut row = vec![s, i, Value::Float(F64((next() % 5) as f64 - 2.0))];
+                if typed {
+                    row.push(Value::DateTime((next() % 3) as i64 - 1));
+                    row.push(match next() % 4 {
                         0 => Value::Null,
-                        _ => Value::str(strings[(next() % strings.len() as u64) as usize]),
-                    };
-                    let i = match (next() % 5, typed) {
-                        (0, _) => Value::Null,
-                        (1, false) => Value::Int(-((next() % 4) as i64)),
-                        _ => Value::UInt(next() % 6),
-                    };
-                    let f = Value::Float(F64((next() % 5) as f64 - 2.0));
-                    let mut row = vec![s, i, f];
-                    if typed {
-                        row.push(Value::DateTime((next() % 3) as i64 - 1));
-                        row.push(match next() % 4 {
-                            0 => Value::Null,
-                            // Values that tie on their first 64 bits, and some that do not.
-                            n => Value::Uuid((((n as u128) << 64) | (next() % 3) as u128).into()),
-                        });
-                        row.push(Value::DateTime64((next() % 5) as i64 - 2, 3));
-                        row.push(Value::Date((next() % 3) as i32 - 1));
-                        row.push(Value::Bool(next() % 2 == 0));
-                    }
-                    rows.push(PartRow {
-                        seq: n / 3,
-                        ts: 0,
-                        diff: n as i64,
-                        row,
+                        n => Value::Uuid((((n as u128) << 64) | (next() % 3) as u128).into()),
                     });
+                    row.push(Value::DateTime64((next() % 5) as i64 - 2, 3));
+                    row.push(Value::Date((next() % 3) as i32 - 1));
+                    row.push(Value::Bool(next() % 2 == 0));
                 }
-                let expected: Vec<i64> = {
-                    let mut r: Vec<&PartRow> = rows.iter().collect();
-                    r.sort_by(|a, b| part_order(&sort_key, a, b));
-                    r.iter().map(|r| r.diff).collect()
-                };
-                let order = sort_order(&rows, &sort_key);
-                let got: Vec<i64> = order.iter().map(|&i| rows[i].diff).collect();
-                assert_eq!(got.len(), 2_000);
-                assert_eq!(got, expected, "sort key {sort_key:?}");
-                // A compaction's part, sorted from its built columns (typed) or its rows, is
-                // the part written from the rows moved into the order: the same rows, in the
-                // same order, with the same statistics.
-                let names: Vec<String> = (0..8).map(|c| format!("c{c}")).collect();
-                let by_columns = build_columns_by_first_kind(&mut rows.clone(), 8)
-                    .unwrap()
-                    .is_some();
-                assert_eq!(by_columns, typed);
-                let moved: Vec<PartRow> = order.iter().map(|&i| rows[i].clone()).collect();
-                let (a, b) = (
-                    encode(&names, &moved).unwrap(),
-                    encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap(),
-                );
-                assert_eq!(a.stats, b.stats);
-                let read = |bytes: Bytes| {
-                    let mut out = Vec::new();
-                    decode_with_seq(bytes, &mut |seq, row, ts, diff| {
-                        out.push((seq, row, ts, diff))
-                    })
-                    .unwrap();
-                    out
-                };
-                assert_eq!(
-                    read(a.bytes),
-                    read(b.bytes),
-                    "sort key {sort_key:?}, typed {typed}"
-                );
+                rows.push(PartRow {
+                    seq: n / 3,
+                    ts: n / 100,
+                    diff: if n % 9 == 0 { -1 } else { 1 },
+                    row,
+                });
             }
+            let width = if typed { 8 } else { 3 };
+            let names: Vec<String> = (0..width).map(|c| format!("c{c}")).collect();
+            let by_columns = build_columns_by_first_kind(&mut rows.clone(), width)
+                .unwrap()
+                .is_some();
+            assert_eq!(by_columns, typed);
+            let expected = encode(&names, &rows).unwrap();
+            let got = encode_taking(&names, &mut rows.clone()).unwrap();
+            assert_eq!(got.stats, expected.stats, "typed {typed}");
+            assert_eq!(got.row_groups, 2);
+            assert_eq!(read_back(got.bytes), as_read(&rows), "typed {typed}");
         }
     }
 
     /// A compaction frees each row's values as it builds the part's columns; a part whose
-    /// column meets a value of another kind only at its last row, or whose sorting key is
-    /// stored as bincode (an array), is written from its rows put back: every row reads back,
-    /// in the part order, with the statistics of a part written from the sorted rows.
+    /// column meets a value of another kind only at its last row is written from its rows put
+    /// back: every row reads back, in log order, with the statistics of a part written from
+    /// the rows as they are.
     #[test]
-    fn a_part_whose_kinds_mix_late_or_whose_key_is_bincode_keeps_every_row() {
+    fn a_part_whose_kinds_mix_late_keeps_every_row() {
         let names: Vec<String> = (0..3).map(|c| format!("c{c}")).collect();
         let row = |n: u64, last: bool| PartRow {
             seq: n,
@@ -1404,85 +1077,70 @@ mod tests {
                 Value::Bool(n.is_multiple_of(3)),
             ],
         };
-        let rows: Vec<PartRow> = (0..3_000).map(|n| row(n, n == 2_999)).collect();
+        let mixed: Vec<PartRow> = (0..3_000).map(|n| row(n, n == 2_999)).collect();
         let typed: Vec<PartRow> = (0..3_000).map(|n| row(n, false)).collect();
-        for (rows, sort_key) in [(&rows, vec![1]), (&rows, vec![0]), (&typed, vec![0, 1])] {
-            let mut sorted = rows.clone();
-            sorted.sort_by(|a, b| part_order(&sort_key, a, b));
-            let expected = encode(&names, &sorted).unwrap();
-            let got = encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap();
-            assert_eq!(got.stats, expected.stats, "sort key {sort_key:?}");
-            let mut read = Vec::new();
-            decode_with_seq(got.bytes, &mut |seq, row, ts, diff| {
-                read.push((seq, row, ts, diff))
-            })
-            .unwrap();
-            let want: Vec<_> = sorted
-                .into_iter()
-                .map(|r| (r.seq, r.row, r.ts, r.diff as isize))
-                .collect();
-            assert_eq!(read, want, "sort key {sort_key:?}");
+        for rows in [&mixed, &typed] {
+            let expected = encode(&names, rows).unwrap();
+            let got = encode_taking(&names, &mut rows.clone()).unwrap();
+            assert_eq!(got.stats, expected.stats);
+            assert_eq!(read_back(got.bytes), as_read(rows));
         }
     }
 
-    /// Integers of the sorting key (and log positions) are stored as deltas: the whole range
+    /// Many-valued integer columns (and log positions) are stored as deltas: the whole range
     /// of each integer kind, where neighbours' differences overflow, reads back exactly.
     #[test]
-    fn sorting_key_integers_at_their_extremes_read_back() {
+    fn integers_stored_as_deltas_read_back_at_their_extremes() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(15);
         let ints = [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX];
+        let mut int = || -> i64 {
+            // Mostly many values (stored as deltas), over the whole range.
+            match rng.random_range(0..3) {
+                0 => ints[rng.random_range(0..ints.len())],
+                _ => rng.random(),
+            }
+        };
         let rows: Vec<PartRow> = (0..3_000u64)
             .map(|n| {
-                let int = ints[rng.random_range(0..ints.len())];
+                let (a, b, c) = (int(), int(), int());
                 PartRow {
                     // In log order (as compactions gather rows), over the whole range.
                     seq: n * (u64::MAX / 3_000),
                     ts: n,
                     diff: 1,
                     row: vec![
-                        Value::Int(int),
-                        Value::UInt(int as u64),
-                        Value::Date([i32::MIN, -1, 0, i32::MAX][rng.random_range(0..4)]),
-                        Value::DateTime(int),
-                        Value::DateTime64(int, 6),
+                        Value::Int(a),
+                        Value::UInt(b as u64),
+                        Value::Date((c >> 32) as i32),
+                        Value::DateTime(b),
+                        Value::DateTime64(c, 6),
                         if n % 5 == 0 {
                             Value::Null
                         } else {
-                            Value::Int(int)
+                            Value::Int(a)
                         },
                     ],
                 }
             })
             .collect();
         let names: Vec<String> = (0..6).map(|c| format!("c{c}")).collect();
-        for sort_key in [vec![0, 1], vec![1, 2, 3], vec![4, 5], vec![5]] {
-            let part = encode_sorted(&names, &mut rows.clone(), &sort_key).unwrap();
-            let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
-                .unwrap()
-                .metadata()
-                .clone();
-            // Columns 0..3 are `_seq`, `_ts` and `_diff`.
-            for c in sort_key.iter().map(|c| c + 3).chain([0]) {
-                let chunk = meta.row_group(0).column(c);
-                assert!(
-                    chunk
-                        .encodings()
-                        .any(|e| e == Encoding::DELTA_BINARY_PACKED),
-                    "column {c} of sort key {sort_key:?}"
-                );
-            }
-            let mut read = Vec::new();
-            decode_with_seq(part.bytes, &mut |seq, row, ts, diff| {
-                read.push((seq, row, ts, diff as i64))
-            })
-            .unwrap();
-            let expected: Vec<(u64, Row, Ts, i64)> = sort_order(&rows, &sort_key)
-                .into_iter()
-                .map(|i| (rows[i].seq, rows[i].row.clone(), rows[i].ts, rows[i].diff))
-                .collect();
-            assert_eq!(read, expected, "sort key {sort_key:?}");
+        let part = encode_taking(&names, &mut rows.clone()).unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
+            .unwrap()
+            .metadata()
+            .clone();
+        // Columns 0..3 are `_seq`, `_ts` and `_diff`.
+        for c in (3..9).chain([0]) {
+            let chunk = meta.row_group(0).column(c);
+            assert!(
+                chunk
+                    .encodings()
+                    .any(|e| e == Encoding::DELTA_BINARY_PACKED),
+                "column {c}"
+            );
         }
+        assert_eq!(read_back(part.bytes), as_read(&rows));
     }
 
     /// An integer column of many values is stored as deltas, one of few values (a status
@@ -1506,7 +1164,7 @@ mod tests {
             })
             .collect();
         let names: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
-        let part = encode_sorted(&names, &mut rows.clone(), &[3]).unwrap();
+        let part = encode_taking(&names, &mut rows.clone()).unwrap();
         let meta = ParquetRecordBatchReaderBuilder::try_new(part.bytes.clone())
             .unwrap()
             .metadata()
@@ -1525,16 +1183,7 @@ mod tests {
             "few values keep their dictionary: {:?}",
             encodings(4)
         );
-        let mut read = Vec::new();
-        decode_with_seq(part.bytes, &mut |seq, row, ts, diff| {
-            read.push((seq, row, ts, diff as i64))
-        })
-        .unwrap();
-        let expected: Vec<(u64, Row, Ts, i64)> = sort_order(&rows, &[3])
-            .into_iter()
-            .map(|i| (rows[i].seq, rows[i].row.clone(), rows[i].ts, rows[i].diff))
-            .collect();
-        assert_eq!(read, expected);
+        assert_eq!(read_back(part.bytes), as_read(&rows));
     }
 
     /// A column takes the kind of its first value when every value is of that kind, and is
@@ -1616,7 +1265,7 @@ mod tests {
         }
         let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
         let kinds = column_kinds(&rows, names.len());
-        let mut writer = PartWriter::new(&names, kinds, &[]).unwrap();
+        let mut writer = PartWriter::new(&names, kinds).unwrap();
         for chunk in rows.chunks(700) {
             writer.write(chunk).unwrap();
         }

@@ -1,9 +1,8 @@
 //! Merging parts by copying their row groups.
 //!
-//! A merge joins neighbouring parts so that a table keeps few of them. Parts are read only by
-//! replays, which take a part's rows in any order, so a merge need not put its parts' rows
-//! in one order: it copies each part's row groups, encoded and compressed as they are, one
-//! after the other into the merged part. No value is decoded, compared or encoded again, and
+//! A merge joins neighbouring parts so that a table keeps few of them. Parts hold their rows
+//! in log order, and so does a merge: it copies each part's row groups, encoded and
+//! compressed as they are, one after the other into the merged part. No value is decoded, compared or encoded again, and
 //! a merge costs the bytes it copies; it was the part of storage whose cost grew with the
 //! data (a row was decoded and encoded again each time its part grew). A row group keeps its
 //! Parquet statistics. Parts whose Parquet or Arrow schemas differ (a column stored as another
@@ -174,10 +173,10 @@ mod tests {
             .collect()
     }
 
-    /// Random rows of one part, in the part order, their log positions from `first`.
+    /// Random rows of one part, in log order, their log positions from `first`.
     fn part_rows(rng: &mut rand::rngs::StdRng, n: usize, first: u64) -> Vec<PartRow> {
         let countries = ["DE", "FR", "US", "a much longer country name"];
-        let rows: Vec<PartRow> = (0..n)
+        (0..n)
             .map(|i| {
                 let country = match rng.random_range(0..10) {
                     0 => Value::Null,
@@ -195,9 +194,7 @@ mod tests {
                     ],
                 }
             })
-            .collect();
-        let order = part::sort_order(&rows, &[0, 1]);
-        order.into_iter().map(|i| rows[i].clone()).collect()
+            .collect()
     }
 
     /// A part of `rows` and its manifest entry.

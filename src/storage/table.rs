@@ -4,7 +4,7 @@
 //! - **Group commit**: [`TableLog::flush`] writes every waiting batch as ONE segment object;
 //!   a `wait=true` request calls it after its append, so requests that arrive together share
 //!   a write. A background flusher writes the rest every `flush_interval`.
-//! - **Compaction**: segments turn into a Parquet part sorted by the sorting key; the
+//! - **Compaction**: segments turn into a Parquet part, rows in log order; the
 //!   manifest's new version lists it, and only then are the segments deleted. Merges join
 //!   small adjacent parts so their number stays bounded.
 //! - **Replay** reads parts (by row group), segments and waiting batches as one consistent
@@ -118,8 +118,6 @@ pub type RowFn = Arc<dyn Fn(&Row) -> Value + Send + Sync>;
 /// How a table's parts are laid out and pruned.
 #[derive(Clone, Default)]
 pub struct TableRules {
-    /// The columns (indices) parts are sorted by.
-    pub sort_key: Vec<usize>,
     /// Each part holds the rows of one value of this (`ENGINE_PARTITION_KEY`).
     pub partition: Option<RowFn>,
     /// Rows whose expiry (`ENGINE_TTL`, a date or time) is older than the storage's
@@ -646,7 +644,7 @@ impl TableLog {
         partition: Option<Value>,
         mut rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
-        let encoded = part::encode_sorted(&self.columns, &mut rows, &self.rules.sort_key)?;
+        let encoded = part::encode_taking(&self.columns, &mut rows)?;
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
@@ -852,9 +850,7 @@ impl TableLog {
                 })
                 .collect();
         }
-        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds, &self.rules.sort_key)?;
-        let mut heads: Vec<std::collections::VecDeque<PartRow>> =
-            readers.iter().map(|_| Default::default()).collect();
+        let mut writer = part::PartWriter::with_kinds(&self.columns, kinds)?;
         let mut out: Vec<PartRow> = Vec::with_capacity(part::ROW_GROUP_ROWS);
         let (mut updates, mut net_rows, mut dropped) = (0u64, 0i64, 0i64);
         let (mut min_ts, mut max_ts) = (Ts::MAX, 0);
@@ -870,30 +866,15 @@ impl TableLog {
             out.clear();
             written
         };
-        loop {
-            for (head, reader) in heads.iter_mut().zip(readers.iter_mut()) {
-                if head.is_empty() {
-                    if let Some(rows) = reader.next_rows()? {
-                        head.extend(rows);
+        // The parts one after the other, in log order: the merged part keeps it.
+        for reader in &mut readers {
+            while let Some(rows) = reader.next_rows()? {
+                for row in rows {
+                    out.push(row);
+                    if out.len() >= part::ROW_GROUP_ROWS {
+                        flush(&mut out, &mut writer)?;
                     }
                 }
-            }
-            let mut next: Option<(usize, &PartRow)> = None;
-            for (i, head) in heads.iter().enumerate() {
-                if let Some(row) = head.front() {
-                    if next.is_none_or(|(_, best)| self.part_order(best, row).is_gt()) {
-                        next = Some((i, row));
-                    }
-                }
-            }
-            let Some((next, _)) = next else {
-                break;
-            };
-            if let Some(row) = heads[next].pop_front() {
-                out.push(row);
-            }
-            if out.len() >= part::ROW_GROUP_ROWS {
-                flush(&mut out, &mut writer)?;
             }
         }
         flush(&mut out, &mut writer)?;
@@ -905,11 +886,6 @@ impl TableLog {
             max_ts,
         };
         Ok((merged, dropped))
-    }
-
-    /// The order rows have in a part: by the sorting key, then by log position.
-    fn part_order(&self, a: &PartRow, b: &PartRow) -> std::cmp::Ordering {
-        part::part_order(&self.rules.sort_key, a, b)
     }
 
     fn collect_garbage(&self) {
@@ -1279,10 +1255,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("petrel-history-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let s = storage(&dir, false);
-        let rules = TableRules {
-            sort_key: vec![0],
-            ..TableRules::default()
-        };
+        let rules = TableRules::default();
         let t = s.table("t", vec!["k".into(), "v".into()], rules).unwrap();
         let mut expected = Vec::new();
         for i in 0..12i64 {
@@ -1363,10 +1336,7 @@ mod tests {
     fn a_compaction_takes_held_segments_from_memory_and_reads_back_the_rest() {
         let (dir, config, s) = small_parts_storage("held");
         let cols = vec!["k".to_string(), "v".to_string()];
-        let rules = || TableRules {
-            sort_key: vec![0],
-            ..TableRules::default()
-        };
+        let rules = || TableRules::default();
         let t = s.table("t", cols.clone(), rules()).unwrap();
         let mut expected = Vec::new();
         for b in 0..6i64 {
@@ -1518,10 +1488,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = storage(&dir, false);
         let cols = vec!["k".to_string(), "v".to_string()];
-        let rules = TableRules {
-            sort_key: vec![0],
-            ..TableRules::default()
-        };
+        let rules = TableRules::default();
         let t = s.table("t", cols.clone(), rules.clone()).unwrap();
         let mut expected = Vec::new();
         for i in 0..20i64 {
@@ -1589,10 +1556,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = storage(&dir, false);
         let cols = vec!["k".to_string(), "v".to_string()];
-        let rules = TableRules {
-            sort_key: vec![0],
-            ..TableRules::default()
-        };
+        let rules = TableRules::default();
         let t = s.table("t", cols, rules).unwrap();
         // Part 1: `v` all NULL; part 2: `v` integers; part 3: `v` strings (so the merged
         // column holds mixed kinds). max_parts is 2: the parts merge as they come.
@@ -1607,6 +1571,10 @@ mod tests {
                 .map(|i| (vec![Value::Int(i % 11), Value::str(&format!("s{i}"))], 1))
                 .collect(),
         ];
+        let appended: Vec<Vec<Row>> = batches
+            .iter()
+            .map(|b| b.iter().map(|(r, _)| r.clone()).collect())
+            .collect();
         let mut expected = Vec::new();
         for (n, batch) in batches.into_iter().enumerate() {
             let ts = 1_000 + n as Ts;
@@ -1619,19 +1587,25 @@ mod tests {
         expected.sort();
         assert_eq!(replay_all(&t, 1), expected);
         assert_eq!(t.row_count(), 900);
-        // The merged part is in sorting-key order.
+        // The merged part holds the parts' rows in log order.
         let manifest = t.manifest();
         let merged = manifest.parts.iter().max_by_key(|p| p.updates).unwrap();
-        let mut keys = Vec::new();
-        part::decode(
-            t.read_part(merged).unwrap(),
-            None,
-            u64::MAX,
-            &mut |r, _, _| keys.push(r[0].clone()),
-        )
+        let mut read: Vec<(u64, Row)> = Vec::new();
+        part::decode_with_seq(t.read_part(merged).unwrap(), &mut |seq, row, _, _| {
+            read.push((seq, row))
+        })
         .unwrap();
         assert!(merged.updates >= 600);
-        assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+        // Each batch's rows in the order appended (batch n is log position n), the batches
+        // in log order.
+        let mut seqs: Vec<u64> = read.iter().map(|(seq, _)| *seq).collect();
+        seqs.dedup();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let want: Vec<(u64, Row)> = seqs
+            .iter()
+            .flat_map(|&seq| appended[seq as usize].iter().map(move |r| (seq, r.clone())))
+            .collect();
+        assert_eq!(read, want);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1641,7 +1615,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = storage(&dir, false);
         let rules = TableRules {
-            sort_key: vec![1],
             partition: Some(Arc::new(|r: &Row| r[0].clone())),
             expiry: Some(Arc::new(|r: &Row| r[1].clone())),
         };
