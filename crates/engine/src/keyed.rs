@@ -30,8 +30,8 @@ use timely::dataflow::Stream;
 
 use crate::guard::Guard;
 use crate::render::{plain_columns, Rows};
-use crate::slot_table::SlotTable;
 use crate::source::{Scan, Slice, Slices};
+use petrel_view::slot_table::SlotTable;
 
 /// One key's state: updates fold into it, and it says what rows the key outputs.
 pub trait KeyedState: 'static {
@@ -867,7 +867,7 @@ mod tests {
     }
 
     /// A worker's keys still take every place of its table: the bits that choose the worker
-    /// are not the ones that place a key in the table ([`crate::slot_table::fingerprint`]'s
+    /// are not the ones that place a key in the table ([`petrel_view::slot_table::fingerprint`]'s
     /// top bits), or each worker's table would fill only a part of its places and probe long
     /// runs.
     #[test]
@@ -876,7 +876,7 @@ mod tests {
             let mut homes = vec![[0usize; 8]; peers];
             for user in 0..4_000u64 {
                 let hash = route(&[Value::str("US"), Value::UInt(user)]);
-                let home = (crate::slot_table::fingerprint(hash) >> 29) as usize;
+                let home = (petrel_view::slot_table::fingerprint(hash) >> 29) as usize;
                 homes[worker_of(hash, peers)][home] += 1;
             }
             for (worker, counts) in homes.iter().enumerate() {

@@ -24,7 +24,6 @@ mod join;
 mod keyed;
 mod render;
 mod sink;
-mod slot_table;
 mod source;
 mod values;
 mod window;

@@ -7,11 +7,11 @@ use std::hash::{Hash, Hasher};
 use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::OnceLock;
 
-use hashbrown::{hash_table, HashTable};
 use petrel_value::{Row, Value};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use crate::order::{add_multiplicity, RowOrder, SortedRow};
+use crate::slot_table::SlotTable;
 use crate::KeyColumns;
 
 /// How many shards the keys are spread over: enough that a few heavy keys still leave
@@ -39,8 +39,11 @@ pub(crate) struct Group {
     head: BTreeMap<SortedRow, i64>,
     /// The key's other rows, each after every row of `head`, in no order, found by their
     /// identity's hash ([`Identity`]) without making an entry of the row looked for. Empty
-    /// while the group holds few rows, or when its view's reads walk all of it.
-    tail: HashTable<(SortedRow, i64)>,
+    /// while the group holds few rows, or when its view's reads walk all of it. A table whose
+    /// lookups are fetched ahead by the hash alone ([`SlotTable`]): a `hashbrown` table had to
+    /// read its control bytes to fetch an entry ahead, a miss the fold waited for (a third of
+    /// the fold's own samples, session 37).
+    tail: SlotTable<SortedRow, i64>,
     /// The sum of the positive multiplicities: the key's row count.
     pub(crate) total: i64,
 }
@@ -95,7 +98,7 @@ impl Group {
 
     /// Every row with its multiplicity, in no particular order.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (&SortedRow, i64)> {
-        let tail = self.tail.iter().map(|(e, n)| (e, *n));
+        let tail = self.tail.entries().iter().map(|(_, e, n)| (e, *n));
         self.head.iter().map(|(e, &n)| (e, n)).chain(tail)
     }
 
@@ -104,7 +107,7 @@ impl Group {
     pub(crate) fn ordered(&self) -> impl Iterator<Item = (&SortedRow, i64)> {
         let tail = &self.tail;
         let tail = std::iter::once(())
-            .flat_map(move |()| sorted(tail.iter().map(|(e, n)| (e, *n)), usize::MAX));
+            .flat_map(move |()| sorted(tail.entries().iter().map(|(_, e, n)| (e, *n)), usize::MAX));
         self.head.iter().map(|(e, &n)| (e, n)).chain(tail)
     }
 
@@ -118,9 +121,10 @@ impl Group {
         if out.len() < n && !self.tail.is_empty() {
             let later = self
                 .tail
+                .entries()
                 .iter()
-                .filter(|(e, _)| after.is_none_or(|a| e > a))
-                .map(|(e, c)| (e, *c));
+                .filter(|(_, e, _)| after.is_none_or(|a| e > a))
+                .map(|(_, e, c)| (e, *c));
             out.extend(sorted(later, n - out.len()));
         }
         out
@@ -158,24 +162,22 @@ impl Group {
             return add_multiplicity(&mut self.head, order.entry(row), diff);
         }
         let hash = hash.unwrap_or_else(|| identity.hash(row));
-        let rehash = |(e, _): &(SortedRow, i64)| identity.hash(e.row());
-        match self
-            .tail
-            .entry(hash, |(e, _)| e.row() == row.as_slice(), rehash)
-        {
-            hash_table::Entry::Occupied(mut o) => {
-                let before = o.get().1;
+        match self.tail.position(hash, |e| e.row() == row.as_slice()) {
+            Some(position) => {
+                let Some((_, _, held)) = self.tail.get_mut(position) else {
+                    return (0, 0);
+                };
+                let before = *held;
                 let after = before + diff;
+                *held = after;
                 if after == 0 {
-                    o.remove();
-                } else {
-                    o.get_mut().1 = after;
+                    self.tail.remove(position);
                 }
                 (before, after)
             }
-            hash_table::Entry::Vacant(v) => {
+            None => {
                 if diff != 0 {
-                    v.insert((order.entry(row), diff));
+                    self.tail.insert_new(hash, order.entry(row), diff);
                 }
                 (0, diff)
             }
@@ -200,37 +202,50 @@ impl Group {
         }
         let hash = hash.unwrap_or_else(|| identity.hash(old));
         let mut found = None;
-        for (entry, held) in self.tail.iter_hash_mut(hash) {
+        for position in self.tail.positions(hash) {
+            let Some((_, entry, held)) = self.tail.get(position) else {
+                continue;
+            };
             let row = entry.row();
             if row == new.as_slice() {
                 return false;
             }
-            if found.is_none() && row == old.as_slice() {
-                found = Some((entry, held));
+            if found.is_none() && row == old.as_slice() && *held == count {
+                found = Some(position);
             }
         }
-        match found {
-            Some((entry, held)) if *held == count => {
+        match found.and_then(|p| self.tail.get_mut(p)) {
+            Some((_, entry, _)) => {
                 order.replace_entry(entry, new);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
-    /// Fetches into the cache the unordered entry a row of identity hash `hash` would be
-    /// found at (the first whose tag matches), ahead of its change ([`fold_shard`]).
+    /// Fetches into the cache the index cell a row of identity hash `hash` is looked up at
+    /// first, ahead of its change ([`fold_shard`]): its place is a function of the hash.
+    fn prefetch_cell(&self, hash: u64) {
+        self.tail.prefetch_cell(hash);
+    }
+
+    /// Fetches into the cache the unordered entry that cell points at (the first whose
+    /// fingerprint matches; the cell itself fetched a few changes before).
     fn prefetch_entry(&self, hash: u64) {
-        if let Some(entry) = self.tail.find(hash, |_| true) {
-            crate::prefetch(std::slice::from_ref(entry));
+        if let Some(position) = self.tail.likely_position(hash) {
+            self.tail.prefetch_position(position);
         }
     }
 
     /// Fetches into the cache the values of that entry's row, which finding the row compares
     /// (the entry itself fetched a few changes before).
     fn prefetch_row(&self, hash: u64) {
-        if let Some((entry, _)) = self.tail.find(hash, |_| true) {
-            crate::prefetch(entry.row());
+        let entry = self
+            .tail
+            .likely_position(hash)
+            .and_then(|p| self.tail.get(p));
+        if let Some((_, e, _)) = entry {
+            crate::prefetch(e.row());
         }
     }
 
@@ -238,23 +253,21 @@ impl Group {
     /// (every row when the group holds fewer), moving rows between the two sides in bulk, so
     /// neither move happens again before about `ordered` more changes.
     pub(crate) fn settle(&mut self, ordered: usize, identity: &Identity) {
-        let rehash = |(e, _): &(SortedRow, i64)| identity.hash(e.row());
         if !self.tail.is_empty() && self.head.len() < ordered {
             let room = ordered.saturating_mul(2).saturating_sub(self.head.len());
-            let mut rest: Vec<(SortedRow, i64)> =
-                std::mem::take(&mut self.tail).into_iter().collect();
+            let mut rest = std::mem::take(&mut self.tail).into_entries();
             if room < rest.len() {
-                rest.select_nth_unstable_by(room, |a, b| a.0.cmp(&b.0));
-                for later in rest.drain(room..) {
-                    self.tail.insert_unique(rehash(&later), later, rehash);
+                rest.select_nth_unstable_by(room, |a, b| a.1.cmp(&b.1));
+                for (hash, e, n) in rest.drain(room..) {
+                    self.tail.insert_new(hash, e, n);
                 }
             }
-            self.head.extend(rest);
+            self.head.extend(rest.into_iter().map(|(_, e, n)| (e, n)));
         } else if self.head.len() > ordered.saturating_mul(4) {
             let keep = ordered.saturating_mul(2);
             if let Some(first_later) = self.head.keys().nth(keep).cloned() {
-                for later in self.head.split_off(&first_later) {
-                    self.tail.insert_unique(rehash(&later), later, rehash);
+                for (e, n) in self.head.split_off(&first_later) {
+                    self.tail.insert_new(identity.hash(e.row()), e, n);
                 }
             }
         }
@@ -530,8 +543,9 @@ fn fold_shard<'a>(
         }
         let run = &changes[start..end];
         let group = shard.entry(keys.key_of(first)).or_default();
-        // A large group's rows past the ordered ones are fetched ahead: each change's entry
-        // `2 * AHEAD` changes before it, the entry's row `AHEAD` changes before it.
+        // A large group's rows past the ordered ones are fetched ahead: each change's index
+        // cell `3 * AHEAD` changes before it, its entry `2 * AHEAD` and the entry's row
+        // `AHEAD` changes before it.
         let hashes: Vec<u64> = if group.tail.len() >= PREFETCH_MIN_ROWS {
             // The changes' rows were made by the engine's workers, on other cores: each is
             // asked for a few changes before it is hashed.
@@ -547,6 +561,9 @@ fn fold_shard<'a>(
             Vec::new()
         };
         let ahead = |n: usize, group: &Group| {
+            if let Some(&hash) = hashes.get(n + 3 * PREFETCH_AHEAD) {
+                group.prefetch_cell(hash);
+            }
             if let Some(&hash) = hashes.get(n + 2 * PREFETCH_AHEAD) {
                 group.prefetch_entry(hash);
             }
@@ -651,7 +668,7 @@ mod tests {
                 assert_eq!(group.len(), oracle.len());
                 if let (Some((last, _)), Some(first_later)) = (
                     group.head.last_key_value(),
-                    group.tail.iter().map(|(e, _)| e).min(),
+                    group.tail.entries().iter().map(|(_, e, _)| e).min(),
                 ) {
                     assert!(
                         last < first_later,

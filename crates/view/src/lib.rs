@@ -11,6 +11,7 @@
 mod groups;
 mod order;
 mod prefetch;
+pub mod slot_table;
 mod window;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,16 +1,18 @@
-//! The keyed fold's table of key states: a hash table whose lookups can be fetched into the
-//! cache ahead of time, and whose entries stay where they are while a time is folded.
+//! A hash table whose lookups can be fetched into the cache ahead of time: the engine's
+//! keyed fold keeps its groups in one, and a view its large keys' unordered rows.
 //!
 //! A `hashbrown` table must read a key's control bytes (a cache miss in a table of hundreds
-//! of thousands of groups, which the processor waits for) before it knows which entry to
-//! fetch. Here a key's first cell in the index is a function of its hash alone, so the fold
-//! asks for it with a prefetch many updates ahead and, a few updates later, reads the cell (in
-//! the cache by then) to fetch the entry. Entries lie densely in insertion order: a key
-//! touched in a time is found again by its position, without a lookup, and removals wait for
-//! the end of the time ([`SlotTable::remove_positions`]).
+//! of thousands of entries, which the processor waits for) before it knows which entry to
+//! fetch. Here a key's first cell in the index is a function of its hash alone, so a fold
+//! asks for it with a prefetch many changes ahead and, a few changes later, reads the cell (in
+//! the cache by then) to fetch the entry. Entries lie densely in insertion order, each with
+//! its hash (the index grows without hashing a key again): a key touched in a time is found
+//! again by its position, without a lookup, and removals may wait for the end of the time
+//! ([`SlotTable::remove_positions`]).
 
 /// Entries `(hash, key, value)` found by their hash, stored densely.
-pub(crate) struct SlotTable<K, V> {
+#[derive(Clone)]
+pub struct SlotTable<K, V> {
     /// Open addressing with linear probing over `2^bits` cells: 0 is empty, else the entry's
     /// position plus one (low 32 bits) under its hash's fingerprint ([`fingerprint`], high 32
     /// bits), which also gives the cell the entry belongs at.
@@ -26,13 +28,19 @@ const LOAD_DEN: usize = 8;
 
 /// 32 well-mixed bits of a hash: its cell is their top `bits` bits, and a probe compares them
 /// before it compares keys. The multiply carries every bit of the hash into the high ones.
-pub(crate) fn fingerprint(hash: u64) -> u32 {
+pub fn fingerprint(hash: u64) -> u32 {
     (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+impl<K, V> Default for SlotTable<K, V> {
+    fn default() -> Self {
+        SlotTable::new()
+    }
 }
 
 impl<K, V> SlotTable<K, V> {
     /// An empty table (no allocation until the first entry).
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         SlotTable {
             cells: Vec::new(),
             bits: 0,
@@ -41,15 +49,30 @@ impl<K, V> SlotTable<K, V> {
     }
 
     /// Forgets every entry.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.cells.clear();
         self.bits = 0;
         self.entries.clear();
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many entries the table holds.
+    pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> &[(u64, K, V)] {
+        &self.entries
+    }
+
+    /// Every entry, taken out of the table.
+    pub fn into_entries(self) -> Vec<(u64, K, V)> {
+        self.entries
     }
 
     fn mask(&self) -> usize {
@@ -65,23 +88,23 @@ impl<K, V> SlotTable<K, V> {
     }
 
     /// Asks the processor for the cell a key of `hash` is looked up at first. A hint only.
-    pub(crate) fn prefetch_cell(&self, hash: u64) {
+    pub fn prefetch_cell(&self, hash: u64) {
         if !self.cells.is_empty() {
             let at = self.home(fingerprint(hash));
-            petrel_view::prefetch(&self.cells[at..at + 1]);
+            crate::prefetch(&self.cells[at..at + 1]);
         }
     }
 
     /// Asks the processor for the entry at `position`. A hint only.
-    pub(crate) fn prefetch_position(&self, position: usize) {
+    pub fn prefetch_position(&self, position: usize) {
         if let Some(entry) = self.entries.get(position) {
-            petrel_view::prefetch(std::slice::from_ref(entry));
+            crate::prefetch(std::slice::from_ref(entry));
         }
     }
 
     /// The position of the first entry whose hash shares `hash`'s fingerprint: the key's,
     /// unless it is new or another key's fingerprint collides. Reads cells only.
-    pub(crate) fn likely_position(&self, hash: u64) -> Option<usize> {
+    pub fn likely_position(&self, hash: u64) -> Option<usize> {
         self.positions_of(hash).next()
     }
 
@@ -107,8 +130,14 @@ impl<K, V> SlotTable<K, V> {
         })
     }
 
+    /// The positions of the entries with `hash`, in probe order.
+    pub fn positions(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        self.positions_of(hash)
+            .filter(move |&p| self.entries.get(p).is_some_and(|(h, _, _)| *h == hash))
+    }
+
     /// The position of the entry with `hash` whose key `is_it` accepts.
-    pub(crate) fn position(&self, hash: u64, is_it: impl Fn(&K) -> bool) -> Option<usize> {
+    pub fn position(&self, hash: u64, is_it: impl Fn(&K) -> bool) -> Option<usize> {
         self.positions_of(hash).find(|&p| {
             let (h, key, _) = &self.entries[p];
             *h == hash && is_it(key)
@@ -116,18 +145,18 @@ impl<K, V> SlotTable<K, V> {
     }
 
     /// The entry at `position`.
-    pub(crate) fn get(&self, position: usize) -> Option<&(u64, K, V)> {
+    pub fn get(&self, position: usize) -> Option<&(u64, K, V)> {
         self.entries.get(position)
     }
 
     /// The entry at `position`, to change its value (its hash and key stay).
-    pub(crate) fn get_mut(&mut self, position: usize) -> Option<&mut (u64, K, V)> {
+    pub fn get_mut(&mut self, position: usize) -> Option<&mut (u64, K, V)> {
         self.entries.get_mut(position)
     }
 
     /// The position and entry of `key` (with `hash`), added with the value `value` makes
     /// when the table does not hold it.
-    pub(crate) fn find_or_insert(
+    pub fn find_or_insert(
         &mut self,
         hash: u64,
         key: K,
@@ -145,7 +174,7 @@ impl<K, V> SlotTable<K, V> {
 
     /// Adds an entry for a key the table does not hold (the caller looked it up); returns its
     /// position.
-    pub(crate) fn insert_new(&mut self, hash: u64, key: K, value: V) -> usize {
+    pub fn insert_new(&mut self, hash: u64, key: K, value: V) -> usize {
         if (self.entries.len() + 1) * LOAD_DEN > self.cells.len() * LOAD_NUM {
             self.grow();
         }
@@ -193,7 +222,7 @@ impl<K, V> SlotTable<K, V> {
 
     /// Removes the entries at `positions` (each once). Other entries may move: positions
     /// taken before the call do not hold after it.
-    pub(crate) fn remove_positions(&mut self, mut positions: Vec<usize>) {
+    pub fn remove_positions(&mut self, mut positions: Vec<usize>) {
         // From the last: the entry moved into a freed place is never one still to remove.
         positions.sort_unstable_by(|a, b| b.cmp(a));
         positions.dedup();
@@ -202,7 +231,9 @@ impl<K, V> SlotTable<K, V> {
         }
     }
 
-    fn remove(&mut self, position: usize) {
+    /// Removes the entry at `position`. The last entry moves into its place: positions taken
+    /// before the call do not hold after it.
+    pub fn remove(&mut self, position: usize) {
         let Some(at) = self.cell_of(position) else {
             return;
         };
