@@ -8,8 +8,7 @@
 //! the other (docs/performance.md, session 27). At idle priority (`SCHED_IDLE`) the kernel
 //! treats the compactor's core as free: a woken thread takes it at once. An idle thread may
 //! get no time at all on a saturated machine, so once the tables' uncompacted segments hold
-//! more than a part and a half's worth of rows ([`super::Storage::idle_backlog_max`], before
-//! they outgrow what the storage keeps in memory for compaction and must be read back), the
+//! more than three parts' worth of rows ([`super::Storage::idle_backlog_max`]), the
 //! compactor goes back to nice 10, raised by the writer that sees the backlog if the
 //! compactor is starved mid-round. A thread may leave idle priority only with `CAP_SYS_NICE`
 //! or an `RLIMIT_NICE` of 10 or more: without either, the compactor stays at nice 10 all
