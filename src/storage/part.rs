@@ -398,8 +398,7 @@ pub(crate) fn encode_taking(
 
 /// Puts back the values of `rows` that [`build_columns_by_first_kind`] took, from the
 /// columns it built of them (`arrays`, of at least as many cells as `rows`, stored as
-/// `kinds`): the rare part whose column kinds are mixed, or whose sort key is stored as
-/// bincode, is then written from its rows.
+/// `kinds`): the rare part whose column kinds turn out mixed is then written from its rows.
 fn restore_rows(
     arrays: &[ArrayRef],
     kinds: &[Kind],
