@@ -9,13 +9,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client, Broker, S3Server, Server, ADMIN};
+use common::{client, unused_port, Broker, S3Server, Server, ADMIN};
 use serde_json::{json, Value};
 
 /// The id of the one row in country `ZZ`, written while a subscriber watches.
@@ -78,34 +77,15 @@ fn write_project(dir: &std::path::Path, files: &BTreeMap<String, String>) {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A free port whose next port is free too (`--local 2` takes `port` and `port + 1`).
-fn free_port_pair() -> u16 {
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// Writes `hosts`: three processes on loopback, each with a cluster port and an HTTP port
-/// that were free when picked.
+/// ([`common::unused_port`]).
 fn write_hosts(hosts: &std::path::Path) {
     let lines: String = (0..3)
         .map(|_| {
             format!(
                 "127.0.0.1:{} http://127.0.0.1:{}\n",
-                free_port(),
-                free_port()
+                unused_port(),
+                unused_port()
             )
         })
         .collect();
@@ -628,13 +608,9 @@ fn a_three_process_cluster_answers_as_one_process_and_survives_a_lost_process() 
 fn a_local_cluster_starts_serves_and_stops_together() {
     use std::io::{BufRead, BufReader};
     let dir = common::copy_project_files("dataflows/clicks", "cluster-local");
-    let port = free_port_pair();
-    let cluster_port = loop {
-        let p = free_port_pair();
-        if p.abs_diff(port) > 1 {
-            break p;
-        }
-    };
+    // `--local 2` takes `port` and `port + 1`, and the cluster's ports likewise.
+    let port = common::unused_ports(2);
+    let cluster_port = common::unused_ports(2);
     let log_path = std::env::temp_dir().join(format!("petrel-cluster-local-{port}.log"));
     let mut parent = Command::new(env!("CARGO_BIN_EXE_petrel"))
         .args([

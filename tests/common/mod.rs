@@ -8,6 +8,46 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The first of `n` consecutive loopback ports for a child process to bind (an S3 server, a
+/// broker, a cluster's processes), which it binds after this returns. Picked at random below
+/// the kernel's range of ephemeral ports, checked free, and never handed twice by one test
+/// binary: a port picked by binding port 0 comes from the ephemeral range, where any
+/// outgoing connection of the machine (another test's client, a broker's) may take it
+/// before the child binds it (the cluster and S3 tests failed that way under load).
+pub fn unused_ports(n: u16) -> u16 {
+    use rand::Rng;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static HANDED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = if ephemeral_low > 12_000 + n {
+        (10_000, ephemeral_low - n)
+    } else {
+        (61_000, u16::MAX - n)
+    };
+    let mut rng = rand::rng();
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let first = rng.random_range(low..high);
+        let ports = first..first + n;
+        let free = ports
+            .clone()
+            .all(|p| !handed.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            handed.extend(ports);
+            return first;
+        }
+    }
+}
+
+/// One port as [`unused_ports`] picks them.
+pub fn unused_port() -> u16 {
+    unused_ports(1)
+}
+
 /// The admin token every test server uses.
 pub const ADMIN: &str = "test-admin-token-0123456789abcdef";
 
@@ -220,11 +260,7 @@ impl S3Server {
         let bin = std::env::var("PETREL_MOTO").unwrap_or_else(|_| {
             panic!("PETREL_MOTO is not set: run the tests through scripts/test.sh, which installs the S3 server")
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -431,11 +467,7 @@ impl Broker {
         let bin = std::env::var("PETREL_TANSU").unwrap_or_else(|_| {
             panic!("PETREL_TANSU is not set: run the tests through scripts/test.sh, which installs the broker")
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = unused_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(&bin)
             .args([
