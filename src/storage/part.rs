@@ -373,20 +373,18 @@ pub(crate) fn encode_taking(
     names: &[String],
     rows: &mut [PartRow],
 ) -> Result<EncodedPart, StorageError> {
-    let (kinds, built, extremes) = match build_columns_by_first_kind(rows, names.len())? {
-        Some(Built {
-            kinds,
-            arrays,
-            extremes,
-        }) => (kinds, arrays, Some(extremes)),
-        None => {
-            let kinds = column_kinds(rows, names.len());
-            let built = build_columns(rows, &kinds)?;
-            (kinds, built, None)
-        }
+    let Some(Built {
+        kinds,
+        arrays,
+        extremes,
+    }) = build_columns_by_first_kind(rows, names.len())?
+    else {
+        // A column's kinds turned out mixed: the rows have their values back, and are
+        // written as they are.
+        return encode(names, rows);
     };
     let mut writer = PartWriter::new(names, kinds)?;
-    let columns = writer.with_statistics(rows, built, extremes);
+    let columns = writer.with_statistics(rows, arrays, Some(extremes));
     let mut start = 0;
     while start < rows.len() {
         let len = ROW_GROUP_ROWS.min(rows.len() - start);
@@ -635,7 +633,6 @@ pub(crate) struct PartWriter {
     /// Opened by the first row group written, whose columns decide which are stored as
     /// deltas ([`PartWriter::open`]).
     writer: Option<ArrowWriter<Vec<u8>>>,
-    names: Vec<String>,
     schema: Arc<Schema>,
     kinds: Vec<Kind>,
     stats: Vec<ColumnStats>,
@@ -665,7 +662,6 @@ impl PartWriter {
             .collect();
         Ok(PartWriter {
             writer: None,
-            names: names.to_vec(),
             schema: Arc::new(Schema::new(fields)),
             kinds,
             stats,
@@ -696,7 +692,8 @@ impl PartWriter {
         let deltas = deltas
             .iter()
             .filter(|&&c| self.kinds.get(c).is_some_and(|k| k.is_integer()))
-            .filter_map(|&c| self.names.get(c).cloned())
+            // The datasource's columns follow `_seq`, `_ts` and `_diff` in the schema.
+            .filter_map(|&c| self.schema.fields().get(c + 3).map(|f| f.name().clone()))
             .chain(["_seq", "_diff"].map(String::from));
         for name in deltas {
             let column = ColumnPath::new(vec![name]);

@@ -594,8 +594,8 @@ where
 /// its own slices of a batch has ([`RowRouter::route_slice`]) and hands each worker the
 /// indices of its rows in the batch with their keys' hashes, so a row's key is hashed once and
 /// a worker reads only its own rows (updates at a time after the input frontier's still wait
-/// for it in the fold). Where the key is known only after the scan ([`Routing::AfterScan`]), every worker
-/// reads each batch whole and keeps its own rows. `keys` are the key's expressions over the
+/// for it in the fold). Where the key is known only after the scan ([`Routing::AfterScan`]),
+/// every worker reads each batch whole and keeps its own rows. `keys` are the key's expressions over the
 /// rows the scan keeps; `update_of` gives what such a row carries for its key.
 pub(crate) fn fold_scanned_by_key<'s, S, F>(
     (scan, slices, guard): (Scan, Slices<'s>, Guard),

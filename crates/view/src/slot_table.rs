@@ -138,10 +138,8 @@ impl<K, V> SlotTable<K, V> {
 
     /// The position of the entry with `hash` whose key `is_it` accepts.
     pub fn position(&self, hash: u64, is_it: impl Fn(&K) -> bool) -> Option<usize> {
-        self.positions_of(hash).find(|&p| {
-            let (h, key, _) = &self.entries[p];
-            *h == hash && is_it(key)
-        })
+        self.positions(hash)
+            .find(|&p| self.entries.get(p).is_some_and(|(_, key, _)| is_it(key)))
     }
 
     /// The entry at `position`.
