@@ -24,6 +24,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnPath;
 use petrel_value::{Row, Value, F64, U128};
 use petrel_view::Ts;
@@ -138,10 +139,11 @@ impl Kind {
         })
     }
 
-    /// Whether a column of this kind has its extremes read value by value, not from its
-    /// built column ([`array_extremes`]).
+    /// Whether a column of this kind has its extremes read value by value: bincode's bytes
+    /// do not sort as their values do. Every other kind's are the Parquet writer's
+    /// statistics ([`chunk_extremes`]).
     fn read_by_value(self) -> bool {
-        matches!(self, Kind::Bool | Kind::Uuid | Kind::Encoded)
+        matches!(self, Kind::Encoded)
     }
 
     /// Stored as a Parquet integer (what a delta encoding applies to).
@@ -200,68 +202,33 @@ fn encode_value(v: &Value) -> Result<Vec<u8>, StorageError> {
         .map_err(|e| StorageError::Corrupt(format!("cannot encode a value: {e}")))
 }
 
-/// The smallest and largest value of `values` by `key` (the first of equals), if any.
-fn least_and_greatest<T: Copy, K: Ord>(
-    mut values: impl Iterator<Item = T>,
-    key: impl Fn(T) -> K,
-) -> Option<(T, T)> {
-    let first = values.next()?;
-    Some(values.fold((first, first), |(least, greatest), v| {
-        (
-            if key(v) < key(least) { v } else { least },
-            if key(v) > key(greatest) { v } else { greatest },
-        )
-    }))
-}
-
-/// The smallest and largest non-NULL value of a typed column, read from its Arrow array
-/// (one column's values in a row, not each row's values in turn); the outer `None` for the
-/// kinds whose statistics are read from the rows. Values compare as [`Value`] orders them.
-fn array_extremes(array: &ArrayRef, kind: Kind) -> Option<Option<(Value, Value)>> {
-    fn pair<T>(found: Option<(T, T)>, wrap: impl Fn(T) -> Value) -> Option<(Value, Value)> {
-        found.map(|(least, greatest)| (wrap(least), wrap(greatest)))
+/// The smallest and largest non-NULL value of a column chunk, from the statistics the
+/// Parquet writer computed as it encoded the chunk (exact: parts are written without
+/// truncating them); `None` for bincode columns, whose bytes do not sort as their values
+/// do, and for a chunk of NULLs. Parquet orders each kind as [`Value`] does: integers signed
+/// or unsigned as their logical type says, floats by their total order, strings and UUIDs'
+/// big-endian bytes bytewise.
+fn chunk_extremes(stats: &Statistics, kind: Kind) -> Option<(Value, Value)> {
+    fn pair<T>(
+        s: &ValueStatistics<T>,
+        wrap: impl Fn(&T) -> Option<Value>,
+    ) -> Option<(Value, Value)> {
+        Some((wrap(s.min_opt()?)?, wrap(s.max_opt()?)?))
     }
-    let any = array.as_any();
-    Some(match kind {
-        Kind::Int | Kind::DateTime | Kind::DateTime64(_) => {
-            let values = any.downcast_ref::<Int64Array>()?;
-            let found = least_and_greatest(values.iter().flatten(), |v| v);
-            match kind {
-                Kind::Int => pair(found, Value::Int),
-                Kind::DateTime => pair(found, Value::DateTime),
-                Kind::DateTime64(p) => pair(found, |v| Value::DateTime64(v, p)),
-                _ => return None,
-            }
+    match (stats, kind) {
+        (Statistics::Int64(s), Kind::Int) => pair(s, |v| Some(Value::Int(*v))),
+        (Statistics::Int64(s), Kind::UInt) => pair(s, |v| Some(Value::UInt(*v as u64))),
+        (Statistics::Int64(s), Kind::DateTime) => pair(s, |v| Some(Value::DateTime(*v))),
+        (Statistics::Int64(s), Kind::DateTime64(p)) => pair(s, |v| Some(Value::DateTime64(*v, p))),
+        (Statistics::Int32(s), Kind::Date) => pair(s, |v| Some(Value::Date(*v))),
+        (Statistics::Double(s), Kind::Float) => pair(s, |v| Some(Value::Float(F64(*v)))),
+        (Statistics::Boolean(s), Kind::Bool) => pair(s, |v| Some(Value::Bool(*v))),
+        (Statistics::ByteArray(s), Kind::Str) => pair(s, |v| v.as_utf8().ok().map(Value::str)),
+        (Statistics::FixedLenByteArray(s), Kind::Uuid) => {
+            pair(s, |v| Some(Value::Uuid(uuid_of(v.data()))))
         }
-        Kind::UInt => {
-            let values = any.downcast_ref::<UInt64Array>()?;
-            pair(
-                least_and_greatest(values.iter().flatten(), |v| v),
-                Value::UInt,
-            )
-        }
-        Kind::Date => {
-            let values = any.downcast_ref::<Int32Array>()?;
-            pair(
-                least_and_greatest(values.iter().flatten(), |v| v),
-                Value::Date,
-            )
-        }
-        Kind::Float => {
-            let values = any.downcast_ref::<Float64Array>()?;
-            pair(least_and_greatest(values.iter().flatten(), F64), |v| {
-                Value::Float(F64(v))
-            })
-        }
-        Kind::Str => {
-            let values = any.downcast_ref::<StringArray>()?;
-            pair(
-                least_and_greatest(values.iter().flatten(), |v| v),
-                Value::str,
-            )
-        }
-        Kind::Bool | Kind::Uuid | Kind::Encoded => return None,
-    })
+        _ => None,
+    }
 }
 
 /// One column of a part being built, as the Arrow builder of its kind. A value of another
@@ -684,7 +651,9 @@ impl PartWriter {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             // Min/max per row group; no page index (nothing reads one, and it costs the
             // writer a statistics pass per page).
-            .set_statistics_enabled(EnabledStatistics::Chunk);
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            // Whole values: the manifest's extremes are read from these statistics.
+            .set_statistics_truncate_length(None);
         // Log positions (rising), a row's multiplicity (long runs of one value), and the
         // `deltas` columns (of many values) are stored as the differences between
         // neighbours, bit-packed, which is no larger than a dictionary and costs no hash per
@@ -722,9 +691,10 @@ impl PartWriter {
     }
 
     /// The part's Arrow columns of `rows`: their log position, time and diff, then `built`
-    /// (the rows' columns, stored as the writer's kinds), whose extremes are folded into the
-    /// part's statistics: read from the built columns, or for the kinds read value by value
-    /// ([`Kind::read_by_value`]), taken from `extremes` when given, else from the rows.
+    /// (the rows' columns, stored as the writer's kinds). The extremes of the kinds read
+    /// value by value ([`Kind::read_by_value`]) are folded into the part's statistics here:
+    /// taken from `extremes` when given, else from the rows; the other kinds' come from the
+    /// Parquet writer's statistics when the part is finished.
     fn with_statistics(
         &mut self,
         rows: &[PartRow],
@@ -738,11 +708,9 @@ impl PartWriter {
         ];
         let mut extremes = extremes.map(Vec::into_iter);
         for (c, array) in built.into_iter().enumerate() {
-            let kind = self.kinds[c];
             let known = extremes.as_mut().and_then(Iterator::next);
-            let found = match array_extremes(&array, kind) {
-                Some(found) => found,
-                None => match known {
+            if self.kinds[c].read_by_value() {
+                let found = match known {
                     Some(known) => known.found(),
                     None => {
                         let mut read = Extremes::default();
@@ -752,10 +720,10 @@ impl PartWriter {
                             .for_each(|v| read.include(v));
                         read.found()
                     }
-                },
-            };
-            if let Some((least, greatest)) = found {
-                self.stats[c].include(least, greatest);
+                };
+                if let Some((least, greatest)) = found {
+                    self.stats[c].include(least, greatest);
+                }
             }
             columns.push(array);
         }
@@ -791,7 +759,20 @@ impl PartWriter {
             StorageError::Corrupt(format!("cannot write a part: {e}"))
         };
         writer.flush().map_err(fail)?;
-        let row_groups = writer.flushed_row_groups().len();
+        let groups = writer.flushed_row_groups();
+        for group in groups {
+            for (c, kind) in self.kinds.iter().enumerate() {
+                let found = group
+                    .columns()
+                    .get(c + 3)
+                    .and_then(|chunk| chunk.statistics())
+                    .and_then(|stats| chunk_extremes(stats, *kind));
+                if let Some((least, greatest)) = found {
+                    self.stats[c].include(least, greatest);
+                }
+            }
+        }
+        let row_groups = groups.len();
         let out = writer.into_inner().map_err(fail)?;
         Ok(EncodedPart {
             bytes: Bytes::from(out),
@@ -1218,13 +1199,17 @@ mod tests {
 
     use super::*;
 
-    /// A part's statistics read from its typed Arrow columns equal the smallest and largest
-    /// values of its rows, as `Value` orders them, across chunks written one at a time.
+    /// A part's statistics, read from the Parquet writer's, equal the smallest and largest
+    /// values of its rows, as `Value` orders them, across chunks written one at a time: for
+    /// unsigned integers above `i64::MAX` (stored in Parquet's signed 64 bits), strings longer
+    /// than Parquet truncates statistics to by default, UUIDs and booleans too.
     #[test]
     fn statistics_equal_the_rows_extremes() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let strings = ["", "a", "a\0", "zz", "US", "é"];
+        let long = "é".repeat(50);
+        let longer = format!("{long}é");
+        let strings = ["", "a", "a\0", "zz", "US", "é", &long, &longer];
         let mut rows = Vec::new();
         for n in 0..3_000u64 {
             let maybe = |v: Value, rng: &mut rand::rngs::StdRng| {
@@ -1236,7 +1221,14 @@ mod tests {
             };
             let row = vec![
                 maybe(Value::Int(rng.random_range(-500..500)), &mut rng),
-                maybe(Value::UInt(rng.random_range(0..1_000)), &mut rng),
+                maybe(
+                    Value::UInt(if rng.random_range(0..3) == 0 {
+                        u64::MAX - rng.random_range(0..1_000)
+                    } else {
+                        rng.random_range(0..1_000)
+                    }),
+                    &mut rng,
+                ),
                 maybe(
                     Value::Float(F64(rng.random_range(-4..4) as f64 / 3.0)),
                     &mut rng,
@@ -1251,6 +1243,8 @@ mod tests {
                     &mut rng,
                 ),
                 maybe(Value::DateTime64(rng.random_range(-9..9), 3), &mut rng),
+                maybe(Value::Uuid(rng.random::<u128>().into()), &mut rng),
+                maybe(Value::Bool(rng.random_range(0..5) == 0), &mut rng),
             ];
             rows.push(PartRow {
                 seq: n,
@@ -1259,7 +1253,7 @@ mod tests {
                 row,
             });
         }
-        let names: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        let names: Vec<String> = (0..9).map(|i| format!("c{i}")).collect();
         let kinds = column_kinds(&rows, names.len());
         let mut writer = PartWriter::new(&names, kinds).unwrap();
         for chunk in rows.chunks(700) {
