@@ -15,8 +15,8 @@ use arrow_array::builder::{
     Int64Builder, StringBuilder, UInt64Builder,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, UInt64Array,
+    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, Float64Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -43,9 +43,6 @@ pub(crate) struct PartRow {
     pub diff: i64,
     pub row: Row,
 }
-
-/// A part's columns as built, and how each is stored.
-type BuiltColumns = (Vec<Kind>, Vec<ArrayRef>);
 
 /// The smallest and largest value of one column in a part.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -361,6 +358,158 @@ pub(crate) fn encode_taking(
     writer.finish()
 }
 
+/// What the manifest says of a part's updates besides their columns.
+pub(crate) struct PartFigures {
+    pub updates: u64,
+    pub net_rows: i64,
+    pub min_ts: Ts,
+    pub max_ts: Ts,
+}
+
+impl PartFigures {
+    /// The figures of updates with times `ts` and multiplicities `diff`.
+    fn of(ts: impl Iterator<Item = Ts> + Clone, diff: impl Iterator<Item = i64>) -> PartFigures {
+        let (mut updates, mut net_rows) = (0, 0);
+        for d in diff {
+            updates += 1;
+            net_rows += d;
+        }
+        PartFigures {
+            updates,
+            net_rows,
+            min_ts: ts.clone().min().unwrap_or(0),
+            max_ts: ts.max().unwrap_or(0),
+        }
+    }
+
+    /// The figures of `rows`.
+    pub(crate) fn of_rows(rows: &[PartRow]) -> PartFigures {
+        PartFigures::of(rows.iter().map(|r| r.ts), rows.iter().map(|r| r.diff))
+    }
+}
+
+/// A written segment's batches as a part's columns, built when the segment is written,
+/// while its rows are still in the cache, and kept for its compaction in place of the rows:
+/// a compaction then writes the columns as they are and reads no row (reading a part's
+/// rows, made long before and spread over memory, was the larger part of its work), and the
+/// rows are freed by whoever drops them last, soon after they were made.
+pub(crate) struct HeldColumns {
+    seq: Vec<u64>,
+    ts: Vec<Ts>,
+    diff: Vec<i64>,
+    built: Built,
+}
+
+impl HeldColumns {
+    /// The columns of `batches` (each its time and updates; the first is the log's batch
+    /// `first`) with `columns` values a row, or `None` when a column's values are of several
+    /// kinds or a row has another number of columns (the segment's compaction then reads
+    /// its rows).
+    pub(crate) fn build<'a>(
+        first: u64,
+        batches: impl Iterator<Item = (Ts, &'a [(Row, isize)])> + Clone,
+        columns: usize,
+    ) -> Result<Option<HeldColumns>, StorageError> {
+        let rows: usize = batches.clone().map(|(_, updates)| updates.len()).sum();
+        let mut built = FirstKinds::new(columns, rows);
+        let mut seq = Vec::with_capacity(rows);
+        let mut ts = Vec::with_capacity(rows);
+        let mut diff = Vec::with_capacity(rows);
+        for (n, (time, updates)) in (first..).zip(batches) {
+            for (row, d) in updates {
+                if !built.push_row(row)? {
+                    return Ok(None);
+                }
+                seq.push(n);
+                ts.push(time);
+                diff.push(*d as i64);
+            }
+        }
+        Ok(Some(HeldColumns {
+            seq,
+            ts,
+            diff,
+            built: built.finish()?,
+        }))
+    }
+
+    /// The rows again, for a compaction that cannot write the columns as they are.
+    pub(crate) fn into_rows(self) -> Result<Vec<PartRow>, StorageError> {
+        let mut values: Vec<Row> = (0..self.seq.len())
+            .map(|_| Vec::with_capacity(self.built.kinds.len()))
+            .collect();
+        for (array, kind) in self.built.arrays.iter().zip(&self.built.kinds) {
+            read_cells(array, *kind, &mut values)?;
+        }
+        let meta = self.seq.into_iter().zip(self.ts).zip(self.diff);
+        Ok(meta
+            .zip(values)
+            .map(|(((seq, ts), diff), row)| PartRow { seq, ts, diff, row })
+            .collect())
+    }
+}
+
+/// Writes the held columns of consecutive segments (in log order) as one part, as they are,
+/// and its figures; or gives them back when a column holds values of different kinds in two
+/// of them (a column of NULLs in one segment takes the other segments' kind).
+pub(crate) fn encode_held(
+    names: &[String],
+    held: Vec<HeldColumns>,
+) -> Result<Result<(EncodedPart, PartFigures), Vec<HeldColumns>>, StorageError> {
+    let mut kinds = Vec::with_capacity(names.len());
+    for c in 0..names.len() {
+        let mut found = None;
+        for h in &held {
+            let (Some(array), Some(&kind)) = (h.built.arrays.get(c), h.built.kinds.get(c)) else {
+                return Ok(Err(held));
+            };
+            if array.null_count() == array.len() {
+                continue;
+            }
+            match found {
+                None => found = Some(kind),
+                Some(k) if k != kind => return Ok(Err(held)),
+                Some(_) => {}
+            }
+        }
+        kinds.push(found.unwrap_or(Kind::Str));
+    }
+    let figures = PartFigures::of(
+        held.iter().flat_map(|h| h.ts.iter().copied()),
+        held.iter().flat_map(|h| h.diff.iter().copied()),
+    );
+    let mut writer = PartWriter::new(names, kinds.clone())?;
+    for h in held {
+        let HeldColumns {
+            seq,
+            ts,
+            diff,
+            built,
+        } = h;
+        if seq.is_empty() {
+            continue;
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(seq)),
+            Arc::new(UInt64Array::from(ts)),
+            Arc::new(Int64Array::from(diff)),
+        ];
+        let own = built.kinds.iter().zip(built.extremes);
+        for (c, (array, (own, extremes))) in built.arrays.into_iter().zip(own).enumerate() {
+            if *own == kinds[c] {
+                if let Some((least, greatest)) = extremes.found() {
+                    writer.stats[c].include(least, greatest);
+                }
+                columns.push(array);
+            } else {
+                columns.push(new_null_array(&kinds[c].data_type(), array.len()));
+            }
+        }
+        writer.write_columns(columns)?;
+    }
+    Ok(Ok((writer.finish()?, figures)))
+}
+
 /// Puts back the values of `rows` that [`build_columns_by_first_kind`] took, from the
 /// columns it built of them (`arrays`, of at least as many cells as `rows`, stored as
 /// `kinds`): the rare part whose column kinds turn out mixed is then written from its rows.
@@ -433,8 +582,8 @@ fn many_valued_integer_columns(built: &[ArrayRef], kinds: &[Kind]) -> Vec<usize>
     columns
 }
 
-/// A column being built by [`build_columns_by_first_kind`]: NULLs so far, or the kind of its
-/// first value and its cells.
+/// A column being built by [`FirstKinds`]: NULLs so far, or the kind of its first value and
+/// its cells.
 enum FirstKind {
     Nulls(usize),
     Typed(Kind, Cells),
@@ -444,35 +593,43 @@ enum FirstKind {
 struct Built {
     kinds: Vec<Kind>,
     arrays: Vec<ArrayRef>,
-    /// Each column's extremes, read from its values for the kinds [`array_extremes`] does
-    /// not read from the built column.
+    /// Each column's extremes, read from its values for the kinds read value by value
+    /// ([`Kind::read_by_value`]).
     extremes: Vec<Extremes>,
 }
 
-/// The Arrow columns of `rows` and how each is stored, in one pass over the rows, which
-/// takes each row's values once their cells are built (the caller keeps the rows' log
-/// positions, times and multiplicities): a column is stored as the kind of its first
-/// non-NULL value (a string column when it is all NULL). A column whose first value is an
-/// array, tuple or map is stored as bincode, whatever follows. `None` when a typed column
-/// meets a value of another kind, or a row has another number of columns: the values taken
-/// are put back ([`restore_rows`]), and [`column_kinds`] decides the kinds first (several
-/// kinds are stored as bincode).
-fn build_columns_by_first_kind(
-    rows: &mut [PartRow],
-    columns: usize,
-) -> Result<Option<Built>, StorageError> {
-    let mut built: Vec<FirstKind> = (0..columns).map(|_| FirstKind::Nulls(0)).collect();
-    let mut extremes: Vec<Extremes> = (0..columns).map(|_| Extremes::default()).collect();
-    for i in 0..rows.len() {
-        let row = &rows[i].row;
-        let mut fits = row.len() == columns;
-        let width = if fits { columns } else { 0 };
-        for ((column, extremes), v) in built.iter_mut().zip(&mut extremes).zip(row).take(width) {
+/// A part's columns being built row by row, each stored as the kind of its first non-NULL
+/// value (a string column when it is all NULL; bincode, whatever follows, when its first
+/// value is an array, tuple or map).
+pub(super) struct FirstKinds {
+    columns: Vec<FirstKind>,
+    extremes: Vec<Extremes>,
+    /// The rows expected, for the builders' capacity.
+    capacity: usize,
+}
+
+impl FirstKinds {
+    /// Columns for `columns` values a row, about `capacity` rows.
+    pub(super) fn new(columns: usize, capacity: usize) -> FirstKinds {
+        FirstKinds {
+            columns: (0..columns).map(|_| FirstKind::Nulls(0)).collect(),
+            extremes: (0..columns).map(|_| Extremes::default()).collect(),
+            capacity,
+        }
+    }
+
+    /// Appends `row`'s values; false when it does not fit (a typed column meets a value of
+    /// another kind, or the row has another number of columns): the columns then hold some
+    /// of its cells and are only good for [`restore_rows`] of the rows before it.
+    pub(super) fn push_row(&mut self, row: &Row) -> Result<bool, StorageError> {
+        if row.len() != self.columns.len() {
+            return Ok(false);
+        }
+        for ((column, extremes), v) in self.columns.iter_mut().zip(&mut self.extremes).zip(row) {
             match column {
                 FirstKind::Typed(kind, cells) => {
                     if !v.is_null() && *kind != Kind::Encoded && Kind::of(v) != *kind {
-                        fits = false;
-                        break;
+                        return Ok(false);
                     }
                     cells.push(Some(v))?;
                     if !v.is_null() && kind.read_by_value() {
@@ -482,7 +639,7 @@ fn build_columns_by_first_kind(
                 FirstKind::Nulls(nulls) if v.is_null() => *nulls += 1,
                 FirstKind::Nulls(nulls) => {
                     let kind = Kind::of(v);
-                    let mut cells = Cells::new(kind, rows.len());
+                    let mut cells = Cells::new(kind, self.capacity);
                     for _ in 0..*nulls {
                         cells.push(None)?;
                     }
@@ -494,40 +651,55 @@ fn build_columns_by_first_kind(
                 }
             }
         }
-        if !fits {
-            let (kinds, arrays) = finish_first_kinds(built)?;
+        Ok(true)
+    }
+
+    /// The columns' kinds, Arrow arrays and value-by-value extremes.
+    fn finish(self) -> Result<Built, StorageError> {
+        let mut kinds = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for column in self.columns {
+            let (kind, cells) = match column {
+                FirstKind::Typed(kind, cells) => (kind, cells),
+                FirstKind::Nulls(nulls) => {
+                    let mut cells = Cells::new(Kind::Str, nulls);
+                    for _ in 0..nulls {
+                        cells.push(None)?;
+                    }
+                    (Kind::Str, cells)
+                }
+            };
+            kinds.push(kind);
+            arrays.push(cells.finish());
+        }
+        Ok(Built {
+            kinds,
+            arrays,
+            extremes: self.extremes,
+        })
+    }
+}
+
+/// The Arrow columns of `rows` and how each is stored ([`FirstKinds`]), in one pass over the
+/// rows, which takes each row's values once their cells are built (the caller keeps the
+/// rows' log positions, times and multiplicities). `None` when a typed column meets a value
+/// of another kind, or a row has another number of columns: the values taken are put back
+/// ([`restore_rows`]), and [`column_kinds`] decides the kinds first (several kinds are
+/// stored as bincode).
+fn build_columns_by_first_kind(
+    rows: &mut [PartRow],
+    columns: usize,
+) -> Result<Option<Built>, StorageError> {
+    let mut built = FirstKinds::new(columns, rows.len());
+    for i in 0..rows.len() {
+        if !built.push_row(&rows[i].row)? {
+            let Built { kinds, arrays, .. } = built.finish()?;
             restore_rows(&arrays, &kinds, &mut rows[..i])?;
             return Ok(None);
         }
         drop(std::mem::take(&mut rows[i].row));
     }
-    let (kinds, arrays) = finish_first_kinds(built)?;
-    Ok(Some(Built {
-        kinds,
-        arrays,
-        extremes,
-    }))
-}
-
-/// The kinds and Arrow columns of columns being built (an all-NULL column as strings).
-fn finish_first_kinds(built: Vec<FirstKind>) -> Result<BuiltColumns, StorageError> {
-    let mut kinds = Vec::with_capacity(built.len());
-    let mut arrays = Vec::with_capacity(built.len());
-    for column in built {
-        let (kind, cells) = match column {
-            FirstKind::Typed(kind, cells) => (kind, cells),
-            FirstKind::Nulls(nulls) => {
-                let mut cells = Cells::new(Kind::Str, nulls);
-                for _ in 0..nulls {
-                    cells.push(None)?;
-                }
-                (Kind::Str, cells)
-            }
-        };
-        kinds.push(kind);
-        arrays.push(cells.finish());
-    }
-    Ok((kinds, arrays))
+    built.finish().map(Some)
 }
 
 /// The least and greatest non-NULL values of a column, read value by value; each value's

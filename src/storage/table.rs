@@ -71,9 +71,25 @@ impl Segment {
 /// bound on held rows until dropped; they are dropped when the table's writes pause (a
 /// flusher round in which it wrote no segment), so an idle table keeps nothing.
 struct Held {
-    records: Vec<Arc<Record>>,
+    batches: HeldBatches,
     rows: u64,
     count: Arc<AtomicU64>,
+}
+
+/// How a written segment's batches are kept until their compaction.
+enum HeldBatches {
+    /// As the part's columns, built when the segment was written (a table without
+    /// partitions or expiry, whose columns each hold values of one kind), with the batches'
+    /// latest time and last metadata.
+    Columns(part::HeldColumns, Ts, Option<Vec<u8>>),
+    /// As the batches themselves, shared with the engine.
+    Records(Vec<Arc<Record>>),
+}
+
+/// A segment's batches as a compaction takes them.
+enum SegmentRows {
+    Columns(part::HeldColumns, Ts, Option<Vec<u8>>),
+    Records(Vec<Record>),
 }
 
 impl Drop for Held {
@@ -256,6 +272,43 @@ fn merge_window(
         }
     }
     best
+}
+
+/// The rows of held columns, in their order.
+fn rows_of_held(held: Vec<part::HeldColumns>) -> Result<Vec<PartRow>, StorageError> {
+    let mut rows = Vec::new();
+    for columns in held {
+        rows.extend(columns.into_rows()?);
+    }
+    Ok(rows)
+}
+
+/// The rows of segments taken for a compaction (each with its first batch), in log order,
+/// about `known` rows in all.
+fn rows_of_segments(
+    taken: Vec<(u64, SegmentRows)>,
+    known: u64,
+) -> Result<Vec<PartRow>, StorageError> {
+    // Sized once: growing a vector of a part's rows copies it several times over.
+    let mut rows = Vec::with_capacity(known as usize);
+    for (first, taken) in taken {
+        match taken {
+            SegmentRows::Records(records) => {
+                for (seq, rec) in (first..).zip(records) {
+                    rows.extend(Arc::unwrap_or_clone(rec.updates).into_iter().map(
+                        |(row, diff)| PartRow {
+                            seq,
+                            ts: rec.ts,
+                            diff: diff as i64,
+                            row,
+                        },
+                    ));
+                }
+            }
+            SegmentRows::Columns(columns, ..) => rows.extend(columns.into_rows()?),
+        }
+    }
+    Ok(rows)
 }
 
 fn wall_ms() -> u64 {
@@ -496,7 +549,7 @@ impl TableLog {
             .put(&self.path(&format!("log/{file}")), bytes)?;
         self.storage.segment_written.store(true, Ordering::SeqCst);
         self.wrote_segment.store(true, Ordering::SeqCst);
-        let held = self.hold(records, rows);
+        let held = self.hold(first, records, rows)?;
         let mut st = self.state();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
@@ -521,22 +574,45 @@ impl TableLog {
         Ok(())
     }
 
-    /// Keeps a written segment's batches for its compaction, when the storage holds fewer
-    /// than [`Storage::held_rows_max`] rows of segments in all (beyond that the compaction
-    /// reads the segment back).
-    fn hold(&self, records: &[Arc<Record>], rows: u64) -> Option<Held> {
+    /// Keeps a written segment's batches (`records`, from the log's batch `first` on) for
+    /// its compaction, when the storage holds fewer than [`Storage::held_rows_max`] rows of
+    /// segments in all (beyond that the compaction reads the segment back): as the part's
+    /// columns where it can ([`part::HeldColumns`]), else as the batches.
+    fn hold(
+        &self,
+        first: u64,
+        records: &[Arc<Record>],
+        rows: u64,
+    ) -> Result<Option<Held>, StorageError> {
         let count = &self.storage.held_rows;
         let max = self.storage.held_rows_max();
-        count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held + rows <= max).then_some(held + rows)
-            })
-            .ok()?;
-        Some(Held {
-            records: records.to_vec(),
+        let counted = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held + rows <= max).then_some(held + rows)
+        });
+        if counted.is_err() {
+            return Ok(None);
+        }
+        // Counted from here: dropping it on an error gives the rows back.
+        let mut held = Held {
+            batches: HeldBatches::Records(Vec::new()),
             rows,
             count: count.clone(),
-        })
+        };
+        let plain = self.rules.partition.is_none() && self.rules.expiry.is_none();
+        let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
+        let columns = match plain {
+            true => part::HeldColumns::build(first, batches, self.columns.len())?,
+            false => None,
+        };
+        held.batches = match columns {
+            Some(columns) => {
+                let last_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
+                let last_meta = records.iter().rev().find_map(|r| r.meta.clone());
+                HeldBatches::Columns(columns, last_ts, last_meta)
+            }
+            None => HeldBatches::Records(records.to_vec()),
+        };
+        Ok(Some(held))
     }
 
     /// Stops keeping written segments' batches in memory (their compaction reads them back).
@@ -553,23 +629,29 @@ impl TableLog {
         }
     }
 
-    /// A segment's batches (time, updates, metadata): the ones kept since it was written,
-    /// or else read back from storage.
-    fn segment_batches(&self, seg: &Segment) -> Result<Vec<Record>, StorageError> {
+    /// A segment's batches: the ones kept since it was written (as columns or batches), or
+    /// else read back from storage.
+    fn segment_rows(&self, seg: &Segment) -> Result<SegmentRows, StorageError> {
         let Some(mut held) = self.state().held.remove(&seg.first) else {
-            return self.read_segment(seg);
+            return self.read_segment(seg).map(SegmentRows::Records);
         };
-        let batches = std::mem::take(&mut held.records)
-            .into_iter()
-            .map(|r| {
-                Arc::try_unwrap(r).unwrap_or_else(|r| Record {
-                    ts: r.ts,
-                    updates: r.updates.clone(),
-                    meta: r.meta.clone(),
-                })
-            })
-            .collect();
-        Ok(batches)
+        match std::mem::replace(&mut held.batches, HeldBatches::Records(Vec::new())) {
+            HeldBatches::Columns(columns, last_ts, last_meta) => {
+                Ok(SegmentRows::Columns(columns, last_ts, last_meta))
+            }
+            HeldBatches::Records(records) => Ok(SegmentRows::Records(
+                records
+                    .into_iter()
+                    .map(|r| {
+                        Arc::try_unwrap(r).unwrap_or_else(|r| Record {
+                            ts: r.ts,
+                            updates: r.updates.clone(),
+                            meta: r.meta.clone(),
+                        })
+                    })
+                    .collect(),
+            )),
+        }
     }
 
     /// Compacts segments into a part when they hold enough rows (or always, with `force`),
@@ -645,6 +727,21 @@ impl TableLog {
         mut rows: Vec<PartRow>,
     ) -> Result<PartInfo, StorageError> {
         let encoded = part::encode_taking(&self.columns, &mut rows)?;
+        let figures = part::PartFigures::of_rows(&rows);
+        self.put_part(file, first, end, partition, encoded, figures)
+    }
+
+    /// Stores an encoded part (of batches `first..end`, one partition) as `file` and
+    /// describes it.
+    fn put_part(
+        &self,
+        file: String,
+        first: u64,
+        end: u64,
+        partition: Option<Value>,
+        encoded: part::EncodedPart,
+        figures: part::PartFigures,
+    ) -> Result<PartInfo, StorageError> {
         let bytes = encoded.bytes.len() as u64;
         self.storage
             .put(&self.path(&format!("parts/{file}")), encoded.bytes)?;
@@ -653,12 +750,12 @@ impl TableLog {
             first,
             end,
             partition,
-            updates: rows.len() as u64,
-            net_rows: rows.iter().map(|r| r.diff).sum(),
+            updates: figures.updates,
+            net_rows: figures.net_rows,
             bytes,
             row_groups: encoded.row_groups,
-            min_ts: rows.iter().map(|r| r.ts).min().unwrap_or(0),
-            max_ts: rows.iter().map(|r| r.ts).max().unwrap_or(0),
+            min_ts: figures.min_ts,
+            max_ts: figures.max_ts,
             columns: encoded.stats,
         })
     }
@@ -675,36 +772,59 @@ impl TableLog {
 
     fn compact_segments(&self, segments: &[Segment]) -> Result<(), StorageError> {
         let (first, end) = (segments[0].first, segments[segments.len() - 1].end);
-        // Sized once (as far as the segments' rows are known): growing a vector of a part's
-        // rows copies it several times over.
-        let known: u64 = segments.iter().map(|s| s.rows).sum();
-        let mut rows = Vec::with_capacity(known.min(self.storage.config.compact_max_rows) as usize);
         let mut last_meta = None;
         let mut last_ts = 0;
+        let mut taken = Vec::with_capacity(segments.len());
         for seg in segments {
-            for (i, rec) in self.segment_batches(seg)?.into_iter().enumerate() {
-                let seq = seg.first + i as u64;
-                last_ts = last_ts.max(rec.ts);
-                if rec.meta.is_some() {
-                    last_meta = rec.meta;
+            let rows = self.segment_rows(seg)?;
+            match &rows {
+                SegmentRows::Columns(_, ts, meta) => {
+                    last_ts = last_ts.max(*ts);
+                    if meta.is_some() {
+                        last_meta.clone_from(meta);
+                    }
                 }
-                rows.extend(
-                    Arc::unwrap_or_clone(rec.updates)
-                        .into_iter()
-                        .map(|(row, diff)| PartRow {
-                            seq,
-                            ts: rec.ts,
-                            diff: diff as i64,
-                            row,
-                        }),
-                );
+                SegmentRows::Records(records) => {
+                    for rec in records {
+                        last_ts = last_ts.max(rec.ts);
+                        if rec.meta.is_some() {
+                            last_meta.clone_from(&rec.meta);
+                        }
+                    }
+                }
             }
+            taken.push((seg.first, rows));
         }
-        let dropped = self.drop_expired(&mut rows);
+        let file = |i: usize| format!("{first:020}-{end:020}-{i:04}.parquet");
         let mut infos = Vec::new();
-        for (i, (partition, rows)) in self.by_partition(rows).into_iter().enumerate() {
-            let file = format!("{first:020}-{end:020}-{i:04}.parquet");
-            infos.push(self.write_part(file, first, end, partition, rows)?);
+        let mut dropped = 0;
+        let held_as_columns = taken
+            .iter()
+            .all(|(_, rows)| matches!(rows, SegmentRows::Columns(..)));
+        let rows = if held_as_columns {
+            // Every segment held as columns: they are the part's, as they are.
+            let held = taken.into_iter().filter_map(|(_, rows)| match rows {
+                SegmentRows::Columns(columns, ..) => Some(columns),
+                SegmentRows::Records(_) => None,
+            });
+            match part::encode_held(&self.columns, held.collect())? {
+                Ok((encoded, figures)) => {
+                    infos.push(self.put_part(file(0), first, end, None, encoded, figures)?);
+                    None
+                }
+                // A column's kinds differ between segments: written from the rows.
+                Err(held) => Some(rows_of_held(held)?),
+            }
+        } else {
+            let known: u64 = segments.iter().map(|s| s.rows).sum();
+            let known = known.min(self.storage.config.compact_max_rows);
+            Some(rows_of_segments(taken, known)?)
+        };
+        if let Some(mut rows) = rows {
+            dropped = self.drop_expired(&mut rows);
+            for (i, (partition, rows)) in self.by_partition(rows).into_iter().enumerate() {
+                infos.push(self.write_part(file(i), first, end, partition, rows)?);
+            }
         }
         let old = self.manifest();
         let mut next = old.clone();
@@ -1393,6 +1513,68 @@ mod tests {
         let s = Storage::open(dir.to_str().unwrap(), false, config).unwrap();
         let t = s.table("t", cols, rules()).unwrap();
         assert_eq!(replay_all(&t, 1), expected, "the parts survive a reopen");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Segments held as columns are written as they are: a column of NULLs in one segment
+    /// takes the kind of another's values, and a column whose kinds differ between segments
+    /// (strings in one, integers in the next) is written from the rows instead. Every row
+    /// comes back with its time and multiplicity, and the manifest keeps the last batch's
+    /// time and metadata.
+    #[test]
+    fn held_columns_of_segments_stored_differently_keep_every_row() {
+        let (dir, _config, s) = small_parts_storage("held-kinds");
+        let cols = vec!["a".to_string(), "b".to_string()];
+        let t = s.table("t", cols, TableRules::default()).unwrap();
+        let mut expected = Vec::new();
+        let mut append = |ts: u64, rows: Vec<(Row, isize)>, meta: Option<&[u8]>| {
+            expected.extend(rows.iter().map(|(r, d)| (r.clone(), ts, *d)));
+            t.append(ts, &Arc::new(rows), meta).unwrap();
+            t.flush().unwrap();
+        };
+        // `b` is all NULL in the first segment and integers in the second.
+        append(
+            10,
+            vec![
+                (vec![Value::Int(1), Value::Null], 1),
+                (vec![Value::Int(2), Value::Null], -1),
+            ],
+            Some(b"first"),
+        );
+        append(11, vec![(vec![Value::Int(3), Value::UInt(7)], 2)], None);
+        assert!(t
+            .state()
+            .held
+            .values()
+            .all(|h| matches!(h.batches, HeldBatches::Columns(..))));
+        t.compact(true).unwrap();
+        let manifest = t.manifest();
+        assert_eq!(manifest.parts.len(), 1);
+        assert_eq!(
+            (manifest.parts[0].updates, manifest.parts[0].net_rows),
+            (3, 2)
+        );
+        assert_eq!(
+            (manifest.parts[0].min_ts, manifest.parts[0].max_ts),
+            (10, 11)
+        );
+        assert_eq!(manifest.parts[0].columns[1].min, Some(Value::UInt(7)));
+        assert_eq!(manifest.last_meta.as_deref(), Some(&b"first"[..]));
+        assert_eq!(manifest.last_ts, 11);
+        // `a` holds strings in one segment and integers in the next.
+        append(12, vec![(vec![Value::str("s"), Value::UInt(8)], 1)], None);
+        append(
+            13,
+            vec![(vec![Value::Int(4), Value::Null], 1)],
+            Some(b"last"),
+        );
+        t.compact(true).unwrap();
+        let manifest = t.manifest();
+        assert_eq!(manifest.parts.len(), 2);
+        assert_eq!(manifest.last_meta.as_deref(), Some(&b"last"[..]));
+        assert_eq!(manifest.last_ts, 13);
+        expected.sort();
+        assert_eq!(replay_all(&t, 1), expected);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
