@@ -619,6 +619,8 @@ where
     let spread = slices.flat_map(move |slice| router.route_slice(slice));
     let pact = Exchange::new(|(to, _): &(u64, RoutedSlice)| *to);
     let scan_guard = guard.clone();
+    // The projected row of the row being read, made in one vector for every row.
+    let mut made = Row::new();
     fold_operator(
         spread,
         pact,
@@ -636,8 +638,8 @@ where
                     OwnRows::Hashed(rows) => {
                         let updates = rows.iter().filter_map(|&(i, hash)| {
                             let (row, diff) = batch.get(i)?;
-                            let row = scan.apply(&scan_guard, row)?;
-                            Some(((hash, key_of(&keys, &row), update_of(&row)), *diff))
+                            let row = scan.apply_in(&scan_guard, row, &mut made)?;
+                            Some(((hash, key_of(&keys, row), update_of(row)), *diff))
                         });
                         fold.take(at, t, delayed, fresh, updates);
                     }

@@ -171,6 +171,44 @@ impl Scan {
         Some(row)
     }
 
+    /// `row` after the steps, as [`Scan::apply`] makes it, with the projection's row made in
+    /// `made` (whose allocation a caller reuses row after row: a fold reads each projected
+    /// row once, for its key and its update, and a new vector each row was an allocation and
+    /// a free per row).
+    pub(crate) fn apply_in<'r>(
+        &self,
+        guard: &Guard,
+        row: &'r Row,
+        made: &'r mut Row,
+    ) -> Option<&'r Row> {
+        let projections = self.steps.iter();
+        if projections
+            .filter(|s| matches!(s, Step::Project(_)))
+            .count()
+            > 1
+        {
+            *made = self.apply(guard, row)?.into_owned();
+            return Some(made);
+        }
+        let mut projected = false;
+        for step in &self.steps {
+            match step {
+                Step::Filter(predicate) => {
+                    let at: &Row = if projected { made } else { row };
+                    if guard.run(|| predicate.eval(at).is_true()) != Some(true) {
+                        return None;
+                    }
+                }
+                Step::Project(exprs) => {
+                    made.clear();
+                    guard.run(|| made.extend(exprs.iter().map(|e| e.eval(row))))?;
+                    projected = true;
+                }
+            }
+        }
+        Some(if projected { made } else { row })
+    }
+
     /// Applies `f` to each row of `slices` that passes the steps, with the row's multiplicity;
     /// what it returns enters the collection at the slice's time.
     fn read<'s, D, R>(
