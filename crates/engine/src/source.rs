@@ -335,4 +335,40 @@ mod tests {
             Some(vec![plus_one(1)])
         );
     }
+
+    /// A scan made in a reused row keeps and makes the rows a scan makes anew, whatever its
+    /// steps (filters before or after a projection, two projections, none), row after row
+    /// through one vector.
+    #[test]
+    fn a_scan_made_in_a_reused_row_equals_the_scan() {
+        let not_three = |c: usize| {
+            Step::Filter(Expr::call(
+                Func::NotEq,
+                vec![Expr::Column(c), Expr::Literal(Value::Int(3))],
+            ))
+        };
+        let project = Step::Project(vec![Expr::Column(2), plus_one(0), Expr::Column(1)]);
+        let again = Step::Project(vec![plus_one(1), Expr::Column(0)]);
+        let scans = [
+            vec![],
+            vec![not_three(0)],
+            vec![not_three(0), project.clone()],
+            vec![project.clone(), not_three(1)],
+            vec![project.clone(), not_three(2), again.clone()],
+            vec![project, again],
+        ];
+        let guard = Guard::for_tests();
+        let rows: Vec<Row> = (0..8)
+            .map(|i| vec![Value::Int(i % 5), Value::str("x"), Value::Int(10 - i)])
+            .collect();
+        for steps in scans {
+            let scan = scan_of(steps);
+            let mut made = Row::new();
+            for row in &rows {
+                let expected = scan.apply(&guard, row).map(|r| r.into_owned());
+                let got = scan.apply_in(&guard, row, &mut made).cloned();
+                assert_eq!(got, expected, "{:?} on {row:?}", scan.steps.len());
+            }
+        }
+    }
 }
