@@ -360,9 +360,13 @@ pub(crate) fn encode_taking(
 
 /// What the manifest says of a part's updates besides their columns.
 pub(crate) struct PartFigures {
+    /// Updates (rows and retractions).
     pub updates: u64,
+    /// Their multiplicities' sum.
     pub net_rows: i64,
+    /// The earliest time an update landed at.
     pub min_ts: Ts,
+    /// The latest.
     pub max_ts: Ts,
 }
 

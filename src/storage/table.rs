@@ -549,7 +549,7 @@ impl TableLog {
             .put(&self.path(&format!("log/{file}")), bytes)?;
         self.storage.segment_written.store(true, Ordering::SeqCst);
         self.wrote_segment.store(true, Ordering::SeqCst);
-        let held = self.hold(first, records, rows)?;
+        let held = self.hold(first, records, rows);
         let mut st = self.state();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
@@ -578,33 +578,25 @@ impl TableLog {
     /// its compaction, when the storage holds fewer than [`Storage::held_rows_max`] rows of
     /// segments in all (beyond that the compaction reads the segment back): as the part's
     /// columns where it can ([`part::HeldColumns`]), else as the batches.
-    fn hold(
-        &self,
-        first: u64,
-        records: &[Arc<Record>],
-        rows: u64,
-    ) -> Result<Option<Held>, StorageError> {
+    fn hold(&self, first: u64, records: &[Arc<Record>], rows: u64) -> Option<Held> {
         let count = &self.storage.held_rows;
         let max = self.storage.held_rows_max();
-        let counted = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-            (held + rows <= max).then_some(held + rows)
-        });
-        if counted.is_err() {
-            return Ok(None);
-        }
-        // Counted from here: dropping it on an error gives the rows back.
-        let mut held = Held {
-            batches: HeldBatches::Records(Vec::new()),
-            rows,
-            count: count.clone(),
+        count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + rows <= max).then_some(held + rows)
+            })
+            .ok()?;
+        let columns = if self.rules.partition.is_none() && self.rules.expiry.is_none() {
+            let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
+            part::HeldColumns::build(first, batches, self.columns.len()).unwrap_or_else(|e| {
+                // The segment is written: its compaction takes the rows instead.
+                tracing::warn!(table = %self.name, error = %e, "cannot hold a segment as columns");
+                None
+            })
+        } else {
+            None
         };
-        let plain = self.rules.partition.is_none() && self.rules.expiry.is_none();
-        let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
-        let columns = match plain {
-            true => part::HeldColumns::build(first, batches, self.columns.len())?,
-            false => None,
-        };
-        held.batches = match columns {
+        let batches = match columns {
             Some(columns) => {
                 let last_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
                 let last_meta = records.iter().rev().find_map(|r| r.meta.clone());
@@ -612,7 +604,11 @@ impl TableLog {
             }
             None => HeldBatches::Records(records.to_vec()),
         };
-        Ok(Some(held))
+        Some(Held {
+            batches,
+            rows,
+            count: count.clone(),
+        })
     }
 
     /// Stops keeping written segments' batches in memory (their compaction reads them back).
