@@ -258,14 +258,22 @@ impl Storage {
         &self,
         fut: impl Future<Output = Result<T, StorageError>> + Send + 'static,
     ) -> Result<T, StorageError> {
+        self.start(fut).wait()
+    }
+
+    /// Starts an object-store call on the storage's I/O threads and returns at once: the
+    /// caller works while it runs, and [`Started::wait`]s for it.
+    fn start<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StorageError>> + Send + 'static,
+    ) -> Started<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         if let Some(io) = &self.io {
             io.spawn(async move {
                 let _ = tx.send(fut.await);
             });
         }
-        rx.recv()
-            .map_err(|_| StorageError::Corrupt("the storage's I/O threads have stopped".into()))?
+        Started(rx)
     }
 
     pub(crate) fn path(&self, key: &str) -> Path {
@@ -282,14 +290,23 @@ impl Storage {
     }
 
     pub(crate) fn put(&self, path: &Path, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        self.start_put(path, bytes)?.wait()
+    }
+
+    /// [`Storage::put`], started on the I/O threads while the caller goes on.
+    pub(crate) fn start_put(
+        &self,
+        path: &Path,
+        bytes: bytes::Bytes,
+    ) -> Result<Started<()>, StorageError> {
         if self.read_only {
             return Err(StorageError::ReadOnly);
         }
         let (store, path) = (self.store.clone(), path.clone());
-        self.run(async move {
+        Ok(self.start(async move {
             store.put(&path, PutPayload::from(bytes)).await?;
             Ok(())
-        })
+        }))
     }
 
     /// Writes an object that must not exist yet (a manifest version): two writers racing for
@@ -559,6 +576,18 @@ impl Storage {
             }
             Err(e) => tracing::error!(error = %e, "cannot start the compactor"),
         }
+    }
+}
+
+/// An object-store call running on the storage's I/O threads ([`Storage::start_put`]).
+pub(crate) struct Started<T>(std::sync::mpsc::Receiver<Result<T, StorageError>>);
+
+impl<T> Started<T> {
+    /// Waits for the call's result.
+    pub(crate) fn wait(self) -> Result<T, StorageError> {
+        self.0
+            .recv()
+            .map_err(|_| StorageError::Corrupt("the storage's I/O threads have stopped".into()))?
     }
 }
 

@@ -545,11 +545,14 @@ impl TableLog {
         }
         let size = bytes.len() as u64;
         let file = Segment::name(first, end);
-        self.storage
-            .put(&self.path(&format!("log/{file}")), bytes)?;
+        let writing = (self.storage).start_put(&self.path(&format!("log/{file}")), bytes)?;
+        // The batches are held (made into the part's columns) while the segment is written
+        // and synced, so the write's waiter does not wait for that too. A failed write
+        // drops them again.
+        let held = self.hold(first, records, rows);
+        writing.wait()?;
         self.storage.segment_written.store(true, Ordering::SeqCst);
         self.wrote_segment.store(true, Ordering::SeqCst);
-        let held = self.hold(first, records, rows);
         let mut st = self.state();
         st.pending.drain(..records.len());
         st.pending_rows = st.pending_rows.saturating_sub(rows);
