@@ -439,12 +439,7 @@ impl HeldColumns {
 
     /// The rows again, for a compaction that cannot write the columns as they are.
     pub(crate) fn into_rows(self) -> Result<Vec<PartRow>, StorageError> {
-        let mut values: Vec<Row> = (0..self.seq.len())
-            .map(|_| Vec::with_capacity(self.built.kinds.len()))
-            .collect();
-        for (array, kind) in self.built.arrays.iter().zip(&self.built.kinds) {
-            read_cells(array, *kind, &mut values)?;
-        }
+        let values = values_of(&self.built.arrays, &self.built.kinds, self.seq.len())?;
         let meta = self.seq.into_iter().zip(self.ts).zip(self.diff);
         Ok(meta
             .zip(values)
@@ -522,13 +517,7 @@ fn restore_rows(
     kinds: &[Kind],
     rows: &mut [PartRow],
 ) -> Result<(), StorageError> {
-    let mut values: Vec<Row> = rows
-        .iter()
-        .map(|_| Vec::with_capacity(kinds.len()))
-        .collect();
-    for (array, kind) in arrays.iter().zip(kinds) {
-        read_cells(array, *kind, &mut values)?;
-    }
+    let values = values_of(arrays, kinds, rows.len())?;
     for (r, row) in rows.iter_mut().zip(values) {
         r.row = row;
     }
@@ -1013,6 +1002,15 @@ fn downcast<T: 'static>(a: &ArrayRef) -> Result<&T, StorageError> {
         .ok_or_else(|| corrupt("a column does not have the type its metadata says"))
 }
 
+/// The first `len` rows' values of columns `arrays`, stored as `kinds`.
+fn values_of(arrays: &[ArrayRef], kinds: &[Kind], len: usize) -> Result<Vec<Row>, StorageError> {
+    let mut rows: Vec<Row> = (0..len).map(|_| Vec::with_capacity(kinds.len())).collect();
+    for (array, kind) in arrays.iter().zip(kinds) {
+        read_cells(array, *kind, &mut rows)?;
+    }
+    Ok(rows)
+}
+
 fn read_cells(array: &ArrayRef, kind: Kind, out: &mut [Row]) -> Result<(), StorageError> {
     macro_rules! read {
         ($ty:ty, $x:ident => $val:expr) => {{
@@ -1116,12 +1114,8 @@ fn rows_of(
     let seq = downcast::<UInt64Array>(batch.column(0))?;
     let ts = downcast::<UInt64Array>(batch.column(1))?;
     let diff = downcast::<Int64Array>(batch.column(2))?;
-    let mut rows: Vec<Row> = (0..batch.num_rows())
-        .map(|_| Vec::with_capacity(kinds.len()))
-        .collect();
-    for (c, kind) in kinds.iter().enumerate() {
-        read_cells(batch.column(c + 3), *kind, &mut rows)?;
-    }
+    let own = batch.columns().get(3..).unwrap_or_default();
+    let rows = values_of(own, kinds, batch.num_rows())?;
     for (i, row) in rows.into_iter().enumerate() {
         f(seq.value(i), row, ts.value(i), diff.value(i) as isize);
     }

@@ -181,32 +181,26 @@ impl Scan {
         row: &'r Row,
         made: &'r mut Row,
     ) -> Option<&'r Row> {
-        let projections = self.steps.iter();
-        if projections
-            .filter(|s| matches!(s, Step::Project(_)))
-            .count()
-            > 1
-        {
-            *made = self.apply(guard, row)?.into_owned();
-            return Some(made);
-        }
-        let mut projected = false;
+        // Whether the row so far is `made` (a projection ran), not `row`.
+        let mut in_made = false;
         for step in &self.steps {
             match step {
                 Step::Filter(predicate) => {
-                    let at: &Row = if projected { made } else { row };
+                    let at: &Row = if in_made { made } else { row };
                     if guard.run(|| predicate.eval(at).is_true()) != Some(true) {
                         return None;
                     }
                 }
+                // A later projection reads the one before it: a new row, as `apply` makes.
+                Step::Project(exprs) if in_made => *made = projected(guard, exprs, made)?,
                 Step::Project(exprs) => {
                     made.clear();
                     guard.run(|| made.extend(exprs.iter().map(|e| e.eval(row))))?;
-                    projected = true;
+                    in_made = true;
                 }
             }
         }
-        Some(if projected { made } else { row })
+        Some(if in_made { made } else { row })
     }
 
     /// Applies `f` to each row of `slices` that passes the steps, with the row's multiplicity;
