@@ -279,9 +279,8 @@ impl Runtime {
         for name in &names {
             if let Some(source) = self.source(name) {
                 let log = source.log.clone();
-                tokio::task::spawn_blocking(move || log.flush())
-                    .await
-                    .map_err(|e| RuntimeError::Internal(e.to_string()))?
+                super::run_blocking(move || log.flush())
+                    .await?
                     .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))?;
             }
             self.views.wait_for_readers(name, ts).await;

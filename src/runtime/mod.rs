@@ -14,8 +14,8 @@
 //! One concern per file: `views` (the registry of planned shapes and installed views),
 //! `finish` (ORDER BY/OFFSET/LIMIT per request), `stream` (the subscription driver every
 //! push transport uses), `queries` (pulls, subscriptions, ad-hoc SQL), `ingest` (writes),
-//! `deploy`, `copy` (copy pipes), `describe` (datasource listings); this file starts the
-//! runtime and holds what they share.
+//! `deploy`, `copy` (copy pipes), `describe` (datasource listings), `placement` (where the
+//! helper pool's threads run); this file starts the runtime and holds what they share.
 
 mod admission;
 mod copy;
@@ -23,6 +23,7 @@ mod deploy;
 mod describe;
 mod finish;
 mod ingest;
+mod placement;
 mod queries;
 pub mod stream;
 mod views;
@@ -147,6 +148,9 @@ pub struct RuntimeConfig {
     pub max_waiting_rows: u64,
     /// This process's place in a cluster, if it runs in one.
     pub cluster: Option<ClusterRole>,
+    /// Keep each helper thread on a core of its own (when there is one helper per core the
+    /// process may use); see `runtime::placement`.
+    pub pin_helpers: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -170,6 +174,7 @@ impl Default for RuntimeConfig {
             max_subscriptions_per_token: 1_000,
             max_waiting_rows: 2_000_000,
             cluster: None,
+            pin_helpers: true,
         }
     }
 }
@@ -279,12 +284,53 @@ fn read_frontiers(storage: &Storage, others: &[Arc<Storage>]) -> Result<Option<T
     Ok(least)
 }
 
-/// Names the threads of the helper pool (rayon's global pool) that decodes large bodies and
-/// folds large batches into views on every core, so that profiles and `top -H` tell them
-/// apart. Only the first call names them (the pool starts once per process).
-fn name_helper_threads() {
+/// Runs a request's blocking step (a body's decode, the log's flush) from an async handler.
+/// On a multi-threaded runtime it runs on the handler's own thread
+/// ([`tokio::task::block_in_place`]; the thread's other tasks move to another worker): a
+/// `wait=true` write made two such steps, and handing each to a thread of the blocking pool
+/// woke another thread, which the kernel often queued behind a busy one while the body's
+/// bytes sat in the handler's cache. Elsewhere (a single-threaded runtime, as in tests) the
+/// step goes to the blocking pool as before. A panic in `step` becomes an error either way.
+pub async fn run_blocking<T: Send + 'static>(
+    step: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RuntimeError> {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_threaded {
+        tokio::task::block_in_place(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)))
+            .map_err(|_| RuntimeError::Internal("a blocking step panicked".into()))
+    } else {
+        tokio::task::spawn_blocking(step)
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))
+    }
+}
+
+/// Starts the helper pool (rayon's global pool) that decodes large bodies and folds large
+/// batches into views on every core: its threads are named, so that profiles and `top -H`
+/// tell them apart, and with `pin` each is kept on a core of its own when there is one
+/// helper per core the process may use ([`placement`]). Only the first call
+/// starts it (the pool lives as long as the process).
+fn start_helper_pool(pin: bool) {
+    // rayon's own default, made explicit to know whether it matches the cores.
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let allowed = if pin {
+        placement::allowed_cpus()
+    } else {
+        Vec::new()
+    };
     let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
         .thread_name(|i| format!("petrel-help-{i}"))
+        .start_handler(move |i| {
+            if let Some(cpu) = placement::helper_cpu(i, threads, &allowed) {
+                placement::pin_current_thread(cpu);
+            }
+        })
         .build_global();
 }
 
@@ -298,7 +344,7 @@ impl Runtime {
         storage_url: &str,
         config: RuntimeConfig,
     ) -> Result<Arc<Runtime>, RuntimeError> {
-        name_helper_threads();
+        start_helper_pool(config.pin_helpers);
         let engine_config = petrel_engine::EngineConfig {
             history_ms: config.retention_ms,
             cluster: config.cluster.as_ref().map(|role| petrel_engine::Cluster {

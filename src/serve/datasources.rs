@@ -22,9 +22,8 @@ pub(super) async fn events(
     let chunks = body_chunks(body).await?;
     let runtime = state.runtime.clone();
     let ds = name.clone();
-    let report = tokio::task::spawn_blocking(move || runtime.ingest_ndjson_chunks(&ds, &chunks))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let report =
+        crate::runtime::run_blocking(move || runtime.ingest_ndjson_chunks(&ds, &chunks)).await??;
     state.runtime.hold_until_read_and_stored(
         name,
         report.ts,
