@@ -92,12 +92,11 @@ pub struct StartArgs {
     /// stored yet; past it, requests wait for them (429 after 30 s).
     #[arg(long, default_value_t = 2_000_000)]
     max_waiting_rows: u64,
-    /// Keep each timely worker, and each helper thread (the decode of large bodies, the fold
-    /// of large batches into views), on a core of its own, when there are as many as the
-    /// cores the process may use. `--pin-threads false` lets the kernel move them, for a
-    /// server sharing its cores with other work.
+    /// Keep each helper thread (the decode of large bodies, the fold of large batches into
+    /// views) on a core of its own, when there is one helper per core the process may use.
+    /// `--pin-helpers false` lets the kernel move them, for a server sharing its cores.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pin_threads: bool,
+    pin_helpers: bool,
     /// Connections served at once; further ones wait in the listen backlog.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -269,7 +268,7 @@ pub fn start_process(args: StartArgs, watch: bool, place: Option<Place>) -> Resu
         change_ring_batches: args.change_ring_batches,
         max_subscriptions_per_token: args.max_subscriptions_per_token,
         max_waiting_rows: args.max_waiting_rows,
-        pin_threads: args.pin_threads,
+        pin_helpers: args.pin_helpers,
         cluster: cluster.clone(),
         storage: crate::storage::StorageConfig {
             flush_interval: Duration::from_millis(args.flush_interval_ms.max(1)),

@@ -14,8 +14,8 @@
 //! One concern per file: `views` (the registry of planned shapes and installed views),
 //! `finish` (ORDER BY/OFFSET/LIMIT per request), `stream` (the subscription driver every
 //! push transport uses), `queries` (pulls, subscriptions, ad-hoc SQL), `ingest` (writes),
-//! `deploy`, `copy` (copy pipes), `describe` (datasource listings); this file starts the
-//! runtime (and its helper pool) and holds what they share.
+//! `deploy`, `copy` (copy pipes), `describe` (datasource listings), `placement` (where the
+//! helper pool's threads run); this file starts the runtime and holds what they share.
 
 mod admission;
 mod copy;
@@ -23,6 +23,7 @@ mod deploy;
 mod describe;
 mod finish;
 mod ingest;
+mod placement;
 mod queries;
 pub mod stream;
 mod views;
@@ -31,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use petrel_engine::{placement, Engine, EngineConfig, SourceLog};
+use petrel_engine::{Engine, EngineConfig, SourceLog};
 use petrel_sql::{Plan, PlanNode};
 use petrel_value::{Column, Row};
 use petrel_view::Ts;
@@ -147,9 +148,9 @@ pub struct RuntimeConfig {
     pub max_waiting_rows: u64,
     /// This process's place in a cluster, if it runs in one.
     pub cluster: Option<ClusterRole>,
-    /// Keep each timely worker, and each helper thread, on a core of its own (when there is
-    /// one worker, or one helper, per core the process may use; [`petrel_engine::placement`]).
-    pub pin_threads: bool,
+    /// Keep each helper thread on a core of its own (when there is one helper per core the
+    /// process may use); see `runtime::placement`.
+    pub pin_helpers: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -173,7 +174,7 @@ impl Default for RuntimeConfig {
             max_subscriptions_per_token: 1_000,
             max_waiting_rows: 2_000_000,
             cluster: None,
-            pin_threads: true,
+            pin_helpers: true,
         }
     }
 }
@@ -307,40 +308,30 @@ pub async fn run_blocking<T: Send + 'static>(
 
 /// Starts the helper pool (rayon's global pool) that decodes large bodies and folds large
 /// batches into views on every core: its threads are named, so that profiles and `top -H`
-/// tell them apart, and each is kept on the core `cpus` gives it
-/// ([`petrel_engine::placement`]). Only the first call starts it (the pool lives as long as
-/// the process).
-fn start_helper_pool(threads: usize, cpus: Vec<usize>) {
+/// tell them apart, and with `pin` each is kept on a core of its own when there is one
+/// helper per core the process may use ([`placement`]). Only the first call
+/// starts it (the pool lives as long as the process).
+fn start_helper_pool(pin: bool) {
+    // rayon's own default, made explicit to know whether it matches the cores.
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let allowed = if pin {
+        placement::allowed_cpus()
+    } else {
+        Vec::new()
+    };
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("petrel-help-{i}"))
         .start_handler(move |i| {
-            if let Some(&cpu) = cpus.get(i) {
+            if let Some(cpu) = placement::helper_cpu(i, threads, &allowed) {
                 placement::pin_current_thread(cpu);
             }
         })
         .build_global();
-}
-
-/// How many helper threads the pool has: rayon's own default (`RAYON_NUM_THREADS`, else the
-/// cores), made explicit to know whether it matches the cores.
-fn helper_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// The core of each of `threads` threads alike, when `pin` and there is one thread per core
-/// the process may use; else none (the kernel places them).
-fn pinned_cpus(pin: bool, threads: usize, allowed: &[usize]) -> Vec<usize> {
-    if !pin {
-        return Vec::new();
-    }
-    (0..threads)
-        .map_while(|i| placement::thread_cpu(i, threads, allowed))
-        .collect()
 }
 
 impl Runtime {
@@ -353,11 +344,8 @@ impl Runtime {
         storage_url: &str,
         config: RuntimeConfig,
     ) -> Result<Arc<Runtime>, RuntimeError> {
-        let allowed = placement::allowed_cpus();
-        let helpers = helper_threads();
-        start_helper_pool(helpers, pinned_cpus(config.pin_threads, helpers, &allowed));
+        start_helper_pool(config.pin_helpers);
         let engine_config = petrel_engine::EngineConfig {
-            worker_cpus: pinned_cpus(config.pin_threads, config.engine.workers, &allowed),
             history_ms: config.retention_ms,
             cluster: config.cluster.as_ref().map(|role| petrel_engine::Cluster {
                 process: role.process,

@@ -15,8 +15,6 @@
 //!   installs and drops views (the other processes forward what would install one) and sends
 //!   each command through the [`control`] stream, so every worker builds the same dataflows
 //!   in the same order. A view's rows are published on process 0.
-//! - **Placement** ([`placement`]): each worker can be kept on a core of its own
-//!   ([`EngineConfig::worker_cpus`]), as the runtime does for its helper threads too.
 
 mod accum;
 mod aggregate;
@@ -24,7 +22,6 @@ mod control;
 mod guard;
 mod join;
 mod keyed;
-pub mod placement;
 mod render;
 mod sink;
 mod source;
@@ -83,9 +80,6 @@ pub struct EngineConfig {
     pub history_ms: u64,
     /// The processes of a cluster and which one this is; `None` for a single process.
     pub cluster: Option<Cluster>,
-    /// The CPU each of this process's workers is kept on, by worker index ([`placement`]);
-    /// empty (or too short) leaves them where the kernel puts them.
-    pub worker_cpus: Vec<usize>,
 }
 
 impl Default for EngineConfig {
@@ -95,7 +89,6 @@ impl Default for EngineConfig {
             tick: Duration::from_millis(10),
             history_ms: 5 * 60 * 1000,
             cluster: None,
-            worker_cpus: Vec::new(),
         }
     }
 }
@@ -222,12 +215,8 @@ impl Engine {
         let worker_threads = threads.clone();
         let engine_cell: Arc<std::sync::OnceLock<Weak<Engine>>> = Arc::default();
         let cell = engine_cell.clone();
-        let worker_cpus = config.worker_cpus.clone();
         let guards = timely::execute(timely_config, move |worker| {
             let local = worker.index() % workers;
-            if let Some(&cpu) = worker_cpus.get(local) {
-                placement::pin_current_thread(cpu);
-            }
             let rx = lock(&receivers)[local].take();
             lock(&worker_threads).push(std::thread::current());
             let followers = if worker.index() == 0 {

@@ -1,18 +1,17 @@
-//! Where the threads that split a batch's work run: one timely worker, and one helper of the
-//! pool that decodes bodies and folds views, on each core the process may use.
+//! Where the helper pool's threads run: one on each core the process may use.
 //!
-//! Each step of a batch (a body's decode, the workers' fold, a view's fold) is split between
-//! threads and waits for its last piece. A thread the kernel left free to move was often
+//! A large body's decode and a large batch's fold into a view are split between the helpers,
+//! and each step waits for its last piece. A helper the kernel left free to move was often
 //! woken onto the core of the thread waking it, behind that thread, and not pulled to the
 //! other core, idle or running only the idle-priority compactor, for milliseconds (traced
 //! with `perf sched` on the 2-core development machine: in 53 to 57 of 180 batches of the
 //! top-k, the second helper started a view's fold more than 0.5 ms after the first, 0.8 ms
-//! late on average). A thread pinned to its own core runs there as soon as it is woken (12
+//! late on average). A helper pinned to its own core runs there as soon as it is woken (12
 //! to 13 batches of 180, 0.15 ms on average); see docs/performance.md, session 39.
 
 /// The CPUs this process may run on (its affinity mask, which a container's cpuset narrows),
 /// in increasing order; empty where the system does not say.
-pub fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: `set` is a plain bit set the call fills in; its size is passed with it.
@@ -32,7 +31,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// Keeps the calling thread on `cpu` from now on; false where that cannot be done (another
 /// system, or a CPU the process may not use), and the thread then runs where it did.
-pub fn pin_current_thread(cpu: usize) -> bool {
+pub(crate) fn pin_current_thread(cpu: usize) -> bool {
     #[cfg(target_os = "linux")]
     {
         if cpu >= libc::CPU_SETSIZE as usize {
@@ -52,10 +51,10 @@ pub fn pin_current_thread(cpu: usize) -> bool {
     }
 }
 
-/// The CPU thread `index` of `threads` alike (the helpers, or the workers) is pinned to: the
-/// index-th of `allowed`, when there is one thread for each of them; `None` (the thread
-/// moves freely) otherwise, where some cores would get two such threads or none.
-pub fn thread_cpu(index: usize, threads: usize, allowed: &[usize]) -> Option<usize> {
+/// The CPU helper `index` of a pool of `threads` is pinned to: the index-th of `allowed`,
+/// when there is one helper for each of them; `None` (the helper moves freely) otherwise,
+/// where some cores would get two helpers or none.
+pub(crate) fn helper_cpu(index: usize, threads: usize, allowed: &[usize]) -> Option<usize> {
     if threads != allowed.len() {
         return None;
     }
@@ -67,17 +66,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_thread_per_allowed_cpu_is_pinned_in_order() {
+    fn one_helper_per_allowed_cpu_is_pinned_in_order() {
         let allowed = [2, 3, 6];
-        let cpus: Vec<_> = (0..3).map(|i| thread_cpu(i, 3, &allowed)).collect();
+        let cpus: Vec<_> = (0..3).map(|i| helper_cpu(i, 3, &allowed)).collect();
         assert_eq!(cpus, [Some(2), Some(3), Some(6)]);
     }
 
     #[test]
-    fn threads_that_do_not_match_the_cpus_move_freely() {
-        assert_eq!(thread_cpu(0, 2, &[0, 1, 2, 3]), None);
-        assert_eq!(thread_cpu(0, 4, &[0, 1]), None);
-        assert_eq!(thread_cpu(0, 1, &[]), None);
+    fn helpers_that_do_not_match_the_cpus_move_freely() {
+        assert_eq!(helper_cpu(0, 2, &[0, 1, 2, 3]), None);
+        assert_eq!(helper_cpu(0, 4, &[0, 1]), None);
+        assert_eq!(helper_cpu(0, 1, &[]), None);
     }
 
     #[cfg(target_os = "linux")]
