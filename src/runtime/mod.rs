@@ -312,21 +312,17 @@ pub async fn run_blocking<T: Send + 'static>(
 /// helper per core the process may use ([`placement`]). Only the first call
 /// starts it (the pool lives as long as the process).
 fn start_helper_pool(pin: bool) {
-    // rayon's own default, made explicit to know whether it matches the cores.
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let allowed = if pin {
         placement::allowed_cpus()
     } else {
         Vec::new()
     };
     let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
         .thread_name(|i| format!("petrel-help-{i}"))
         .start_handler(move |i| {
+            // A helper belongs to the pool when this runs: the count is the pool's own
+            // (rayon's default, or `RAYON_NUM_THREADS`).
+            let threads = rayon::current_num_threads();
             if let Some(cpu) = placement::helper_cpu(i, threads, &allowed) {
                 placement::pin_current_thread(cpu);
             }
