@@ -279,9 +279,13 @@ impl Runtime {
         for name in &names {
             if let Some(source) = self.source(name) {
                 let log = source.log.clone();
-                super::run_blocking(move || log.flush())
+                let flushed = log.clone();
+                super::run_blocking(move || flushed.flush())
                     .await?
                     .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))?;
+                // The written batches become the compaction's columns on the helper pool,
+                // which takes it up once the views' folds of these rows are done.
+                rayon::spawn(move || log.build_held_columns());
             }
             self.views.wait_for_readers(name, ts).await;
         }

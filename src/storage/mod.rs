@@ -538,7 +538,12 @@ impl Storage {
                     let mut ok = true;
                     for table in storage.tables() {
                         match table.flush() {
-                            Ok(n) => wrote |= n > 0,
+                            Ok(n) => {
+                                wrote |= n > 0;
+                                if n > 0 {
+                                    table.build_held_columns();
+                                }
+                            }
                             Err(e) => {
                                 ok = false;
                                 tracing::warn!(table = %table.name(), error = %e, "flush failed; retrying");

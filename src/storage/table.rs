@@ -546,10 +546,9 @@ impl TableLog {
         let size = bytes.len() as u64;
         let file = Segment::name(first, end);
         let writing = (self.storage).start_put(&self.path(&format!("log/{file}")), bytes)?;
-        // The batches are held (made into the part's columns) while the segment is written
-        // and synced, so the write's waiter does not wait for that too. A failed write
-        // drops them again.
-        let held = self.hold(first, records, rows);
+        // The batches are held as they are; [`TableLog::build_held_columns`] makes them the
+        // part's columns later, off the write's path. A failed write drops them again.
+        let held = self.hold(records, rows);
         writing.wait()?;
         self.storage.segment_written.store(true, Ordering::SeqCst);
         self.wrote_segment.store(true, Ordering::SeqCst);
@@ -577,11 +576,13 @@ impl TableLog {
         Ok(())
     }
 
-    /// Keeps a written segment's batches (`records`, from the log's batch `first` on) for
-    /// its compaction, when the storage holds fewer than [`Storage::held_rows_max`] rows of
-    /// segments in all (beyond that the compaction reads the segment back): as the part's
-    /// columns where it can ([`part::HeldColumns`]), else as the batches.
-    fn hold(&self, first: u64, records: &[Arc<Record>], rows: u64) -> Option<Held> {
+    /// Keeps a written segment's batches (`records`, `rows` updates) for its compaction, when
+    /// the storage holds fewer than [`Storage::held_rows_max`] rows of segments in all (beyond
+    /// that the compaction reads the segment back). They are kept as they are (an `Arc` each,
+    /// shared with the engine): making them the part's columns costs about a third of a
+    /// write's CPU, which a `wait=true` writer would otherwise pay while the engine's workers
+    /// fold its rows on the same cores ([`TableLog::build_held_columns`] does it later).
+    fn hold(&self, records: &[Arc<Record>], rows: u64) -> Option<Held> {
         let count = &self.storage.held_rows;
         let max = self.storage.held_rows_max();
         count
@@ -589,29 +590,61 @@ impl TableLog {
                 (held + rows <= max).then_some(held + rows)
             })
             .ok()?;
-        let columns = if self.rules.partition.is_none() && self.rules.expiry.is_none() {
-            let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
-            part::HeldColumns::build(first, batches, self.columns.len()).unwrap_or_else(|e| {
-                // The segment is written: its compaction takes the rows instead.
-                tracing::warn!(table = %self.name, error = %e, "cannot hold a segment as columns");
-                None
-            })
-        } else {
-            None
-        };
-        let batches = match columns {
-            Some(columns) => {
-                let last_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
-                let last_meta = records.iter().rev().find_map(|r| r.meta.clone());
-                HeldBatches::Columns(columns, last_ts, last_meta)
-            }
-            None => HeldBatches::Records(records.to_vec()),
-        };
         Some(Held {
-            batches,
+            batches: HeldBatches::Records(records.to_vec()),
             rows,
             count: count.clone(),
         })
+    }
+
+    /// A held segment's batches (from the log's batch `first` on) as the part's columns, with
+    /// the batches' latest time and last metadata; `None` where a part is not written from
+    /// columns (a table with partitions or expiry, or columns holding values of several
+    /// kinds: its compaction takes the rows).
+    fn held_columns(&self, first: u64, records: &[Arc<Record>]) -> Option<HeldBatches> {
+        if self.rules.partition.is_some() || self.rules.expiry.is_some() {
+            return None;
+        }
+        let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
+        let columns =
+            part::HeldColumns::build(first, batches, self.columns.len()).unwrap_or_else(|e| {
+                tracing::warn!(table = %self.name, error = %e, "cannot hold a segment as columns");
+                None
+            })?;
+        let last_ts = records.iter().map(|r| r.ts).max().unwrap_or(0);
+        let last_meta = records.iter().rev().find_map(|r| r.meta.clone());
+        Some(HeldBatches::Columns(columns, last_ts, last_meta))
+    }
+
+    /// Makes the written segments held as batches the part's columns (see
+    /// [`TableLog::hold`]), each built outside the table's lock and kept only if its
+    /// compaction has not taken the batches meanwhile. Called after a write, where it runs
+    /// while the cores are free (the helper pool, once the views' folds are done), while the
+    /// batches are still in the cache; a compaction that comes first builds them itself.
+    pub fn build_held_columns(&self) {
+        let waiting: Vec<(u64, Vec<Arc<Record>>)> = self
+            .state()
+            .held
+            .iter()
+            .filter_map(|(&first, held)| match &held.batches {
+                HeldBatches::Records(records) => Some((first, records.clone())),
+                HeldBatches::Columns(..) => None,
+            })
+            .collect();
+        for (first, records) in waiting {
+            let Some(columns) = self.held_columns(first, &records) else {
+                continue;
+            };
+            let mut st = self.state();
+            if let Some(held) = st.held.get_mut(&first) {
+                if matches!(held.batches, HeldBatches::Records(_)) {
+                    // The batches are dropped after the lock is released.
+                    let batches = std::mem::replace(&mut held.batches, columns);
+                    drop(st);
+                    drop(batches);
+                }
+            }
+        }
     }
 
     /// Stops keeping written segments' batches in memory (their compaction reads them back).
@@ -634,7 +667,15 @@ impl TableLog {
         let Some(mut held) = self.state().held.remove(&seg.first) else {
             return self.read_segment(seg).map(SegmentRows::Records);
         };
-        match std::mem::replace(&mut held.batches, HeldBatches::Records(Vec::new())) {
+        let mut batches = std::mem::replace(&mut held.batches, HeldBatches::Records(Vec::new()));
+        // Batches whose columns were not built yet (the write's turn to build them has not
+        // come): built here, so that the part is still written from columns.
+        if let HeldBatches::Records(records) = &batches {
+            if let Some(columns) = self.held_columns(seg.first, records) {
+                batches = columns;
+            }
+        }
+        match batches {
             HeldBatches::Columns(columns, last_ts, last_meta) => {
                 Ok(SegmentRows::Columns(columns, last_ts, last_meta))
             }
@@ -1515,6 +1556,54 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A write holds its segment's batches as they are; they become the part's columns when
+    /// [`TableLog::build_held_columns`] runs after the write, and a compaction that comes
+    /// before it builds them itself. Batches taken by a compaction meanwhile are not held
+    /// again. Every row comes back either way.
+    #[test]
+    fn held_batches_become_columns_after_the_write_or_in_the_compaction() {
+        let (dir, _config, s) = small_parts_storage("held-later");
+        let t = s
+            .table("t", vec!["k".into(), "v".into()], TableRules::default())
+            .unwrap();
+        let mut expected = Vec::new();
+        let mut write = |b: i64| {
+            let rows: Vec<(Row, isize)> = (0..3)
+                .map(|i| (vec![Value::str(&format!("k{i}")), Value::Int(b * 3 + i)], 1))
+                .collect();
+            let ts = 100 + b as u64;
+            expected.extend(rows.iter().map(|(r, d)| (r.clone(), ts, *d)));
+            t.append(ts, &Arc::new(rows), None).unwrap();
+            t.flush().unwrap();
+        };
+        let columns = |t: &TableLog| {
+            t.state()
+                .held
+                .values()
+                .map(|h| matches!(h.batches, HeldBatches::Columns(..)))
+                .collect::<Vec<_>>()
+        };
+        write(0);
+        write(1);
+        assert_eq!(columns(&t), vec![false, false], "held as the batches");
+        t.build_held_columns();
+        assert_eq!(columns(&t), vec![true, true]);
+        assert_eq!(s.held_rows.load(Ordering::Relaxed), 6, "the same rows held");
+        write(2);
+        assert_eq!(columns(&t), vec![true, true, false]);
+        t.compact(true).unwrap();
+        assert!(t.state().held.is_empty());
+        assert_eq!(s.held_rows.load(Ordering::Relaxed), 0);
+        t.build_held_columns();
+        assert!(
+            t.state().held.is_empty(),
+            "nothing held again after the compaction"
+        );
+        expected.sort();
+        assert_eq!(replay_all(&t, 2), expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Segments held as columns are written as they are: a column of NULLs in one segment
     /// takes the kind of another's values, and a column whose kinds differ between segments
     /// (strings in one, integers in the next) is written from the rows instead. Every row
@@ -1530,6 +1619,7 @@ mod tests {
             expected.extend(rows.iter().map(|(r, d)| (r.clone(), ts, *d)));
             t.append(ts, &Arc::new(rows), meta).unwrap();
             t.flush().unwrap();
+            t.build_held_columns();
         };
         // `b` is all NULL in the first segment and integers in the second.
         append(
