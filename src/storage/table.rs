@@ -182,6 +182,8 @@ pub struct TableLog {
     flushing: Mutex<()>,
     /// Held while a compaction or merge runs.
     compacting: Mutex<()>,
+    /// Held while held batches are made into columns ([`TableLog::build_held_columns`]).
+    building_columns: Mutex<()>,
     /// Set when a segment is written; the flusher's next round takes it (see
     /// [`TableLog::release_held_if_idle`]).
     wrote_segment: std::sync::atomic::AtomicBool,
@@ -346,6 +348,7 @@ impl TableLog {
             state: Mutex::new(State::default()),
             flushing: Mutex::new(()),
             compacting: Mutex::new(()),
+            building_columns: Mutex::new(()),
             wrote_segment: Default::default(),
             segment_row_bytes: AtomicU64::new(0),
         };
@@ -620,31 +623,54 @@ impl TableLog {
     /// [`TableLog::hold`]), each built outside the table's lock and kept only if its
     /// compaction has not taken the batches meanwhile. Called after a write, where it runs
     /// while the cores are free (the helper pool, once the views' folds are done), while the
-    /// batches are still in the cache; a compaction that comes first builds them itself.
+    /// batches are still in the cache; a compaction that comes first builds them itself. One
+    /// caller builds at a time: another one returns at once, and the builder looks again for
+    /// segments written meanwhile before it stops.
     pub fn build_held_columns(&self) {
-        let waiting: Vec<(u64, Vec<Arc<Record>>)> = self
-            .state()
-            .held
-            .iter()
+        if self.rules.partition.is_some() || self.rules.expiry.is_some() {
+            return;
+        }
+        let mut after = None;
+        loop {
+            let Ok(turn) = self.building_columns.try_lock() else {
+                return;
+            };
+            let waiting = self.held_as_batches(after);
+            if waiting.is_empty() {
+                return;
+            }
+            for (first, records) in waiting {
+                after = Some(first);
+                let Some(columns) = self.held_columns(first, &records) else {
+                    continue;
+                };
+                let mut st = self.state();
+                if let Some(held) = st.held.get_mut(&first) {
+                    if matches!(held.batches, HeldBatches::Records(_)) {
+                        // The batches are dropped after the lock is released.
+                        let batches = std::mem::replace(&mut held.batches, columns);
+                        drop(st);
+                        drop(batches);
+                    }
+                }
+            }
+            drop(turn);
+        }
+    }
+
+    /// The held segments still kept as batches, after the segment starting at `after`.
+    fn held_as_batches(&self, after: Option<u64>) -> Vec<(u64, Vec<Arc<Record>>)> {
+        let st = self.state();
+        let newer = match after {
+            Some(first) => st.held.range(first + 1..),
+            None => st.held.range(..),
+        };
+        newer
             .filter_map(|(&first, held)| match &held.batches {
                 HeldBatches::Records(records) => Some((first, records.clone())),
                 HeldBatches::Columns(..) => None,
             })
-            .collect();
-        for (first, records) in waiting {
-            let Some(columns) = self.held_columns(first, &records) else {
-                continue;
-            };
-            let mut st = self.state();
-            if let Some(held) = st.held.get_mut(&first) {
-                if matches!(held.batches, HeldBatches::Records(_)) {
-                    // The batches are dropped after the lock is released.
-                    let batches = std::mem::replace(&mut held.batches, columns);
-                    drop(st);
-                    drop(batches);
-                }
-            }
-        }
+            .collect()
     }
 
     /// Stops keeping written segments' batches in memory (their compaction reads them back).
@@ -1591,6 +1617,10 @@ mod tests {
         assert_eq!(s.held_rows.load(Ordering::Relaxed), 6, "the same rows held");
         write(2);
         assert_eq!(columns(&t), vec![true, true, false]);
+        t.build_held_columns();
+        assert_eq!(columns(&t), vec![true, true, true], "a later write's too");
+        write(3);
+        assert_eq!(columns(&t), vec![true, true, true, false]);
         t.compact(true).unwrap();
         assert!(t.state().held.is_empty());
         assert_eq!(s.held_rows.load(Ordering::Relaxed), 0);
