@@ -280,12 +280,15 @@ impl Runtime {
             if let Some(source) = self.source(name) {
                 let log = source.log.clone();
                 let flushed = log.clone();
-                super::run_blocking(move || flushed.flush())
+                let written = super::run_blocking(move || flushed.flush())
                     .await?
                     .map_err(|e| RuntimeError::Internal(format!("storage write failed: {e}")))?;
                 // The written batches become the compaction's columns on the helper pool,
-                // which takes it up once the views' folds of these rows are done.
-                rayon::spawn(move || log.build_held_columns());
+                // which takes it up once the views' folds of these rows are done. A flush
+                // that found them written already (by another writer's) leaves that to it.
+                if written > 0 {
+                    rayon::spawn(move || log.build_held_columns());
+                }
             }
             self.views.wait_for_readers(name, ts).await;
         }
