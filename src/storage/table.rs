@@ -600,12 +600,18 @@ impl TableLog {
         })
     }
 
+    /// Whether this table's parts can be written from held columns: not where rows are split
+    /// by partition or dropped by expiry, which reads them one by one.
+    fn parts_from_columns(&self) -> bool {
+        self.rules.partition.is_none() && self.rules.expiry.is_none()
+    }
+
     /// A held segment's batches (from the log's batch `first` on) as the part's columns, with
     /// the batches' latest time and last metadata; `None` where a part is not written from
     /// columns (a table with partitions or expiry, or columns holding values of several
     /// kinds: its compaction takes the rows).
     fn held_columns(&self, first: u64, records: &[Arc<Record>]) -> Option<HeldBatches> {
-        if self.rules.partition.is_some() || self.rules.expiry.is_some() {
+        if !self.parts_from_columns() {
             return None;
         }
         let batches = records.iter().map(|r| (r.ts, r.updates.as_slice()));
@@ -627,7 +633,7 @@ impl TableLog {
     /// caller builds at a time: another one returns at once, and the builder looks again for
     /// segments written meanwhile before it stops.
     pub fn build_held_columns(&self) {
-        if self.rules.partition.is_some() || self.rules.expiry.is_some() {
+        if !self.parts_from_columns() {
             return;
         }
         let mut after = None;
