@@ -157,6 +157,11 @@ impl AccumLayout {
         Accum(acc)
     }
 
+    /// How many accumulator slots a row's contribution has.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
     /// The marker that gives a keyless aggregation its row over empty input.
     pub fn presence(&self) -> Accum {
         let mut acc: SmallVec<[i128; 4]> = smallvec![0i128; 2];
@@ -164,14 +169,14 @@ impl AccumLayout {
         Accum(acc)
     }
 
-    /// Writes the `i`-th aggregate's output value for a group's accumulated vector into
+    /// Writes the `i`-th aggregate's output value for a group's accumulators (`get` gives
+    /// slot by slot, 0 past the group's) into
     /// `place` (NULL past the aggregates): one value, so a group's output row is built
     /// without a vector of them all, and made where it lies in the row (a value made apart
     /// and moved in was read back before the stores that made it were done). No slot makes
     /// a NULL; the caller gives a NULL its type's default.
     #[inline]
-    pub fn write_value(&self, acc: &Accum, i: usize, place: &mut Value) {
-        let get = |i: usize| acc.0.get(i).copied().unwrap_or(0);
+    pub fn write_value(&self, get: impl Fn(usize) -> i128, i: usize, place: &mut Value) {
         let Some((_, slot)) = self.aggregates.get(i) else {
             *place = Value::Null;
             return;

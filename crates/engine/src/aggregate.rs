@@ -538,45 +538,119 @@ fn bump_hashed<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, isize>, key: K, d
     }
 }
 
-/// One group's state.
+/// One group's state: a slot of its worker's hash table, which the fold reads for each of
+/// the group's rows and copies whole each time the table grows. With the slot's hash and
+/// key it is two cache lines ([`crate::keyed::Slot`]): the accumulators of the usual
+/// aggregation (a row count and one `sum` or `count`) are inline, everything else behind
+/// one pointer.
 struct GroupState {
     layout: Arc<GroupLayout>,
-    accumulated: Accum,
-    /// A boxed slice, 16 bytes and no allocation where the aggregation has no such part (as
-    /// `whole` is boxed): a group's state is a slot of its worker's hash table, copied whole
-    /// each time the table grows.
-    parts: Box<[PartState]>,
-    /// The whole-group aggregates' arguments, once the group has any. Boxed although a map
-    /// keeps its entries on the heap already: the box is 8 bytes of the slot, the map 24.
-    #[allow(clippy::box_collection)]
-    whole: Option<Box<BTreeMap<Row, isize>>>,
+    /// Accumulator slots 0 and 1 (the group's row count, a keyless aggregation's presence
+    /// marker): sums of multiplicities, which fit 64 bits.
+    counts: [i64; 2],
+    /// Accumulator slot 2, the first aggregate's, as an `i128`'s low and high halves: an
+    /// `i128` field would align the state to 16 bytes and pad the slot to three lines.
+    first: [u64; 2],
+    /// The rest, made with the group when its layout needs any ([`More::needed`]).
+    more: Option<Box<More>>,
 }
+
+/// What a group keeps beyond its first accumulators ([`GroupState`]).
+#[derive(Default)]
+struct More {
+    /// Accumulator slots 3 and up.
+    accumulated: Vec<i128>,
+    /// The parts' states, one per part of the layout.
+    parts: Box<[PartState]>,
+    /// The whole-group aggregates' arguments with their multiplicities.
+    whole: BTreeMap<Row, isize>,
+}
+
+impl More {
+    /// Whether a group of `layout` keeps more than its first three accumulators.
+    fn needed(layout: &GroupLayout) -> bool {
+        layout.accumulated.width() > 3 || !layout.parts.is_empty() || !layout.whole_is_empty()
+    }
+}
+
+/// No parts: the state of a group whose layout keeps none.
+const NO_PARTS: &[PartState] = &[];
 
 impl GroupState {
     fn new(layout: Arc<GroupLayout>) -> GroupState {
-        let parts = layout
-            .parts
-            .iter()
-            .map(|(_, p)| match p {
-                Part::Distinct | Part::DistinctElements => {
-                    PartState::Distinct(DistinctValues::default())
-                }
-                Part::Least | Part::Greatest => {
-                    let keep = match layout.bounded_extremes {
-                        Some(_) => EXTREME_KEPT,
-                        None => usize::MAX,
-                    };
-                    PartState::Extreme(Extreme::new(*p == Part::Greatest, keep))
-                }
-                Part::Quantile(_) => PartState::Ranked(Ranked::default()),
+        let more = More::needed(&layout).then(|| {
+            let parts = layout
+                .parts
+                .iter()
+                .map(|(_, p)| match p {
+                    Part::Distinct | Part::DistinctElements => {
+                        PartState::Distinct(DistinctValues::default())
+                    }
+                    Part::Least | Part::Greatest => {
+                        let keep = match layout.bounded_extremes {
+                            Some(_) => EXTREME_KEPT,
+                            None => usize::MAX,
+                        };
+                        PartState::Extreme(Extreme::new(*p == Part::Greatest, keep))
+                    }
+                    Part::Quantile(_) => PartState::Ranked(Ranked::default()),
+                })
+                .collect();
+            Box::new(More {
+                parts,
+                ..More::default()
             })
-            .collect();
+        });
         GroupState {
             layout,
-            accumulated: Accum::default(),
-            parts,
-            whole: None,
+            counts: [0; 2],
+            first: [0; 2],
+            more,
         }
+    }
+
+    /// Accumulator slot `i` (0 past the ones the group holds).
+    #[inline]
+    fn accumulator(&self, i: usize) -> i128 {
+        match i {
+            0 | 1 => self.counts[i] as i128,
+            2 => ((self.first[1] as i128) << 64) | self.first[0] as i128,
+            _ => self
+                .more
+                .as_ref()
+                .and_then(|m| m.accumulated.get(i - 3))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Adds `diff` times a row's contribution to the accumulators.
+    #[inline]
+    fn accumulate(&mut self, contribution: &Accum, diff: isize) {
+        for (i, &c) in contribution.0.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let add = c * diff as i128;
+            match i {
+                0 | 1 => self.counts[i] += add as i64,
+                2 => {
+                    let sum = self.accumulator(2) + add;
+                    self.first = [sum as u64, (sum >> 64) as u64];
+                }
+                _ => {
+                    let more = self.more.get_or_insert_with(Box::default);
+                    if more.accumulated.len() <= i - 3 {
+                        more.accumulated.resize(i - 2, 0);
+                    }
+                    more.accumulated[i - 3] += add;
+                }
+            }
+        }
+    }
+
+    fn parts(&self) -> &[PartState] {
+        self.more.as_ref().map_or(NO_PARTS, |m| &m.parts)
     }
 
     /// Writes the `i`-th aggregate's value into `place` (`whole`: the whole-group
@@ -587,10 +661,14 @@ impl GroupState {
         let layout = &self.layout;
         let (agg, source) = (&layout.aggregates[i], layout.sources[i]);
         match source {
-            Source::Accumulated(a) => layout.accumulated.write_value(&self.accumulated, a, place),
+            Source::Accumulated(a) => {
+                layout
+                    .accumulated
+                    .write_value(|i| self.accumulator(i), a, place)
+            }
             Source::WholeGroup(w) => *place = whole.get(w).cloned().unwrap_or(Value::Null),
             Source::Part(p) => {
-                *place = match (&self.parts[p], layout.parts[p].1) {
+                *place = match (&self.parts()[p], layout.parts[p].1) {
                     (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
                     (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
                         Some(q) => Value::Float(F64(q)),
@@ -626,10 +704,13 @@ impl KeyedState for GroupState {
     type Update = (Accum, Row);
 
     fn apply(&mut self, (accumulated, cells): (Accum, Row), diff: isize) {
-        self.accumulated.plus_equals(&accumulated.multiply(&diff));
+        self.accumulate(&accumulated, diff);
+        let Some(more) = self.more.as_deref_mut() else {
+            return;
+        };
         // The cells are the update's own: each moves into the state that keeps it.
         let mut cells = cells.into_iter();
-        let parts = self.parts.iter_mut().zip(&self.layout.parts);
+        let parts = more.parts.iter_mut().zip(&self.layout.parts);
         for ((state, (agg, part)), cell) in parts.zip(cells.by_ref()) {
             match (state, cell) {
                 (_, Value::Null) => {}
@@ -656,16 +737,12 @@ impl KeyedState for GroupState {
         }
         let whole: Row = cells.collect();
         if !whole.is_empty() {
-            let kept = self.whole.get_or_insert_with(Box::default);
-            bump(kept, whole, diff);
-            if kept.is_empty() {
-                self.whole = None;
-            }
+            bump(&mut more.whole, whole, diff);
         }
     }
 
     fn prefetch(&self, (_, cells): &(Accum, Row)) {
-        for (state, cell) in self.parts.iter().zip(cells) {
+        for (state, cell) in self.parts().iter().zip(cells) {
             if let PartState::Distinct(m) = state {
                 m.prefetch(cell);
             }
@@ -677,7 +754,10 @@ impl KeyedState for GroupState {
     }
 
     fn settle(&mut self) {
-        for part in self.parts.iter_mut() {
+        let Some(more) = self.more.as_deref_mut() else {
+            return;
+        };
+        for part in more.parts.iter_mut() {
             if let PartState::Extreme(e) = part {
                 e.settle();
             }
@@ -685,18 +765,16 @@ impl KeyedState for GroupState {
     }
 
     fn output(&self, key: &[Value], out: &mut Vec<Row>) {
-        let acc = &self.accumulated.0;
-        let exists = acc.first().is_some_and(|n| *n > 0) || acc.get(1).is_some_and(|n| *n > 0);
-        if !exists {
+        if self.counts[0] <= 0 && self.counts[1] <= 0 {
             return;
         }
         let layout = &self.layout;
         let mut whole = Vec::new();
         if !layout.whole_is_empty() {
             let group: Vec<(&Row, isize)> = self
-                .whole
+                .more
                 .iter()
-                .flat_map(|w| w.iter())
+                .flat_map(|m| m.whole.iter())
                 .map(|(r, n)| (r, *n))
                 .collect();
             layout.whole.finish(&group, &mut whole);
@@ -726,9 +804,13 @@ impl KeyedState for GroupState {
     }
 
     fn is_empty(&self) -> bool {
-        self.accumulated.is_zero()
-            && self.parts.iter().all(PartState::is_empty)
-            && self.whole.is_none()
+        self.counts == [0; 2]
+            && self.first == [0; 2]
+            && self.more.as_ref().is_none_or(|m| {
+                m.accumulated.iter().all(|a| *a == 0)
+                    && m.parts.iter().all(PartState::is_empty)
+                    && m.whole.is_empty()
+            })
     }
 }
 
@@ -892,14 +974,17 @@ mod tests {
         assert!(m.is_empty());
     }
 
-    /// A group's slot in its worker's hash table stays at 192 bytes, three cache lines (272
-    /// before what a time changed moved out of it and the rarely used parts were boxed, 224
-    /// before a value shrank to 24 bytes): the table copies every
-    /// slot each time it grows, into memory the process faults in, and a probe reads the
-    /// slot it lands on.
+    /// A group's slot in its worker's hash table stays at 128 bytes, two cache lines, and
+    /// lies on two: the table copies every slot each time it grows, into memory the process
+    /// faults in, and a probe reads the slot it lands on (272 bytes before what a time
+    /// changed moved out of it and the rarely used parts were boxed, 224 before a value
+    /// shrank to 24 bytes, 192 before the accumulators past the first aggregate's were
+    /// boxed too).
     #[test]
     fn a_group_slot_stays_small() {
-        assert_eq!(std::mem::size_of::<crate::keyed::Entry<GroupState>>(), 192);
+        type Entry = crate::keyed::Entry<GroupState>;
+        assert_eq!(std::mem::size_of::<Entry>(), 128);
+        assert_eq!(std::mem::align_of::<Entry>(), 64);
     }
 
     fn agg(func: AggFunc, args: Vec<Expr>, ty: ColumnType) -> Aggregate {
@@ -1064,14 +1149,14 @@ mod tests {
                     );
                 }
                 state.settle();
-                for part in &state.parts {
+                for part in state.parts() {
                     if let PartState::Extreme(e) = part {
                         assert!(e.kept.len() <= EXTREME_KEPT, "seed {seed} time {time}");
                     }
                 }
                 let lost_track = |state: &GroupState| {
                     state
-                        .parts
+                        .parts()
                         .iter()
                         .any(|p| matches!(p, PartState::Extreme(e) if e.result() == Err(LostTrack)))
                 };

@@ -99,7 +99,9 @@ pub(crate) type Entry<S> = (u64, Key, Slot<S>);
 /// One key's state, and, when the time being folded touched the key, its place in
 /// [`States::touched`] plus one (0: not touched). What the time changed in the key's output is
 /// kept there, not in the slot: the slot is copied each time its table grows, and most keys
-/// are not touched by a given time.
+/// are not touched by a given time. Aligned to a cache line, so that an entry of the table
+/// (hash, key, slot) of two lines lies on two, not across three.
+#[repr(align(64))]
 pub(crate) struct Slot<S> {
     state: S,
     touched: usize,
