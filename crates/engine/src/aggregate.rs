@@ -538,119 +538,45 @@ fn bump_hashed<K: std::hash::Hash + Eq>(map: &mut FxHashMap<K, isize>, key: K, d
     }
 }
 
-/// One group's state: a slot of its worker's hash table, which the fold reads for each of
-/// the group's rows and copies whole each time the table grows. With the slot's hash and
-/// key it is two cache lines ([`crate::keyed::Slot`]): the accumulators of the usual
-/// aggregation (a row count and one `sum` or `count`) are inline, everything else behind
-/// one pointer.
+/// One group's state.
 struct GroupState {
     layout: Arc<GroupLayout>,
-    /// Accumulator slots 0 and 1 (the group's row count, a keyless aggregation's presence
-    /// marker): sums of multiplicities, which fit 64 bits.
-    counts: [i64; 2],
-    /// Accumulator slot 2, the first aggregate's, as an `i128`'s low and high halves: an
-    /// `i128` field would align the state to 16 bytes and pad the slot to three lines.
-    first: [u64; 2],
-    /// The rest, made with the group when its layout needs any ([`More::needed`]).
-    more: Option<Box<More>>,
-}
-
-/// What a group keeps beyond its first accumulators ([`GroupState`]).
-#[derive(Default)]
-struct More {
-    /// Accumulator slots 3 and up.
-    accumulated: Vec<i128>,
-    /// The parts' states, one per part of the layout.
+    accumulated: Accum,
+    /// A boxed slice, 16 bytes and no allocation where the aggregation has no such part (as
+    /// `whole` is boxed): a group's state is a slot of its worker's hash table, copied whole
+    /// each time the table grows.
     parts: Box<[PartState]>,
-    /// The whole-group aggregates' arguments with their multiplicities.
-    whole: BTreeMap<Row, isize>,
+    /// The whole-group aggregates' arguments, once the group has any. Boxed although a map
+    /// keeps its entries on the heap already: the box is 8 bytes of the slot, the map 24.
+    #[allow(clippy::box_collection)]
+    whole: Option<Box<BTreeMap<Row, isize>>>,
 }
-
-impl More {
-    /// Whether a group of `layout` keeps more than its first three accumulators.
-    fn needed(layout: &GroupLayout) -> bool {
-        layout.accumulated.width() > 3 || !layout.parts.is_empty() || !layout.whole_is_empty()
-    }
-}
-
-/// No parts: the state of a group whose layout keeps none.
-const NO_PARTS: &[PartState] = &[];
 
 impl GroupState {
     fn new(layout: Arc<GroupLayout>) -> GroupState {
-        let more = More::needed(&layout).then(|| {
-            let parts = layout
-                .parts
-                .iter()
-                .map(|(_, p)| match p {
-                    Part::Distinct | Part::DistinctElements => {
-                        PartState::Distinct(DistinctValues::default())
-                    }
-                    Part::Least | Part::Greatest => {
-                        let keep = match layout.bounded_extremes {
-                            Some(_) => EXTREME_KEPT,
-                            None => usize::MAX,
-                        };
-                        PartState::Extreme(Extreme::new(*p == Part::Greatest, keep))
-                    }
-                    Part::Quantile(_) => PartState::Ranked(Ranked::default()),
-                })
-                .collect();
-            Box::new(More {
-                parts,
-                ..More::default()
+        let parts = layout
+            .parts
+            .iter()
+            .map(|(_, p)| match p {
+                Part::Distinct | Part::DistinctElements => {
+                    PartState::Distinct(DistinctValues::default())
+                }
+                Part::Least | Part::Greatest => {
+                    let keep = match layout.bounded_extremes {
+                        Some(_) => EXTREME_KEPT,
+                        None => usize::MAX,
+                    };
+                    PartState::Extreme(Extreme::new(*p == Part::Greatest, keep))
+                }
+                Part::Quantile(_) => PartState::Ranked(Ranked::default()),
             })
-        });
+            .collect();
         GroupState {
             layout,
-            counts: [0; 2],
-            first: [0; 2],
-            more,
+            accumulated: Accum::default(),
+            parts,
+            whole: None,
         }
-    }
-
-    /// Accumulator slot `i` (0 past the ones the group holds).
-    #[inline]
-    fn accumulator(&self, i: usize) -> i128 {
-        match i {
-            0 | 1 => self.counts[i] as i128,
-            2 => ((self.first[1] as i128) << 64) | self.first[0] as i128,
-            _ => self
-                .more
-                .as_ref()
-                .and_then(|m| m.accumulated.get(i - 3))
-                .copied()
-                .unwrap_or(0),
-        }
-    }
-
-    /// Adds `diff` times a row's contribution to the accumulators.
-    #[inline]
-    fn accumulate(&mut self, contribution: &Accum, diff: isize) {
-        for (i, &c) in contribution.0.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            let add = c * diff as i128;
-            match i {
-                0 | 1 => self.counts[i] += add as i64,
-                2 => {
-                    let sum = self.accumulator(2) + add;
-                    self.first = [sum as u64, (sum >> 64) as u64];
-                }
-                _ => {
-                    let more = self.more.get_or_insert_with(Box::default);
-                    if more.accumulated.len() <= i - 3 {
-                        more.accumulated.resize(i - 2, 0);
-                    }
-                    more.accumulated[i - 3] += add;
-                }
-            }
-        }
-    }
-
-    fn parts(&self) -> &[PartState] {
-        self.more.as_ref().map_or(NO_PARTS, |m| &m.parts)
     }
 
     /// Writes the `i`-th aggregate's value into `place` (`whole`: the whole-group
@@ -662,13 +588,13 @@ impl GroupState {
         let (agg, source) = (&layout.aggregates[i], layout.sources[i]);
         match source {
             Source::Accumulated(a) => {
-                layout
-                    .accumulated
-                    .write_value(|i| self.accumulator(i), a, place)
+                let acc = &self.accumulated.0;
+                let get = |i: usize| acc.get(i).copied().unwrap_or(0);
+                layout.accumulated.write_value(get, a, place)
             }
             Source::WholeGroup(w) => *place = whole.get(w).cloned().unwrap_or(Value::Null),
             Source::Part(p) => {
-                *place = match (&self.parts()[p], layout.parts[p].1) {
+                *place = match (&self.parts[p], layout.parts[p].1) {
                     (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
                     (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
                         Some(q) => Value::Float(F64(q)),
@@ -704,13 +630,10 @@ impl KeyedState for GroupState {
     type Update = (Accum, Row);
 
     fn apply(&mut self, (accumulated, cells): (Accum, Row), diff: isize) {
-        self.accumulate(&accumulated, diff);
-        let Some(more) = self.more.as_deref_mut() else {
-            return;
-        };
+        self.accumulated.plus_equals(&accumulated.multiply(&diff));
         // The cells are the update's own: each moves into the state that keeps it.
         let mut cells = cells.into_iter();
-        let parts = more.parts.iter_mut().zip(&self.layout.parts);
+        let parts = self.parts.iter_mut().zip(&self.layout.parts);
         for ((state, (agg, part)), cell) in parts.zip(cells.by_ref()) {
             match (state, cell) {
                 (_, Value::Null) => {}
@@ -737,12 +660,16 @@ impl KeyedState for GroupState {
         }
         let whole: Row = cells.collect();
         if !whole.is_empty() {
-            bump(&mut more.whole, whole, diff);
+            let kept = self.whole.get_or_insert_with(Box::default);
+            bump(kept, whole, diff);
+            if kept.is_empty() {
+                self.whole = None;
+            }
         }
     }
 
     fn prefetch(&self, (_, cells): &(Accum, Row)) {
-        for (state, cell) in self.parts().iter().zip(cells) {
+        for (state, cell) in self.parts.iter().zip(cells) {
             if let PartState::Distinct(m) = state {
                 m.prefetch(cell);
             }
@@ -754,10 +681,7 @@ impl KeyedState for GroupState {
     }
 
     fn settle(&mut self) {
-        let Some(more) = self.more.as_deref_mut() else {
-            return;
-        };
-        for part in more.parts.iter_mut() {
+        for part in self.parts.iter_mut() {
             if let PartState::Extreme(e) = part {
                 e.settle();
             }
@@ -765,26 +689,47 @@ impl KeyedState for GroupState {
     }
 
     fn output(&self, key: &[Value], out: &mut Vec<Row>) {
-        if self.counts[0] <= 0 && self.counts[1] <= 0 {
+        let acc = &self.accumulated.0;
+        let exists = acc.first().is_some_and(|n| *n > 0) || acc.get(1).is_some_and(|n| *n > 0);
+        if !exists {
             return;
         }
         let layout = &self.layout;
         let mut whole = Vec::new();
         if !layout.whole_is_empty() {
             let group: Vec<(&Row, isize)> = self
-                .more
+                .whole
                 .iter()
-                .flat_map(|m| m.whole.iter())
+                .flat_map(|w| w.iter())
                 .map(|(r, n)| (r, *n))
                 .collect();
             layout.whole.finish(&group, &mut whole);
         }
-        // Column `c` of the group's row: the key's columns, then the aggregates. Only the
-        // columns output are made, each where it lies in the one row (made at its final size,
-        // NULL): a cell made apart and moved in was read back whole before the stores that
-        // made it were done.
-        let width = key.len() + layout.aggregates.len();
-        let projected = layout.projected.as_deref();
+        layout.push_row(key, |i, place| self.write_aggregate(i, &whole, place), out);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.accumulated.is_zero()
+            && self.parts.iter().all(PartState::is_empty)
+            && self.whole.is_none()
+    }
+}
+
+impl GroupLayout {
+    /// Appends a group's row: the key's columns, then the aggregates, each written by
+    /// `aggregate` (which gives `None` when the group has no right row: then no row). Only
+    /// the columns output are made, each where it lies in the one row (made at its final
+    /// size, NULL): a cell made apart and moved in was read back whole before the stores that
+    /// made it were done.
+    #[inline]
+    fn push_row(
+        &self,
+        key: &[Value],
+        mut aggregate: impl FnMut(usize, &mut Value) -> Option<()>,
+        out: &mut Vec<Row>,
+    ) {
+        let width = key.len() + self.aggregates.len();
+        let projected = self.projected.as_deref();
         let cells = projected.map_or(width, <[usize]>::len);
         let mut row = Vec::with_capacity(cells);
         row.resize_with(cells, || Value::Null);
@@ -792,8 +737,8 @@ impl KeyedState for GroupState {
             let c = projected.map_or(n, |columns| columns[n]);
             match c.checked_sub(key.len()) {
                 None => *place = key[c].clone(),
-                Some(i) if i < layout.aggregates.len() => {
-                    if self.write_aggregate(i, &whole, place).is_none() {
+                Some(i) if i < self.aggregates.len() => {
+                    if aggregate(i, place).is_none() {
                         return;
                     }
                 }
@@ -803,23 +748,93 @@ impl KeyedState for GroupState {
         out.push(row);
     }
 
-    fn is_empty(&self) -> bool {
-        self.counts == [0; 2]
-            && self.first == [0; 2]
-            && self.more.as_ref().is_none_or(|m| {
-                m.accumulated.iter().all(|a| *a == 0)
-                    && m.parts.iter().all(PartState::is_empty)
-                    && m.whole.is_empty()
-            })
+    /// Whether a group of this layout is a [`SumState`]: at most three accumulators (its row
+    /// count, the presence marker, one `sum` or `count`), no part, no whole-group aggregate.
+    fn fits_sum_state(&self) -> bool {
+        self.accumulated.width() <= 3 && self.only_accumulated() && self.whole_is_empty()
     }
-}
 
-impl GroupLayout {
     fn whole_is_empty(&self) -> bool {
         !self
             .sources
             .iter()
             .any(|s| matches!(s, Source::WholeGroup(_)))
+    }
+}
+
+/// The state of a group of one accumulated aggregate (`sum`, `count`; a top-k's `GROUP BY`),
+/// [`GroupState`] without what such a group never holds: its hash-table slot, with the slot's
+/// hash and key, is two cache lines instead of three ([`crate::keyed::Slot`]), and the fold
+/// reads one line less for each of the group's rows.
+struct SumState {
+    layout: Arc<GroupLayout>,
+    /// Accumulator slots 0 and 1 (the group's row count, a keyless aggregation's presence
+    /// marker): sums of multiplicities, which fit 64 bits.
+    counts: [i64; 2],
+    /// Accumulator slot 2, the aggregate's, as an `i128`'s low and high halves: an `i128`
+    /// field would align the state to 16 bytes and pad the slot to three lines.
+    first: [u64; 2],
+}
+
+impl SumState {
+    fn new(layout: Arc<GroupLayout>) -> SumState {
+        SumState {
+            layout,
+            counts: [0; 2],
+            first: [0; 2],
+        }
+    }
+
+    /// Accumulator slot `i` (0 past the three).
+    #[inline]
+    fn accumulator(&self, i: usize) -> i128 {
+        match i {
+            0 | 1 => self.counts[i] as i128,
+            2 => ((self.first[1] as i128) << 64) | self.first[0] as i128,
+            _ => 0,
+        }
+    }
+}
+
+impl KeyedState for SumState {
+    type Update = (Accum, Row);
+
+    fn apply(&mut self, (contribution, _): (Accum, Row), diff: isize) {
+        for (i, &c) in contribution.0.iter().enumerate().filter(|(_, c)| **c != 0) {
+            let add = c * diff as i128;
+            match i {
+                0 | 1 => self.counts[i] += add as i64,
+                _ => {
+                    let sum = self.accumulator(2) + add;
+                    self.first = [sum as u64, (sum >> 64) as u64];
+                }
+            }
+        }
+    }
+
+    fn output(&self, key: &[Value], out: &mut Vec<Row>) {
+        if self.counts[0] <= 0 && self.counts[1] <= 0 {
+            return;
+        }
+        let layout = &self.layout;
+        let write = |i: usize, place: &mut Value| {
+            let Source::Accumulated(a) = layout.sources[i] else {
+                return Some(());
+            };
+            layout
+                .accumulated
+                .write_value(|s| self.accumulator(s), a, place);
+            let agg = &layout.aggregates[i];
+            if place.is_null() && !agg.ty.is_nullable() {
+                *place = agg.ty.default_value();
+            }
+            Some(())
+        };
+        layout.push_row(key, write, out);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.counts == [0; 2] && self.first == [0; 2]
     }
 }
 
@@ -857,12 +872,16 @@ pub fn render<'s>(
                 && slices.scope().peers() <= IN_PLACE_MAX_WORKERS =>
         {
             let u = layout.clone();
-            return fold_scanned_by_key(
-                (scan, slices, scan_guard),
-                keys.to_vec(),
-                move |row| (u.accumulated.contribution(row), u.cells(row)),
-                move || GroupState::new(layout.clone()),
-            );
+            let update_of = move |row: &Row| (u.accumulated.contribution(row), u.cells(row));
+            let scanned = (scan, slices, scan_guard);
+            return match layout.fits_sum_state() {
+                true => fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
+                    SumState::new(layout.clone())
+                }),
+                false => fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
+                    GroupState::new(layout.clone())
+                }),
+            };
         }
         other => other,
     };
@@ -899,9 +918,14 @@ pub fn render<'s>(
         Some(p) => updates.concat(p),
         None => updates,
     };
-    fold_by_key(updates, guard.clone(), move || {
-        GroupState::new(layout.clone())
-    })
+    match layout.fits_sum_state() {
+        true => fold_by_key(updates, guard.clone(), move || {
+            SumState::new(layout.clone())
+        }),
+        false => fold_by_key(updates, guard.clone(), move || {
+            GroupState::new(layout.clone())
+        }),
+    }
 }
 
 /// Adds up the contributions of each key within each batch before they are exchanged, so
@@ -974,17 +998,87 @@ mod tests {
         assert!(m.is_empty());
     }
 
-    /// A group's slot in its worker's hash table stays at 128 bytes, two cache lines, and
-    /// lies on two: the table copies every slot each time it grows, into memory the process
-    /// faults in, and a probe reads the slot it lands on (272 bytes before what a time
-    /// changed moved out of it and the rarely used parts were boxed, 224 before a value
-    /// shrank to 24 bytes, 192 before the accumulators past the first aggregate's were
-    /// boxed too).
+    /// A group's slot in its worker's hash table stays at 192 bytes, three cache lines (272
+    /// before what a time changed moved out of it and the rarely used parts were boxed, 224
+    /// before a value shrank to 24 bytes), and a group of one accumulated aggregate's at 128,
+    /// two: the table copies every slot each time it grows, into memory the process faults
+    /// in, and a probe reads the slot it lands on. Each lies on whole lines.
     #[test]
     fn a_group_slot_stays_small() {
-        type Entry = crate::keyed::Entry<GroupState>;
-        assert_eq!(std::mem::size_of::<Entry>(), 128);
-        assert_eq!(std::mem::align_of::<Entry>(), 64);
+        use crate::keyed::Entry;
+        assert_eq!(std::mem::size_of::<Entry<GroupState>>(), 192);
+        assert_eq!(std::mem::size_of::<Entry<SumState>>(), 128);
+        assert_eq!(std::mem::align_of::<Entry<SumState>>(), 64);
+    }
+
+    /// A group of one accumulated aggregate kept in two cache lines answers as the general
+    /// state does: after every random insert and retraction (sums past 64 bits either way,
+    /// floats in fixed point, a keyless aggregation's row over no rows), the same row or
+    /// none, and empty exactly when the general state is.
+    #[test]
+    fn a_sum_state_answers_as_the_general_state() {
+        let x = Expr::Column(0);
+        let layouts = [
+            (
+                agg(AggFunc::Sum, vec![x.clone()], ColumnType::Int(64)),
+                false,
+            ),
+            (
+                agg(AggFunc::Sum, vec![x.clone()], ColumnType::UInt(64)),
+                false,
+            ),
+            (
+                agg(AggFunc::Sum, vec![x.clone()], ColumnType::Float64),
+                false,
+            ),
+            (agg(AggFunc::Count, vec![], ColumnType::UInt(64)), false),
+            (
+                agg(AggFunc::Count, vec![x.clone()], ColumnType::UInt(64)),
+                true,
+            ),
+        ];
+        for (n, (aggregate, keyless)) in layouts.into_iter().enumerate() {
+            let layout = Arc::new(GroupLayout::new(&[], &[aggregate], None));
+            assert!(layout.fits_sum_state());
+            let (mut sum, mut general) = (
+                SumState::new(layout.clone()),
+                GroupState::new(layout.clone()),
+            );
+            if keyless {
+                sum.apply((layout.accumulated.presence(), Vec::new()), 1);
+                general.apply((layout.accumulated.presence(), Vec::new()), 1);
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
+            let mut live: Vec<Row> = Vec::new();
+            for step in 0..2_000 {
+                let (row, diff) = if !live.is_empty() && rng.random_range(0..3) == 0 {
+                    let i = rng.random_range(0..live.len());
+                    (live.swap_remove(i), -1)
+                } else {
+                    let v = match rng.random_range(0..4) {
+                        0 => Value::Int(i64::MIN + rng.random_range(0..10)),
+                        1 => Value::UInt(u64::MAX - rng.random_range(0..10)),
+                        2 => Value::Float(F64(rng.random_range(-1e6..1e6))),
+                        _ => Value::Null,
+                    };
+                    live.push(vec![v.clone()]);
+                    (vec![v], 1)
+                };
+                let update = || (layout.accumulated.contribution(&row), layout.cells(&row));
+                sum.apply(update(), diff);
+                general.apply(update(), diff);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                sum.output(&[], &mut a);
+                general.output(&[], &mut b);
+                assert_eq!(a, b, "layout {n} step {step}");
+                assert_eq!(sum.is_empty(), general.is_empty(), "layout {n} step {step}");
+            }
+            for row in live {
+                let update = (layout.accumulated.contribution(&row), layout.cells(&row));
+                sum.apply(update, -1);
+            }
+            assert_eq!(sum.is_empty(), !keyless, "layout {n}: every row taken back");
+        }
     }
 
     fn agg(func: AggFunc, args: Vec<Expr>, ty: ColumnType) -> Aggregate {
@@ -1149,14 +1243,14 @@ mod tests {
                     );
                 }
                 state.settle();
-                for part in state.parts() {
+                for part in &state.parts {
                     if let PartState::Extreme(e) = part {
                         assert!(e.kept.len() <= EXTREME_KEPT, "seed {seed} time {time}");
                     }
                 }
                 let lost_track = |state: &GroupState| {
                     state
-                        .parts()
+                        .parts
                         .iter()
                         .any(|p| matches!(p, PartState::Extreme(e) if e.result() == Err(LostTrack)))
                 };
