@@ -40,7 +40,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::accum::{Accum, AccumLayout};
 use crate::guard::Guard;
-use crate::keyed::{fold_by_key, fold_scanned_by_key, KeyedState};
+use crate::keyed::{fold_by_key, fold_scanned_by_key, CacheLine, KeyedState};
 use crate::render::Rows;
 use crate::source::Feed;
 use crate::values::ValuesLayout;
@@ -628,6 +628,7 @@ impl GroupState {
 
 impl KeyedState for GroupState {
     type Update = (Accum, Row);
+    type Alignment = ();
 
     fn apply(&mut self, (accumulated, cells): (Accum, Row), diff: isize) {
         self.accumulated.plus_equals(&accumulated.multiply(&diff));
@@ -798,6 +799,7 @@ impl SumState {
 
 impl KeyedState for SumState {
     type Update = (Accum, Row);
+    type Alignment = CacheLine;
 
     fn apply(&mut self, (contribution, _): (Accum, Row), diff: isize) {
         for (i, &c) in contribution.0.iter().enumerate().filter(|(_, c)| **c != 0) {

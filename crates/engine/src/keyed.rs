@@ -37,6 +37,10 @@ use petrel_view::slot_table::SlotTable;
 pub trait KeyedState: 'static {
     /// What one input record carries for the key.
     type Update: ExchangeData;
+    /// The alignment the key's slot takes in its table: [`CacheLine`] for a state whose slot
+    /// (hash, key, state) fits two cache lines when it starts on one, `()` otherwise (a
+    /// larger alignment would pad every slot).
+    type Alignment: 'static;
     /// Applies `update` with multiplicity `diff` (negative for retractions).
     fn apply(&mut self, update: Self::Update, diff: isize);
     /// When the state knows exactly how applying `update` changes its output rows, applies
@@ -99,13 +103,18 @@ pub(crate) type Entry<S> = (u64, Key, Slot<S>);
 /// One key's state, and, when the time being folded touched the key, its place in
 /// [`States::touched`] plus one (0: not touched). What the time changed in the key's output is
 /// kept there, not in the slot: the slot is copied each time its table grows, and most keys
-/// are not touched by a given time. Aligned to a cache line, so that an entry of the table
-/// (hash, key, slot) of two lines lies on two, not across three.
-#[repr(align(64))]
-pub(crate) struct Slot<S> {
+/// are not touched by a given time.
+pub(crate) struct Slot<S: KeyedState> {
     state: S,
     touched: usize,
+    /// No bytes: the state's alignment ([`KeyedState::Alignment`]).
+    _alignment: [S::Alignment; 0],
 }
+
+/// No bytes, aligned to a cache line: a [`KeyedState::Alignment`] that puts each slot of
+/// a state's table on whole lines.
+#[repr(align(64))]
+pub(crate) struct CacheLine;
 
 /// Keys' states in a hash table, and the keys the time being folded touched (in first-touch
 /// order, by position): an update hashes its key once, and draining a time finds each touched
@@ -206,6 +215,7 @@ impl<S: KeyedState> States<S> {
         let fresh_slot = || Slot {
             state: fresh(),
             touched: 0,
+            _alignment: [],
         };
         let (position, (_, key, slot)) = slots.find_or_insert(hash, key, fresh_slot);
         let update = match slot.touched.checked_sub(1).and_then(|i| touched.get_mut(i)) {

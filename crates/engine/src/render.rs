@@ -468,6 +468,7 @@ impl TopState {
 
 impl KeyedState for TopState {
     type Update = Row;
+    type Alignment = ();
 
     fn apply(&mut self, row: Row, diff: isize) {
         let entry = self.order.entry_of(row);

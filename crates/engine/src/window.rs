@@ -51,6 +51,7 @@ struct WindowState {
 
 impl KeyedState for WindowState {
     type Update = Row;
+    type Alignment = ();
 
     fn apply(&mut self, row: Row, diff: isize) {
         add_multiplicity(&mut self.rows, self.order.entry_of(row), diff as i64);
