@@ -13,7 +13,7 @@
 //!   them and are exchanged by key inside the dataflow; each process's clock reaches its
 //!   workers as input frontiers, so a view's frontier is the slowest clock's. Process 0 alone
 //!   installs and drops views (the other processes forward what would install one) and sends
-//!   each command through the [`control`] stream, so every worker builds the same dataflows
+//!   each command through the `control` stream, so every worker builds the same dataflows
 //!   in the same order. A view's rows are published on process 0.
 
 mod accum;
