@@ -819,16 +819,11 @@ impl KeyedState for SumState {
             return;
         }
         let layout = &self.layout;
+        // Every aggregate of such a layout is accumulated, and no accumulated value is NULL.
         let write = |i: usize, place: &mut Value| {
-            let Source::Accumulated(a) = layout.sources[i] else {
-                return Some(());
-            };
-            layout
-                .accumulated
-                .write_value(|s| self.accumulator(s), a, place);
-            let agg = &layout.aggregates[i];
-            if place.is_null() && !agg.ty.is_nullable() {
-                *place = agg.ty.default_value();
+            if let Source::Accumulated(a) = layout.sources[i] {
+                let get = |s: usize| self.accumulator(s);
+                layout.accumulated.write_value(get, a, place);
             }
             Some(())
         };
