@@ -278,8 +278,8 @@ pub struct SortedRow {
     exact: [bool; 2],
     /// How many of `values` are the row's own; the rest are its computed sort values.
     row_len: u32,
-    /// The row's values, then its sort values when they are not plain columns of the row:
-    /// inside the entry when they are at most three, else one allocation of exactly them.
+    /// The row's values, then its sort values when they are not plain columns of the row: one
+    /// allocation, held by a slice's two words instead of a vector's three.
     values: EntryValues,
     spec: Arc<Spec>,
 }
