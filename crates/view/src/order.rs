@@ -6,7 +6,6 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use petrel_value::{Row, Value};
-use smallvec::SmallVec;
 
 /// One ORDER BY item's direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,16 +100,16 @@ impl RowOrder {
 
     /// The row with its sort values: the key that orders it.
     pub fn entry(&self, row: &Row) -> SortedRow {
-        // The row and its sort values, inline when they are few.
-        let values: EntryValues = match &self.values {
+        // One allocation of exactly the row and its sort values.
+        let values: Box<[Value]> = match &self.values {
             Some(values) => {
                 let sort = values(row);
-                let mut all = EntryValues::with_capacity(row.len() + sort.len());
-                all.extend(row.iter().cloned());
+                let mut all = Vec::with_capacity(row.len() + sort.len());
+                all.extend_from_slice(row);
                 all.extend(sort);
-                all
+                all.into_boxed_slice()
             }
-            None => row.iter().cloned().collect(),
+            None => row.as_slice().into(),
         };
         self.entry_from(row.len(), values)
     }
@@ -134,15 +133,15 @@ impl RowOrder {
     /// [`RowOrder::entry`] of a row the caller gives up (no copy of it is made).
     pub fn entry_of(&self, row: Row) -> SortedRow {
         let len = row.len();
-        let values: EntryValues = match &self.values {
+        let values: Box<[Value]> = match &self.values {
             Some(values) => {
                 let sort = values(&row);
                 let mut all = row;
                 all.reserve_exact(sort.len());
                 all.extend(sort);
-                EntryValues::from_vec(all)
+                all.into_boxed_slice()
             }
-            None => EntryValues::from_vec(row),
+            None => row.into_boxed_slice(),
         };
         self.entry_from(len, values)
     }
@@ -168,8 +167,7 @@ impl RowOrder {
 
     /// The entry of a row of `row_len` values, followed in `values` by its computed sort
     /// values (if the order computes them).
-    fn entry_from(&self, row_len: usize, mut values: EntryValues) -> SortedRow {
-        values.shrink_to_fit();
+    fn entry_from(&self, row_len: usize, values: Box<[Value]>) -> SortedRow {
         let [a, b] = self.hints(row_len, &values);
         SortedRow {
             bits: [a.bits, b.bits],
@@ -263,13 +261,9 @@ impl Hint {
     }
 }
 
-/// A row with its sort values: the key of a group's ordered index, and of a large group's
-/// unordered rows. A row of up to three values (a top-k's key, id and total; a counter's key
-/// and counts) lies inside its entry (112 bytes; an unordered row's with its hash and
-/// multiplicity, two cache lines): a change to it reads no second allocation, where a
-/// pointer to its values cost a cache miss per change in a large group (and an allocation
-/// and a free per row). Wider rows keep their values behind a pointer, 64 bytes more per row
-/// than when every entry held one.
+/// A row with its sort values: the key of a group's ordered index. Kept small (48 bytes): a
+/// search in a group's index reads entry after entry, and the index of a large view holds
+/// one per row.
 #[derive(Clone, Debug)]
 pub struct SortedRow {
     /// The first two sort values' [`Hint`]s, field by field (no padding between them).
@@ -280,12 +274,9 @@ pub struct SortedRow {
     row_len: u32,
     /// The row's values, then its sort values when they are not plain columns of the row: one
     /// allocation, held by a slice's two words instead of a vector's three.
-    values: EntryValues,
+    values: Box<[Value]>,
     spec: Arc<Spec>,
 }
-
-/// An entry's values: inline up to three (a top-k's key, id and total).
-type EntryValues = SmallVec<[Value; 3]>;
 
 impl SortedRow {
     /// The row itself.
@@ -437,19 +428,11 @@ pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
 mod tests {
     use super::*;
 
-    /// An entry stays at 112 bytes with a row of three values inside it: a group's unordered
-    /// row, with its hash and multiplicity, then fills two cache lines, and a change to it
-    /// reads no other allocation.
+    /// An entry stays at 48 bytes: a group's ordered index reads entry after entry, and each
+    /// byte more is read on every search and held per row of the view.
     #[test]
     fn an_entry_stays_small() {
-        assert_eq!(std::mem::size_of::<SortedRow>(), 112);
-        assert_eq!(std::mem::size_of::<(u64, SortedRow, i64)>(), 128);
-        let order = RowOrder::by_columns(vec![SortDirection::default()], vec![1]);
-        let narrow = order.entry(&vec![Value::str("a"), Value::Int(5), Value::Int(7)]);
-        assert!(!narrow.values.spilled());
-        let wide = order.entry_of(vec![Value::Null; 4]);
-        assert!(wide.values.spilled());
-        assert_eq!(wide.row(), vec![Value::Null; 4].as_slice());
+        assert_eq!(std::mem::size_of::<SortedRow>(), 48);
     }
 
     /// An entry gives back its row as it was, whether its sort values are columns or
