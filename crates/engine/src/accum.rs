@@ -169,12 +169,11 @@ impl AccumLayout {
         Accum(acc)
     }
 
-    /// Writes the `i`-th aggregate's output value for a group's accumulators (`get` gives
-    /// slot by slot, 0 past the group's) into
-    /// `place` (NULL past the aggregates): one value, so a group's output row is built
-    /// without a vector of them all, and made where it lies in the row (a value made apart
-    /// and moved in was read back before the stores that made it were done). No slot makes
-    /// a NULL; the caller gives a NULL its type's default.
+    /// Writes the `i`-th aggregate's output value for a group's accumulators (`get` gives them
+    /// slot by slot, 0 past the group's) into `place` (NULL past the aggregates): one value, so
+    /// a group's output row is built without a vector of them all, and made where it lies in
+    /// the row (a value made apart and moved in was read back before the stores that made it
+    /// were done). No slot makes a NULL; the caller gives a NULL its type's default.
     #[inline]
     pub fn write_value(&self, get: impl Fn(usize) -> i128, i: usize, place: &mut Value) {
         let Some((_, slot)) = self.aggregates.get(i) else {

@@ -806,10 +806,12 @@ impl KeyedState for SumState {
             let add = c * diff as i128;
             match i {
                 0 | 1 => self.counts[i] += add as i64,
-                _ => {
+                2 => {
                     let sum = self.accumulator(2) + add;
                     self.first = [sum as u64, (sum >> 64) as u64];
                 }
+                // No layout this state is chosen for has more slots.
+                _ => {}
             }
         }
     }
@@ -871,13 +873,14 @@ pub fn render<'s>(
             let u = layout.clone();
             let update_of = move |row: &Row| (u.accumulated.contribution(row), u.cells(row));
             let scanned = (scan, slices, scan_guard);
-            return match layout.fits_sum_state() {
-                true => fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
+            return if layout.fits_sum_state() {
+                fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
                     SumState::new(layout.clone())
-                }),
-                false => fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
+                })
+            } else {
+                fold_scanned_by_key(scanned, keys.to_vec(), update_of, move || {
                     GroupState::new(layout.clone())
-                }),
+                })
             };
         }
         other => other,
@@ -915,13 +918,14 @@ pub fn render<'s>(
         Some(p) => updates.concat(p),
         None => updates,
     };
-    match layout.fits_sum_state() {
-        true => fold_by_key(updates, guard.clone(), move || {
+    if layout.fits_sum_state() {
+        fold_by_key(updates, guard.clone(), move || {
             SumState::new(layout.clone())
-        }),
-        false => fold_by_key(updates, guard.clone(), move || {
+        })
+    } else {
+        fold_by_key(updates, guard.clone(), move || {
             GroupState::new(layout.clone())
-        }),
+        })
     }
 }
 
