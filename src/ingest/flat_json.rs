@@ -12,10 +12,66 @@ use petrel_value::same_bytes;
 /// The keys a scan looks for, each by its index: a schema's top-level JSON keys.
 pub(crate) struct Keys {
     names: Vec<Box<str>>,
-    /// The key has no quote, backslash or control character, so the JSON string of its
-    /// bytes between two quotes is the key itself: a line's key is checked against the
-    /// key expected there by comparing bytes, without scanning it first.
-    plain: Vec<bool>,
+    /// For a key without quote, backslash or control character (so the JSON string of its
+    /// bytes between two quotes is the key itself), its bytes and closing quote as they
+    /// lie in a line: a line's key is checked against the key expected there by comparing
+    /// those bytes, without scanning it first. `None` for another key.
+    plain: Vec<Option<Quoted>>,
+}
+
+/// A key's bytes followed by its closing quote, and the machine words a line's bytes are
+/// compared with: a key of up to 16 bytes with its quote (most keys) is checked with one or
+/// two 8-byte comparisons instead of a byte at a time.
+struct Quoted {
+    bytes: Box<[u8]>,
+    /// The first 8 bytes (zeros past the end of a shorter key).
+    first: u64,
+    /// The last 8 bytes, for keys of 9 to 16 bytes.
+    last: u64,
+    /// The bits of `first` a shorter key's bytes take.
+    mask: u64,
+}
+
+impl Quoted {
+    fn new(name: &str) -> Quoted {
+        let mut bytes = name.as_bytes().to_vec();
+        bytes.push(b'"');
+        let n = bytes.len();
+        let mut first = [0u8; 8];
+        let head = n.min(8);
+        first[..head].copy_from_slice(&bytes[..head]);
+        let last = match n.checked_sub(8) {
+            Some(from) => word(&bytes[from..]).unwrap_or(0),
+            None => 0,
+        };
+        Quoted {
+            first: u64::from_le_bytes(first),
+            last,
+            mask: u64::MAX >> (8 * (8 - head)),
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Whether `at` starts with the key's bytes and closing quote.
+    #[inline(always)]
+    fn starts(&self, at: &[u8]) -> bool {
+        let n = self.bytes.len();
+        match (n, word(at)) {
+            (..=8, Some(w)) => w & self.mask == self.first,
+            (9..=16, Some(w)) => {
+                w == self.first && at.get(n - 8..n).and_then(word) == Some(self.last)
+            }
+            _ => at.get(..n) == Some(&self.bytes[..]),
+        }
+    }
+}
+
+/// The little-endian word of `b`'s first 8 bytes; `None` when it is shorter.
+#[inline(always)]
+fn word(b: &[u8]) -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(b.get(..8)?);
+    Some(u64::from_le_bytes(bytes))
 }
 
 impl Keys {
@@ -24,22 +80,20 @@ impl Keys {
         let names: Vec<Box<str>> = names.into_iter().map(Box::from).collect();
         let plain = names
             .iter()
-            .map(|k| !k.bytes().any(|b| STOPS_STRING[b as usize]))
+            .map(|k| (!k.bytes().any(|b| STOPS_STRING[b as usize])).then(|| Quoted::new(k)))
             .collect();
         Keys { names, plain }
     }
 
     /// The index of the key whose string opens at `i` (or `None` for a key not looked for),
     /// and the position past its closing quote. Events mostly list their keys in one order:
-    /// `guess`, the key after the one found last, is tried first.
+    /// `guess`, the key after the one found last, is tried first. Inlined: it runs for every
+    /// key of every line, and its call cost as much as its work.
+    #[inline(always)]
     fn find(&self, b: &[u8], i: usize, guess: usize) -> Option<(Option<usize>, usize)> {
-        if let (Some(name), Some(true)) = (self.names.get(guess), self.plain.get(guess)) {
-            let end = i + 1 + name.len();
-            let same = b
-                .get(i + 1..end)
-                .is_some_and(|k| same_bytes(k, name.as_bytes()));
-            if same && b.get(end) == Some(&b'"') {
-                return Some((Some(guess), end + 1));
+        if let Some(Some(quoted)) = self.plain.get(guess) {
+            if b.get(i + 1..).is_some_and(|at| quoted.starts(at)) {
+                return Some((Some(guess), i + 1 + quoted.bytes.len()));
             }
         }
         let end = string_end(b, i)?;
@@ -156,14 +210,38 @@ static STOPS_STRING: [bool; 256] = {
 };
 
 /// The position of the quote that closes the string opening at `start`; `None` when the
-/// string has an escape or a control character (or does not close). Event strings are short:
-/// a table lookup per byte beats a vectorised search's set-up.
+/// string has an escape or a control character (or does not close). Eight bytes are checked
+/// at once, in a general-purpose register (no vector set-up, which short event strings would
+/// not repay); the last few bytes of the line one at a time.
+#[inline(always)]
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
+    while let Some(w) = b.get(i..).and_then(word) {
+        let stops = stop_bytes(w);
+        if stops != 0 {
+            i += (stops.trailing_zeros() / 8) as usize;
+            return (b[i] == b'"').then_some(i);
+        }
+        i += 8;
+    }
     while !STOPS_STRING[*b.get(i)? as usize] {
         i += 1;
     }
     (b[i] == b'"').then_some(i)
+}
+
+/// The high bit of each byte of `word` (in memory order, least significant first) that is a
+/// quote, a backslash or a control character ([`STOPS_STRING`]). A byte's borrow may set bits
+/// in the bytes after the first such byte, never before it, so the lowest bit set is exact.
+#[inline(always)]
+fn stop_bytes(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
 }
 
 /// The end (exclusive) and shape of the string, number or literal starting at `i`; `None`
@@ -206,12 +284,19 @@ fn number(b: &[u8], mut i: usize) -> Option<(usize, Shape)> {
     match *b.get(i)? {
         b'0' => i += 1,
         b'1'..=b'9' => {
+            let start = i;
+            let mut m = 0u64;
             while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
-                magnitude = magnitude
-                    .and_then(|m| m.checked_mul(10))
-                    .and_then(|m| m.checked_add(u64::from(d - b'0')));
+                m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
                 i += 1;
             }
+            // Up to 19 digits always fit in a `u64`; a longer run is read again, checked.
+            magnitude = match b.get(start..i) {
+                Some(run) if run.len() > 19 => run.iter().try_fold(0u64, |m, &d| {
+                    m.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                }),
+                _ => Some(m),
+            };
         }
         _ => return None,
     }
@@ -317,6 +402,84 @@ mod tests {
             shape: Shape::String,
         };
         assert_eq!(string.string(), Some("x y"));
+    }
+
+    /// A line's key is the key expected there only when its bytes and closing quote are the
+    /// key's: for keys of every length around the 8 and 16 bytes compared as words, against
+    /// keys that are one byte longer or shorter, differ in their last byte, or end the line.
+    #[test]
+    fn tells_expected_keys_from_their_neighbours() {
+        for len in 1..20 {
+            let key: String = (0..len).map(|n| (b'a' + n as u8) as char).collect();
+            let keys = Keys::new([key.as_str()]);
+            let mut other = key.clone().into_bytes();
+            *other.last_mut().unwrap() = b'Z';
+            let other = String::from_utf8(other).unwrap();
+            let found = |line: &str| {
+                let mut out = Vec::new();
+                scan(line, &keys, |k, v| {
+                    out.push((k, v.raw.to_string()));
+                    Some(())
+                })
+                .map(|()| out)
+            };
+            let one = Some(vec![(0, "1".to_string())]);
+            assert_eq!(found(&format!(r#"{{"{key}":1}}"#)), one, "{key}");
+            assert_eq!(found(&format!(r#"{{"{key}": 1 , "x":2}}"#)), one, "{key}");
+            assert_eq!(found(&format!(r#"{{"{key}x":1}}"#)), Some(vec![]), "{key}x");
+            assert_eq!(
+                found(&format!(r#"{{"{other}":1}}"#)),
+                Some(vec![]),
+                "{other}"
+            );
+            let shorter = &key[..len - 1];
+            assert_eq!(
+                found(&format!(r#"{{"{shorter}":1}}"#)),
+                Some(vec![]),
+                "{shorter}"
+            );
+            // A key cut by the line's end: the scanner gives up on the line.
+            assert_eq!(found(&format!(r#"{{"{key}"#)), None, "{key} cut");
+            assert_eq!(found(&format!(r#"{{"{shorter}"#)), None, "{shorter} cut");
+        }
+    }
+
+    /// The end of a string is found eight bytes at a time as byte by byte: at every position
+    /// of a long string, for a closing quote, an escape, a control character, and bytes that
+    /// come close to them (multi-byte UTF-8, `#`, `]`, DEL, space).
+    #[test]
+    fn finds_the_end_of_strings_of_every_length() {
+        let byte_by_byte = |b: &[u8], start: usize| {
+            let mut i = start + 1;
+            while !STOPS_STRING[*b.get(i)? as usize] {
+                i += 1;
+            }
+            (b[i] == b'"').then_some(i)
+        };
+        let fillers: [&[u8]; 3] = [b"a", "é".as_bytes(), b"#] \x7f!"];
+        for filler in fillers {
+            for len in 0..40 {
+                let body: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                for stop in [b'"', b'\\', b'\n', 0x1f, 0x00] {
+                    for at in 0..=len {
+                        let mut line = vec![b'"'];
+                        line.extend_from_slice(&body[..at]);
+                        line.push(stop);
+                        line.extend_from_slice(&body[at..]);
+                        line.extend_from_slice(b"\"x");
+                        assert_eq!(
+                            string_end(&line, 0),
+                            byte_by_byte(&line, 0),
+                            "{:?}",
+                            String::from_utf8_lossy(&line)
+                        );
+                    }
+                }
+                let mut open = vec![b'"'];
+                open.extend_from_slice(&body);
+                assert_eq!(string_end(&open, 0), None, "a string that does not close");
+            }
+        }
     }
 
     /// Every line this scanner does not read is left to the general parser: nested values,
