@@ -168,18 +168,30 @@ impl Clone for Value {
     }
 }
 
+/// Integers, times and strings (the keys and identities every fold and probe compares) are
+/// compared where the comparison is made; the other kinds in a call.
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Value) -> bool {
         match (self, other) {
+            (Value::UInt(a), Value::UInt(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) | (Value::DateTime(a), Value::DateTime(b)) => a == b,
             (Value::String(a), Value::String(b)) => same_bytes(a.as_bytes(), b.as_bytes()),
+            _ => self.eq_other(other),
+        }
+    }
+}
+
+impl Value {
+    /// [`PartialEq::eq`] of the kinds it does not compare inline.
+    #[inline(never)]
+    fn eq_other(&self, other: &Value) -> bool {
+        match (self, other) {
             (Value::Null, Value::Null) => true,
             (Value::Bool(a), Value::Bool(b)) => a == b,
-            (Value::Int(a), Value::Int(b)) => a == b,
-            (Value::UInt(a), Value::UInt(b)) => a == b,
             (Value::Float(a), Value::Float(b)) => a == b,
             (Value::Uuid(a), Value::Uuid(b)) => a == b,
             (Value::Date(a), Value::Date(b)) => a == b,
-            (Value::DateTime(a), Value::DateTime(b)) => a == b,
             (Value::DateTime64(a, p), Value::DateTime64(b, q)) => a == b && p == q,
             (Value::Array(a), Value::Array(b)) | (Value::Tuple(a), Value::Tuple(b)) => a == b,
             (Value::Map(a), Value::Map(b)) => a == b,
