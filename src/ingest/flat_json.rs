@@ -220,10 +220,17 @@ fn string_end(b: &[u8], start: usize) -> Option<usize> {
         let stops = stop_bytes(w);
         if stops != 0 {
             i += (stops.trailing_zeros() / 8) as usize;
-            return (b[i] == b'"').then_some(i);
+            break;
         }
         i += 8;
     }
+    closing_quote_from(b, i)
+}
+
+/// The first quote, backslash or control character at or after `i`, a byte at a time: its
+/// position when it is a quote (the string's end), `None` otherwise.
+#[inline(always)]
+fn closing_quote_from(b: &[u8], mut i: usize) -> Option<usize> {
     while !STOPS_STRING[*b.get(i)? as usize] {
         i += 1;
     }
@@ -449,13 +456,7 @@ mod tests {
     /// come close to them (multi-byte UTF-8, `#`, `]`, DEL, space).
     #[test]
     fn finds_the_end_of_strings_of_every_length() {
-        let byte_by_byte = |b: &[u8], start: usize| {
-            let mut i = start + 1;
-            while !STOPS_STRING[*b.get(i)? as usize] {
-                i += 1;
-            }
-            (b[i] == b'"').then_some(i)
-        };
+        let byte_by_byte = |b: &[u8], start: usize| closing_quote_from(b, start + 1);
         let fillers: [&[u8]; 3] = [b"a", "é".as_bytes(), b"#] \x7f!"];
         for filler in fillers {
             for len in 0..40 {
