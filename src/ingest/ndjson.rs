@@ -331,7 +331,7 @@ impl Reader {
         use flat_json::Shape;
         match (self, found.shape) {
             (Reader::Text, Shape::String) => match found.string() {
-                Some(s) => put(place, Value::from(s)),
+                Some(s) => place.set(Value::from(s)),
                 None => return false,
             },
             (
@@ -343,7 +343,7 @@ impl Reader {
                     magnitude,
                     negative: false,
                 },
-            ) if fits_unsigned(magnitude, bits) => put(place, Value::UInt(magnitude)),
+            ) if fits_unsigned(magnitude, bits) => place.set(Value::UInt(magnitude)),
             (
                 Reader::Integer { signed: true, bits },
                 Shape::Integer {
@@ -365,10 +365,10 @@ impl Reader {
                 if !fits_signed(i, bits) {
                     return false;
                 }
-                put(place, Value::Int(i))
+                place.set(Value::Int(i))
             }
             (Reader::DateTime, Shape::String) => match found.string().and_then(datetime_text) {
-                Some(secs) => put(place, Value::DateTime(secs)),
+                Some(secs) => place.set(Value::DateTime(secs)),
                 None => return false,
             },
             _ => return self.read_into(found.raw, place),
@@ -383,22 +383,22 @@ impl Reader {
     fn read_into(self, text: &str, place: &mut Value) -> bool {
         match self {
             Reader::Text => match unescaped_string(text) {
-                Some(s) => put(place, Value::from(s)),
+                Some(s) => place.set(Value::from(s)),
                 None => return false,
             },
             Reader::Integer { signed: true, bits } => match text.parse::<i64>() {
-                Ok(i) if fits_signed(i, bits) => put(place, Value::Int(i)),
+                Ok(i) if fits_signed(i, bits) => place.set(Value::Int(i)),
                 _ => return false,
             },
             Reader::Integer {
                 signed: false,
                 bits,
             } => match text.parse::<u64>() {
-                Ok(u) if fits_unsigned(u, bits) => put(place, Value::UInt(u)),
+                Ok(u) if fits_unsigned(u, bits) => place.set(Value::UInt(u)),
                 _ => return false,
             },
             Reader::DateTime => match unescaped_string(text).and_then(datetime_text) {
-                Some(secs) => put(place, Value::DateTime(secs)),
+                Some(secs) => place.set(Value::DateTime(secs)),
                 None => return false,
             },
             Reader::General => return false,
@@ -424,17 +424,6 @@ fn datetime_text(inner: &str) -> Option<i64> {
         return None;
     }
     petrel_value::time::parse_datetime(inner, 0)
-}
-
-/// Puts `value` in `place`; a NULL there (a row's cell not yet set) is overwritten without a
-/// call to drop it.
-#[inline(always)]
-fn put(place: &mut Value, value: Value) {
-    if place.is_null() {
-        std::mem::forget(std::mem::replace(place, value));
-    } else {
-        *place = value;
-    }
 }
 
 /// The text of a raw JSON string that has no escapes (valid JSON already, so its text between

@@ -38,6 +38,18 @@ pub(super) struct Record {
     pub(super) meta: Option<Vec<u8>>,
 }
 
+/// Drops batches whose rows are now held as columns. Where these are the last references
+/// (the engine's workers let go of a batch once they have read it), each row is emptied by
+/// [`petrel_value::clear_row`], without the drop glue's call per cell.
+fn free_records(records: Vec<Arc<Record>>) {
+    for mut record in records {
+        let updates = Arc::get_mut(&mut record).and_then(|r| Arc::get_mut(&mut r.updates));
+        for (row, _) in updates.into_iter().flatten() {
+            petrel_value::clear_row(row);
+        }
+    }
+}
+
 /// A written segment: batches `first..end`.
 #[derive(Clone, Debug)]
 struct Segment {
@@ -656,7 +668,9 @@ impl TableLog {
                         // The batches are dropped after the lock is released.
                         let batches = std::mem::replace(&mut held.batches, columns);
                         drop(st);
-                        drop(batches);
+                        if let HeldBatches::Records(records) = batches {
+                            free_records(records);
+                        }
                     }
                 }
             }

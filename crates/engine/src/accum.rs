@@ -177,26 +177,24 @@ impl AccumLayout {
     #[inline]
     pub fn write_value(&self, get: impl Fn(usize) -> i128, i: usize, place: &mut Value) {
         let Some((_, slot)) = self.aggregates.get(i) else {
-            *place = Value::Null;
+            place.set(Value::Null);
             return;
         };
         match slot {
-            Slot::Count { at } => *place = Value::UInt(get(*at).max(0) as u64),
-            Slot::SumInt { at, unsigned } => {
-                *place = if *unsigned {
-                    Value::UInt(get(*at) as u64)
-                } else {
-                    Value::Int(get(*at) as i64)
-                }
-            }
-            Slot::SumFloat { at } => *place = Value::Float(F64(from_fixed(get(*at)))),
+            Slot::Count { at } => place.set(Value::UInt(get(*at).max(0) as u64)),
+            Slot::SumInt { at, unsigned } => place.set(if *unsigned {
+                Value::UInt(get(*at) as u64)
+            } else {
+                Value::Int(get(*at) as i64)
+            }),
+            Slot::SumFloat { at } => place.set(Value::Float(F64(from_fixed(get(*at))))),
             Slot::Avg { at } => {
                 let n = get(*at + 1);
-                *place = if n == 0 {
+                place.set(if n == 0 {
                     Value::Float(F64(f64::NAN))
                 } else {
                     Value::Float(F64(from_fixed(get(*at)) / n as f64))
-                }
+                })
             }
         }
     }

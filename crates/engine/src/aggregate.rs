@@ -592,9 +592,9 @@ impl GroupState {
                 let get = |i: usize| acc.get(i).copied().unwrap_or(0);
                 layout.accumulated.write_value(get, a, place)
             }
-            Source::WholeGroup(w) => *place = whole.get(w).cloned().unwrap_or(Value::Null),
+            Source::WholeGroup(w) => place.set(whole.get(w).map_or(Value::Null, Value::clone)),
             Source::Part(p) => {
-                *place = match (&self.parts[p], layout.parts[p].1) {
+                let value = match (&self.parts[p], layout.parts[p].1) {
                     (PartState::Distinct(m), _) => Value::UInt(m.len() as u64),
                     (PartState::Ranked(r), Part::Quantile(q)) => match r.quantile(q) {
                         Some(q) => Value::Float(F64(q)),
@@ -616,11 +616,12 @@ impl GroupState {
                             return None;
                         }
                     },
-                }
+                };
+                place.set(value);
             }
         }
         if place.is_null() && !agg.ty.is_nullable() {
-            *place = agg.ty.default_value();
+            place.set(agg.ty.default_value());
         }
         Some(())
     }
@@ -737,7 +738,7 @@ impl GroupLayout {
         for (n, place) in row.iter_mut().enumerate() {
             let c = projected.map_or(n, |columns| columns[n]);
             match c.checked_sub(key.len()) {
-                None => *place = key[c].clone(),
+                None => place.set(key[c].clone()),
                 Some(i) if i < self.aggregates.len() => {
                     if aggregate(i, place).is_none() {
                         return;

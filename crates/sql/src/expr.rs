@@ -57,7 +57,11 @@ impl Expr {
     /// past the end of the row.
     pub fn eval(&self, row: &[Value]) -> Value {
         match self {
-            Expr::Column(i) => row.get(*i).cloned().unwrap_or(Value::Null),
+            // Not `unwrap_or(Value::Null)`: the unused NULL was dropped through a call.
+            Expr::Column(i) => match row.get(*i) {
+                Some(v) => v.clone(),
+                None => Value::Null,
+            },
             Expr::Literal(v) => v.clone(),
             Expr::Param { .. } | Expr::LambdaArg { .. } => Value::Null,
             Expr::Call { func, args } => eval_call(func, args, row),

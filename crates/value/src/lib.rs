@@ -17,6 +17,20 @@ pub use value::{same_bytes, Value, F64, U128};
 /// One row of a datasource, a view or an intermediate collection: values in column order.
 pub type Row = Vec<Value>;
 
+/// Empties a row, keeping its allocation. Its cells are dropped one by one (the drop glue's
+/// call and jump by kind, each) only when one of them owns memory; a row of numbers, times
+/// and short strings is emptied by setting its length, after one read of each cell's kind.
+#[inline]
+pub fn clear_row(row: &mut Row) {
+    if row.iter().any(Value::owns_memory) {
+        row.clear();
+    } else {
+        // SAFETY: shortening a vector only forgets the values past its new length, and none
+        // of these owns anything (their drop would do nothing), so nothing is lost.
+        unsafe { row.set_len(0) }
+    }
+}
+
 /// A named, typed column of a schema.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Column {

@@ -286,6 +286,30 @@ impl Value {
         matches!(self, Value::Null)
     }
 
+    /// Whether dropping the value frees memory or a count (a long string's, a nested
+    /// value's); every other value's drop does nothing.
+    #[inline(always)]
+    pub fn owns_memory(&self) -> bool {
+        match self {
+            Value::String(s) => s.is_heap_allocated(),
+            Value::Array(_) | Value::Tuple(_) | Value::Map(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Puts `value` in the value's place. A NULL there (a row's cell not yet set: rows are
+    /// made at their size, NULL, and filled in place) is overwritten without a call to its
+    /// drop glue, a call and a jump by kind for every cell of every row the decoder or a fold
+    /// makes, which would do nothing.
+    #[inline(always)]
+    pub fn set(&mut self, value: Value) {
+        if self.is_null() {
+            std::mem::forget(std::mem::replace(self, value));
+        } else {
+            *self = value;
+        }
+    }
+
     /// The value as a float, for numbers and booleans.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
@@ -578,6 +602,60 @@ mod tests {
     #[test]
     fn a_value_is_three_words() {
         assert_eq!(std::mem::size_of::<Value>(), 24);
+    }
+
+    /// Exactly the values whose drop frees something (a string on the heap, a nested value)
+    /// own memory: [`crate::clear_row`] and [`Value::set`] skip the drop of every other
+    /// value, so one of these called owning nothing would leak.
+    #[test]
+    fn only_long_strings_and_nested_values_own_memory() {
+        let long = "a string longer than the twenty-three bytes kept inline";
+        let owning = [
+            Value::str(long),
+            Value::Array(vec![Value::Int(1)].into()),
+            Value::Tuple(vec![Value::Null].into()),
+            Value::Map(vec![(Value::UInt(1), Value::UInt(2))].into()),
+        ];
+        let owning_nothing = [
+            Value::Null,
+            Value::Bool(false),
+            Value::Int(-7),
+            Value::UInt(7),
+            Value::Float(F64(1.5)),
+            Value::str("exactly twenty-three b."),
+            Value::String(smol_str::SmolStr::new_static(
+                "a static string past the inline bytes",
+            )),
+            Value::Uuid(U128(1)),
+            Value::Date(1),
+            Value::DateTime(1),
+            Value::DateTime64(1, 3),
+        ];
+        assert!(owning.iter().all(Value::owns_memory));
+        assert!(!owning_nothing.iter().any(Value::owns_memory));
+    }
+
+    /// `set` puts its value in place of a NULL (a row's unset cell) and of any other value,
+    /// and `clear_row` empties rows of either kind of value, keeping their allocation.
+    #[test]
+    fn set_and_clear_row_replace_and_empty_any_value() {
+        let long = Value::str("a string longer than the twenty-three bytes kept inline");
+        let mut row = vec![Value::Null, long.clone(), Value::UInt(3)];
+        row[0].set(long.clone());
+        row[1].set(Value::Int(-1));
+        row[2].set(Value::str("US"));
+        assert_eq!(row, vec![long.clone(), Value::Int(-1), Value::str("US")]);
+        let capacity = row.capacity();
+        crate::clear_row(&mut row);
+        assert!(row.is_empty());
+        assert_eq!(row.capacity(), capacity);
+        let mut small = vec![Value::UInt(1), Value::str("DE")];
+        crate::clear_row(&mut small);
+        assert!(small.is_empty());
+        assert_eq!(
+            long,
+            Value::str("a string longer than the twenty-three bytes kept inline")
+        );
     }
 
     /// A clone equals its value for every variant (the ones copied as bytes and the ones
