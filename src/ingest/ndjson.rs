@@ -420,7 +420,10 @@ fn fits_signed(i: i64, bits: u8) -> bool {
 /// The seconds of a `DateTime` written as a time (`2024-06-01 10:00:00`); a string of digits
 /// only is left to [`convert`], which reads it as seconds.
 fn datetime_text(inner: &str) -> Option<i64> {
-    if inner.bytes().all(|b| b.is_ascii_digit()) {
+    // A time's fifth byte is its date's dash: the usual time is told from digits without
+    // reading all of its bytes.
+    let digits = |b: &u8| b.is_ascii_digit();
+    if inner.as_bytes().get(4).is_none_or(digits) && inner.bytes().all(|b| digits(&b)) {
         return None;
     }
     petrel_value::time::parse_datetime(inner, 0)
@@ -682,6 +685,12 @@ mod tests {
             r#"{"i":-12e0,"u":12.0,"i8":"-5"}"#,
             r#"{"t":"2024-06-01 10:00:0\u0030","lc":"\u0055S"}"#,
             r#"{"t":"2024-13-01 10:00:00","s":""}"#,
+            r#"{"t":"1717"}"#,
+            r#"{"t":"17172"}"#,
+            r#"{"t":"20240601"}"#,
+            r#"{"t":"2024x06-01 10:00:00"}"#,
+            r#"{"t":"2024-06-01"}"#,
+            r#"{"t":""}"#,
         ] {
             assert_eq!(fast.decode(line, 0), general.decode(line, 0), "{line}");
         }
