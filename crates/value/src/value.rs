@@ -605,8 +605,8 @@ mod tests {
     }
 
     /// Exactly the values whose drop frees something (a string on the heap, a nested value)
-    /// own memory: [`crate::clear_row`] and [`Value::set`] skip the drop of every other
-    /// value, so one of these called owning nothing would leak.
+    /// own memory: [`crate::clear_row`] skips the drop of every other value, so one of these
+    /// called owning nothing would leak.
     #[test]
     fn only_long_strings_and_nested_values_own_memory() {
         let long = "a string longer than the twenty-three bytes kept inline";
