@@ -802,18 +802,21 @@ impl KeyedState for SumState {
     type Update = (Accum, Row);
     type Alignment = CacheLine;
 
-    fn apply(&mut self, (contribution, _): (Accum, Row), diff: isize) {
-        for (i, &c) in contribution.0.iter().enumerate().filter(|(_, c)| **c != 0) {
-            let add = c * diff as i128;
-            match i {
-                0 | 1 => self.counts[i] += add as i64,
-                2 => {
-                    let sum = self.accumulator(2) + add;
-                    self.first = [sum as u64, (sum >> 64) as u64];
-                }
-                // No layout this state is chosen for has more slots.
-                _ => {}
-            }
+    fn apply(&mut self, (contribution, cells): (Accum, Row), diff: isize) {
+        // Each of the (at most three) slots is added whether or not it is zero: no loop and
+        // no branch per slot. No layout this state is chosen for has more slots.
+        let slot = |i: usize| contribution.0.get(i).copied().unwrap_or(0) * diff as i128;
+        self.counts[0] += slot(0) as i64;
+        self.counts[1] += slot(1) as i64;
+        let add = slot(2);
+        if add != 0 {
+            let sum = self.accumulator(2) + add;
+            self.first = [sum as u64, (sum >> 64) as u64];
+        }
+        // Such a group has no cells: the empty row (no allocation) is forgotten, not dropped
+        // through the drop code's call.
+        if cells.capacity() == 0 {
+            std::mem::forget(cells);
         }
     }
 
