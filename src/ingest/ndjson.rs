@@ -422,8 +422,8 @@ fn fits_signed(i: i64, bits: u8) -> bool {
 fn datetime_text(inner: &str) -> Option<i64> {
     // A time's fifth byte is its date's dash: the usual time is told from digits without
     // reading all of its bytes.
-    let digits = |b: &u8| b.is_ascii_digit();
-    if inner.as_bytes().get(4).is_none_or(digits) && inner.bytes().all(|b| digits(&b)) {
+    let bytes = inner.as_bytes();
+    if bytes.get(4).is_none_or(u8::is_ascii_digit) && bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
     petrel_value::time::parse_datetime(inner, 0)
