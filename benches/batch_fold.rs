@@ -332,6 +332,10 @@ fn petrel_engine(columns: Vec<Column>) -> (Arc<Engine>, Arc<View>) {
 }
 
 fn main() {
+    // As the server's main does (no transparent huge pages, freed memory kept ten seconds):
+    // without it the kernel's zeroing of fresh pages took a third of this bench's samples,
+    // and the engine's figure moved by half between runs.
+    petrel::host::tune_process();
     let rows: usize = support::env("ROWS", 2_000_000);
     let batch: usize = support::env("BATCH", 20_000);
     let bodies: Vec<Vec<u8>> = events::batches(rows, batch)
