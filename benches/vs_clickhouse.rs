@@ -19,7 +19,9 @@
 //!
 //! `cargo bench --bench vs_clickhouse` (env: ROWS default 200000, BATCH default 20000,
 //! WORKLOAD=topk|mix|uniq|quantile|all default all, WORKERS default the number of cores, READS pull
-//! requests per client default 200, PETREL_PYTHON a Python with chdb, default
+//! requests per client default 200, ROUNDS how many times each workload runs, each time both
+//! sides in a fresh process, default 1 (past one, every round's ingest rates and the median
+//! ratio are printed), PETREL_PYTHON a Python with chdb, default
 //! `~/.cache/petrel/tools/venv/bin/python` as installed by `scripts/test.sh`).
 //!
 //! The bench asserts nothing about time. It exits non-zero when an answer differs.
@@ -722,6 +724,57 @@ fn run(name: &str) -> bool {
     equal
 }
 
+/// Runs workload `name` `ROUNDS` times, each round both sides in a process of its own (a
+/// clean heap, no server left from the round before): on a shared machine one run can land
+/// in a slow minute for one side only. Prints the first round in full, then every round's
+/// ingest rates and the median ratio. False when a round's answers differ.
+fn rounds(name: &str) -> bool {
+    let rounds = env::<usize>("ROUNDS", 1);
+    let exe = std::env::current_exe().unwrap();
+    let (mut ok, mut rates) = (true, Vec::new());
+    for round in 0..rounds {
+        let out = Command::new(&exe)
+            .args(std::env::args().skip(1))
+            .env("WORKLOAD", name)
+            .env("ROUNDS", "1")
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        ok &= out.status.success();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if round == 0 {
+            print!("{text}");
+        }
+        // `ingest rows/s  <Petrel>  <ClickHouse>  <ratio>x`
+        let rate = text.lines().find_map(|l| {
+            let mut f = l.trim().strip_prefix("ingest rows/s")?.split_whitespace();
+            Some((
+                f.next()?.parse::<f64>().ok()?,
+                f.next()?.parse::<f64>().ok()?,
+            ))
+        });
+        rates.extend(rate);
+    }
+    let each: Vec<String> = rates
+        .iter()
+        .map(|(p, c)| format!("{:.0}k / {:.0}k = {:.2}x", p / 1e3, c / 1e3, p / c))
+        .collect();
+    let mut ratios: Vec<f64> = rates.iter().map(|(p, c)| p / c).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "  ingest rows/s by round (Petrel / ClickHouse): {}",
+        each.join(", ")
+    );
+    if let (Some(least), Some(most)) = (ratios.first(), ratios.last()) {
+        println!(
+            "  ingest ratio over {} rounds: median {:.2}x, least {least:.2}x, most {most:.2}x",
+            ratios.len(),
+            support::percentile(&ratios, 0.5)
+        );
+    }
+    ok
+}
+
 fn main() {
     let which = std::env::var("WORKLOAD").unwrap_or_else(|_| "all".into());
     let ok = if which == "all" {
@@ -738,6 +791,8 @@ fn main() {
             ok &= status.success();
         }
         ok
+    } else if env::<usize>("ROUNDS", 1) > 1 {
+        rounds(&which)
     } else {
         run(&which)
     };
