@@ -96,21 +96,11 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 
 /// Parses `YYYY-MM-DD[ T]hh:mm:ss[.fraction][Z]` (or a bare date, at midnight) into ticks of
 /// `10^-precision` seconds. Also accepts a plain integer of seconds since the epoch.
-///
-/// Inlined, so that the decoder's call (precision 0) reads the common form in place; the
-/// other forms are read out of line.
-#[inline]
 pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
-    match parse_plain_datetime(s.as_bytes()) {
-        Some(secs) => Some(secs * 10i64.pow(u32::from(precision))),
-        None => parse_general_datetime(s, precision),
-    }
-}
-
-/// [`parse_datetime`] of every form but the common one.
-#[inline(never)]
-fn parse_general_datetime(s: &str, precision: u8) -> Option<i64> {
     let scale = 10i64.pow(u32::from(precision));
+    if let Some(secs) = parse_plain_datetime(s.as_bytes()) {
+        return Some(secs * scale);
+    }
     let s = s.trim();
     // Times are ASCII; anything else is not one (and must not be sliced by bytes).
     if !s.is_ascii() {
@@ -167,7 +157,6 @@ fn parse_general_datetime(s: &str, precision: u8) -> Option<i64> {
 /// time goes through it: its digits and separators are checked a machine word at a time
 /// (three overlapping 8-byte words) instead of a byte at a time, and the date's day number
 /// is computed in unsigned arithmetic (a year of four digits is never negative).
-#[inline]
 fn parse_plain_datetime(b: &[u8]) -> Option<i64> {
     let b: &[u8; 19] = b.try_into().ok()?;
     // `YYYY-MM-`, `DD hh:mm` and `hh:mm:ss`: digits where the masks have bytes, separators
