@@ -97,7 +97,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// Parses `YYYY-MM-DD[ T]hh:mm:ss[.fraction][Z]` (or a bare date, at midnight) into ticks of
 /// `10^-precision` seconds. Also accepts a plain integer of seconds since the epoch.
 pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
-    let scale = 10i64.pow(u32::from(precision));
+    let scale = 10i64.pow(precision as u32);
     if let Some(secs) = parse_plain_datetime(s.as_bytes()) {
         return Some(secs * scale);
     }
@@ -152,77 +152,30 @@ pub fn parse_datetime(s: &str, precision: u8) -> Option<i64> {
     Some(secs * scale + frac_ticks)
 }
 
-/// Reads exactly `YYYY-MM-DD hh:mm:ss` (or with `T`), the form most events carry, into
-/// seconds; `None` for anything else (which the general reader then reads). Every event's
-/// time goes through it: its digits and separators are checked a machine word at a time
-/// (three overlapping 8-byte words) instead of a byte at a time, and the date's day number
-/// is computed in unsigned arithmetic (a year of four digits is never negative).
+/// Reads exactly `YYYY-MM-DD hh:mm:ss` (or with `T`), the form most events carry, digit by
+/// digit into seconds; `None` for anything else (which the general reader then reads).
 fn parse_plain_datetime(b: &[u8]) -> Option<i64> {
-    let b: &[u8; 19] = b.try_into().ok()?;
-    // `YYYY-MM-`, `DD hh:mm` and `hh:mm:ss`: digits where the masks have bytes, separators
-    // between them.
-    let (date, middle, time) = (word_at(b, 0), word_at(b, 8), word_at(b, 11));
-    const DATE_DIGITS: u64 = 0x00FF_FF00_FFFF_FFFF;
-    const PAIRS_DIGITS: u64 = 0xFFFF_00FF_FF00_FFFF;
-    const DASHES: u64 = (b'-' as u64) << 56 | (b'-' as u64) << 32;
-    const COLONS: u64 = (b':' as u64) << 40 | (b':' as u64) << 16;
-    if date & !DATE_DIGITS != DASHES
-        || time & !PAIRS_DIGITS != COLONS
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
         || !matches!(b[10], b' ' | b'T')
-        || !(digits_at(date, DATE_DIGITS)
-            & digits_at(middle, PAIRS_DIGITS)
-            & digits_at(time, PAIRS_DIGITS))
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
-    let digit = |i: usize| u32::from(b[i] - b'0');
-    let pair = |i: usize| digit(i) * 10 + digit(i + 1);
-    let (y, m, d) = (pair(0) * 100 + pair(2), pair(5), pair(8));
-    let (h, mi, se) = (pair(11), pair(14), pair(17));
-    if !(1..=12).contains(&m)
-        || d == 0
-        || d > days_in_month(i64::from(y), m)
-        || h > 23
-        || mi > 59
-        || se > 60
-    {
+    let number = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (h, mi, se) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let (m, d) = (u32::try_from(m).ok()?, u32::try_from(d).ok()?);
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    let seconds = h * 3600 + mi * 60 + se;
-    Some(days_from_civil_unsigned(y, m, d) * 86_400 + i64::from(seconds))
-}
-
-/// The little-endian word of `b`'s 8 bytes from `at` (at most 11, so they lie in `b`).
-#[inline(always)]
-fn word_at(b: &[u8; 19], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(word)
-}
-
-/// Whether every byte of `word` that `mask` covers is an ASCII digit: its high half is 3 and
-/// adding 6 leaves it 3 (`0x30`..=`0x39`). A byte whose high half is 3 cannot carry into the
-/// next one when 6 is added, so each byte is judged alone.
-#[inline(always)]
-fn digits_at(word: u64, mask: u64) -> bool {
-    const HIGH_HALVES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
-    const THREES: u64 = 0x3030_3030_3030_3030;
-    const SIXES: u64 = 0x0606_0606_0606_0606;
-    let word = word & mask;
-    let (high, threes) = (HIGH_HALVES & mask, THREES & mask);
-    (word & high == threes) & (word.wrapping_add(SIXES & mask) & high == threes)
-}
-
-/// [`days_from_civil`] for a year of at most four digits, in unsigned arithmetic: the year is
-/// taken 400 years (one era, 146,097 days) later, so that January and February of year 0
-/// still count from a year that is not negative.
-fn days_from_civil_unsigned(y: u32, m: u32, d: u32) -> i64 {
-    let y = y + 400 - u32::from(m <= 2);
-    let (era, yoe) = (y / 400, y % 400);
-    let shifted = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * shifted + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    i64::from(era) * 146_097 + i64::from(doe) - 719_468 - 146_097
+    Some(days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 fn parse_offset(s: &str) -> Option<i64> {
@@ -280,7 +233,7 @@ mod tests {
         );
     }
 
-    /// The word-at-a-time reader gives every valid time of a four-digit year the seconds the
+    /// The reader of the common form gives every valid time of a four-digit year the seconds the
     /// general reader gives it, refuses the days no month has, and never reads a time where a
     /// digit or a separator is any other byte.
     #[test]
