@@ -264,6 +264,60 @@ mod tests {
         );
     }
 
+    /// Parts written by earlier versions (zstd) read back, and merge by their row groups with
+    /// parts written now (LZ4): each copied column chunk keeps its own codec, and the merged
+    /// part reads back as the rows of both.
+    #[test]
+    fn parts_compressed_with_zstd_read_and_merge_with_lz4_parts() {
+        use parquet::basic::{Compression, ZstdLevel};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let old_rows = part_rows(&mut rng, 3_000, 0);
+        let new_rows = part_rows(&mut rng, 2_000, 10_000);
+        let old =
+            part::encode_compressed(&names(), &old_rows, Compression::ZSTD(ZstdLevel::default()))
+                .expect("encodes");
+        let as_read = |rows: &[PartRow]| -> Vec<(u64, Ts, isize, Vec<Value>)> {
+            rows.iter()
+                .map(|r| (r.seq, r.ts, r.diff as isize, r.row.clone()))
+                .collect()
+        };
+        assert_eq!(read_back(old.bytes.clone()), as_read(&old_rows));
+        let old_info = PartInfo {
+            file: String::new(),
+            first: 0,
+            end: 0,
+            partition: None,
+            updates: old_rows.len() as u64,
+            net_rows: old_rows.iter().map(|r| r.diff).sum(),
+            bytes: old.bytes.len() as u64,
+            row_groups: old.row_groups,
+            min_ts: old_rows.iter().map(|r| r.ts).min().unwrap_or(0),
+            max_ts: old_rows.iter().map(|r| r.ts).max().unwrap_or(0),
+            columns: old.stats,
+        };
+        let old = PartFile::open(old.bytes).expect("opens");
+        let (new, new_info) = part(&new_rows);
+        let codecs = |file: &PartFile| -> Vec<Compression> {
+            let groups = file.metadata.row_groups();
+            groups
+                .iter()
+                .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+                .collect()
+        };
+        assert!(codecs(&old)
+            .iter()
+            .all(|c| matches!(c, Compression::ZSTD(_))));
+        assert!(codecs(&new).iter().all(|c| *c == Compression::LZ4_RAW));
+        let files = [old, new];
+        assert!(applies(&files, names().len()));
+        let merged = concatenate(&files, &[&old_info, &new_info]).expect("merges");
+        let both: Vec<PartRow> = old_rows.iter().chain(&new_rows).cloned().collect();
+        assert_eq!(read_back(merged.encoded.bytes.clone()), as_read(&both));
+        let merged = PartFile::open(merged.encoded.bytes).expect("opens");
+        let (old_codecs, new_codecs) = (codecs(&files[0]), codecs(&files[1]));
+        assert_eq!(codecs(&merged), [old_codecs, new_codecs].concat());
+    }
+
     /// Parts of few rows (a table that compacts few rows at a time) are merged by copying
     /// once; a part made of their small row groups is not copied again, so a part never holds
     /// more than one row group per part of its last merge beyond what its rows need.
