@@ -845,16 +845,16 @@ impl PartWriter {
             .set_statistics_enabled(EnabledStatistics::Chunk)
             // Whole values: the manifest's extremes are read from these statistics.
             .set_statistics_truncate_length(None);
-        // Log positions (rising), a row's multiplicity (long runs of one value), and the
-        // `deltas` columns (of many values) are stored as the differences between
-        // neighbours, bit-packed, which is no larger than a dictionary and costs no hash per
-        // value. A row's tick keeps its dictionary: a part holds few ticks.
+        // Log positions (rising), a row's tick (rising with the log, in long runs of one
+        // value), a row's multiplicity (long runs of one value), and the `deltas` columns (of
+        // many values) are stored as the differences between neighbours, bit-packed, which is
+        // no larger than a dictionary and costs no hash per value.
         let deltas = deltas
             .iter()
             .filter(|&&c| self.kinds.get(c).is_some_and(|k| k.is_integer()))
             // The datasource's columns follow `_seq`, `_ts` and `_diff` in the schema.
             .filter_map(|&c| self.schema.fields().get(c + 3).map(|f| f.name().clone()))
-            .chain(["_seq", "_diff"].map(String::from));
+            .chain(["_seq", "_ts", "_diff"].map(String::from));
         for name in deltas {
             let column = ColumnPath::new(vec![name]);
             props = props
