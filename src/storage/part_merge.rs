@@ -199,7 +199,11 @@ mod tests {
 
     /// A part of `rows` and its manifest entry.
     fn part(rows: &[PartRow]) -> (PartFile, PartInfo) {
-        let encoded = part::encode(&names(), rows).expect("encodes");
+        opened(rows, part::encode(&names(), rows).expect("encodes"))
+    }
+
+    /// The part `encoded` from `rows`, and its manifest entry.
+    fn opened(rows: &[PartRow], encoded: EncodedPart) -> (PartFile, PartInfo) {
         let info = PartInfo {
             file: String::new(),
             first: 0,
@@ -282,20 +286,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(read_back(old.bytes.clone()), as_read(&old_rows));
-        let old_info = PartInfo {
-            file: String::new(),
-            first: 0,
-            end: 0,
-            partition: None,
-            updates: old_rows.len() as u64,
-            net_rows: old_rows.iter().map(|r| r.diff).sum(),
-            bytes: old.bytes.len() as u64,
-            row_groups: old.row_groups,
-            min_ts: old_rows.iter().map(|r| r.ts).min().unwrap_or(0),
-            max_ts: old_rows.iter().map(|r| r.ts).max().unwrap_or(0),
-            columns: old.stats,
-        };
-        let old = PartFile::open(old.bytes).expect("opens");
+        let (old, old_info) = opened(&old_rows, old);
         let (new, new_info) = part(&new_rows);
         let codecs = |file: &PartFile| -> Vec<Compression> {
             let groups = file.metadata.row_groups();
