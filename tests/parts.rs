@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{client, get, Server, ADMIN};
+use common::Server;
 use serde_json::{json, Value};
 
 /// The rows of batch `b` (200 users of their own, so every row tells its batch apart).
@@ -32,13 +32,7 @@ fn clickhouse_reads_every_row_of_a_compacted_part() {
                 )
             })
             .collect();
-        let r = client()
-            .post(format!("{}/v0/events?name=clicks&wait=true", server.url))
-            .bearer_auth(ADMIN)
-            .body(body)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        common::ingest_clicks(&server, &body);
         sent.extend(rows.into_iter().map(|(u, c, country)| (u, (c, country))));
     }
     let parts_dir = server.dir.join(".petrel/data/tables/clicks/parts");
@@ -60,14 +54,6 @@ fn clickhouse_reads_every_row_of_a_compacted_part() {
         assert!(Instant::now() < deadline, "no part after 60 s");
         std::thread::sleep(Duration::from_millis(200));
     };
-    let datasources = get(&server, "/v0/datasources");
-    let clicks = datasources["datasources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "clicks")
-        .unwrap()
-        .clone();
     let spec = json!({
         "files": files,
         "columns": ["_seq", "_diff", "user_id", "click_count", "country"],
@@ -77,7 +63,7 @@ fn clickhouse_reads_every_row_of_a_compacted_part() {
     // A compaction takes whole segments: 16 or 17 of the 17 writes.
     assert!(
         rows.len() == 16 * 200 || rows.len() == 17 * 200,
-        "{} rows, {clicks}",
+        "{} rows",
         rows.len()
     );
     let mut seen = BTreeMap::new();
