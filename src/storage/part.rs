@@ -316,16 +316,11 @@ fn build_columns(rows: &[PartRow], kinds: &[Kind]) -> Result<Vec<ArrayRef>, Stor
 /// Writes `rows` (already in the order the part keeps) as a Parquet file with one column per
 /// name, and computes each column's min/max for the manifest.
 pub(crate) fn encode(names: &[String], rows: &[PartRow]) -> Result<EncodedPart, StorageError> {
-    let kinds = column_kinds(rows, names.len());
-    let mut writer = PartWriter::new(names, kinds)?;
-    for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        writer.write(chunk)?;
-    }
-    writer.finish()
+    encode_compressed(names, rows, PART_COMPRESSION)
 }
 
-/// [`encode`] with another codec than [`PART_COMPRESSION`], as earlier versions wrote parts.
-#[cfg(test)]
+/// [`encode`] with the pages compressed by `compression` (tests write the codec earlier
+/// versions used).
 pub(crate) fn encode_compressed(
     names: &[String],
     rows: &[PartRow],

@@ -220,6 +220,13 @@ mod tests {
         (PartFile::open(encoded.bytes).expect("opens"), info)
     }
 
+    /// `rows` as [`read_back`] gives them.
+    fn as_read(rows: &[PartRow]) -> Vec<(u64, Ts, isize, Vec<Value>)> {
+        rows.iter()
+            .map(|r| (r.seq, r.ts, r.diff as isize, r.row.clone()))
+            .collect()
+    }
+
     fn read_back(bytes: Bytes) -> Vec<(u64, Ts, isize, Vec<Value>)> {
         let mut out = Vec::new();
         part::decode_with_seq(bytes, &mut |seq, row, ts, diff| {
@@ -245,12 +252,7 @@ mod tests {
         let infos: Vec<&PartInfo> = infos.iter().collect();
         let merged = concatenate(&files, &infos).expect("merges");
         let union: Vec<PartRow> = a.iter().chain(&b).chain(&c).cloned().collect();
-        let got = read_back(merged.encoded.bytes.clone());
-        let want: Vec<(u64, Ts, isize, Vec<Value>)> = union
-            .iter()
-            .map(|r| (r.seq, r.ts, r.diff as isize, r.row.clone()))
-            .collect();
-        assert_eq!(got, want);
+        assert_eq!(read_back(merged.encoded.bytes.clone()), as_read(&union));
         let reference = part::encode(&names(), &union).expect("encodes");
         assert_eq!(merged.encoded.stats, reference.stats);
         assert_eq!(
@@ -280,11 +282,6 @@ mod tests {
         let old =
             part::encode_compressed(&names(), &old_rows, Compression::ZSTD(ZstdLevel::default()))
                 .expect("encodes");
-        let as_read = |rows: &[PartRow]| -> Vec<(u64, Ts, isize, Vec<Value>)> {
-            rows.iter()
-                .map(|r| (r.seq, r.ts, r.diff as isize, r.row.clone()))
-                .collect()
-        };
         assert_eq!(read_back(old.bytes.clone()), as_read(&old_rows));
         let (old, old_info) = opened(&old_rows, old);
         let (new, new_info) = part(&new_rows);
